@@ -1,0 +1,3 @@
+mod lsn;
+mod protocol;
+fn main() {}
