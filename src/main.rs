@@ -1,3 +1,5 @@
+mod change;
 mod lsn;
+mod pipeline;
 mod protocol;
 fn main() {}

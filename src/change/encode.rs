@@ -1,0 +1,192 @@
+//! The change as one JSON line (SPEC section 2).
+//!
+//! A line is written in two parts: the header, which depends on where the
+//! change lands in its transaction (`id`, `lsn`, `commit_lsn`, `xid`,
+//! `commit_time`), and the body (`op`, `table`, rows). Streamed transactions
+//! learn their commit LSN only at the end, so their bodies are written as
+//! they arrive and the headers at commit; both halves are plain bytes, so
+//! the end of a large transaction costs a copy, not a re-encode.
+//!
+//! `id` is `<commit_lsn>:<ordinal>`, with the ordinal counting the changes
+//! of the transaction that reach the output (from 0), so the same change
+//! always gets the same id, whether the server streamed the transaction or
+//! not.
+
+use super::json::{write_plain_str, write_str};
+use super::relation::Table;
+use super::value::{write_binary_value, write_text_value};
+use crate::lsn::Lsn;
+use crate::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
+use crate::protocol::time::format_rfc3339;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+/// A row that does not match its table's description.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a row of {table} has {got} columns but its Relation message describes {expected}")]
+pub struct ShapeError {
+    pub table: String,
+    pub got: usize,
+    pub expected: usize,
+}
+
+/// What every change of one transaction shares, pre-rendered.
+#[derive(Debug, Clone)]
+pub struct TxnFields {
+    pub commit_lsn: Lsn,
+    /// `,"commit_lsn":"..","xid":..,"commit_time":"..",`
+    shared: Vec<u8>,
+}
+
+impl TxnFields {
+    pub fn new(commit_lsn: Lsn, xid: Option<u32>, commit_time: Option<i64>) -> TxnFields {
+        let mut shared = Vec::with_capacity(96);
+        shared.extend_from_slice(b",\"commit_lsn\":");
+        write_plain_str(&mut shared, &commit_lsn.to_string());
+        shared.extend_from_slice(b",\"xid\":");
+        match xid {
+            Some(xid) => shared.extend_from_slice(xid.to_string().as_bytes()),
+            None => shared.extend_from_slice(b"null"),
+        }
+        shared.extend_from_slice(b",\"commit_time\":");
+        match commit_time {
+            Some(time) => write_plain_str(&mut shared, &format_rfc3339(time)),
+            None => shared.extend_from_slice(b"null"),
+        }
+        shared.push(b',');
+        TxnFields { commit_lsn, shared }
+    }
+
+    /// `{"id":..,"lsn":..,"commit_lsn":..,"xid":..,"commit_time":..,`
+    pub fn write_header(&self, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn) {
+        use std::io::Write;
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{{\"id\":\"{}:{ordinal}\",\"lsn\":\"{lsn}\"", self.commit_lsn);
+        out.extend_from_slice(&self.shared);
+    }
+}
+
+/// The body of an insert, update or delete, ending the line.
+pub fn write_row_body(
+    out: &mut Vec<u8>,
+    table: &Table,
+    op: Op,
+    old: Option<&OldTuple>,
+    new: Option<&Tuple>,
+) -> Result<(), ShapeError> {
+    for tuple in old.map(OldTuple::tuple).into_iter().chain(new) {
+        if tuple.0.len() != table.columns.len() {
+            return Err(ShapeError {
+                table: table.qualified_name(),
+                got: tuple.0.len(),
+                expected: table.columns.len(),
+            });
+        }
+    }
+    out.extend_from_slice(b"\"op\":\"");
+    out.extend_from_slice(op.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"table\":");
+    out.extend_from_slice(&table.qualified_json);
+
+    // The key names the row the change applies to: the old key when the
+    // server sent one (a key change, or a delete), else the new row's key.
+    out.extend_from_slice(b",\"key\":");
+    match old.map(OldTuple::tuple).or(new) {
+        Some(tuple) if table.columns.iter().any(|c| c.is_key) => write_row(out, table, tuple, true),
+        _ => out.extend_from_slice(b"null"),
+    }
+
+    // With only the old key (`K`), the other old columns are nulls standing
+    // for "not sent": print the key alone rather than invent them.
+    out.extend_from_slice(b",\"old\":");
+    match old {
+        Some(OldTuple::Key(tuple)) => write_row(out, table, tuple, true),
+        Some(OldTuple::Full(tuple)) => write_row(out, table, tuple, false),
+        None => out.extend_from_slice(b"null"),
+    }
+
+    out.extend_from_slice(b",\"new\":");
+    match new {
+        Some(tuple) => write_row(out, table, tuple, false),
+        None => out.extend_from_slice(b"null"),
+    }
+
+    out.extend_from_slice(b",\"unchanged_toast\":[");
+    if let Some(tuple) = new {
+        let mut first = true;
+        for (column, value) in table.columns.iter().zip(&tuple.0) {
+            if matches!(value, Column::UnchangedToast) {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                write_str(out, &column.name);
+            }
+        }
+    }
+    out.extend_from_slice(b"]}\n");
+    Ok(())
+}
+
+/// The body of a TRUNCATE of one table, ending the line.
+pub fn write_truncate_body(out: &mut Vec<u8>, table: &Table) {
+    out.extend_from_slice(b"\"op\":\"truncate\",\"table\":");
+    out.extend_from_slice(&table.qualified_json);
+    out.extend_from_slice(b",\"key\":null,\"old\":null,\"new\":null,\"unchanged_toast\":[]}\n");
+}
+
+/// The body of a logical decoding message, ending the line. The content is
+/// written as text when it is UTF-8, else as PostgreSQL prints bytea.
+pub fn write_message_body(out: &mut Vec<u8>, message: &LogicalMessage) {
+    out.extend_from_slice(b"\"op\":\"message\",\"table\":null,\"prefix\":");
+    write_str(out, &message.prefix);
+    out.extend_from_slice(b",\"content\":");
+    match std::str::from_utf8(&message.content) {
+        Ok(text) => write_str(out, text),
+        Err(_) => write_binary_value(out, &message.content),
+    }
+    out.extend_from_slice(b",\"transactional\":");
+    out.extend_from_slice(if message.transactional { b"true" } else { b"false" });
+    out.extend_from_slice(b"}\n");
+}
+
+/// `{"col":value,...}`: all sent columns, or only the key columns.
+fn write_row(out: &mut Vec<u8>, table: &Table, tuple: &Tuple, key_only: bool) {
+    out.push(b'{');
+    let mut first = true;
+    for (column, value) in table.columns.iter().zip(&tuple.0) {
+        if key_only && !column.is_key {
+            continue;
+        }
+        if matches!(value, Column::UnchangedToast) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(&column.json_key);
+        match value {
+            Column::Null => out.extend_from_slice(b"null"),
+            Column::Text(text) => write_text_value(out, column.kind, text),
+            Column::Binary(bytes) => write_binary_value(out, bytes),
+            Column::UnchangedToast => {}
+        }
+    }
+    out.push(b'}');
+}

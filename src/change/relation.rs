@@ -1,0 +1,90 @@
+//! What the stream has told us about each table.
+//!
+//! pgoutput sends a Relation message before the first change of a table in
+//! a session and again whenever its schema changes; changes then refer to
+//! it by id. The cache keeps the latest description, with each column's
+//! JSON key and value kind worked out once, not once per row.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::json::write_str;
+use super::value::ValueKind;
+use crate::protocol::pgoutput;
+
+#[derive(Debug)]
+pub struct Table {
+    pub id: u32,
+    pub schema: String,
+    pub name: String,
+    pub replica_identity: u8,
+    pub columns: Vec<TableColumn>,
+    /// `"schema.name"`, already a JSON string.
+    pub(super) qualified_json: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct TableColumn {
+    pub name: String,
+    pub type_oid: u32,
+    pub type_modifier: i32,
+    /// Part of the replica identity (with REPLICA IDENTITY FULL, every column).
+    pub is_key: bool,
+    pub(super) kind: ValueKind,
+    /// `"name":`, already JSON.
+    pub(super) json_key: Vec<u8>,
+}
+
+impl Table {
+    pub fn from_message(message: &pgoutput::Relation) -> Table {
+        // pgoutput sends an empty namespace for pg_catalog.
+        let schema = if message.namespace.is_empty() { "pg_catalog" } else { &message.namespace };
+        let mut qualified_json = Vec::new();
+        write_str(&mut qualified_json, &format!("{schema}.{}", message.name));
+        let columns = message
+            .columns
+            .iter()
+            .map(|column| {
+                let mut json_key = Vec::with_capacity(column.name.len() + 3);
+                write_str(&mut json_key, &column.name);
+                json_key.push(b':');
+                TableColumn {
+                    name: column.name.clone(),
+                    type_oid: column.type_oid,
+                    type_modifier: column.type_modifier,
+                    is_key: column.is_key(),
+                    kind: ValueKind::for_type(column.type_oid),
+                    json_key,
+                }
+            })
+            .collect();
+        Table {
+            id: message.id,
+            schema: schema.to_string(),
+            name: message.name.clone(),
+            replica_identity: message.replica_identity,
+            columns,
+            qualified_json,
+        }
+    }
+
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// The tables seen so far in this replication session, by relation id.
+#[derive(Debug, Default)]
+pub struct RelationCache {
+    tables: HashMap<u32, Arc<Table>>,
+}
+
+impl RelationCache {
+    pub fn apply(&mut self, message: &pgoutput::Relation) {
+        self.tables.insert(message.id, Arc::new(Table::from_message(message)));
+    }
+
+    pub fn get(&self, id: u32) -> Option<&Arc<Table>> {
+        self.tables.get(&id)
+    }
+}

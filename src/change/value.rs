@@ -1,0 +1,321 @@
+//! Column values, from PostgreSQL's text output to typed JSON.
+//!
+//! The replication session sets `DateStyle=ISO`, `TimeZone=UTC`,
+//! `bytea_output=hex` and `extra_float_digits=3` (see `source::conninfo`), so
+//! the text forms handled here are fixed and exact. Rules (SPEC section 2):
+//! integers and floats become JSON numbers (NaN and infinities stay strings),
+//! `numeric` stays a string so no precision is lost, booleans are booleans,
+//! `json`/`jsonb` are embedded as JSON, arrays of these become JSON arrays,
+//! timestamps become RFC 3339, and every other type is passed as its text.
+//! Text that does not look as expected is passed as a string: a value is
+//! never dropped and this code never panics on it.
+
+use postgres_types::{Kind, Type};
+
+use super::json::{is_json_number, write_bytes_str, write_str};
+
+/// How a column's text form is written as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    Scalar(Scalar),
+    Array(Scalar),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scalar {
+    Integer,
+    Float,
+    Bool,
+    Json,
+    /// `timestamp without time zone`: ISO 8601 without an offset, since
+    /// the value has none (inventing `Z` would claim a zone it lacks).
+    Timestamp,
+    /// `timestamptz`, printed in UTC: RFC 3339 with `Z`.
+    TimestampTz,
+    /// Everything else, including numeric, text, date, time, uuid and bytea:
+    /// the text form as a JSON string.
+    Text,
+}
+
+impl ValueKind {
+    pub fn for_type(oid: u32) -> ValueKind {
+        match Type::from_oid(oid) {
+            Some(ty) => match ty.kind() {
+                Kind::Array(element) => ValueKind::Array(scalar_for(element)),
+                _ => ValueKind::Scalar(scalar_for(&ty)),
+            },
+            None => ValueKind::Scalar(Scalar::Text),
+        }
+    }
+}
+
+fn scalar_for(ty: &Type) -> Scalar {
+    match *ty {
+        Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => Scalar::Integer,
+        Type::FLOAT4 | Type::FLOAT8 => Scalar::Float,
+        Type::BOOL => Scalar::Bool,
+        Type::JSON | Type::JSONB => Scalar::Json,
+        Type::TIMESTAMP => Scalar::Timestamp,
+        Type::TIMESTAMPTZ => Scalar::TimestampTz,
+        _ => Scalar::Text,
+    }
+}
+
+/// Appends the JSON for one non-null value in text form.
+pub fn write_text_value(out: &mut Vec<u8>, kind: ValueKind, text: &[u8]) {
+    match kind {
+        ValueKind::Scalar(scalar) => write_scalar(out, scalar, text),
+        ValueKind::Array(element) => match parse_array(text) {
+            Some(array) => write_array(out, element, &array),
+            None => write_bytes_str(out, text),
+        },
+    }
+}
+
+/// Appends a value that arrived in binary form, as PostgreSQL prints bytea
+/// (`\x...`). walpipe asks for text, so this only happens if a server sends
+/// binary unasked; the bytes are kept rather than guessed at.
+pub fn write_binary_value(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(b"\"\\\\x");
+    for byte in bytes {
+        out.push(HEX[usize::from(byte >> 4)]);
+        out.push(HEX[usize::from(byte & 0xf)]);
+    }
+    out.push(b'"');
+}
+
+fn write_scalar(out: &mut Vec<u8>, scalar: Scalar, text: &[u8]) {
+    match scalar {
+        Scalar::Integer | Scalar::Float if is_json_number(text) => out.extend_from_slice(text),
+        Scalar::Bool if text == b"t" => out.extend_from_slice(b"true"),
+        Scalar::Bool if text == b"f" => out.extend_from_slice(b"false"),
+        Scalar::Json => write_json(out, text),
+        Scalar::Timestamp => write_timestamp(out, text, false),
+        Scalar::TimestampTz => write_timestamp(out, text, true),
+        _ => write_bytes_str(out, text),
+    }
+}
+
+/// `json` keeps its input's whitespace, which may include newlines; outside
+/// strings they are insignificant and inside strings JSON forbids them raw,
+/// so replacing them by spaces keeps the value and the one-line rule.
+fn write_json(out: &mut Vec<u8>, text: &[u8]) {
+    if std::str::from_utf8(text).is_err() {
+        return write_bytes_str(out, text);
+    }
+    let start = out.len();
+    out.extend_from_slice(text);
+    for byte in &mut out[start..] {
+        if matches!(*byte, b'\n' | b'\r') {
+            *byte = b' ';
+        }
+    }
+}
+
+/// `2026-11-21 10:30:00.123456+00` to `2026-11-21T10:30:00.123456Z`.
+/// Values without a date-time shape (`infinity`, BC dates) stay as text.
+fn write_timestamp(out: &mut Vec<u8>, text: &[u8], with_zone: bool) {
+    let Ok(text) = std::str::from_utf8(text) else {
+        return write_bytes_str(out, text);
+    };
+    let shaped = text.len() >= 19 && text.as_bytes()[10] == b' ' && text.as_bytes()[4] == b'-';
+    if !shaped || text.ends_with(" BC") {
+        return write_str(out, text);
+    }
+    let (date, time) = text.split_at(10);
+    let time = &time[1..];
+    if !with_zone {
+        return write_str(out, &format!("{date}T{time}"));
+    }
+    // The offset starts at the last '+' or '-' of the time part.
+    let Some(sign_at) = time.rfind(['+', '-']) else {
+        return write_str(out, text);
+    };
+    let (clock, offset) = time.split_at(sign_at);
+    let offset = match offset.len() {
+        3 if offset == "+00" || offset == "-00" => "Z".to_string(),
+        3 => format!("{offset}:00"),
+        _ => offset.to_string(),
+    };
+    write_str(out, &format!("{date}T{clock}{offset}"));
+}
+
+/// An array literal parsed into nested elements.
+#[derive(Debug, PartialEq, Eq)]
+enum Element {
+    Null,
+    Value(String),
+    Array(Vec<Element>),
+}
+
+/// Parses `{1,2,NULL}`, `{{"a b",c},{d,e}}` and `[0:1]={1,2}`. `None` when
+/// the text is not an array literal.
+fn parse_array(text: &[u8]) -> Option<Vec<Element>> {
+    let text = std::str::from_utf8(text).ok()?;
+    // Drop a dimension decoration such as `[0:2]=`.
+    let text = if text.starts_with('[') { &text[text.find('=')? + 1..] } else { text };
+    let mut chars = text.chars().peekable();
+    let array = parse_level(&mut chars)?;
+    if chars.next().is_some() { None } else { Some(array) }
+}
+
+fn parse_level(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<Vec<Element>> {
+    if chars.next()? != '{' {
+        return None;
+    }
+    let mut elements = Vec::new();
+    if chars.peek() == Some(&'}') {
+        chars.next();
+        return Some(elements);
+    }
+    loop {
+        let element = match chars.peek()? {
+            '{' => Element::Array(parse_level(chars)?),
+            '"' => {
+                chars.next();
+                let mut value = String::new();
+                loop {
+                    match chars.next()? {
+                        '"' => break,
+                        '\\' => value.push(chars.next()?),
+                        c => value.push(c),
+                    }
+                }
+                Element::Value(value)
+            }
+            _ => {
+                let mut value = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c == ',' || c == '}' {
+                        break;
+                    }
+                    if c == '\\' {
+                        chars.next();
+                        value.push(chars.next()?);
+                    } else {
+                        value.push(c);
+                        chars.next();
+                    }
+                }
+                let value = value.trim();
+                if value.eq_ignore_ascii_case("NULL") {
+                    Element::Null
+                } else {
+                    Element::Value(value.to_string())
+                }
+            }
+        };
+        elements.push(element);
+        match chars.next()? {
+            ',' => continue,
+            '}' => return Some(elements),
+            _ => return None,
+        }
+    }
+}
+
+fn write_array(out: &mut Vec<u8>, scalar: Scalar, elements: &[Element]) {
+    out.push(b'[');
+    for (i, element) in elements.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match element {
+            Element::Null => out.extend_from_slice(b"null"),
+            Element::Value(value) => write_scalar(out, scalar, value.as_bytes()),
+            Element::Array(inner) => write_array(out, scalar, inner),
+        }
+    }
+    out.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(oid: u32, text: &str) -> String {
+        let mut out = Vec::new();
+        write_text_value(&mut out, ValueKind::for_type(oid), text.as_bytes());
+        let out = String::from_utf8(out).expect("utf-8");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap_or_else(|e| panic!("{out} is not JSON: {e}"));
+        out
+    }
+
+    #[test]
+    fn scalars() {
+        assert_eq!(json(23, "42"), "42");
+        assert_eq!(json(20, "-9223372036854775808"), "-9223372036854775808");
+        assert_eq!(json(701, "1.5e-05"), "1.5e-05");
+        assert_eq!(json(701, "NaN"), "\"NaN\"");
+        assert_eq!(json(700, "-Infinity"), "\"-Infinity\"");
+        assert_eq!(json(1700, "12345678901234567890.000000000001"), "\"12345678901234567890.000000000001\"");
+        assert_eq!(json(16, "t"), "true");
+        assert_eq!(json(16, "f"), "false");
+        assert_eq!(json(25, "a \"quoted\"\nline"), "\"a \\\"quoted\\\"\\nline\"");
+        assert_eq!(json(3802, "{\"a\": [1, 2.50]}"), "{\"a\": [1, 2.50]}");
+        assert_eq!(json(114, "{\n  \"a\": 1\n}"), "{   \"a\": 1 }");
+        assert_eq!(
+            json(2950, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            "\"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\""
+        );
+        assert_eq!(json(17, "\\x0a1b"), "\"\\\\x0a1b\"");
+        assert_eq!(json(1082, "2026-11-21"), "\"2026-11-21\"");
+        assert_eq!(json(1083, "10:30:00.5"), "\"10:30:00.5\"");
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(json(1114, "2026-11-21 10:30:00.123456"), "\"2026-11-21T10:30:00.123456\"");
+        assert_eq!(json(1184, "2026-11-21 10:30:00.123456+00"), "\"2026-11-21T10:30:00.123456Z\"");
+        assert_eq!(json(1184, "2026-11-21 10:30:00+05:30"), "\"2026-11-21T10:30:00+05:30\"");
+        assert_eq!(json(1184, "2026-11-21 10:30:00-08"), "\"2026-11-21T10:30:00-08:00\"");
+        assert_eq!(json(1184, "infinity"), "\"infinity\"");
+        assert_eq!(json(1114, "0044-03-15 12:00:00 BC"), "\"0044-03-15 12:00:00 BC\"");
+    }
+
+    #[test]
+    fn arrays() {
+        assert_eq!(json(1007, "{1,2,NULL}"), "[1,2,null]");
+        assert_eq!(json(1007, "{{1,2},{3,4}}"), "[[1,2],[3,4]]");
+        assert_eq!(json(1007, "[0:1]={7,8}"), "[7,8]");
+        assert_eq!(json(1009, "{}"), "[]");
+        assert_eq!(
+            json(1009, "{\"a b\",\"NULL\",c,\"q\\\"x\\\\\"}"),
+            "[\"a b\",\"NULL\",\"c\",\"q\\\"x\\\\\"]"
+        );
+        assert_eq!(json(1000, "{t,f}"), "[true,false]");
+        assert_eq!(json(3807, "{\"{\\\"a\\\": 1}\",NULL}"), "[{\"a\": 1},null]");
+        assert_eq!(json(1231, "{1.50,NaN}"), "[\"1.50\",\"NaN\"]");
+        assert_eq!(json(1185, "{\"2026-01-01 00:00:00+00\"}"), "[\"2026-01-01T00:00:00Z\"]");
+        assert_eq!(json(1001, "{\"\\\\x00ff\"}"), "[\"\\\\x00ff\"]");
+        // Not an array literal: kept as text.
+        assert_eq!(json(1007, "{1,2"), "\"{1,2\"");
+    }
+
+    #[test]
+    fn unknown_types_pass_their_text() {
+        assert_eq!(json(999_999, "(1,2)"), "\"(1,2)\"");
+        assert_eq!(json(1186, "1 day 02:00:00"), "\"1 day 02:00:00\"");
+    }
+
+    #[test]
+    fn binary_values_print_as_bytea() {
+        let mut out = Vec::new();
+        write_binary_value(&mut out, &[0x0a, 0xff]);
+        assert_eq!(out, b"\"\\\\x0aff\"");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_gives_valid_json(oid in proptest::sample::select(vec![16u32, 20, 21, 23, 114, 700, 701, 1000, 1007, 1009, 1114, 1184, 1185, 3802, 3807, 25]), text in ".{0,40}") {
+            let mut out = Vec::new();
+            write_text_value(&mut out, ValueKind::for_type(oid), text.as_bytes());
+            // json/jsonb are trusted to be JSON already (the server validated them).
+            if !matches!(oid, 114 | 3802 | 3807) {
+                let out = String::from_utf8(out).expect("utf-8");
+                proptest::prop_assert!(serde_json::from_str::<serde_json::Value>(&out).is_ok(), "{}", out);
+            }
+        }
+    }
+}

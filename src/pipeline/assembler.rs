@@ -1,0 +1,260 @@
+//! pgoutput messages to change lines, one transaction at a time.
+//!
+//! ```text
+//!  XLogData ──> Decoder ──> Begin ... changes ... Commit ──────────────> lines in `out`, Step::Committed
+//!                       └─> Stream Start/Stop chunks ──> StreamedTxns ──> Stream Commit: Step::Replay
+//!                                                                    └──> Stream Abort: dropped
+//! ```
+//!
+//! Invariants:
+//! - A line is written only for a change the server says committed: a
+//!   plain transaction's changes arrive after its commit (the server sends
+//!   nothing of an aborted one), a streamed one is held in [`StreamedTxns`]
+//!   until Stream Commit.
+//! - [`Step::Committed`] and the end of a [`Step::Replay`] carry the
+//!   transaction's end LSN: the position that may be confirmed once its
+//!   lines are durable. Nothing else moves the position forward.
+//! - With an end position, a transaction that commits after it is neither
+//!   written nor started: the step is [`Step::PastEnd`].
+//! - A message that does not fit the sequence (a change outside a
+//!   transaction, a row for an unknown relation, a row of the wrong width)
+//!   is an error naming its LSN, never a panic.
+
+use bytes::Bytes;
+
+use super::spill::{Replay, StreamedTxns};
+use crate::change::encode::{self, Op, TxnFields};
+use crate::change::relation::{RelationCache, Table};
+use crate::lsn::Lsn;
+use crate::protocol::DecodeError;
+use crate::protocol::pgoutput::{Decoder, Message, OldTuple, Tuple};
+
+/// What handling one message produced.
+#[derive(Debug)]
+pub enum Step {
+    /// Nothing that can be confirmed yet (lines may have been written).
+    Continue,
+    /// A transaction's lines are complete in `out`.
+    Committed { end_lsn: Lsn },
+    /// A streamed transaction committed: write its lines with
+    /// [`Assembler::replay_into`], then confirm `end_lsn`.
+    Replay(Box<CommittedStream>),
+    /// The stream has passed the end position.
+    PastEnd,
+}
+
+#[derive(Debug)]
+pub struct CommittedStream {
+    pub end_lsn: Lsn,
+    fields: TxnFields,
+    replay: Replay,
+    next_ordinal: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    #[error("malformed replication message at LSN {lsn}: {source}")]
+    Decode { lsn: Lsn, source: DecodeError },
+    #[error("unexpected replication message at LSN {lsn}: {what}")]
+    Sequence { lsn: Lsn, what: String },
+    #[error("could not hold a streamed transaction in a temporary file at LSN {lsn}: {source}")]
+    Spill { lsn: Lsn, source: std::io::Error },
+}
+
+/// The plain (non-streamed) transaction being received.
+#[derive(Debug)]
+struct OpenTxn {
+    fields: TxnFields,
+    next_ordinal: u64,
+}
+
+pub struct Assembler {
+    decoder: Decoder,
+    relations: RelationCache,
+    open: Option<OpenTxn>,
+    streamed: StreamedTxns,
+    /// The top-level xid of the current stream block.
+    stream_xid: Option<u32>,
+    end_at: Option<Lsn>,
+}
+
+impl Assembler {
+    /// `spill_cap`: bytes of streamed transactions held in memory before
+    /// spilling to disk. `end_at`: stop after the last transaction that
+    /// commits at or before this position.
+    pub fn new(spill_cap: usize, end_at: Option<Lsn>) -> Assembler {
+        Assembler {
+            decoder: Decoder::new(),
+            relations: RelationCache::default(),
+            open: None,
+            streamed: StreamedTxns::new(spill_cap),
+            stream_xid: None,
+            end_at,
+        }
+    }
+
+    /// Whether a plain transaction is partly received: its position must
+    /// not be confirmed, and neither may any later one.
+    pub fn in_transaction(&self) -> bool {
+        self.open.is_some()
+    }
+
+    fn past_end(&self, lsn: Lsn) -> bool {
+        self.end_at.is_some_and(|end| lsn > end)
+    }
+
+    /// Handles one XLogData. Lines go to `out`.
+    pub fn handle(&mut self, lsn: Lsn, data: Bytes, out: &mut Vec<u8>) -> Result<Step, AssembleError> {
+        let message = self.decoder.decode(data).map_err(|source| AssembleError::Decode { lsn, source })?;
+        let sequence = |what: String| AssembleError::Sequence { lsn, what };
+        match message {
+            Message::Begin(begin) => {
+                if self.open.is_some() {
+                    return Err(sequence("Begin inside a transaction".into()));
+                }
+                if self.past_end(begin.final_lsn) {
+                    return Ok(Step::PastEnd);
+                }
+                self.open = Some(OpenTxn {
+                    fields: TxnFields::new(begin.final_lsn, Some(begin.xid), Some(begin.commit_time)),
+                    next_ordinal: 0,
+                });
+                Ok(Step::Continue)
+            }
+            Message::Commit(commit) => match self.open.take() {
+                Some(_) => Ok(Step::Committed { end_lsn: commit.end_lsn }),
+                None => Err(sequence("Commit outside a transaction".into())),
+            },
+            Message::Origin(_) | Message::Type(_) => Ok(Step::Continue),
+            Message::Relation(relation) => {
+                self.relations.apply(&relation);
+                Ok(Step::Continue)
+            }
+            Message::Insert(m) => self.row(lsn, m.xid, m.relation_id, Op::Insert, None, Some(&m.new), out),
+            Message::Update(m) => {
+                self.row(lsn, m.xid, m.relation_id, Op::Update, m.old.as_ref(), Some(&m.new), out)
+            }
+            Message::Delete(m) => self.row(lsn, m.xid, m.relation_id, Op::Delete, Some(&m.old), None, out),
+            Message::Truncate(m) => {
+                for id in &m.relation_ids {
+                    let table = self.table(lsn, *id)?;
+                    self.emit(lsn, m.xid, out, |body| encode::write_truncate_body(body, &table))?;
+                }
+                Ok(Step::Continue)
+            }
+            Message::Message(m) if m.transactional => {
+                self.emit(lsn, m.xid, out, |body| encode::write_message_body(body, &m))?;
+                Ok(Step::Continue)
+            }
+            Message::Message(m) => {
+                // Outside any transaction: its own LSN stands for the commit.
+                if self.past_end(m.lsn) {
+                    return Ok(Step::PastEnd);
+                }
+                TxnFields::new(m.lsn, None, None).write_header(out, 0, lsn);
+                encode::write_message_body(out, &m);
+                Ok(Step::Continue)
+            }
+            Message::StreamStart(start) => {
+                if self.open.is_some() || self.stream_xid.is_some() {
+                    return Err(sequence("Stream Start inside a transaction".into()));
+                }
+                self.stream_xid = Some(start.xid);
+                Ok(Step::Continue)
+            }
+            Message::StreamStop => {
+                if self.stream_xid.take().is_none() {
+                    return Err(sequence("Stream Stop outside a stream".into()));
+                }
+                Ok(Step::Continue)
+            }
+            Message::StreamAbort(abort) => {
+                self.streamed.abort(abort.xid, abort.subxid);
+                Ok(Step::Continue)
+            }
+            Message::StreamCommit(commit) => {
+                if self.past_end(commit.commit_lsn) {
+                    self.streamed.abort(commit.xid, commit.xid);
+                    return Ok(Step::PastEnd);
+                }
+                let replay = self
+                    .streamed
+                    .commit(commit.xid)
+                    .map_err(|source| AssembleError::Spill { lsn, source })?;
+                Ok(Step::Replay(Box::new(CommittedStream {
+                    end_lsn: commit.end_lsn,
+                    fields: TxnFields::new(commit.commit_lsn, Some(commit.xid), Some(commit.commit_time)),
+                    replay,
+                    next_ordinal: 0,
+                })))
+            }
+        }
+    }
+
+    fn table(&self, lsn: Lsn, id: u32) -> Result<std::sync::Arc<Table>, AssembleError> {
+        self.relations.get(id).cloned().ok_or_else(|| AssembleError::Sequence {
+            lsn,
+            what: format!("a change for relation {id}, which no Relation message described"),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn row(
+        &mut self,
+        lsn: Lsn,
+        xid: Option<u32>,
+        relation_id: u32,
+        op: Op,
+        old: Option<&OldTuple>,
+        new: Option<&Tuple>,
+        out: &mut Vec<u8>,
+    ) -> Result<Step, AssembleError> {
+        let table = self.table(lsn, relation_id)?;
+        let mut shape = Ok(());
+        self.emit(lsn, xid, out, |body| shape = encode::write_row_body(body, &table, op, old, new))?;
+        shape.map_err(|error| AssembleError::Sequence { lsn, what: error.to_string() })?;
+        Ok(Step::Continue)
+    }
+
+    /// Writes one change: straight to `out` inside a plain transaction, to
+    /// the streamed transaction's records inside a stream block.
+    fn emit(
+        &mut self,
+        lsn: Lsn,
+        subxid: Option<u32>,
+        out: &mut Vec<u8>,
+        write_body: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), AssembleError> {
+        match (&mut self.open, self.stream_xid, subxid) {
+            (Some(txn), None, None) => {
+                txn.fields.write_header(out, txn.next_ordinal, lsn);
+                txn.next_ordinal += 1;
+                write_body(out);
+                Ok(())
+            }
+            (None, Some(xid), Some(subxid)) => self
+                .streamed
+                .append(xid, subxid, lsn, write_body)
+                .map_err(|source| AssembleError::Spill { lsn, source }),
+            _ => Err(AssembleError::Sequence { lsn, what: "a change outside a transaction".into() }),
+        }
+    }
+}
+
+impl CommittedStream {
+    /// Writes replayed lines to `out` until it holds about `max_bytes`.
+    /// Returns whether lines remain.
+    pub fn replay_into(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> std::io::Result<bool> {
+        let fields = &self.fields;
+        let ordinal = &mut self.next_ordinal;
+        self.replay.for_each_until(|record| {
+            fields.write_header(out, *ordinal, record.lsn);
+            *ordinal += 1;
+            out.extend_from_slice(record.body);
+            out.len() < max_bytes
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+use bytes::Bytes;
+
+use super::*;
+use crate::protocol::pgoutput::encode::encode;
+use crate::protocol::pgoutput::{
+    Begin, Column, ColumnDef, Commit, Insert, Relation, StreamAbort, StreamCommit, StreamStart,
+};
+
+fn relation(xid: Option<u32>) -> Message {
+    Message::Relation(Relation {
+        xid,
+        id: 1,
+        namespace: "public".into(),
+        name: "t".into(),
+        replica_identity: b'd',
+        columns: vec![
+            ColumnDef { flags: 1, name: "id".into(), type_oid: 23, type_modifier: -1 },
+            ColumnDef { flags: 0, name: "v".into(), type_oid: 25, type_modifier: -1 },
+        ],
+    })
+}
+
+fn insert(xid: Option<u32>, id: &str) -> Message {
+    Message::Insert(Insert {
+        xid,
+        relation_id: 1,
+        new: Tuple(vec![Column::Text(Bytes::from(id.to_string())), Column::Null]),
+    })
+}
+
+fn feed(assembler: &mut Assembler, lsn: u64, message: Message, out: &mut Vec<u8>) -> Step {
+    assembler.handle(Lsn(lsn), encode(&message), out).expect("handled")
+}
+
+fn lines(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8(out.to_vec())
+        .expect("utf-8")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect()
+}
+
+#[test]
+fn plain_transaction_becomes_lines_with_stable_ids() {
+    let mut asm = Assembler::new(1 << 20, None);
+    let mut out = Vec::new();
+    feed(&mut asm, 10, Message::Begin(Begin { final_lsn: Lsn(0x50), commit_time: 0, xid: 700 }), &mut out);
+    feed(&mut asm, 11, relation(None), &mut out);
+    feed(&mut asm, 12, insert(None, "1"), &mut out);
+    feed(&mut asm, 13, insert(None, "2"), &mut out);
+    assert!(asm.in_transaction());
+    let step = feed(
+        &mut asm,
+        0x58,
+        Message::Commit(Commit { flags: 0, commit_lsn: Lsn(0x50), end_lsn: Lsn(0x58), commit_time: 0 }),
+        &mut out,
+    );
+    assert!(matches!(step, Step::Committed { end_lsn: Lsn(0x58) }));
+    assert!(!asm.in_transaction());
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["id"], "0/50:0");
+    assert_eq!(lines[1]["id"], "0/50:1");
+    assert_eq!(lines[0]["lsn"], "0/C");
+    assert_eq!(lines[0]["xid"], 700);
+    assert_eq!(lines[0]["commit_time"], "2000-01-01T00:00:00.000000Z");
+    assert_eq!(lines[1]["key"], serde_json::json!({"id": 2}));
+    assert_eq!(lines[1]["new"], serde_json::json!({"id": 2, "v": null}));
+}
+
+#[test]
+fn streamed_transaction_waits_for_commit_and_drops_aborted_subtransactions() {
+    let mut asm = Assembler::new(64, None);
+    let mut out = Vec::new();
+    feed(&mut asm, 1, Message::StreamStart(StreamStart { xid: 900, first_segment: true }), &mut out);
+    feed(&mut asm, 2, relation(Some(900)), &mut out);
+    feed(&mut asm, 3, insert(Some(900), "1"), &mut out);
+    feed(&mut asm, 4, insert(Some(901), "2"), &mut out);
+    feed(&mut asm, 5, insert(Some(900), "3"), &mut out);
+    feed(&mut asm, 6, Message::StreamStop, &mut out);
+    feed(&mut asm, 7, Message::StreamAbort(StreamAbort { xid: 900, subxid: 901, abort: None }), &mut out);
+    // Another streamed transaction aborts whole.
+    feed(&mut asm, 8, Message::StreamStart(StreamStart { xid: 950, first_segment: true }), &mut out);
+    feed(&mut asm, 9, insert(Some(950), "99"), &mut out);
+    feed(&mut asm, 10, Message::StreamStop, &mut out);
+    feed(&mut asm, 11, Message::StreamAbort(StreamAbort { xid: 950, subxid: 950, abort: None }), &mut out);
+    assert!(out.is_empty(), "nothing before commit");
+
+    let commit =
+        StreamCommit { xid: 900, flags: 0, commit_lsn: Lsn(0x90), end_lsn: Lsn(0x98), commit_time: 0 };
+    let Step::Replay(mut stream) = feed(&mut asm, 12, Message::StreamCommit(commit), &mut out) else {
+        panic!("expected a replay");
+    };
+    assert_eq!(stream.end_lsn, Lsn(0x98));
+    while stream.replay_into(&mut out, 1).expect("replay") {}
+    let lines = lines(&out);
+    let ids: Vec<_> = lines.iter().map(|l| l["key"]["id"].as_i64().expect("id")).collect();
+    assert_eq!(ids, vec![1, 3]);
+    assert_eq!(lines[1]["id"], "0/90:1");
+}
+
+#[test]
+fn stops_at_the_end_position() {
+    let mut asm = Assembler::new(1 << 20, Some(Lsn(0x40)));
+    let mut out = Vec::new();
+    let step =
+        feed(&mut asm, 1, Message::Begin(Begin { final_lsn: Lsn(0x41), commit_time: 0, xid: 1 }), &mut out);
+    assert!(matches!(step, Step::PastEnd));
+    let step =
+        feed(&mut asm, 1, Message::Begin(Begin { final_lsn: Lsn(0x40), commit_time: 0, xid: 1 }), &mut out);
+    assert!(matches!(step, Step::Continue));
+}
+
+#[test]
+fn out_of_sequence_messages_are_errors_naming_the_lsn() {
+    let mut asm = Assembler::new(1 << 20, None);
+    let mut out = Vec::new();
+    feed(&mut asm, 1, relation(None), &mut out);
+    let error = asm.handle(Lsn(0x1234), encode(&insert(None, "1")), &mut out).expect_err("outside a txn");
+    assert!(error.to_string().contains("0/1234"), "{error}");
+
+    feed(&mut asm, 2, Message::Begin(Begin { final_lsn: Lsn(9), commit_time: 0, xid: 1 }), &mut out);
+    let unknown = Message::Insert(Insert { xid: None, relation_id: 42, new: Tuple(vec![]) });
+    let error = asm.handle(Lsn(3), encode(&unknown), &mut out).expect_err("unknown relation");
+    assert!(error.to_string().contains("relation 42"), "{error}");
+
+    let narrow = Message::Insert(Insert { xid: None, relation_id: 1, new: Tuple(vec![Column::Null]) });
+    let error = asm.handle(Lsn(4), encode(&narrow), &mut out).expect_err("wrong width");
+    assert!(error.to_string().contains("1 columns"), "{error}");
+
+    let error = asm.handle(Lsn(5), Bytes::from_static(b"I\0"), &mut out).expect_err("truncated");
+    assert!(error.to_string().contains("malformed replication message at LSN 0/5"), "{error}");
+}
