@@ -1,5 +1,82 @@
-mod change;
-mod lsn;
-mod pipeline;
-mod protocol;
-fn main() {}
+//! The `walpipe` binary: parses the command line and the environment,
+//! starts logging and the runtime, and prints errors as one sentence.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use walpipe::{cli, config};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "walpipe",
+    version,
+    about = "Stream a PostgreSQL logical replication slot into a sink, idempotently."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the sidecar: the job defined by the environment, plus the jobs of the state store.
+    Run,
+    /// Check the source and the sink and print each finding with its fix; exit 1 on an error.
+    Check,
+    /// Stream the decoded changes of an existing slot to stdout as JSON lines.
+    Tail(cli::tail::TailArgs),
+    /// Control jobs through the API: list, show, create, start, pause, resume, stop, restart, retry, delete, history.
+    Jobs {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match config::Config::from_env() {
+        Ok(config) => config,
+        Err(error) => return fail(&error.to_string()),
+    };
+    if let Err(error) = init_logging(&config) {
+        return fail(&error);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("could not start the async runtime: {error}")),
+    };
+    let result = match cli.command {
+        Command::Tail(args) => runtime.block_on(cli::tail::run(args, config.source_url.clone())),
+        Command::Run | Command::Check | Command::Jobs { .. } => {
+            eprintln!("walpipe: this command is not implemented yet in this version; use `walpipe tail`");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&format!("{error:#}")),
+    }
+}
+
+/// One line on stderr, exit 1: user errors are sentences, not stack traces.
+fn fail(message: &str) -> ExitCode {
+    eprintln!("walpipe: {message}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(config: &config::Config) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|error| {
+        format!("WALPIPE_LOG={:?} is not a log filter ({error}): use e.g. info or walpipe=debug", config.log)
+    })?;
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    Ok(())
+}

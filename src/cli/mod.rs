@@ -1,0 +1,3 @@
+//! The command-line front end: one module per subcommand.
+
+pub mod tail;

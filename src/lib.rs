@@ -1,0 +1,22 @@
+//! walpipe: stream a PostgreSQL logical replication slot into a sink.
+//!
+//! Layers, from the wire up (ARCHITECTURE.md section 1):
+//!
+//! ```text
+//!  protocol/  pure bytes: walsender messages, pgoutput decoder
+//!  change/    pure: rows to the change JSON
+//!  source/    the replication connection: transport, auth, commands, stream
+//!  pipeline/  transactions in order, streamed ones held (and spilled) until commit
+//!  cli/       the commands
+//! ```
+//!
+//! Each layer has its own `thiserror` errors; `anyhow` is used only by the
+//! commands at the top.
+
+pub mod change;
+pub mod cli;
+pub mod config;
+pub mod lsn;
+pub mod pipeline;
+pub mod protocol;
+pub mod source;

@@ -1,0 +1,20 @@
+//! The source: a logical replication session on PostgreSQL.
+//!
+//! ```text
+//!  conninfo (URL) ──> transport (TCP | Unix | TLS) ──> connection (startup, auth, commands)
+//!                                                        └──> stream (CopyBoth: messages in, status out)
+//!  preflight: checks with a clear fix before streaming
+//! ```
+
+pub mod connection;
+pub mod conninfo;
+pub mod error;
+pub mod preflight;
+pub mod stream;
+mod tls;
+mod transport;
+
+pub use connection::Connection;
+pub use conninfo::ConnInfo;
+pub use error::SourceError;
+pub use stream::{ReplicationStream, StreamEvent};

@@ -1,0 +1,69 @@
+//! Checks before streaming, each failing with the fix in one sentence.
+//!
+//! The server would refuse most of these too, but later and less clearly
+//! (a missing publication only shows when the first change is decoded,
+//! and PostgreSQL 18 merely warns), so walpipe asks first.
+
+use super::connection::{Connection, quote_literal};
+use super::error::SourceError;
+
+/// Checks that `slot` and `publication` can be streamed on this connection's database.
+pub async fn check_stream(conn: &mut Connection, slot: &str, publication: &str) -> Result<(), SourceError> {
+    let wal_level = conn.simple_query("SHOW wal_level").await?;
+    let wal_level = wal_level.first("wal_level").unwrap_or("unknown");
+    if wal_level != "logical" {
+        return Err(SourceError::Unusable(format!(
+            "the source has wal_level = {wal_level}, but logical decoding needs wal_level = logical: run ALTER SYSTEM SET wal_level = logical on the source and restart it"
+        )));
+    }
+
+    let slots = conn
+        .simple_query(&format!(
+            "SELECT plugin, database, slot_type, wal_status, active_pid::text AS active_pid, current_database() AS here \
+             FROM pg_replication_slots WHERE slot_name = {}",
+            quote_literal(slot)
+        ))
+        .await?;
+    if slots.rows.is_empty() {
+        return Err(SourceError::Unusable(format!(
+            "replication slot {slot:?} does not exist on the source: create it with SELECT pg_create_logical_replication_slot({}, 'pgoutput'), or pass an existing slot",
+            quote_literal(slot)
+        )));
+    }
+    if slots.first("slot_type") != Some("logical") || slots.first("plugin") != Some("pgoutput") {
+        return Err(SourceError::Unusable(format!(
+            "replication slot {slot:?} uses plugin {:?}, but walpipe needs a logical slot with pgoutput: create one with SELECT pg_create_logical_replication_slot('name', 'pgoutput')",
+            slots.first("plugin").unwrap_or("none")
+        )));
+    }
+    if slots.first("database") != slots.first("here") {
+        return Err(SourceError::Unusable(format!(
+            "replication slot {slot:?} belongs to database {:?}: put that database in the source URL",
+            slots.first("database").unwrap_or("?")
+        )));
+    }
+    if slots.first("wal_status") == Some("lost") {
+        return Err(SourceError::Unusable(format!(
+            "replication slot {slot:?} was invalidated (wal_status = lost) and its changes are gone: drop it and create a new one, then re-copy the tables"
+        )));
+    }
+    if let Some(pid) = slots.first("active_pid") {
+        return Err(SourceError::Unusable(format!(
+            "replication slot {slot:?} is in use by server process {pid}: stop the other consumer, or use another slot"
+        )));
+    }
+
+    let publications = conn
+        .simple_query(&format!(
+            "SELECT 1 AS found FROM pg_publication WHERE pubname = {}",
+            quote_literal(publication)
+        ))
+        .await?;
+    if publications.rows.is_empty() {
+        return Err(SourceError::Unusable(format!(
+            "publication {publication:?} does not exist in the source database: create it with CREATE PUBLICATION {} FOR ALL TABLES (or FOR TABLE ...), or pass an existing publication",
+            super::connection::quote_ident(publication)
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! The CopyBoth phase: messages in, standby status updates out.
+//!
+//! ```text
+//!   server ──d(w XLogData | k keepalive)──> next() ──> StreamEvent
+//!   server <──d(r status: write, flush)──── on request, when the position moved, and on a timer
+//! ```
+//!
+//! LSN rules kept here (ARCHITECTURE.md section 2), each tested:
+//! - The write and flush positions sent never go backwards: [`confirm`]
+//!   only raises them.
+//! - Flush is only what the caller confirmed: the end of a transaction it
+//!   made durable, or a keepalive's walEnd when it had nothing in flight.
+//! - A keepalive that asks for a reply is answered before the event is
+//!   handed on; besides, a status goes out at least every
+//!   `status_interval` (a third of `wal_sender_timeout`, at most 10 s), and
+//!   within a second of the flush position moving. Status is sent from
+//!   inside [`next`], also while the caller is busy elsewhere as long as it
+//!   polls `next` or [`keep_alive`].
+//!
+//! [`confirm`]: ReplicationStream::confirm
+//! [`next`]: ReplicationStream::next
+//! [`keep_alive`]: ReplicationStream::keep_alive
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use postgres_protocol::message::backend::Message;
+use tokio::time::Instant;
+
+use super::connection::{Connection, Incoming, log_notice};
+use super::error::{ServerError, SourceError};
+use crate::lsn::Lsn;
+use crate::protocol::time::to_pg_micros;
+use crate::protocol::walsender::{self, Keepalive, StandbyStatus, WalsenderMessage};
+
+/// Never let a moved flush position wait longer than this to be reported.
+const PROMPT_REPORT: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// One pgoutput message, at `lsn`.
+    Data {
+        lsn: Lsn,
+        data: Bytes,
+    },
+    Keepalive(Keepalive),
+}
+
+pub struct ReplicationStream {
+    conn: Connection,
+    flushed: Lsn,
+    /// The flush position last reported to the server.
+    reported: Lsn,
+    last_report: Instant,
+    status_interval: Duration,
+}
+
+impl ReplicationStream {
+    pub(super) fn new(conn: Connection, start: Lsn, status_interval: Duration) -> Self {
+        ReplicationStream {
+            conn,
+            flushed: start,
+            reported: start,
+            last_report: Instant::now(),
+            status_interval,
+        }
+    }
+
+    /// The position the server may consider durable (never lowered).
+    pub fn confirm(&mut self, lsn: Lsn) {
+        self.flushed = self.flushed.max(lsn);
+    }
+
+    pub fn confirmed(&self) -> Lsn {
+        self.flushed
+    }
+
+    /// Whether a whole message is buffered, so `next` returns without waiting.
+    pub fn has_buffered_message(&self) -> bool {
+        let buf = &self.conn.inbox.buf;
+        buf.len() >= 5 && {
+            let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+            usize::try_from(len).is_ok_and(|len| buf.len() > len)
+        }
+    }
+
+    fn queue_status(&mut self, reply_requested: bool) -> Result<(), SourceError> {
+        let status = StandbyStatus {
+            write: self.flushed,
+            flush: self.flushed,
+            apply: self.flushed,
+            client_time: to_pg_micros(SystemTime::now()),
+            reply_requested,
+        };
+        self.conn.outbox.queue_copy_data(&status.encode())?;
+        self.reported = self.flushed;
+        self.last_report = Instant::now();
+        Ok(())
+    }
+
+    fn status_deadline(&self) -> Instant {
+        if self.flushed > self.reported {
+            self.last_report + PROMPT_REPORT.min(self.status_interval)
+        } else {
+            self.last_report + self.status_interval
+        }
+    }
+
+    /// The next message from the server. `None` when the server ended the
+    /// stream (CopyDone). Cancel-safe.
+    pub async fn next(&mut self) -> Result<Option<StreamEvent>, SourceError> {
+        loop {
+            if let Some(incoming) = self.conn.inbox.try_incoming()? {
+                match incoming {
+                    Incoming::CopyData(payload) => {
+                        let message = walsender::parse(payload).map_err(|error| {
+                            SourceError::Protocol(format!(
+                                "malformed walsender message after LSN {}: {error}",
+                                self.flushed
+                            ))
+                        })?;
+                        return Ok(Some(match message {
+                            WalsenderMessage::XLogData(xlog) => {
+                                StreamEvent::Data { lsn: xlog.wal_start, data: xlog.data }
+                            }
+                            WalsenderMessage::Keepalive(keepalive) => {
+                                if keepalive.reply_requested {
+                                    self.queue_status(false)?;
+                                    self.conn.outbox.flush().await?;
+                                }
+                                StreamEvent::Keepalive(keepalive)
+                            }
+                        }));
+                    }
+                    Incoming::Other(Message::CopyDone) => return Ok(None),
+                    Incoming::Other(Message::ErrorResponse(body)) => {
+                        return Err(SourceError::Server { error: ServerError::from_fields(body.fields()) });
+                    }
+                    Incoming::Other(Message::NoticeResponse(body)) => {
+                        log_notice(&ServerError::from_fields(body.fields()))
+                    }
+                    _ => return Err(SourceError::Protocol("unexpected message while streaming".into())),
+                }
+                continue;
+            }
+            self.keep_alive_once().await?;
+        }
+    }
+
+    /// One round of waiting: reads more bytes, sends due status, or flushes
+    /// queued writes, whichever comes first.
+    async fn keep_alive_once(&mut self) -> Result<(), SourceError> {
+        if Instant::now() >= self.status_deadline() {
+            self.queue_status(false)?;
+        }
+        let deadline = self.status_deadline();
+        if self.conn.outbox.has_pending_writes() {
+            tokio::select! {
+                result = self.conn.outbox.flush() => result,
+                result = self.conn.inbox.read_more() => result,
+            }
+        } else {
+            tokio::select! {
+                result = self.conn.inbox.read_more() => result,
+                () = tokio::time::sleep_until(deadline) => Ok(()),
+            }
+        }
+    }
+
+    /// Keeps the session alive (status updates, replies) without handing
+    /// out messages, for `wait` long: for a caller blocked on its sink.
+    /// Messages that arrive stay buffered for `next`.
+    pub async fn keep_alive(&mut self, wait: Duration) -> Result<(), SourceError> {
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if Instant::now() >= self.status_deadline() {
+                self.queue_status(false)?;
+            }
+            let deadline = self.status_deadline().min(until);
+            tokio::select! {
+                result = self.conn.outbox.flush(), if self.conn.outbox.has_pending_writes() => result?,
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports the final position, ends the stream and closes the connection.
+    pub async fn finish(mut self) -> Result<(), SourceError> {
+        self.queue_status(false)?;
+        self.conn.outbox.queue_copy_done();
+        self.conn.outbox.flush().await?;
+        // Drain until the server has ended its side and the command completed.
+        let drain = async {
+            loop {
+                match self.conn.recv().await? {
+                    Incoming::Other(Message::ReadyForQuery(_)) => return Ok::<_, SourceError>(()),
+                    Incoming::Other(Message::ErrorResponse(body)) => {
+                        return Err(SourceError::Server { error: ServerError::from_fields(body.fields()) });
+                    }
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), drain).await.unwrap_or(Ok(()))?;
+        self.conn.terminate().await;
+        Ok(())
+    }
+}
+
+impl Connection {
+    /// Enters streaming from `start` (`0/0`: where the slot stands).
+    pub async fn start_stream(
+        mut self,
+        slot: &str,
+        publication: &str,
+        start: Lsn,
+        status_interval: Duration,
+    ) -> Result<ReplicationStream, SourceError> {
+        self.start_replication(slot, publication, start).await?;
+        Ok(ReplicationStream::new(self, start, status_interval))
+    }
+}
