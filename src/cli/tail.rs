@@ -154,9 +154,13 @@ impl Tail {
                             }
                             self.pending_confirm = Some(committed.end_lsn);
                         }
-                        Step::PastEnd => return Ok(()),
+                        Step::PastEnd => {
+                            tracing::debug!(%lsn, "reached the end position");
+                            return Ok(());
+                        }
                     },
                     Some(StreamEvent::Keepalive(keepalive)) => {
+                        tracing::debug!(wal_end = %keepalive.wal_end, reply = keepalive.reply_requested, "keepalive");
                         let reached = |end: Lsn| keepalive.wal_end >= end;
                         let settled = !assembler.in_transaction()
                             && self.pending.is_empty()
@@ -169,6 +173,7 @@ impl Tail {
                             self.stream.confirm(position);
                         }
                         if !assembler.in_transaction() && endpos.is_some_and(reached) {
+                            tracing::debug!(wal_end = %keepalive.wal_end, "a keepalive reached the end position");
                             return Ok(());
                         }
                     }

