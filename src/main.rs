@@ -54,7 +54,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => fail(&format!("{error:#}")),
+        // Every error is written as one sentence that already names its cause.
+        Err(error) => fail(&error.to_string()),
     }
 }
 

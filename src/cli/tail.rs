@@ -15,7 +15,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use tokio::sync::mpsc;
 
 use crate::lsn::Lsn;
@@ -87,8 +87,7 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
     let written = writer.join().map_err(|_| anyhow::anyhow!("the output thread failed"))?;
     if let Err(error) = written {
         let _ = stream.finish().await;
-        return Err(error)
-            .context("could not write to standard output; stopped after confirming what was written");
+        bail!("could not write to standard output ({error}); stopped after confirming what was written");
     }
     outcome?;
     stream.finish().await?;
@@ -147,8 +146,9 @@ impl Tail {
                         Step::Continue => {}
                         Step::Committed { end_lsn } => self.pending_confirm = Some(end_lsn),
                         Step::Replay(mut committed) => {
-                            while committed.replay_into(&mut self.pending, CHUNK_BYTES)
-                                .context("could not read back a streamed transaction")?
+                            while committed.replay_into(&mut self.pending, CHUNK_BYTES).map_err(|error| {
+                                anyhow::anyhow!("could not read back a streamed transaction from its temporary file ({error}): check the space in TMPDIR")
+                            })?
                             {
                                 self.send_pending().await?;
                             }

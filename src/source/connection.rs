@@ -221,6 +221,10 @@ impl Connection {
             "3D000" => {
                 SourceError::Unusable(format!("{}: fix the database name in the source URL", error.message))
             }
+            "28000" => SourceError::Unusable(format!(
+                "the source refused user {user:?}: {}; check the user name in the source URL, and that pg_hba.conf lets it connect to this database",
+                error.message
+            )),
             _ => SourceError::Refused { error },
         }
     }
