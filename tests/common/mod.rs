@@ -418,3 +418,102 @@ pub fn publication_and_slot(cluster: &Cluster, db: &str, name: &str) {
     cluster.psql(db, &format!("CREATE PUBLICATION {name} FOR ALL TABLES"));
     cluster.psql(db, &format!("SELECT pg_create_logical_replication_slot('{name}', 'pgoutput')"));
 }
+
+/// A `walpipe tail` running in the background, its lines counted.
+pub struct RunningTail {
+    pub child: std::process::Child,
+    lines: std::sync::Arc<AtomicUsize>,
+    reader: Option<std::thread::JoinHandle<Vec<u8>>>,
+    keep: bool,
+}
+
+impl RunningTail {
+    /// Starts tailing; with `keep`, the output is kept for [`RunningTail::stop`].
+    pub fn start(cluster: &Cluster, db: &str, slot: &str, publication: &str, keep: bool) -> RunningTail {
+        let mut child = walpipe()
+            .args(["tail", "--slot", slot, "--publication", publication, "--source"])
+            .arg(cluster.url(db))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start walpipe tail");
+        let lines = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = lines.clone();
+        let mut stdout = child.stdout.take().expect("stdout");
+        let reader = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                match std::io::Read::read(&mut stdout, &mut buf) {
+                    Ok(0) | Err(_) => return kept,
+                    Ok(n) => {
+                        counter.fetch_add(buf[..n].iter().filter(|b| **b == b'\n').count(), Ordering::SeqCst);
+                        if keep {
+                            kept.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                }
+            }
+        });
+        RunningTail { child, lines, reader: Some(reader), keep }
+    }
+
+    pub fn lines(&self) -> usize {
+        self.lines.load(Ordering::SeqCst)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+
+    /// A field of `/proc/<pid>/status`, in kB (VmRSS, VmHWM).
+    pub fn proc_status_kb(&self, field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// SIGTERM, then the exit status, stderr and (if kept) the output lines.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String, Vec<serde_json::Value>) {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let status = self.child.wait().expect("wait for walpipe tail");
+        let stderr = self.child.stderr.take().map(read_all).unwrap_or_default();
+        let output = self.reader.take().expect("reader").join().expect("reader thread");
+        let lines = if self.keep {
+            String::from_utf8(output)
+                .expect("UTF-8")
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("JSON line"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        (status, String::from_utf8_lossy(&stderr).into_owned(), lines)
+    }
+}
+
+impl Drop for RunningTail {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 100 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `X/Y` as a number, for comparing LSNs in tests.
+pub fn lsn(text: &str) -> u64 {
+    let (high, low) = text.trim().split_once('/').unwrap_or_else(|| panic!("not an LSN: {text:?}"));
+    (u64::from_str_radix(high, 16).expect("hex") << 32) | u64::from_str_radix(low, 16).expect("hex")
+}
