@@ -85,10 +85,10 @@ pub struct ConfigError(String);
 
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
-        Self::from_iter(std::env::vars())
+        Self::from_vars(std::env::vars())
     }
 
-    pub fn from_iter(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let config: Config = envy::prefixed("WALPIPE_").from_iter(vars).map_err(|error| {
             let text = error.to_string();
             match text.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')) {
@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn defaults_apply() {
-        let config = Config::from_iter(vars(&[("PATH", "/bin")])).expect("valid");
+        let config = Config::from_vars(vars(&[("PATH", "/bin")])).expect("valid");
         assert_eq!(config.job_name, "default");
         assert_eq!(config.batch_size, 10_000);
         assert_eq!(config.http_addr, "127.0.0.1:9898");
@@ -127,13 +127,13 @@ mod tests {
 
     #[test]
     fn unknown_variables_are_errors() {
-        let error = Config::from_iter(vars(&[("WALPIPE_SOURCE_URLL", "x")])).expect_err("typo");
+        let error = Config::from_vars(vars(&[("WALPIPE_SOURCE_URLL", "x")])).expect_err("typo");
         assert!(error.to_string().contains("WALPIPE_SOURCE_URLL"), "{error}");
     }
 
     #[test]
     fn bad_values_name_the_variable() {
-        let error = Config::from_iter(vars(&[("WALPIPE_BATCH_SIZE", "many")])).expect_err("not a number");
+        let error = Config::from_vars(vars(&[("WALPIPE_BATCH_SIZE", "many")])).expect_err("not a number");
         assert!(error.to_string().to_lowercase().contains("batch_size"), "{error}");
     }
 }

@@ -8,18 +8,25 @@ use common::{ClusterOptions, RunningTail, lsn, publication_and_slot, wait_for};
 use std::time::{Duration, Instant};
 
 fn cluster() -> &'static common::Cluster {
-    common::pg15_with(&ClusterOptions { settings: vec![("wal_sender_timeout", "2s".into())], ..ClusterOptions::default() })
+    common::pg15_with(&ClusterOptions {
+        settings: vec![("wal_sender_timeout", "2s".into())],
+        ..ClusterOptions::default()
+    })
 }
 
 fn clusters() -> Vec<&'static common::Cluster> {
-    let options = ClusterOptions { settings: vec![("wal_sender_timeout", "2s".into())], ..ClusterOptions::default() };
+    let options =
+        ClusterOptions { settings: vec![("wal_sender_timeout", "2s".into())], ..ClusterOptions::default() };
     let mut all = vec![cluster()];
     all.extend(common::pg18_with(&options));
     all
 }
 
 fn confirmed(cluster: &common::Cluster, slot: &str) -> u64 {
-    lsn(&cluster.psql("postgres", &format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'")))
+    lsn(&cluster.psql(
+        "postgres",
+        &format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+    ))
 }
 
 #[test]
@@ -34,7 +41,8 @@ fn a_quiet_database_slot_advances_while_another_database_writes() {
         let before = confirmed(cluster, &quiet);
 
         for _ in 0..5 {
-            cluster.psql(&busy, "INSERT INTO churn SELECT i, repeat('x', 200) FROM generate_series(1, 20000) i");
+            cluster
+                .psql(&busy, "INSERT INTO churn SELECT i, repeat('x', 200) FROM generate_series(1, 20000) i");
         }
         let written_elsewhere = lsn(&cluster.current_lsn(&busy));
         assert!(written_elsewhere > before + 1_000_000, "the other database wrote WAL");
@@ -55,7 +63,12 @@ fn an_idle_tail_survives_a_two_second_wal_sender_timeout() {
         publication_and_slot(cluster, &db, &db);
         let mut tail = RunningTail::start(cluster, &db, &db, &db, true);
         let active_pid = || {
-            cluster.psql("postgres", &format!("SELECT coalesce(active_pid::text, '') FROM pg_replication_slots WHERE slot_name = '{db}'"))
+            cluster.psql(
+                "postgres",
+                &format!(
+                    "SELECT coalesce(active_pid::text, '') FROM pg_replication_slots WHERE slot_name = '{db}'"
+                ),
+            )
         };
         wait_for(Duration::from_secs(10), "the slot to become active", || !active_pid().is_empty());
         let walsender = active_pid();
@@ -72,6 +85,9 @@ fn an_idle_tail_survives_a_two_second_wal_sender_timeout() {
         let (status, stderr, lines) = tail.stop();
         assert!(status.success(), "{stderr}");
         assert_eq!(lines[0]["new"]["id"], 1);
-        assert!(!cluster.log().contains("terminating walsender process due to replication timeout"), "the server timed the walsender out");
+        assert!(
+            !cluster.log().contains("terminating walsender process due to replication timeout"),
+            "the server timed the walsender out"
+        );
     }
 }

@@ -32,11 +32,16 @@ async fn a_million_row_transaction_streams_in_bounded_memory() {
     // In progress: the server has streamed it, walpipe has printed nothing.
     let stream_bytes = || {
         cluster
-            .psql("postgres", &format!("SELECT stream_bytes FROM pg_stat_replication_slots WHERE slot_name = '{db}'"))
+            .psql(
+                "postgres",
+                &format!("SELECT stream_bytes FROM pg_stat_replication_slots WHERE slot_name = '{db}'"),
+            )
             .parse::<u64>()
             .unwrap_or(0)
     };
-    wait_for(Duration::from_secs(120), "the server to stream the open transaction", || stream_bytes() > 50_000_000);
+    wait_for(Duration::from_secs(120), "the server to stream the open transaction", || {
+        stream_bytes() > 50_000_000
+    });
     assert_eq!(tail.lines(), 0, "nothing is printed before the commit");
 
     let mut peak_rss = 0;

@@ -194,10 +194,8 @@ impl Connection {
         loop {
             match self.recv().await? {
                 Incoming::Other(Message::ReadyForQuery(_)) => return Ok(()),
-                Incoming::Other(Message::ParameterStatus(body)) => {
-                    if body.name()? == "server_version" {
-                        self.server_version_num = parse_server_version(body.value()?);
-                    }
+                Incoming::Other(Message::ParameterStatus(body)) if body.name()? == "server_version" => {
+                    self.server_version_num = parse_server_version(body.value()?);
                 }
                 Incoming::Other(Message::ErrorResponse(body)) => {
                     return Err(self.refused(ServerError::from_fields(body.fields())));

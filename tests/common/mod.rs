@@ -249,13 +249,15 @@ fn spawn_watchdog(bindir: &Path, base: &Path, dir: &Path) {
         dir = dir.display(),
         base = base.display(),
     );
-    Command::new("setsid")
-        .args(["sh", "-c", &script])
+    // `setsid -f` forks the watchdog into its own session and returns at once.
+    let started = Command::new("setsid")
+        .args(["-f", "sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
         .expect("start the cluster watchdog");
+    assert!(started.success(), "setsid failed to start the cluster watchdog");
 }
 
 /// A throwaway CA and a server certificate for localhost/127.0.0.1 signed by it.

@@ -1,0 +1,30 @@
+# Throwaway PostgreSQL clusters for the demo and the benchmarks. Sourced.
+# cluster_start NAME PORT [name=value ...]: a cluster in $WORK/NAME on 127.0.0.1:PORT.
+# cluster_stop NAME. Needs WORK (a directory) and PG_BINDIR.
+
+pg_as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+cluster_start() {
+  local name=$1 port=$2; shift 2
+  local dir="$WORK/$name"
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres "$WORK" "$dir"
+  pg_as_owner "$PG_BINDIR/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
+  {
+    echo "port = $port"
+    echo "listen_addresses = '127.0.0.1'"
+    echo "unix_socket_directories = '$dir'"
+    echo "wal_level = logical"
+    echo "max_wal_senders = 20"
+    echo "max_replication_slots = 20"
+    for setting in "$@"; do echo "${setting%%=*} = '${setting#*=}'"; done
+  } | pg_as_owner tee -a "$dir/data/postgresql.auto.conf" >/dev/null
+  pg_as_owner "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+}
+
+cluster_stop() {
+  local dir="$WORK/$1"
+  [ -d "$dir/data" ] && pg_as_owner "$PG_BINDIR/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}
