@@ -112,8 +112,10 @@ fn replica_identity_full_gives_the_whole_old_row() {
         let lines = tail_to(cluster, &db, &db, &db, &cluster.current_lsn(&db));
         let changes = changes_of(&lines, "public.people");
         assert_eq!(changes.len(), 2, "{lines:#?}");
+        assert_eq!(changes[0]["key"], json!({"id": 1}), "the primary key, not the whole row");
         assert_eq!(changes[0]["old"], json!({"id": 1, "name": "ann", "age": 30}));
         assert_eq!(changes[0]["new"], json!({"id": 1, "name": "ann", "age": 31}));
+        assert_eq!(changes[1]["key"], json!({"id": 1}));
         assert_eq!(changes[1]["old"], json!({"id": 1, "name": "ann", "age": 31}));
         assert_eq!(changes[1]["new"], Value::Null);
     }

@@ -4,6 +4,11 @@
 //! a session and again whenever its schema changes; changes then refer to
 //! it by id. The cache keeps the latest description, with each column's
 //! JSON key and value kind worked out once, not once per row.
+//!
+//! With REPLICA IDENTITY FULL the server marks every column as part of the
+//! identity, which would make the whole row the `key`. When the table has
+//! a primary key (known from [`PrimaryKeys`], read from the catalog before
+//! streaming), the key is that primary key instead, as a consumer expects.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,9 +41,13 @@ pub struct TableColumn {
 }
 
 impl Table {
-    pub fn from_message(message: &pgoutput::Relation) -> Table {
+    pub fn from_message(message: &pgoutput::Relation, primary_keys: &PrimaryKeys) -> Table {
         // pgoutput sends an empty namespace for pg_catalog.
         let schema = if message.namespace.is_empty() { "pg_catalog" } else { &message.namespace };
+        let primary_key = match message.replica_identity {
+            b'f' => primary_keys.get(&(schema.to_string(), message.name.clone())),
+            _ => None,
+        };
         let mut qualified_json = Vec::new();
         write_str(&mut qualified_json, &format!("{schema}.{}", message.name));
         let columns = message
@@ -52,7 +61,10 @@ impl Table {
                     name: column.name.clone(),
                     type_oid: column.type_oid,
                     type_modifier: column.type_modifier,
-                    is_key: column.is_key(),
+                    is_key: match primary_key {
+                        Some(key) => key.contains(&column.name),
+                        None => column.is_key(),
+                    },
                     kind: ValueKind::for_type(column.type_oid),
                     json_key,
                 }
@@ -73,15 +85,23 @@ impl Table {
     }
 }
 
+/// Primary key columns by (schema, table).
+pub type PrimaryKeys = HashMap<(String, String), Vec<String>>;
+
 /// The tables seen so far in this replication session, by relation id.
 #[derive(Debug, Default)]
 pub struct RelationCache {
     tables: HashMap<u32, Arc<Table>>,
+    primary_keys: PrimaryKeys,
 }
 
 impl RelationCache {
+    pub fn new(primary_keys: PrimaryKeys) -> Self {
+        RelationCache { tables: HashMap::new(), primary_keys }
+    }
+
     pub fn apply(&mut self, message: &pgoutput::Relation) {
-        self.tables.insert(message.id, Arc::new(Table::from_message(message)));
+        self.tables.insert(message.id, Arc::new(Table::from_message(message, &self.primary_keys)));
     }
 
     pub fn get(&self, id: u32) -> Option<&Arc<Table>> {

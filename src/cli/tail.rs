@@ -60,6 +60,7 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
     let info = ConnInfo::parse(&url)?;
     let mut conn = Connection::connect(&info).await?;
     preflight::check_stream(&mut conn, &args.slot, &args.publication).await?;
+    let primary_keys = preflight::primary_keys(&mut conn, &args.publication).await?;
     let status_interval = status_interval(&mut conn).await?;
     tracing::info!(source = %info, slot = %args.slot, publication = %args.publication,
         protocol = conn.protocol_version(), "streaming");
@@ -71,7 +72,8 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
 
     let mut tail =
         Tail { stream, chunks, unacked: 0, pending: Vec::with_capacity(CHUNK_BYTES), pending_confirm: None };
-    let outcome = tail.pump(&mut acks, args.endpos).await;
+    let outcome =
+        tail.pump(&mut acks, Assembler::new(SPILL_MEMORY_CAP, args.endpos, primary_keys), args.endpos).await;
 
     // Hand over what is pending, then wait for the writer to drain.
     let Tail { mut stream, chunks, pending, pending_confirm, .. } = tail;
@@ -116,9 +118,9 @@ impl Tail {
     async fn pump(
         &mut self,
         acks: &mut mpsc::UnboundedReceiver<Option<Lsn>>,
+        mut assembler: Assembler,
         endpos: Option<Lsn>,
     ) -> anyhow::Result<()> {
-        let mut assembler = Assembler::new(SPILL_MEMORY_CAP, endpos);
         let mut shutdown = std::pin::pin!(shutdown_signal());
         loop {
             let idle = !self.stream.has_buffered_message();

@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use super::spill::{Replay, StreamedTxns};
 use crate::change::encode::{self, Op, TxnFields};
-use crate::change::relation::{RelationCache, Table};
+use crate::change::relation::{PrimaryKeys, RelationCache, Table};
 use crate::lsn::Lsn;
 use crate::protocol::DecodeError;
 use crate::protocol::pgoutput::{Decoder, Message, OldTuple, Tuple};
@@ -81,11 +81,12 @@ pub struct Assembler {
 impl Assembler {
     /// `spill_cap`: bytes of streamed transactions held in memory before
     /// spilling to disk. `end_at`: stop after the last transaction that
-    /// commits at or before this position.
-    pub fn new(spill_cap: usize, end_at: Option<Lsn>) -> Assembler {
+    /// commits at or before this position. `primary_keys`: the key of
+    /// tables with REPLICA IDENTITY FULL.
+    pub fn new(spill_cap: usize, end_at: Option<Lsn>, primary_keys: PrimaryKeys) -> Assembler {
         Assembler {
             decoder: Decoder::new(),
-            relations: RelationCache::default(),
+            relations: RelationCache::new(primary_keys),
             open: None,
             streamed: StreamedTxns::new(spill_cap),
             stream_xid: None,

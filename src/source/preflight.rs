@@ -6,6 +6,7 @@
 
 use super::connection::{Connection, quote_literal};
 use super::error::SourceError;
+use crate::change::relation::PrimaryKeys;
 
 /// Checks that `slot` and `publication` can be streamed on this connection's database.
 pub async fn check_stream(conn: &mut Connection, slot: &str, publication: &str) -> Result<(), SourceError> {
@@ -66,4 +67,32 @@ pub async fn check_stream(conn: &mut Connection, slot: &str, publication: &str) 
         )));
     }
     Ok(())
+}
+
+/// The primary keys of the publication's tables, in key order.
+pub async fn primary_keys(conn: &mut Connection, publication: &str) -> Result<PrimaryKeys, SourceError> {
+    // Column names are joined with the unit separator, which no sane name holds.
+    let result = conn
+        .simple_query(&format!(
+            "SELECT pt.schemaname, pt.tablename, \
+                    string_agg(a.attname, chr(31) ORDER BY array_position(i.indkey::int2[], a.attnum)) AS key \
+             FROM pg_publication_tables pt \
+             JOIN pg_namespace n ON n.nspname = pt.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+             JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey) \
+             WHERE pt.pubname = {} GROUP BY 1, 2",
+            quote_literal(publication)
+        ))
+        .await?;
+    Ok(result
+        .rows
+        .into_iter()
+        .filter_map(|row| match row.as_slice() {
+            [Some(schema), Some(table), Some(key)] => {
+                Some(((schema.clone(), table.clone()), key.split('\u{1f}').map(str::to_string).collect()))
+            }
+            _ => None,
+        })
+        .collect())
 }
