@@ -133,6 +133,13 @@ mod tests {
         assert!(parse(Bytes::from_static(b"w\0\0\0\0\0\0\0\0\0\0")).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = parse(Bytes::from(bytes));
+        }
+    }
+
     #[test]
     fn encodes_status_update() {
         let status = StandbyStatus {
