@@ -16,3 +16,17 @@ echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --locked
+
+# The harness also works as a normal user (initdb/pg_ctl run directly rather
+# than through runuser): when running as root, run one integration test
+# binary again as the unprivileged postgres user to prove it.
+if [ "$(id -u)" = 0 ]; then
+  echo "== the cluster harness as a normal user"
+  test_bin=$(cargo test --locked --test wal_level --no-run 2>&1 | sed -n 's/.*(\(target\/[^)]*\)).*/\1/p' | head -n1)
+  as_user=$(mktemp -d /tmp/walpipe-user.XXXXXX)
+  cp "$test_bin" "$as_user/wal_level" && cp target/debug/walpipe "$as_user/walpipe"
+  chown -R postgres "$as_user"
+  runuser -u postgres -- env -u CI HOME="$as_user" PATH="$PG15_BINDIR:$PATH" TMPDIR="$as_user" \
+    TEST_WALPIPE_BIN="$as_user/walpipe" TEST_PG18_BINDIR="$TEST_PG18_BINDIR" "$as_user/wal_level"
+  sleep 2 && rm -rf "$as_user"  # after the watchdog has stopped the cluster
+fi

@@ -347,9 +347,12 @@ pub fn clusters() -> Vec<&'static Cluster> {
     clusters_with(&options())
 }
 
-/// The walpipe binary, with no WALPIPE_* variable inherited from the test's environment.
+/// The walpipe binary (`TEST_WALPIPE_BIN` when the test binary was moved
+/// away from its build, as `scripts/test.sh` does to run as a normal user),
+/// with no WALPIPE_* variable inherited from the test's environment.
 pub fn walpipe() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_walpipe"));
+    let binary = std::env::var_os("TEST_WALPIPE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_walpipe").into());
+    let mut command = Command::new(binary);
     for (name, _) in std::env::vars() {
         if name.starts_with("WALPIPE_") {
             command.env_remove(name);
