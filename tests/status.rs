@@ -1,6 +1,7 @@
 //! Standby status updates on a real server: a quiet database's slot still
-//! advances when other databases write, an idle `tail` is not dropped at a
-//! short `wal_sender_timeout`, and SIGTERM exits cleanly with the position confirmed.
+//! advances when other databases write, neither an idle `tail` nor one whose
+//! stdout nobody reads is dropped at a short `wal_sender_timeout`, and
+//! SIGTERM exits cleanly.
 
 mod common;
 
@@ -89,5 +90,46 @@ fn an_idle_tail_survives_a_two_second_wal_sender_timeout() {
             !cluster.log().contains("terminating walsender process due to replication timeout"),
             "the server timed the walsender out"
         );
+    }
+}
+
+#[test]
+fn a_tail_whose_output_is_not_read_keeps_its_session_and_confirms_nothing_unwritten() {
+    for cluster in clusters() {
+        let db = cluster.fresh_db("stalled");
+        cluster.psql(&db, "CREATE TABLE t (id int PRIMARY KEY, pad text)");
+        publication_and_slot(cluster, &db, &db);
+        let start = confirmed(cluster, &db);
+        let mut tail = RunningTail::start_stalled(cluster, &db, &db, &db, false);
+        let active_pid = || {
+            cluster.psql(
+                "postgres",
+                &format!(
+                    "SELECT coalesce(active_pid::text, '') FROM pg_replication_slots WHERE slot_name = '{db}'"
+                ),
+            )
+        };
+        wait_for(Duration::from_secs(10), "the slot to become active", || !active_pid().is_empty());
+        let walsender = active_pid();
+        // Far more than the pipe and walpipe's buffers hold, in many transactions.
+        for _ in 0..20 {
+            cluster.psql(&db, "INSERT INTO t SELECT i, repeat('p', 200) FROM generate_series((SELECT coalesce(max(id), 0) + 1 FROM t), (SELECT coalesce(max(id), 0) + 5000 FROM t)) i");
+        }
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(8) {
+            assert!(tail.is_running(), "walpipe tail exited while its output was stalled");
+            assert_eq!(active_pid(), walsender, "the session was dropped while the output was stalled");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let end = lsn(&cluster.current_lsn(&db));
+        assert!(confirmed(cluster, &db) < end, "what was not written out is not confirmed");
+        assert!(confirmed(cluster, &db) >= start);
+
+        tail.resume_reading();
+        wait_for(Duration::from_secs(60), "every row to arrive", || tail.lines() == 100_000);
+        wait_for(Duration::from_secs(10), "the end to be confirmed", || confirmed(cluster, &db) >= end);
+        let (status, stderr, _) = tail.stop();
+        assert!(status.success(), "{stderr}");
+        assert!(!cluster.log().contains("terminating walsender process due to replication timeout"));
     }
 }

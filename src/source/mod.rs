@@ -2,13 +2,15 @@
 //!
 //! ```text
 //!  conninfo (URL) ──> transport (TCP | Unix | TLS) ──> connection (startup, auth, commands)
-//!                                                        └──> stream (CopyBoth: messages in, status out)
+//!                                                        └──> stream (CopyBoth: messages in, status out;
+//!                                                                     feedback decides what and when)
 //!  preflight: checks with a clear fix before streaming
 //! ```
 
 pub mod connection;
 pub mod conninfo;
 pub mod error;
+pub mod feedback;
 pub mod preflight;
 pub mod stream;
 mod tls;

@@ -5,17 +5,15 @@
 //!   server <──d(r status: write, flush)──── on request, when the position moved, and on a timer
 //! ```
 //!
-//! LSN rules kept here (ARCHITECTURE.md section 2), each tested:
-//! - The write and flush positions sent never go backwards: [`confirm`]
-//!   only raises them.
-//! - Flush is only what the caller confirmed: the end of a transaction it
-//!   made durable, or a keepalive's walEnd when it had nothing in flight.
+//! LSN rules kept here (ARCHITECTURE.md section 2):
+//! - The positions sent never go backwards, and are only what the caller
+//!   confirmed: the end of a transaction it made durable, or a keepalive's
+//!   walEnd when it had nothing in flight ([`Feedback`]).
 //! - A keepalive that asks for a reply is answered before the event is
-//!   handed on; besides, a status goes out at least every
-//!   `status_interval` (a third of `wal_sender_timeout`, at most 10 s), and
-//!   within a second of the flush position moving. Status is sent from
-//!   inside [`next`], also while the caller is busy elsewhere as long as it
-//!   polls `next` or [`keep_alive`].
+//!   handed on; besides, a status goes out when [`Feedback`] says it is due
+//!   (a third of `wal_sender_timeout`, at most 10 s, and promptly after the
+//!   position moved). Status is sent from inside [`next`], and from
+//!   [`keep_alive`] while the caller waits on its output.
 //!
 //! [`confirm`]: ReplicationStream::confirm
 //! [`next`]: ReplicationStream::next
@@ -29,12 +27,10 @@ use tokio::time::Instant;
 
 use super::connection::{Connection, Incoming, log_notice};
 use super::error::{ServerError, SourceError};
+use super::feedback::Feedback;
 use crate::lsn::Lsn;
 use crate::protocol::time::to_pg_micros;
-use crate::protocol::walsender::{self, Keepalive, StandbyStatus, WalsenderMessage};
-
-/// Never let a moved flush position wait longer than this to be reported.
-const PROMPT_REPORT: Duration = Duration::from_secs(1);
+use crate::protocol::walsender::{self, Keepalive, WalsenderMessage};
 
 #[derive(Debug)]
 pub enum StreamEvent {
@@ -48,31 +44,21 @@ pub enum StreamEvent {
 
 pub struct ReplicationStream {
     conn: Connection,
-    flushed: Lsn,
-    /// The flush position last reported to the server.
-    reported: Lsn,
-    last_report: Instant,
-    status_interval: Duration,
+    feedback: Feedback,
 }
 
 impl ReplicationStream {
     pub(super) fn new(conn: Connection, start: Lsn, status_interval: Duration) -> Self {
-        ReplicationStream {
-            conn,
-            flushed: start,
-            reported: start,
-            last_report: Instant::now(),
-            status_interval,
-        }
+        ReplicationStream { conn, feedback: Feedback::new(start, status_interval, Instant::now()) }
     }
 
     /// The position the server may consider durable (never lowered).
     pub fn confirm(&mut self, lsn: Lsn) {
-        self.flushed = self.flushed.max(lsn);
+        self.feedback.confirm(lsn);
     }
 
     pub fn confirmed(&self) -> Lsn {
-        self.flushed
+        self.feedback.confirmed()
     }
 
     /// Whether a whole message is buffered, so `next` returns without waiting.
@@ -84,26 +70,9 @@ impl ReplicationStream {
         }
     }
 
-    fn queue_status(&mut self, reply_requested: bool) -> Result<(), SourceError> {
-        let status = StandbyStatus {
-            write: self.flushed,
-            flush: self.flushed,
-            apply: self.flushed,
-            client_time: to_pg_micros(SystemTime::now()),
-            reply_requested,
-        };
-        self.conn.outbox.queue_copy_data(&status.encode())?;
-        self.reported = self.flushed;
-        self.last_report = Instant::now();
-        Ok(())
-    }
-
-    fn status_deadline(&self) -> Instant {
-        if self.flushed > self.reported {
-            self.last_report + PROMPT_REPORT.min(self.status_interval)
-        } else {
-            self.last_report + self.status_interval
-        }
+    fn queue_status(&mut self) -> Result<(), SourceError> {
+        let status = self.feedback.report(Instant::now(), to_pg_micros(SystemTime::now()));
+        self.conn.outbox.queue_copy_data(&status.encode())
     }
 
     /// The next message from the server. `None` when the server ended the
@@ -116,7 +85,7 @@ impl ReplicationStream {
                         let message = walsender::parse(payload).map_err(|error| {
                             SourceError::Protocol(format!(
                                 "malformed walsender message after LSN {}: {error}",
-                                self.flushed
+                                self.confirmed()
                             ))
                         })?;
                         return Ok(Some(match message {
@@ -125,7 +94,7 @@ impl ReplicationStream {
                             }
                             WalsenderMessage::Keepalive(keepalive) => {
                                 if keepalive.reply_requested {
-                                    self.queue_status(false)?;
+                                    self.queue_status()?;
                                     self.conn.outbox.flush().await?;
                                 }
                                 StreamEvent::Keepalive(keepalive)
@@ -150,10 +119,10 @@ impl ReplicationStream {
     /// One round of waiting: reads more bytes, sends due status, or flushes
     /// queued writes, whichever comes first.
     async fn keep_alive_once(&mut self) -> Result<(), SourceError> {
-        if Instant::now() >= self.status_deadline() {
-            self.queue_status(false)?;
+        if Instant::now() >= self.feedback.deadline() {
+            self.queue_status()?;
         }
-        let deadline = self.status_deadline();
+        let deadline = self.feedback.deadline();
         if self.conn.outbox.has_pending_writes() {
             tokio::select! {
                 result = self.conn.outbox.flush() => result,
@@ -173,10 +142,10 @@ impl ReplicationStream {
     pub async fn keep_alive(&mut self, wait: Duration) -> Result<(), SourceError> {
         let until = Instant::now() + wait;
         while Instant::now() < until {
-            if Instant::now() >= self.status_deadline() {
-                self.queue_status(false)?;
+            if Instant::now() >= self.feedback.deadline() {
+                self.queue_status()?;
             }
-            let deadline = self.status_deadline().min(until);
+            let deadline = self.feedback.deadline().min(until);
             tokio::select! {
                 result = self.conn.outbox.flush(), if self.conn.outbox.has_pending_writes() => result?,
                 () = tokio::time::sleep_until(deadline) => {}
@@ -187,7 +156,7 @@ impl ReplicationStream {
 
     /// Reports the final position, ends the stream and closes the connection.
     pub async fn finish(mut self) -> Result<(), SourceError> {
-        self.queue_status(false)?;
+        self.queue_status()?;
         self.conn.outbox.queue_copy_done();
         self.conn.outbox.flush().await?;
         // Drain until the server has ended its side and the command completed.

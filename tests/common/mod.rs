@@ -428,6 +428,8 @@ pub fn publication_and_slot(cluster: &Cluster, db: &str, name: &str) {
 pub struct RunningTail {
     pub child: std::process::Child,
     lines: std::sync::Arc<AtomicUsize>,
+    /// While false, nobody reads walpipe's stdout (a stalled consumer).
+    reading: std::sync::Arc<std::sync::atomic::AtomicBool>,
     reader: Option<std::thread::JoinHandle<Vec<u8>>>,
     keep: bool,
 }
@@ -435,6 +437,19 @@ pub struct RunningTail {
 impl RunningTail {
     /// Starts tailing; with `keep`, the output is kept for [`RunningTail::stop`].
     pub fn start(cluster: &Cluster, db: &str, slot: &str, publication: &str, keep: bool) -> RunningTail {
+        let tail = Self::start_stalled(cluster, db, slot, publication, keep);
+        tail.resume_reading();
+        tail
+    }
+
+    /// Starts tailing without reading its output until [`RunningTail::resume_reading`].
+    pub fn start_stalled(
+        cluster: &Cluster,
+        db: &str,
+        slot: &str,
+        publication: &str,
+        keep: bool,
+    ) -> RunningTail {
         let mut child = walpipe()
             .args(["tail", "--slot", slot, "--publication", publication, "--source"])
             .arg(cluster.url(db))
@@ -443,9 +458,14 @@ impl RunningTail {
             .spawn()
             .expect("start walpipe tail");
         let lines = std::sync::Arc::new(AtomicUsize::new(0));
+        let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let counter = lines.clone();
+        let gate = reading.clone();
         let mut stdout = child.stdout.take().expect("stdout");
         let reader = std::thread::spawn(move || {
+            while !gate.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let mut kept = Vec::new();
             let mut buf = vec![0u8; 1 << 16];
             loop {
@@ -460,7 +480,11 @@ impl RunningTail {
                 }
             }
         });
-        RunningTail { child, lines, reader: Some(reader), keep }
+        RunningTail { child, lines, reading, reader: Some(reader), keep }
+    }
+
+    pub fn resume_reading(&self) {
+        self.reading.store(true, Ordering::SeqCst);
     }
 
     pub fn lines(&self) -> usize {
@@ -484,6 +508,7 @@ impl RunningTail {
 
     /// SIGTERM, then the exit status, stderr and (if kept) the output lines.
     pub fn stop(mut self) -> (std::process::ExitStatus, String, Vec<serde_json::Value>) {
+        self.resume_reading();
         let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
         let status = self.child.wait().expect("wait for walpipe tail");
         let stderr = self.child.stderr.take().map(read_all).unwrap_or_default();
