@@ -58,7 +58,8 @@ async fn every_auth_method_connects_and_identifies_the_system() {
         ("walpipe_scram", Some("scram-secret")),
     ];
     for cluster in all() {
-        let mut modes = vec!["disable"];
+        // prefer: TLS against PG15 (ssl on), plaintext fallback against PG18 (built without it).
+        let mut modes = vec!["disable", "prefer"];
         if cluster.major == 15 {
             modes.push("require");
         }
