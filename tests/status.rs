@@ -23,6 +23,22 @@ fn clusters() -> Vec<&'static common::Cluster> {
     all
 }
 
+/// The slot's walsender process id ("" while inactive).
+fn active_pid(cluster: &common::Cluster, slot: &str) -> String {
+    cluster.psql(
+        "postgres",
+        &format!(
+            "SELECT coalesce(active_pid::text, '') FROM pg_replication_slots WHERE slot_name = '{slot}'"
+        ),
+    )
+}
+
+/// Waits for the slot to become active and returns its walsender's pid.
+fn walsender_of(cluster: &common::Cluster, slot: &str) -> String {
+    wait_for(Duration::from_secs(10), "the slot to become active", || !active_pid(cluster, slot).is_empty());
+    active_pid(cluster, slot)
+}
+
 fn confirmed(cluster: &common::Cluster, slot: &str) -> u64 {
     lsn(&cluster.psql(
         "postgres",
@@ -63,21 +79,16 @@ fn an_idle_tail_survives_a_two_second_wal_sender_timeout() {
         cluster.psql(&db, "CREATE TABLE t (id int PRIMARY KEY)");
         publication_and_slot(cluster, &db, &db);
         let mut tail = RunningTail::start(cluster, &db, &db, &db, true);
-        let active_pid = || {
-            cluster.psql(
-                "postgres",
-                &format!(
-                    "SELECT coalesce(active_pid::text, '') FROM pg_replication_slots WHERE slot_name = '{db}'"
-                ),
-            )
-        };
-        wait_for(Duration::from_secs(10), "the slot to become active", || !active_pid().is_empty());
-        let walsender = active_pid();
+        let walsender = walsender_of(cluster, &db);
 
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
             assert!(tail.is_running(), "walpipe tail exited while idle");
-            assert_eq!(active_pid(), walsender, "the walsender was replaced: the session was dropped");
+            assert_eq!(
+                active_pid(cluster, &db),
+                walsender,
+                "the walsender was replaced: the session was dropped"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
         // Still streaming after the idle spell.
@@ -101,16 +112,7 @@ fn a_tail_whose_output_is_not_read_keeps_its_session_and_confirms_nothing_unwrit
         publication_and_slot(cluster, &db, &db);
         let start = confirmed(cluster, &db);
         let mut tail = RunningTail::start_stalled(cluster, &db, &db, &db, false);
-        let active_pid = || {
-            cluster.psql(
-                "postgres",
-                &format!(
-                    "SELECT coalesce(active_pid::text, '') FROM pg_replication_slots WHERE slot_name = '{db}'"
-                ),
-            )
-        };
-        wait_for(Duration::from_secs(10), "the slot to become active", || !active_pid().is_empty());
-        let walsender = active_pid();
+        let walsender = walsender_of(cluster, &db);
         // Far more than the pipe and walpipe's buffers hold, in many transactions.
         for _ in 0..20 {
             cluster.psql(&db, "INSERT INTO t SELECT i, repeat('p', 200) FROM generate_series((SELECT coalesce(max(id), 0) + 1 FROM t), (SELECT coalesce(max(id), 0) + 5000 FROM t)) i");
@@ -118,7 +120,11 @@ fn a_tail_whose_output_is_not_read_keeps_its_session_and_confirms_nothing_unwrit
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(8) {
             assert!(tail.is_running(), "walpipe tail exited while its output was stalled");
-            assert_eq!(active_pid(), walsender, "the session was dropped while the output was stalled");
+            assert_eq!(
+                active_pid(cluster, &db),
+                walsender,
+                "the session was dropped while the output was stalled"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
         let end = lsn(&cluster.current_lsn(&db));
