@@ -16,7 +16,10 @@
 pub mod change;
 pub mod cli;
 pub mod config;
+pub mod job;
 pub mod lsn;
+pub mod pg;
 pub mod pipeline;
 pub mod protocol;
+pub mod sink;
 pub mod source;

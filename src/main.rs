@@ -47,8 +47,11 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Tail(args) => runtime.block_on(cli::tail::run(args, config.source_url.clone())),
-        Command::Run | Command::Check | Command::Jobs { .. } => {
-            eprintln!("walpipe: this command is not implemented yet in this version; use `walpipe tail`");
+        Command::Run => runtime.block_on(cli::run::run(&config)),
+        Command::Check | Command::Jobs { .. } => {
+            eprintln!(
+                "walpipe: this command is not implemented yet in this version; use `walpipe run` or `walpipe tail`"
+            );
             return ExitCode::from(2);
         }
     };
@@ -66,7 +69,13 @@ fn fail(message: &str) -> ExitCode {
 }
 
 fn init_logging(config: &config::Config) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|error| {
+    // The SQL driver's notices ("schema ... already exists, skipping") are noise at info.
+    let directives = if config.log.contains("tokio_postgres") {
+        config.log.clone()
+    } else {
+        format!("{},tokio_postgres=warn", config.log)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives).map_err(|error| {
         format!("WALPIPE_LOG={:?} is not a log filter ({error}): use e.g. info or walpipe=debug", config.log)
     })?;
     use std::io::IsTerminal;

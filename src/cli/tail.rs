@@ -7,7 +7,6 @@
 //! printed, and the command exits 0.
 
 use std::io::Write;
-use std::time::Duration;
 
 use anyhow::bail;
 
@@ -45,7 +44,7 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
     let mut conn = Connection::connect(&info).await?;
     preflight::check_stream(&mut conn, &args.slot, &args.publication).await?;
     let primary_keys = preflight::primary_keys(&mut conn, &args.publication).await?;
-    let status_interval = status_interval(&mut conn).await?;
+    let status_interval = conn.status_interval().await?;
     tracing::info!(source = %info, slot = %args.slot, publication = %args.publication,
         protocol = conn.protocol_version(), "streaming");
     let stream = conn.start_stream(&args.slot, &args.publication, Lsn::ZERO, status_interval).await?;
@@ -53,7 +52,8 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
     let (ends, sink) = driver::channel();
     let writer = std::thread::spawn(move || write_chunks(sink));
     let assembler = Assembler::new(SPILL_MEMORY_CAP, args.endpos, primary_keys);
-    let (stream, outcome) = driver::drive(stream, assembler, args.endpos, ends, shutdown_signal()).await;
+    let (stream, outcome) =
+        driver::drive(stream, assembler, args.endpos, ends, super::shutdown_signal()).await;
 
     let written = writer.join().map_err(|_| anyhow::anyhow!("the output thread failed"))?;
     if let Err(error) = written {
@@ -69,16 +69,6 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
     Ok(())
 }
 
-/// A third of `wal_sender_timeout`, at most 10 s, so a status always arrives in time.
-async fn status_interval(conn: &mut Connection) -> anyhow::Result<Duration> {
-    let timeout = conn
-        .simple_query("SELECT setting::bigint AS ms FROM pg_settings WHERE name = 'wal_sender_timeout'")
-        .await?;
-    let ms: u64 = timeout.first("ms").and_then(|ms| ms.parse().ok()).unwrap_or(60_000);
-    let third = if ms == 0 { 10_000 } else { ms / 3 };
-    Ok(Duration::from_millis(third.clamp(100, 10_000)))
-}
-
 /// The stdout sink: writes and flushes each chunk, then acknowledges it.
 fn write_chunks(mut sink: SinkEnds) -> std::io::Result<()> {
     let stdout = std::io::stdout();
@@ -91,16 +81,4 @@ fn write_chunks(mut sink: SinkEnds) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
 }

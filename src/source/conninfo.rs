@@ -73,17 +73,17 @@ impl ConnInfo {
         let bad = |what: String| ConnInfoError(what);
         let url = Url::parse(text).map_err(|error| {
             bad(format!(
-                "the source URL is not a valid URL ({error}): write it as postgres://user:password@host:5432/dbname"
+                "the URL is not a valid URL ({error}): write it as postgres://user:password@host:5432/dbname"
             ))
         })?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err(bad(format!(
-                "the source URL has scheme {:?}, expected postgres://user:password@host:5432/dbname",
+                "the URL has scheme {:?}, expected postgres://user:password@host:5432/dbname",
                 url.scheme()
             )));
         }
         let decode = |part: &str| {
-            percent_decode(part).ok_or_else(|| bad("the source URL has a malformed %-escape".to_string()))
+            percent_decode(part).ok_or_else(|| bad("the URL has a malformed %-escape".to_string()))
         };
 
         let mut user = decode(url.username())?;
@@ -131,7 +131,7 @@ impl ConnInfo {
                 "dbname" => dbname = value,
                 other => {
                     return Err(bad(format!(
-                        "the source URL has the unknown parameter {other:?}: remove it (known: sslmode, sslrootcert, application_name, connect_timeout, host, port, user, password, dbname)"
+                        "the URL has the unknown parameter {other:?}: remove it (known: sslmode, sslrootcert, application_name, connect_timeout, host, port, user, password, dbname)"
                     )));
                 }
             }

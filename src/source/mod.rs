@@ -7,13 +7,14 @@
 //!  preflight: checks with a clear fix before streaming
 //! ```
 
+pub mod catalog;
 pub mod connection;
 pub mod conninfo;
 pub mod error;
 pub mod feedback;
 pub mod preflight;
 pub mod stream;
-mod tls;
+pub(crate) mod tls;
 mod transport;
 
 pub use connection::Connection;

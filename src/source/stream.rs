@@ -178,6 +178,17 @@ impl ReplicationStream {
 }
 
 impl Connection {
+    /// How often to send status: a third of the server's
+    /// `wal_sender_timeout` (at most 10 s), so one always arrives in time.
+    pub async fn status_interval(&mut self) -> Result<Duration, SourceError> {
+        let timeout = self
+            .simple_query("SELECT setting::bigint AS ms FROM pg_settings WHERE name = 'wal_sender_timeout'")
+            .await?;
+        let ms: u64 = timeout.first("ms").and_then(|ms| ms.parse().ok()).unwrap_or(60_000);
+        let third = if ms == 0 { 10_000 } else { ms / 3 };
+        Ok(Duration::from_millis(third.clamp(100, 10_000)))
+    }
+
     /// Enters streaming from `start` (`0/0`: where the slot stands).
     pub async fn start_stream(
         mut self,

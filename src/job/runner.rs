@@ -1,0 +1,205 @@
+//! Runs one job: set up, copy, stream into the sink; retry transient
+//! failures with backoff and jitter; stop gracefully on request.
+//!
+//! ```text
+//!  source catalog ──> destination tables + walpipe.checkpoints in the sink
+//!  publication (before the slot) ──> checkpoint?
+//!       yes, and its slot exists ──> stream from the applied position
+//!       no ──> (drop a leftover slot) create slot + exported snapshot ──> copy tables ──> checkpoint
+//!  START_REPLICATION ──> driver ──> PostgresSink (commits rows + checkpoint, then acknowledges)
+//! ```
+//!
+//! Invariants: the publication exists before the slot; a slot without a
+//! checkpoint is never streamed from (its snapshot copy may be incomplete),
+//! so a crash during the copy restarts the copy with a new slot; the
+//! source learns a position only after the sink committed it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::snapshot;
+use super::spec::{JobSpec, SnapshotMode};
+use crate::pg::{self, ConnectError};
+use crate::pipeline::assembler::Assembler;
+use crate::pipeline::driver::{self, DriveError};
+use crate::sink::postgres::{self as pg_sink, PostgresSink, SinkError, schema};
+use crate::source::catalog::{self, CatalogError};
+use crate::source::connection::{quote_ident, quote_literal};
+use crate::source::{Connection, SourceError, preflight};
+
+/// Streamed transactions kept in memory before spilling to disk.
+const SPILL_MEMORY_CAP: usize = 16 * 1024 * 1024;
+/// Transient failures in a row before the job gives up.
+const MAX_RETRIES: u32 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Drive(#[from] DriveError),
+    #[error("the sink's SQL failed during set-up: {0}")]
+    SinkSetup(tokio_postgres::Error),
+    #[error("the source's SQL failed during set-up: {0}")]
+    SourceSetup(tokio_postgres::Error),
+    #[error("the sink task failed: {0}; this is a bug, please report it")]
+    SinkTask(String),
+}
+
+impl JobError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            JobError::Connect(error) => error.is_transient(),
+            JobError::Catalog(CatalogError::Query(error)) => pg::is_transient(error),
+            JobError::Catalog(_) => false,
+            JobError::Source(error) => error.is_transient(),
+            JobError::Sink(error) => error.is_transient(),
+            JobError::Drive(DriveError::Source(error)) => error.is_transient(),
+            // The sink task reports its own error; the driver only saw it stop.
+            JobError::Drive(DriveError::SinkStopped) => true,
+            JobError::Drive(_) => false,
+            JobError::SinkSetup(error) | JobError::SourceSetup(error) => pg::is_transient(error),
+            JobError::SinkTask(_) => false,
+        }
+    }
+}
+
+/// Runs the job until `stop` turns true or a permanent failure.
+pub async fn run(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobError> {
+    let mut failures = 0;
+    loop {
+        match attempt(spec, stop.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.is_transient() && failures < MAX_RETRIES && !*stop.borrow() => {
+                failures += 1;
+                let wait = backoff(failures);
+                tracing::warn!(job = %spec.name, attempt = failures, "transient failure, retrying in {:.1} s: {error}", wait.as_secs_f64());
+                let mut stop = stop.clone();
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+                }
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Exponential from 0.5 s, capped at 30 s, with up to 50% jitter.
+fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1 << failures.min(6)).min(Duration::from_secs(30));
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
+}
+
+async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobError> {
+    let source_sql = pg::connect(&spec.source, "the source").await?;
+    let tables = catalog::tables(&source_sql, &spec.tables).await?;
+    let sink = pg::connect(&spec.sink, "the sink").await?;
+    schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
+    let mut destinations = HashMap::new();
+    for table in &tables {
+        let (schema_name, name) = spec.destination(&table.schema, &table.name);
+        let destination =
+            schema::ensure(&sink, table, &schema_name, &name).await.map_err(JobError::SinkSetup)?;
+        destinations.insert(table.qualified(), destination);
+    }
+    ensure_publication(&source_sql, &spec.publication, &tables).await?;
+
+    let mut repl = Connection::connect(&spec.source).await?;
+    let slot_exists = !repl
+        .simple_query(&format!(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = {}",
+            quote_literal(&spec.slot)
+        ))
+        .await?
+        .rows
+        .is_empty();
+    let checkpoint = pg_sink::read_checkpoint(&sink, &spec.name).await.map_err(JobError::SinkSetup)?;
+    let start = match checkpoint {
+        Some((slot, applied)) if slot == spec.slot && slot_exists => {
+            tracing::info!(job = %spec.name, slot = %spec.slot, %applied, "resuming from the checkpoint");
+            applied
+        }
+        _ => {
+            if slot_exists {
+                tracing::info!(slot = %spec.slot, "dropping a slot without a checkpoint (an unfinished start)");
+                repl.drop_slot(&spec.slot).await?;
+            }
+            pg_sink::forget_checkpoint(&sink, &spec.name).await.map_err(JobError::SinkSetup)?;
+            let created = repl.create_slot(&spec.slot, false).await?;
+            tracing::info!(slot = %spec.slot, consistent_point = %created.consistent_point, "created the slot");
+            let start = match (spec.snapshot_mode, &created.snapshot_name) {
+                (SnapshotMode::Initial, Some(snapshot)) => {
+                    let rows = snapshot::copy_tables(&source_sql, &sink, &tables, &destinations, snapshot)
+                        .await
+                        .map_err(JobError::SinkSetup)?;
+                    tracing::info!(job = %spec.name, rows, "snapshot done");
+                    created.consistent_point
+                }
+                _ => spec.start_position.unwrap_or(created.consistent_point).max(created.consistent_point),
+            };
+            pg_sink::write_checkpoint(&sink, &spec.name, &spec.slot, start)
+                .await
+                .map_err(JobError::SinkSetup)?;
+            start
+        }
+    };
+    drop(source_sql);
+
+    preflight::check_stream(&mut repl, &spec.slot, &spec.publication).await?;
+    let primary_keys = preflight::primary_keys(&mut repl, &spec.publication).await?;
+    let interval = repl.status_interval().await?;
+    let stream = repl.start_stream(&spec.slot, &spec.publication, start, interval).await?;
+    tracing::info!(job = %spec.name, from = %start, "streaming");
+
+    let (ends, sink_ends) = driver::channel();
+    let sink =
+        PostgresSink::new(sink, &spec.name, &spec.slot, destinations, spec.batch_size, spec.flush_interval);
+    let sink_task = tokio::spawn(sink.run(sink_ends));
+    let mut stop = stop.clone();
+    let stopped = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    let assembler = Assembler::new(SPILL_MEMORY_CAP, None, primary_keys);
+    let (stream, outcome) = driver::drive(stream, assembler, None, ends, stopped).await;
+    let sink_result = match sink_task.await {
+        Ok(result) => result,
+        Err(join) => return Err(JobError::SinkTask(join.to_string())),
+    };
+    sink_result?;
+    outcome?;
+    stream.finish().await?;
+    Ok(())
+}
+
+/// Creates the publication for the job's tables unless it exists.
+async fn ensure_publication(
+    source: &tokio_postgres::Client,
+    publication: &str,
+    tables: &[catalog::SourceTable],
+) -> Result<(), JobError> {
+    let exists = source
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
+        .await
+        .map_err(JobError::SourceSetup)?
+        .is_some();
+    if !exists {
+        let list = tables.iter().map(catalog::SourceTable::quoted).collect::<Vec<_>>().join(", ");
+        source
+            .batch_execute(&format!("CREATE PUBLICATION {} FOR TABLE {list}", quote_ident(publication)))
+            .await
+            .map_err(JobError::SourceSetup)?;
+        tracing::info!(%publication, "created the publication");
+    }
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! Plain SQL connections (released `tokio-postgres`) to any PostgreSQL that
+//! walpipe talks to: the source's catalog and snapshot, the Postgres sink,
+//! the state store. Same URL rules and TLS as the replication connection.
+
+use tokio_postgres::config::SslMode as PgSslMode;
+
+use crate::source::conninfo::{ConnInfo, Host, SslMode};
+use crate::source::tls;
+
+/// A failure to open a SQL connection: the sentence names the target.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Tls(String),
+    #[error("could not connect to {what} at {target}: {source}")]
+    Postgres { what: &'static str, target: String, source: tokio_postgres::Error },
+}
+
+impl ConnectError {
+    /// Whether trying again later may succeed (the server is down or unreachable).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectError::Tls(_) => false,
+            ConnectError::Postgres { source, .. } => is_transient(source),
+        }
+    }
+}
+
+/// Whether a SQL error is worth retrying: the connection broke or the
+/// server is starting, shutting down or out of resources.
+pub fn is_transient(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code == "40001"
+                || code == "40P01"
+        }
+        // No SQLSTATE: an I/O error or a closed connection.
+        None => true,
+    }
+}
+
+/// Connects; `what` names the database in messages ("the source", "the sink").
+pub async fn connect(info: &ConnInfo, what: &'static str) -> Result<tokio_postgres::Client, ConnectError> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .user(&info.user)
+        .dbname(&info.dbname)
+        .port(info.port)
+        .application_name(&info.application_name)
+        .connect_timeout(info.connect_timeout)
+        .options("-c DateStyle=ISO -c TimeZone=UTC -c bytea_output=hex -c extra_float_digits=3");
+    if let Some(password) = &info.password {
+        config.password(password.expose());
+    }
+    match &info.host {
+        Host::Tcp(host) => config.host(host),
+        Host::Unix(dir) => config.host_path(dir),
+    };
+    let fail = |source| ConnectError::Postgres { what, target: info.target(), source };
+    let client = if info.sslmode == SslMode::Disable || matches!(info.host, Host::Unix(_)) {
+        config.ssl_mode(PgSslMode::Disable);
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+        tokio::spawn(watch(connection, what));
+        client
+    } else {
+        config.ssl_mode(if info.sslmode == SslMode::Prefer { PgSslMode::Prefer } else { PgSslMode::Require });
+        let tls_config =
+            tls::client_config(info.sslmode, info.sslrootcert.as_deref()).map_err(ConnectError::Tls)?;
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls_config).clone());
+        let (client, connection) = config.connect(tls).await.map_err(fail)?;
+        tokio::spawn(watch(connection, what));
+        client
+    };
+    Ok(client)
+}
+
+async fn watch<F>(connection: F, what: &'static str)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+{
+    if let Err(error) = connection.await {
+        tracing::warn!("the SQL connection to {what} ended: {error}");
+    }
+}

@@ -1,0 +1,149 @@
+//! What the source's catalog says about the tables a job replicates:
+//! columns with sink-compatible types, the key, the replica identity.
+
+use tokio_postgres::Client;
+
+use super::connection::quote_ident;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceTable {
+    pub schema: String,
+    pub name: String,
+    pub columns: Vec<SourceColumn>,
+    /// The primary key, else the replica identity index; empty if neither.
+    pub key: Vec<String>,
+    /// `d` default, `n` nothing, `f` full, `i` index.
+    pub replica_identity: char,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceColumn {
+    pub name: String,
+    /// The type as SQL (`numeric(12,2)`, `integer[]`); `text` for types
+    /// outside `pg_catalog`, which a sink database may not have.
+    pub sql_type: String,
+    pub not_null: bool,
+}
+
+impl SourceTable {
+    /// `"schema"."name"`.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// The catalog did not hold what the job needs; the message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(
+        "table {0} does not exist on the source: fix WALPIPE_TABLES (write schema.table, comma-separated)"
+    )]
+    Missing(String),
+    #[error(
+        "the source has no tables in schema public to replicate: create them, or name tables with WALPIPE_TABLES"
+    )]
+    NoTables,
+    #[error(
+        "table {table} has no primary key and no replica identity, so its updates and deletes cannot be replicated: run ALTER TABLE {quoted} REPLICA IDENTITY FULL on the source, or add a primary key"
+    )]
+    NoIdentity { table: String, quoted: String },
+    #[error(
+        "table {table} has REPLICA IDENTITY FULL but no primary key, which mirror mode needs to upsert rows: add a primary key (or a unique index and ALTER TABLE {quoted} REPLICA IDENTITY USING INDEX ...)"
+    )]
+    NoKey { table: String, quoted: String },
+    #[error("reading the source catalog failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// The tables named in `selection` (`schema.table`), or every table of
+/// schema `public`, each with its columns and key.
+pub async fn tables(client: &Client, selection: &[String]) -> Result<Vec<SourceTable>, CatalogError> {
+    let names: Vec<(String, String)> = if selection.is_empty() {
+        client
+            .query(
+                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY c.relname",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    } else {
+        selection
+            .iter()
+            .map(|name| match name.split_once('.') {
+                Some((schema, table)) => (schema.to_string(), table.to_string()),
+                None => ("public".to_string(), name.clone()),
+            })
+            .collect()
+    };
+    if names.is_empty() {
+        return Err(CatalogError::NoTables);
+    }
+    let mut tables = Vec::with_capacity(names.len());
+    for (schema, name) in names {
+        tables.push(table(client, &schema, &name).await?);
+    }
+    Ok(tables)
+}
+
+async fn table(client: &Client, schema: &str, name: &str) -> Result<SourceTable, CatalogError> {
+    let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
+    let found = client
+        .query_opt(
+            "SELECT c.oid, c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&schema, &name],
+        )
+        .await?;
+    let Some(found) = found else {
+        return Err(CatalogError::Missing(format!("{schema}.{name}")));
+    };
+    let oid: u32 = found.get(0);
+    let replica_identity: String = found.get(1);
+    let columns = client
+        .query(
+            "SELECT a.attname::text, \
+                    CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace \
+                         THEN format_type(a.atttypid, a.atttypmod) ELSE 'text' END, \
+                    a.attnotnull \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|row| SourceColumn { name: row.get(0), sql_type: row.get(1), not_null: row.get(2) })
+        .collect();
+    // The primary key first; else the replica identity index.
+    let key: Vec<String> = client
+        .query(
+            "SELECT a.attname::text FROM pg_index i \
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+             WHERE i.indrelid = $1 AND i.indexrelid = ( \
+                 SELECT indexrelid FROM pg_index WHERE indrelid = $1 AND (indisprimary OR indisreplident) \
+                 ORDER BY indisprimary DESC LIMIT 1) \
+             ORDER BY array_position(i.indkey::int2[], a.attnum)",
+            &[&oid],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let replica_identity = replica_identity.chars().next().unwrap_or('d');
+    let table = format!("{schema}.{name}");
+    if key.is_empty() {
+        return Err(if replica_identity == 'f' {
+            CatalogError::NoKey { table, quoted }
+        } else {
+            CatalogError::NoIdentity { table, quoted }
+        });
+    }
+    Ok(SourceTable { schema: schema.to_string(), name: name.to_string(), columns, key, replica_identity })
+}
