@@ -11,7 +11,10 @@
 //! - An update with unchanged TOAST columns must keep the sink's values; if
 //!   the same key already has a pending change in the batch, that change
 //!   would be lost by replacing it, so [`MirrorBatch::add`] asks the caller
-//!   to apply the batch first ([`Admit::ApplyFirst`]).
+//!   to apply the batch first ([`Admit::ApplyFirst`]). When such an update
+//!   also changes the key, the kept values live in the row under the old
+//!   key: the upsert names it (`moved_from`), and the sink copies them over
+//!   before deleting the old row.
 //! - A TRUNCATE is a barrier: the caller applies the batch, then truncates.
 //! - Rows stay raw JSON (no value tree), handed to the database as is.
 
@@ -25,8 +28,17 @@ use crate::lsn::Lsn;
 /// One row operation, after compaction.
 #[derive(Debug)]
 pub enum RowOp {
-    Upsert { lsn: Lsn, row: Box<RawValue>, unchanged_toast: Vec<String> },
-    Delete { lsn: Lsn, key: Box<RawValue> },
+    Upsert {
+        lsn: Lsn,
+        row: Box<RawValue>,
+        unchanged_toast: Vec<String>,
+        /// With unchanged TOAST and a key change: the old key, whose sink row holds the kept values.
+        moved_from: Option<Box<RawValue>>,
+    },
+    Delete {
+        lsn: Lsn,
+        key: Box<RawValue>,
+    },
 }
 
 /// What a change line means for a mirror.
@@ -98,17 +110,24 @@ pub fn parse(line: &[u8]) -> Result<MirrorChange, LineError> {
             let key = key()?;
             let new = parsed.new.ok_or_else(|| error("no new row".into()))?;
             let old_key = canonical(key).map_err(error)?;
-            let upsert =
-                RowOp::Upsert { lsn, row: owned(new)?, unchanged_toast: parsed.unchanged_toast.clone() };
             // With an old row sent, the key may have changed: the new key comes from the new row.
             let new_key = match parsed.old {
                 Some(_) => key_of(key, new).map_err(error)?,
                 None => old_key.clone(),
             };
-            let ops = if new_key == old_key {
-                vec![(new_key, upsert)]
-            } else {
+            let moved = new_key != old_key;
+            let moved_from =
+                if moved && !parsed.unchanged_toast.is_empty() { Some(owned(key)?) } else { None };
+            let upsert = RowOp::Upsert {
+                lsn,
+                row: owned(new)?,
+                unchanged_toast: parsed.unchanged_toast.clone(),
+                moved_from,
+            };
+            let ops = if moved {
                 vec![(old_key, RowOp::Delete { lsn, key: owned(key)? }), (new_key, upsert)]
+            } else {
+                vec![(new_key, upsert)]
             };
             Ok(MirrorChange::Row { table: table()?, ops })
         }
@@ -153,10 +172,11 @@ impl MirrorBatch {
     /// batch to be applied first (see the module invariants).
     pub fn add(&mut self, table: &str, ops: Vec<(String, RowOp)>) -> (Admit, Option<Vec<(String, RowOp)>>) {
         let pending = self.tables.entry(table.to_string()).or_default();
-        let conflicts = ops.iter().any(|(key, op)| {
-            matches!(op, RowOp::Upsert { unchanged_toast, .. } if !unchanged_toast.is_empty())
-                && pending.contains_key(key)
-        });
+        // Kept TOAST values come from the sink: under the new key, or the old one when it moved.
+        let keeps_toast = ops
+            .iter()
+            .any(|(_, op)| matches!(op, RowOp::Upsert { unchanged_toast, .. } if !unchanged_toast.is_empty()));
+        let conflicts = keeps_toast && ops.iter().any(|(key, _)| pending.contains_key(key));
         if conflicts {
             return (Admit::ApplyFirst, Some(ops));
         }
@@ -262,6 +282,22 @@ mod tests {
         assert_eq!(admit, Admit::ApplyFirst);
         batch.take();
         assert_eq!(batch.add(&table, back.expect("ops handed back")).0, Admit::Added);
+    }
+
+    #[test]
+    fn a_key_change_with_unchanged_toast_names_the_old_key() {
+        let mut batch = MirrorBatch::default();
+        let (table, ops) =
+            row_ops(&line("update", r#"{"id":1}"#, r#"{"id":1}"#, r#"{"id":2,"v":0}"#, r#"["doc"]"#));
+        let moved_from = ops.iter().find_map(|(_, op)| match op {
+            RowOp::Upsert { moved_from, .. } => moved_from.as_ref().map(|k| k.get().to_string()),
+            RowOp::Delete { .. } => None,
+        });
+        assert_eq!(moved_from.as_deref(), Some(r#"{"id":1}"#));
+        // A pending change of the old key must be applied before the move.
+        let (_, first) = row_ops(&line("update", r#"{"id":1}"#, "null", r#"{"id":1,"v":5,"doc":"d"}"#, "[]"));
+        batch.add(&table, first);
+        assert_eq!(batch.add(&table, ops).0, Admit::ApplyFirst);
     }
 
     #[test]

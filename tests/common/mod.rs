@@ -198,6 +198,16 @@ impl Cluster {
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
+    /// Like [`Cluster::psql`], but `None` when the statement fails.
+    pub fn try_psql(&self, db: &str, sql: &str) -> Option<String> {
+        let output = Command::new(self.bindir.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &self.port.to_string(), "-d", db, "-c", sql])
+            .output()
+            .ok()?;
+        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
     pub async fn client(&self, db: &str) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(
             &format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.port),
@@ -546,4 +556,44 @@ pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
 pub fn lsn(text: &str) -> u64 {
     let (high, low) = text.trim().split_once('/').unwrap_or_else(|| panic!("not an LSN: {text:?}"));
     (u64::from_str_radix(high, 16).expect("hex") << 32) | u64::from_str_radix(low, 16).expect("hex")
+}
+
+/// `walpipe run` for the environment job `job`, from `source_db` into `sink_db` of `cluster`.
+pub fn start_run(
+    cluster: &Cluster,
+    source_db: &str,
+    sink_db: &str,
+    job: &str,
+    extra: &[(&str, &str)],
+) -> std::process::Child {
+    let log =
+        std::fs::File::create(std::env::temp_dir().join(format!("walpipe-run-{job}.log"))).expect("log file");
+    let mut command = walpipe();
+    command
+        .arg("run")
+        .env("WALPIPE_SOURCE_URL", cluster.url(source_db))
+        .env("WALPIPE_SINK_URL", cluster.url(sink_db))
+        .env("WALPIPE_JOB_NAME", job)
+        .env("WALPIPE_FLUSH_INTERVAL_MS", "100")
+        .env("WALPIPE_HTTP_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    command.spawn().expect("start walpipe run")
+}
+
+/// The log of [`start_run`]'s job (every run of it appends there).
+pub fn run_log(job: &str) -> String {
+    std::fs::read_to_string(std::env::temp_dir().join(format!("walpipe-run-{job}.log"))).unwrap_or_default()
+}
+
+/// A row-by-row fingerprint of `table`'s `columns`, ordered by `key`
+/// (`None` while the table does not exist).
+pub fn fingerprint(cluster: &Cluster, db: &str, table: &str, columns: &str, key: &str) -> Option<String> {
+    cluster.try_psql(
+        db,
+        &format!("SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY {key})), '') FROM (SELECT {columns} FROM {table}) t"),
+    )
 }

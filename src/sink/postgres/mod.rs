@@ -198,23 +198,33 @@ impl PostgresSink {
             let Some(destination) = self.destinations.get(&table) else { continue };
             let mut upserts = JsonArray::default();
             let mut keeping_toast = JsonArray::default();
+            let mut moves = JsonArray::default();
             let mut deletes = JsonArray::default();
             for op in ops {
                 match op {
-                    RowOp::Upsert { lsn, row, unchanged_toast } if unchanged_toast.is_empty() => {
+                    RowOp::Upsert { lsn, row, unchanged_toast, .. } if unchanged_toast.is_empty() => {
                         upserts.push(format_args!("{{\"l\":\"{lsn}\",\"r\":{}}}", row.get()));
                     }
-                    RowOp::Upsert { lsn, row, unchanged_toast } => {
+                    RowOp::Upsert { lsn, row, unchanged_toast, moved_from } => {
                         let toast = serde_json::to_string(&unchanged_toast).unwrap_or_else(|_| "[]".into());
-                        keeping_toast
-                            .push(format_args!("{{\"l\":\"{lsn}\",\"r\":{},\"t\":{toast}}}", row.get()));
+                        match moved_from {
+                            Some(old) => moves.push(format_args!(
+                                "{{\"l\":\"{lsn}\",\"r\":{},\"t\":{toast},\"k\":{}}}",
+                                row.get(),
+                                old.get()
+                            )),
+                            None => keeping_toast
+                                .push(format_args!("{{\"l\":\"{lsn}\",\"r\":{},\"t\":{toast}}}", row.get())),
+                        }
                     }
                     RowOp::Delete { lsn, key } => {
                         deletes.push(format_args!("{{\"l\":\"{lsn}\",\"k\":{}}}", key.get()))
                     }
                 }
             }
+            // Moves read the rows under their old keys, so they go before the deletes.
             for (statement, array) in [
+                (&destination.move_keeping_toast, moves),
                 (&destination.delete, deletes),
                 (&destination.upsert, upserts),
                 (&destination.update_keeping_toast, keeping_toast),

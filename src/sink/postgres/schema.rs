@@ -27,6 +27,9 @@ pub struct Destination {
     pub upsert: Statement,
     /// `[{"l": lsn, "r": row, "t": [unchanged TOAST columns]}]`: update keeping those columns.
     pub update_keeping_toast: Statement,
+    /// `[{"l": lsn, "r": row, "t": [unchanged TOAST columns], "k": old key}]`: a
+    /// key change keeping those columns from the row under the old key.
+    pub move_keeping_toast: Statement,
     /// `[{"l": lsn, "k": key}]`.
     pub delete: Statement,
 }
@@ -103,6 +106,29 @@ pub async fn ensure(
         guard = guard("(b->>'l')::pg_lsn"),
     );
 
+    let move_keeping_toast = format!(
+        "INSERT INTO {quoted} AS d ({cols}, {lsn}) SELECT {picked}, (b->>'l')::pg_lsn \
+         FROM jsonb_array_elements($1::text::jsonb) AS b \
+         CROSS JOIN LATERAL jsonb_populate_record(NULL::{quoted}, b->'r') AS r \
+         CROSS JOIN LATERAL jsonb_populate_record(NULL::{quoted}, b->'k') AS k \
+         JOIN {quoted} AS o ON {old_match} \
+         ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {guard}",
+        cols = list(&names, |c| quote_ident(c)),
+        picked = list(&names, |c| format!(
+            "CASE WHEN (b->'t') ? {1} THEN o.{0} ELSE r.{0} END",
+            quote_ident(c),
+            quote_literal(c)
+        )),
+        old_match = source
+            .key
+            .iter()
+            .map(|k| format!("o.{0} = k.{0}", quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(" AND "),
+        set = set.join(", "),
+        guard = guard(&format!("EXCLUDED.{lsn}")),
+    );
+
     let delete = format!(
         "DELETE FROM {quoted} AS d USING {rows} WHERE {key_match} AND {guard}",
         rows = rows("k"),
@@ -112,6 +138,7 @@ pub async fn ensure(
     Ok(Destination {
         upsert: client.prepare(&upsert).await?,
         update_keeping_toast: client.prepare(&update_keeping_toast).await?,
+        move_keeping_toast: client.prepare(&move_keeping_toast).await?,
         delete: client.prepare(&delete).await?,
         quoted,
     })

@@ -1,0 +1,278 @@
+//! `walpipe run` into a Postgres sink (mirror mode), end to end on real
+//! servers: snapshot then stream, replay safety, kill -9 at random moments,
+//! writes during the snapshot, and bad input. Source and sink are two
+//! databases of the test binary's cluster.
+
+mod common;
+
+use common::{Cluster, fingerprint, run_log, start_run, wait_for};
+use std::process::Child;
+use std::time::Duration;
+
+const ORDERS_COLUMNS: &str = "region, id, status, amount, note, tags, doc, updated_at";
+const ITEMS_COLUMNS: &str = "order_region, order_id, line, sku, qty";
+
+fn cluster() -> &'static Cluster {
+    common::pg15_with(&common::options())
+}
+
+fn setup(cluster: &Cluster, test: &str) -> (String, String) {
+    let source = cluster.fresh_db(&format!("{test}_src"));
+    let sink = cluster.fresh_db(&format!("{test}_sink"));
+    cluster.psql(
+        &source,
+        "CREATE TABLE orders (region text, id int, status text NOT NULL, amount numeric(12,2), note text, \
+                              tags text[], doc jsonb, updated_at timestamptz, PRIMARY KEY (region, id)); \
+         ALTER TABLE orders ALTER COLUMN note SET STORAGE EXTERNAL; \
+         CREATE TABLE items (order_region text, order_id int, line int, sku text, qty int, \
+                             PRIMARY KEY (order_region, order_id, line)); \
+         INSERT INTO orders SELECT CASE WHEN i % 2 = 0 THEN 'eu' ELSE 'us' END, i, 'new', i * 1.25, \
+                CASE WHEN i % 50 = 0 THEN repeat(md5(i::text), 100) ELSE 'short ' || i END, \
+                ARRAY['t' || i, NULL], jsonb_build_object('n', i, 'tags', jsonb_build_array(i, 'x')), \
+                '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 minute' \
+         FROM generate_series(1, 2000) i; \
+         INSERT INTO items SELECT CASE WHEN i % 2 = 0 THEN 'eu' ELSE 'us' END, i, l, 'sku-' || l, l \
+         FROM generate_series(1, 2000) i, generate_series(1, 2) l;",
+    );
+    (source, sink)
+}
+
+fn converged(cluster: &Cluster, source: &str, sink: &str) -> bool {
+    let same = |table: &str, columns: &str, key: &str| {
+        let sink_print = fingerprint(cluster, sink, table, columns, key);
+        sink_print.is_some() && sink_print == fingerprint(cluster, source, table, columns, key)
+    };
+    same("orders", ORDERS_COLUMNS, "region, id")
+        && same("items", ITEMS_COLUMNS, "order_region, order_id, line")
+}
+
+fn wait_converged(cluster: &Cluster, source: &str, sink: &str, job: &str) {
+    let started = std::time::Instant::now();
+    while !converged(cluster, source, sink) {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the sink did not converge; log:\n{}",
+            run_log(job)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn stop(mut child: Child) -> std::process::ExitStatus {
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    child.wait().expect("wait for walpipe run")
+}
+
+fn kill9(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// One transaction of the mixed workload, chosen by `n`.
+fn workload_step(n: u64) -> String {
+    let id = 1 + n * 7919 % 2000;
+    let region = if id % 2 == 0 { "eu" } else { "us" };
+    match n % 7 {
+        0 => format!(
+            "INSERT INTO orders VALUES ('{region}', {}, 'new', 1.50, repeat('n', 3000), ARRAY['x'], '{{\"new\": true}}', now()) ON CONFLICT DO NOTHING",
+            10_000 + n
+        ),
+        1 => format!(
+            "UPDATE orders SET status = 'paid', amount = amount + 1, updated_at = now() WHERE region = '{region}' AND id = {id}"
+        ),
+        2 => format!(
+            "DELETE FROM items WHERE order_region = '{region}' AND order_id = {id}; DELETE FROM orders WHERE region = '{region}' AND id = {id}"
+        ),
+        // A primary-key change.
+        3 => format!("UPDATE orders SET id = id + 100000 WHERE region = '{region}' AND id = {id}"),
+        // Delete and re-insert one key in one transaction.
+        4 => format!(
+            "BEGIN; DELETE FROM orders WHERE region = '{region}' AND id = {id}; \
+             INSERT INTO orders VALUES ('{region}', {id}, 'again', 9.99, 'reinserted', NULL, '[1,2]', now()) ON CONFLICT DO NOTHING; COMMIT"
+        ),
+        // Only a small column changes: the TOASTed note is unchanged.
+        5 => format!(
+            "UPDATE orders SET status = 'shipped' WHERE region = '{region}' AND id = {}",
+            (id / 50).max(1) * 50
+        ),
+        _ => format!(
+            "INSERT INTO items VALUES ('{region}', {id}, 3, 'extra', {n}) ON CONFLICT (order_region, order_id, line) DO UPDATE SET qty = EXCLUDED.qty"
+        ),
+    }
+}
+
+#[test]
+fn snapshot_then_stream_mirrors_every_change() {
+    let cluster = cluster();
+    let (source, sink) = setup(cluster, "mirror");
+    let job = format!("mirror_{}", std::process::id());
+    let child = start_run(cluster, &source, &sink, &job, &[]);
+    wait_converged(cluster, &source, &sink, &job);
+    for n in 0..140 {
+        cluster.psql(&source, &workload_step(n));
+    }
+    cluster.psql(&source, "UPDATE orders SET status = 'toast kept' WHERE id % 50 = 0");
+    // A key change of a row whose TOASTed note is unchanged: the note moves with it.
+    cluster.psql(&source, "UPDATE orders SET id = id + 500000 WHERE region = 'eu' AND id = 100");
+    cluster.psql(&source, "TRUNCATE items; INSERT INTO items VALUES ('eu', 2, 1, 'after truncate', 1)");
+    wait_converged(cluster, &source, &sink, &job);
+    // Unchanged TOAST kept its value, never null.
+    let nulls = cluster.psql(&sink, "SELECT count(*) FROM orders WHERE note IS NULL");
+    assert_eq!(nulls, "0");
+    assert!(stop(child).success(), "graceful stop; log:\n{}", run_log(&job));
+    let log = run_log(&job);
+    assert!(log.contains("snapshot public.orders: 2000/2000 rows (100%)"), "{log}");
+    // Only _walpipe_ metadata was added.
+    let extra = cluster.psql(
+        &sink,
+        "SELECT string_agg(column_name, ',') FROM information_schema.columns WHERE table_name = 'orders' \
+         AND column_name NOT IN ('region','id','status','amount','note','tags','doc','updated_at')",
+    );
+    assert_eq!(extra, "_walpipe_lsn");
+}
+
+#[test]
+fn kill_9_at_random_moments_never_loses_or_doubles_a_change() {
+    let cluster = cluster();
+    let (source, sink) = setup(cluster, "crash");
+    let job = format!("crash_{}", std::process::id());
+    let seed =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_nanos() as u64;
+    eprintln!("crash test seed {seed}");
+    let mut random = seed | 1;
+    let mut next = move || {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random
+    };
+
+    let writer = {
+        let source = source.clone();
+        std::thread::spawn(move || {
+            for n in 0..400 {
+                cluster.psql(&source, &workload_step(n));
+            }
+        })
+    };
+    for _ in 0..5 {
+        let child = start_run(cluster, &source, &sink, &job, &[]);
+        std::thread::sleep(Duration::from_millis(300 + next() % 1500));
+        kill9(child);
+    }
+    writer.join().expect("workload");
+    let child = start_run(cluster, &source, &sink, &job, &[]);
+    wait_converged(cluster, &source, &sink, &job);
+    assert!(stop(child).success());
+}
+
+#[test]
+fn replaying_changes_leaves_the_sink_identical() {
+    let cluster = cluster();
+    let (source, sink) = setup(cluster, "replay");
+    let job = format!("replay_{}", std::process::id());
+    let child = start_run(cluster, &source, &sink, &job, &[]);
+    wait_converged(cluster, &source, &sink, &job);
+    // A copy of the slot, and of the checkpoint, as they stand now.
+    let slot = format!("walpipe_{job}");
+    cluster.psql(&source, &format!("SELECT pg_copy_logical_replication_slot('{slot}', '{slot}_copy')"));
+    let rewound =
+        cluster.psql(&sink, &format!("SELECT applied_lsn FROM walpipe.checkpoints WHERE job_name = '{job}'"));
+    for n in 0..140 {
+        cluster.psql(&source, &workload_step(n));
+    }
+    wait_converged(cluster, &source, &sink, &job);
+    assert!(stop(child).success());
+    let before = fingerprint(cluster, &sink, "orders", ORDERS_COLUMNS, "region, id");
+
+    // Rewind: the same job resumes from the copied slot at the old checkpoint and applies everything again.
+    cluster.psql(
+        &sink,
+        &format!("UPDATE walpipe.checkpoints SET slot_name = '{slot}_copy', applied_lsn = '{rewound}' WHERE job_name = '{job}'"),
+    );
+    let child = start_run(cluster, &source, &sink, &job, &[("WALPIPE_SLOT_NAME", &format!("{slot}_copy"))]);
+    wait_for(Duration::from_secs(60), "the replay to catch up", || {
+        let confirmed = cluster.psql(
+            &source,
+            &format!("SELECT confirmed_flush_lsn >= pg_current_wal_lsn() FROM pg_replication_slots WHERE slot_name = '{slot}_copy'"),
+        );
+        confirmed == "t"
+    });
+    assert!(stop(child).success());
+    assert!(run_log(&job).contains(&format!("applied={rewound}")), "resumed from the rewound checkpoint");
+    assert_eq!(fingerprint(cluster, &sink, "orders", ORDERS_COLUMNS, "region, id"), before);
+    assert!(converged(cluster, &source, &sink));
+}
+
+#[test]
+fn writes_during_the_snapshot_are_neither_lost_nor_doubled() {
+    let cluster = cluster();
+    let (source, sink) = setup(cluster, "handoff");
+    cluster
+        .psql(&source, "INSERT INTO items SELECT 'big', i, 1, 'bulk', i FROM generate_series(1, 300000) i");
+    let job = format!("handoff_{}", std::process::id());
+    let writer = {
+        let source = source.clone();
+        std::thread::spawn(move || {
+            for n in 0..150 {
+                cluster.psql(&source, &workload_step(n));
+                cluster.psql(
+                    &source,
+                    &format!(
+                        "UPDATE items SET qty = qty + 1 WHERE order_region = 'big' AND order_id = {}",
+                        1 + n * 1999 % 300000
+                    ),
+                );
+            }
+        })
+    };
+    let child = start_run(cluster, &source, &sink, &job, &[]);
+    writer.join().expect("writer");
+    wait_converged(cluster, &source, &sink, &job);
+    assert!(stop(child).success());
+}
+
+#[test]
+fn a_table_without_a_key_is_refused_with_the_fix() {
+    let cluster = cluster();
+    let source = cluster.fresh_db("nokey_src");
+    let sink = cluster.fresh_db("nokey_sink");
+    cluster.psql(&source, "CREATE TABLE events (at timestamptz, what text)");
+    let job = format!("nokey_{}", std::process::id());
+    let mut child = start_run(cluster, &source, &sink, &job, &[]);
+    let status = child.wait().expect("wait");
+    assert!(!status.success());
+    let log = run_log(&job);
+    assert!(
+        log.contains("public.events")
+            && log.contains("ALTER TABLE \"public\".\"events\" REPLICA IDENTITY FULL"),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_unreachable_sink_is_retried_and_nothing_is_confirmed() {
+    let cluster = cluster();
+    let source = cluster.fresh_db("nosink_src");
+    cluster.psql(&source, "CREATE TABLE t (id int PRIMARY KEY)");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let job = format!("nosink_{}", std::process::id());
+    let child = common::walpipe()
+        .arg("run")
+        .env("WALPIPE_SOURCE_URL", cluster.url(&source))
+        .env("WALPIPE_SINK_URL", format!("postgres://postgres@127.0.0.1:{closed}/db"))
+        .env("WALPIPE_JOB_NAME", &job)
+        .stderr(
+            std::fs::File::create(std::env::temp_dir().join(format!("walpipe-run-{job}.log"))).expect("log"),
+        )
+        .spawn()
+        .expect("start");
+    wait_for(Duration::from_secs(20), "two retries", || run_log(&job).matches("retrying in").count() >= 2);
+    assert!(stop(child).success());
+    let slots = cluster.psql(
+        &source,
+        &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'walpipe_{job}'"),
+    );
+    assert_eq!(slots, "0", "no slot was created before the sink was reachable");
+    assert!(run_log(&job).contains(&format!("127.0.0.1:{closed}")));
+}
