@@ -81,6 +81,41 @@ impl TxnFields {
     }
 }
 
+/// The change JSON of SPEC section 2.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonLines;
+
+impl super::Encoding for JsonLines {
+    type Txn = TxnFields;
+
+    fn txn(&self, commit_lsn: Lsn, xid: Option<u32>, commit_time: Option<i64>) -> TxnFields {
+        TxnFields::new(commit_lsn, xid, commit_time)
+    }
+
+    fn write_header(&self, txn: &TxnFields, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn) {
+        txn.write_header(out, ordinal, lsn);
+    }
+
+    fn write_row(
+        &self,
+        out: &mut Vec<u8>,
+        table: &Table,
+        op: Op,
+        old: Option<&OldTuple>,
+        new: Option<&Tuple>,
+    ) -> Result<(), ShapeError> {
+        write_row_body(out, table, op, old, new)
+    }
+
+    fn write_truncate(&self, out: &mut Vec<u8>, table: &Table) {
+        write_truncate_body(out, table);
+    }
+
+    fn write_message(&self, out: &mut Vec<u8>, message: &LogicalMessage) {
+        write_message_body(out, message);
+    }
+}
+
 /// The body of an insert, update or delete, ending the line.
 pub fn write_row_body(
     out: &mut Vec<u8>,

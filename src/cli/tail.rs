@@ -10,6 +10,7 @@ use std::io::Write;
 
 use anyhow::bail;
 
+use crate::change::encode::JsonLines;
 use crate::lsn::Lsn;
 use crate::pipeline::assembler::Assembler;
 use crate::pipeline::driver::{self, Ended, SinkEnds};
@@ -51,7 +52,7 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
 
     let (ends, sink) = driver::channel();
     let writer = std::thread::spawn(move || write_chunks(sink));
-    let assembler = Assembler::new(SPILL_MEMORY_CAP, args.endpos, primary_keys);
+    let assembler = Assembler::new(JsonLines, SPILL_MEMORY_CAP, args.endpos, primary_keys);
     let (stream, outcome) =
         driver::drive(stream, assembler, args.endpos, ends, super::shutdown_signal()).await;
 

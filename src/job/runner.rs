@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use super::snapshot;
 use super::spec::{JobSpec, SnapshotMode};
+use crate::change::mirror::MirrorRecords;
 use crate::pg::{self, ConnectError};
 use crate::pipeline::assembler::Assembler;
 use crate::pipeline::driver::{self, DriveError};
@@ -107,10 +108,10 @@ async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
     let sink = pg::connect(&spec.sink, "the sink").await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
     let mut destinations = HashMap::new();
-    for table in &tables {
+    for (index, table) in tables.iter().enumerate() {
         let (schema_name, name) = spec.destination(&table.schema, &table.name);
         let destination =
-            schema::ensure(&sink, table, &schema_name, &name).await.map_err(JobError::SinkSetup)?;
+            schema::ensure(&sink, table, &schema_name, &name, index).await.map_err(JobError::SinkSetup)?;
         destinations.insert(table.qualified(), destination);
     }
     ensure_publication(&source_sql, &spec.publication, &tables).await?;
@@ -170,7 +171,7 @@ async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
     let stopped = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    let assembler = Assembler::new(SPILL_MEMORY_CAP, None, primary_keys);
+    let assembler = Assembler::new(MirrorRecords, SPILL_MEMORY_CAP, None, primary_keys);
     let (stream, outcome) = driver::drive(stream, assembler, None, ends, stopped).await;
     let sink_result = match sink_task.await {
         Ok(result) => result,

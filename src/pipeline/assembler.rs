@@ -23,7 +23,8 @@
 use bytes::Bytes;
 
 use super::spill::{Replay, StreamedTxns};
-use crate::change::encode::{self, Op, TxnFields};
+use crate::change::Encoding;
+use crate::change::encode::Op;
 use crate::change::relation::{PrimaryKeys, RelationCache, Table};
 use crate::lsn::Lsn;
 use crate::protocol::DecodeError;
@@ -31,22 +32,23 @@ use crate::protocol::pgoutput::{Decoder, Message, OldTuple, Tuple};
 
 /// What handling one message produced.
 #[derive(Debug)]
-pub enum Step {
+pub enum Step<E: Encoding> {
     /// Nothing that can be confirmed yet (lines may have been written).
     Continue,
     /// A transaction's lines are complete in `out`.
     Committed { end_lsn: Lsn },
     /// A streamed transaction committed: write its lines with
     /// [`Assembler::replay_into`], then confirm `end_lsn`.
-    Replay(Box<CommittedStream>),
+    Replay(Box<CommittedStream<E>>),
     /// The stream has passed the end position.
     PastEnd,
 }
 
 #[derive(Debug)]
-pub struct CommittedStream {
+pub struct CommittedStream<E: Encoding> {
     pub end_lsn: Lsn,
-    fields: TxnFields,
+    encoding: E,
+    fields: E::Txn,
     replay: Replay,
     next_ordinal: u64,
 }
@@ -63,28 +65,35 @@ pub enum AssembleError {
 
 /// The plain (non-streamed) transaction being received.
 #[derive(Debug)]
-struct OpenTxn {
-    fields: TxnFields,
+struct OpenTxn<T> {
+    fields: T,
     next_ordinal: u64,
 }
 
-pub struct Assembler {
+pub struct Assembler<E: Encoding> {
+    encoding: E,
     decoder: Decoder,
     relations: RelationCache,
-    open: Option<OpenTxn>,
+    open: Option<OpenTxn<E::Txn>>,
     streamed: StreamedTxns,
     /// The top-level xid of the current stream block.
     stream_xid: Option<u32>,
     end_at: Option<Lsn>,
 }
 
-impl Assembler {
+impl<E: Encoding> Assembler<E> {
     /// `spill_cap`: bytes of streamed transactions held in memory before
     /// spilling to disk. `end_at`: stop after the last transaction that
     /// commits at or before this position. `primary_keys`: the key of
     /// tables with REPLICA IDENTITY FULL.
-    pub fn new(spill_cap: usize, end_at: Option<Lsn>, primary_keys: PrimaryKeys) -> Assembler {
+    pub fn new(
+        encoding: E,
+        spill_cap: usize,
+        end_at: Option<Lsn>,
+        primary_keys: PrimaryKeys,
+    ) -> Assembler<E> {
         Assembler {
+            encoding,
             decoder: Decoder::new(),
             relations: RelationCache::new(primary_keys),
             open: None,
@@ -105,7 +114,7 @@ impl Assembler {
     }
 
     /// Handles one XLogData. Lines go to `out`.
-    pub fn handle(&mut self, lsn: Lsn, data: Bytes, out: &mut Vec<u8>) -> Result<Step, AssembleError> {
+    pub fn handle(&mut self, lsn: Lsn, data: Bytes, out: &mut Vec<u8>) -> Result<Step<E>, AssembleError> {
         let message = self.decoder.decode(data).map_err(|source| AssembleError::Decode { lsn, source })?;
         let sequence = |what: String| AssembleError::Sequence { lsn, what };
         match message {
@@ -117,7 +126,7 @@ impl Assembler {
                     return Ok(Step::PastEnd);
                 }
                 self.open = Some(OpenTxn {
-                    fields: TxnFields::new(begin.final_lsn, Some(begin.xid), Some(begin.commit_time)),
+                    fields: self.encoding.txn(begin.final_lsn, Some(begin.xid), Some(begin.commit_time)),
                     next_ordinal: 0,
                 });
                 Ok(Step::Continue)
@@ -139,12 +148,14 @@ impl Assembler {
             Message::Truncate(m) => {
                 for id in &m.relation_ids {
                     let table = self.table(lsn, *id)?;
-                    self.emit(lsn, m.xid, out, |body| encode::write_truncate_body(body, &table))?;
+                    let encoding = self.encoding.clone();
+                    self.emit(lsn, m.xid, out, |body| encoding.write_truncate(body, &table))?;
                 }
                 Ok(Step::Continue)
             }
             Message::Message(m) if m.transactional => {
-                self.emit(lsn, m.xid, out, |body| encode::write_message_body(body, &m))?;
+                let encoding = self.encoding.clone();
+                self.emit(lsn, m.xid, out, |body| encoding.write_message(body, &m))?;
                 Ok(Step::Continue)
             }
             Message::Message(m) => {
@@ -152,8 +163,9 @@ impl Assembler {
                 if self.past_end(m.lsn) {
                     return Ok(Step::PastEnd);
                 }
-                TxnFields::new(m.lsn, None, None).write_header(out, 0, lsn);
-                encode::write_message_body(out, &m);
+                let fields = self.encoding.txn(m.lsn, None, None);
+                self.encoding.write_header(&fields, out, 0, lsn);
+                self.encoding.write_message(out, &m);
                 Ok(Step::Continue)
             }
             Message::StreamStart(start) => {
@@ -184,7 +196,8 @@ impl Assembler {
                     .map_err(|source| AssembleError::Spill { lsn, source })?;
                 Ok(Step::Replay(Box::new(CommittedStream {
                     end_lsn: commit.end_lsn,
-                    fields: TxnFields::new(commit.commit_lsn, Some(commit.xid), Some(commit.commit_time)),
+                    encoding: self.encoding.clone(),
+                    fields: self.encoding.txn(commit.commit_lsn, Some(commit.xid), Some(commit.commit_time)),
                     replay,
                     next_ordinal: 0,
                 })))
@@ -209,10 +222,11 @@ impl Assembler {
         old: Option<&OldTuple>,
         new: Option<&Tuple>,
         out: &mut Vec<u8>,
-    ) -> Result<Step, AssembleError> {
+    ) -> Result<Step<E>, AssembleError> {
         let table = self.table(lsn, relation_id)?;
         let mut shape = Ok(());
-        self.emit(lsn, xid, out, |body| shape = encode::write_row_body(body, &table, op, old, new))?;
+        let encoding = self.encoding.clone();
+        self.emit(lsn, xid, out, |body| shape = encoding.write_row(body, &table, op, old, new))?;
         shape.map_err(|error| AssembleError::Sequence { lsn, what: error.to_string() })?;
         Ok(Step::Continue)
     }
@@ -228,7 +242,7 @@ impl Assembler {
     ) -> Result<(), AssembleError> {
         match (&mut self.open, self.stream_xid, subxid) {
             (Some(txn), None, None) => {
-                txn.fields.write_header(out, txn.next_ordinal, lsn);
+                self.encoding.write_header(&txn.fields, out, txn.next_ordinal, lsn);
                 txn.next_ordinal += 1;
                 write_body(out);
                 Ok(())
@@ -242,14 +256,14 @@ impl Assembler {
     }
 }
 
-impl CommittedStream {
+impl<E: Encoding> CommittedStream<E> {
     /// Writes replayed lines to `out` until it holds about `max_bytes`.
     /// Returns whether lines remain.
     pub fn replay_into(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> std::io::Result<bool> {
-        let fields = &self.fields;
+        let (encoding, fields) = (&self.encoding, &self.fields);
         let ordinal = &mut self.next_ordinal;
         self.replay.for_each_until(|record| {
-            fields.write_header(out, *ordinal, record.lsn);
+            encoding.write_header(fields, out, *ordinal, record.lsn);
             *ordinal += 1;
             out.extend_from_slice(record.body);
             out.len() < max_bytes

@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::assembler::{AssembleError, Assembler, Step};
+use crate::change::Encoding;
 use crate::lsn::Lsn;
 use crate::source::{ReplicationStream, SourceError, StreamEvent};
 
@@ -93,9 +94,9 @@ struct Driver {
 /// Streams until `shutdown` completes, the end position is reached, the
 /// server ends the stream, or an error; then drains the sink. Returns the
 /// stream (to report the final position and close it) and the outcome.
-pub async fn drive(
+pub async fn drive<E: Encoding>(
     stream: ReplicationStream,
-    assembler: Assembler,
+    assembler: Assembler<E>,
     end_at: Option<Lsn>,
     ends: DriverEnds,
     shutdown: impl Future<Output = ()>,
@@ -117,9 +118,9 @@ pub async fn drive(
 }
 
 impl Driver {
-    async fn pump(
+    async fn pump<E: Encoding>(
         &mut self,
-        mut assembler: Assembler,
+        mut assembler: Assembler<E>,
         end_at: Option<Lsn>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<Ended, DriveError> {

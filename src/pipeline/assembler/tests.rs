@@ -1,6 +1,7 @@
 use bytes::Bytes;
 
 use super::*;
+use crate::change::encode::JsonLines;
 use crate::protocol::pgoutput::encode::encode;
 use crate::protocol::pgoutput::{
     Begin, Column, ColumnDef, Commit, Insert, Relation, StreamAbort, StreamCommit, StreamStart,
@@ -28,7 +29,12 @@ fn insert(xid: Option<u32>, id: &str) -> Message {
     })
 }
 
-fn feed(assembler: &mut Assembler, lsn: u64, message: Message, out: &mut Vec<u8>) -> Step {
+fn feed(
+    assembler: &mut Assembler<JsonLines>,
+    lsn: u64,
+    message: Message,
+    out: &mut Vec<u8>,
+) -> Step<JsonLines> {
     assembler.handle(Lsn(lsn), encode(&message), out).expect("handled")
 }
 
@@ -42,7 +48,7 @@ fn lines(out: &[u8]) -> Vec<serde_json::Value> {
 
 #[test]
 fn plain_transaction_becomes_lines_with_stable_ids() {
-    let mut asm = Assembler::new(1 << 20, None, Default::default());
+    let mut asm = Assembler::new(JsonLines, 1 << 20, None, Default::default());
     let mut out = Vec::new();
     feed(&mut asm, 10, Message::Begin(Begin { final_lsn: Lsn(0x50), commit_time: 0, xid: 700 }), &mut out);
     feed(&mut asm, 11, relation(None), &mut out);
@@ -70,7 +76,7 @@ fn plain_transaction_becomes_lines_with_stable_ids() {
 
 #[test]
 fn streamed_transaction_waits_for_commit_and_drops_aborted_subtransactions() {
-    let mut asm = Assembler::new(64, None, Default::default());
+    let mut asm = Assembler::new(JsonLines, 64, None, Default::default());
     let mut out = Vec::new();
     feed(&mut asm, 1, Message::StreamStart(StreamStart { xid: 900, first_segment: true }), &mut out);
     feed(&mut asm, 2, relation(Some(900)), &mut out);
@@ -101,7 +107,7 @@ fn streamed_transaction_waits_for_commit_and_drops_aborted_subtransactions() {
 
 #[test]
 fn stops_at_the_end_position() {
-    let mut asm = Assembler::new(1 << 20, Some(Lsn(0x40)), Default::default());
+    let mut asm = Assembler::new(JsonLines, 1 << 20, Some(Lsn(0x40)), Default::default());
     let mut out = Vec::new();
     let step =
         feed(&mut asm, 1, Message::Begin(Begin { final_lsn: Lsn(0x41), commit_time: 0, xid: 1 }), &mut out);
@@ -113,7 +119,7 @@ fn stops_at_the_end_position() {
 
 #[test]
 fn out_of_sequence_messages_are_errors_naming_the_lsn() {
-    let mut asm = Assembler::new(1 << 20, None, Default::default());
+    let mut asm = Assembler::new(JsonLines, 1 << 20, None, Default::default());
     let mut out = Vec::new();
     feed(&mut asm, 1, relation(None), &mut out);
     let error = asm.handle(Lsn(0x1234), encode(&insert(None, "1")), &mut out).expect_err("outside a txn");

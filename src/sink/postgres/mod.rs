@@ -2,8 +2,8 @@
 //! current state of each source row.
 //!
 //! ```text
-//!  Chunk lines ──> batch::parse ──> MirrorBatch (final state per key) ──> per table: DELETE, UPSERT,
-//!                                                                         UPDATE keeping TOAST (one statement each)
+//!  mirror records ──> TableBatch per table (final state per key)
+//!      ──> COPY into the table's staging table ──> one statement per kind (move, delete, upsert, keep TOAST)
 //!  at a transaction boundary, when batch_size changes or flush_interval passed:
 //!      checkpoint(applied_lsn = boundary) ──> COMMIT ──> acknowledge the chunks
 //! ```
@@ -17,32 +17,37 @@
 //!   because every write is guarded by the row's `_walpipe_lsn`.
 //! - The applied position never goes backwards (`greatest` in SQL).
 
+pub mod batch;
 pub mod schema;
 
 use std::collections::{HashMap, VecDeque};
+
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
+use bytes::Bytes;
+use futures_util::SinkExt;
+
 use crate::lsn::Lsn;
-use crate::pipeline::batch::{self, Admit, LineError, MirrorBatch, MirrorChange, RowOp};
 use crate::pipeline::driver::SinkEnds;
+use batch::{Admit, Record, TableBatch};
 use schema::Destination;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("the sink failed: {0}")]
     Postgres(#[from] tokio_postgres::Error),
-    #[error(transparent)]
-    Line(#[from] LineError),
+    #[error("the sink received a malformed mirror record ({0}); this is a bug, please report it")]
+    Record(String),
 }
 
 impl SinkError {
     pub fn is_transient(&self) -> bool {
         match self {
             SinkError::Postgres(error) => crate::pg::is_transient(error),
-            SinkError::Line(_) => false,
+            SinkError::Record(_) => false,
         }
     }
 }
@@ -85,20 +90,28 @@ pub async fn forget_checkpoint(client: &Client, job: &str) -> Result<(), tokio_p
     client.execute("DELETE FROM walpipe.checkpoints WHERE job_name = $1", &[&job]).await.map(drop)
 }
 
+/// One destination and its pending rows.
+struct Target {
+    destination: Destination,
+    batch: TableBatch,
+}
+
 pub struct PostgresSink {
     client: Client,
     job: String,
     slot: String,
-    /// By source table (`schema.name`).
-    destinations: HashMap<String, Destination>,
+    /// By source table, as escaped in mirror records (`schema.name`).
+    targets: HashMap<Vec<u8>, Target>,
     batch_size: usize,
     flush_interval: Duration,
-    batch: MirrorBatch,
-    in_transaction: bool,
+    /// Changes added since the last apply, and since the last commit.
+    pending_changes: usize,
     changes_since_commit: usize,
+    in_transaction: bool,
 }
 
 impl PostgresSink {
+    /// `destinations`: by source table `schema.name`.
     pub fn new(
         client: Client,
         job: &str,
@@ -107,16 +120,24 @@ impl PostgresSink {
         batch_size: usize,
         flush_interval: Duration,
     ) -> Self {
+        let targets = destinations
+            .into_iter()
+            .map(|(table, destination)| {
+                let mut escaped = Vec::new();
+                crate::change::mirror::escape(&mut escaped, table.as_bytes());
+                (escaped, Target { destination, batch: TableBatch::default() })
+            })
+            .collect();
         PostgresSink {
             client,
             job: job.to_string(),
             slot: slot.to_string(),
-            destinations,
+            targets,
             batch_size: batch_size.max(1),
             flush_interval,
-            batch: MirrorBatch::default(),
-            in_transaction: false,
+            pending_changes: 0,
             changes_since_commit: 0,
+            in_transaction: false,
         }
     }
 
@@ -138,14 +159,17 @@ impl PostgresSink {
                 }
             };
             let Some(chunk) = chunk else { break };
-            for line in chunk.lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                self.add(line).await?;
+            let lines = Bytes::from(chunk.lines);
+            let mut start = 0;
+            while let Some(end) = lines[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
+                self.add(lines.slice(start..end)).await?;
+                start = end + 1;
             }
             uncommitted.push_back(chunk.confirm);
             if let Some(lsn) = chunk.confirm {
                 boundary = Some(lsn);
             }
-            if self.batch.len() >= self.batch_size {
+            if self.pending_changes >= self.batch_size {
                 self.apply().await?;
             }
             let full = self.changes_since_commit >= self.batch_size;
@@ -157,23 +181,33 @@ impl PostgresSink {
         self.commit(boundary, &mut uncommitted, &ends).await
     }
 
-    async fn add(&mut self, line: &[u8]) -> Result<(), SinkError> {
-        match batch::parse(line)? {
-            MirrorChange::Ignored => Ok(()),
-            MirrorChange::Truncate { table } => {
+    async fn add(&mut self, line: Bytes) -> Result<(), SinkError> {
+        let record = Record::parse(line).map_err(SinkError::Record)?;
+        match record.op() {
+            b'M' => Ok(()),
+            b'T' => {
                 self.apply().await?;
-                if let Some(quoted) = self.destinations.get(&table).map(|d| d.quoted.clone()) {
+                if let Some(quoted) = self.targets.get(record.table()).map(|t| t.destination.quoted.clone()) {
                     self.begin().await?;
                     self.client.batch_execute(&format!("TRUNCATE {quoted}")).await?;
                 }
                 Ok(())
             }
-            MirrorChange::Row { table, ops } => {
-                self.changes_since_commit += 1;
-                if let (Admit::ApplyFirst, Some(ops)) = self.batch.add(&table, ops) {
+            _ => {
+                // A table the job does not mirror (the publication has more): skip it.
+                let Some(target) = self.targets.get_mut(record.table()) else { return Ok(()) };
+                let (width, keys) = (target.destination.width, &target.destination.key_positions);
+                if target.batch.add(&record, width, keys).map_err(SinkError::Record)? == Admit::ApplyFirst {
                     self.apply().await?;
-                    self.batch.add(&table, ops);
+                    let target = self
+                        .targets
+                        .get_mut(record.table())
+                        .ok_or_else(|| SinkError::Record("table vanished".into()))?;
+                    let (width, keys) = (target.destination.width, &target.destination.key_positions);
+                    target.batch.add(&record, width, keys).map_err(SinkError::Record)?;
                 }
+                self.pending_changes += 1;
+                self.changes_since_commit += 1;
                 Ok(())
             }
         }
@@ -187,52 +221,36 @@ impl PostgresSink {
         Ok(())
     }
 
-    /// Writes the pending batch inside the open sink transaction.
+    /// Writes the pending rows inside the open sink transaction: per table,
+    /// COPY into its staging table, then one statement per kind present.
     async fn apply(&mut self) -> Result<(), SinkError> {
-        if self.batch.is_empty() {
+        if self.pending_changes == 0 {
             return Ok(());
         }
+        self.pending_changes = 0;
         self.begin().await?;
-        for (table, ops) in self.batch.take() {
-            // A change for a table this job does not mirror (the publication has more): skip it.
-            let Some(destination) = self.destinations.get(&table) else { continue };
-            let mut upserts = JsonArray::default();
-            let mut keeping_toast = JsonArray::default();
-            let mut moves = JsonArray::default();
-            let mut deletes = JsonArray::default();
-            for op in ops {
-                match op {
-                    RowOp::Upsert { lsn, row, unchanged_toast, .. } if unchanged_toast.is_empty() => {
-                        upserts.push(format_args!("{{\"l\":\"{lsn}\",\"r\":{}}}", row.get()));
-                    }
-                    RowOp::Upsert { lsn, row, unchanged_toast, moved_from } => {
-                        let toast = serde_json::to_string(&unchanged_toast).unwrap_or_else(|_| "[]".into());
-                        match moved_from {
-                            Some(old) => moves.push(format_args!(
-                                "{{\"l\":\"{lsn}\",\"r\":{},\"t\":{toast},\"k\":{}}}",
-                                row.get(),
-                                old.get()
-                            )),
-                            None => keeping_toast
-                                .push(format_args!("{{\"l\":\"{lsn}\",\"r\":{},\"t\":{toast}}}", row.get())),
-                        }
-                    }
-                    RowOp::Delete { lsn, key } => {
-                        deletes.push(format_args!("{{\"l\":\"{lsn}\",\"k\":{}}}", key.get()))
-                    }
-                }
+        for target in self.targets.values_mut() {
+            if target.batch.is_empty() {
+                continue;
             }
+            let destination = &target.destination;
+            let (rows, kinds) = target.batch.take_staging(&destination.key_positions);
+            let writer = self.client.copy_in::<_, Bytes>(&destination.copy_in).await?;
+            futures_util::pin_mut!(writer);
+            writer.send(Bytes::from(rows)).await?;
+            writer.finish().await?;
             // Moves read the rows under their old keys, so they go before the deletes.
-            for (statement, array) in [
-                (&destination.move_keeping_toast, moves),
-                (&destination.delete, deletes),
-                (&destination.upsert, upserts),
-                (&destination.update_keeping_toast, keeping_toast),
+            for (count, statement) in [
+                (kinds.moves, &destination.moves),
+                (kinds.deletes, &destination.deletes),
+                (kinds.upserts, &destination.upserts),
+                (kinds.keeping_toast, &destination.updates_keeping_toast),
             ] {
-                if let Some(json) = array.finish() {
-                    self.client.execute(statement, &[&json]).await?;
+                if count > 0 {
+                    self.client.execute(statement, &[]).await?;
                 }
             }
+            self.client.batch_execute(&format!("TRUNCATE {}", destination.stage)).await?;
         }
         Ok(())
     }
@@ -263,25 +281,5 @@ impl PostgresSink {
             let _ = ends.acks.send(confirm);
         }
         Ok(())
-    }
-}
-
-/// A JSON array built by appending pre-rendered elements.
-#[derive(Default)]
-struct JsonArray(String);
-
-impl JsonArray {
-    fn push(&mut self, element: std::fmt::Arguments<'_>) {
-        use std::fmt::Write;
-        self.0.push(if self.0.is_empty() { '[' } else { ',' });
-        let _ = self.0.write_fmt(element);
-    }
-
-    fn finish(mut self) -> Option<String> {
-        if self.0.is_empty() {
-            return None;
-        }
-        self.0.push(']');
-        Some(self.0)
     }
 }

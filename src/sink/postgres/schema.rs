@@ -1,151 +1,161 @@
-//! Destination tables in the sink, and the SQL that applies a batch to them.
+//! Destination tables in the sink, their staging tables, and the SQL that
+//! applies a batch.
 //!
 //! A destination has the source's columns (same names, the source's types
 //! when they are built in, else text), the same key, and one metadata
 //! column, `_walpipe_lsn`: the commit LSN of the change that last wrote the
-//! row (NULL for rows copied by the snapshot, which are older than any
-//! streamed change). Every write is guarded by it, so a replayed older
-//! change never overwrites a newer one.
+//! row (NULL for rows copied by the snapshot, older than any streamed
+//! change). Every write is guarded by it, so a replayed older change never
+//! overwrites a newer one.
 //!
-//! Batches reach the database as one JSON array per table and kind, turned
-//! into rows by `jsonb_populate_record`, whose input rules accept the change
-//! JSON's values (numbers, strings for numeric and timestamps, `\x..` for
-//! bytea, JSON arrays for arrays) for the column types.
+//! A batch is copied (COPY text) into a temporary staging table with the
+//! destination's columns plus what the apply needs: the change's LSN, its
+//! kind (`u` upsert, `t` update keeping unchanged TOAST, `m` key change
+//! keeping unchanged TOAST, `d` delete), the positions of the kept columns,
+//! and the old key for `m`. Then one statement per kind applies it.
 
 use tokio_postgres::{Client, Statement};
 
 use crate::source::catalog::SourceTable;
-use crate::source::connection::{quote_ident, quote_literal};
+use crate::source::connection::quote_ident;
 
 pub const LSN_COLUMN: &str = "_walpipe_lsn";
 
-/// A destination table with its prepared statements.
+/// A destination table with its staging table and prepared statements.
 pub struct Destination {
     /// `"schema"."name"`.
     pub quoted: String,
-    /// `[{"l": lsn, "r": row}]`: insert or update.
-    pub upsert: Statement,
-    /// `[{"l": lsn, "r": row, "t": [unchanged TOAST columns]}]`: update keeping those columns.
-    pub update_keeping_toast: Statement,
-    /// `[{"l": lsn, "r": row, "t": [unchanged TOAST columns], "k": old key}]`: a
-    /// key change keeping those columns from the row under the old key.
-    pub move_keeping_toast: Statement,
-    /// `[{"l": lsn, "k": key}]`.
-    pub delete: Statement,
+    /// How many source columns (the width of a row in mirror records).
+    pub width: usize,
+    /// Positions of the key columns among them.
+    pub key_positions: Vec<usize>,
+    /// `COPY <staging> FROM STDIN`.
+    pub copy_in: String,
+    pub stage: String,
+    pub moves: Statement,
+    pub deletes: Statement,
+    pub upserts: Statement,
+    pub updates_keeping_toast: Statement,
+}
+
+fn list<'a>(
+    items: impl IntoIterator<Item = &'a String>,
+    each: impl Fn(&String) -> String,
+    separator: &str,
+) -> String {
+    items.into_iter().map(each).collect::<Vec<_>>().join(separator)
 }
 
 /// Creates the destination of `source` as `schema.name` unless it exists,
-/// and prepares its statements.
+/// creates its staging table (`stage_index` names it), and prepares its statements.
 pub async fn ensure(
     client: &Client,
     source: &SourceTable,
     schema: &str,
     name: &str,
+    stage_index: usize,
 ) -> Result<Destination, tokio_postgres::Error> {
     let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
-    let columns: Vec<String> = source
+    let lsn = quote_ident(LSN_COLUMN);
+    let definitions = source
         .columns
         .iter()
         .map(|c| {
-            let not_null = if c.not_null { " NOT NULL" } else { "" };
-            format!("{} {}{not_null}", quote_ident(&c.name), c.sql_type)
+            format!("{} {}{}", quote_ident(&c.name), c.sql_type, if c.not_null { " NOT NULL" } else { "" })
         })
-        .collect();
-    let key = list(&source.key, |k| quote_ident(k));
+        .collect::<Vec<_>>()
+        .join(", ");
+    let key = list(&source.key, |k| quote_ident(k), ", ");
     client
         .batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {schema_q}; \
-             CREATE TABLE IF NOT EXISTS {quoted} ({columns}, {lsn} pg_lsn, PRIMARY KEY ({key})); \
+             CREATE TABLE IF NOT EXISTS {quoted} ({definitions}, {lsn} pg_lsn, PRIMARY KEY ({key})); \
              ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS {lsn} pg_lsn;",
             schema_q = quote_ident(schema),
-            columns = columns.join(", "),
-            lsn = quote_ident(LSN_COLUMN),
         ))
         .await?;
 
-    let names: Vec<String> = source.columns.iter().map(|c| c.name.clone()).collect();
-    let non_key: Vec<&String> = names.iter().filter(|n| !source.key.contains(n)).collect();
-    let lsn = quote_ident(LSN_COLUMN);
-    let guard = |incoming: &str| format!("(d.{lsn} IS NULL OR d.{lsn} <= {incoming})");
-    let rows = |field: &str| {
-        format!(
-            "jsonb_array_elements($1::text::jsonb) AS b, jsonb_populate_record(NULL::{quoted}, b->'{field}') AS r"
-        )
-    };
-    let key_match =
-        source.key.iter().map(|k| format!("d.{0} = r.{0}", quote_ident(k))).collect::<Vec<_>>().join(" AND ");
+    // The staging table: no constraints (a delete stages only the key).
+    let key_types: Vec<(String, String)> = source
+        .key
+        .iter()
+        .map(|k| {
+            let sql_type =
+                source.columns.iter().find(|c| &c.name == k).map_or("text", |c| c.sql_type.as_str());
+            (format!("_walpipe_old_{k}"), sql_type.to_string())
+        })
+        .collect();
+    let stage = format!("pg_temp.{}", quote_ident(&format!("walpipe_stage_{stage_index}")));
+    let stage_columns = source
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", quote_ident(&c.name), c.sql_type))
+        .chain([format!("{lsn} pg_lsn"), "_walpipe_op \"char\"".into(), "_walpipe_toast int[]".into()])
+        .chain(key_types.iter().map(|(name, sql_type)| format!("{} {sql_type}", quote_ident(name))))
+        .collect::<Vec<_>>()
+        .join(", ");
+    client.batch_execute(&format!("CREATE TEMP TABLE IF NOT EXISTS {stage} ({stage_columns})")).await?;
 
+    let names: Vec<&String> = source.columns.iter().map(|c| &c.name).collect();
+    let non_key: Vec<&String> = names.iter().copied().filter(|n| !source.key.contains(n)).collect();
+    let cols = list(names.iter().copied(), |c| quote_ident(c), ", ");
+    let s_cols = list(names.iter().copied(), |c| format!("s.{}", quote_ident(c)), ", ");
+    let key_match = list(&source.key, |k| format!("d.{0} = s.{0}", quote_ident(k)), " AND ");
+    let guard = format!("(d.{lsn} IS NULL OR d.{lsn} <= s.{lsn})");
+    let upsert_guard = format!("(d.{lsn} IS NULL OR d.{lsn} <= EXCLUDED.{lsn})");
     let mut set: Vec<String> =
         non_key.iter().map(|c| format!("{0} = EXCLUDED.{0}", quote_ident(c))).collect();
     set.push(format!("{lsn} = EXCLUDED.{lsn}"));
-    let upsert = format!(
-        "INSERT INTO {quoted} AS d ({cols}, {lsn}) SELECT {r_cols}, (b->>'l')::pg_lsn FROM {rows} \
-         ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {guard}",
-        cols = list(&names, |c| quote_ident(c)),
-        r_cols = list(&names, |c| format!("r.{}", quote_ident(c))),
-        rows = rows("r"),
-        set = set.join(", "),
-        guard = guard(&format!("EXCLUDED.{lsn}")),
-    );
+    let set = set.join(", ");
+    let kept = |position: usize, column: &String, old: &str| {
+        format!(
+            "CASE WHEN {position} = ANY (s._walpipe_toast) THEN {old}.{0} ELSE s.{0} END",
+            quote_ident(column)
+        )
+    };
 
-    let mut keep: Vec<String> = non_key
+    let upserts = format!(
+        "INSERT INTO {quoted} AS d ({cols}, {lsn}) SELECT {s_cols}, s.{lsn} FROM {stage} s WHERE s._walpipe_op = 'u' \
+         ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {upsert_guard}"
+    );
+    let moves = format!(
+        "INSERT INTO {quoted} AS d ({cols}, {lsn}) SELECT {picked}, s.{lsn} FROM {stage} s JOIN {quoted} o ON {old_match} \
+         WHERE s._walpipe_op = 'm' ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {upsert_guard}",
+        picked = names.iter().enumerate().map(|(i, c)| kept(i, c, "o")).collect::<Vec<_>>().join(", "),
+        old_match = list(
+            &source.key,
+            |k| format!("o.{} = s.{}", quote_ident(k), quote_ident(&format!("_walpipe_old_{k}"))),
+            " AND "
+        ),
+    );
+    let mut keep_set: Vec<String> = names
         .iter()
-        .map(|c| {
-            format!(
-                "{0} = CASE WHEN (b->'t') ? {1} THEN d.{0} ELSE r.{0} END",
-                quote_ident(c),
-                quote_literal(c)
-            )
-        })
+        .enumerate()
+        .filter(|(_, c)| !source.key.contains(c))
+        .map(|(i, c)| format!("{} = {}", quote_ident(c), kept(i, c, "d")))
         .collect();
-    keep.push(format!("{lsn} = (b->>'l')::pg_lsn"));
-    let update_keeping_toast = format!(
-        "UPDATE {quoted} AS d SET {keep} FROM {rows} WHERE {key_match} AND {guard}",
-        keep = keep.join(", "),
-        rows = rows("r"),
-        guard = guard("(b->>'l')::pg_lsn"),
+    keep_set.push(format!("{lsn} = s.{lsn}"));
+    let updates_keeping_toast = format!(
+        "UPDATE {quoted} AS d SET {} FROM {stage} s WHERE s._walpipe_op = 't' AND {key_match} AND {guard}",
+        keep_set.join(", ")
+    );
+    let deletes = format!(
+        "DELETE FROM {quoted} AS d USING {stage} s WHERE s._walpipe_op = 'd' AND {key_match} AND {guard}"
     );
 
-    let move_keeping_toast = format!(
-        "INSERT INTO {quoted} AS d ({cols}, {lsn}) SELECT {picked}, (b->>'l')::pg_lsn \
-         FROM jsonb_array_elements($1::text::jsonb) AS b \
-         CROSS JOIN LATERAL jsonb_populate_record(NULL::{quoted}, b->'r') AS r \
-         CROSS JOIN LATERAL jsonb_populate_record(NULL::{quoted}, b->'k') AS k \
-         JOIN {quoted} AS o ON {old_match} \
-         ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {guard}",
-        cols = list(&names, |c| quote_ident(c)),
-        picked = list(&names, |c| format!(
-            "CASE WHEN (b->'t') ? {1} THEN o.{0} ELSE r.{0} END",
-            quote_ident(c),
-            quote_literal(c)
-        )),
-        old_match = source
-            .key
-            .iter()
-            .map(|k| format!("o.{0} = k.{0}", quote_ident(k)))
-            .collect::<Vec<_>>()
-            .join(" AND "),
-        set = set.join(", "),
-        guard = guard(&format!("EXCLUDED.{lsn}")),
-    );
-
-    let delete = format!(
-        "DELETE FROM {quoted} AS d USING {rows} WHERE {key_match} AND {guard}",
-        rows = rows("k"),
-        guard = guard("(b->>'l')::pg_lsn"),
-    );
-
+    let key_positions =
+        source.key.iter().filter_map(|k| source.columns.iter().position(|c| &c.name == k)).collect();
     Ok(Destination {
-        upsert: client.prepare(&upsert).await?,
-        update_keeping_toast: client.prepare(&update_keeping_toast).await?,
-        move_keeping_toast: client.prepare(&move_keeping_toast).await?,
-        delete: client.prepare(&delete).await?,
+        copy_in: format!("COPY {stage} FROM STDIN"),
+        moves: client.prepare(&moves).await?,
+        deletes: client.prepare(&deletes).await?,
+        upserts: client.prepare(&upserts).await?,
+        updates_keeping_toast: client.prepare(&updates_keeping_toast).await?,
         quoted,
+        width: source.columns.len(),
+        key_positions,
+        stage,
     })
-}
-
-fn list(items: &[String], each: impl Fn(&String) -> String) -> String {
-    items.iter().map(each).collect::<Vec<_>>().join(", ")
 }
 
 /// The job state kept in the sink, next to the rows it describes.

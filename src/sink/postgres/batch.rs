@@ -1,0 +1,291 @@
+//! Mirror records to a batch: the final state of each row, per table, as
+//! staging rows in COPY text.
+//!
+//! Invariants:
+//! - The final state of every key equals applying the batch's changes in
+//!   order: a later change replaces an earlier one of the same key; an
+//!   update that changes the key deletes the old key and upserts the new.
+//! - An update with unchanged TOAST columns keeps the sink's values: if a
+//!   change of the same key (or, for a key change, of the old key) is
+//!   already pending, replacing it would lose them, so [`TableBatch::add`]
+//!   asks the caller to apply the batch first ([`Admit::ApplyFirst`]).
+//! - Values are never unescaped: the record's COPY text goes to the staging table as is.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use bytes::Bytes;
+
+/// One mirror record (see `change::mirror`), split into fields.
+#[derive(Debug, Clone)]
+pub struct Record {
+    line: Bytes,
+    fields: Vec<Range<usize>>,
+}
+
+/// The first value field: after commit_lsn, op, table, old flag and toast.
+const VALUES_AT: usize = 5;
+
+impl Record {
+    pub fn parse(line: Bytes) -> Result<Record, String> {
+        let mut fields = Vec::with_capacity(16);
+        let mut start = 0;
+        for (i, byte) in line.iter().enumerate() {
+            if *byte == b'\t' {
+                fields.push(start..i);
+                start = i + 1;
+            }
+        }
+        fields.push(start..line.len());
+        if fields.len() < VALUES_AT {
+            return Err(format!("a mirror record has {} fields", fields.len()));
+        }
+        Ok(Record { line, fields })
+    }
+
+    fn field(&self, index: usize) -> &[u8] {
+        &self.line[self.fields[index].clone()]
+    }
+
+    pub fn commit_lsn(&self) -> &[u8] {
+        self.field(0)
+    }
+
+    pub fn op(&self) -> u8 {
+        self.field(1).first().copied().unwrap_or(b'?')
+    }
+
+    /// The table, as escaped `schema.name`.
+    pub fn table(&self) -> &[u8] {
+        self.field(2)
+    }
+
+    fn has_old(&self) -> bool {
+        self.field(3) != b"-"
+    }
+
+    fn toast(&self) -> &[u8] {
+        self.field(4)
+    }
+
+    fn value_count(&self) -> usize {
+        self.fields.len() - VALUES_AT
+    }
+
+    /// The `row`-th tuple of values in this record (0: the first sent).
+    fn values(&self, row: usize, width: usize) -> Range<usize> {
+        VALUES_AT + row * width..VALUES_AT + (row + 1) * width
+    }
+
+    fn key(&self, values: Range<usize>, key_positions: &[usize]) -> Vec<u8> {
+        let mut key = Vec::new();
+        for position in key_positions {
+            key.extend_from_slice(self.field(values.start + position));
+            key.push(b'\t');
+        }
+        key
+    }
+}
+
+/// What to do with one row.
+#[derive(Debug)]
+enum RowOp {
+    /// `values`: the new row. `toast`: kept columns. `moved_from`: the old key's values, for a key change keeping TOAST.
+    Upsert { record: Record, values: Range<usize>, moved_from: Option<Range<usize>> },
+    /// `values`: the old row (at least its key).
+    Delete { record: Record, values: Range<usize> },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    Added,
+    /// Apply the batch, then add the record again.
+    ApplyFirst,
+}
+
+/// Pending rows of one table, by key.
+#[derive(Debug, Default)]
+pub struct TableBatch {
+    rows: HashMap<Vec<u8>, RowOp>,
+}
+
+impl TableBatch {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Adds an `I`, `U` or `D` record of a table `width` columns wide.
+    pub fn add(&mut self, record: &Record, width: usize, key_positions: &[usize]) -> Result<Admit, String> {
+        let (old, new) = match (record.op(), record.has_old()) {
+            (b'I', false) => (None, Some(record.values(0, width))),
+            (b'U', false) => (None, Some(record.values(0, width))),
+            (b'U', true) => (Some(record.values(0, width)), Some(record.values(1, width))),
+            (b'D', true) => (Some(record.values(0, width)), None),
+            (op, _) => {
+                return Err(format!(
+                    "a mirror record with op {:?} and old flag {:?}",
+                    op as char,
+                    record.field(3)
+                ));
+            }
+        };
+        let expected = usize::from(old.is_some()) + usize::from(new.is_some());
+        if record.value_count() != expected * width {
+            return Err(format!(
+                "a row of {} has {} values where {} were expected: the table changed shape; restart the job",
+                String::from_utf8_lossy(record.table()),
+                record.value_count(),
+                expected * width
+            ));
+        }
+        let keeps_toast = !record.toast().is_empty();
+        let old_key = old.clone().map(|values| record.key(values, key_positions));
+        let new_key = new.clone().map(|values| record.key(values, key_positions));
+        let touched = [&old_key, &new_key];
+        if keeps_toast
+            && touched.iter().any(|key| key.as_ref().is_some_and(|key| self.rows.contains_key(key)))
+        {
+            return Ok(Admit::ApplyFirst);
+        }
+        match (old, old_key, new, new_key) {
+            (_, Some(old_key), Some(values), Some(new_key)) if old_key != new_key => {
+                let moved_from = keeps_toast.then(|| record.values(0, width));
+                let delete = RowOp::Delete { record: record.clone(), values: record.values(0, width) };
+                self.rows.insert(old_key, delete);
+                self.rows.insert(new_key, RowOp::Upsert { record: record.clone(), values, moved_from });
+            }
+            (_, _, Some(values), Some(new_key)) => {
+                self.rows.insert(new_key, RowOp::Upsert { record: record.clone(), values, moved_from: None });
+            }
+            (Some(values), Some(old_key), None, _) => {
+                self.rows.insert(old_key, RowOp::Delete { record: record.clone(), values });
+            }
+            _ => return Err("a mirror record without rows".into()),
+        }
+        Ok(Admit::Added)
+    }
+
+    /// The staging rows (COPY text) and how many of each kind, leaving the batch empty.
+    pub fn take_staging(&mut self, key_positions: &[usize]) -> (Vec<u8>, Kinds) {
+        let mut out = Vec::with_capacity(self.rows.len() * 128);
+        let mut kinds = Kinds::default();
+        for (_, op) in self.rows.drain() {
+            let (record, values, kind, old) = match &op {
+                RowOp::Upsert { record, values, moved_from } => {
+                    let kind = match (record.toast().is_empty(), moved_from) {
+                        (true, _) => b'u',
+                        (false, None) => b't',
+                        (false, Some(_)) => b'm',
+                    };
+                    (record, values.clone(), kind, moved_from.clone())
+                }
+                RowOp::Delete { record, values } => (record, values.clone(), b'd', None),
+            };
+            match kind {
+                b'u' => kinds.upserts += 1,
+                b't' => kinds.keeping_toast += 1,
+                b'm' => kinds.moves += 1,
+                _ => kinds.deletes += 1,
+            }
+            for (i, field) in values.enumerate() {
+                if i > 0 {
+                    out.push(b'\t');
+                }
+                out.extend_from_slice(record.field(field));
+            }
+            out.push(b'\t');
+            out.extend_from_slice(record.commit_lsn());
+            out.push(b'\t');
+            out.push(kind);
+            out.push(b'\t');
+            if kind == b't' || kind == b'm' {
+                out.push(b'{');
+                out.extend_from_slice(record.toast());
+                out.push(b'}');
+            } else {
+                out.extend_from_slice(b"\\N");
+            }
+            for position in key_positions {
+                out.push(b'\t');
+                match &old {
+                    Some(old) => out.extend_from_slice(record.field(old.start + position)),
+                    None => out.extend_from_slice(b"\\N"),
+                }
+            }
+            out.push(b'\n');
+        }
+        (out, kinds)
+    }
+}
+
+/// How many staging rows of each kind a batch holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Kinds {
+    pub upserts: usize,
+    pub keeping_toast: usize,
+    pub moves: usize,
+    pub deletes: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(text: &str) -> Record {
+        Record::parse(Bytes::from(text.to_string())).expect("a record")
+    }
+
+    fn staged(batch: &mut TableBatch) -> Vec<String> {
+        let (rows, _) = batch.take_staging(&[0]);
+        let mut rows: Vec<String> =
+            String::from_utf8(rows).expect("utf-8").lines().map(str::to_string).collect();
+        rows.sort();
+        rows
+    }
+
+    #[test]
+    fn later_changes_replace_earlier_ones_and_key_changes_delete_the_old_key() {
+        let mut batch = TableBatch::default();
+        for line in [
+            "0/10\tI\tpublic.t\t-\t\t1\ta\tx",
+            "0/20\tU\tpublic.t\t-\t\t1\tb\tx",
+            "0/30\tI\tpublic.t\t-\t\t2\tc\ty",
+            "0/40\tD\tpublic.t\tK\t\t2\t\\N\t\\N",
+            "0/50\tU\tpublic.t\tK\t\t1\t\\N\t\\N\t9\tb\tx",
+        ] {
+            assert_eq!(batch.add(&record(line), 3, &[0]), Ok(Admit::Added));
+        }
+        assert_eq!(
+            staged(&mut batch),
+            vec![
+                "1\t\\N\t\\N\t0/50\td\t\\N\t\\N",
+                "2\t\\N\t\\N\t0/40\td\t\\N\t\\N",
+                "9\tb\tx\t0/50\tu\t\\N\t\\N",
+            ]
+        );
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn unchanged_toast_waits_for_pending_changes_and_moves_name_the_old_key() {
+        let mut batch = TableBatch::default();
+        batch.add(&record("0/10\tI\tpublic.t\t-\t\t1\ta\tbig"), 3, &[0]).expect("insert");
+        let keep = record("0/20\tU\tpublic.t\t-\t2\t1\tb\t\\N");
+        assert_eq!(batch.add(&keep, 3, &[0]), Ok(Admit::ApplyFirst));
+        staged(&mut batch);
+        assert_eq!(batch.add(&keep, 3, &[0]), Ok(Admit::Added));
+        assert_eq!(staged(&mut batch), vec!["1\tb\t\\N\t0/20\tt\t{2}\t\\N"]);
+
+        let moved = record("0/30\tU\tpublic.t\tK\t2\t1\t\\N\t\\N\t5\tb\t\\N");
+        assert_eq!(batch.add(&moved, 3, &[0]), Ok(Admit::Added));
+        assert_eq!(staged(&mut batch), vec!["1\t\\N\t\\N\t0/30\td\t\\N\t\\N", "5\tb\t\\N\t0/30\tm\t{2}\t1"]);
+    }
+
+    #[test]
+    fn malformed_records_are_errors() {
+        assert!(Record::parse(Bytes::from_static(b"0/1\tI")).is_err());
+        let mut batch = TableBatch::default();
+        assert!(batch.add(&record("0/10\tI\tpublic.t\t-\t\t1\ta"), 3, &[0]).is_err(), "too few values");
+        assert!(batch.add(&record("0/10\tX\tpublic.t\t-\t\t1\ta\tb"), 3, &[0]).is_err(), "unknown op");
+    }
+}
