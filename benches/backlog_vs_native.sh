@@ -2,11 +2,13 @@
 # Benchmark: drain one backlog into a Postgres sink, walpipe vs PostgreSQL's
 # native logical replication (CREATE SUBSCRIPTION), side by side in one run.
 #
-# The backlog is written while neither consumer runs: one transaction of
-# ROWS rows, then SMALL one-row transactions. Each consumer has its own slot
-# (created before the backlog) and its own sink database in one sink cluster;
-# the time is from start (walpipe run / ALTER SUBSCRIPTION ENABLE) until the
-# last row of the backlog is in its sink.
+# The backlog is written while no consumer runs: one transaction of ROWS
+# rows, then SMALL one-row transactions. Each consumer has its own slot
+# (created before the backlog) and its own database in one sink cluster
+# (default durability: fsync on); the time is from start (walpipe run /
+# ALTER SUBSCRIPTION ENABLE) until the last row of the backlog is in its
+# sink. Native runs twice: with the subscription defaults (streaming off:
+# the server spills the big transaction) and with streaming = on.
 #
 #   bash benches/backlog_vs_native.sh            # ROWS=500000 SMALL=50000
 set -euo pipefail
@@ -24,16 +26,22 @@ cargo build --release --locked -q
 WALPIPE=$PWD/target/release/walpipe
 
 WORK=$(mktemp -d /tmp/walpipe-bench.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null; cluster_stop source; cluster_stop sink; rm -rf "$WORK"' EXIT
+cleanup() {
+  set +e
+  for pid in $(jobs -p); do kill "$pid" 2>/dev/null; done
+  cluster_stop source; cluster_stop sink; rm -rf "$WORK"
+}
+trap cleanup EXIT
 cluster_start source "$SRC_PORT" fsync=off shared_buffers=256MB max_wal_size=4GB
-cluster_start sink "$SINK_PORT" fsync=off shared_buffers=256MB max_wal_size=4GB
+cluster_start sink "$SINK_PORT" shared_buffers=256MB max_wal_size=4GB
 src() { "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$SRC_PORT" -U postgres -d postgres "$@"; }
 sink() { local db=$1; shift; "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$SINK_PORT" -U postgres -d "$db" "$@"; }
 TABLE="CREATE TABLE orders (id bigint PRIMARY KEY, customer int, status text, amount numeric(12,2), note text, created_at timestamptz)"
 
 src -c "$TABLE"
-sink postgres -c "CREATE DATABASE native" -c "CREATE DATABASE walpipe"
-sink native -c "$TABLE"
+NATIVE=(native_default native_streaming)
+sink postgres -c "CREATE DATABASE walpipe"
+for db in "${NATIVE[@]}"; do sink postgres -c "CREATE DATABASE $db"; sink $db -c "$TABLE"; done
 
 # walpipe: create its publication, slot, tables and checkpoint on the empty table, then stop.
 export WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable"
@@ -44,10 +52,14 @@ until [ "$(sink walpipe -c "SELECT count(*) FROM pg_tables WHERE schemaname = 'w
   && [ "$(sink walpipe -c "SELECT count(*) FROM walpipe.checkpoints" 2>/dev/null)" = 1 ]; do sleep 0.2; done
 kill -TERM $pid; wait $pid
 
-# native: a disabled subscription on its own slot.
-src -c "CREATE PUBLICATION native FOR TABLE orders" -c "SELECT pg_create_logical_replication_slot('native', 'pgoutput')" >/dev/null
-sink native -c "CREATE SUBSCRIPTION native CONNECTION 'host=127.0.0.1 port=$SRC_PORT user=postgres dbname=postgres' \
-  PUBLICATION native WITH (create_slot = false, slot_name = 'native', enabled = false, copy_data = false, streaming = on)"
+# native: disabled subscriptions, each on its own slot.
+src -c "CREATE PUBLICATION native FOR TABLE orders"
+for db in "${NATIVE[@]}"; do
+  src -c "SELECT pg_create_logical_replication_slot('$db', 'pgoutput')" >/dev/null
+  streaming=off; [ "$db" = native_streaming ] && streaming=on
+  sink $db -c "CREATE SUBSCRIPTION $db CONNECTION 'host=127.0.0.1 port=$SRC_PORT user=postgres dbname=postgres' \
+    PUBLICATION native WITH (create_slot = false, slot_name = '$db', enabled = false, copy_data = false, streaming = $streaming)"
+done
 
 echo "== writing the backlog: one $ROWS-row transaction, then $SMALL one-row transactions"
 src -c "INSERT INTO orders SELECT i, i % 1000, 'new', (i % 10000) / 100.0, 'order number ' || i, now() FROM generate_series(1, $ROWS) i"
@@ -64,14 +76,21 @@ until arrived walpipe; do sleep 0.05; done
 walpipe_s=$(echo "$(now) - $start" | bc)
 kill -TERM $pid; wait $pid
 
-start=$(now)
-sink native -c "ALTER SUBSCRIPTION native ENABLE"
-until arrived native; do sleep 0.05; done
-native_s=$(echo "$(now) - $start" | bc)
+declare -A native_s
+for db in "${NATIVE[@]}"; do
+  start=$(now)
+  sink $db -c "ALTER SUBSCRIPTION $db ENABLE"
+  until arrived $db; do sleep 0.05; done
+  native_s[$db]=$(echo "$(now) - $start" | bc)
+  sink $db -c "ALTER SUBSCRIPTION $db DISABLE"
+done
 
-for db in walpipe native; do
+for db in walpipe "${NATIVE[@]}"; do
   n=$(sink $db -c "SELECT count(*) FROM orders")
   [ "$n" = "$LAST" ] || { echo "$db has $n rows, expected $LAST" >&2; exit 1; }
 done
-printf 'backlog=%s-row txn + %s one-row txns  native %.2f s  walpipe %.2f s  speed-up walpipe/native = %.2fx\n' \
-  "$ROWS" "$SMALL" "$native_s" "$walpipe_s" "$(echo "$native_s / $walpipe_s" | bc -l)"
+echo "backlog: one $ROWS-row transaction + $SMALL one-row transactions, sink with fsync on"
+printf '  walpipe run                           %6.2f s\n' "$walpipe_s"
+for db in "${NATIVE[@]}"; do
+  printf '  native (%-17s)          %6.2f s   walpipe speed-up %.2fx\n' "$db" "${native_s[$db]}" "$(echo "${native_s[$db]} / $walpipe_s" | bc -l)"
+done

@@ -40,6 +40,9 @@ pub struct Chunk {
     pub lines: Vec<u8>,
     /// The end of the last transaction these lines complete, if any.
     pub confirm: Option<Lsn>,
+    /// Nothing more was waiting from the source when this chunk was sent:
+    /// a sink that batches should not wait for more before making it durable.
+    pub caught_up: bool,
 }
 
 /// The sink's ends of the channel: read chunks, acknowledge each in order
@@ -105,7 +108,7 @@ pub async fn drive<E: Encoding>(
         Driver { stream, ends, unacked: 0, pending: Vec::with_capacity(CHUNK_BYTES), pending_confirm: None };
     let mut outcome = driver.pump(assembler, end_at, shutdown).await;
     if outcome.is_ok() && (!driver.pending.is_empty() || driver.pending_confirm.is_some()) {
-        outcome = driver.send_pending().await.and(outcome);
+        outcome = driver.send_pending(true).await.and(outcome);
     }
     let Driver { mut stream, ends: DriverEnds { chunks, mut acks }, .. } = driver;
     drop(chunks);
@@ -130,7 +133,7 @@ impl Driver {
             if self.pending.len() >= CHUNK_BYTES
                 || (idle && (!self.pending.is_empty() || self.pending_confirm.is_some()))
             {
-                self.send_pending().await?;
+                self.send_pending(idle).await?;
             }
             tokio::select! {
                 biased;
@@ -146,7 +149,7 @@ impl Driver {
                         Step::Committed { end_lsn } => self.pending_confirm = Some(end_lsn),
                         Step::Replay(mut committed) => {
                             while committed.replay_into(&mut self.pending, CHUNK_BYTES).map_err(DriveError::Replay)? {
-                                self.send_pending().await?;
+                                self.send_pending(false).await?;
                             }
                             self.pending_confirm = Some(committed.end_lsn);
                         }
@@ -184,7 +187,7 @@ impl Driver {
 
     /// Hands the pending lines to the sink. While the sink is behind, keeps
     /// the replication session alive instead of blocking it.
-    async fn send_pending(&mut self) -> Result<(), DriveError> {
+    async fn send_pending(&mut self, caught_up: bool) -> Result<(), DriveError> {
         let permit = loop {
             tokio::select! {
                 permit = self.ends.chunks.reserve() => break permit.map_err(|_| DriveError::SinkStopped)?,
@@ -192,7 +195,7 @@ impl Driver {
             }
         };
         let lines = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_BYTES));
-        permit.send(Chunk { lines, confirm: self.pending_confirm.take() });
+        permit.send(Chunk { lines, confirm: self.pending_confirm.take(), caught_up });
         self.unacked += 1;
         Ok(())
     }

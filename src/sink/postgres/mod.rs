@@ -4,7 +4,8 @@
 //! ```text
 //!  mirror records ──> TableBatch per table (final state per key)
 //!      ──> COPY into the table's staging table ──> one statement per kind (move, delete, upsert, keep TOAST)
-//!  at a transaction boundary, when batch_size changes or flush_interval passed:
+//!  at a transaction boundary, when batch_size changes arrived, flush_interval passed,
+//!  or the source has nothing more waiting (caught up):
 //!      checkpoint(applied_lsn = boundary) ──> COMMIT ──> acknowledge the chunks
 //! ```
 //!
@@ -173,7 +174,7 @@ impl PostgresSink {
                 self.apply().await?;
             }
             let full = self.changes_since_commit >= self.batch_size;
-            if boundary.is_some() && (full || Instant::now() >= due) {
+            if boundary.is_some() && (full || chunk.caught_up || Instant::now() >= due) {
                 self.commit(boundary.take(), &mut uncommitted, &ends).await?;
                 last_commit = Instant::now();
             }
