@@ -48,9 +48,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Tail(args) => runtime.block_on(cli::tail::run(args, config.source_url.clone())),
         Command::Run => runtime.block_on(cli::run::run(&config)),
-        Command::Check | Command::Jobs { .. } => {
+        Command::Check => runtime.block_on(cli::check::run(&config)),
+        Command::Jobs { .. } => {
             eprintln!(
-                "walpipe: this command is not implemented yet in this version; use `walpipe run` or `walpipe tail`"
+                "walpipe: this command is not implemented yet in this version; use `walpipe run`, `walpipe check` or `walpipe tail`"
             );
             return ExitCode::from(2);
         }

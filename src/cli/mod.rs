@@ -1,5 +1,6 @@
 //! The command-line front end: one module per subcommand.
 
+pub mod check;
 pub mod run;
 pub mod tail;
 

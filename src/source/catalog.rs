@@ -62,6 +62,18 @@ pub enum CatalogError {
 /// The tables named in `selection` (`schema.table`), or every table of
 /// schema `public`, each with its columns and key.
 pub async fn tables(client: &Client, selection: &[String]) -> Result<Vec<SourceTable>, CatalogError> {
+    let mut tables = Vec::new();
+    for (schema, name) in table_names(client, selection).await? {
+        tables.push(table(client, &schema, &name).await?);
+    }
+    Ok(tables)
+}
+
+/// (schema, table) of the tables named in `selection`, or of every table of schema `public`.
+pub async fn table_names(
+    client: &Client,
+    selection: &[String],
+) -> Result<Vec<(String, String)>, CatalogError> {
     let names: Vec<(String, String)> = if selection.is_empty() {
         client
             .query(
@@ -85,14 +97,11 @@ pub async fn tables(client: &Client, selection: &[String]) -> Result<Vec<SourceT
     if names.is_empty() {
         return Err(CatalogError::NoTables);
     }
-    let mut tables = Vec::with_capacity(names.len());
-    for (schema, name) in names {
-        tables.push(table(client, &schema, &name).await?);
-    }
-    Ok(tables)
+    Ok(names)
 }
 
-async fn table(client: &Client, schema: &str, name: &str) -> Result<SourceTable, CatalogError> {
+/// One table with its columns and key; an error when it cannot be replicated.
+pub async fn table(client: &Client, schema: &str, name: &str) -> Result<SourceTable, CatalogError> {
     let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
     let found = client
         .query_opt(

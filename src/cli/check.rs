@@ -1,0 +1,187 @@
+//! `walpipe check`: the preflight of SPEC section 8. Every finding is one
+//! line, with its fix; the exit status is 1 when any is an error.
+
+use std::fmt;
+
+use anyhow::bail;
+
+use crate::config::Config;
+use crate::job::spec::JobSpec;
+use crate::pg;
+use crate::source::catalog;
+use crate::source::connection::quote_literal;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Ok,
+    Warning,
+    Error,
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Level::Ok => "ok     ",
+            Level::Warning => "warning",
+            Level::Error => "error  ",
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Finding {
+    pub level: Level,
+    pub text: String,
+}
+
+fn finding(level: Level, text: impl Into<String>) -> Finding {
+    Finding { level, text: text.into() }
+}
+
+/// Runs every check, prints the findings, and fails when one is an error.
+pub async fn run(config: &Config) -> anyhow::Result<()> {
+    let Some(spec) = JobSpec::from_config(config)? else {
+        bail!("there is nothing to check: set WALPIPE_SOURCE_URL and WALPIPE_SINK_URL");
+    };
+    let findings = check(&spec).await;
+    for f in &findings {
+        println!("{} {}", f.level, f.text);
+    }
+    let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+    if errors > 0 {
+        bail!("{errors} check(s) failed: fix the errors above, then run walpipe check again");
+    }
+    Ok(())
+}
+
+pub async fn check(spec: &JobSpec) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    match pg::connect(&spec.source, "the source").await {
+        Ok(source) => {
+            findings.push(finding(Level::Ok, format!("the source {} is reachable", spec.source)));
+            check_source(&source, spec, &mut findings).await;
+        }
+        Err(error) => findings.push(finding(Level::Error, format!("{error}: check WALPIPE_SOURCE_URL"))),
+    }
+    match pg::connect(&spec.sink, "the sink").await {
+        Ok(sink) => match sink.simple_query("SELECT 1").await {
+            Ok(_) => findings.push(finding(Level::Ok, format!("the sink {} is reachable", spec.sink))),
+            Err(error) => {
+                findings.push(finding(Level::Error, format!("the sink answered with an error: {error}")))
+            }
+        },
+        Err(error) => findings.push(finding(Level::Error, format!("{error}: check WALPIPE_SINK_URL"))),
+    }
+    findings
+}
+
+async fn setting(client: &tokio_postgres::Client, name: &str) -> Option<String> {
+    let row = client.query_opt("SELECT setting FROM pg_settings WHERE name = $1", &[&name]).await.ok()??;
+    Some(row.get(0))
+}
+
+async fn check_source(source: &tokio_postgres::Client, spec: &JobSpec, findings: &mut Vec<Finding>) {
+    let wal_level = setting(source, "wal_level").await.unwrap_or_default();
+    findings.push(if wal_level == "logical" {
+        finding(Level::Ok, "wal_level = logical")
+    } else {
+        finding(
+            Level::Error,
+            format!("wal_level = {wal_level}, but logical decoding needs logical: run ALTER SYSTEM SET wal_level = logical on the source and restart it"),
+        )
+    });
+
+    let privileged = source
+        .query_one("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .await
+        .map(|row| row.get::<_, bool>(0))
+        .unwrap_or(false);
+    findings.push(if privileged {
+        finding(Level::Ok, format!("user {} has the REPLICATION privilege", spec.source.user))
+    } else {
+        finding(
+            Level::Error,
+            format!(
+                "user {} lacks the REPLICATION privilege: run ALTER ROLE {} REPLICATION",
+                spec.source.user, spec.source.user
+            ),
+        )
+    });
+
+    match catalog::table_names(source, &spec.tables).await {
+        Ok(names) => {
+            for (schema, name) in names {
+                match catalog::table(source, &schema, &name).await {
+                    Ok(table) => findings.push(finding(
+                        Level::Ok,
+                        format!(
+                            "table {} can be replicated (key: {})",
+                            table.qualified(),
+                            table.key.join(", ")
+                        ),
+                    )),
+                    Err(error) => findings.push(finding(Level::Error, error.to_string())),
+                }
+            }
+        }
+        Err(error) => findings.push(finding(Level::Error, error.to_string())),
+    }
+
+    match setting(source, "max_slot_wal_keep_size").await.as_deref() {
+        Some("-1") => findings.push(finding(
+            Level::Warning,
+            "max_slot_wal_keep_size = -1: a stalled slot can fill the WAL disk and stop the primary; cap it below the WAL volume's free space, e.g. ALTER SYSTEM SET max_slot_wal_keep_size = '10GB' and SELECT pg_reload_conf()",
+        )),
+        Some(megabytes) => findings.push(finding(
+            Level::Ok,
+            format!("max_slot_wal_keep_size = {megabytes} MB: a stalled slot is invalidated before it fills the disk"),
+        )),
+        None => {}
+    }
+
+    if let Some(timeout) = setting(source, "idle_replication_slot_timeout").await {
+        findings.push(if timeout == "0" {
+            finding(Level::Ok, "idle_replication_slot_timeout = 0: idle slots are not invalidated")
+        } else {
+            finding(
+                Level::Warning,
+                format!("idle_replication_slot_timeout = {timeout} s: if walpipe is down longer, the server invalidates its slot at a checkpoint and the job must re-snapshot; raise it or keep walpipe running"),
+            )
+        });
+    }
+
+    let slot = source
+        .query_opt(
+            "SELECT plugin, database, wal_status, active_pid::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&spec.slot],
+        )
+        .await
+        .ok()
+        .flatten();
+    findings.push(match slot {
+        None => finding(Level::Ok, format!("slot {} does not exist yet: walpipe run creates it", spec.slot)),
+        Some(row) => {
+            let (plugin, wal_status, active): (Option<String>, Option<String>, Option<String>) =
+                (row.get(0), row.get(2), row.get(3));
+            if plugin.as_deref() != Some("pgoutput") {
+                finding(Level::Error, format!("slot {} does not use pgoutput: drop it (SELECT pg_drop_replication_slot({})) or choose another WALPIPE_SLOT_NAME", spec.slot, quote_literal(&spec.slot)))
+            } else if wal_status.as_deref() == Some("lost") {
+                finding(Level::Error, format!("slot {} was invalidated (wal_status = lost): drop it with SELECT pg_drop_replication_slot({}) and let walpipe run re-create it and re-snapshot", spec.slot, quote_literal(&spec.slot)))
+            } else if let Some(pid) = active {
+                finding(Level::Warning, format!("slot {} is in use by server process {pid}: only one consumer can stream it", spec.slot))
+            } else {
+                finding(Level::Ok, format!("slot {} exists (wal_status = {})", spec.slot, wal_status.unwrap_or_default()))
+            }
+        }
+    });
+
+    let publication =
+        source.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&spec.publication]).await;
+    findings.push(match publication {
+        Ok(Some(_)) => finding(Level::Ok, format!("publication {} exists", spec.publication)),
+        _ => finding(
+            Level::Ok,
+            format!("publication {} does not exist yet: walpipe run creates it", spec.publication),
+        ),
+    });
+}
