@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use super::snapshot;
 use super::spec::{JobSpec, SnapshotMode};
 use crate::change::mirror::MirrorRecords;
+use crate::lsn::Lsn;
 use crate::pg::{self, ConnectError};
 use crate::pipeline::assembler::Assembler;
 use crate::pipeline::driver::{self, DriveError};
@@ -53,9 +54,22 @@ pub enum JobError {
     SourceSetup(tokio_postgres::Error),
     #[error("the sink task failed: {0}; this is a bug, please report it")]
     SinkTask(String),
+    #[error(
+        "replication slot {slot:?} was invalidated (wal_status = lost): the changes it held are gone; set WALPIPE_SNAPSHOT_MODE=when_needed to re-create it and copy the tables again automatically, or drop the slot and the job's checkpoint (DELETE FROM walpipe.checkpoints) and restart"
+    )]
+    SlotLost { slot: String },
 }
 
 impl JobError {
+    /// The server refused the slot because it was invalidated (SQLSTATE 55000).
+    pub fn is_slot_lost(&self) -> bool {
+        match self {
+            JobError::SlotLost { .. } => true,
+            JobError::Source(error) | JobError::Drive(DriveError::Source(error)) => error.sqlstate() == Some("55000"),
+            _ => false,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
             JobError::Connect(error) => error.is_transient(),
@@ -68,7 +82,7 @@ impl JobError {
             JobError::Drive(DriveError::SinkStopped) => true,
             JobError::Drive(_) => false,
             JobError::SinkSetup(error) | JobError::SourceSetup(error) => pg::is_transient(error),
-            JobError::SinkTask(_) => false,
+            JobError::SinkTask(_) | JobError::SlotLost { .. } => false,
         }
     }
 }
@@ -79,6 +93,10 @@ pub async fn run(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
     loop {
         match attempt(spec, stop.clone()).await {
             Ok(()) => return Ok(()),
+            // The next attempt finds the slot lost and starts over with a new one.
+            Err(error) if error.is_slot_lost() && spec.snapshot_mode == SnapshotMode::WhenNeeded => {
+                tracing::warn!(job = %spec.name, "the slot was invalidated while streaming: {error}");
+            }
             Err(error) if error.is_transient() && failures < MAX_RETRIES && !*stop.borrow() => {
                 failures += 1;
                 let wait = backoff(failures);
@@ -102,6 +120,13 @@ fn backoff(failures: u32) -> Duration {
     base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
 }
 
+/// Where streaming starts, or that there is nothing to stream.
+enum Start {
+    At(Lsn),
+    /// `initial_only`: the copy is done.
+    Finished,
+}
+
 async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobError> {
     let source_sql = pg::connect(&spec.source, "the source").await?;
     let tables = catalog::tables(&source_sql, &spec.tables).await?;
@@ -117,42 +142,45 @@ async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
     ensure_publication(&source_sql, &spec.publication, &tables).await?;
 
     let mut repl = Connection::connect(&spec.source).await?;
-    let slot_exists = !repl
+    let slot_status = repl
         .simple_query(&format!(
-            "SELECT 1 FROM pg_replication_slots WHERE slot_name = {}",
+            "SELECT coalesce(wal_status, 'unknown') AS wal_status FROM pg_replication_slots WHERE slot_name = {}",
             quote_literal(&spec.slot)
         ))
         .await?
-        .rows
-        .is_empty();
+        .first("wal_status")
+        .map(str::to_string);
     let checkpoint = pg_sink::read_checkpoint(&sink, &spec.name).await.map_err(JobError::SinkSetup)?;
-    let start = match checkpoint {
-        Some((slot, applied)) if slot == spec.slot && slot_exists => {
-            tracing::info!(job = %spec.name, slot = %spec.slot, %applied, "resuming from the checkpoint");
-            applied
+    let applied = checkpoint.as_ref().filter(|(slot, _)| slot == &spec.slot).map(|(_, lsn)| *lsn);
+    let start = match (slot_status.as_deref(), applied) {
+        (Some("lost"), gap_from) => {
+            if spec.snapshot_mode != SnapshotMode::WhenNeeded {
+                return Err(JobError::SlotLost { slot: spec.slot.clone() });
+            }
+            let from = gap_from.map_or("an unknown position".to_string(), |lsn| lsn.to_string());
+            tracing::warn!(job = %spec.name, slot = %spec.slot, gap_from = %from,
+                "the slot was invalidated: changes after the gap start are lost; re-creating the slot and copying the tables again");
+            pg_sink::record_data_gap(&sink, &spec.name, &spec.slot, gap_from).await.map_err(JobError::SinkSetup)?;
+            repl.drop_slot(&spec.slot).await?;
+            start_fresh(spec, &mut repl, &source_sql, &sink, &tables, &destinations).await?
         }
-        _ => {
-            if slot_exists {
+        (Some(_), Some(applied)) => {
+            tracing::info!(job = %spec.name, slot = %spec.slot, %applied, "resuming from the checkpoint");
+            Start::At(applied)
+        }
+        (exists, _) => {
+            if exists.is_some() {
                 tracing::info!(slot = %spec.slot, "dropping a slot without a checkpoint (an unfinished start)");
                 repl.drop_slot(&spec.slot).await?;
             }
-            pg_sink::forget_checkpoint(&sink, &spec.name).await.map_err(JobError::SinkSetup)?;
-            let created = repl.create_slot(&spec.slot, false).await?;
-            tracing::info!(slot = %spec.slot, consistent_point = %created.consistent_point, "created the slot");
-            let start = match (spec.snapshot_mode, &created.snapshot_name) {
-                (SnapshotMode::Initial, Some(snapshot)) => {
-                    let rows = snapshot::copy_tables(&source_sql, &sink, &tables, &destinations, snapshot)
-                        .await
-                        .map_err(JobError::SinkSetup)?;
-                    tracing::info!(job = %spec.name, rows, "snapshot done");
-                    created.consistent_point
-                }
-                _ => spec.start_position.unwrap_or(created.consistent_point).max(created.consistent_point),
-            };
-            pg_sink::write_checkpoint(&sink, &spec.name, &spec.slot, start)
-                .await
-                .map_err(JobError::SinkSetup)?;
-            start
+            start_fresh(spec, &mut repl, &source_sql, &sink, &tables, &destinations).await?
+        }
+    };
+    let start = match start {
+        Start::At(lsn) => lsn,
+        Start::Finished => {
+            tracing::info!(job = %spec.name, "initial_only: the copy is done; not streaming");
+            return Ok(());
         }
     };
     drop(source_sql);
@@ -181,6 +209,40 @@ async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
     outcome?;
     stream.finish().await?;
     Ok(())
+}
+
+/// A new slot (with an exported snapshot), the copy the mode asks for, and
+/// the checkpoint that marks the start as complete.
+async fn start_fresh(
+    spec: &JobSpec,
+    repl: &mut Connection,
+    source_sql: &tokio_postgres::Client,
+    sink: &tokio_postgres::Client,
+    tables: &[catalog::SourceTable],
+    destinations: &HashMap<String, schema::Destination>,
+) -> Result<Start, JobError> {
+    pg_sink::forget_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
+    // initial_only needs the slot only for its snapshot: a temporary one goes away with the connection.
+    let only_copy = spec.snapshot_mode == SnapshotMode::InitialOnly;
+    let created = repl.create_slot(&spec.slot, only_copy).await?;
+    tracing::info!(slot = %spec.slot, consistent_point = %created.consistent_point, "created the slot");
+    let start = match (spec.snapshot_mode, &created.snapshot_name) {
+        (SnapshotMode::Never, _) | (_, None) => {
+            spec.start_position.unwrap_or(created.consistent_point).max(created.consistent_point)
+        }
+        (_, Some(snapshot)) => {
+            let rows = snapshot::copy_tables(source_sql, sink, tables, destinations, snapshot)
+                .await
+                .map_err(JobError::SinkSetup)?;
+            tracing::info!(job = %spec.name, rows, "snapshot done");
+            created.consistent_point
+        }
+    };
+    if only_copy {
+        return Ok(Start::Finished);
+    }
+    pg_sink::write_checkpoint(sink, &spec.name, &spec.slot, start).await.map_err(JobError::SinkSetup)?;
+    Ok(Start::At(start))
 }
 
 /// Creates the publication for the job's tables unless it exists.

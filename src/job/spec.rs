@@ -14,6 +14,11 @@ pub enum SnapshotMode {
     Initial,
     /// Only stream, from where the new slot starts.
     Never,
+    /// As `Initial`, and when the slot was invalidated, start over with a
+    /// new slot and a new copy (recording where the data gap began).
+    WhenNeeded,
+    /// Copy the tables once, then stop: no stream, no slot left behind.
+    InitialOnly,
 }
 
 #[derive(Debug, Clone)]
@@ -75,12 +80,8 @@ impl JobSpec {
         let snapshot_mode = match config.snapshot_mode.as_str() {
             "initial" => SnapshotMode::Initial,
             "never" => SnapshotMode::Never,
-            "when_needed" | "initial_only" => {
-                return Err(bad(format!(
-                    "WALPIPE_SNAPSHOT_MODE={} is not supported by this version yet: use initial or never",
-                    config.snapshot_mode
-                )));
-            }
+            "when_needed" => SnapshotMode::WhenNeeded,
+            "initial_only" => SnapshotMode::InitialOnly,
             other => {
                 return Err(bad(format!(
                     "WALPIPE_SNAPSHOT_MODE={other} is not a snapshot mode: use initial, never, when_needed or initial_only"

@@ -87,6 +87,22 @@ pub async fn write_checkpoint(
         .map(drop)
 }
 
+/// Records that changes after `gap_from` (unknown: None) were lost with an invalidated slot.
+pub async fn record_data_gap(
+    client: &Client,
+    job: &str,
+    slot: &str,
+    gap_from: Option<Lsn>,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO walpipe.data_gaps (job_name, slot_name, gap_from) VALUES ($1, $2, $3::text::pg_lsn)",
+            &[&job, &slot, &gap_from.map(|lsn| lsn.to_string())],
+        )
+        .await
+        .map(drop)
+}
+
 pub async fn forget_checkpoint(client: &Client, job: &str) -> Result<(), tokio_postgres::Error> {
     client.execute("DELETE FROM walpipe.checkpoints WHERE job_name = $1", &[&job]).await.map(drop)
 }

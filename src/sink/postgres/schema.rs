@@ -167,7 +167,12 @@ pub async fn ensure_state(client: &Client) -> Result<(), tokio_postgres::Error> 
                  job_name text PRIMARY KEY, \
                  slot_name text NOT NULL, \
                  applied_lsn pg_lsn NOT NULL, \
-                 updated_at timestamptz NOT NULL DEFAULT now());",
+                 updated_at timestamptz NOT NULL DEFAULT now()); \
+             CREATE TABLE IF NOT EXISTS walpipe.data_gaps ( \
+                 job_name text NOT NULL, \
+                 slot_name text NOT NULL, \
+                 gap_from pg_lsn, \
+                 detected_at timestamptz NOT NULL DEFAULT now());",
         )
         .await
 }
