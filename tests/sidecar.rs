@@ -276,3 +276,38 @@ fn an_unreachable_sink_is_retried_and_nothing_is_confirmed() {
     assert_eq!(slots, "0", "no slot was created before the sink was reachable");
     assert!(run_log(&job).contains(&format!("127.0.0.1:{closed}")));
 }
+
+#[test]
+fn heartbeats_come_back_through_the_stream_and_move_the_slot() {
+    let cluster = cluster();
+    let source = cluster.fresh_db("heartbeat_src");
+    let sink = cluster.fresh_db("heartbeat_sink");
+    cluster.psql(&source, "CREATE TABLE quiet (id int PRIMARY KEY)");
+    let job = format!("heartbeat_{}", std::process::id());
+    let child = start_run(
+        cluster,
+        &source,
+        &sink,
+        &job,
+        &[("WALPIPE_HEARTBEAT_INTERVAL_MS", "200"), ("WALPIPE_LOG", "walpipe=debug")],
+    );
+    let slot = format!("walpipe_{job}");
+    let confirmed = || {
+        cluster
+            .try_psql(
+                &source,
+                &format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+            )
+            .filter(|lsn| !lsn.is_empty())
+            .map(|lsn| common::lsn(&lsn))
+    };
+    wait_for(Duration::from_secs(30), "the slot", || confirmed().is_some());
+    let first = confirmed().expect("slot");
+    wait_for(Duration::from_secs(30), "heartbeats to return", || {
+        run_log(&job).matches("heartbeat returned").count() >= 3
+    });
+    wait_for(Duration::from_secs(30), "the slot to move on heartbeats alone", || {
+        confirmed().is_some_and(|now| now > first)
+    });
+    assert!(stop(child).success());
+}

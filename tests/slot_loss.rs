@@ -45,17 +45,25 @@ fn a_lost_slot_fails_clearly_or_is_recovered_when_needed() {
     // While walpipe is down: changes it will never see, and WAL past the cap.
     cluster.psql(&source, "DELETE FROM t WHERE id <= 100; UPDATE t SET note = 'changed in the gap' WHERE id > 900; INSERT INTO t VALUES (5000, 'new in the gap')");
     for _ in 0..6 {
-        cluster.psql(&source, "INSERT INTO filler SELECT repeat(md5(i::text), 30) FROM generate_series(1, 20000) i");
+        cluster.psql(
+            &source,
+            "INSERT INTO filler SELECT repeat(md5(i::text), 30) FROM generate_series(1, 20000) i",
+        );
     }
     cluster.psql(&source, "CHECKPOINT");
-    let status = cluster.psql(&source, &format!("SELECT wal_status FROM pg_replication_slots WHERE slot_name = '{slot}'"));
+    let status = cluster
+        .psql(&source, &format!("SELECT wal_status FROM pg_replication_slots WHERE slot_name = '{slot}'"));
     assert_eq!(status, "lost", "the cap invalidated the slot");
 
     // snapshot_mode=initial: a permanent failure naming the fix.
     let mut child = start_run(cluster, &source, &sink, &job, &[only_t]);
     assert!(!child.wait().expect("wait").success());
     let log = run_log(&job);
-    assert!(log.contains("was invalidated (wal_status = lost)") && log.contains("WALPIPE_SNAPSHOT_MODE=when_needed"), "{log}");
+    assert!(
+        log.contains("was invalidated (wal_status = lost)")
+            && log.contains("WALPIPE_SNAPSHOT_MODE=when_needed"),
+        "{log}"
+    );
 
     // when_needed: the gap is recorded, the slot re-created, the tables copied again.
     let child = start_run(cluster, &source, &sink, &job, &[only_t, ("WALPIPE_SNAPSHOT_MODE", "when_needed")]);
@@ -63,7 +71,12 @@ fn a_lost_slot_fails_clearly_or_is_recovered_when_needed() {
     cluster.psql(&source, "UPDATE t SET note = 'after recovery' WHERE id = 500");
     wait_for(Duration::from_secs(30), "streaming after recovery", || same(cluster, &source, &sink));
     assert!(stop(child).success());
-    let gaps = cluster.psql(&sink, &format!("SELECT count(*), bool_and(gap_from IS NOT NULL) FROM walpipe.data_gaps WHERE job_name = '{job}'"));
+    let gaps = cluster.psql(
+        &sink,
+        &format!(
+            "SELECT count(*), bool_and(gap_from IS NOT NULL) FROM walpipe.data_gaps WHERE job_name = '{job}'"
+        ),
+    );
     assert_eq!(gaps, "1|t", "one gap recorded, with its start");
     assert!(run_log(&job).contains("the slot was invalidated"), "{}", run_log(&job));
 }
@@ -78,6 +91,9 @@ fn initial_only_copies_and_leaves_no_slot() {
     let mut child = start_run(cluster, &source, &sink, &job, &[("WALPIPE_SNAPSHOT_MODE", "initial_only")]);
     assert!(child.wait().expect("wait").success(), "{}", run_log(&job));
     assert!(same(cluster, &source, &sink));
-    let slots = cluster.psql(&source, &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'walpipe_{job}'"));
+    let slots = cluster.psql(
+        &source,
+        &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'walpipe_{job}'"),
+    );
     assert_eq!(slots, "0");
 }

@@ -15,6 +15,7 @@
 //! source learns a position only after the sink committed it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -24,8 +25,8 @@ use super::spec::{JobSpec, SnapshotMode};
 use crate::change::mirror::MirrorRecords;
 use crate::lsn::Lsn;
 use crate::pg::{self, ConnectError};
-use crate::pipeline::assembler::Assembler;
-use crate::pipeline::driver::{self, DriveError};
+use crate::pipeline::assembler::{Assembler, HEARTBEAT_PREFIX};
+use crate::pipeline::driver::{self, DriveError, Progress};
 use crate::sink::postgres::{self as pg_sink, PostgresSink, SinkError, schema};
 use crate::source::catalog::{self, CatalogError};
 use crate::source::connection::{quote_ident, quote_literal};
@@ -65,7 +66,9 @@ impl JobError {
     pub fn is_slot_lost(&self) -> bool {
         match self {
             JobError::SlotLost { .. } => true,
-            JobError::Source(error) | JobError::Drive(DriveError::Source(error)) => error.sqlstate() == Some("55000"),
+            JobError::Source(error) | JobError::Drive(DriveError::Source(error)) => {
+                error.sqlstate() == Some("55000")
+            }
             _ => false,
         }
     }
@@ -160,7 +163,9 @@ async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
             let from = gap_from.map_or("an unknown position".to_string(), |lsn| lsn.to_string());
             tracing::warn!(job = %spec.name, slot = %spec.slot, gap_from = %from,
                 "the slot was invalidated: changes after the gap start are lost; re-creating the slot and copying the tables again");
-            pg_sink::record_data_gap(&sink, &spec.name, &spec.slot, gap_from).await.map_err(JobError::SinkSetup)?;
+            pg_sink::record_data_gap(&sink, &spec.name, &spec.slot, gap_from)
+                .await
+                .map_err(JobError::SinkSetup)?;
             repl.drop_slot(&spec.slot).await?;
             start_fresh(spec, &mut repl, &source_sql, &sink, &tables, &destinations).await?
         }
@@ -200,7 +205,13 @@ async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
     let assembler = Assembler::new(MirrorRecords, SPILL_MEMORY_CAP, None, primary_keys);
-    let (stream, outcome) = driver::drive(stream, assembler, None, ends, stopped).await;
+    let progress = Arc::new(Progress::default());
+    let heartbeat =
+        spec.heartbeat_interval.map(|every| tokio::spawn(heartbeat(spec.clone(), every, progress.clone())));
+    let (stream, outcome) = driver::drive(stream, assembler, None, ends, progress, stopped).await;
+    if let Some(task) = heartbeat {
+        task.abort();
+    }
     let sink_result = match sink_task.await {
         Ok(result) => result,
         Err(join) => return Err(JobError::SinkTask(join.to_string())),
@@ -243,6 +254,39 @@ async fn start_fresh(
     }
     pg_sink::write_checkpoint(sink, &spec.name, &spec.slot, start).await.map_err(JobError::SinkSetup)?;
     Ok(Start::At(start))
+}
+
+/// Emits a heartbeat into the source's WAL every `every`, and warns when
+/// they stop coming back through the stream (the consumer is stalled).
+/// Non-transactional, so each is decoded at once, also on a quiet database.
+async fn heartbeat(spec: JobSpec, every: Duration, progress: Arc<Progress>) {
+    let mut client = None;
+    let mut ticker = tokio::time::interval(every);
+    let started = std::time::SystemTime::now();
+    loop {
+        ticker.tick().await;
+        if client.is_none() {
+            client = pg::connect(&spec.source, "the source").await.ok();
+        }
+        if let Some(source) = &client {
+            let sent = source
+                .execute(
+                    "SELECT pg_logical_emit_message(false, $1::text, $2::text)",
+                    &[&HEARTBEAT_PREFIX, &spec.name],
+                )
+                .await;
+            if let Err(error) = sent {
+                tracing::warn!(job = %spec.name, "could not emit a heartbeat: {error}");
+                client = None;
+            }
+        }
+        let last = progress.last_heartbeat_unix_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let since = std::time::UNIX_EPOCH + Duration::from_millis(last);
+        let silent = std::time::SystemTime::now().duration_since(since.max(started)).unwrap_or_default();
+        if silent > every * 3 {
+            tracing::warn!(job = %spec.name, "no heartbeat came back for {} s: the stream is stalled or far behind", silent.as_secs());
+        }
+    }
 }
 
 /// Creates the publication for the job's tables unless it exists.

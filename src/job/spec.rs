@@ -37,6 +37,8 @@ pub struct JobSpec {
     pub start_position: Option<Lsn>,
     /// Source `schema.table` to destination (schema, table).
     pub table_mappings: HashMap<String, (String, String)>,
+    /// How often to emit a heartbeat into the source's WAL; `None`: never.
+    pub heartbeat_interval: Option<Duration>,
 }
 
 /// The job cannot run as configured; the message names the variable and the fix.
@@ -113,6 +115,8 @@ impl JobSpec {
             flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
             snapshot_mode,
             start_position,
+            heartbeat_interval: (config.heartbeat_interval_ms > 0)
+                .then(|| Duration::from_millis(config.heartbeat_interval_ms)),
         }))
     }
 

@@ -16,6 +16,8 @@
 //!   lines are durable. Nothing else moves the position forward.
 //! - With an end position, a transaction that commits after it is neither
 //!   written nor started: the step is [`Step::PastEnd`].
+//! - walpipe's heartbeats (non-transactional messages with prefix
+//!   [`HEARTBEAT_PREFIX`]) are reported as [`Step::Heartbeat`], never written.
 //! - A message that does not fit the sequence (a change outside a
 //!   transaction, a row for an unknown relation, a row of the wrong width)
 //!   is an error naming its LSN, never a panic.
@@ -42,7 +44,12 @@ pub enum Step<E: Encoding> {
     Replay(Box<CommittedStream<E>>),
     /// The stream has passed the end position.
     PastEnd,
+    /// walpipe's own heartbeat came back (it is not written as a line).
+    Heartbeat,
 }
+
+/// The prefix of the logical decoding messages walpipe emits as heartbeats.
+pub const HEARTBEAT_PREFIX: &str = "walpipe_heartbeat";
 
 #[derive(Debug)]
 pub struct CommittedStream<E: Encoding> {
@@ -158,6 +165,7 @@ impl<E: Encoding> Assembler<E> {
                 self.emit(lsn, m.xid, out, |body| encoding.write_message(body, &m))?;
                 Ok(Step::Continue)
             }
+            Message::Message(m) if m.prefix == HEARTBEAT_PREFIX => Ok(Step::Heartbeat),
             Message::Message(m) => {
                 // Outside any transaction: its own LSN stands for the commit.
                 if self.past_end(m.lsn) {

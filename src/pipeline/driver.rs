@@ -78,6 +78,22 @@ pub enum DriveError {
     SinkStopped,
 }
 
+/// What the loop has seen, shared with whoever reports on the job.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// When walpipe's last heartbeat came back in the stream (Unix ms; 0: never).
+    pub last_heartbeat_unix_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn heartbeat_returned(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.last_heartbeat_unix_ms.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Why the loop ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -88,6 +104,7 @@ pub enum Ended {
 
 struct Driver {
     stream: ReplicationStream,
+    progress: std::sync::Arc<Progress>,
     ends: DriverEnds,
     unacked: usize,
     pending: Vec<u8>,
@@ -102,10 +119,17 @@ pub async fn drive<E: Encoding>(
     assembler: Assembler<E>,
     end_at: Option<Lsn>,
     ends: DriverEnds,
+    progress: std::sync::Arc<Progress>,
     shutdown: impl Future<Output = ()>,
 ) -> (ReplicationStream, Result<Ended, DriveError>) {
-    let mut driver =
-        Driver { stream, ends, unacked: 0, pending: Vec::with_capacity(CHUNK_BYTES), pending_confirm: None };
+    let mut driver = Driver {
+        stream,
+        progress,
+        ends,
+        unacked: 0,
+        pending: Vec::with_capacity(CHUNK_BYTES),
+        pending_confirm: None,
+    };
     let mut outcome = driver.pump(assembler, end_at, shutdown).await;
     if outcome.is_ok() && (!driver.pending.is_empty() || driver.pending_confirm.is_some()) {
         outcome = driver.send_pending(true).await.and(outcome);
@@ -152,6 +176,10 @@ impl Driver {
                                 self.send_pending(false).await?;
                             }
                             self.pending_confirm = Some(committed.end_lsn);
+                        }
+                        Step::Heartbeat => {
+                            tracing::debug!(%lsn, "heartbeat returned");
+                            self.progress.heartbeat_returned();
                         }
                         Step::PastEnd => {
                             tracing::debug!(%lsn, "reached the end position");
