@@ -66,3 +66,30 @@ async fn a_million_row_transaction_streams_in_bounded_memory() {
     let (status, stderr, _) = tail.stop();
     assert!(status.success(), "{stderr}");
 }
+
+/// The same through `walpipe run` into a Postgres sink: the million rows
+/// are applied, and walpipe's memory stays bounded.
+#[test]
+fn a_million_row_transaction_is_applied_in_bounded_memory() {
+    let cluster = common::pg15_with(&common::options());
+    let source = cluster.fresh_db("million_src");
+    let sink = cluster.fresh_db("million_sink");
+    cluster.psql(&source, "CREATE TABLE big (id int PRIMARY KEY, note text, amount numeric, at timestamptz)");
+    cluster.psql(&source, &format!("ALTER DATABASE {source} SET logical_decoding_work_mem = '4MB'"));
+    let job = format!("million_{}", std::process::id());
+    let mut child = common::start_run(cluster, &source, &sink, &job, &[]);
+    let pid = child.id();
+    let rss = || -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    };
+    wait_for(Duration::from_secs(60), "walpipe to start streaming", || common::run_log(&job).contains("streaming"));
+    cluster.psql(&source, &format!("INSERT INTO big SELECT i, 'row ' || i, i * 1.5, now() FROM generate_series(1, {ROWS}) i"));
+    let count = || cluster.psql(&sink, "SELECT count(*) FROM big").parse::<usize>().unwrap_or(0);
+    wait_for(Duration::from_secs(300), "every row in the sink", || count() == ROWS);
+    let peak = rss().expect("VmHWM");
+    eprintln!("walpipe run peak RSS applying {ROWS} rows: {peak} KiB");
+    assert!(peak < RSS_LIMIT_KB, "peak RSS {peak} KiB is over {RSS_LIMIT_KB} KiB");
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    assert!(child.wait().expect("wait").success());
+}
