@@ -49,6 +49,8 @@ pub enum JobError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Drive(#[from] DriveError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
     #[error("the sink's SQL failed during set-up: {0}")]
     SinkSetup(tokio_postgres::Error),
     #[error("the source's SQL failed during set-up: {0}")]
@@ -85,6 +87,7 @@ impl JobError {
             JobError::Drive(DriveError::SinkStopped) => true,
             JobError::Drive(_) => false,
             JobError::SinkSetup(error) | JobError::SourceSetup(error) => pg::is_transient(error),
+            JobError::Snapshot(error) => error.is_transient(),
             JobError::SinkTask(_) | JobError::SlotLost { .. } => false,
         }
     }
@@ -242,9 +245,8 @@ async fn start_fresh(
             spec.start_position.unwrap_or(created.consistent_point).max(created.consistent_point)
         }
         (_, Some(snapshot)) => {
-            let rows = snapshot::copy_tables(source_sql, sink, tables, destinations, snapshot)
-                .await
-                .map_err(JobError::SinkSetup)?;
+            let rows =
+                snapshot::copy_tables(&spec.source, source_sql, sink, tables, destinations, snapshot).await?;
             tracing::info!(job = %spec.name, rows, "snapshot done");
             created.consistent_point
         }

@@ -1,36 +1,66 @@
 //! The initial copy: every table, read under the slot's exported snapshot,
-//! piped from `COPY ... TO STDOUT` on the source into `COPY ... FROM STDIN`
-//! on the sink.
+//! streamed from `COPY ... TO STDOUT` on the source into `COPY ... FROM
+//! STDIN` on the sink.
 //!
-//! Invariant: the snapshot is the slot's, so the copy holds exactly the
+//! ```text
+//!  source (plain session, SET TRANSACTION SNAPSHOT) ──COPY rows──> 256 KiB chunks ──(channel)──> sink COPY
+//! ```
+//!
+//! Invariants: the snapshot is the slot's, so the copy holds exactly the
 //! transactions committed before the slot's consistent point, and the
-//! stream starts with the first one after it: nothing lost, nothing doubled.
-//! Each table is truncated and copied in one sink transaction, so a copy
-//! interrupted half-way leaves nothing half-copied that the retry would double.
+//! stream starts with the first one after it: nothing lost, nothing
+//! doubled. Each table is truncated and copied in one sink transaction, so
+//! a copy interrupted half-way leaves nothing half-copied. The read side
+//! uses walpipe's own protocol client: the source sends one message per
+//! row, and reading them in large buffers keeps the copy as fast as a
+//! `psql | psql` pipe.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use crate::sink::postgres::schema::Destination;
 use crate::source::catalog::SourceTable;
 use crate::source::connection::{quote_ident, quote_literal};
+use crate::source::conninfo::ConnInfo;
+use crate::source::{Connection, SourceError};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const CHUNK_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("reading the snapshot from the source failed: {0}")]
+    Source(#[from] SourceError),
+    #[error("writing the snapshot into the sink failed: {0}")]
+    Sink(#[from] tokio_postgres::Error),
+}
+
+impl SnapshotError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SnapshotError::Source(error) => error.is_transient(),
+            SnapshotError::Sink(error) => crate::pg::is_transient(error),
+        }
+    }
+}
 
 /// Copies `tables` as of `snapshot` (an exported snapshot name). Returns the rows copied.
 pub async fn copy_tables(
-    source: &Client,
+    source: &ConnInfo,
+    catalog: &Client,
     sink: &Client,
     tables: &[SourceTable],
     destinations: &HashMap<String, Destination>,
     snapshot: &str,
-) -> Result<u64, tokio_postgres::Error> {
-    source
-        .batch_execute(&format!(
+) -> Result<u64, SnapshotError> {
+    let mut reader = Connection::connect_plain(source).await?;
+    reader
+        .simple_query(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
             quote_literal(snapshot)
         ))
@@ -38,20 +68,21 @@ pub async fn copy_tables(
     let mut total = 0;
     for table in tables {
         let Some(destination) = destinations.get(&table.qualified()) else { continue };
-        total += copy_table(source, sink, table, destination).await?;
+        total += copy_table(&mut reader, catalog, sink, table, destination).await?;
     }
-    source.batch_execute("COMMIT").await?;
+    reader.simple_query("COMMIT").await?;
     Ok(total)
 }
 
 async fn copy_table(
-    source: &Client,
+    reader: &mut Connection,
+    catalog: &Client,
     sink: &Client,
     table: &SourceTable,
     destination: &Destination,
-) -> Result<u64, tokio_postgres::Error> {
+) -> Result<u64, SnapshotError> {
     let columns = table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
-    let estimate: i64 = source
+    let estimate: i64 = catalog
         .query_one(
             "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
             &[&table.quoted()],
@@ -59,26 +90,44 @@ async fn copy_table(
         .await?
         .get(0);
     sink.batch_execute(&format!("BEGIN; TRUNCATE {}", destination.quoted)).await?;
-    let reader =
-        source.copy_out(&format!("COPY (SELECT {columns} FROM {}) TO STDOUT", table.quoted())).await?;
     let writer =
         sink.copy_in::<_, Bytes>(&format!("COPY {} ({columns}) FROM STDIN", destination.quoted)).await?;
-    futures_util::pin_mut!(reader);
-    futures_util::pin_mut!(writer);
 
     let started = Instant::now();
-    let mut last_report = started;
-    let mut rows: u64 = 0;
-    while let Some(data) = reader.next().await {
-        let data = data?;
-        rows += data.iter().filter(|b| **b == b'\n').count() as u64;
-        writer.send(data).await?;
-        if last_report.elapsed() >= PROGRESS_EVERY {
-            last_report = Instant::now();
-            log_progress(table, rows, estimate, started.elapsed());
+    let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
+    let write = async move {
+        futures_util::pin_mut!(writer);
+        while let Some(chunk) = incoming.recv().await {
+            writer.send(chunk).await?;
         }
-    }
-    let copied = writer.finish().await?;
+        writer.finish().await
+    };
+    let read = async move {
+        let mut rows: u64 = 0;
+        let mut last_report = Instant::now();
+        let sql = format!("COPY (SELECT {columns} FROM {}) TO STDOUT", table.quoted());
+        let result = reader
+            .copy_out(&sql, CHUNK_BYTES, |chunk| {
+                rows += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+                if last_report.elapsed() >= PROGRESS_EVERY {
+                    last_report = Instant::now();
+                    log_progress(table, rows, estimate, started.elapsed());
+                }
+                let chunks = chunks.clone();
+                async move {
+                    chunks.send(chunk).await.map_err(|_| {
+                        SourceError::Protocol("the sink side of the snapshot copy stopped".into())
+                    })
+                }
+            })
+            .await;
+        drop(chunks);
+        result
+    };
+    let (read, written) = tokio::join!(read, write);
+    // A sink failure also stops the read: report the sink's error first.
+    let copied = written?;
+    read?;
     sink.batch_execute("COMMIT").await?;
     log_progress(table, copied, copied as i64, started.elapsed());
     Ok(copied)

@@ -99,6 +99,16 @@ pub struct Connection {
 impl Connection {
     /// Opens a logical replication session (`replication=database`).
     pub async fn connect(info: &ConnInfo) -> Result<Connection, SourceError> {
+        Self::open(info, true).await
+    }
+
+    /// Opens an ordinary session, for bulk reads ([`Connection::copy_out`])
+    /// where this client's large reads beat a general-purpose driver.
+    pub async fn connect_plain(info: &ConnInfo) -> Result<Connection, SourceError> {
+        Self::open(info, false).await
+    }
+
+    async fn open(info: &ConnInfo, replication: bool) -> Result<Connection, SourceError> {
         let transport = Transport::connect(info).await?;
         let (reader, writer) = tokio::io::split(transport);
         let mut conn = Connection {
@@ -110,9 +120,11 @@ impl Connection {
         let mut parameters = vec![
             ("user", info.user.as_str()),
             ("database", info.dbname.as_str()),
-            ("replication", "database"),
             ("application_name", info.application_name.as_str()),
         ];
+        if replication {
+            parameters.push(("replication", "database"));
+        }
         parameters.extend_from_slice(SESSION_PARAMETERS);
         frontend::startup_message(parameters.iter().copied(), &mut conn.outbox.buf)
             .map_err(|error| SourceError::Protocol(format!("startup message: {error}")))?;
@@ -281,6 +293,49 @@ impl Connection {
                     return Err(SourceError::Protocol(format!("copy data in answer to {sql:?}")));
                 }
                 Incoming::Other(_) => {}
+            }
+        }
+    }
+
+    /// Runs `COPY ... TO STDOUT` and hands the rows to `each` in chunks of
+    /// about `chunk_bytes` (whole rows). Returns the rows copied.
+    pub async fn copy_out<F, Fut>(
+        &mut self,
+        sql: &str,
+        chunk_bytes: usize,
+        mut each: F,
+    ) -> Result<u64, SourceError>
+    where
+        F: FnMut(Bytes) -> Fut,
+        Fut: std::future::Future<Output = Result<(), SourceError>>,
+    {
+        frontend::query(sql, &mut self.outbox.buf)?;
+        self.outbox.flush().await?;
+        let mut chunk = BytesMut::with_capacity(chunk_bytes);
+        let mut rows = 0;
+        let mut failure = None;
+        loop {
+            match self.recv().await? {
+                Incoming::CopyData(row) => {
+                    chunk.extend_from_slice(&row);
+                    rows += 1;
+                    if chunk.len() >= chunk_bytes {
+                        each(chunk.split().freeze()).await?;
+                    }
+                }
+                Incoming::Other(Message::CopyDone) if !chunk.is_empty() => {
+                    each(chunk.split().freeze()).await?
+                }
+                Incoming::Other(Message::ErrorResponse(body)) => {
+                    failure = Some(ServerError::from_fields(body.fields()))
+                }
+                Incoming::Other(Message::ReadyForQuery(_)) => {
+                    return match failure {
+                        Some(error) => Err(SourceError::Server { error }),
+                        None => Ok(rows),
+                    };
+                }
+                _ => {}
             }
         }
     }
