@@ -32,6 +32,7 @@ cleanup() {
   cluster_stop source; cluster_stop sink; rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM
 cluster_start source "$SRC_PORT" fsync=off shared_buffers=256MB max_wal_size=4GB
 cluster_start sink "$SINK_PORT" shared_buffers=256MB max_wal_size=4GB
 src() { "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$SRC_PORT" -U postgres -d postgres "$@"; }

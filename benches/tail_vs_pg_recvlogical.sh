@@ -19,7 +19,9 @@ cargo build --release --locked -q
 WALPIPE=$PWD/target/release/walpipe
 
 WORK=$(mktemp -d /tmp/walpipe-bench.XXXXXX)
-trap 'cluster_stop source; rm -rf "$WORK"' EXIT
+cleanup() { set +e; cluster_stop source; rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'exit 1' INT TERM
 cluster_start source "$PORT" fsync=off shared_buffers=256MB max_wal_size=4GB
 PSQL=("$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$PORT" -U postgres -d postgres)
 URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable"

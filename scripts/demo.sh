@@ -26,6 +26,7 @@ cleanup() {
   cluster_stop source; cluster_stop sink; rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM
 echo "== starting a source cluster on 127.0.0.1:$SRC_PORT and a sink cluster on 127.0.0.1:$SINK_PORT"
 cluster_start source "$SRC_PORT" max_slot_wal_keep_size=1GB
 cluster_start sink "$SINK_PORT"
