@@ -226,7 +226,8 @@ fn writes_during_the_snapshot_are_neither_lost_nor_doubled() {
             }
         })
     };
-    let child = start_run(cluster, &source, &sink, &job, &[]);
+    // Two tables copied at once, each worker on the same exported snapshot.
+    let child = start_run(cluster, &source, &sink, &job, &[("WALPIPE_PARALLEL_TABLES", "2")]);
     writer.join().expect("writer");
     wait_converged(cluster, &source, &sink, &job);
     assert!(stop(child).success());

@@ -245,8 +245,13 @@ async fn start_fresh(
             spec.start_position.unwrap_or(created.consistent_point).max(created.consistent_point)
         }
         (_, Some(snapshot)) => {
-            let rows =
-                snapshot::copy_tables(&spec.source, source_sql, sink, tables, destinations, snapshot).await?;
+            let plan = snapshot::CopyPlan {
+                source: &spec.source,
+                sink: &spec.sink,
+                catalog: source_sql,
+                parallel_tables: spec.parallel_tables,
+            };
+            let rows = snapshot::copy_tables(&plan, tables, destinations, snapshot).await?;
             tracing::info!(job = %spec.name, rows, "snapshot done");
             created.consistent_point
         }

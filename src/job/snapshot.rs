@@ -3,6 +3,7 @@
 //! STDIN` on the sink.
 //!
 //! ```text
+//!  per worker (parallel_tables of them), a table at a time:
 //!  source (plain session, SET TRANSACTION SNAPSHOT) ──COPY rows──> 256 KiB chunks ──(channel)──> sink COPY
 //! ```
 //!
@@ -34,6 +35,8 @@ const CHUNK_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    #[error("{0}")]
+    Connect(String),
     #[error("reading the snapshot from the source failed: {0}")]
     Source(#[from] SourceError),
     #[error("writing the snapshot into the sink failed: {0}")]
@@ -43,35 +46,62 @@ pub enum SnapshotError {
 impl SnapshotError {
     pub fn is_transient(&self) -> bool {
         match self {
+            // Connection failures: the sink was reachable a moment ago.
+            SnapshotError::Connect(_) => true,
             SnapshotError::Source(error) => error.is_transient(),
             SnapshotError::Sink(error) => crate::pg::is_transient(error),
         }
     }
 }
 
-/// Copies `tables` as of `snapshot` (an exported snapshot name). Returns the rows copied.
+/// Where the copy reads and writes, and how many tables at once.
+pub struct CopyPlan<'a> {
+    pub source: &'a ConnInfo,
+    pub sink: &'a ConnInfo,
+    /// For the row-count estimates of the progress lines.
+    pub catalog: &'a Client,
+    pub parallel_tables: usize,
+}
+
+/// Copies `tables` as of `snapshot` (an exported snapshot name), up to
+/// `parallel_tables` at a time, each worker with its own source session
+/// (all importing the one snapshot) and sink session. Returns the rows copied.
 pub async fn copy_tables(
-    source: &ConnInfo,
-    catalog: &Client,
-    sink: &Client,
+    plan: &CopyPlan<'_>,
     tables: &[SourceTable],
     destinations: &HashMap<String, Destination>,
     snapshot: &str,
 ) -> Result<u64, SnapshotError> {
-    let mut reader = Connection::connect_plain(source).await?;
-    reader
-        .simple_query(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-            quote_literal(snapshot)
-        ))
-        .await?;
-    let mut total = 0;
-    for table in tables {
-        let Some(destination) = destinations.get(&table.qualified()) else { continue };
-        total += copy_table(&mut reader, catalog, sink, table, destination).await?;
-    }
-    reader.simple_query("COMMIT").await?;
-    Ok(total)
+    let queue = std::sync::Mutex::new(
+        tables
+            .iter()
+            .filter_map(|table| destinations.get(&table.qualified()).map(|destination| (table, destination)))
+            .collect::<std::collections::VecDeque<_>>(),
+    );
+    let workers = plan.parallel_tables.clamp(1, tables.len().max(1));
+    let worker = || async {
+        let mut reader = Connection::connect_plain(plan.source).await?;
+        reader
+            .simple_query(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                quote_literal(snapshot)
+            ))
+            .await?;
+        let sink = crate::pg::connect(plan.sink, "the sink")
+            .await
+            .map_err(|error| SnapshotError::Connect(error.to_string()))?;
+        let mut rows = 0;
+        loop {
+            // Taken in its own statement, so the lock is released before awaiting.
+            let next = queue.lock().map_or(None, |mut queue| queue.pop_front());
+            let Some((table, destination)) = next else { break };
+            rows += copy_table(&mut reader, plan.catalog, &sink, table, destination).await?;
+        }
+        reader.simple_query("COMMIT").await?;
+        Ok::<u64, SnapshotError>(rows)
+    };
+    let copied = futures_util::future::try_join_all((0..workers).map(|_| worker())).await?;
+    Ok(copied.into_iter().sum())
 }
 
 async fn copy_table(

@@ -32,6 +32,8 @@ pub struct JobSpec {
     pub publication: String,
     pub batch_size: usize,
     pub flush_interval: Duration,
+    /// Tables copied at once by the snapshot.
+    pub parallel_tables: usize,
     pub snapshot_mode: SnapshotMode,
     /// Where a new slot's stream starts when there is no checkpoint.
     pub start_position: Option<Lsn>,
@@ -112,6 +114,7 @@ impl JobSpec {
             sink,
             slot,
             batch_size: config.batch_size,
+            parallel_tables: config.parallel_tables.max(1),
             flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
             snapshot_mode,
             start_position,
