@@ -312,3 +312,39 @@ fn heartbeats_come_back_through_the_stream_and_move_the_slot() {
     });
     assert!(stop(child).success());
 }
+
+#[test]
+fn changelog_mode_logs_every_change_once_with_full_old_rows() {
+    let cluster = cluster();
+    let source = cluster.fresh_db("changelog_src");
+    let sink = cluster.fresh_db("changelog_sink");
+    cluster.psql(
+        &source,
+        "CREATE TABLE people (id int PRIMARY KEY, name text, age int); ALTER TABLE people REPLICA IDENTITY FULL; \
+         INSERT INTO people VALUES (1, 'ann', 30), (2, 'bob', 40), (3, 'cy', 50)",
+    );
+    let job = format!("changelog_{}", std::process::id());
+    let mode = [("WALPIPE_SINK_MODE", "changelog")];
+    let count = |filter: &str| {
+        cluster.try_psql(&sink, &format!("SELECT count(*) FROM people WHERE {filter}")).unwrap_or_default()
+    };
+    let child = start_run(cluster, &source, &sink, &job, &mode);
+    wait_for(Duration::from_secs(60), "the snapshot rows", || count("_walpipe_op = 'snapshot'") == "3");
+    for n in 0..15 {
+        cluster.psql(&source, &format!("UPDATE people SET age = age + 1 WHERE id = {}", 1 + n % 3));
+    }
+    kill9(child);
+    let child = start_run(cluster, &source, &sink, &job, &mode);
+    for n in 15..30 {
+        cluster.psql(&source, &format!("UPDATE people SET age = age + 1 WHERE id = {}", 1 + n % 3));
+    }
+    cluster.psql(&source, "DELETE FROM people WHERE id = 3");
+    wait_for(Duration::from_secs(60), "every change", || count("true") == "34");
+    assert!(stop(child).success());
+    assert_eq!(count("_walpipe_op = 'update'"), "30", "each update once, despite the kill -9 and the replay");
+    let deleted = cluster.psql(&sink, "SELECT old::text FROM people WHERE _walpipe_op = 'delete'");
+    assert_eq!(deleted, r#"{"id": 3, "age": 60, "name": "cy"}"#, "the full row before the delete");
+    let snapshot = cluster
+        .psql(&sink, "SELECT new::text FROM people WHERE _walpipe_op = 'snapshot' AND key->>'id' = '1'");
+    assert_eq!(snapshot, r#"{"id": 1, "age": 30, "name": "ann"}"#);
+}

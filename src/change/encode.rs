@@ -225,3 +225,83 @@ fn write_row(out: &mut Vec<u8>, table: &Table, tuple: &Tuple, key_only: bool) {
     }
     out.push(b'}');
 }
+
+/// Rows read by the initial copy (COPY text) written as `snapshot` changes.
+/// Their `commit_lsn` is the slot's consistent point and their id
+/// `<consistent point>:<schema.table>:<ordinal>`, the ordinal counting rows
+/// in key order, so the same snapshot always gives the same ids.
+#[derive(Debug)]
+pub struct SnapshotRows {
+    qualified: String,
+    table_json: Vec<u8>,
+    /// Per column: `"name":`, how its values are written, whether it is in the key.
+    columns: Vec<(Vec<u8>, super::value::ValueKind, bool)>,
+}
+
+impl SnapshotRows {
+    /// `columns`: (name, type oid, in the key), in the order of the copied rows.
+    pub fn new(schema: &str, name: &str, columns: &[(String, u32, bool)]) -> SnapshotRows {
+        let qualified = format!("{schema}.{name}");
+        let mut table_json = Vec::new();
+        write_str(&mut table_json, &qualified);
+        let columns = columns
+            .iter()
+            .map(|(name, oid, is_key)| {
+                let mut key = Vec::new();
+                write_str(&mut key, name);
+                key.push(b':');
+                (key, super::value::ValueKind::for_type(*oid), *is_key)
+            })
+            .collect();
+        SnapshotRows { qualified, table_json, columns }
+    }
+
+    /// Writes one COPY text row as a change line.
+    pub fn write_line(
+        &self,
+        out: &mut Vec<u8>,
+        row: &[u8],
+        commit_lsn: Lsn,
+        ordinal: u64,
+    ) -> Result<(), ShapeError> {
+        let fields: Vec<&[u8]> = row.split(|b| *b == b'\t').collect();
+        if fields.len() != self.columns.len() {
+            return Err(ShapeError {
+                table: self.qualified.clone(),
+                got: fields.len(),
+                expected: self.columns.len(),
+            });
+        }
+        out.extend_from_slice(b"{\"id\":");
+        write_str(out, &format!("{commit_lsn}:{}:{ordinal}", self.qualified));
+        let lsn = commit_lsn.to_string();
+        out.extend_from_slice(b",\"lsn\":");
+        write_plain_str(out, &lsn);
+        out.extend_from_slice(b",\"commit_lsn\":");
+        write_plain_str(out, &lsn);
+        out.extend_from_slice(b",\"xid\":null,\"commit_time\":null,\"op\":\"snapshot\",\"table\":");
+        out.extend_from_slice(&self.table_json);
+        for (label, key_only) in [(&b",\"key\":"[..], true), (&b",\"old\":null,\"new\":"[..], false)] {
+            out.extend_from_slice(label);
+            out.push(b'{');
+            let mut first = true;
+            for ((json_key, kind, is_key), field) in self.columns.iter().zip(&fields) {
+                if key_only && !is_key {
+                    continue;
+                }
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.extend_from_slice(json_key);
+                match super::mirror::unescape(field) {
+                    None => out.extend_from_slice(b"null"),
+                    Some(text) => super::value::write_text_value(out, *kind, &text),
+                }
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b",\"unchanged_toast\":[]}\n");
+        Ok(())
+    }
+}

@@ -129,6 +129,35 @@ pub fn escape(out: &mut Vec<u8>, value: &[u8]) {
     out.extend_from_slice(&value[start..]);
 }
 
+/// The inverse of [`escape`] for one COPY text field; `None` for `\N` (NULL).
+pub fn unescape(field: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if field == b"\\N" {
+        return None;
+    }
+    if !field.contains(&b'\\') {
+        return Some(std::borrow::Cow::Borrowed(field));
+    }
+    let mut out = Vec::with_capacity(field.len());
+    let mut bytes = field.iter();
+    while let Some(&byte) = bytes.next() {
+        if byte != b'\\' {
+            out.push(byte);
+            continue;
+        }
+        out.push(match bytes.next() {
+            Some(b'n') => b'\n',
+            Some(b'r') => b'\r',
+            Some(b't') => b'\t',
+            Some(b'b') => 0x08,
+            Some(b'f') => 0x0c,
+            Some(b'v') => 0x0b,
+            Some(&other) => other,
+            None => b'\\',
+        });
+    }
+    Some(std::borrow::Cow::Owned(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +196,16 @@ mod tests {
             String::from_utf8(out).expect("utf-8"),
             "0/10\tU\tpublic.t\tK\t1\t0\t\\N\t\\N\t1\t\\N\ttab\\there\\nnew\\\\line\n"
         );
+    }
+
+    #[test]
+    fn unescape_inverts_escape() {
+        for value in ["plain", "tab\there", "new\nline\r", "back\\slash", ""] {
+            let mut escaped = Vec::new();
+            escape(&mut escaped, value.as_bytes());
+            assert_eq!(unescape(&escaped).as_deref(), Some(value.as_bytes()));
+        }
+        assert_eq!(unescape(b"\\N"), None);
     }
 
     #[test]

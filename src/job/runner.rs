@@ -21,13 +21,17 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::snapshot;
-use super::spec::{JobSpec, SnapshotMode};
+use super::spec::{JobSpec, SinkMode, SnapshotMode};
+use crate::change::Encoding;
+use crate::change::encode::JsonLines;
 use crate::change::mirror::MirrorRecords;
 use crate::lsn::Lsn;
 use crate::pg::{self, ConnectError};
 use crate::pipeline::assembler::{Assembler, HEARTBEAT_PREFIX};
 use crate::pipeline::driver::{self, DriveError, Progress};
-use crate::sink::postgres::{self as pg_sink, PostgresSink, SinkError, schema};
+use crate::sink::postgres::changelog::{self, ChangelogWriter};
+use crate::sink::postgres::mirror::MirrorWriter;
+use crate::sink::postgres::{self as pg_sink, PostgresSink, SinkError, Writer, schema};
 use crate::source::catalog::{self, CatalogError};
 use crate::source::connection::{quote_ident, quote_literal};
 use crate::source::{Connection, SourceError, preflight};
@@ -138,13 +142,7 @@ async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
     let tables = catalog::tables(&source_sql, &spec.tables).await?;
     let sink = pg::connect(&spec.sink, "the sink").await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
-    let mut destinations = HashMap::new();
-    for (index, table) in tables.iter().enumerate() {
-        let (schema_name, name) = spec.destination(&table.schema, &table.name);
-        let destination =
-            schema::ensure(&sink, table, &schema_name, &name, index).await.map_err(JobError::SinkSetup)?;
-        destinations.insert(table.qualified(), destination);
-    }
+    let mut targets = Targets::ensure(spec, &sink, &tables).await.map_err(JobError::SinkSetup)?;
     ensure_publication(&source_sql, &spec.publication, &tables).await?;
 
     let mut repl = Connection::connect(&spec.source).await?;
@@ -170,7 +168,7 @@ async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
                 .await
                 .map_err(JobError::SinkSetup)?;
             repl.drop_slot(&spec.slot).await?;
-            start_fresh(spec, &mut repl, &source_sql, &sink, &tables, &destinations).await?
+            start_fresh(spec, &mut repl, &source_sql, &sink, &tables, &mut targets).await?
         }
         (Some(_), Some(applied)) => {
             tracing::info!(job = %spec.name, slot = %spec.slot, %applied, "resuming from the checkpoint");
@@ -181,7 +179,7 @@ async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
                 tracing::info!(slot = %spec.slot, "dropping a slot without a checkpoint (an unfinished start)");
                 repl.drop_slot(&spec.slot).await?;
             }
-            start_fresh(spec, &mut repl, &source_sql, &sink, &tables, &destinations).await?
+            start_fresh(spec, &mut repl, &source_sql, &sink, &tables, &mut targets).await?
         }
     };
     let start = match start {
@@ -199,15 +197,73 @@ async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
     let stream = repl.start_stream(&spec.slot, &spec.publication, start, interval).await?;
     tracing::info!(job = %spec.name, from = %start, "streaming");
 
+    match targets {
+        Targets::Mirror(destinations) => {
+            let writer = MirrorWriter::new(destinations);
+            stream_into(spec, stream, MirrorRecords, writer, sink, primary_keys, stop).await
+        }
+        Targets::Changelog(writer) => {
+            stream_into(spec, stream, JsonLines, writer, sink, primary_keys, stop).await
+        }
+    }
+}
+
+/// Where a job's rows go in the sink, by mode.
+enum Targets {
+    /// By source table `schema.name`.
+    Mirror(HashMap<String, schema::Destination>),
+    Changelog(ChangelogWriter),
+}
+
+impl Targets {
+    /// Creates the destination tables the mode needs, unless they exist.
+    async fn ensure(
+        spec: &JobSpec,
+        sink: &tokio_postgres::Client,
+        tables: &[catalog::SourceTable],
+    ) -> Result<Targets, tokio_postgres::Error> {
+        match spec.sink_mode {
+            SinkMode::Mirror => {
+                let mut destinations = HashMap::new();
+                for (index, table) in tables.iter().enumerate() {
+                    let (schema_name, name) = spec.destination(&table.schema, &table.name);
+                    destinations.insert(
+                        table.qualified(),
+                        schema::ensure(sink, table, &schema_name, &name, index).await?,
+                    );
+                }
+                Ok(Targets::Mirror(destinations))
+            }
+            SinkMode::Changelog => {
+                let mut logs = HashMap::new();
+                for table in tables {
+                    let (schema_name, name) = spec.destination(&table.schema, &table.name);
+                    logs.insert(table.qualified(), changelog::ensure(sink, &schema_name, &name).await?);
+                }
+                Ok(Targets::Changelog(ChangelogWriter::new(logs)))
+            }
+        }
+    }
+}
+
+/// Streams from `stream` into the sink with `writer`, until stopped or a failure.
+async fn stream_into<E: Encoding, W: Writer>(
+    spec: &JobSpec,
+    stream: crate::source::ReplicationStream,
+    encoding: E,
+    writer: W,
+    sink: tokio_postgres::Client,
+    primary_keys: crate::change::relation::PrimaryKeys,
+    stop: watch::Receiver<bool>,
+) -> Result<(), JobError> {
     let (ends, sink_ends) = driver::channel();
-    let sink =
-        PostgresSink::new(sink, &spec.name, &spec.slot, destinations, spec.batch_size, spec.flush_interval);
+    let sink = PostgresSink::new(sink, &spec.name, &spec.slot, writer, spec.batch_size, spec.flush_interval);
     let sink_task = tokio::spawn(sink.run(sink_ends));
     let mut stop = stop.clone();
     let stopped = async move {
         let _ = stop.wait_for(|stopped| *stopped).await;
     };
-    let assembler = Assembler::new(MirrorRecords, SPILL_MEMORY_CAP, None, primary_keys);
+    let assembler = Assembler::new(encoding, SPILL_MEMORY_CAP, None, primary_keys);
     let progress = Arc::new(Progress::default());
     let heartbeat =
         spec.heartbeat_interval.map(|every| tokio::spawn(heartbeat(spec.clone(), every, progress.clone())));
@@ -233,7 +289,7 @@ async fn start_fresh(
     source_sql: &tokio_postgres::Client,
     sink: &tokio_postgres::Client,
     tables: &[catalog::SourceTable],
-    destinations: &HashMap<String, schema::Destination>,
+    targets: &mut Targets,
 ) -> Result<Start, JobError> {
     pg_sink::forget_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
     // initial_only needs the slot only for its snapshot: a temporary one goes away with the connection.
@@ -251,7 +307,22 @@ async fn start_fresh(
                 catalog: source_sql,
                 parallel_tables: spec.parallel_tables,
             };
-            let rows = snapshot::copy_tables(&plan, tables, destinations, snapshot).await?;
+            let rows = match targets {
+                Targets::Mirror(destinations) => {
+                    snapshot::copy_tables(&plan, tables, destinations, snapshot).await?
+                }
+                Targets::Changelog(writer) => {
+                    snapshot::copy_tables_as_changes(
+                        &plan,
+                        sink,
+                        tables,
+                        writer,
+                        created.consistent_point,
+                        snapshot,
+                    )
+                    .await?
+                }
+            };
             tracing::info!(job = %spec.name, rows, "snapshot done");
             created.consistent_point
         }

@@ -24,7 +24,11 @@ use futures_util::SinkExt;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
+use crate::change::encode::SnapshotRows;
+use crate::lsn::Lsn;
+use crate::sink::postgres::changelog::ChangelogWriter;
 use crate::sink::postgres::schema::Destination;
+use crate::sink::postgres::{SinkError, Writer};
 use crate::source::catalog::SourceTable;
 use crate::source::connection::{quote_ident, quote_literal};
 use crate::source::conninfo::ConnInfo;
@@ -32,6 +36,8 @@ use crate::source::{Connection, SourceError};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const CHUNK_BYTES: usize = 256 * 1024;
+/// Snapshot rows per changelog insert.
+const CHANGELOG_BATCH: usize = 5_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -41,6 +47,8 @@ pub enum SnapshotError {
     Source(#[from] SourceError),
     #[error("writing the snapshot into the sink failed: {0}")]
     Sink(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Writer(#[from] SinkError),
 }
 
 impl SnapshotError {
@@ -50,6 +58,7 @@ impl SnapshotError {
             SnapshotError::Connect(_) => true,
             SnapshotError::Source(error) => error.is_transient(),
             SnapshotError::Sink(error) => crate::pg::is_transient(error),
+            SnapshotError::Writer(error) => error.is_transient(),
         }
     }
 }
@@ -102,6 +111,85 @@ pub async fn copy_tables(
     };
     let copied = futures_util::future::try_join_all((0..workers).map(|_| worker())).await?;
     Ok(copied.into_iter().sum())
+}
+
+/// Copies `tables` as of `snapshot` as `snapshot` change rows (changelog
+/// mode), a table per sink transaction, through `writer`. Returns the rows copied.
+pub async fn copy_tables_as_changes(
+    plan: &CopyPlan<'_>,
+    sink: &Client,
+    tables: &[SourceTable],
+    writer: &mut ChangelogWriter,
+    consistent_point: Lsn,
+    snapshot: &str,
+) -> Result<u64, SnapshotError> {
+    let mut reader = Connection::connect_plain(plan.source).await?;
+    reader
+        .simple_query(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(snapshot)
+        ))
+        .await?;
+    let mut total = 0;
+    for table in tables {
+        let shape = SnapshotRows::new(
+            &table.schema,
+            &table.name,
+            &table
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.type_oid, table.key.contains(&c.name)))
+                .collect::<Vec<_>>(),
+        );
+        let columns = table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
+        let order = table.key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
+        let sql = format!("COPY (SELECT {columns} FROM {} ORDER BY {order}) TO STDOUT", table.quoted());
+        let started = Instant::now();
+        sink.batch_execute("BEGIN").await?;
+        let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
+        let read = async {
+            let result = reader
+                .copy_out(&sql, CHUNK_BYTES, |chunk| {
+                    let chunks = chunks.clone();
+                    async move {
+                        chunks.send(chunk).await.map_err(|_| {
+                            SourceError::Protocol("the sink side of the snapshot copy stopped".into())
+                        })
+                    }
+                })
+                .await;
+            drop(chunks);
+            result
+        };
+        let write = async {
+            let mut rows: u64 = 0;
+            let mut line = Vec::with_capacity(512);
+            while let Some(chunk) = incoming.recv().await {
+                for row in chunk.split(|b| *b == b'\n').filter(|row| !row.is_empty()) {
+                    line.clear();
+                    shape
+                        .write_line(&mut line, row, consistent_point, rows)
+                        .map_err(|e| SinkError::Record(e.to_string()))?;
+                    line.pop();
+                    writer.add(sink, Bytes::copy_from_slice(&line)).await?;
+                    rows += 1;
+                    if writer.pending() >= CHANGELOG_BATCH {
+                        writer.apply(sink).await?;
+                    }
+                }
+            }
+            writer.apply(sink).await?;
+            Ok::<u64, SinkError>(rows)
+        };
+        let (read, written) = tokio::join!(read, write);
+        let rows = written?;
+        read?;
+        sink.batch_execute("COMMIT").await?;
+        log_progress(table, rows, rows as i64, started.elapsed());
+        total += rows;
+    }
+    reader.simple_query("COMMIT").await?;
+    Ok(total)
 }
 
 async fn copy_table(

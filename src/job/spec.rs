@@ -21,6 +21,14 @@ pub enum SnapshotMode {
     InitialOnly,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkMode {
+    /// The current state of each source row.
+    Mirror,
+    /// One row per change.
+    Changelog,
+}
+
 #[derive(Debug, Clone)]
 pub struct JobSpec {
     pub name: String,
@@ -35,6 +43,7 @@ pub struct JobSpec {
     /// Tables copied at once by the snapshot.
     pub parallel_tables: usize,
     pub snapshot_mode: SnapshotMode,
+    pub sink_mode: SinkMode,
     /// Where a new slot's stream starts when there is no checkpoint.
     pub start_position: Option<Lsn>,
     /// Source `schema.table` to destination (schema, table).
@@ -92,12 +101,15 @@ impl JobSpec {
                 )));
             }
         };
-        if config.sink_mode != "mirror" {
-            return Err(bad(format!(
-                "WALPIPE_SINK_MODE={} is not supported by this version yet: use mirror",
-                config.sink_mode
-            )));
-        }
+        let sink_mode = match config.sink_mode.as_str() {
+            "mirror" => SinkMode::Mirror,
+            "changelog" => SinkMode::Changelog,
+            other => {
+                return Err(bad(format!(
+                    "WALPIPE_SINK_MODE={other} is not a sink mode: use mirror or changelog"
+                )));
+            }
+        };
         let start_position = match config.start_position.as_str() {
             "latest" => None,
             lsn => Some(lsn.parse().map_err(|e| bad(format!("WALPIPE_START_POSITION: {e}, or latest")))?),
@@ -117,6 +129,7 @@ impl JobSpec {
             parallel_tables: config.parallel_tables.max(1),
             flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
             snapshot_mode,
+            sink_mode,
             start_position,
             heartbeat_interval: (config.heartbeat_interval_ms > 0)
                 .then(|| Duration::from_millis(config.heartbeat_interval_ms)),

@@ -23,6 +23,8 @@ pub struct SourceColumn {
     /// outside `pg_catalog`, which a sink database may not have.
     pub sql_type: String,
     pub not_null: bool,
+    /// The source type, for writing its values as the change JSON does.
+    pub type_oid: u32,
 }
 
 impl SourceTable {
@@ -120,7 +122,7 @@ pub async fn table(client: &Client, schema: &str, name: &str) -> Result<SourceTa
             "SELECT a.attname::text, \
                     CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace \
                          THEN format_type(a.atttypid, a.atttypmod) ELSE 'text' END, \
-                    a.attnotnull \
+                    a.attnotnull, a.atttypid \
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
              ORDER BY a.attnum",
@@ -128,7 +130,12 @@ pub async fn table(client: &Client, schema: &str, name: &str) -> Result<SourceTa
         )
         .await?
         .iter()
-        .map(|row| SourceColumn { name: row.get(0), sql_type: row.get(1), not_null: row.get(2) })
+        .map(|row| SourceColumn {
+            name: row.get(0),
+            sql_type: row.get(1),
+            not_null: row.get(2),
+            type_oid: row.get(3),
+        })
         .collect();
     // The primary key first; else the replica identity index.
     let key: Vec<String> = client

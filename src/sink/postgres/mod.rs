@@ -19,22 +19,23 @@
 //! - The applied position never goes backwards (`greatest` in SQL).
 
 pub mod batch;
+pub mod changelog;
+pub mod mirror;
 pub mod schema;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
+use std::future::Future;
+
 use bytes::Bytes;
-use futures_util::SinkExt;
 
 use crate::lsn::Lsn;
 use crate::pipeline::driver::SinkEnds;
-use batch::{Admit, Record, TableBatch};
-use schema::Destination;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -107,52 +108,45 @@ pub async fn forget_checkpoint(client: &Client, job: &str) -> Result<(), tokio_p
     client.execute("DELETE FROM walpipe.checkpoints WHERE job_name = $1", &[&job]).await.map(drop)
 }
 
-/// One destination and its pending rows.
-struct Target {
-    destination: Destination,
-    batch: TableBatch,
+/// How a sink mode turns lines into rows. The loop ([`PostgresSink`]) owns
+/// the transaction: it has begun one before it calls `add` or `apply`, and
+/// commits it with the checkpoint.
+pub trait Writer: Send + 'static {
+    /// Takes one line; may write to the sink (inside the open transaction).
+    fn add(&mut self, client: &Client, line: Bytes) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Writes everything pending (inside the open transaction).
+    fn apply(&mut self, client: &Client) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Lines taken since the last apply.
+    fn pending(&self) -> usize;
 }
 
-pub struct PostgresSink {
+pub struct PostgresSink<W: Writer> {
     client: Client,
     job: String,
     slot: String,
-    /// By source table, as escaped in mirror records (`schema.name`).
-    targets: HashMap<Vec<u8>, Target>,
+    writer: W,
     batch_size: usize,
     flush_interval: Duration,
-    /// Changes added since the last apply, and since the last commit.
-    pending_changes: usize,
     changes_since_commit: usize,
     in_transaction: bool,
 }
 
-impl PostgresSink {
-    /// `destinations`: by source table `schema.name`.
+impl<W: Writer> PostgresSink<W> {
     pub fn new(
         client: Client,
         job: &str,
         slot: &str,
-        destinations: HashMap<String, Destination>,
+        writer: W,
         batch_size: usize,
         flush_interval: Duration,
     ) -> Self {
-        let targets = destinations
-            .into_iter()
-            .map(|(table, destination)| {
-                let mut escaped = Vec::new();
-                crate::change::mirror::escape(&mut escaped, table.as_bytes());
-                (escaped, Target { destination, batch: TableBatch::default() })
-            })
-            .collect();
         PostgresSink {
             client,
             job: job.to_string(),
             slot: slot.to_string(),
-            targets,
+            writer,
             batch_size: batch_size.max(1),
             flush_interval,
-            pending_changes: 0,
             changes_since_commit: 0,
             in_transaction: false,
         }
@@ -176,18 +170,20 @@ impl PostgresSink {
                 }
             };
             let Some(chunk) = chunk else { break };
+            self.begin().await?;
             let lines = Bytes::from(chunk.lines);
             let mut start = 0;
             while let Some(end) = lines[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
-                self.add(lines.slice(start..end)).await?;
+                self.writer.add(&self.client, lines.slice(start..end)).await?;
+                self.changes_since_commit += 1;
                 start = end + 1;
             }
             uncommitted.push_back(chunk.confirm);
             if let Some(lsn) = chunk.confirm {
                 boundary = Some(lsn);
             }
-            if self.pending_changes >= self.batch_size {
-                self.apply().await?;
+            if self.writer.pending() >= self.batch_size {
+                self.writer.apply(&self.client).await?;
             }
             let full = self.changes_since_commit >= self.batch_size;
             if boundary.is_some() && (full || chunk.caught_up || Instant::now() >= due) {
@@ -198,76 +194,10 @@ impl PostgresSink {
         self.commit(boundary, &mut uncommitted, &ends).await
     }
 
-    async fn add(&mut self, line: Bytes) -> Result<(), SinkError> {
-        let record = Record::parse(line).map_err(SinkError::Record)?;
-        match record.op() {
-            b'M' => Ok(()),
-            b'T' => {
-                self.apply().await?;
-                if let Some(quoted) = self.targets.get(record.table()).map(|t| t.destination.quoted.clone()) {
-                    self.begin().await?;
-                    self.client.batch_execute(&format!("TRUNCATE {quoted}")).await?;
-                }
-                Ok(())
-            }
-            _ => {
-                // A table the job does not mirror (the publication has more): skip it.
-                let Some(target) = self.targets.get_mut(record.table()) else { return Ok(()) };
-                let (width, keys) = (target.destination.width, &target.destination.key_positions);
-                if target.batch.add(&record, width, keys).map_err(SinkError::Record)? == Admit::ApplyFirst {
-                    self.apply().await?;
-                    let target = self
-                        .targets
-                        .get_mut(record.table())
-                        .ok_or_else(|| SinkError::Record("table vanished".into()))?;
-                    let (width, keys) = (target.destination.width, &target.destination.key_positions);
-                    target.batch.add(&record, width, keys).map_err(SinkError::Record)?;
-                }
-                self.pending_changes += 1;
-                self.changes_since_commit += 1;
-                Ok(())
-            }
-        }
-    }
-
     async fn begin(&mut self) -> Result<(), SinkError> {
         if !self.in_transaction {
             self.client.batch_execute("BEGIN").await?;
             self.in_transaction = true;
-        }
-        Ok(())
-    }
-
-    /// Writes the pending rows inside the open sink transaction: per table,
-    /// COPY into its staging table, then one statement per kind present.
-    async fn apply(&mut self) -> Result<(), SinkError> {
-        if self.pending_changes == 0 {
-            return Ok(());
-        }
-        self.pending_changes = 0;
-        self.begin().await?;
-        for target in self.targets.values_mut() {
-            if target.batch.is_empty() {
-                continue;
-            }
-            let destination = &target.destination;
-            let (rows, kinds) = target.batch.take_staging(&destination.key_positions);
-            let writer = self.client.copy_in::<_, Bytes>(&destination.copy_in).await?;
-            futures_util::pin_mut!(writer);
-            writer.send(Bytes::from(rows)).await?;
-            writer.finish().await?;
-            // Moves read the rows under their old keys, so they go before the deletes.
-            for (count, statement) in [
-                (kinds.moves, &destination.moves),
-                (kinds.deletes, &destination.deletes),
-                (kinds.upserts, &destination.upserts),
-                (kinds.keeping_toast, &destination.updates_keeping_toast),
-            ] {
-                if count > 0 {
-                    self.client.execute(statement, &[]).await?;
-                }
-            }
-            self.client.batch_execute(&format!("TRUNCATE {}", destination.stage)).await?;
         }
         Ok(())
     }
@@ -280,7 +210,10 @@ impl PostgresSink {
         uncommitted: &mut VecDeque<Option<Lsn>>,
         ends: &SinkEnds,
     ) -> Result<(), SinkError> {
-        self.apply().await?;
+        if self.writer.pending() > 0 {
+            self.begin().await?;
+            self.writer.apply(&self.client).await?;
+        }
         if let Some(lsn) = boundary {
             self.begin().await?;
             write_checkpoint(&self.client, &self.job, &self.slot, lsn).await?;
