@@ -116,14 +116,8 @@ impl super::Encoding for JsonLines {
     }
 }
 
-/// The body of an insert, update or delete, ending the line.
-pub fn write_row_body(
-    out: &mut Vec<u8>,
-    table: &Table,
-    op: Op,
-    old: Option<&OldTuple>,
-    new: Option<&Tuple>,
-) -> Result<(), ShapeError> {
+/// Fails unless every row sent has as many columns as the table.
+pub fn check_shape(table: &Table, old: Option<&OldTuple>, new: Option<&Tuple>) -> Result<(), ShapeError> {
     for tuple in old.map(OldTuple::tuple).into_iter().chain(new) {
         if tuple.0.len() != table.columns.len() {
             return Err(ShapeError {
@@ -133,6 +127,18 @@ pub fn write_row_body(
             });
         }
     }
+    Ok(())
+}
+
+/// The body of an insert, update or delete, ending the line.
+pub fn write_row_body(
+    out: &mut Vec<u8>,
+    table: &Table,
+    op: Op,
+    old: Option<&OldTuple>,
+    new: Option<&Tuple>,
+) -> Result<(), ShapeError> {
+    check_shape(table, old, new)?;
     out.extend_from_slice(b"\"op\":\"");
     out.extend_from_slice(op.as_str().as_bytes());
     out.extend_from_slice(b"\",\"table\":");

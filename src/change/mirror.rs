@@ -19,7 +19,7 @@
 //!   in the order of the table's columns, as the Relation message gave them.
 
 use super::Encoding;
-use super::encode::{Op, ShapeError};
+use super::encode::{Op, ShapeError, check_shape};
 use super::relation::Table;
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
@@ -48,15 +48,7 @@ impl Encoding for MirrorRecords {
         old: Option<&OldTuple>,
         new: Option<&Tuple>,
     ) -> Result<(), ShapeError> {
-        for tuple in old.map(OldTuple::tuple).into_iter().chain(new) {
-            if tuple.0.len() != table.columns.len() {
-                return Err(ShapeError {
-                    table: table.qualified_name(),
-                    got: tuple.0.len(),
-                    expected: table.columns.len(),
-                });
-            }
-        }
+        check_shape(table, old, new)?;
         out.push(match op {
             Op::Insert => b'I',
             Op::Update => b'U',

@@ -89,13 +89,7 @@ pub async fn copy_tables(
     );
     let workers = plan.parallel_tables.clamp(1, tables.len().max(1));
     let worker = || async {
-        let mut reader = Connection::connect_plain(plan.source).await?;
-        reader
-            .simple_query(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-                quote_literal(snapshot)
-            ))
-            .await?;
+        let mut reader = snapshot_session(plan.source, snapshot).await?;
         let sink = crate::pg::connect(plan.sink, "the sink")
             .await
             .map_err(|error| SnapshotError::Connect(error.to_string()))?;
@@ -123,13 +117,7 @@ pub async fn copy_tables_as_changes(
     consistent_point: Lsn,
     snapshot: &str,
 ) -> Result<u64, SnapshotError> {
-    let mut reader = Connection::connect_plain(plan.source).await?;
-    reader
-        .simple_query(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-            quote_literal(snapshot)
-        ))
-        .await?;
+    let mut reader = snapshot_session(plan.source, snapshot).await?;
     let mut total = 0;
     for table in tables {
         let shape = SnapshotRows::new(
@@ -148,16 +136,7 @@ pub async fn copy_tables_as_changes(
         sink.batch_execute("BEGIN").await?;
         let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
         let read = async {
-            let result = reader
-                .copy_out(&sql, CHUNK_BYTES, |chunk| {
-                    let chunks = chunks.clone();
-                    async move {
-                        chunks.send(chunk).await.map_err(|_| {
-                            SourceError::Protocol("the sink side of the snapshot copy stopped".into())
-                        })
-                    }
-                })
-                .await;
+            let result = reader.copy_out(&sql, CHUNK_BYTES, |chunk| forward(chunks.clone(), chunk)).await;
             drop(chunks);
             result
         };
@@ -231,12 +210,7 @@ async fn copy_table(
                     last_report = Instant::now();
                     log_progress(table, rows, estimate, started.elapsed());
                 }
-                let chunks = chunks.clone();
-                async move {
-                    chunks.send(chunk).await.map_err(|_| {
-                        SourceError::Protocol("the sink side of the snapshot copy stopped".into())
-                    })
-                }
+                forward(chunks.clone(), chunk)
             })
             .await;
         drop(chunks);
@@ -249,6 +223,26 @@ async fn copy_table(
     sink.batch_execute("COMMIT").await?;
     log_progress(table, copied, copied as i64, started.elapsed());
     Ok(copied)
+}
+
+/// A source session reading as of the exported `snapshot`.
+async fn snapshot_session(source: &ConnInfo, snapshot: &str) -> Result<Connection, SnapshotError> {
+    let mut reader = Connection::connect_plain(source).await?;
+    reader
+        .simple_query(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(snapshot)
+        ))
+        .await?;
+    Ok(reader)
+}
+
+/// Hands a chunk of copied rows to the side writing the sink.
+async fn forward(chunks: mpsc::Sender<Bytes>, chunk: Bytes) -> Result<(), SourceError> {
+    chunks
+        .send(chunk)
+        .await
+        .map_err(|_| SourceError::Protocol("the sink side of the snapshot copy stopped".into()))
 }
 
 /// `snapshot public.orders: 120000/1000000 rows (12%), 60000 rows/s, ETA 15 s`
