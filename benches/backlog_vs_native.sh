@@ -20,19 +20,7 @@ SMALL=${SMALL:-50000}
 SRC_PORT=${SRC_PORT:-56532}
 SINK_PORT=${SINK_PORT:-56533}
 
-ensure_postgres15
-PG_BINDIR=$PG15_BINDIR
-cargo build --release --locked -q
-WALPIPE=$PWD/target/release/walpipe
-
-WORK=$(mktemp -d /tmp/walpipe-bench.XXXXXX)
-cleanup() {
-  set +e
-  for pid in $(jobs -p); do kill "$pid" 2>/dev/null; done
-  cluster_stop source; cluster_stop sink; rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+workspace_start walpipe-bench
 cluster_start source "$SRC_PORT" fsync=off shared_buffers=256MB max_wal_size=4GB
 cluster_start sink "$SINK_PORT" shared_buffers=256MB max_wal_size=4GB
 src() { "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$SRC_PORT" -U postgres -d postgres "$@"; }

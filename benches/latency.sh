@@ -19,19 +19,7 @@ DURATION=${SECONDS_OF_LOAD:-20}
 SRC_PORT=${SRC_PORT:-56732}
 SINK_PORT=${SINK_PORT:-56733}
 
-ensure_postgres15
-PG_BINDIR=$PG15_BINDIR
-cargo build --release --locked -q
-WALPIPE=$PWD/target/release/walpipe
-
-WORK=$(mktemp -d /tmp/walpipe-bench.XXXXXX)
-cleanup() {
-  set +e
-  for pid in $(jobs -p); do kill "$pid" 2>/dev/null; done
-  cluster_stop source; cluster_stop sink; rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+workspace_start walpipe-bench
 cluster_start source "$SRC_PORT" track_commit_timestamp=on
 cluster_start sink "$SINK_PORT" track_commit_timestamp=on
 src() { "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$SRC_PORT" -U postgres -d postgres "$@"; }

@@ -16,15 +16,7 @@ ROUNDS=${ROUNDS:-3}
 SRC_PORT=${SRC_PORT:-56632}
 SINK_PORT=${SINK_PORT:-56633}
 
-ensure_postgres15
-PG_BINDIR=$PG15_BINDIR
-cargo build --release --locked -q
-WALPIPE=$PWD/target/release/walpipe
-
-WORK=$(mktemp -d /tmp/walpipe-bench.XXXXXX)
-cleanup() { set +e; cluster_stop source; cluster_stop sink; rm -rf "$WORK"; }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+workspace_start walpipe-bench
 cluster_start source "$SRC_PORT" shared_buffers=256MB max_wal_size=4GB
 cluster_start sink "$SINK_PORT" shared_buffers=256MB max_wal_size=4GB
 psql_at() { local port=$1 db=$2; shift 2; "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$port" -U postgres -d "$db" "$@"; }

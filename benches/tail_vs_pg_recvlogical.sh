@@ -13,15 +13,7 @@ ROWS=${ROWS:-400000}
 ROUNDS=${ROUNDS:-5}
 PORT=${PORT:-56432}
 
-ensure_postgres15
-PG_BINDIR=$PG15_BINDIR
-cargo build --release --locked -q
-WALPIPE=$PWD/target/release/walpipe
-
-WORK=$(mktemp -d /tmp/walpipe-bench.XXXXXX)
-cleanup() { set +e; cluster_stop source; rm -rf "$WORK"; }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+workspace_start walpipe-bench
 cluster_start source "$PORT" fsync=off shared_buffers=256MB max_wal_size=4GB
 PSQL=("$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$PORT" -U postgres -d postgres)
 URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable"

@@ -13,20 +13,7 @@ RUN_FOR=${SECONDS_OF_WORKLOAD:-15}
 SRC_PORT=${SRC_PORT:-57432}
 SINK_PORT=${SINK_PORT:-57433}
 
-ensure_postgres15
-PG_BINDIR=$PG15_BINDIR
-echo "== building walpipe"
-cargo build --release --locked -q
-WALPIPE=$PWD/target/release/walpipe
-
-WORK=$(mktemp -d /tmp/walpipe-demo.XXXXXX)
-cleanup() {
-  set +e
-  [ -n "${RUN_PID:-}" ] && kill "$RUN_PID" 2>/dev/null && wait "$RUN_PID" 2>/dev/null
-  cluster_stop source; cluster_stop sink; rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
+workspace_start walpipe-demo
 echo "== starting a source cluster on 127.0.0.1:$SRC_PORT and a sink cluster on 127.0.0.1:$SINK_PORT"
 cluster_start source "$SRC_PORT" max_slot_wal_keep_size=1GB
 cluster_start sink "$SINK_PORT"
@@ -48,7 +35,6 @@ WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=dis
 WALPIPE_SINK_URL="postgres://postgres@127.0.0.1:$SINK_PORT/postgres?sslmode=disable" \
 WALPIPE_JOB_NAME=shop WALPIPE_FLUSH_INTERVAL_MS=200 \
   "$WALPIPE" run > "$WORK/walpipe.log" 2>&1 &
-RUN_PID=$!
 until sink -At -c "SELECT 1 FROM walpipe.checkpoints" 2>/dev/null | grep -q 1; do sleep 0.2; done
 sed 's/^/   /' "$WORK/walpipe.log"
 

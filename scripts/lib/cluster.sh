@@ -1,6 +1,7 @@
-# Throwaway PostgreSQL clusters for the demo and the benchmarks. Sourced.
+# Throwaway PostgreSQL clusters for the demo and the benchmarks. Sourced
+# after prereqs.sh.
 # cluster_start NAME PORT [name=value ...]: a cluster in $WORK/NAME on 127.0.0.1:PORT.
-# cluster_stop NAME. Needs WORK (a directory) and PG_BINDIR.
+# cluster_stop NAME. Needs WORK (a directory) and PG_BINDIR: workspace_start sets both.
 
 pg_as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -22,9 +23,32 @@ cluster_start() {
     for setting in "$@"; do echo "${setting%%=*} = '${setting#*=}'"; done
   } | pg_as_owner tee -a "$dir/data/postgresql.auto.conf" >/dev/null
   pg_as_owner "$PG_BINDIR/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+  STARTED_CLUSTERS+=("$name")
 }
 
 cluster_stop() {
   local dir="$WORK/$1"
   [ -d "$dir/data" ] && pg_as_owner "$PG_BINDIR/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+# workspace_start PREFIX: PostgreSQL 15 and a release build of walpipe
+# (WALPIPE), a scratch directory (WORK), and an exit trap that stops every
+# background job and every cluster started with cluster_start, even on failure.
+workspace_start() {
+  ensure_postgres15
+  PG_BINDIR=$PG15_BINDIR
+  echo "== building walpipe (release)"
+  cargo build --release --locked -q
+  WALPIPE=$PWD/target/release/walpipe
+  WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+  STARTED_CLUSTERS=()
+  trap workspace_stop EXIT
+  trap 'exit 1' INT TERM
+}
+
+workspace_stop() {
+  set +e
+  for pid in $(jobs -p); do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+  for name in "${STARTED_CLUSTERS[@]}"; do cluster_stop "$name"; done
+  rm -rf "$WORK"
 }
