@@ -17,8 +17,8 @@ source scripts/lib/prereqs.sh
 source scripts/lib/cluster.sh
 ROWS=${ROWS:-500000}
 SMALL=${SMALL:-50000}
-SRC_PORT=${SRC_PORT:-56532}
-SINK_PORT=${SINK_PORT:-56533}
+SRC_PORT=${SRC_PORT:-24532}
+SINK_PORT=${SINK_PORT:-24533}
 
 workspace_start walpipe-bench
 cluster_start source "$SRC_PORT" fsync=off shared_buffers=256MB max_wal_size=4GB

@@ -16,8 +16,8 @@ source scripts/lib/prereqs.sh
 source scripts/lib/cluster.sh
 RATE=${RATE:-1000}
 DURATION=${SECONDS_OF_LOAD:-20}
-SRC_PORT=${SRC_PORT:-56732}
-SINK_PORT=${SINK_PORT:-56733}
+SRC_PORT=${SRC_PORT:-24732}
+SINK_PORT=${SINK_PORT:-24733}
 
 workspace_start walpipe-bench
 cluster_start source "$SRC_PORT" track_commit_timestamp=on

@@ -13,8 +13,8 @@ source scripts/lib/prereqs.sh
 source scripts/lib/cluster.sh
 ROWS=${ROWS:-1000000}
 ROUNDS=${ROUNDS:-3}
-SRC_PORT=${SRC_PORT:-56632}
-SINK_PORT=${SINK_PORT:-56633}
+SRC_PORT=${SRC_PORT:-24632}
+SINK_PORT=${SINK_PORT:-24633}
 
 workspace_start walpipe-bench
 cluster_start source "$SRC_PORT" shared_buffers=256MB max_wal_size=4GB

@@ -11,7 +11,7 @@ source scripts/lib/prereqs.sh
 source scripts/lib/cluster.sh
 ROWS=${ROWS:-400000}
 ROUNDS=${ROUNDS:-5}
-PORT=${PORT:-56432}
+PORT=${PORT:-24432}
 
 workspace_start walpipe-bench
 cluster_start source "$PORT" fsync=off shared_buffers=256MB max_wal_size=4GB

@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib/prereqs.sh
 source scripts/lib/cluster.sh
 RUN_FOR=${SECONDS_OF_WORKLOAD:-15}
-SRC_PORT=${SRC_PORT:-57432}
-SINK_PORT=${SINK_PORT:-57433}
+SRC_PORT=${SRC_PORT:-27432}
+SINK_PORT=${SINK_PORT:-27433}
 
 workspace_start walpipe-demo
 echo "== starting a source cluster on 127.0.0.1:$SRC_PORT and a sink cluster on 127.0.0.1:$SINK_PORT"

@@ -50,5 +50,5 @@ workspace_stop() {
   set +e
   for pid in $(jobs -p); do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
   for name in "${STARTED_CLUSTERS[@]}"; do cluster_stop "$name"; done
-  rm -rf "$WORK"
+  [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK"
 }

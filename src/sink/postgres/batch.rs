@@ -104,9 +104,17 @@ pub enum Admit {
 }
 
 /// Pending rows of one table, by key.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TableBatch {
     rows: HashMap<Vec<u8>, RowOp>,
+    /// Every record added since the batch was last emptied was an insert.
+    only_inserts: bool,
+}
+
+impl Default for TableBatch {
+    fn default() -> Self {
+        TableBatch { rows: HashMap::new(), only_inserts: true }
+    }
 }
 
 impl TableBatch {
@@ -138,6 +146,7 @@ impl TableBatch {
                 expected * width
             ));
         }
+        self.only_inserts &= record.op() == b'I';
         let keeps_toast = !record.toast().is_empty();
         let old_key = old.clone().map(|values| record.key(values, key_positions));
         let new_key = new.clone().map(|values| record.key(values, key_positions));
@@ -165,8 +174,36 @@ impl TableBatch {
         Ok(Admit::Added)
     }
 
+    /// When the batch holds only inserts: its rows as COPY text for the
+    /// destination itself (the columns, then `_walpipe_lsn`). The fast path
+    /// for new rows; if one exists already (a replay), the COPY fails on the
+    /// key and the caller takes [`TableBatch::take_staging`] instead.
+    pub fn insert_rows(&self) -> Option<Vec<u8>> {
+        if !self.only_inserts || self.rows.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.rows.len() * 128);
+        for op in self.rows.values() {
+            let RowOp::Upsert { record, values, .. } = op else { return None };
+            for field in values.clone() {
+                out.extend_from_slice(record.field(field));
+                out.push(b'\t');
+            }
+            out.extend_from_slice(record.commit_lsn());
+            out.push(b'\n');
+        }
+        Some(out)
+    }
+
+    /// Forgets every pending row (after they were written).
+    pub fn clear(&mut self) {
+        self.rows.clear();
+        self.only_inserts = true;
+    }
+
     /// The staging rows (COPY text) and how many of each kind, leaving the batch empty.
     pub fn take_staging(&mut self, key_positions: &[usize]) -> (Vec<u8>, Kinds) {
+        self.only_inserts = true;
         let mut out = Vec::with_capacity(self.rows.len() * 128);
         let mut kinds = Kinds::default();
         for (_, op) in self.rows.drain() {
@@ -279,6 +316,19 @@ mod tests {
         let moved = record("0/30\tU\tpublic.t\tK\t2\t1\t\\N\t\\N\t5\tb\t\\N");
         assert_eq!(batch.add(&moved, 3, &[0]), Ok(Admit::Added));
         assert_eq!(staged(&mut batch), vec!["1\t\\N\t\\N\t0/30\td\t\\N\t\\N", "5\tb\t\\N\t0/30\tm\t{2}\t1"]);
+    }
+
+    #[test]
+    fn only_inserts_can_take_the_fast_path() {
+        let mut batch = TableBatch::default();
+        batch.add(&record("0/10\tI\tpublic.t\t-\t\t1\ta\tx"), 3, &[0]).expect("insert");
+        assert_eq!(batch.insert_rows().as_deref(), Some(&b"1\ta\tx\t0/10\n"[..]));
+        batch.add(&record("0/20\tU\tpublic.t\t-\t\t1\tb\tx"), 3, &[0]).expect("update");
+        assert_eq!(batch.insert_rows(), None, "an update may meet an existing row");
+        batch.clear();
+        assert!(batch.is_empty());
+        batch.add(&record("0/30\tI\tpublic.t\t-\t\t2\tc\ty"), 3, &[0]).expect("insert");
+        assert!(batch.insert_rows().is_some());
     }
 
     #[test]

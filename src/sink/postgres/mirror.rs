@@ -78,11 +78,26 @@ impl Writer for MirrorWriter {
                 continue;
             }
             let destination = &target.destination;
+            if let Some(rows) = target.batch.insert_rows() {
+                // New rows: COPY them straight in. A row that exists (a replay)
+                // fails the COPY on the key, and the batch takes the guarded path.
+                client.batch_execute("SAVEPOINT walpipe_new_rows").await?;
+                match copy(client, &destination.copy_new_rows, rows).await {
+                    Ok(()) => {
+                        client.batch_execute("RELEASE SAVEPOINT walpipe_new_rows").await?;
+                        target.batch.clear();
+                        continue;
+                    }
+                    Err(error)
+                        if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                    {
+                        client.batch_execute("ROLLBACK TO SAVEPOINT walpipe_new_rows").await?;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
             let (rows, kinds) = target.batch.take_staging(&destination.key_positions);
-            let writer = client.copy_in::<_, Bytes>(&destination.copy_in).await?;
-            futures_util::pin_mut!(writer);
-            writer.send(Bytes::from(rows)).await?;
-            writer.finish().await?;
+            copy(client, &destination.copy_in, rows).await?;
             // Moves read the rows under their old keys, so they go before the deletes.
             for (count, statement) in [
                 (kinds.moves, &destination.moves),
@@ -102,4 +117,12 @@ impl Writer for MirrorWriter {
     fn pending(&self) -> usize {
         self.pending
     }
+}
+
+/// `COPY ... FROM STDIN` of `rows` (COPY text).
+async fn copy(client: &Client, statement: &str, rows: Vec<u8>) -> Result<(), tokio_postgres::Error> {
+    let writer = client.copy_in::<_, Bytes>(statement).await?;
+    futures_util::pin_mut!(writer);
+    writer.send(Bytes::from(rows)).await?;
+    writer.finish().await.map(drop)
 }

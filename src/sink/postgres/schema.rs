@@ -31,6 +31,8 @@ pub struct Destination {
     pub key_positions: Vec<usize>,
     /// `COPY <staging> FROM STDIN`.
     pub copy_in: String,
+    /// `COPY <destination> (columns, _walpipe_lsn) FROM STDIN`: new rows only.
+    pub copy_new_rows: String,
     pub stage: String,
     pub moves: Statement,
     pub deletes: Statement,
@@ -147,6 +149,7 @@ pub async fn ensure(
         source.key.iter().filter_map(|k| source.columns.iter().position(|c| &c.name == k)).collect();
     Ok(Destination {
         copy_in: format!("COPY {stage} FROM STDIN"),
+        copy_new_rows: format!("COPY {quoted} ({cols}, {lsn}) FROM STDIN"),
         moves: client.prepare(&moves).await?,
         deletes: client.prepare(&deletes).await?,
         upserts: client.prepare(&upserts).await?,
