@@ -348,3 +348,30 @@ fn changelog_mode_logs_every_change_once_with_full_old_rows() {
         .psql(&sink, "SELECT new::text FROM people WHERE _walpipe_op = 'snapshot' AND key->>'id' = '1'");
     assert_eq!(snapshot, r#"{"id": 1, "age": 30, "name": "ann"}"#);
 }
+
+#[test]
+fn cut_connections_to_source_and_sink_are_retried_without_loss() {
+    let cluster = cluster();
+    let (source, sink) = setup(cluster, "cut");
+    let job = format!("cut_{}", std::process::id());
+    let child = start_run(cluster, &source, &sink, &job, &[]);
+    wait_converged(cluster, &source, &sink, &job);
+    for round in 0..3u64 {
+        for n in 0..20 {
+            cluster.psql(&source, &workload_step(round * 20 + n));
+        }
+        // The walsender (source side) and every walpipe session in the sink database.
+        cluster.psql(
+            &source,
+            &format!("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'walpipe_{job}' AND active_pid IS NOT NULL"),
+        );
+        cluster.psql(
+            "postgres",
+            &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{sink}' AND application_name = 'walpipe'"),
+        );
+    }
+    wait_converged(cluster, &source, &sink, &job);
+    let log = run_log(&job);
+    assert!(log.contains("retrying in"), "the cuts were retried: {log}");
+    assert!(stop(child).success(), "{log}");
+}
