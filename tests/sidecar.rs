@@ -375,3 +375,32 @@ fn cut_connections_to_source_and_sink_are_retried_without_loss() {
     assert!(log.contains("retrying in"), "the cuts were retried: {log}");
     assert!(stop(child).success(), "{log}");
 }
+
+#[test]
+fn the_checkpoint_follows_the_slot_while_the_source_is_quiet() {
+    let cluster = cluster();
+    let source = cluster.fresh_db("idle_ckpt_src");
+    let sink = cluster.fresh_db("idle_ckpt_sink");
+    let elsewhere = cluster.fresh_db("idle_ckpt_other");
+    cluster.psql(&source, "CREATE TABLE t (id int PRIMARY KEY)");
+    cluster.psql(&elsewhere, "CREATE TABLE churn (pad text)");
+    let job = format!("idle_ckpt_{}", std::process::id());
+    let child = start_run(cluster, &source, &sink, &job, &[("WALPIPE_HEARTBEAT_INTERVAL_MS", "0")]);
+    let applied = || {
+        cluster
+            .try_psql(&sink, &format!("SELECT applied_lsn FROM walpipe.checkpoints WHERE job_name = '{job}'"))
+            .filter(|lsn| !lsn.is_empty())
+            .map(|lsn| common::lsn(&lsn))
+    };
+    wait_for(Duration::from_secs(60), "the first checkpoint", || applied().is_some());
+    let first = applied().expect("checkpoint");
+    // Only another database writes: nothing reaches the sink but the slot's position.
+    cluster.psql(&elsewhere, "INSERT INTO churn SELECT repeat('x', 100) FROM generate_series(1, 20000)");
+    let written = common::lsn(&cluster.current_lsn(&elsewhere));
+    wait_for(Duration::from_secs(90), "the checkpoint to pass the other database's WAL", || {
+        cluster.psql("postgres", "SELECT pg_logical_emit_message(false, 'other', 'tick')");
+        applied().is_some_and(|lsn| lsn >= written)
+    });
+    assert!(applied().expect("checkpoint") > first);
+    assert!(stop(child).success());
+}

@@ -12,7 +12,9 @@
 //!   what they hold is durable.
 //! - A keepalive's position is confirmed only when nothing received is
 //!   unacknowledged (no open transaction, nothing pending, no chunk in
-//!   flight), so a quiet database does not pin WAL written elsewhere.
+//!   flight), so a quiet database does not pin WAL written elsewhere. At
+//!   least every 30 s such a position goes to the sink as an empty chunk,
+//!   so that the sink's checkpoint advances with the slot while idle.
 //! - The loop never blocks on the sink: while the channel is full it keeps
 //!   the replication session alive (status updates) and waits.
 //! - On stop (signal, end position, server end), what is pending is handed
@@ -33,6 +35,9 @@ use crate::source::{ReplicationStream, SourceError, StreamEvent};
 pub const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks in flight between the loop and the sink.
 const CHUNKS_IN_FLIGHT: usize = 8;
+/// While the source is quiet, hand the sink the confirmed position this
+/// often, so its checkpoint keeps up with the slot.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
 /// Change lines for the sink.
 #[derive(Debug)]
@@ -109,6 +114,8 @@ struct Driver {
     unacked: usize,
     pending: Vec<u8>,
     pending_confirm: Option<Lsn>,
+    /// When the sink was last handed a chunk.
+    last_chunk: tokio::time::Instant,
 }
 
 /// Streams until `shutdown` completes, the end position is reached, the
@@ -129,6 +136,7 @@ pub async fn drive<E: Encoding>(
         unacked: 0,
         pending: Vec::with_capacity(CHUNK_BYTES),
         pending_confirm: None,
+        last_chunk: tokio::time::Instant::now(),
     };
     let mut outcome = driver.pump(assembler, end_at, shutdown).await;
     if outcome.is_ok() && (!driver.pending.is_empty() || driver.pending_confirm.is_some()) {
@@ -194,7 +202,13 @@ impl Driver {
                             && self.unacked == 0;
                         if settled {
                             let position = end_at.map_or(keepalive.wal_end, |end| end.min(keepalive.wal_end));
-                            self.stream.confirm(position);
+                            if self.last_chunk.elapsed() >= CHECKPOINT_EVERY {
+                                // Let the sink record the position too (its checkpoint), then confirm it.
+                                self.pending_confirm = Some(position);
+                                self.send_pending(true).await?;
+                            } else {
+                                self.stream.confirm(position);
+                            }
                         }
                         if !assembler.in_transaction() && end_at.is_some_and(|end| keepalive.wal_end >= end) {
                             tracing::debug!(wal_end = %keepalive.wal_end, "a keepalive reached the end position");
@@ -224,6 +238,7 @@ impl Driver {
         };
         let lines = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_BYTES));
         permit.send(Chunk { lines, confirm: self.pending_confirm.take(), caught_up });
+        self.last_chunk = tokio::time::Instant::now();
         self.unacked += 1;
         Ok(())
     }
