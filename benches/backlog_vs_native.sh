@@ -8,7 +8,9 @@
 # (default durability: fsync on); the time is from start (walpipe run /
 # ALTER SUBSCRIPTION ENABLE) until the last row of the backlog is in its
 # sink. Native runs twice: with the subscription defaults (streaming off:
-# the server spills the big transaction) and with streaming = on.
+# the server spills the big transaction) and with streaming = on. As a floor
+# for any consumer of one slot, `walpipe tail > /dev/null` drains the same
+# backlog first (decoding only, no sink).
 #
 #   bash benches/backlog_vs_native.sh            # ROWS=500000 SMALL=50000
 set -euo pipefail
@@ -49,6 +51,8 @@ for db in "${NATIVE[@]}"; do
     PUBLICATION native WITH (create_slot = false, slot_name = '$db', enabled = false, copy_data = false, streaming = $streaming)"
 done
 
+src -c "CREATE PUBLICATION decode_only FOR TABLE orders" \
+  -c "SELECT pg_create_logical_replication_slot('decode_only', 'pgoutput')" >/dev/null
 echo "== writing the backlog: one $ROWS-row transaction, then $SMALL one-row transactions"
 src -c "INSERT INTO orders SELECT i, i % 1000, 'new', (i % 10000) / 100.0, 'order number ' || i, now() FROM generate_series(1, $ROWS) i"
 seq $((ROWS + 1)) $((ROWS + SMALL)) | awk '{print "INSERT INTO orders VALUES (" $1 ", 7, '\''new'\'', 1.00, '\''small'\'', now());"}' > "$WORK/small.sql"
@@ -57,6 +61,11 @@ LAST=$((ROWS + SMALL))
 
 arrived() { [ "$(sink "$1" -c "SELECT count(*) FROM orders WHERE id = $LAST")" = 1 ]; }
 now() { date +%s.%N; }
+
+ENDPOS=$(src -c "SELECT pg_current_wal_lsn()")
+start=$(now)
+"$WALPIPE" tail --slot decode_only --publication decode_only --endpos "$ENDPOS" --source "$WALPIPE_SOURCE_URL" > /dev/null
+decode_s=$(echo "$(now) - $start" | bc)
 
 start=$(now)
 "$WALPIPE" run & pid=$!
@@ -78,6 +87,7 @@ for db in walpipe "${NATIVE[@]}"; do
   [ "$n" = "$LAST" ] || { echo "$db has $n rows, expected $LAST" >&2; exit 1; }
 done
 echo "backlog: one $ROWS-row transaction + $SMALL one-row transactions, sink with fsync on"
+printf '  walpipe tail > /dev/null (decoding only) %6.2f s\n' "$decode_s"
 printf '  walpipe run                           %6.2f s\n' "$walpipe_s"
 for db in "${NATIVE[@]}"; do
   printf '  native (%-17s)          %6.2f s   walpipe speed-up %.2fx\n' "$db" "${native_s[$db]}" "$(echo "${native_s[$db]} / $walpipe_s" | bc -l)"
