@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Cluster, fingerprint, run_log, start_run, wait_for};
+use common::{Cluster, fingerprint, query_lsn, run_log, start_run, stop_run, wait_for};
 use std::process::Child;
 use std::time::Duration;
 
@@ -56,11 +56,6 @@ fn wait_converged(cluster: &Cluster, source: &str, sink: &str, job: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn stop(mut child: Child) -> std::process::ExitStatus {
-    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    child.wait().expect("wait for walpipe run")
 }
 
 fn kill9(mut child: Child) {
@@ -119,7 +114,7 @@ fn snapshot_then_stream_mirrors_every_change() {
     // Unchanged TOAST kept its value, never null.
     let nulls = cluster.psql(&sink, "SELECT count(*) FROM orders WHERE note IS NULL");
     assert_eq!(nulls, "0");
-    assert!(stop(child).success(), "graceful stop; log:\n{}", run_log(&job));
+    assert!(stop_run(child).success(), "graceful stop; log:\n{}", run_log(&job));
     let log = run_log(&job);
     assert!(log.contains("snapshot public.orders: 2000/2000 rows (100%)"), "{log}");
     // Only _walpipe_ metadata was added.
@@ -163,7 +158,7 @@ fn kill_9_at_random_moments_never_loses_or_doubles_a_change() {
     writer.join().expect("workload");
     let child = start_run(cluster, &source, &sink, &job, &[]);
     wait_converged(cluster, &source, &sink, &job);
-    assert!(stop(child).success());
+    assert!(stop_run(child).success());
 }
 
 #[test]
@@ -182,7 +177,7 @@ fn replaying_changes_leaves_the_sink_identical() {
         cluster.psql(&source, &workload_step(n));
     }
     wait_converged(cluster, &source, &sink, &job);
-    assert!(stop(child).success());
+    assert!(stop_run(child).success());
     let before = fingerprint(cluster, &sink, "orders", ORDERS_COLUMNS, "region, id");
 
     // Rewind: the same job resumes from the copied slot at the old checkpoint and applies everything again.
@@ -198,7 +193,7 @@ fn replaying_changes_leaves_the_sink_identical() {
         );
         confirmed == "t"
     });
-    assert!(stop(child).success());
+    assert!(stop_run(child).success());
     assert!(run_log(&job).contains(&format!("applied={rewound}")), "resumed from the rewound checkpoint");
     assert_eq!(fingerprint(cluster, &sink, "orders", ORDERS_COLUMNS, "region, id"), before);
     assert!(converged(cluster, &source, &sink));
@@ -230,7 +225,7 @@ fn writes_during_the_snapshot_are_neither_lost_nor_doubled() {
     let child = start_run(cluster, &source, &sink, &job, &[("WALPIPE_PARALLEL_TABLES", "2")]);
     writer.join().expect("writer");
     wait_converged(cluster, &source, &sink, &job);
-    assert!(stop(child).success());
+    assert!(stop_run(child).success());
 }
 
 #[test]
@@ -269,7 +264,7 @@ fn an_unreachable_sink_is_retried_and_nothing_is_confirmed() {
         .spawn()
         .expect("start");
     wait_for(Duration::from_secs(20), "two retries", || run_log(&job).matches("retrying in").count() >= 2);
-    assert!(stop(child).success());
+    assert!(stop_run(child).success());
     let slots = cluster.psql(
         &source,
         &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'walpipe_{job}'"),
@@ -294,13 +289,11 @@ fn heartbeats_come_back_through_the_stream_and_move_the_slot() {
     );
     let slot = format!("walpipe_{job}");
     let confirmed = || {
-        cluster
-            .try_psql(
-                &source,
-                &format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
-            )
-            .filter(|lsn| !lsn.is_empty())
-            .map(|lsn| common::lsn(&lsn))
+        query_lsn(
+            cluster,
+            &source,
+            &format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+        )
     };
     wait_for(Duration::from_secs(30), "the slot", || confirmed().is_some());
     let first = confirmed().expect("slot");
@@ -310,7 +303,7 @@ fn heartbeats_come_back_through_the_stream_and_move_the_slot() {
     wait_for(Duration::from_secs(30), "the slot to move on heartbeats alone", || {
         confirmed().is_some_and(|now| now > first)
     });
-    assert!(stop(child).success());
+    assert!(stop_run(child).success());
 }
 
 #[test]
@@ -340,7 +333,7 @@ fn changelog_mode_logs_every_change_once_with_full_old_rows() {
     }
     cluster.psql(&source, "DELETE FROM people WHERE id = 3");
     wait_for(Duration::from_secs(60), "every change", || count("true") == "34");
-    assert!(stop(child).success());
+    assert!(stop_run(child).success());
     assert_eq!(count("_walpipe_op = 'update'"), "30", "each update once, despite the kill -9 and the replay");
     let deleted = cluster.psql(&sink, "SELECT old::text FROM people WHERE _walpipe_op = 'delete'");
     assert_eq!(deleted, r#"{"id": 3, "age": 60, "name": "cy"}"#, "the full row before the delete");
@@ -373,7 +366,7 @@ fn cut_connections_to_source_and_sink_are_retried_without_loss() {
     wait_converged(cluster, &source, &sink, &job);
     let log = run_log(&job);
     assert!(log.contains("retrying in"), "the cuts were retried: {log}");
-    assert!(stop(child).success(), "{log}");
+    assert!(stop_run(child).success(), "{log}");
 }
 
 #[test]
@@ -387,10 +380,11 @@ fn the_checkpoint_follows_the_slot_while_the_source_is_quiet() {
     let job = format!("idle_ckpt_{}", std::process::id());
     let child = start_run(cluster, &source, &sink, &job, &[("WALPIPE_HEARTBEAT_INTERVAL_MS", "0")]);
     let applied = || {
-        cluster
-            .try_psql(&sink, &format!("SELECT applied_lsn FROM walpipe.checkpoints WHERE job_name = '{job}'"))
-            .filter(|lsn| !lsn.is_empty())
-            .map(|lsn| common::lsn(&lsn))
+        query_lsn(
+            cluster,
+            &sink,
+            &format!("SELECT applied_lsn FROM walpipe.checkpoints WHERE job_name = '{job}'"),
+        )
     };
     wait_for(Duration::from_secs(60), "the first checkpoint", || applied().is_some());
     let first = applied().expect("checkpoint");
@@ -402,5 +396,5 @@ fn the_checkpoint_follows_the_slot_while_the_source_is_quiet() {
         applied().is_some_and(|lsn| lsn >= written)
     });
     assert!(applied().expect("checkpoint") > first);
-    assert!(stop(child).success());
+    assert!(stop_run(child).success());
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Cluster, ClusterOptions, fingerprint, run_log, start_run, wait_for};
+use common::{Cluster, ClusterOptions, fingerprint, run_log, start_run, stop_run, wait_for};
 use std::time::Duration;
 
 fn cluster() -> &'static Cluster {
@@ -22,11 +22,6 @@ fn same(cluster: &Cluster, source: &str, sink: &str) -> bool {
     sink_print.is_some() && sink_print == fingerprint(cluster, source, "t", COLUMNS, "id")
 }
 
-fn stop(mut child: std::process::Child) -> std::process::ExitStatus {
-    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    child.wait().expect("wait")
-}
-
 #[test]
 fn a_lost_slot_fails_clearly_or_is_recovered_when_needed() {
     let cluster = cluster();
@@ -40,7 +35,7 @@ fn a_lost_slot_fails_clearly_or_is_recovered_when_needed() {
     let only_t = ("WALPIPE_TABLES", "public.t");
     let child = start_run(cluster, &source, &sink, &job, &[only_t]);
     wait_for(Duration::from_secs(60), "the first copy", || same(cluster, &source, &sink));
-    assert!(stop(child).success());
+    assert!(stop_run(child).success());
 
     // While walpipe is down: changes it will never see, and WAL past the cap.
     cluster.psql(&source, "DELETE FROM t WHERE id <= 100; UPDATE t SET note = 'changed in the gap' WHERE id > 900; INSERT INTO t VALUES (5000, 'new in the gap')");
@@ -70,7 +65,7 @@ fn a_lost_slot_fails_clearly_or_is_recovered_when_needed() {
     wait_for(Duration::from_secs(60), "the re-copy", || same(cluster, &source, &sink));
     cluster.psql(&source, "UPDATE t SET note = 'after recovery' WHERE id = 500");
     wait_for(Duration::from_secs(30), "streaming after recovery", || same(cluster, &source, &sink));
-    assert!(stop(child).success());
+    assert!(stop_run(child).success());
     let gaps = cluster.psql(
         &sink,
         &format!(

@@ -77,7 +77,7 @@ fn a_million_row_transaction_is_applied_in_bounded_memory() {
     cluster.psql(&source, "CREATE TABLE big (id int PRIMARY KEY, note text, amount numeric, at timestamptz)");
     cluster.psql(&source, &format!("ALTER DATABASE {source} SET logical_decoding_work_mem = '4MB'"));
     let job = format!("million_{}", std::process::id());
-    let mut child = common::start_run(cluster, &source, &sink, &job, &[]);
+    let child = common::start_run(cluster, &source, &sink, &job, &[]);
     let pid = child.id();
     let rss = || -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -95,6 +95,5 @@ fn a_million_row_transaction_is_applied_in_bounded_memory() {
     let peak = rss().expect("VmHWM");
     eprintln!("walpipe run peak RSS applying {ROWS} rows: {peak} KiB");
     assert!(peak < RSS_LIMIT_KB, "peak RSS {peak} KiB is over {RSS_LIMIT_KB} KiB");
-    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-    assert!(child.wait().expect("wait").success());
+    assert!(common::stop_run(child).success());
 }

@@ -7,7 +7,6 @@ use std::io;
 use postgres_protocol::message::backend::ErrorFields;
 
 use super::conninfo::ConnInfoError;
-use crate::pipeline::assembler::AssembleError;
 
 /// An error the server reported (`ErrorResponse`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -94,8 +93,6 @@ pub enum SourceError {
     Protocol(String),
     #[error("the connection to the source was lost: {0}")]
     ConnectionLost(io::Error),
-    #[error(transparent)]
-    Stream(#[from] AssembleError),
     #[error("{0}")]
     Unusable(String),
 }
@@ -117,7 +114,6 @@ impl SourceError {
             SourceError::Server { error } | SourceError::Refused { error } => {
                 is_transient_sqlstate(&error.code)
             }
-            SourceError::Stream(AssembleError::Spill { .. }) => true,
             _ => false,
         }
     }

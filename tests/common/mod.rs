@@ -229,15 +229,6 @@ impl Cluster {
     pub fn current_lsn(&self, db: &str) -> String {
         self.psql(db, "SELECT pg_current_wal_lsn()")
     }
-
-    pub fn stop(&self) {
-        let _ = pg_command(&self.bindir.join("pg_ctl"))
-            .args(["-D"])
-            .arg(&self.dir)
-            .args(["-m", "fast", "-w", "stop"])
-            .stdout(Stdio::null())
-            .status();
-    }
 }
 
 const ROLES_SQL: &str = "SET password_encryption = 'md5'; \
@@ -582,6 +573,17 @@ pub fn start_run(
         command.env(name, value);
     }
     command.spawn().expect("start walpipe run")
+}
+
+/// SIGTERM to a `walpipe run`, then its exit status.
+pub fn stop_run(mut child: std::process::Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    child.wait().expect("wait for walpipe run")
+}
+
+/// An LSN that `sql` selects, or `None` while there is none (or the query fails).
+pub fn query_lsn(cluster: &Cluster, db: &str, sql: &str) -> Option<u64> {
+    cluster.try_psql(db, sql).filter(|text| !text.is_empty()).map(|text| lsn(&text))
 }
 
 /// The log of [`start_run`]'s job (every run of it appends there).

@@ -41,7 +41,7 @@ use crate::pipeline::driver::SinkEnds;
 pub enum SinkError {
     #[error("the sink failed: {0}")]
     Postgres(#[from] tokio_postgres::Error),
-    #[error("the sink received a malformed mirror record ({0}); this is a bug, please report it")]
+    #[error("the sink received a change line it cannot read ({0}); this is a bug, please report it")]
     Record(String),
 }
 
