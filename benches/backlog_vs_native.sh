@@ -10,7 +10,8 @@
 # sink. Native runs twice: with the subscription defaults (streaming off:
 # the server spills the big transaction) and with streaming = on. As a floor
 # for any consumer of one slot, `walpipe tail > /dev/null` drains the same
-# backlog first (decoding only, no sink).
+# backlog first (decoding only, no sink). For every run the CPU time of the
+# server's walsender is sampled too: it is the part no consumer can skip.
 #
 #   bash benches/backlog_vs_native.sh            # ROWS=500000 SMALL=50000
 set -euo pipefail
@@ -61,24 +62,43 @@ LAST=$((ROWS + SMALL))
 
 arrived() { [ "$(sink "$1" -c "SELECT count(*) FROM orders WHERE id = $LAST")" = 1 ]; }
 now() { date +%s.%N; }
+# walsender_cpu SLOT: CPU seconds (user + system) so far of the walsender serving SLOT.
+walsender_cpu() {
+  local pid
+  pid=$(src -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$1'")
+  [ -n "$pid" ] && awk '{print ($14 + $15) / 100}' "/proc/$pid/stat" 2>/dev/null
+}
+# wait_sampling DB SLOT: wait for DB's last row, keeping the walsender's CPU in ws_cpu.
+wait_sampling() {
+  ws_cpu=0
+  until arrived "$1"; do ws_cpu=$(walsender_cpu "$2" || echo "$ws_cpu"); sleep 0.05; done
+  ws_cpu=$(walsender_cpu "$2" || echo "$ws_cpu")
+}
+declare -A walsender_s
 
 ENDPOS=$(src -c "SELECT pg_current_wal_lsn()")
 start=$(now)
-"$WALPIPE" tail --slot decode_only --publication decode_only --endpos "$ENDPOS" --source "$WALPIPE_SOURCE_URL" > /dev/null
+"$WALPIPE" tail --slot decode_only --publication decode_only --endpos "$ENDPOS" --source "$WALPIPE_SOURCE_URL" > /dev/null &
+pid=$!; ws_cpu=0
+while kill -0 $pid 2>/dev/null; do ws_cpu=$(walsender_cpu decode_only || echo "$ws_cpu"); sleep 0.05; done
+wait $pid
 decode_s=$(echo "$(now) - $start" | bc)
+walsender_s[decode]=$ws_cpu
 
 start=$(now)
 "$WALPIPE" run & pid=$!
-until arrived walpipe; do sleep 0.05; done
+wait_sampling walpipe walpipe_bench
 walpipe_s=$(echo "$(now) - $start" | bc)
+walsender_s[walpipe]=$ws_cpu
 kill -TERM $pid; wait $pid
 
 declare -A native_s
 for db in "${NATIVE[@]}"; do
   start=$(now)
   sink $db -c "ALTER SUBSCRIPTION $db ENABLE"
-  until arrived $db; do sleep 0.05; done
+  wait_sampling $db $db
   native_s[$db]=$(echo "$(now) - $start" | bc)
+  walsender_s[$db]=$ws_cpu
   sink $db -c "ALTER SUBSCRIPTION $db DISABLE"
 done
 
@@ -87,8 +107,9 @@ for db in walpipe "${NATIVE[@]}"; do
   [ "$n" = "$LAST" ] || { echo "$db has $n rows, expected $LAST" >&2; exit 1; }
 done
 echo "backlog: one $ROWS-row transaction + $SMALL one-row transactions, sink with fsync on"
-printf '  walpipe tail > /dev/null (decoding only) %6.2f s\n' "$decode_s"
-printf '  walpipe run                           %6.2f s\n' "$walpipe_s"
+printf '  walpipe tail > /dev/null (decoding only) %6.2f s   walsender CPU %5.2f s\n' "$decode_s" "${walsender_s[decode]}"
+printf '  walpipe run                           %6.2f s   walsender CPU %5.2f s\n' "$walpipe_s" "${walsender_s[walpipe]}"
 for db in "${NATIVE[@]}"; do
-  printf '  native (%-17s)          %6.2f s   walpipe speed-up %.2fx\n' "$db" "${native_s[$db]}" "$(echo "${native_s[$db]} / $walpipe_s" | bc -l)"
+  printf '  native (%-17s)          %6.2f s   walsender CPU %5.2f s   walpipe speed-up %.2fx\n' "$db" "${native_s[$db]}" \
+    "${walsender_s[$db]}" "$(echo "${native_s[$db]} / $walpipe_s" | bc -l)"
 done
