@@ -42,6 +42,9 @@ pub struct Config {
     pub log_format: String,
     #[serde(default = "default_log")]
     pub log: String,
+    /// Size of the volume holding the source's pg_wal, when the operator
+    /// knows it: exported so that alerts can compare the retention cap with it.
+    pub wal_volume_bytes: Option<u64>,
 }
 
 fn default_job_name() -> String {

@@ -7,6 +7,10 @@
 //!  change/    pure: rows to the change JSON
 //!  source/    the replication connection: transport, auth, commands, stream
 //!  pipeline/  transactions in order, streamed ones held (and spilled) until commit
+//!  sink/      the Postgres sink: batches applied with their checkpoint
+//!  job/       one job: set-up, snapshot, stream, retries
+//!  monitor    the slot monitor (its own SQL connection)
+//!  metrics    every metric name; http: /metrics, /healthz, /readyz
 //!  cli/       the commands
 //! ```
 //!
@@ -16,8 +20,11 @@
 pub mod change;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod job;
 pub mod lsn;
+pub mod metrics;
+pub mod monitor;
 pub mod pg;
 pub mod pipeline;
 pub mod protocol;

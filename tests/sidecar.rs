@@ -258,6 +258,7 @@ fn an_unreachable_sink_is_retried_and_nothing_is_confirmed() {
         .env("WALPIPE_SOURCE_URL", cluster.url(&source))
         .env("WALPIPE_SINK_URL", format!("postgres://postgres@127.0.0.1:{closed}/db"))
         .env("WALPIPE_JOB_NAME", &job)
+        .env("WALPIPE_HTTP_ADDR", "127.0.0.1:0")
         .stderr(
             std::fs::File::create(std::env::temp_dir().join(format!("walpipe-run-{job}.log"))).expect("log"),
         )

@@ -53,9 +53,10 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
     let (ends, sink) = driver::channel();
     let writer = std::thread::spawn(move || write_chunks(sink));
     let assembler = Assembler::new(JsonLines, SPILL_MEMORY_CAP, args.endpos, primary_keys);
+    // tail serves no metrics; the driver counts into a registry nobody scrapes.
+    let metrics = crate::metrics::global().job("tail", &args.slot);
     let (stream, outcome) =
-        driver::drive(stream, assembler, args.endpos, ends, Default::default(), super::shutdown_signal())
-            .await;
+        driver::drive(stream, assembler, args.endpos, ends, metrics, super::shutdown_signal()).await;
 
     let written = writer.join().map_err(|_| anyhow::anyhow!("the output thread failed"))?;
     if let Err(error) = written {

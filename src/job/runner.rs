@@ -26,9 +26,10 @@ use crate::change::Encoding;
 use crate::change::encode::JsonLines;
 use crate::change::mirror::MirrorRecords;
 use crate::lsn::Lsn;
+use crate::metrics::{JobMetrics, unix_seconds};
 use crate::pg::{self, ConnectError};
 use crate::pipeline::assembler::{Assembler, HEARTBEAT_PREFIX};
-use crate::pipeline::driver::{self, DriveError, Progress};
+use crate::pipeline::driver::{self, DriveError};
 use crate::sink::postgres::changelog::{self, ChangelogWriter};
 use crate::sink::postgres::mirror::MirrorWriter;
 use crate::sink::postgres::{self as pg_sink, PostgresSink, SinkError, Writer, schema};
@@ -79,6 +80,16 @@ impl JobError {
         }
     }
 
+    /// The kind the metrics count it as: `slot_invalidated`, `timeout` or `other`.
+    pub fn kind(&self) -> &'static str {
+        if self.is_slot_lost() {
+            return "slot_invalidated";
+        }
+        // Timeouts come from every layer (connect, socket, statement); their messages all say so.
+        let message = self.to_string().to_lowercase();
+        if message.contains("timed out") || message.contains("timeout") { "timeout" } else { "other" }
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
             JobError::Connect(error) => error.is_transient(),
@@ -97,27 +108,50 @@ impl JobError {
     }
 }
 
-/// Runs the job until `stop` turns true or a permanent failure.
-pub async fn run(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobError> {
+/// Runs the job until `stop` turns true or a permanent failure; its state,
+/// phase, errors and retries go to `metrics`.
+pub async fn run(
+    spec: &JobSpec,
+    metrics: &Arc<JobMetrics>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), JobError> {
     let mut failures = 0;
     loop {
-        match attempt(spec, stop.clone()).await {
-            Ok(()) => return Ok(()),
-            // The next attempt finds the slot lost and starts over with a new one.
-            Err(error) if error.is_slot_lost() && spec.snapshot_mode == SnapshotMode::WhenNeeded => {
-                tracing::warn!(job = %spec.name, "the slot was invalidated while streaming: {error}");
+        metrics.set_state("starting", None);
+        let outcome = attempt(spec, metrics, stop.clone()).await;
+        metrics.source_connected.set(0);
+        let error = match outcome {
+            Ok(Start::Finished) => {
+                metrics.set_state("succeeded", None);
+                return Ok(());
             }
-            Err(error) if error.is_transient() && failures < MAX_RETRIES && !*stop.borrow() => {
-                failures += 1;
-                let wait = backoff(failures);
-                tracing::warn!(job = %spec.name, attempt = failures, "transient failure, retrying in {:.1} s: {error}", wait.as_secs_f64());
-                let mut stop = stop.clone();
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+            Ok(Start::At(_)) => {
+                metrics.set_state("stopped", None);
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        metrics.failed(error.kind());
+        if error.is_slot_lost() && spec.snapshot_mode == SnapshotMode::WhenNeeded {
+            // The next attempt finds the slot lost and starts over with a new one.
+            tracing::warn!(job = %spec.name, "the slot was invalidated while streaming: {error}");
+            metrics.retried(error.kind());
+        } else if error.is_transient() && failures < MAX_RETRIES && !*stop.borrow() {
+            failures += 1;
+            metrics.retried(error.kind());
+            let wait = backoff(failures);
+            tracing::warn!(job = %spec.name, attempt = failures, "transient failure, retrying in {:.1} s: {error}", wait.as_secs_f64());
+            let mut stop = stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|stopped| *stopped) => {
+                    metrics.set_state("stopped", None);
+                    return Ok(());
                 }
             }
-            Err(error) => return Err(error),
+        } else {
+            metrics.set_state("failed", None);
+            return Err(error);
         }
     }
 }
@@ -137,12 +171,19 @@ enum Start {
     Finished,
 }
 
-async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobError> {
+/// One try at the job: set up, copy if needed, stream until stopped.
+/// `Start::Finished` when `initial_only` copied everything.
+async fn attempt(
+    spec: &JobSpec,
+    metrics: &Arc<JobMetrics>,
+    stop: watch::Receiver<bool>,
+) -> Result<Start, JobError> {
     let source_sql = pg::connect(&spec.source, "the source").await?;
     let tables = catalog::tables(&source_sql, &spec.tables).await?;
     let sink = pg::connect(&spec.sink, "the sink").await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
     let mut targets = Targets::ensure(spec, &sink, &tables).await.map_err(JobError::SinkSetup)?;
+    metrics.set_state("running", Some("init"));
     ensure_publication(&source_sql, &spec.publication, &tables).await?;
 
     let mut repl = Connection::connect(&spec.source).await?;
@@ -167,8 +208,9 @@ async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
             pg_sink::record_data_gap(&sink, &spec.name, &spec.slot, gap_from)
                 .await
                 .map_err(JobError::SinkSetup)?;
+            metrics.data_gap(gap_from.map(|lsn| lsn.0));
             repl.drop_slot(&spec.slot).await?;
-            start_fresh(spec, &mut repl, &source_sql, &sink, &tables, &mut targets).await?
+            start_fresh(spec, metrics, &mut repl, &source_sql, &sink, &tables, &mut targets).await?
         }
         (Some(_), Some(applied)) => {
             tracing::info!(job = %spec.name, slot = %spec.slot, %applied, "resuming from the checkpoint");
@@ -179,14 +221,14 @@ async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
                 tracing::info!(slot = %spec.slot, "dropping a slot without a checkpoint (an unfinished start)");
                 repl.drop_slot(&spec.slot).await?;
             }
-            start_fresh(spec, &mut repl, &source_sql, &sink, &tables, &mut targets).await?
+            start_fresh(spec, metrics, &mut repl, &source_sql, &sink, &tables, &mut targets).await?
         }
     };
     let start = match start {
         Start::At(lsn) => lsn,
         Start::Finished => {
             tracing::info!(job = %spec.name, "initial_only: the copy is done; not streaming");
-            return Ok(());
+            return Ok(Start::Finished);
         }
     };
     drop(source_sql);
@@ -196,16 +238,17 @@ async fn attempt(spec: &JobSpec, stop: watch::Receiver<bool>) -> Result<(), JobE
     let interval = repl.status_interval().await?;
     let stream = repl.start_stream(&spec.slot, &spec.publication, start, interval).await?;
     tracing::info!(job = %spec.name, from = %start, "streaming");
+    metrics.set_state("running", Some("streaming"));
+    metrics.source_connected.set(1);
 
+    let ready = Ready { spec, metrics, primary_keys, sink, stop };
     match targets {
         Targets::Mirror(destinations) => {
-            let writer = MirrorWriter::new(destinations);
-            stream_into(spec, stream, MirrorRecords, writer, sink, primary_keys, stop).await
+            ready.stream_into(stream, MirrorRecords, MirrorWriter::new(destinations)).await?;
         }
-        Targets::Changelog(writer) => {
-            stream_into(spec, stream, JsonLines, writer, sink, primary_keys, stop).await
-        }
+        Targets::Changelog(writer) => ready.stream_into(stream, JsonLines, writer).await?,
     }
+    Ok(Start::At(start))
 }
 
 /// Where a job's rows go in the sink, by mode.
@@ -246,45 +289,62 @@ impl Targets {
     }
 }
 
-/// Streams from `stream` into the sink with `writer`, until stopped or a failure.
-async fn stream_into<E: Encoding, W: Writer>(
-    spec: &JobSpec,
-    stream: crate::source::ReplicationStream,
-    encoding: E,
-    writer: W,
-    sink: tokio_postgres::Client,
+/// Everything streaming needs besides the stream and the sink mode.
+struct Ready<'a> {
+    spec: &'a JobSpec,
+    metrics: &'a Arc<JobMetrics>,
     primary_keys: crate::change::relation::PrimaryKeys,
+    sink: tokio_postgres::Client,
     stop: watch::Receiver<bool>,
-) -> Result<(), JobError> {
-    let (ends, sink_ends) = driver::channel();
-    let sink = PostgresSink::new(sink, &spec.name, &spec.slot, writer, spec.batch_size, spec.flush_interval);
-    let sink_task = tokio::spawn(sink.run(sink_ends));
-    let mut stop = stop.clone();
-    let stopped = async move {
-        let _ = stop.wait_for(|stopped| *stopped).await;
-    };
-    let assembler = Assembler::new(encoding, SPILL_MEMORY_CAP, None, primary_keys);
-    let progress = Arc::new(Progress::default());
-    let heartbeat =
-        spec.heartbeat_interval.map(|every| tokio::spawn(heartbeat(spec.clone(), every, progress.clone())));
-    let (stream, outcome) = driver::drive(stream, assembler, None, ends, progress, stopped).await;
-    if let Some(task) = heartbeat {
-        task.abort();
+}
+
+impl Ready<'_> {
+    /// Streams from `stream` into the sink with `writer`, until stopped or a failure.
+    async fn stream_into<E: Encoding, W: Writer>(
+        self,
+        stream: crate::source::ReplicationStream,
+        encoding: E,
+        writer: W,
+    ) -> Result<(), JobError> {
+        let Ready { spec, metrics, primary_keys, sink, mut stop } = self;
+        let (ends, sink_ends) = driver::channel();
+        let sink = PostgresSink::new(
+            sink,
+            &spec.name,
+            &spec.slot,
+            writer,
+            spec.batch_size,
+            spec.flush_interval,
+            metrics.clone(),
+        );
+        let sink_task = tokio::spawn(sink.run(sink_ends));
+        let stopped = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        let assembler = Assembler::new(encoding, SPILL_MEMORY_CAP, None, primary_keys);
+        let heartbeat = spec
+            .heartbeat_interval
+            .map(|every| tokio::spawn(heartbeat(spec.clone(), every, metrics.clone())));
+        let (stream, outcome) = driver::drive(stream, assembler, None, ends, metrics.clone(), stopped).await;
+        if let Some(task) = heartbeat {
+            task.abort();
+        }
+        let sink_result = match sink_task.await {
+            Ok(result) => result,
+            Err(join) => return Err(JobError::SinkTask(join.to_string())),
+        };
+        sink_result?;
+        outcome?;
+        stream.finish().await?;
+        Ok(())
     }
-    let sink_result = match sink_task.await {
-        Ok(result) => result,
-        Err(join) => return Err(JobError::SinkTask(join.to_string())),
-    };
-    sink_result?;
-    outcome?;
-    stream.finish().await?;
-    Ok(())
 }
 
 /// A new slot (with an exported snapshot), the copy the mode asks for, and
 /// the checkpoint that marks the start as complete.
 async fn start_fresh(
     spec: &JobSpec,
+    metrics: &JobMetrics,
     repl: &mut Connection,
     source_sql: &tokio_postgres::Client,
     sink: &tokio_postgres::Client,
@@ -301,11 +361,14 @@ async fn start_fresh(
             spec.start_position.unwrap_or(created.consistent_point).max(created.consistent_point)
         }
         (_, Some(snapshot)) => {
+            metrics.set_state("running", Some("snapshot"));
+            metrics.source_connected.set(1);
             let plan = snapshot::CopyPlan {
                 source: &spec.source,
                 sink: &spec.sink,
                 catalog: source_sql,
                 parallel_tables: spec.parallel_tables,
+                metrics,
             };
             let rows = match targets {
                 Targets::Mirror(destinations) => {
@@ -337,7 +400,7 @@ async fn start_fresh(
 /// Emits a heartbeat into the source's WAL every `every`, and warns when
 /// they stop coming back through the stream (the consumer is stalled).
 /// Non-transactional, so each is decoded at once, also on a quiet database.
-async fn heartbeat(spec: JobSpec, every: Duration, progress: Arc<Progress>) {
+async fn heartbeat(spec: JobSpec, every: Duration, metrics: Arc<JobMetrics>) {
     let mut client = None;
     let mut ticker = tokio::time::interval(every);
     let started = std::time::SystemTime::now();
@@ -353,13 +416,16 @@ async fn heartbeat(spec: JobSpec, every: Duration, progress: Arc<Progress>) {
                     &[&HEARTBEAT_PREFIX, &spec.name],
                 )
                 .await;
-            if let Err(error) = sent {
-                tracing::warn!(job = %spec.name, "could not emit a heartbeat: {error}");
-                client = None;
+            match sent {
+                Ok(_) => metrics.heartbeat_sent.set(unix_seconds(std::time::SystemTime::now())),
+                Err(error) => {
+                    tracing::warn!(job = %spec.name, "could not emit a heartbeat: {error}");
+                    client = None;
+                }
             }
         }
-        let last = progress.last_heartbeat_unix_ms.load(std::sync::atomic::Ordering::Relaxed);
-        let since = std::time::UNIX_EPOCH + Duration::from_millis(last);
+        let since =
+            std::time::UNIX_EPOCH + Duration::from_secs_f64(metrics.heartbeat_received.get().max(0.0));
         let silent = std::time::SystemTime::now().duration_since(since.max(started)).unwrap_or_default();
         if silent > every * 3 {
             tracing::warn!(job = %spec.name, "no heartbeat came back for {} s: the stream is stalled or far behind", silent.as_secs());

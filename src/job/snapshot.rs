@@ -26,6 +26,7 @@ use tokio_postgres::Client;
 
 use crate::change::encode::SnapshotRows;
 use crate::lsn::Lsn;
+use crate::metrics::JobMetrics;
 use crate::sink::postgres::changelog::ChangelogWriter;
 use crate::sink::postgres::schema::Destination;
 use crate::sink::postgres::{SinkError, Writer};
@@ -70,6 +71,7 @@ pub struct CopyPlan<'a> {
     /// For the row-count estimates of the progress lines.
     pub catalog: &'a Client,
     pub parallel_tables: usize,
+    pub metrics: &'a JobMetrics,
 }
 
 /// Copies `tables` as of `snapshot` (an exported snapshot name), up to
@@ -98,7 +100,7 @@ pub async fn copy_tables(
             // Taken in its own statement, so the lock is released before awaiting.
             let next = queue.lock().map_or(None, |mut queue| queue.pop_front());
             let Some((table, destination)) = next else { break };
-            rows += copy_table(&mut reader, plan.catalog, &sink, table, destination).await?;
+            rows += copy_table(&mut reader, plan, &sink, table, destination).await?;
         }
         reader.simple_query("COMMIT").await?;
         Ok::<u64, SnapshotError>(rows)
@@ -132,11 +134,16 @@ pub async fn copy_tables_as_changes(
         let columns = table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
         let order = table.key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
         let sql = format!("COPY (SELECT {columns} FROM {} ORDER BY {order}) TO STDOUT", table.quoted());
-        let started = Instant::now();
+        let mut progress = TableProgress::start(plan, table).await?;
         sink.batch_execute("BEGIN").await?;
         let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
         let read = async {
-            let result = reader.copy_out(&sql, CHUNK_BYTES, |chunk| forward(chunks.clone(), chunk)).await;
+            let result = reader
+                .copy_out(&sql, CHUNK_BYTES, |chunk| {
+                    progress.advance(&chunk);
+                    forward(chunks.clone(), chunk)
+                })
+                .await;
             drop(chunks);
             result
         };
@@ -164,7 +171,7 @@ pub async fn copy_tables_as_changes(
         let rows = written?;
         read?;
         sink.batch_execute("COMMIT").await?;
-        log_progress(table, rows, rows as i64, started.elapsed());
+        progress.finish();
         total += rows;
     }
     reader.simple_query("COMMIT").await?;
@@ -173,24 +180,17 @@ pub async fn copy_tables_as_changes(
 
 async fn copy_table(
     reader: &mut Connection,
-    catalog: &Client,
+    plan: &CopyPlan<'_>,
     sink: &Client,
     table: &SourceTable,
     destination: &Destination,
 ) -> Result<u64, SnapshotError> {
     let columns = table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
-    let estimate: i64 = catalog
-        .query_one(
-            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
-            &[&table.quoted()],
-        )
-        .await?
-        .get(0);
+    let mut progress = TableProgress::start(plan, table).await?;
     sink.batch_execute(&format!("BEGIN; TRUNCATE {}", destination.quoted)).await?;
     let writer =
         sink.copy_in::<_, Bytes>(&format!("COPY {} ({columns}) FROM STDIN", destination.quoted)).await?;
 
-    let started = Instant::now();
     let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
     let write = async move {
         futures_util::pin_mut!(writer);
@@ -199,17 +199,11 @@ async fn copy_table(
         }
         writer.finish().await
     };
-    let read = async move {
-        let mut rows: u64 = 0;
-        let mut last_report = Instant::now();
+    let read = async {
         let sql = format!("COPY (SELECT {columns} FROM {}) TO STDOUT", table.quoted());
         let result = reader
             .copy_out(&sql, CHUNK_BYTES, |chunk| {
-                rows += chunk.iter().filter(|b| **b == b'\n').count() as u64;
-                if last_report.elapsed() >= PROGRESS_EVERY {
-                    last_report = Instant::now();
-                    log_progress(table, rows, estimate, started.elapsed());
-                }
+                progress.advance(&chunk);
                 forward(chunks.clone(), chunk)
             })
             .await;
@@ -218,11 +212,10 @@ async fn copy_table(
     };
     let (read, written) = tokio::join!(read, write);
     // A sink failure also stops the read: report the sink's error first.
-    let copied = written?;
+    written?;
     read?;
     sink.batch_execute("COMMIT").await?;
-    log_progress(table, copied, copied as i64, started.elapsed());
-    Ok(copied)
+    Ok(progress.finish())
 }
 
 /// A source session reading as of the exported `snapshot`.
@@ -245,14 +238,61 @@ async fn forward(chunks: mpsc::Sender<Bytes>, chunk: Bytes) -> Result<(), Source
         .map_err(|_| SourceError::Protocol("the sink side of the snapshot copy stopped".into()))
 }
 
-/// `snapshot public.orders: 120000/1000000 rows (12%), 60000 rows/s, ETA 15 s`
-fn log_progress(table: &SourceTable, rows: u64, estimate: i64, elapsed: Duration) {
-    let rate = rows as f64 / elapsed.as_secs_f64().max(0.001);
-    let total = (estimate.max(0) as u64).max(rows);
-    let percent = if total == 0 { 100.0 } else { rows as f64 * 100.0 / total as f64 };
-    let eta = if rate > 0.0 { (total - rows) as f64 / rate } else { 0.0 };
-    tracing::info!(
-        "snapshot {}: {rows}/{total} rows ({percent:.0}%), {rate:.0} rows/s, ETA {eta:.0} s",
-        table.qualified()
-    );
+/// One table's copy as the user sees it: a progress line every
+/// [`PROGRESS_EVERY`] and at the end, and the snapshot metrics.
+struct TableProgress<'a> {
+    name: String,
+    metrics: &'a JobMetrics,
+    estimate: i64,
+    rows: u64,
+    started: Instant,
+    last_report: Instant,
+}
+
+impl<'a> TableProgress<'a> {
+    async fn start(plan: &CopyPlan<'a>, table: &SourceTable) -> Result<TableProgress<'a>, SnapshotError> {
+        let estimate: i64 = plan
+            .catalog
+            .query_one(
+                "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
+                &[&table.quoted()],
+            )
+            .await?
+            .try_get(0)?;
+        let name = table.qualified();
+        plan.metrics.snapshot_started(&name, estimate);
+        let now = Instant::now();
+        Ok(TableProgress { name, metrics: plan.metrics, estimate, rows: 0, started: now, last_report: now })
+    }
+
+    /// A chunk of COPY text (a line per row) was read.
+    fn advance(&mut self, chunk: &[u8]) {
+        let rows = chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        self.rows += rows;
+        self.metrics.snapshot_rows(&self.name, rows);
+        if self.last_report.elapsed() >= PROGRESS_EVERY {
+            self.last_report = Instant::now();
+            self.log();
+        }
+    }
+
+    /// The table is committed in the sink: the last line. Returns the rows copied.
+    fn finish(mut self) -> u64 {
+        self.estimate = self.rows as i64;
+        self.log();
+        self.rows
+    }
+
+    /// `snapshot public.orders: 120000/1000000 rows (12%), 60000 rows/s, ETA 15 s`
+    fn log(&self) {
+        let rows = self.rows;
+        let rate = rows as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        let total = (self.estimate.max(0) as u64).max(rows);
+        let percent = if total == 0 { 100.0 } else { rows as f64 * 100.0 / total as f64 };
+        let eta = if rate > 0.0 { (total - rows) as f64 / rate } else { 0.0 };
+        tracing::info!(
+            "snapshot {}: {rows}/{total} rows ({percent:.0}%), {rate:.0} rows/s, ETA {eta:.0} s",
+            self.name
+        );
+    }
 }

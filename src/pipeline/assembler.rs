@@ -22,6 +22,8 @@
 //!   transaction, a row for an unknown relation, a row of the wrong width)
 //!   is an error naming its LSN, never a panic.
 
+use std::time::SystemTime;
+
 use bytes::Bytes;
 
 use super::spill::{Replay, StreamedTxns};
@@ -31,6 +33,7 @@ use crate::change::relation::{PrimaryKeys, RelationCache, Table};
 use crate::lsn::Lsn;
 use crate::protocol::DecodeError;
 use crate::protocol::pgoutput::{Decoder, Message, OldTuple, Tuple};
+use crate::protocol::time::to_system_time;
 
 /// What handling one message produced.
 #[derive(Debug)]
@@ -38,7 +41,7 @@ pub enum Step<E: Encoding> {
     /// Nothing that can be confirmed yet (lines may have been written).
     Continue,
     /// A transaction's lines are complete in `out`.
-    Committed { end_lsn: Lsn },
+    Committed { end_lsn: Lsn, commit_time: SystemTime },
     /// A streamed transaction committed: write its lines with
     /// [`Assembler::replay_into`], then confirm `end_lsn`.
     Replay(Box<CommittedStream<E>>),
@@ -54,6 +57,7 @@ pub const HEARTBEAT_PREFIX: &str = "walpipe_heartbeat";
 #[derive(Debug)]
 pub struct CommittedStream<E: Encoding> {
     pub end_lsn: Lsn,
+    pub commit_time: SystemTime,
     encoding: E,
     fields: E::Txn,
     replay: Replay,
@@ -68,6 +72,27 @@ pub enum AssembleError {
     Sequence { lsn: Lsn, what: String },
     #[error("could not hold a streamed transaction in a temporary file at LSN {lsn}: {source}")]
     Spill { lsn: Lsn, source: std::io::Error },
+}
+
+/// What the assembler received since it was last asked ([`Assembler::take_tally`]).
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// By relation id: inserts, updates, deletes, truncates.
+    events: std::collections::HashMap<u32, [u64; 4]>,
+    pub transactions: u64,
+}
+
+/// The operations counted per table, in the order of [`Tally`]'s arrays.
+pub const TALLIED_OPS: [&str; 4] = ["insert", "update", "delete", "truncate"];
+
+impl Tally {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.transactions == 0
+    }
+
+    fn count(&mut self, relation_id: u32, op: usize) {
+        self.events.entry(relation_id).or_default()[op] += 1;
+    }
 }
 
 /// The plain (non-streamed) transaction being received.
@@ -86,6 +111,7 @@ pub struct Assembler<E: Encoding> {
     /// The top-level xid of the current stream block.
     stream_xid: Option<u32>,
     end_at: Option<Lsn>,
+    tally: Tally,
 }
 
 impl<E: Encoding> Assembler<E> {
@@ -107,7 +133,24 @@ impl<E: Encoding> Assembler<E> {
             streamed: StreamedTxns::new(spill_cap),
             stream_xid: None,
             end_at,
+            tally: Tally::default(),
         }
+    }
+
+    /// What was received since the last call; `visit` gets each table's
+    /// `schema.name`, operation and count.
+    pub fn take_tally(&mut self, mut visit: impl FnMut(&str, &str, u64)) -> Tally {
+        let tally = std::mem::take(&mut self.tally);
+        for (id, counts) in &tally.events {
+            let name =
+                self.relations.get(*id).map_or_else(|| format!("relation {id}"), |t| t.qualified_name());
+            for (op, count) in TALLIED_OPS.iter().zip(counts) {
+                if *count > 0 {
+                    visit(&name, op, *count);
+                }
+            }
+        }
+        tally
     }
 
     /// Whether a plain transaction is partly received: its position must
@@ -139,7 +182,13 @@ impl<E: Encoding> Assembler<E> {
                 Ok(Step::Continue)
             }
             Message::Commit(commit) => match self.open.take() {
-                Some(_) => Ok(Step::Committed { end_lsn: commit.end_lsn }),
+                Some(_) => {
+                    self.tally.transactions += 1;
+                    Ok(Step::Committed {
+                        end_lsn: commit.end_lsn,
+                        commit_time: to_system_time(commit.commit_time),
+                    })
+                }
                 None => Err(sequence("Commit outside a transaction".into())),
             },
             Message::Origin(_) | Message::Type(_) => Ok(Step::Continue),
@@ -155,6 +204,7 @@ impl<E: Encoding> Assembler<E> {
             Message::Truncate(m) => {
                 for id in &m.relation_ids {
                     let table = self.table(lsn, *id)?;
+                    self.tally.count(*id, 3);
                     let encoding = self.encoding.clone();
                     self.emit(lsn, m.xid, out, |body| encoding.write_truncate(body, &table))?;
                 }
@@ -202,8 +252,10 @@ impl<E: Encoding> Assembler<E> {
                     .streamed
                     .commit(commit.xid)
                     .map_err(|source| AssembleError::Spill { lsn, source })?;
+                self.tally.transactions += 1;
                 Ok(Step::Replay(Box::new(CommittedStream {
                     end_lsn: commit.end_lsn,
+                    commit_time: to_system_time(commit.commit_time),
                     encoding: self.encoding.clone(),
                     fields: self.encoding.txn(commit.commit_lsn, Some(commit.xid), Some(commit.commit_time)),
                     replay,
@@ -232,6 +284,12 @@ impl<E: Encoding> Assembler<E> {
         out: &mut Vec<u8>,
     ) -> Result<Step<E>, AssembleError> {
         let table = self.table(lsn, relation_id)?;
+        let op_index = match op {
+            Op::Insert => 0,
+            Op::Update => 1,
+            Op::Delete => 2,
+        };
+        self.tally.count(relation_id, op_index);
         let mut shape = Ok(());
         let encoding = self.encoding.clone();
         self.emit(lsn, xid, out, |body| shape = encoding.write_row(body, &table, op, old, new))?;

@@ -22,13 +22,15 @@
 //!   returning the stream, so the final status reports all that is durable.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
 use super::assembler::{AssembleError, Assembler, Step};
 use crate::change::Encoding;
 use crate::lsn::Lsn;
+use crate::metrics::{JobMetrics, unix_seconds};
 use crate::source::{ReplicationStream, SourceError, StreamEvent};
 
 /// Lines are handed to the sink in chunks of about this size.
@@ -45,6 +47,8 @@ pub struct Chunk {
     pub lines: Vec<u8>,
     /// The end of the last transaction these lines complete, if any.
     pub confirm: Option<Lsn>,
+    /// Source commit times of the transactions these lines complete.
+    pub commit_times: Vec<SystemTime>,
     /// Nothing more was waiting from the source when this chunk was sent:
     /// a sink that batches should not wait for more before making it durable.
     pub caught_up: bool,
@@ -83,22 +87,6 @@ pub enum DriveError {
     SinkStopped,
 }
 
-/// What the loop has seen, shared with whoever reports on the job.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// When walpipe's last heartbeat came back in the stream (Unix ms; 0: never).
-    pub last_heartbeat_unix_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Progress {
-    fn heartbeat_returned(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.last_heartbeat_unix_ms.store(now, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// Why the loop ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
@@ -109,11 +97,16 @@ pub enum Ended {
 
 struct Driver {
     stream: ReplicationStream,
-    progress: std::sync::Arc<Progress>,
+    metrics: Arc<JobMetrics>,
     ends: DriverEnds,
     unacked: usize,
     pending: Vec<u8>,
     pending_confirm: Option<Lsn>,
+    pending_commits: Vec<SystemTime>,
+    /// Payload bytes received and not yet counted in the metrics.
+    uncounted_bytes: u64,
+    /// Data (not a heartbeat) arrived since the metrics were last told.
+    data_arrived: bool,
     /// When the sink was last handed a chunk.
     last_chunk: tokio::time::Instant,
 }
@@ -126,29 +119,35 @@ pub async fn drive<E: Encoding>(
     assembler: Assembler<E>,
     end_at: Option<Lsn>,
     ends: DriverEnds,
-    progress: std::sync::Arc<Progress>,
+    metrics: Arc<JobMetrics>,
     shutdown: impl Future<Output = ()>,
 ) -> (ReplicationStream, Result<Ended, DriveError>) {
     let mut driver = Driver {
         stream,
-        progress,
+        metrics,
         ends,
         unacked: 0,
         pending: Vec::with_capacity(CHUNK_BYTES),
         pending_confirm: None,
+        pending_commits: Vec::new(),
+        uncounted_bytes: 0,
+        data_arrived: false,
         last_chunk: tokio::time::Instant::now(),
     };
     let mut outcome = driver.pump(assembler, end_at, shutdown).await;
     if outcome.is_ok() && (!driver.pending.is_empty() || driver.pending_confirm.is_some()) {
         outcome = driver.send_pending(true).await.and(outcome);
     }
-    let Driver { mut stream, ends: DriverEnds { chunks, mut acks }, .. } = driver;
+    let Driver { mut stream, ends: DriverEnds { chunks, mut acks }, metrics, .. } = driver;
     drop(chunks);
     while let Some(ack) = acks.recv().await {
+        metrics.sink_queue.dec();
         if let Some(lsn) = ack {
             stream.confirm(lsn);
         }
     }
+    // Chunks a failed sink never acknowledged are gone with it.
+    metrics.sink_queue.set(0);
     (stream, outcome)
 }
 
@@ -162,6 +161,9 @@ impl Driver {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let idle = !self.stream.has_buffered_message();
+            if idle {
+                self.count(&mut assembler);
+            }
             if self.pending.len() >= CHUNK_BYTES
                 || (idle && (!self.pending.is_empty() || self.pending_confirm.is_some()))
             {
@@ -176,24 +178,32 @@ impl Driver {
                 () = &mut shutdown => return Ok(Ended::Signal),
                 event = self.stream.next() => match event? {
                     None => return Ok(Ended::ServerEnded),
-                    Some(StreamEvent::Data { lsn, data }) => match assembler.handle(lsn, data, &mut self.pending)? {
-                        Step::Continue => {}
-                        Step::Committed { end_lsn } => self.pending_confirm = Some(end_lsn),
+                    Some(StreamEvent::Data { lsn, data }) => {
+                        self.uncounted_bytes += data.len() as u64;
+                        match assembler.handle(lsn, data, &mut self.pending)? {
+                        Step::Continue => self.data_arrived = true,
+                        Step::Committed { end_lsn, commit_time } => {
+                            self.data_arrived = true;
+                            self.pending_confirm = Some(end_lsn);
+                            self.pending_commits.push(commit_time);
+                        }
                         Step::Replay(mut committed) => {
+                            self.data_arrived = true;
                             while committed.replay_into(&mut self.pending, CHUNK_BYTES).map_err(DriveError::Replay)? {
                                 self.send_pending(false).await?;
                             }
                             self.pending_confirm = Some(committed.end_lsn);
+                            self.pending_commits.push(committed.commit_time);
                         }
                         Step::Heartbeat => {
                             tracing::debug!(%lsn, "heartbeat returned");
-                            self.progress.heartbeat_returned();
+                            self.metrics.heartbeat_received.set(unix_seconds(SystemTime::now()));
                         }
                         Step::PastEnd => {
                             tracing::debug!(%lsn, "reached the end position");
                             return Ok(Ended::EndPosition);
                         }
-                    },
+                    }},
                     Some(StreamEvent::Keepalive(keepalive)) => {
                         tracing::debug!(wal_end = %keepalive.wal_end, reply = keepalive.reply_requested, "keepalive");
                         let settled = !assembler.in_transaction()
@@ -220,8 +230,23 @@ impl Driver {
         }
     }
 
+    /// Tells the metrics what arrived since the last time.
+    fn count<E: Encoding>(&mut self, assembler: &mut Assembler<E>) {
+        if self.uncounted_bytes == 0 {
+            return;
+        }
+        self.metrics.source_bytes.inc_by(std::mem::take(&mut self.uncounted_bytes));
+        if std::mem::take(&mut self.data_arrived) {
+            self.metrics.data_received();
+        }
+        let metrics = &self.metrics;
+        let tally = assembler.take_tally(|table, op, count| metrics.source_events(table, op, count));
+        metrics.source_transactions.inc_by(tally.transactions);
+    }
+
     fn acked(&mut self, ack: Option<Lsn>) {
         self.unacked -= 1;
+        self.metrics.sink_queue.dec();
         if let Some(lsn) = ack {
             self.stream.confirm(lsn);
         }
@@ -230,16 +255,23 @@ impl Driver {
     /// Hands the pending lines to the sink. While the sink is behind, keeps
     /// the replication session alive instead of blocking it.
     async fn send_pending(&mut self, caught_up: bool) -> Result<(), DriveError> {
+        let waiting = std::time::Instant::now();
         let permit = loop {
             tokio::select! {
                 permit = self.ends.chunks.reserve() => break permit.map_err(|_| DriveError::SinkStopped)?,
                 kept = self.stream.keep_alive(Duration::from_millis(500)) => kept?,
             }
         };
+        let waited = waiting.elapsed();
+        if waited > Duration::from_millis(1) {
+            self.metrics.sink_backpressure.inc_by(waited.as_secs_f64());
+        }
         let lines = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_BYTES));
-        permit.send(Chunk { lines, confirm: self.pending_confirm.take(), caught_up });
+        let commit_times = std::mem::take(&mut self.pending_commits);
+        permit.send(Chunk { lines, confirm: self.pending_confirm.take(), commit_times, caught_up });
         self.last_chunk = tokio::time::Instant::now();
         self.unacked += 1;
+        self.metrics.sink_queue.inc();
         Ok(())
     }
 }

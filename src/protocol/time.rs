@@ -19,6 +19,15 @@ pub fn pg_micros_to_unix_micros(pg_micros: i64) -> i64 {
     pg_micros.saturating_add(PG_EPOCH_UNIX_SECONDS as i64 * 1_000_000)
 }
 
+/// The wall-clock time of a wire timestamp.
+pub fn to_system_time(pg_micros: i64) -> SystemTime {
+    let unix_micros = pg_micros_to_unix_micros(pg_micros);
+    match u64::try_from(unix_micros) {
+        Ok(after) => UNIX_EPOCH + Duration::from_micros(after),
+        Err(_) => UNIX_EPOCH - Duration::from_micros(unix_micros.unsigned_abs()),
+    }
+}
+
 /// RFC 3339 in UTC with microseconds, e.g. `2026-11-21T10:30:00.123456Z`.
 pub fn format_rfc3339(pg_micros: i64) -> String {
     let unix_micros = pg_micros_to_unix_micros(pg_micros);

@@ -599,3 +599,35 @@ pub fn fingerprint(cluster: &Cluster, db: &str, table: &str, columns: &str, key:
         &format!("SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY {key})), '') FROM (SELECT {columns} FROM {table}) t"),
     )
 }
+
+/// The HTTP address a [`start_run`] job serves on (from its log), once it serves.
+pub fn http_addr(job: &str) -> Option<String> {
+    let log = run_log(job);
+    let start = log.find("serving http://")? + "serving http://".len();
+    let end = start + log[start..].find('/')?;
+    Some(log[start..end].to_string())
+}
+
+/// `GET path` on `addr`: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to walpipe's HTTP server");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send the request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the response");
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_string();
+    (status, body)
+}
+
+/// The value of the series of `name` whose labels include every one of `labels`.
+pub fn metric(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, series_labels) = series.split_once('{').unwrap_or((series, ""));
+        let matches = series_name == name
+            && labels.iter().all(|(key, value)| series_labels.contains(&format!("{key}=\"{value}\"")));
+        matches.then(|| value.parse().ok()).flatten()
+    })
+}

@@ -61,7 +61,7 @@ fn plain_transaction_becomes_lines_with_stable_ids() {
         Message::Commit(Commit { flags: 0, commit_lsn: Lsn(0x50), end_lsn: Lsn(0x58), commit_time: 0 }),
         &mut out,
     );
-    assert!(matches!(step, Step::Committed { end_lsn: Lsn(0x58) }));
+    assert!(matches!(step, Step::Committed { end_lsn: Lsn(0x58), .. }));
     assert!(!asm.in_transaction());
     let lines = lines(&out);
     assert_eq!(lines.len(), 2);

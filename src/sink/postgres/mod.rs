@@ -24,17 +24,16 @@ pub mod mirror;
 pub mod schema;
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use std::time::Duration;
-
+use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
-use std::future::Future;
-
-use bytes::Bytes;
-
 use crate::lsn::Lsn;
+use crate::metrics::JobMetrics;
 use crate::pipeline::driver::SinkEnds;
 
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +127,11 @@ pub struct PostgresSink<W: Writer> {
     batch_size: usize,
     flush_interval: Duration,
     changes_since_commit: usize,
+    /// Source commit times and line bytes of the uncommitted chunks.
+    commit_times_since_commit: Vec<SystemTime>,
+    bytes_since_commit: u64,
     in_transaction: bool,
+    metrics: Arc<JobMetrics>,
 }
 
 impl<W: Writer> PostgresSink<W> {
@@ -139,8 +142,12 @@ impl<W: Writer> PostgresSink<W> {
         writer: W,
         batch_size: usize,
         flush_interval: Duration,
+        metrics: Arc<JobMetrics>,
     ) -> Self {
         PostgresSink {
+            metrics,
+            commit_times_since_commit: Vec::new(),
+            bytes_since_commit: 0,
             client,
             job: job.to_string(),
             slot: slot.to_string(),
@@ -154,7 +161,15 @@ impl<W: Writer> PostgresSink<W> {
 
     /// Applies chunks until the driver closes the channel, committing at
     /// transaction boundaries; then commits what is left.
-    pub async fn run(mut self, mut ends: SinkEnds) -> Result<(), SinkError> {
+    pub async fn run(mut self, ends: SinkEnds) -> Result<(), SinkError> {
+        let result = self.apply_chunks(ends).await;
+        if result.is_err() {
+            self.metrics.sink_events_error.inc_by(self.changes_since_commit as u64);
+        }
+        result
+    }
+
+    async fn apply_chunks(&mut self, mut ends: SinkEnds) -> Result<(), SinkError> {
         // Chunks applied but not yet committed, with their positions.
         let mut uncommitted: VecDeque<Option<Lsn>> = VecDeque::new();
         let mut boundary: Option<Lsn> = None;
@@ -171,6 +186,8 @@ impl<W: Writer> PostgresSink<W> {
             };
             let Some(chunk) = chunk else { break };
             self.begin().await?;
+            self.bytes_since_commit += chunk.lines.len() as u64;
+            self.commit_times_since_commit.extend_from_slice(&chunk.commit_times);
             let lines = Bytes::from(chunk.lines);
             let mut start = 0;
             while let Some(end) = lines[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
@@ -225,6 +242,11 @@ impl<W: Writer> PostgresSink<W> {
                 tracing::debug!(applied = %lsn, changes = self.changes_since_commit, "sink commit");
             }
         }
+        self.metrics.emitted(
+            &std::mem::take(&mut self.commit_times_since_commit),
+            self.changes_since_commit as u64,
+            std::mem::take(&mut self.bytes_since_commit),
+        );
         self.changes_since_commit = 0;
         for confirm in uncommitted.drain(..) {
             // The driver is gone only when it stopped on an error: nothing more to tell it.

@@ -1,0 +1,118 @@
+//! The HTTP server on `WALPIPE_HTTP_ADDR`: `/metrics`, `/healthz`, `/readyz`.
+//!
+//! Invariants: it is bound before any job starts, so a taken address is a
+//! start-up error rather than a silent absence of metrics; it answers from
+//! in-memory state only (never waits on the source or the sink), so a
+//! stalled job cannot stall a scrape.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("WALPIPE_HTTP_ADDR={0:?} is not an address: use host:port, e.g. 127.0.0.1:9898")]
+    BadAddress(String),
+    #[error(
+        "could not listen on WALPIPE_HTTP_ADDR={addr} ({source}): stop what uses it or set WALPIPE_HTTP_ADDR to a free address"
+    )]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// A bound listener, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+}
+
+impl Server {
+    pub async fn bind(addr: &str) -> Result<Server, HttpError> {
+        let parsed: SocketAddr = addr.parse().map_err(|_| HttpError::BadAddress(addr.to_string()))?;
+        let listener = TcpListener::bind(parsed)
+            .await
+            .map_err(|source| HttpError::Bind { addr: addr.to_string(), source })?;
+        Ok(Server { listener })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until the task is dropped.
+    pub async fn serve(self) {
+        loop {
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!("the HTTP server could not accept a connection: {error}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|request| async move { Ok::<_, Infallible>(route(&request)) });
+                if let Err(error) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!("an HTTP connection ended with an error: {error}");
+                }
+            });
+        }
+    }
+}
+
+fn route(request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    match request.uri().path() {
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, &metrics::global().render());
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => readiness(),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n"),
+    }
+}
+
+/// 200 when every job is running and connected, or intentionally not
+/// running; 503 naming the jobs that are not.
+fn readiness() -> Response<Full<Bytes>> {
+    let not_ready: Vec<String> = metrics::global()
+        .jobs()
+        .iter()
+        .filter(|job| !job.ready())
+        .map(|job| {
+            let (state, phase) = job.state();
+            match phase {
+                Some(phase) => format!("{}: {state} ({phase}), not connected", job.name),
+                None => format!("{}: {state}", job.name),
+            }
+        })
+        .collect();
+    if not_ready.is_empty() {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, &format!("not ready: {}\n", not_ready.join("; ")))
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+}

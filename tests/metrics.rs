@@ -1,0 +1,236 @@
+//! `/metrics`, `/healthz` and `/readyz` of a running `walpipe run` on real
+//! servers: every SPEC section 7 metric with sane values, a scrape that
+//! `promtool check metrics` accepts, and the slot monitor that keeps
+//! reporting while the sink is blocked.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, http_addr, http_get, metric, run_log, start_run, stop_run, wait_for};
+
+/// The retention cap the test cluster runs with.
+const KEEP_SIZE_BYTES: f64 = 256.0 * 1024.0 * 1024.0;
+
+fn cluster() -> &'static Cluster {
+    let mut options = common::options();
+    options.settings.push(("max_slot_wal_keep_size", "256MB".into()));
+    common::pg15_with(&options)
+}
+
+/// Every metric SPEC section 7 requires.
+const REQUIRED: [&str; 21] = [
+    "walpipe_source_events_total",
+    "walpipe_source_transactions_total",
+    "walpipe_source_bytes_total",
+    "walpipe_sink_events_total",
+    "walpipe_sink_bytes_total",
+    "walpipe_source_idle_seconds",
+    "walpipe_emit_event_time_lag_seconds",
+    "walpipe_commit_to_sink_seconds_bucket",
+    "walpipe_slot_retained_wal_bytes",
+    "walpipe_slot_confirmed_lag_bytes",
+    "walpipe_slot_safe_wal_size_bytes",
+    "walpipe_slot_wal_status",
+    "walpipe_slot_active",
+    "walpipe_slot_invalidated",
+    "walpipe_server_max_slot_wal_keep_size_bytes",
+    "walpipe_server_wal_directory_bytes",
+    "walpipe_job_state",
+    "walpipe_job_phase",
+    "walpipe_snapshot_rows_total",
+    "walpipe_heartbeat_last_received_timestamp_seconds",
+    "walpipe_build_info",
+];
+
+fn scrape(job: &str) -> String {
+    let addr = http_addr(job).expect("walpipe serves HTTP");
+    let (status, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    body
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs_f64()
+}
+
+/// Starts a job on table `t` (100 rows to snapshot) and waits until it streams.
+fn start(cluster: &Cluster, test: &str) -> (String, String, String, std::process::Child) {
+    let source = cluster.fresh_db(&format!("{test}_src"));
+    let sink = cluster.fresh_db(&format!("{test}_sink"));
+    cluster.psql(
+        &source,
+        "CREATE TABLE t (id int PRIMARY KEY, v text); CREATE TABLE other (v text); \
+         INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 100) i",
+    );
+    let job = format!("{test}_{}", std::process::id());
+    let child = start_run(
+        cluster,
+        &source,
+        &sink,
+        &job,
+        &[("WALPIPE_HEARTBEAT_INTERVAL_MS", "500"), ("WALPIPE_TABLES", "public.t")],
+    );
+    wait_for(Duration::from_secs(30), "the job streams", || {
+        http_addr(&job).is_some_and(|addr| {
+            metric(&http_get(&addr, "/metrics").1, "walpipe_job_phase", &[("phase", "streaming")])
+                == Some(1.0)
+        })
+    });
+    (source, sink, job, child)
+}
+
+#[test]
+fn every_spec_metric_is_exported_with_sane_values() {
+    let cluster = cluster();
+    let (source, sink, job, child) = start(cluster, "scrape");
+    for statement in [
+        "INSERT INTO t SELECT i, 'n' || i FROM generate_series(101, 130) i",
+        "UPDATE t SET v = 'u' WHERE id <= 20",
+        "DELETE FROM t WHERE id > 120",
+    ] {
+        cluster.psql(&source, statement);
+    }
+    wait_for(Duration::from_secs(30), "the changes are applied", || {
+        cluster.psql(&sink, "SELECT count(*) FROM t") == "120"
+    });
+    let job_label = ("job_name", job.as_str());
+    wait_for(Duration::from_secs(15), "the counters and a monitor poll", || {
+        let body = scrape(&job);
+        metric(&body, "walpipe_sink_events_total", &[job_label, ("result", "ok")]) == Some(60.0)
+            && metric(&body, "walpipe_slot_wal_status", &[job_label, ("status", "reserved")]) == Some(1.0)
+            && metric(&body, "walpipe_heartbeat_last_received_timestamp_seconds", &[job_label])
+                .is_some_and(|at| at > unix_now() - 10.0)
+    });
+    let body = scrape(&job);
+    for name in REQUIRED {
+        assert!(
+            body.lines().any(|line| line.starts_with(name)),
+            "{name} is missing from the scrape:\n{body}"
+        );
+    }
+    let events =
+        |op| metric(&body, "walpipe_source_events_total", &[job_label, ("table", "public.t"), ("op", op)]);
+    assert_eq!(events("insert"), Some(30.0));
+    assert_eq!(events("update"), Some(20.0));
+    assert_eq!(events("delete"), Some(10.0));
+    assert_eq!(metric(&body, "walpipe_source_transactions_total", &[job_label]), Some(3.0));
+    assert!(metric(&body, "walpipe_source_bytes_total", &[job_label]).is_some_and(|b| b > 1000.0));
+    assert!(metric(&body, "walpipe_sink_bytes_total", &[job_label]).is_some_and(|b| b > 500.0));
+    assert_eq!(
+        metric(&body, "walpipe_snapshot_rows_total", &[job_label, ("table", "public.t")]),
+        Some(100.0)
+    );
+    assert_eq!(metric(&body, "walpipe_commit_to_sink_seconds_count", &[job_label]), Some(3.0));
+    assert!(
+        metric(&body, "walpipe_emit_event_time_lag_seconds", &[job_label])
+            .is_some_and(|s| s > 0.0 && s < 10.0)
+    );
+    assert_eq!(metric(&body, "walpipe_job_state", &[job_label, ("state", "running")]), Some(1.0));
+    assert_eq!(metric(&body, "walpipe_job_state", &[job_label, ("state", "failed")]), Some(0.0));
+    let slot = ("slot", &*format!("walpipe_{job}"));
+    assert_eq!(metric(&body, "walpipe_slot_active", &[job_label, slot]), Some(1.0));
+    assert_eq!(metric(&body, "walpipe_slot_invalidated", &[job_label, slot]), Some(0.0));
+    assert_eq!(metric(&body, "walpipe_slot_wal_status", &[job_label, ("status", "lost")]), Some(0.0));
+    assert!(metric(&body, "walpipe_slot_safe_wal_size_bytes", &[job_label, slot]).is_some_and(|b| b > 0.0));
+    assert!(metric(&body, "walpipe_slot_retained_wal_bytes", &[job_label, slot]).is_some_and(|b| b >= 0.0));
+    assert_eq!(
+        metric(&body, "walpipe_server_max_slot_wal_keep_size_bytes", &[job_label]),
+        Some(KEEP_SIZE_BYTES)
+    );
+    assert!(metric(&body, "walpipe_server_wal_directory_bytes", &[job_label]).is_some_and(|b| b >= 16e6));
+    assert_eq!(metric(&body, "walpipe_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+    assert!(!body.contains("password"), "no secret in the scrape");
+
+    let addr = http_addr(&job).expect("address");
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(http_get(&addr, "/readyz"), (200, "ready\n".to_string()));
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install -y prometheus) runs");
+    std::io::Write::write_all(promtool.stdin.as_mut().expect("stdin"), body.as_bytes()).expect("write");
+    let checked = promtool.wait_with_output().expect("promtool");
+    let findings =
+        format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(checked.status.success() && findings.trim().is_empty(), "promtool check metrics: {findings}");
+    assert!(stop_run(child).success(), "{}", run_log(&job));
+}
+
+#[test]
+fn the_monitor_keeps_reporting_while_the_sink_is_blocked() {
+    let cluster = cluster();
+    let (source, sink, job, child) = start(cluster, "blocked");
+    let job_label = ("job_name", job.as_str());
+    let slot = ("slot", &*format!("walpipe_{job}"));
+    cluster.psql(&source, "INSERT INTO t VALUES (1000, 'before')");
+    wait_for(Duration::from_secs(30), "the row is applied and emitted", || {
+        metric(&scrape(&job), "walpipe_sink_events_total", &[job_label, ("result", "ok")]) == Some(1.0)
+    });
+
+    // Hold an exclusive lock on the sink table: applying the next change waits on it.
+    let mut locker = Command::new(cluster.bindir.join("psql"))
+        .args(["-X", "-q", "-h", "127.0.0.1", "-p", &cluster.port.to_string(), "-U", "postgres", "-d", &sink])
+        .args(["-c", "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120)"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("psql holding the lock");
+    wait_for(Duration::from_secs(10), "the lock is held", || {
+        cluster.psql(&sink, "SELECT count(*) FROM pg_locks WHERE relation = 't'::regclass AND granted") == "1"
+    });
+    cluster.psql(&source, "INSERT INTO t VALUES (1001, 'blocked')");
+    std::thread::sleep(Duration::from_secs(2));
+    let before = scrape(&job);
+    let frozen_lag = metric(&before, "walpipe_emit_event_time_lag_seconds", &[job_label]).expect("emit lag");
+
+    // WAL keeps coming (into a table outside the publication), and nothing is confirmed.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        cluster.psql(&source, "INSERT INTO other SELECT repeat('x', 500) FROM generate_series(1, 2000)");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let after = scrape(&job);
+    let value = |body: &str, name: &str, labels: &[(&str, &str)]| metric(body, name, labels).expect(name);
+    assert!(
+        value(&after, "walpipe_monitor_last_poll_timestamp_seconds", &[job_label])
+            > value(&before, "walpipe_monitor_last_poll_timestamp_seconds", &[job_label]) + 4.0,
+        "the monitor kept polling"
+    );
+    assert!(
+        value(&after, "walpipe_slot_retained_wal_bytes", &[job_label, slot])
+            > value(&before, "walpipe_slot_retained_wal_bytes", &[job_label, slot]) + 4_000_000.0,
+        "retained WAL grows while the sink is blocked"
+    );
+    assert!(
+        value(&after, "walpipe_slot_confirmed_lag_bytes", &[job_label, slot]) > 4_000_000.0,
+        "nothing is confirmed while the sink is blocked"
+    );
+    assert_eq!(
+        value(&after, "walpipe_emit_event_time_lag_seconds", &[job_label]),
+        frozen_lag,
+        "emit lag is frozen"
+    );
+    assert!(
+        value(&after, "walpipe_source_idle_seconds", &[job_label])
+            > value(&before, "walpipe_source_idle_seconds", &[job_label]) + 6.0,
+        "idle time rises"
+    );
+    assert_eq!(value(&after, "walpipe_sink_queue_chunks", &[job_label]), 1.0);
+    assert_eq!(value(&after, "walpipe_slot_active", &[job_label, slot]), 1.0);
+
+    cluster.psql(
+        &sink,
+        "SELECT pg_terminate_backend(pid) FROM pg_locks \
+         WHERE relation = 't'::regclass AND granted AND mode = 'AccessExclusiveLock'",
+    );
+    let _ = locker.wait();
+    wait_for(Duration::from_secs(30), "the blocked change is applied", || {
+        cluster.psql(&sink, "SELECT count(*) FROM t WHERE id = 1001") == "1"
+    });
+    assert!(stop_run(child).success(), "{}", run_log(&job));
+}
