@@ -635,6 +635,8 @@ impl JobMetrics {
             family.monitor_polls.with_label_values(&[name, result]);
         }
         family.data_gaps.with_label_values(&[name, slot]);
+        // 0 until a gap: dashboards and alerts can rely on the series.
+        family.data_gap_start.with_label_values(&[name, slot]).set(0.0);
         metrics.set_state("created", None);
         metrics
     }

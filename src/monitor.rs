@@ -28,8 +28,10 @@ use crate::source::ConnInfo;
 /// How often the source is polled.
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
 
-/// Polls until the task is aborted.
-pub async fn run(source: ConnInfo, metrics: Arc<JobMetrics>) {
+/// Polls until the task is aborted. The connection introduces itself as
+/// `<application_name>-monitor`, so a DBA can tell it from the job's sessions.
+pub async fn run(mut source: ConnInfo, metrics: Arc<JobMetrics>) {
+    source.application_name.push_str("-monitor");
     let mut session: Option<Session> = None;
     let mut ticker = tokio::time::interval(POLL_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -234,3 +234,106 @@ fn the_monitor_keeps_reporting_while_the_sink_is_blocked() {
     });
     assert!(stop_run(child).success(), "{}", run_log(&job));
 }
+
+/// Every query of the dashboard, with Grafana's variables substituted.
+fn dashboard_queries() -> Vec<String> {
+    fn collect(panels: &serde_json::Value, out: &mut Vec<String>) {
+        for panel in panels.as_array().into_iter().flatten() {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = target["expr"].as_str() {
+                    out.push(expr.replace("$job", "orders").replace("$__rate_interval", "1m"));
+                }
+            }
+            collect(&panel["panels"], out);
+        }
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/walpipe.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("dashboard JSON");
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(variables.contains(&"job"), "the dashboard has a job variable");
+    let mut queries = Vec::new();
+    collect(&dashboard["panels"], &mut queries);
+    queries
+}
+
+/// The metric names an expression uses (identifiers outside quotes that start with `walpipe`).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut unquoted = String::new();
+    let mut quoted = false;
+    for c in expr.chars() {
+        if c == '"' {
+            quoted = !quoted;
+        } else if !quoted {
+            unquoted.push(c);
+        }
+    }
+    unquoted
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|token| token.starts_with("walpipe"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_dashboard_query_parses_and_names_exported_metrics() {
+    let cluster = cluster();
+    let (source, _sink, job, child) = start(cluster, "dashboard");
+    cluster.psql(&source, "INSERT INTO t VALUES (1000, 'streamed')");
+    wait_for(Duration::from_secs(15), "a change applied and a monitor poll", || {
+        let body = scrape(&job);
+        metric(&body, "walpipe_slot_active", &[("job_name", job.as_str())]) == Some(1.0)
+            && metric(&body, "walpipe_sink_events_total", &[("job_name", job.as_str()), ("result", "ok")])
+                == Some(1.0)
+    });
+    let body = scrape(&job);
+    assert!(stop_run(child).success(), "{}", run_log(&job));
+
+    let mut known: Vec<String> = Vec::new();
+    for line in body.lines().filter(|line| line.starts_with("# TYPE ")) {
+        let mut words = line.split(' ').skip(2);
+        let (name, kind) = (words.next().expect("name"), words.next().expect("type"));
+        known.push(name.to_string());
+        if kind == "histogram" {
+            known.extend(["_bucket", "_sum", "_count"].map(|suffix| format!("{name}{suffix}")));
+        }
+    }
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("alerts/walpipe.rules.yml"),
+    )
+    .expect("rules");
+    known.extend(rules.lines().filter_map(|line| line.trim().strip_prefix("- record: ")).map(str::to_string));
+
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 30, "the dashboard has its panels");
+    for query in &queries {
+        for name in metric_names(query) {
+            assert!(
+                known.contains(&name),
+                "the dashboard queries {name}, which walpipe does not export: {query}"
+            );
+        }
+    }
+    // promtool parses each query as a recording rule.
+    let mut file = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, query) in queries.iter().enumerate() {
+        file.push_str(&format!(
+            "      - record: dashboard:query_{i}\n        expr: {}\n",
+            serde_json::to_string(query).expect("quote")
+        ));
+    }
+    let path = std::env::temp_dir().join(format!("walpipe-dashboard-{}.rules.yml", std::process::id()));
+    std::fs::write(&path, file).expect("write the rules");
+    let checked = Command::new("promtool").arg("check").arg("rules").arg(&path).output().expect("promtool");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        checked.status.success(),
+        "a dashboard query does not parse: {}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+}

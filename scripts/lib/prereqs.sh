@@ -40,3 +40,16 @@ ensure_postgres18() {
     PG18_BINDIR="$copy/pginstall/bin"
   fi
 }
+
+# promtool and Prometheus, Alertmanager and amtool (Debian), and
+# docker-compose v1 to validate the compose file (no engine is needed).
+ensure_monitoring_tools() {
+  local missing=()
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+}
