@@ -12,6 +12,7 @@ source scripts/lib/cluster.sh
 RUN_FOR=${SECONDS_OF_WORKLOAD:-15}
 SRC_PORT=${SRC_PORT:-27432}
 SINK_PORT=${SINK_PORT:-27433}
+HTTP_ADDR=${HTTP_ADDR:-127.0.0.1:27898}
 
 workspace_start walpipe-demo
 echo "== starting a source cluster on 127.0.0.1:$SRC_PORT and a sink cluster on 127.0.0.1:$SINK_PORT"
@@ -33,10 +34,11 @@ SQL
 echo "== walpipe run: snapshot, then stream (log: $WORK/walpipe.log)"
 WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable" \
 WALPIPE_SINK_URL="postgres://postgres@127.0.0.1:$SINK_PORT/postgres?sslmode=disable" \
-WALPIPE_JOB_NAME=shop WALPIPE_FLUSH_INTERVAL_MS=200 \
+WALPIPE_JOB_NAME=shop WALPIPE_FLUSH_INTERVAL_MS=200 WALPIPE_HTTP_ADDR=$HTTP_ADDR \
   "$WALPIPE" run > "$WORK/walpipe.log" 2>&1 &
 until sink -At -c "SELECT 1 FROM walpipe.checkpoints" 2>/dev/null | grep -q 1; do sleep 0.2; done
 sed 's/^/   /' "$WORK/walpipe.log"
+echo "== metrics: http://$HTTP_ADDR/metrics (also /healthz, /readyz) while the demo runs"
 
 sink <<'SQL'
 CREATE VIEW revenue_per_customer AS
@@ -71,5 +73,6 @@ for table in customers orders order_items; do
   b=$(sink -At -c "SELECT md5(string_agg(t::text, '|' ORDER BY t::text)) FROM (SELECT $cols FROM $table) t")
   [ "$a" = "$b" ] && echo "   $table: identical" || echo "   $table: DIFFERENT"
 done
-echo "== metrics: /metrics arrives with the metrics issue; the slot as the source sees it:"
-src -c "SELECT slot_name, confirmed_flush_lsn, pg_current_wal_lsn() FROM pg_replication_slots"
+echo "== metrics at http://$HTTP_ADDR/metrics (a few of them):"
+curl -s "http://$HTTP_ADDR/metrics" | grep -E '^walpipe_(source_events_total|sink_events_total|slot_retained_wal_bytes|slot_safe_wal_size_bytes|slot_wal_status\{.*reserved"\}|source_idle_seconds|emit_event_time_lag_seconds|job_state\{.*running)' | sed 's/^/   /'
+echo "   readiness: $(curl -s "http://$HTTP_ADDR/readyz")"
