@@ -50,25 +50,25 @@ pub struct Config {
 fn default_job_name() -> String {
     "default".into()
 }
-fn default_batch_size() -> usize {
+pub fn default_batch_size() -> usize {
     10_000
 }
-fn default_flush_interval_ms() -> u64 {
+pub fn default_flush_interval_ms() -> u64 {
     5_000
 }
-fn default_snapshot_mode() -> String {
+pub fn default_snapshot_mode() -> String {
     "initial".into()
 }
-fn default_start_position() -> String {
+pub fn default_start_position() -> String {
     "latest".into()
 }
-fn default_parallel_tables() -> usize {
+pub fn default_parallel_tables() -> usize {
     1
 }
-fn default_sink_mode() -> String {
+pub fn default_sink_mode() -> String {
     "mirror".into()
 }
-fn default_heartbeat_interval_ms() -> u64 {
+pub fn default_heartbeat_interval_ms() -> u64 {
     10_000
 }
 fn default_http_addr() -> String {

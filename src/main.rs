@@ -26,10 +26,7 @@ enum Command {
     /// Stream the decoded changes of an existing slot to stdout as JSON lines.
     Tail(cli::tail::TailArgs),
     /// Control jobs through the API: list, show, create, start, pause, resume, stop, restart, retry, delete, history.
-    Jobs {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    Jobs(cli::jobs::JobsArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +38,8 @@ fn main() -> ExitCode {
     if let Err(error) = init_logging(&config) {
         return fail(&error);
     }
+    // One crypto provider for every TLS client (replication, SQL, HTTP).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("could not start the async runtime: {error}")),
@@ -49,11 +48,8 @@ fn main() -> ExitCode {
         Command::Tail(args) => runtime.block_on(cli::tail::run(args, config.source_url.clone())),
         Command::Run => runtime.block_on(cli::run::run(&config)),
         Command::Check => runtime.block_on(cli::check::run(&config)),
-        Command::Jobs { .. } => {
-            eprintln!(
-                "walpipe: this command is not implemented yet in this version; use `walpipe run`, `walpipe check` or `walpipe tail`"
-            );
-            return ExitCode::from(2);
+        Command::Jobs(args) => {
+            runtime.block_on(cli::jobs::run(args, &config.http_addr, config.api_token.clone()))
         }
     };
     match result {

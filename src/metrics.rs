@@ -70,6 +70,7 @@ pub struct Metrics {
     heartbeat_sent: GaugeVec,
     data_gaps: IntCounterVec,
     data_gap_start: GaugeVec,
+    sink_checkpoint_lsn: IntGaugeVec,
 
     slot_retained: IntGaugeVec,
     slot_confirmed_lag: IntGaugeVec,
@@ -303,6 +304,15 @@ impl Metrics {
                     "Slot losses recovered by re-creating the slot (changes after the gap start were lost and re-copied)."
                 ),
                 SLOT
+            ),
+            sink_checkpoint_lsn: register!(
+                r,
+                IntGaugeVec,
+                opts(
+                    "walpipe_sink_checkpoint_lsn_bytes",
+                    "The position last committed to the sink with its rows (as a byte offset): where the job resumes."
+                ),
+                JOB
             ),
             data_gap_start: register!(
                 r,
@@ -579,8 +589,20 @@ pub struct JobMetrics {
     pub heartbeat_sent: Gauge,
     pub wal_volume: IntGauge,
     idle: Gauge,
+    checkpoint_lsn: IntGauge,
     /// Last raw values of the server's counters, to count their increase.
     server_counters: Mutex<HashMap<String, i64>>,
+    /// The monitor's last sample, for the job's status.
+    last_sample: Mutex<Option<SlotSample>>,
+    /// Per table: rows copied, estimated total, when its copy started.
+    snapshot_tables: Mutex<HashMap<String, (u64, i64, std::time::Instant)>>,
+    /// Changes received, and their count at the last status (for events/s).
+    received_events: AtomicU64,
+    last_rate: Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Unix time in seconds, as Prometheus timestamps are.
@@ -624,7 +646,12 @@ impl JobMetrics {
             heartbeat_sent: family.heartbeat_sent.with_label_values(job),
             wal_volume: family.server_wal_volume.with_label_values(job),
             idle: family.source_idle.with_label_values(job),
+            checkpoint_lsn: family.sink_checkpoint_lsn.with_label_values(job),
             server_counters: Mutex::new(HashMap::new()),
+            last_sample: Mutex::new(None),
+            snapshot_tables: Mutex::new(HashMap::new()),
+            received_events: AtomicU64::new(0),
+            last_rate: Mutex::new(None),
         };
         for kind in ERROR_KINDS {
             family.job_errors.with_label_values(&[name, kind]);
@@ -659,6 +686,7 @@ impl JobMetrics {
     }
 
     pub fn source_events(&self, table: &str, op: &str, count: u64) {
+        self.received_events.fetch_add(count, Ordering::Relaxed);
         self.family.source_events.with_label_values(&[&self.name, table, op]).inc_by(count);
     }
 
@@ -686,11 +714,15 @@ impl JobMetrics {
 
     /// A snapshot of `table` starts, with an estimated `total` of rows.
     pub fn snapshot_started(&self, table: &str, total: i64) {
+        lock(&self.snapshot_tables).insert(table.to_string(), (0, total, std::time::Instant::now()));
         self.family.snapshot_table_rows.with_label_values(&[&self.name, table]).set(0);
         self.family.snapshot_table_rows_estimated.with_label_values(&[&self.name, table]).set(total);
     }
 
     pub fn snapshot_rows(&self, table: &str, rows: u64) {
+        if let Some(progress) = lock(&self.snapshot_tables).get_mut(table) {
+            progress.0 += rows;
+        }
         self.family.snapshot_rows.with_label_values(&[&self.name, table]).inc_by(rows);
         self.family
             .snapshot_table_rows
@@ -713,6 +745,7 @@ impl JobMetrics {
 
     /// One poll's findings.
     pub fn record_slot(&self, sample: &SlotSample, took: Duration) {
+        *lock(&self.last_sample) = Some(sample.clone());
         let f = self.family;
         let job = &[self.name.as_str()];
         let slot = &[self.name.as_str(), self.slot.as_str()];
@@ -787,6 +820,57 @@ impl JobMetrics {
         #[allow(clippy::cast_precision_loss)]
         let idle = unix_ms_now().saturating_sub(last) as f64 / 1000.0;
         self.idle.set(idle);
+    }
+
+    /// The sink committed rows up to `lsn` with its checkpoint.
+    pub fn checkpointed(&self, lsn: u64) {
+        self.checkpoint_lsn.set(i64::try_from(lsn).unwrap_or(i64::MAX));
+    }
+
+    /// The last checkpoint committed to the sink by this process (0: none yet).
+    pub fn checkpoint(&self) -> u64 {
+        u64::try_from(self.checkpoint_lsn.get()).unwrap_or(0)
+    }
+
+    /// What a user wants to see of the job: records and bytes applied,
+    /// events/s since the last call, unconfirmed and retained WAL, and
+    /// snapshot progress per table (rows, percent, rows/s, ETA).
+    pub fn summary(&self) -> serde_json::Value {
+        let received = self.received_events.load(Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let events_per_second = match lock(&self.last_rate).replace((now, received)) {
+            Some((then, before)) if now > then => {
+                received.saturating_sub(before) as f64 / now.duration_since(then).as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        let sample = lock(&self.last_sample).clone();
+        let slot = sample.as_ref().and_then(|s| s.slot.as_ref());
+        let snapshot: Vec<serde_json::Value> = lock(&self.snapshot_tables)
+            .iter()
+            .map(|(table, (rows, total, started))| {
+                let total = (*total).max(i64::try_from(*rows).unwrap_or(i64::MAX)).max(0) as f64;
+                let rows = *rows as f64;
+                let rate = rows / started.elapsed().as_secs_f64().max(0.001);
+                serde_json::json!({
+                    "table": table,
+                    "rows": rows as u64,
+                    "total": total as u64,
+                    "percent": if total > 0.0 { (rows * 100.0 / total).min(100.0) } else { 100.0 },
+                    "rows_per_second": rate.round(),
+                    "eta_seconds": if rate > 0.0 { ((total - rows).max(0.0) / rate).round() } else { 0.0 },
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "records": self.sink_events_ok.get(),
+            "bytes": self.sink_bytes.get(),
+            "events_per_second": (events_per_second * 10.0).round() / 10.0,
+            "lag_bytes": slot.and_then(|s| s.confirmed_lag_bytes),
+            "retained_wal_bytes": slot.and_then(|s| s.retained_bytes),
+            "wal_status": slot.map(|s| s.wal_status.clone()),
+            "snapshot": snapshot,
+        })
     }
 
     /// Ready: running and connected, or intentionally not running.

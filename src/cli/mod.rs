@@ -1,6 +1,7 @@
 //! The command-line front end: one module per subcommand.
 
 pub mod check;
+pub mod jobs;
 pub mod run;
 pub mod tail;
 

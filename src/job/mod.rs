@@ -1,5 +1,9 @@
 //! Jobs: a source, a sink, tables and settings, run to completion or failure.
 
+pub mod lifecycle;
+pub mod notify;
 pub mod runner;
 pub mod snapshot;
 pub mod spec;
+pub mod store;
+pub mod supervisor;

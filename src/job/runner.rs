@@ -108,13 +108,22 @@ impl JobError {
     }
 }
 
+/// How a run that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Asked to stop: everything received is committed and confirmed.
+    Stopped,
+    /// `initial_only`: the copy is done.
+    Copied,
+}
+
 /// Runs the job until `stop` turns true or a permanent failure; its state,
 /// phase, errors and retries go to `metrics`.
 pub async fn run(
     spec: &JobSpec,
     metrics: &Arc<JobMetrics>,
     stop: watch::Receiver<bool>,
-) -> Result<(), JobError> {
+) -> Result<Ended, JobError> {
     let mut failures = 0;
     loop {
         metrics.set_state("starting", None);
@@ -123,11 +132,11 @@ pub async fn run(
         let error = match outcome {
             Ok(Start::Finished) => {
                 metrics.set_state("succeeded", None);
-                return Ok(());
+                return Ok(Ended::Copied);
             }
             Ok(Start::At(_)) => {
                 metrics.set_state("stopped", None);
-                return Ok(());
+                return Ok(Ended::Stopped);
             }
             Err(error) => error,
         };
@@ -146,7 +155,7 @@ pub async fn run(
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|stopped| *stopped) => {
                     metrics.set_state("stopped", None);
-                    return Ok(());
+                    return Ok(Ended::Stopped);
                 }
             }
         } else {
@@ -154,6 +163,37 @@ pub async fn run(
             return Err(error);
         }
     }
+}
+
+/// Forgets the job's progress (a restart): without a checkpoint the next
+/// run drops the old slot and starts over with a new slot and a new copy.
+pub async fn reset(spec: &JobSpec) -> Result<(), JobError> {
+    let sink = pg::connect(&spec.sink, "the sink").await?;
+    schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
+    pg_sink::forget_checkpoint(&sink, &spec.name).await.map_err(JobError::SinkSetup)
+}
+
+/// Drops the job's slot and publication on the source (stop with cleanup, delete).
+pub async fn drop_slot_and_publication(spec: &JobSpec) -> Result<(), JobError> {
+    let mut repl = Connection::connect(&spec.source).await?;
+    let exists = repl
+        .simple_query(&format!(
+            "SELECT 1 AS present FROM pg_replication_slots WHERE slot_name = {}",
+            quote_literal(&spec.slot)
+        ))
+        .await?
+        .first("present")
+        .is_some();
+    if exists {
+        repl.drop_slot(&spec.slot).await?;
+    }
+    let source = pg::connect(&spec.source, "the source").await?;
+    source
+        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&spec.publication)))
+        .await
+        .map_err(JobError::SourceSetup)?;
+    tracing::info!(job = %spec.name, slot = %spec.slot, publication = %spec.publication, "dropped the slot and the publication");
+    Ok(())
 }
 
 /// Exponential from 0.5 s, capped at 30 s, with up to 50% jitter.

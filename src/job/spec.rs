@@ -57,83 +57,192 @@ pub struct JobSpec {
 #[error("{0}")]
 pub struct SpecError(String);
 
+/// A job as a user defines it: the job variables of SPEC section 3, from
+/// the environment (`WALPIPE_SOURCE_URL`, ...) or from the API (`source_url`, ...).
+/// Stored as is in the state store; [`JobSpec::from_definition`] checks it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobDefinition {
+    pub name: String,
+    pub source_url: String,
+    pub sink_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication_name: Option<String>,
+    #[serde(default = "crate::config::default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "crate::config::default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    #[serde(default = "crate::config::default_snapshot_mode")]
+    pub snapshot_mode: String,
+    #[serde(default = "crate::config::default_start_position")]
+    pub start_position: String,
+    #[serde(default = "crate::config::default_parallel_tables")]
+    pub parallel_tables: usize,
+    #[serde(default = "crate::config::default_sink_mode")]
+    pub sink_mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_mappings: Option<String>,
+    #[serde(default = "crate::config::default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+}
+
+/// How a definition's fields are named in messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// `WALPIPE_SOURCE_URL`
+    Environment,
+    /// `source_url`
+    Api,
+}
+
+impl Naming {
+    fn name(self, field: &str) -> String {
+        match self {
+            Naming::Environment => format!("WALPIPE_{}", field.to_uppercase()),
+            Naming::Api => field.to_string(),
+        }
+    }
+}
+
+impl JobDefinition {
+    /// The job the environment defines, if `WALPIPE_SOURCE_URL` is set.
+    pub fn from_config(config: &Config) -> Result<Option<JobDefinition>, SpecError> {
+        let Some(source_url) = &config.source_url else { return Ok(None) };
+        let sink_url = config.sink_url.clone().ok_or_else(|| {
+            SpecError(
+                "WALPIPE_SINK_URL is not set: point it at the sink, e.g. postgres://user:password@sink:5432/db".into(),
+            )
+        })?;
+        Ok(Some(JobDefinition {
+            name: config.job_name.clone(),
+            source_url: source_url.clone(),
+            sink_url,
+            tables: config.tables.clone(),
+            slot_name: config.slot_name.clone(),
+            publication_name: config.publication_name.clone(),
+            batch_size: config.batch_size,
+            flush_interval_ms: config.flush_interval_ms,
+            snapshot_mode: config.snapshot_mode.clone(),
+            start_position: config.start_position.clone(),
+            parallel_tables: config.parallel_tables,
+            sink_mode: config.sink_mode.clone(),
+            table_mappings: config.table_mappings.clone(),
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+        }))
+    }
+
+    /// The definition with the passwords of its URLs replaced, for showing.
+    pub fn redacted(&self) -> JobDefinition {
+        let mut shown = self.clone();
+        for url in [&mut shown.source_url, &mut shown.sink_url] {
+            if let Ok(mut parsed) = url::Url::parse(url) {
+                if parsed.password().is_some() {
+                    let _ = parsed.set_password(Some("REDACTED"));
+                    *url = parsed.to_string();
+                }
+            }
+        }
+        shown
+    }
+}
+
 impl JobSpec {
     /// The job the environment defines, if `WALPIPE_SOURCE_URL` is set.
     pub fn from_config(config: &Config) -> Result<Option<JobSpec>, SpecError> {
-        let Some(source_url) = &config.source_url else { return Ok(None) };
+        match JobDefinition::from_config(config)? {
+            Some(definition) => JobSpec::from_definition(&definition, Naming::Environment).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks a definition; messages name its fields as `naming` does.
+    pub fn from_definition(def: &JobDefinition, naming: Naming) -> Result<JobSpec, SpecError> {
         let bad = |text: String| SpecError(text);
-        let name = config.job_name.clone();
+        let var = |field: &str| naming.name(field);
+        let name = def.name.clone();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(bad(format!(
-                "WALPIPE_JOB_NAME={name:?} is not a job name: use letters, digits, '_' and '-'"
+                "{}={name:?} is not a job name: use letters, digits, '_' and '-'",
+                var(if naming == Naming::Api { "name" } else { "job_name" })
             )));
         }
-        let source = ConnInfo::parse(source_url).map_err(|e| bad(format!("WALPIPE_SOURCE_URL: {e}")))?;
-        let sink_url = config.sink_url.as_deref().ok_or_else(|| {
-            bad("WALPIPE_SINK_URL is not set: point it at the sink, e.g. postgres://user:password@sink:5432/db".into())
-        })?;
+        let source =
+            ConnInfo::parse(&def.source_url).map_err(|e| bad(format!("{}: {e}", var("source_url"))))?;
+        let sink_url = &def.sink_url;
         if !sink_url.starts_with("postgres://") && !sink_url.starts_with("postgresql://") {
             return Err(bad(format!(
-                "WALPIPE_SINK_URL has a sink this version cannot write yet ({}): use a postgres:// sink",
+                "{} has a sink this version cannot write yet ({}): use a postgres:// sink",
+                var("sink_url"),
                 sink_url.split(':').next().unwrap_or("?")
             )));
         }
-        let sink = ConnInfo::parse(sink_url).map_err(|e| bad(format!("WALPIPE_SINK_URL: {e}")))?;
+        let sink = ConnInfo::parse(sink_url).map_err(|e| bad(format!("{}: {e}", var("sink_url"))))?;
 
         let default_name = format!("walpipe_{}", name.replace('-', "_").to_lowercase());
-        let slot = config.slot_name.clone().unwrap_or_else(|| default_name.clone());
+        let slot = def.slot_name.clone().unwrap_or_else(|| default_name.clone());
         if slot.is_empty()
             || slot.len() > 63
             || !slot.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         {
             return Err(bad(format!(
-                "WALPIPE_SLOT_NAME={slot:?} is not a slot name: use at most 63 lower-case letters, digits and '_'"
+                "{}={slot:?} is not a slot name: use at most 63 lower-case letters, digits and '_'",
+                var("slot_name")
             )));
         }
-        let snapshot_mode = match config.snapshot_mode.as_str() {
+        let snapshot_mode = match def.snapshot_mode.as_str() {
             "initial" => SnapshotMode::Initial,
             "never" => SnapshotMode::Never,
             "when_needed" => SnapshotMode::WhenNeeded,
             "initial_only" => SnapshotMode::InitialOnly,
             other => {
                 return Err(bad(format!(
-                    "WALPIPE_SNAPSHOT_MODE={other} is not a snapshot mode: use initial, never, when_needed or initial_only"
+                    "{}={other} is not a snapshot mode: use initial, never, when_needed or initial_only",
+                    var("snapshot_mode")
                 )));
             }
         };
-        let sink_mode = match config.sink_mode.as_str() {
+        let sink_mode = match def.sink_mode.as_str() {
             "mirror" => SinkMode::Mirror,
             "changelog" => SinkMode::Changelog,
             other => {
                 return Err(bad(format!(
-                    "WALPIPE_SINK_MODE={other} is not a sink mode: use mirror or changelog"
+                    "{}={other} is not a sink mode: use mirror or changelog",
+                    var("sink_mode")
                 )));
             }
         };
-        let start_position = match config.start_position.as_str() {
+        let start_position = match def.start_position.as_str() {
             "latest" => None,
-            lsn => Some(lsn.parse().map_err(|e| bad(format!("WALPIPE_START_POSITION: {e}, or latest")))?),
+            lsn => Some(lsn.parse().map_err(|e| bad(format!("{}: {e}, or latest", var("start_position"))))?),
         };
-        if config.batch_size == 0 {
-            return Err(bad("WALPIPE_BATCH_SIZE=0: use a positive number of changes, e.g. 10000".into()));
+        if def.batch_size == 0 {
+            return Err(bad(format!(
+                "{}=0: use a positive number of changes, e.g. 10000",
+                var("batch_size")
+            )));
         }
-        Ok(Some(JobSpec {
-            tables: split_list(config.tables.as_deref()),
-            table_mappings: parse_mappings(config.table_mappings.as_deref()).map_err(bad)?,
-            publication: config.publication_name.clone().unwrap_or(default_name),
+        Ok(JobSpec {
+            tables: split_list(def.tables.as_deref()),
+            table_mappings: parse_mappings(def.table_mappings.as_deref(), &var("table_mappings"))
+                .map_err(bad)?,
+            publication: def.publication_name.clone().unwrap_or(default_name),
             name,
             source,
             sink,
             slot,
-            batch_size: config.batch_size,
-            parallel_tables: config.parallel_tables.max(1),
-            flush_interval: Duration::from_millis(config.flush_interval_ms.max(1)),
+            batch_size: def.batch_size,
+            parallel_tables: def.parallel_tables.max(1),
+            flush_interval: Duration::from_millis(def.flush_interval_ms.max(1)),
             snapshot_mode,
             sink_mode,
             start_position,
-            heartbeat_interval: (config.heartbeat_interval_ms > 0)
-                .then(|| Duration::from_millis(config.heartbeat_interval_ms)),
-        }))
+            heartbeat_interval: (def.heartbeat_interval_ms > 0)
+                .then(|| Duration::from_millis(def.heartbeat_interval_ms)),
+        })
     }
 
     /// Where the rows of source table `schema.table` go.
@@ -149,16 +258,19 @@ fn split_list(text: Option<&str>) -> Vec<String> {
     text.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
-fn parse_mappings(text: Option<&str>) -> Result<HashMap<String, (String, String)>, String> {
+fn parse_mappings(text: Option<&str>, variable: &str) -> Result<HashMap<String, (String, String)>, String> {
     split_list(text)
         .into_iter()
         .map(|pair| {
             let wrong = || {
-                format!("WALPIPE_TABLE_MAPPINGS has {pair:?}: write source=destination pairs, like public.orders=raw.orders")
+                format!(
+                    "{variable} has {pair:?}: write source=destination pairs, like public.orders=raw.orders"
+                )
             };
             let (from, to) = pair.split_once('=').ok_or_else(wrong)?;
             let (schema, table) = to.trim().split_once('.').ok_or_else(wrong)?;
-            let from = if from.contains('.') { from.trim().to_string() } else { format!("public.{}", from.trim()) };
+            let from =
+                if from.contains('.') { from.trim().to_string() } else { format!("public.{}", from.trim()) };
             Ok((from, (schema.to_string(), table.to_string())))
         })
         .collect()

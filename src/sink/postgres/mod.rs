@@ -235,12 +235,16 @@ impl<W: Writer> PostgresSink<W> {
             self.begin().await?;
             write_checkpoint(&self.client, &self.job, &self.slot, lsn).await?;
         }
+        let committed_checkpoint = boundary.filter(|_| self.in_transaction);
         if self.in_transaction {
             self.client.batch_execute("COMMIT").await?;
             self.in_transaction = false;
             if let Some(lsn) = boundary {
                 tracing::debug!(applied = %lsn, changes = self.changes_since_commit, "sink commit");
             }
+        }
+        if let Some(lsn) = committed_checkpoint {
+            self.metrics.checkpointed(lsn.0);
         }
         self.metrics.emitted(
             &std::mem::take(&mut self.commit_times_since_commit),

@@ -1,12 +1,17 @@
-//! The HTTP server on `WALPIPE_HTTP_ADDR`: `/metrics`, `/healthz`, `/readyz`.
+//! The HTTP server on `WALPIPE_HTTP_ADDR`: `/metrics`, `/healthz`,
+//! `/readyz`, and the control API under `/api/v1` (SPEC section 5).
 //!
 //! Invariants: it is bound before any job starts, so a taken address is a
-//! start-up error rather than a silent absence of metrics; it answers from
-//! in-memory state only (never waits on the source or the sink), so a
-//! stalled job cannot stall a scrape.
+//! start-up error rather than a silent absence of metrics; `/metrics`,
+//! `/healthz` and `/readyz` answer from memory and are open (probes and
+//! scrapers carry no token); the API answers 401 without the bearer token
+//! when `WALPIPE_API_TOKEN` is set, and 503 until the state store is open.
+
+pub mod api;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,6 +20,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::job::store::Store;
 use crate::metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +33,20 @@ pub enum HttpError {
     Bind { addr: String, source: std::io::Error },
 }
 
+/// What the handlers share.
+pub struct App {
+    /// Set once the state store is open.
+    pub store: OnceLock<Arc<Store>>,
+    /// `WALPIPE_API_TOKEN`.
+    pub token: Option<String>,
+}
+
 /// A bound listener, ready to serve.
 pub struct Server {
     listener: TcpListener,
 }
+
+type Reply = Response<Full<Bytes>>;
 
 impl Server {
     pub async fn bind(addr: &str) -> Result<Server, HttpError> {
@@ -46,7 +62,7 @@ impl Server {
     }
 
     /// Serves until the task is dropped.
-    pub async fn serve(self) {
+    pub async fn serve(self, app: Arc<App>) {
         loop {
             let stream = match self.listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -56,9 +72,12 @@ impl Server {
                     continue;
                 }
             };
+            let app = app.clone();
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(|request| async move { Ok::<_, Infallible>(route(&request)) });
+                let service = hyper::service::service_fn(move |request| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(route(request, &app).await) }
+                });
                 if let Err(error) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await
@@ -70,11 +89,15 @@ impl Server {
     }
 }
 
-fn route(request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(request: Request<Incoming>, app: &App) -> Reply {
+    let path = request.uri().path().to_string();
+    if path.starts_with("/api/") {
+        return api::handle(request, app).await;
+    }
     if request.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
-    match request.uri().path() {
+    match path.as_str() {
         "/metrics" => {
             let mut response = text(StatusCode::OK, &metrics::global().render());
             response.headers_mut().insert(
@@ -85,13 +108,13 @@ fn route(request: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => readiness(),
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz, /readyz or /api/v1/jobs\n"),
     }
 }
 
 /// 200 when every job is running and connected, or intentionally not
 /// running; 503 naming the jobs that are not.
-fn readiness() -> Response<Full<Bytes>> {
+fn readiness() -> Reply {
     let not_ready: Vec<String> = metrics::global()
         .jobs()
         .iter()
@@ -111,7 +134,7 @@ fn readiness() -> Response<Full<Bytes>> {
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+fn text(status: StatusCode, body: &str) -> Reply {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response

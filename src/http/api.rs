@@ -1,0 +1,243 @@
+//! The control API (SPEC section 5), JSON over HTTP:
+//!
+//! ```text
+//!  GET    /api/v1/jobs                    the jobs, each as in GET /api/v1/jobs/{name}
+//!  POST   /api/v1/jobs                    {"name":..,"source_url":..,"sink_url":..,...} -> 201, created
+//!  GET    /api/v1/jobs/{name}             state, phase, error, worker, records, bytes, events/s, lag, snapshot progress
+//!  DELETE /api/v1/jobs/{name}             drops slot and publication, keeps the destination tables
+//!  POST   /api/v1/jobs/{name}/{action}    start pause resume stop restart retry; stop takes {"cleanup":true}
+//!  GET    /api/v1/jobs/{name}/history     the job's runs, newest first
+//! ```
+//!
+//! Invariants: errors are JSON `{"error": "<one sentence with the fix>"}`;
+//! an action the state does not allow is 409 with `state` and
+//! `allowed_actions`; passwords in job URLs are never shown.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::App;
+use crate::job::lifecycle::{self, Action, State};
+use crate::job::runner;
+use crate::job::spec::{JobDefinition, JobSpec, Naming};
+use crate::job::store::{JobRow, Store, StoreError};
+
+/// Request bodies are job definitions: small.
+const MAX_BODY: usize = 1024 * 1024;
+
+type Reply = Response<Full<Bytes>>;
+
+pub async fn handle(request: Request<Incoming>, app: &App) -> Reply {
+    if let Some(token) = &app.token {
+        let sent = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let expected = format!("Bearer {token}");
+        if !sent.is_some_and(|sent| constant_time_eq(sent.as_bytes(), expected.as_bytes())) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token: send the header Authorization: Bearer <WALPIPE_API_TOKEN>",
+            );
+        }
+    }
+    let Some(store) = app.store.get() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the state store is not reachable yet: see walpipe's log",
+        );
+    };
+    let method = request.method().clone();
+    let path = request.uri().path().trim_end_matches('/').to_string();
+    let parts: Vec<&str> = path.split('/').skip(1).collect();
+    match (method, parts.as_slice()) {
+        (Method::GET, ["api", "v1", "jobs"]) => list(store).await,
+        (Method::POST, ["api", "v1", "jobs"]) => match body(request).await {
+            Ok(body) => create(store, &body).await,
+            Err(reply) => reply,
+        },
+        (Method::GET, ["api", "v1", "jobs", name]) => show(store, name).await,
+        (Method::DELETE, ["api", "v1", "jobs", name]) => delete(store, name).await,
+        (Method::GET, ["api", "v1", "jobs", name, "history"]) => match store.history(name).await {
+            Ok(instances) => match store.get(name).await {
+                Ok(_) => reply(StatusCode::OK, &json!({ "job": name, "instances": instances })),
+                Err(e) => store_error(&e),
+            },
+            Err(e) => store_error(&e),
+        },
+        (Method::POST, ["api", "v1", "jobs", name, action]) => {
+            let name = name.to_string();
+            let Some(action) = Action::parse(action).filter(|a| *a != Action::Delete) else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!("{action:?} is not an action: use start, pause, resume, stop, restart or retry"),
+                );
+            };
+            match body(request).await {
+                Ok(body) => act(store, &name, action, &body).await,
+                Err(reply) => reply,
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such endpoint: see /api/v1/jobs"),
+    }
+}
+
+/// Compares without stopping at the first difference, so the time taken
+/// does not tell how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+async fn body(request: Request<Incoming>) -> Result<Bytes, Reply> {
+    match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large (at most 1 MiB)")),
+    }
+}
+
+async fn list(store: &Store) -> Reply {
+    let workers = store.live_workers().await.unwrap_or(0);
+    match store.list().await {
+        Ok(jobs) => reply(
+            StatusCode::OK,
+            &json!({ "jobs": jobs.iter().map(|j| view(j, workers)).collect::<Vec<_>>() }),
+        ),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn show(store: &Store, name: &str) -> Reply {
+    let workers = store.live_workers().await.unwrap_or(0);
+    match store.get(name).await {
+        Ok(job) => reply(StatusCode::OK, &view(&job, workers)),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn create(store: &Store, body: &[u8]) -> Reply {
+    let definition: JobDefinition = match serde_json::from_slice(body) {
+        Ok(definition) => definition,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "the job definition is not valid ({e}): send JSON with name, source_url, sink_url and optional job settings"
+                ),
+            );
+        }
+    };
+    if let Err(e) = JobSpec::from_definition(&definition, Naming::Api) {
+        return error(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    match store.create(&definition).await {
+        Ok(job) => reply(StatusCode::CREATED, &view(&job, store.live_workers().await.unwrap_or(0))),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn act(store: &Store, name: &str, action: Action, body: &[u8]) -> Reply {
+    let cleanup = if body.is_empty() {
+        false
+    } else {
+        match serde_json::from_slice::<Value>(body) {
+            Ok(options) => options["cleanup"].as_bool().unwrap_or(false),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the body is not JSON ({e}): send {{\"cleanup\": true}} or nothing"),
+                );
+            }
+        }
+    };
+    match store.act(name, action, cleanup).await {
+        Ok(_) => show(store, name).await,
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn delete(store: &Store, name: &str) -> Reply {
+    let job = match store.act(name, Action::Delete, false).await {
+        Ok(job) => job,
+        Err(e) => return store_error(&e),
+    };
+    let naming = if job.from_environment { Naming::Environment } else { Naming::Api };
+    if let Ok(spec) = JobSpec::from_definition(&job.definition, naming) {
+        if let Err(e) = runner::drop_slot_and_publication(&spec).await {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                &format!(
+                    "the job was not deleted: dropping its slot and publication on the source failed ({e}); try again"
+                ),
+            );
+        }
+    }
+    match store.remove(name).await {
+        Ok(()) => reply(StatusCode::OK, &json!({ "deleted": name })),
+        Err(e) => store_error(&e),
+    }
+}
+
+/// A job as the API shows it: the store's row, its worker's last status, and why it waits.
+fn view(job: &JobRow, live_workers: i64) -> Value {
+    let mut shown = json!({
+        "name": job.definition.name,
+        "state": job.state.as_str(),
+        "phase": job.phase,
+        "error": job.error,
+        "worker": job.worker_id,
+        "allowed_actions": lifecycle::allowed_actions(job.state).iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        "checkpoint_lsn": job.checkpoint_lsn,
+        "from_environment": job.from_environment,
+        "definition": job.definition.redacted(),
+    });
+    for field in
+        ["records", "bytes", "events_per_second", "lag_bytes", "retained_wal_bytes", "wal_status", "snapshot"]
+    {
+        shown[field] = job.status.get(field).cloned().unwrap_or(Value::Null);
+    }
+    if job.state == State::Pending && !job.leased {
+        shown["reason"] = json!(if live_workers == 0 {
+            "no live worker: start `walpipe run` with WALPIPE_STATE_URL pointing at this state store"
+                .to_string()
+        } else {
+            format!("waiting for one of {live_workers} live workers to claim it (within a few seconds)")
+        });
+    }
+    if job.state == State::Paused {
+        let retained = job.status.get("retained_wal_bytes").and_then(Value::as_i64).unwrap_or(0);
+        shown["warning"] = json!(format!(
+            "paused: the slot retains {} MB of WAL on the source, and it grows until the job is resumed or stopped",
+            retained / 1_000_000
+        ));
+    }
+    shown
+}
+
+fn store_error(e: &StoreError) -> Reply {
+    match e {
+        StoreError::NotFound(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        StoreError::Exists(_) => error(StatusCode::CONFLICT, &e.to_string()),
+        StoreError::Refused(refused) => reply(
+            StatusCode::CONFLICT,
+            &json!({
+                "error": refused.to_string(),
+                "state": refused.state.as_str(),
+                "allowed_actions": refused.allowed.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+            }),
+        ),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Reply {
+    reply(status, &json!({ "error": message }))
+}
+
+fn reply(status: StatusCode, body: &Value) -> Reply {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,506 @@
+//! The state store: job definitions, state, phase, last error, leases,
+//! instances (history) and workers, in schema `walpipe` of a Postgres
+//! database (`WALPIPE_STATE_URL`; by default the sink, else the source).
+//!
+//! ```text
+//!  API ──act()──> jobs.state (FOR UPDATE, transition table) ──> webhook
+//!  worker ──claim()──> jobs.worker_id + lease_until ──renew() every few s──> (lost lease: stop at once)
+//!         ──finish()──> final state, lease released        instances: one row per run
+//! ```
+//!
+//! Invariants:
+//! - Migrations are versioned (`walpipe.schema_migrations`) and applied
+//!   under an advisory lock, so workers starting together apply each once.
+//! - A state changes only through [`Store::act`] (the transition table),
+//!   [`Store::claim`] (pending or an expired lease: starting), the owner's
+//!   [`Store::renew`] (starting <-> running only) and [`Store::finish`]
+//!   (the owner's final word). A worker writes only rows it holds the lease
+//!   of, so a job runs in at most one worker.
+//! - Every state change is announced to the notifier (the webhook).
+//! - The authoritative checkpoint stays in the sink, committed with the
+//!   rows; the store keeps a copy for display.
+
+use std::time::Duration;
+
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use tokio_postgres::Client;
+
+use super::lifecycle::{self, Action, Refused, State};
+use super::notify::Notifier;
+use super::spec::JobDefinition;
+use crate::pg;
+use crate::source::ConnInfo;
+
+/// How long a claim lasts without renewal: a dead worker's jobs are taken over after this.
+pub const LEASE: Duration = Duration::from_secs(15);
+/// A worker whose heartbeat is older than this is dead.
+pub const WORKER_ALIVE: Duration = Duration::from_secs(30);
+
+const MIGRATIONS: [&str; 1] = ["CREATE SCHEMA IF NOT EXISTS walpipe;
+     CREATE TABLE walpipe.jobs (
+         name text PRIMARY KEY,
+         definition jsonb NOT NULL,
+         from_environment boolean NOT NULL DEFAULT false,
+         state text NOT NULL DEFAULT 'created',
+         phase text,
+         error text,
+         worker_id text,
+         lease_until timestamptz,
+         reset_requested boolean NOT NULL DEFAULT false,
+         cleanup_requested boolean NOT NULL DEFAULT false,
+         status jsonb NOT NULL DEFAULT '{}',
+         checkpoint_lsn text,
+         created_at timestamptz NOT NULL DEFAULT now(),
+         updated_at timestamptz NOT NULL DEFAULT now());
+     CREATE TABLE walpipe.workers (
+         id text PRIMARY KEY,
+         host text NOT NULL,
+         pid int NOT NULL,
+         started_at timestamptz NOT NULL DEFAULT now(),
+         heartbeat_at timestamptz NOT NULL DEFAULT now());
+     CREATE TABLE walpipe.job_instances (
+         id bigserial PRIMARY KEY,
+         job_name text NOT NULL REFERENCES walpipe.jobs ON DELETE CASCADE,
+         worker_id text NOT NULL,
+         started_at timestamptz NOT NULL DEFAULT now(),
+         ended_at timestamptz,
+         status text NOT NULL DEFAULT 'running',
+         records bigint NOT NULL DEFAULT 0,
+         bytes bigint NOT NULL DEFAULT 0,
+         error text);
+     CREATE INDEX ON walpipe.job_instances (job_name, id)"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state store: {0}")]
+    Connect(#[from] pg::ConnectError),
+    #[error("the state store's SQL failed: {0}")]
+    Sql(#[from] tokio_postgres::Error),
+    #[error("there is no job named {0:?}")]
+    NotFound(String),
+    #[error("a job named {0:?} exists already: pick another name or delete it first")]
+    Exists(String),
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error("the state store holds something this version cannot read: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Connect(error) => error.is_transient(),
+            StoreError::Sql(error) => pg::is_transient(error),
+            _ => false,
+        }
+    }
+}
+
+/// A job as the store holds it.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub definition: JobDefinition,
+    pub from_environment: bool,
+    pub state: State,
+    pub phase: Option<String>,
+    pub error: Option<String>,
+    pub worker_id: Option<String>,
+    /// The lease is held by a worker whose lease has not expired.
+    pub leased: bool,
+    pub reset_requested: bool,
+    pub cleanup_requested: bool,
+    pub status: serde_json::Value,
+    pub checkpoint_lsn: Option<String>,
+}
+
+/// One run of a job (a row of its history).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Instance {
+    pub id: i64,
+    pub worker: String,
+    pub started_at: String,
+    pub duration_seconds: f64,
+    pub status: String,
+    pub records: i64,
+    pub bytes: i64,
+    pub error: Option<String>,
+}
+
+/// What the owner of a job learns when it renews its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewed {
+    pub state: State,
+    pub cleanup_requested: bool,
+}
+
+pub struct Store {
+    info: ConnInfo,
+    client: Mutex<Option<Client>>,
+    notifier: Notifier,
+}
+
+const JOB_COLUMNS: &str = "definition, from_environment, state, phase, error, worker_id, \
+     coalesce(lease_until > now(), false), reset_requested, cleanup_requested, status, checkpoint_lsn";
+
+impl Store {
+    /// Connects and applies the migrations this version has and the store lacks.
+    pub async fn open(info: ConnInfo, notifier: Notifier) -> Result<Store, StoreError> {
+        let store = Store { info, client: Mutex::new(None), notifier };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The connection (one at a time: transactions need it to themselves),
+    /// opened again if it was lost.
+    async fn client(&self) -> Result<MappedMutexGuard<'_, Client>, StoreError> {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(pg::connect(&self.info, "the state store").await?);
+        }
+        MutexGuard::try_map(guard, Option::as_mut).map_err(|_| StoreError::Corrupt("no connection".into()))
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute(
+            "SELECT pg_advisory_xact_lock(hashtext('walpipe.schema_migrations'));
+             CREATE SCHEMA IF NOT EXISTS walpipe;
+             CREATE TABLE IF NOT EXISTS walpipe.schema_migrations (
+                 version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+        let applied: i32 = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM walpipe.schema_migrations", &[])
+            .await?
+            .try_get(0)?;
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
+            if version > applied {
+                tx.batch_execute(migration).await?;
+                tx.execute("INSERT INTO walpipe.schema_migrations (version) VALUES ($1)", &[&version])
+                    .await?;
+                tracing::info!(version, "applied a state store migration");
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn row(row: &tokio_postgres::Row) -> Result<JobRow, StoreError> {
+        Store::row_at(row, 0)
+    }
+
+    fn announce(&self, job: &str, previous: Option<State>, new: State, error: Option<&str>) {
+        if previous != Some(new) {
+            self.notifier.state_changed(job, previous, new, error);
+        }
+    }
+
+    /// A new job, `created`.
+    pub async fn create(&self, definition: &JobDefinition) -> Result<JobRow, StoreError> {
+        let client = self.client().await?;
+        let json = serde_json::to_value(definition).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let inserted = client
+            .query_opt(
+                &format!(
+                    "INSERT INTO walpipe.jobs (name, definition) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING {JOB_COLUMNS}"
+                ),
+                &[&definition.name, &json],
+            )
+            .await?;
+        let row = inserted.ok_or_else(|| StoreError::Exists(definition.name.clone()))?;
+        self.announce(&definition.name, None, State::Created, None);
+        Store::row(&row)
+    }
+
+    /// The environment's job: its definition is replaced, and unless a
+    /// worker holds it or it is paused, it is started.
+    pub async fn upsert_environment_job(&self, definition: &JobDefinition) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let json = serde_json::to_value(definition).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = client
+            .query_one(
+                "WITH previous AS (SELECT state FROM walpipe.jobs WHERE name = $1 FOR UPDATE)
+                 INSERT INTO walpipe.jobs (name, definition, from_environment, state) VALUES ($1, $2, true, 'pending')
+                 ON CONFLICT (name) DO UPDATE SET definition = $2, from_environment = true, updated_at = now(),
+                     error = CASE WHEN walpipe.jobs.state IN ('created', 'stopped', 'failed', 'succeeded') THEN NULL ELSE walpipe.jobs.error END,
+                     state = CASE WHEN walpipe.jobs.state IN ('created', 'stopped', 'failed', 'succeeded') THEN 'pending' ELSE walpipe.jobs.state END
+                 RETURNING (SELECT state FROM previous), state",
+                &[&definition.name, &json],
+            )
+            .await?;
+        let previous: Option<String> = row.try_get(0)?;
+        let new: String = row.try_get(1)?;
+        if let Some(new) = State::parse(&new) {
+            self.announce(&definition.name, previous.as_deref().and_then(State::parse), new, None);
+        }
+        Ok(())
+    }
+
+    pub async fn list(&self) -> Result<Vec<JobRow>, StoreError> {
+        let client = self.client().await?;
+        let rows =
+            client.query(&format!("SELECT {JOB_COLUMNS} FROM walpipe.jobs ORDER BY name"), &[]).await?;
+        rows.iter().map(Store::row).collect()
+    }
+
+    pub async fn get(&self, name: &str) -> Result<JobRow, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&format!("SELECT {JOB_COLUMNS} FROM walpipe.jobs WHERE name = $1"), &[&name])
+            .await?
+            .ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+        Store::row(&row)
+    }
+
+    /// Applies a user's action through the transition table. `cleanup`
+    /// (stop only): also drop the slot and the publication. Returns the job
+    /// as it was before; for `delete` the caller drops the slot and the
+    /// publication, then calls [`Store::remove`].
+    pub async fn act(&self, name: &str, action: Action, cleanup: bool) -> Result<JobRow, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                &format!("SELECT {JOB_COLUMNS} FROM walpipe.jobs WHERE name = $1 FOR UPDATE"),
+                &[&name],
+            )
+            .await?
+            .ok_or_else(|| StoreError::NotFound(name.to_string()))?;
+        let before = Store::row(&row)?;
+        let Some(target) = lifecycle::apply(before.state, action)? else {
+            tx.commit().await?;
+            return Ok(before);
+        };
+        tx.execute(
+            "UPDATE walpipe.jobs SET state = $2, updated_at = now(),
+                 error = CASE WHEN $2 = 'pending' THEN NULL ELSE error END,
+                 reset_requested = reset_requested OR $3,
+                 cleanup_requested = $4
+             WHERE name = $1",
+            &[&name, &target.as_str(), &(action == Action::Restart), &(action == Action::Stop && cleanup)],
+        )
+        .await?;
+        tx.commit().await?;
+        self.announce(name, Some(before.state), target, None);
+        Ok(before)
+    }
+
+    /// Removes a deleted job (its history goes with it).
+    pub async fn remove(&self, name: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.execute("DELETE FROM walpipe.jobs WHERE name = $1", &[&name]).await?;
+        Ok(())
+    }
+
+    /// Registers or refreshes this worker.
+    pub async fn worker_alive(&self, worker: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+        let pid = i32::try_from(std::process::id()).unwrap_or(0);
+        client
+            .execute(
+                "INSERT INTO walpipe.workers (id, host, pid) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+                &[&worker, &host, &pid],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Workers whose heartbeat is recent.
+    pub async fn live_workers(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let alive = WORKER_ALIVE.as_secs_f64();
+        Ok(client
+            .query_one(
+                "SELECT count(*) FROM walpipe.workers WHERE heartbeat_at > now() - make_interval(secs => $1)",
+                &[&alive],
+            )
+            .await?
+            .try_get(0)?)
+    }
+
+    /// Claims every job that is pending, or owned by a worker whose lease
+    /// expired. Claimed jobs that were pending or running become `starting`.
+    pub async fn claim(&self, worker: &str) -> Result<Vec<JobRow>, StoreError> {
+        let client = self.client().await?;
+        let lease = LEASE.as_secs_f64();
+        let rows = client
+            .query(
+                &format!(
+                    "WITH free AS (
+                         SELECT name, state AS previous FROM walpipe.jobs
+                          WHERE state IN ('pending', 'starting', 'running', 'paused')
+                            AND (worker_id IS NULL OR lease_until IS NULL OR lease_until < now())
+                          ORDER BY name FOR UPDATE SKIP LOCKED)
+                     UPDATE walpipe.jobs j SET worker_id = $1, lease_until = now() + make_interval(secs => $2),
+                            state = CASE WHEN j.state = 'paused' THEN 'paused' ELSE 'starting' END,
+                            phase = NULL, updated_at = now()
+                       FROM free WHERE j.name = free.name
+                     RETURNING free.previous, {}",
+                    JOB_COLUMNS.replace("lease_until", "j.lease_until").replace("definition", "j.definition")
+                ),
+                &[&worker, &lease],
+            )
+            .await?;
+        let mut claimed = Vec::new();
+        for row in &rows {
+            let previous: String = row.try_get(0)?;
+            let job = Store::row_at(row, 1)?;
+            self.announce(&job.definition.name, State::parse(&previous), job.state, None);
+            claimed.push(job);
+        }
+        Ok(claimed)
+    }
+
+    /// [`Store::row`] for a row whose job columns start at `offset`.
+    fn row_at(row: &tokio_postgres::Row, offset: usize) -> Result<JobRow, StoreError> {
+        let definition: serde_json::Value = row.try_get(offset)?;
+        let state: String = row.try_get(offset + 2)?;
+        Ok(JobRow {
+            definition: serde_json::from_value(definition).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            from_environment: row.try_get(offset + 1)?,
+            state: State::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?,
+            phase: row.try_get(offset + 3)?,
+            error: row.try_get(offset + 4)?,
+            worker_id: row.try_get(offset + 5)?,
+            leased: row.try_get(offset + 6)?,
+            reset_requested: row.try_get(offset + 7)?,
+            cleanup_requested: row.try_get(offset + 8)?,
+            status: row.try_get(offset + 9)?,
+            checkpoint_lsn: row.try_get(offset + 10)?,
+        })
+    }
+
+    /// The owner's heartbeat for one job: extends the lease and records the
+    /// observed state (only between starting and running), phase and
+    /// status. `None`: the lease is lost (another worker holds the job, or
+    /// it was deleted): stop at once.
+    pub async fn renew(
+        &self,
+        name: &str,
+        worker: &str,
+        observed: State,
+        phase: Option<&str>,
+        status: &serde_json::Value,
+        checkpoint_lsn: Option<String>,
+    ) -> Result<Option<Renewed>, StoreError> {
+        let client = self.client().await?;
+        let lease = LEASE.as_secs_f64();
+        let row = client
+            .query_opt(
+                "WITH previous AS (SELECT state FROM walpipe.jobs WHERE name = $1 AND worker_id = $2 FOR UPDATE)
+                 UPDATE walpipe.jobs SET lease_until = now() + make_interval(secs => $3),
+                        state = CASE WHEN state IN ('starting', 'running') AND $4 IN ('starting', 'running') THEN $4 ELSE state END,
+                        phase = $5, status = $6, checkpoint_lsn = coalesce($7, checkpoint_lsn), updated_at = now()
+                  WHERE name = $1 AND worker_id = $2
+                 RETURNING (SELECT state FROM previous), state, cleanup_requested",
+                &[&name, &worker, &lease, &observed.as_str(), &phase, status, &checkpoint_lsn],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let previous: Option<String> = row.try_get(0)?;
+        let state: String = row.try_get(1)?;
+        let state =
+            State::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?;
+        self.announce(name, previous.as_deref().and_then(State::parse), state, None);
+        Ok(Some(Renewed { state, cleanup_requested: row.try_get(2)? }))
+    }
+
+    /// The owner's last word on a job it lets go: `Some(state)` sets it
+    /// (failed, succeeded, stopped), `None` keeps the store's (a user's
+    /// stop or restart, or a shutdown that leaves it to the next worker).
+    pub async fn finish(
+        &self,
+        name: &str,
+        worker: &str,
+        state: Option<State>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "WITH previous AS (SELECT state FROM walpipe.jobs WHERE name = $1 AND worker_id = $2 FOR UPDATE)
+                 UPDATE walpipe.jobs SET state = coalesce($3, state), error = coalesce($4, error),
+                        worker_id = NULL, lease_until = NULL, phase = NULL, cleanup_requested = false, updated_at = now()
+                  WHERE name = $1 AND worker_id = $2
+                 RETURNING (SELECT state FROM previous), state",
+                &[&name, &worker, &state.map(State::as_str), &error],
+            )
+            .await?;
+        if let Some(row) = row {
+            let previous: Option<String> = row.try_get(0)?;
+            let new: String = row.try_get(1)?;
+            if let Some(new) = State::parse(&new) {
+                self.announce(name, previous.as_deref().and_then(State::parse), new, error);
+            }
+        }
+        Ok(())
+    }
+
+    /// A restart's reset was done.
+    pub async fn reset_done(&self, name: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.execute("UPDATE walpipe.jobs SET reset_requested = false WHERE name = $1", &[&name]).await?;
+        Ok(())
+    }
+
+    /// A run of `job` begins; returns its instance id.
+    pub async fn instance_started(&self, job: &str, worker: &str) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one(
+                "INSERT INTO walpipe.job_instances (job_name, worker_id) VALUES ($1, $2) RETURNING id",
+                &[&job, &worker],
+            )
+            .await?
+            .try_get(0)?)
+    }
+
+    pub async fn instance_ended(
+        &self,
+        id: i64,
+        status: &str,
+        records: i64,
+        bytes: i64,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE walpipe.job_instances SET ended_at = now(), status = $2, records = $3, bytes = $4, error = $5 WHERE id = $1",
+                &[&id, &status, &records, &bytes, &error],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A job's runs, newest first.
+    pub async fn history(&self, job: &str) -> Result<Vec<Instance>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, worker_id, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+                        extract(epoch FROM coalesce(ended_at, now()) - started_at)::float8, status, records, bytes, error
+                   FROM walpipe.job_instances WHERE job_name = $1 ORDER BY id DESC",
+                &[&job],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Instance {
+                    id: row.try_get(0)?,
+                    worker: row.try_get(1)?,
+                    started_at: row.try_get(2)?,
+                    duration_seconds: row.try_get(3)?,
+                    status: row.try_get(4)?,
+                    records: row.try_get(5)?,
+                    bytes: row.try_get(6)?,
+                    error: row.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,371 @@
+//! The supervisor: one per `walpipe run` process (a worker). It claims jobs
+//! from the state store, runs each in a task of its own, and keeps the
+//! store and the tasks agreeing.
+//!
+//! ```text
+//!  every TICK:  worker heartbeat ──> renew each owned job's lease ──> the store's state is what the user wants:
+//!                 starting/running: run   paused: pause   stopped: stop (cleanup?)   pending: let go (restart)
+//!                 lease lost: let go at once
+//!               claim pending jobs and jobs whose worker's lease expired ──> a task (+ its slot monitor) per job
+//!  job task:    run ──(paused)──> hold, monitor on ──(running)──> run ... ──> failed / succeeded / stopped: let go
+//! ```
+//!
+//! Invariants:
+//! - A job runs only while this worker holds its lease; a lost lease stops
+//!   the job at once, so it streams in at most one worker.
+//! - Stopping, pausing, letting go and shutting down all end a run
+//!   gracefully: pending batches are committed with their checkpoint.
+//! - Every run is an instance in the store's history, with the records and
+//!   bytes it applied.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::lifecycle::State;
+use super::runner::{self, Ended};
+use super::spec::{JobSpec, Naming};
+use super::store::{JobRow, Store};
+use crate::lsn::Lsn;
+use crate::metrics::{self, JobMetrics};
+use crate::monitor;
+
+/// How often the supervisor renews leases, claims jobs and follows the store.
+pub const TICK: Duration = Duration::from_secs(2);
+/// While paused, how often the retained WAL is logged as a warning.
+const PAUSED_WARNING_EVERY: Duration = Duration::from_secs(30);
+
+/// What the store says a job should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Desired {
+    Run,
+    Pause,
+    Stop {
+        cleanup: bool,
+    },
+    /// Stop and leave the job to whoever claims it next (restart, lost lease, shutdown).
+    LetGo,
+}
+
+impl Desired {
+    fn from_store(state: State, cleanup: bool) -> Desired {
+        match state {
+            State::Starting | State::Running => Desired::Run,
+            State::Paused => Desired::Pause,
+            State::Stopped => Desired::Stop { cleanup },
+            State::Pending | State::Created | State::Failed | State::Succeeded => Desired::LetGo,
+        }
+    }
+}
+
+/// A job's run ended for good in this worker.
+#[derive(Debug)]
+pub struct Finished {
+    pub job: String,
+    pub from_environment: bool,
+    pub state: Option<State>,
+    pub error: Option<String>,
+}
+
+struct Owned {
+    control: watch::Sender<Desired>,
+    task: JoinHandle<()>,
+    monitor: JoinHandle<()>,
+    metrics: Arc<JobMetrics>,
+}
+
+pub struct Supervisor {
+    store: Arc<Store>,
+    worker: String,
+    wal_volume_bytes: i64,
+    owned: HashMap<String, Owned>,
+    finished_tx: mpsc::UnboundedSender<Finished>,
+    finished: mpsc::UnboundedReceiver<Finished>,
+}
+
+impl Supervisor {
+    pub fn new(store: Arc<Store>, wal_volume_bytes: i64) -> Supervisor {
+        let (finished_tx, finished) = mpsc::unbounded_channel();
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let worker = format!("{host}-{}-{nanos:08x}", std::process::id());
+        Supervisor { store, worker, wal_volume_bytes, owned: HashMap::new(), finished_tx, finished }
+    }
+
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// Runs until `shutdown`, or until the environment's job ends for good
+    /// (failed, or copied with `initial_only`): then returns how it ended.
+    /// On the way out every owned job is stopped gracefully and let go.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Option<Finished> {
+        tracing::info!(worker = %self.worker, "supervising the jobs of the state store");
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let outcome = loop {
+            tokio::select! {
+                _ = ticker.tick() => self.tick().await,
+                Some(finished) = self.finished.recv() => {
+                    if let Some(owned) = self.owned.remove(&finished.job) {
+                        owned.monitor.abort();
+                    }
+                    if finished.from_environment && matches!(finished.state, Some(State::Failed | State::Succeeded)) {
+                        break Some(finished);
+                    }
+                }
+                _ = shutdown.wait_for(|stop| *stop) => break None,
+            }
+        };
+        self.let_go_of_everything().await;
+        outcome
+    }
+
+    async fn tick(&mut self) {
+        if let Err(error) = self.store.worker_alive(&self.worker).await {
+            tracing::warn!("the state store is unreachable, retrying in {} s: {error}", TICK.as_secs());
+            return;
+        }
+        self.renew_all().await;
+        match self.store.claim(&self.worker).await {
+            Ok(claimed) => {
+                for job in claimed {
+                    self.take(job);
+                }
+            }
+            Err(error) => tracing::warn!("could not claim jobs: {error}"),
+        }
+        self.show_other_jobs().await;
+    }
+
+    /// Renews the lease of every owned job and passes on what the store says.
+    async fn renew_all(&mut self) {
+        for (name, owned) in &self.owned {
+            let (state, phase) = owned.metrics.state();
+            let observed = State::parse(state).unwrap_or(State::Starting);
+            let checkpoint =
+                Some(owned.metrics.checkpoint()).filter(|lsn| *lsn > 0).map(|lsn| Lsn(lsn).to_string());
+            let renewed = self
+                .store
+                .renew(name, &self.worker, observed, phase, &owned.metrics.summary(), checkpoint)
+                .await;
+            let desired = match renewed {
+                Ok(Some(renewed)) => Desired::from_store(renewed.state, renewed.cleanup_requested),
+                Ok(None) => {
+                    tracing::warn!(job = %name, "lost the job's lease (another worker holds it, or it was deleted): stopping it here");
+                    Desired::LetGo
+                }
+                Err(error) => {
+                    tracing::warn!(job = %name, "could not renew the job's lease: {error}");
+                    continue;
+                }
+            };
+            owned.control.send_if_modified(|current| {
+                let changed = *current != desired;
+                *current = desired;
+                changed
+            });
+        }
+    }
+
+    /// Starts a task for a job this worker just claimed.
+    fn take(&mut self, job: JobRow) {
+        let name = job.definition.name.clone();
+        let naming = if job.from_environment { Naming::Environment } else { Naming::Api };
+        let spec = match JobSpec::from_definition(&job.definition, naming) {
+            Ok(spec) => spec,
+            Err(error) => {
+                let store = self.store.clone();
+                let worker = self.worker.clone();
+                let finished = self.finished_tx.clone();
+                tokio::spawn(async move {
+                    let message = error.to_string();
+                    let _ = store.finish(&name, &worker, Some(State::Failed), Some(&message)).await;
+                    let _ = finished.send(Finished {
+                        job: name,
+                        from_environment: job.from_environment,
+                        state: Some(State::Failed),
+                        error: Some(message),
+                    });
+                });
+                return;
+            }
+        };
+        tracing::info!(job = %name, worker = %self.worker, state = %job.state, "claimed the job");
+        let metrics = metrics::global().job(&spec.name, &spec.slot);
+        metrics.wal_volume.set(self.wal_volume_bytes);
+        let desired = if job.state == State::Paused { Desired::Pause } else { Desired::Run };
+        let (control, control_rx) = watch::channel(desired);
+        let monitor = tokio::spawn(monitor::run(spec.source.clone(), metrics.clone()));
+        let run = JobTask {
+            store: self.store.clone(),
+            worker: self.worker.clone(),
+            spec,
+            from_environment: job.from_environment,
+            reset: job.reset_requested,
+            metrics: metrics.clone(),
+            control: control_rx,
+            finished: self.finished_tx.clone(),
+        };
+        let task = tokio::spawn(run.run());
+        self.owned.insert(name, Owned { control, task, monitor, metrics });
+    }
+
+    /// The state and phase of the jobs other workers hold (or nobody does), as metrics.
+    async fn show_other_jobs(&self) {
+        let Ok(jobs) = self.store.list().await else { return };
+        for job in jobs.iter().filter(|job| !self.owned.contains_key(&job.definition.name)) {
+            let slot = job.definition.slot_name.clone().unwrap_or_else(|| {
+                format!("walpipe_{}", job.definition.name.replace('-', "_").to_lowercase())
+            });
+            let phase =
+                job.phase.as_deref().and_then(|p| metrics::PHASES.iter().find(|known| **known == p)).copied();
+            metrics::global().job(&job.definition.name, &slot).set_state(job.state.as_str(), phase);
+        }
+    }
+
+    async fn let_go_of_everything(&mut self) {
+        for owned in self.owned.values() {
+            let _ = owned.control.send(Desired::LetGo);
+        }
+        for (_, owned) in self.owned.drain() {
+            let _ = owned.task.await;
+            owned.monitor.abort();
+        }
+    }
+}
+
+/// One owned job.
+struct JobTask {
+    store: Arc<Store>,
+    worker: String,
+    spec: JobSpec,
+    from_environment: bool,
+    reset: bool,
+    metrics: Arc<JobMetrics>,
+    control: watch::Receiver<Desired>,
+    finished: mpsc::UnboundedSender<Finished>,
+}
+
+impl JobTask {
+    async fn run(mut self) {
+        if self.reset {
+            tracing::info!(job = %self.spec.name, "restart: forgetting the checkpoint; a new slot and a new copy follow");
+            if let Err(error) = runner::reset(&self.spec).await {
+                return self
+                    .end(Some(State::Failed), Some(format!("the restart could not reset the job: {error}")))
+                    .await;
+            }
+            let _ = self.store.reset_done(&self.spec.name).await;
+        }
+        loop {
+            let desired = *self.control.borrow_and_update();
+            match desired {
+                Desired::Run => {
+                    if let Some((state, error)) = self.run_once().await {
+                        return self.end(Some(state), error).await;
+                    }
+                }
+                Desired::Pause => self.hold().await,
+                Desired::Stop { cleanup } => {
+                    self.metrics.set_state("stopped", None);
+                    let mut error = None;
+                    if cleanup {
+                        if let Err(e) = runner::drop_slot_and_publication(&self.spec).await {
+                            error = Some(format!("stopped, but the cleanup failed: {e}"));
+                        }
+                    }
+                    return self.end(None, error).await;
+                }
+                Desired::LetGo => return self.end(None, None).await,
+            }
+        }
+    }
+
+    /// One run, recorded as an instance. `Some`: the job ended for good.
+    async fn run_once(&mut self) -> Option<(State, Option<String>)> {
+        let instance = self.store.instance_started(&self.spec.name, &self.worker).await.ok();
+        let (records, bytes) = (self.metrics.sink_events_ok.get(), self.metrics.sink_bytes.get());
+        let (stop, stop_rx) = watch::channel(false);
+        let mut control = self.control.clone();
+        let forward = tokio::spawn(async move {
+            let _ = control.wait_for(|desired| *desired != Desired::Run).await;
+            let _ = stop.send(true);
+        });
+        let outcome = runner::run(&self.spec, &self.metrics, stop_rx).await;
+        forward.abort();
+        let (status, ended) = match &outcome {
+            Ok(Ended::Copied) => ("succeeded", Some((State::Succeeded, None))),
+            Ok(Ended::Stopped) => match *self.control.borrow() {
+                Desired::Pause => ("paused", None),
+                Desired::Stop { .. } => ("stopped", None),
+                Desired::LetGo | Desired::Run => ("let go", None),
+            },
+            Err(error) => ("failed", Some((State::Failed, Some(error.to_string())))),
+        };
+        if let Some(id) = instance {
+            let applied =
+                |now: u64, before: u64| i64::try_from(now.saturating_sub(before)).unwrap_or(i64::MAX);
+            let error = ended.as_ref().and_then(|(_, e)| e.as_deref());
+            let recorded = self
+                .store
+                .instance_ended(
+                    id,
+                    status,
+                    applied(self.metrics.sink_events_ok.get(), records),
+                    applied(self.metrics.sink_bytes.get(), bytes),
+                    error,
+                )
+                .await;
+            if let Err(e) = recorded {
+                tracing::warn!(job = %self.spec.name, "could not record the run in the history: {e}");
+            }
+        }
+        if let Err(error) = &outcome {
+            tracing::error!(job = %self.spec.name, "the job failed: {error}");
+        }
+        ended
+    }
+
+    /// Paused: no replication session, the slot keeps the position; the
+    /// monitor keeps reporting and the retained WAL is logged as a warning.
+    async fn hold(&mut self) {
+        self.metrics.set_state("paused", None);
+        tracing::info!(job = %self.spec.name, "paused: the slot keeps its position and retains WAL until resumed");
+        loop {
+            tokio::select! {
+                changed = self.control.changed() => {
+                    if changed.is_err() || *self.control.borrow() != Desired::Pause {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(PAUSED_WARNING_EVERY) => {
+                    let retained = self.metrics.summary()["retained_wal_bytes"].as_i64().unwrap_or(0);
+                    tracing::warn!(job = %self.spec.name, retained_wal_bytes = retained,
+                        "paused: the slot retains {} MB of WAL on the source, and it grows until the job is resumed", retained / 1_000_000);
+                }
+            }
+        }
+    }
+
+    /// Lets go of the job, setting `state` (or keeping the store's).
+    async fn end(self, state: Option<State>, error: Option<String>) {
+        if let Some(state) = state {
+            self.metrics.set_state(state.as_str(), None);
+        }
+        if let Err(e) = self.store.finish(&self.spec.name, &self.worker, state, error.as_deref()).await {
+            tracing::warn!(job = %self.spec.name, "could not record the job's end in the state store: {e}");
+        }
+        let _ = self.finished.send(Finished {
+            job: self.spec.name.clone(),
+            from_environment: self.from_environment,
+            state,
+            error,
+        });
+    }
+}
