@@ -207,6 +207,6 @@ struct PollError(String);
 
 impl PollError {
     fn sql(error: tokio_postgres::Error) -> PollError {
-        PollError(error.to_string())
+        PollError(pg::describe(&error))
     }
 }

@@ -12,7 +12,7 @@ use crate::source::tls;
 pub enum ConnectError {
     #[error("{0}")]
     Tls(String),
-    #[error("could not connect to {what} at {target}: {source}")]
+    #[error("could not connect to {what} at {target}: {}", describe(.source))]
     Postgres { what: &'static str, target: String, source: tokio_postgres::Error },
 }
 
@@ -23,6 +23,26 @@ impl ConnectError {
             ConnectError::Tls(_) => false,
             ConnectError::Postgres { source, .. } => is_transient(source),
         }
+    }
+}
+
+/// The whole of a SQL error for a message: the server's text with its
+/// detail, hint and SQLSTATE, or the I/O cause (the driver's own Display
+/// says only "db error" or "error connecting to server").
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = db.message().to_string();
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; {hint}"));
+        }
+        return format!("{text} [SQLSTATE {}]", db.code().code());
+    }
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
     }
 }
 

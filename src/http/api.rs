@@ -178,7 +178,7 @@ async fn delete(store: &Store, name: &str) -> Reply {
 }
 
 /// A job as the API shows it: the store's row, its worker's last status, and why it waits.
-fn view(job: &JobRow, live_workers: i64) -> Value {
+pub fn view(job: &JobRow, live_workers: i64) -> Value {
     let mut shown = json!({
         "name": job.definition.name,
         "state": job.state.as_str(),

@@ -56,9 +56,9 @@ pub enum JobError {
     Drive(#[from] DriveError),
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
-    #[error("the sink's SQL failed during set-up: {0}")]
+    #[error("the sink's SQL failed during set-up: {}", crate::pg::describe(.0))]
     SinkSetup(tokio_postgres::Error),
-    #[error("the source's SQL failed during set-up: {0}")]
+    #[error("the source's SQL failed during set-up: {}", crate::pg::describe(.0))]
     SourceSetup(tokio_postgres::Error),
     #[error("the sink task failed: {0}; this is a bug, please report it")]
     SinkTask(String),
@@ -66,6 +66,10 @@ pub enum JobError {
         "replication slot {slot:?} was invalidated (wal_status = lost): the changes it held are gone; set WALPIPE_SNAPSHOT_MODE=when_needed to re-create it and copy the tables again automatically, or drop the slot and the job's checkpoint (DELETE FROM walpipe.checkpoints) and restart"
     )]
     SlotLost { slot: String },
+    #[error(
+        "permission denied: the source user may not read {tables} (walpipe needs SELECT to copy them): run GRANT SELECT ON {tables} TO {user} on the source"
+    )]
+    NoSelect { tables: String, user: String },
 }
 
 impl JobError {
@@ -103,7 +107,7 @@ impl JobError {
             JobError::Drive(_) => false,
             JobError::SinkSetup(error) | JobError::SourceSetup(error) => pg::is_transient(error),
             JobError::Snapshot(error) => error.is_transient(),
-            JobError::SinkTask(_) | JobError::SlotLost { .. } => false,
+            JobError::SinkTask(_) | JobError::SlotLost { .. } | JobError::NoSelect { .. } => false,
         }
     }
 }
@@ -220,6 +224,7 @@ async fn attempt(
 ) -> Result<Start, JobError> {
     let source_sql = pg::connect(&spec.source, "the source").await?;
     let tables = catalog::tables(&source_sql, &spec.tables).await?;
+    check_select(&source_sql, &tables).await?;
     let sink = pg::connect(&spec.sink, "the sink").await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
     let mut targets = Targets::ensure(spec, &sink, &tables).await.map_err(JobError::SinkSetup)?;
@@ -470,6 +475,27 @@ async fn heartbeat(spec: JobSpec, every: Duration, metrics: Arc<JobMetrics>) {
         if silent > every * 3 {
             tracing::warn!(job = %spec.name, "no heartbeat came back for {} s: the stream is stalled or far behind", silent.as_secs());
         }
+    }
+}
+
+/// Every table must be readable: a copy (initial, or after a lost slot)
+/// needs it, and failing at start is clearer than failing mid-incident.
+async fn check_select(
+    source: &tokio_postgres::Client,
+    tables: &[catalog::SourceTable],
+) -> Result<(), JobError> {
+    let names: Vec<String> = tables.iter().map(catalog::SourceTable::quoted).collect();
+    let row = source
+        .query_one(
+            "SELECT current_user::text, string_agg(t, ', ') FROM unnest($1::text[]) t WHERE NOT has_table_privilege(t, 'SELECT')",
+            &[&names],
+        )
+        .await
+        .map_err(JobError::SourceSetup)?;
+    let user: String = row.try_get(0).map_err(JobError::SourceSetup)?;
+    match row.try_get::<_, Option<String>>(1).map_err(JobError::SourceSetup)? {
+        Some(tables) => Err(JobError::NoSelect { tables, user: quote_ident(&user) }),
+        None => Ok(()),
     }
 }
 

@@ -46,7 +46,7 @@ pub enum SnapshotError {
     Connect(String),
     #[error("reading the snapshot from the source failed: {0}")]
     Source(#[from] SourceError),
-    #[error("writing the snapshot into the sink failed: {0}")]
+    #[error("writing the snapshot into the sink failed: {}", crate::pg::describe(.0))]
     Sink(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Writer(#[from] SinkError),

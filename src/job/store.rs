@@ -13,7 +13,7 @@
 //!   under an advisory lock, so workers starting together apply each once.
 //! - A state changes only through [`Store::act`] (the transition table),
 //!   [`Store::claim`] (pending or an expired lease: starting), the owner's
-//!   [`Store::renew`] (starting <-> running only) and [`Store::finish`]
+//!   [`Store::renew`] (starting -> running only) and [`Store::finish`]
 //!   (the owner's final word). A worker writes only rows it holds the lease
 //!   of, so a job runs in at most one worker.
 //! - Every state change is announced to the notifier (the webhook).
@@ -74,7 +74,7 @@ const MIGRATIONS: [&str; 1] = ["CREATE SCHEMA IF NOT EXISTS walpipe;
 pub enum StoreError {
     #[error("the state store: {0}")]
     Connect(#[from] pg::ConnectError),
-    #[error("the state store's SQL failed: {0}")]
+    #[error("the state store's SQL failed: {}", crate::pg::describe(.0))]
     Sql(#[from] tokio_postgres::Error),
     #[error("there is no job named {0:?}")]
     NotFound(String),
@@ -217,21 +217,26 @@ impl Store {
     /// The environment's job: its definition is replaced, and unless a
     /// worker holds it or it is paused, it is started.
     pub async fn upsert_environment_job(&self, definition: &JobDefinition) -> Result<(), StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let json = serde_json::to_value(definition).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let row = client
+        let tx = client.transaction().await?;
+        let previous: Option<String> = tx
+            .query_opt("SELECT state FROM walpipe.jobs WHERE name = $1 FOR UPDATE", &[&definition.name])
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+        let new: String = tx
             .query_one(
-                "WITH previous AS (SELECT state FROM walpipe.jobs WHERE name = $1 FOR UPDATE)
-                 INSERT INTO walpipe.jobs (name, definition, from_environment, state) VALUES ($1, $2, true, 'pending')
+                "INSERT INTO walpipe.jobs (name, definition, from_environment, state) VALUES ($1, $2, true, 'pending')
                  ON CONFLICT (name) DO UPDATE SET definition = $2, from_environment = true, updated_at = now(),
                      error = CASE WHEN walpipe.jobs.state IN ('created', 'stopped', 'failed', 'succeeded') THEN NULL ELSE walpipe.jobs.error END,
                      state = CASE WHEN walpipe.jobs.state IN ('created', 'stopped', 'failed', 'succeeded') THEN 'pending' ELSE walpipe.jobs.state END
-                 RETURNING (SELECT state FROM previous), state",
+                 RETURNING state",
                 &[&definition.name, &json],
             )
-            .await?;
-        let previous: Option<String> = row.try_get(0)?;
-        let new: String = row.try_get(1)?;
+            .await?
+            .try_get(0)?;
+        tx.commit().await?;
         if let Some(new) = State::parse(&new) {
             self.announce(&definition.name, previous.as_deref().and_then(State::parse), new, None);
         }
@@ -375,7 +380,7 @@ impl Store {
     }
 
     /// The owner's heartbeat for one job: extends the lease and records the
-    /// observed state (only between starting and running), phase and
+    /// observed state (only starting -> running), phase and
     /// status. `None`: the lease is lost (another worker holds the job, or
     /// it was deleted): stop at once.
     pub async fn renew(
@@ -391,12 +396,12 @@ impl Store {
         let lease = LEASE.as_secs_f64();
         let row = client
             .query_opt(
-                "WITH previous AS (SELECT state FROM walpipe.jobs WHERE name = $1 AND worker_id = $2 FOR UPDATE)
-                 UPDATE walpipe.jobs SET lease_until = now() + make_interval(secs => $3),
-                        state = CASE WHEN state IN ('starting', 'running') AND $4 IN ('starting', 'running') THEN $4 ELSE state END,
-                        phase = $5, status = $6, checkpoint_lsn = coalesce($7, checkpoint_lsn), updated_at = now()
-                  WHERE name = $1 AND worker_id = $2
-                 RETURNING (SELECT state FROM previous), state, cleanup_requested",
+                "UPDATE walpipe.jobs j SET lease_until = now() + make_interval(secs => $3),
+                        state = CASE WHEN j.state = 'starting' AND $4 = 'running' THEN 'running' ELSE j.state END,
+                        phase = $5, status = $6, checkpoint_lsn = coalesce($7, j.checkpoint_lsn), updated_at = now()
+                   FROM (SELECT name, state FROM walpipe.jobs WHERE name = $1 AND worker_id = $2 FOR UPDATE) previous
+                  WHERE j.name = previous.name
+                 RETURNING previous.state, j.state, j.cleanup_requested",
                 &[&name, &worker, &lease, &observed.as_str(), &phase, status, &checkpoint_lsn],
             )
             .await?;
@@ -422,11 +427,11 @@ impl Store {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "WITH previous AS (SELECT state FROM walpipe.jobs WHERE name = $1 AND worker_id = $2 FOR UPDATE)
-                 UPDATE walpipe.jobs SET state = coalesce($3, state), error = coalesce($4, error),
+                "UPDATE walpipe.jobs j SET state = coalesce($3, j.state), error = coalesce($4, j.error),
                         worker_id = NULL, lease_until = NULL, phase = NULL, cleanup_requested = false, updated_at = now()
-                  WHERE name = $1 AND worker_id = $2
-                 RETURNING (SELECT state FROM previous), state",
+                   FROM (SELECT name, state FROM walpipe.jobs WHERE name = $1 AND worker_id = $2 FOR UPDATE) previous
+                  WHERE j.name = previous.name
+                 RETURNING previous.state, j.state",
                 &[&name, &worker, &state.map(State::as_str), &error],
             )
             .await?;

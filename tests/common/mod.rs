@@ -603,22 +603,66 @@ pub fn fingerprint(cluster: &Cluster, db: &str, table: &str, columns: &str, key:
 /// The HTTP address a [`start_run`] job serves on (from its log), once it serves.
 pub fn http_addr(job: &str) -> Option<String> {
     let log = run_log(job);
-    let start = log.find("serving http://")? + "serving http://".len();
+    let start = log.rfind("serving http://")? + "serving http://".len();
     let end = start + log[start..].find('/')?;
     Some(log[start..end].to_string())
 }
 
 /// `GET path` on `addr`: the status code and the body.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path, None, None)
+}
+
+/// One HTTP/1.0 request: the status code and the body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to walpipe's HTTP server");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send the request");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    if let Some(token) = token {
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    request
+        .push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).expect("send the request");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read the response");
     let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_string();
     (status, body)
+}
+
+/// `walpipe run` as a worker of the state store in `state_db` (no job of
+/// its own); its log is [`run_log`]`(label)`.
+pub fn start_worker(
+    cluster: &Cluster,
+    state_db: &str,
+    label: &str,
+    extra: &[(&str, &str)],
+) -> std::process::Child {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(std::env::temp_dir().join(format!("walpipe-run-{label}.log")))
+        .expect("log file");
+    let mut command = walpipe();
+    command
+        .arg("run")
+        .env("WALPIPE_STATE_URL", cluster.url(state_db))
+        .env("WALPIPE_HTTP_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    command.spawn().expect("start walpipe run")
 }
 
 /// The value of the series of `name` whose labels include every one of `labels`.

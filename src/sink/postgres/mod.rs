@@ -38,7 +38,7 @@ use crate::pipeline::driver::SinkEnds;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("the sink failed: {0}")]
+    #[error("the sink failed: {}", crate::pg::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("the sink received a change line it cannot read ({0}); this is a bug, please report it")]
     Record(String),

@@ -1,0 +1,553 @@
+//! Jobs through the control API, on real servers: every transition of SPEC
+//! section 4 and every refusal, pause and resume, two workers and a
+//! takeover after kill -9, a sink outage, a permanent error and retry, the
+//! history, the webhook, and the token.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, fingerprint, http_addr, http_request, run_log, start_worker, wait_for};
+use serde_json::{Value, json};
+use walpipe::job::lifecycle::{self, ALL_ACTIONS, Action, State};
+
+fn cluster() -> &'static Cluster {
+    common::pg15_with(&common::options())
+}
+
+/// A worker and how to talk to its API.
+struct Worker {
+    child: Child,
+    addr: String,
+    label: String,
+    token: Option<String>,
+}
+
+impl Worker {
+    fn start(cluster: &Cluster, state_db: &str, label: &str, extra: &[(&str, &str)]) -> Worker {
+        let child = start_worker(cluster, state_db, label, extra);
+        let token = extra.iter().find(|(k, _)| *k == "WALPIPE_API_TOKEN").map(|(_, v)| v.to_string());
+        wait_for(Duration::from_secs(20), "the worker serves its API", || http_addr(label).is_some());
+        let addr = http_addr(label).expect("address");
+        Worker { child, addr, label: label.to_string(), token }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string());
+        let (status, text) = http_request(&self.addr, method, path, body.as_deref(), self.token.as_deref());
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    fn job(&self, name: &str) -> Value {
+        let (status, job) = self.call("GET", &format!("/api/v1/jobs/{name}"), None);
+        assert_eq!(status, 200, "{job}");
+        job
+    }
+
+    fn act(&self, name: &str, action: &str, body: Option<Value>) -> Value {
+        let (status, job) = self.call("POST", &format!("/api/v1/jobs/{name}/{action}"), body);
+        assert_eq!(status, 200, "{action} {name}: {job}");
+        job
+    }
+
+    fn wait_state(&self, name: &str, state: &str) {
+        wait_for(Duration::from_secs(60), &format!("{name} {state}"), || {
+            let job = self.job(name);
+            job["state"] == state && (state != "running" || job["phase"] == "streaming")
+        });
+    }
+
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let status = self.child.wait().expect("wait for the worker");
+        assert!(status.success(), "{}", run_log(&self.label));
+    }
+}
+
+/// A failed test must not leave its workers running.
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Source and sink databases with a table `t`, and a job definition for them.
+fn setup(cluster: &Cluster, test: &str) -> (String, String, String, Value) {
+    let source = cluster.fresh_db(&format!("{test}_src"));
+    let sink = cluster.fresh_db(&format!("{test}_sink"));
+    cluster.psql(
+        &source,
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 100) i",
+    );
+    let name = format!("{test}_{}", std::process::id());
+    let definition = json!({
+        "name": name,
+        "source_url": cluster.url(&source),
+        "sink_url": cluster.url(&sink),
+        "flush_interval_ms": 100,
+        "heartbeat_interval_ms": 1000,
+    });
+    (source, sink, name, definition)
+}
+
+fn same(cluster: &Cluster, source: &str, sink: &str) -> bool {
+    let source_rows = fingerprint(cluster, source, "t", "id, v", "id");
+    source_rows.is_some() && source_rows == fingerprint(cluster, sink, "t", "id, v", "id")
+}
+
+fn slot_exists(cluster: &Cluster, db: &str, job: &str) -> bool {
+    cluster.psql(db, &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'walpipe_{job}'"))
+        == "1"
+}
+
+/// Every action the table does not allow from `state` is refused with 409,
+/// naming the state and exactly the allowed actions.
+fn refusals(worker: &Worker, name: &str, state: State) {
+    let allowed = lifecycle::allowed_actions(state);
+    for action in ALL_ACTIONS.into_iter().filter(|a| !allowed.contains(a)) {
+        let (status, body) = match action {
+            Action::Delete => worker.call("DELETE", &format!("/api/v1/jobs/{name}"), None),
+            _ => worker.call("POST", &format!("/api/v1/jobs/{name}/{}", action.as_str()), None),
+        };
+        assert_eq!(status, 409, "{action:?} from {state}: {body}");
+        assert_eq!(body["state"], state.as_str(), "{body}");
+        let listed: Vec<&str> = allowed.iter().map(|a| a.as_str()).collect();
+        assert_eq!(body["allowed_actions"], json!(listed), "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("cannot")), "{body}");
+    }
+}
+
+/// A local webhook receiver: the JSON bodies it was sent.
+fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let store = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                if let Ok(event) = serde_json::from_slice(&body) {
+                    store.lock().expect("lock").push(event);
+                }
+            }
+            let _ = std::io::Write::write_all(
+                reader.get_mut(),
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+            );
+        }
+    });
+    (url, received)
+}
+
+#[test]
+fn every_transition_works_and_every_refusal_names_the_allowed_actions() {
+    let cluster = cluster();
+    let (source, sink, name, definition) = setup(cluster, "lifecycle");
+    let (hook, events) = webhook_receiver();
+    let worker = Worker::start(cluster, &sink, &name, &[("WALPIPE_WEBHOOK_URL", &hook)]);
+
+    let (status, created) = worker.call("POST", "/api/v1/jobs", Some(definition.clone()));
+    assert_eq!((status, created["state"].as_str()), (201, Some("created")), "{created}");
+    assert_eq!(
+        worker.call("POST", "/api/v1/jobs", Some(definition.clone())).0,
+        409,
+        "a second job of that name"
+    );
+    let (status, bad) = worker.call("POST", "/api/v1/jobs", Some(json!({"name": "x", "source_url": "nope"})));
+    assert_eq!(status, 400, "{bad}");
+    refusals(&worker, &name, State::Created);
+
+    // start (created), pause, resume, stop (running), start (stopped), stop (paused) with cleanup.
+    worker.act(&name, "start", None);
+    worker.wait_state(&name, "running");
+    wait_for(Duration::from_secs(30), "the snapshot", || same(cluster, &source, &sink));
+    refusals(&worker, &name, State::Running);
+    worker.act(&name, "pause", None);
+    worker.wait_state(&name, "paused");
+    refusals(&worker, &name, State::Paused);
+    worker.act(&name, "resume", None);
+    worker.wait_state(&name, "running");
+    worker.act(&name, "stop", None);
+    worker.wait_state(&name, "stopped");
+    wait_for(Duration::from_secs(20), "the worker lets go", || worker.job(&name)["worker"].is_null());
+    assert!(slot_exists(cluster, &source, &name), "stop keeps the slot");
+    refusals(&worker, &name, State::Stopped);
+    worker.act(&name, "start", None);
+    worker.wait_state(&name, "running");
+    worker.act(&name, "pause", None);
+    worker.wait_state(&name, "paused");
+    worker.act(&name, "stop", Some(json!({"cleanup": true})));
+    wait_for(Duration::from_secs(20), "the cleanup", || {
+        worker.job(&name)["worker"].is_null() && !slot_exists(cluster, &source, &name)
+    });
+    let publications = cluster
+        .psql(&source, &format!("SELECT count(*) FROM pg_publication WHERE pubname = 'walpipe_{name}'"));
+    assert_eq!(publications, "0", "stop with cleanup drops the publication");
+
+    // restart from stopped, running and paused: a new slot and a new copy each time.
+    worker.act(&name, "restart", None);
+    worker.wait_state(&name, "running");
+    cluster.psql(&source, "INSERT INTO t VALUES (1000, 'after restart')");
+    wait_for(Duration::from_secs(30), "streaming after the restart", || same(cluster, &source, &sink));
+    worker.act(&name, "restart", None);
+    worker.wait_state(&name, "running");
+    worker.act(&name, "pause", None);
+    worker.wait_state(&name, "paused");
+    worker.act(&name, "restart", None);
+    worker.wait_state(&name, "running");
+    assert!(run_log(&name).matches("restart: forgetting the checkpoint").count() >= 3, "{}", run_log(&name));
+    cluster.psql(&source, "UPDATE t SET v = 'last' WHERE id = 1");
+    wait_for(Duration::from_secs(30), "streaming after the restarts", || same(cluster, &source, &sink));
+
+    // delete from stopped: slot and publication gone, the destination table kept.
+    worker.act(&name, "stop", None);
+    worker.wait_state(&name, "stopped");
+    wait_for(Duration::from_secs(20), "the worker lets go", || worker.job(&name)["worker"].is_null());
+    let (status, deleted) = worker.call("DELETE", &format!("/api/v1/jobs/{name}"), None);
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(worker.call("GET", &format!("/api/v1/jobs/{name}"), None).0, 404);
+    assert!(!slot_exists(cluster, &source, &name));
+    assert_eq!(cluster.psql(&sink, "SELECT count(*) FROM t"), "101", "delete keeps the destination table");
+
+    // delete from created; succeeded (initial_only), then delete from succeeded.
+    let mut other = definition.clone();
+    other["name"] = json!(format!("{name}_once"));
+    other["snapshot_mode"] = json!("initial_only");
+    other["sink_url"] = json!(cluster.url(&cluster.fresh_db("lifecycle_once")));
+    let once = other["name"].as_str().expect("name").to_string();
+    assert_eq!(worker.call("POST", "/api/v1/jobs", Some(other.clone())).0, 201);
+    assert_eq!(worker.call("DELETE", &format!("/api/v1/jobs/{once}"), None).0, 200, "delete from created");
+    assert_eq!(worker.call("POST", "/api/v1/jobs", Some(other)).0, 201);
+    worker.act(&once, "start", None);
+    worker.wait_state(&once, "succeeded");
+    refusals(&worker, &once, State::Succeeded);
+    assert_eq!(worker.call("DELETE", &format!("/api/v1/jobs/{once}"), None).0, 200, "delete from succeeded");
+
+    // The webhook saw the changes, in order.
+    wait_for(Duration::from_secs(10), "the last webhook", || {
+        events
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|e| e["job"] == once.as_str() && e["new_state"] == "succeeded")
+    });
+    let seen: Vec<(String, String)> = events
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|e| {
+            e["job"] == name.as_str() && e["event"] == "job.state_changed" && e["timestamp"].is_string()
+        })
+        .map(|e| {
+            (
+                e["previous_state"].as_str().unwrap_or("-").to_string(),
+                e["new_state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let expected_start = [
+        ("-", "created"),
+        ("created", "pending"),
+        ("pending", "starting"),
+        ("starting", "running"),
+        ("running", "paused"),
+        ("paused", "running"),
+        ("running", "stopped"),
+    ];
+    for (i, (from, to)) in expected_start.iter().enumerate() {
+        assert_eq!((seen[i].0.as_str(), seen[i].1.as_str()), (*from, *to), "webhook event {i}: {seen:?}");
+    }
+    worker.stop();
+}
+
+#[test]
+fn a_paused_job_holds_its_position_and_resumes_without_loss() {
+    let cluster = cluster();
+    let (source, sink, name, definition) = setup(cluster, "pause");
+    let worker = Worker::start(cluster, &sink, &name, &[]);
+    assert_eq!(worker.call("POST", "/api/v1/jobs", Some(definition)).0, 201);
+    worker.act(&name, "start", None);
+    worker.wait_state(&name, "running");
+    cluster.psql(&source, "INSERT INTO t VALUES (101, 'before the pause')");
+    wait_for(Duration::from_secs(30), "applied", || same(cluster, &source, &sink));
+
+    // The CLI pauses it.
+    let paused = common::walpipe()
+        .args(["jobs", "--url", &format!("http://{}", worker.addr), "pause", &name])
+        .output()
+        .expect("walpipe jobs pause");
+    assert!(paused.status.success(), "{}", String::from_utf8_lossy(&paused.stderr));
+    assert!(String::from_utf8_lossy(&paused.stdout).contains("paused"));
+    let slot = format!("walpipe_{name}");
+    wait_for(Duration::from_secs(20), "the slot is released", || {
+        cluster.psql(&source, &format!("SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"))
+            == "f"
+    });
+    let confirmed = |c: &Cluster| {
+        c.psql(
+            &source,
+            &format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+        )
+    };
+    let before = confirmed(cluster);
+    cluster.psql(&source, "INSERT INTO t SELECT i, 'while paused' FROM generate_series(200, 299) i");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(confirmed(cluster), before, "confirmed_flush_lsn does not move while paused");
+    assert_eq!(
+        cluster.psql(&sink, "SELECT count(*) FROM t WHERE id >= 200"),
+        "0",
+        "nothing is applied while paused"
+    );
+    let job = worker.job(&name);
+    assert!(job["warning"].as_str().is_some_and(|w| w.contains("retains")), "{job}");
+    assert!(job["retained_wal_bytes"].as_i64().is_some(), "{job}");
+
+    worker.act(&name, "resume", None);
+    wait_for(Duration::from_secs(30), "the changes made while paused arrive", || {
+        same(cluster, &source, &sink)
+    });
+
+    // History: a run per start (the first start, and the resume), with records and bytes.
+    worker.act(&name, "stop", None);
+    worker.wait_state(&name, "stopped");
+    wait_for(Duration::from_secs(20), "the run is recorded", || {
+        let (_, history) = worker.call("GET", &format!("/api/v1/jobs/{name}/history"), None);
+        history["instances"]
+            .as_array()
+            .is_some_and(|runs| runs.len() == 2 && runs.iter().all(|r| r["status"] != "running"))
+    });
+    let (_, history) = worker.call("GET", &format!("/api/v1/jobs/{name}/history"), None);
+    let runs = history["instances"].as_array().expect("instances");
+    assert_eq!(runs[1]["status"], "paused", "{history}");
+    assert_eq!(runs[0]["status"], "stopped", "{history}");
+    assert_eq!(runs[0]["records"], 100, "the resumed run applied the 100 changes: {history}");
+    assert!(
+        runs.iter()
+            .all(|r| r["bytes"].as_i64().is_some_and(|b| b > 0) && r["duration_seconds"].as_f64().is_some()),
+        "{history}"
+    );
+    let listed = common::walpipe()
+        .args(["jobs", "--url", &format!("http://{}", worker.addr), "history", &name])
+        .output()
+        .expect("walpipe jobs history");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("stopped"),
+        "{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    worker.stop();
+}
+
+#[test]
+fn two_workers_share_a_job_and_one_takes_over_after_kill_9() {
+    let cluster = cluster();
+    let (source, sink, name, definition) = setup(cluster, "workers");
+    let a = Worker::start(cluster, &sink, &format!("{name}_a"), &[]);
+    let b = Worker::start(cluster, &sink, &format!("{name}_b"), &[]);
+    assert_eq!(a.call("POST", "/api/v1/jobs", Some(definition)).0, 201);
+    a.act(&name, "start", None);
+    a.wait_state(&name, "running");
+    std::thread::sleep(Duration::from_secs(5));
+    let owner = a.job(&name)["worker"].as_str().expect("an owner").to_string();
+    let claimed_by = |w: &Worker| run_log(&w.label).contains(&format!("claimed the job job={name}"));
+    assert!(claimed_by(&a) ^ claimed_by(&b), "exactly one worker claimed the job");
+    let (mut owner_worker, other) = if claimed_by(&a) { (a, b) } else { (b, a) };
+    let owner_pid = owner_worker.child.id();
+    assert!(owner.contains(&owner_pid.to_string()), "{owner}");
+    let walsenders = cluster.psql(&source, &format!("SELECT count(*) FROM pg_stat_replication WHERE application_name = 'walpipe' AND pid IN (SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'walpipe_{name}')"));
+    assert_eq!(walsenders, "1");
+
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (writing, source) = (writing.clone(), source.clone());
+        std::thread::spawn(move || {
+            let mut i = 1000;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                cluster.psql(
+                    &source,
+                    &format!(
+                        "INSERT INTO t VALUES ({i}, 'w'); UPDATE t SET v = 'u{i}' WHERE id = {}",
+                        i % 100 + 1
+                    ),
+                );
+                i += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = owner_worker.child.kill();
+    let _ = owner_worker.child.wait();
+    let killed = Instant::now();
+    wait_for(Duration::from_secs(60), "the other worker takes the job over", || {
+        let job = other.job(&name);
+        job["worker"].as_str().is_some_and(|w| w != owner)
+            && job["state"] == "running"
+            && job["phase"] == "streaming"
+    });
+    let takeover = killed.elapsed();
+    assert!(takeover < Duration::from_secs(60), "took {takeover:?}");
+    eprintln!("takeover after kill -9: {:.1} s", takeover.as_secs_f64());
+    std::thread::sleep(Duration::from_secs(2));
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+    wait_for(Duration::from_secs(60), "the sink equals the source", || same(cluster, &source, &sink));
+    other.stop();
+}
+
+#[test]
+fn a_sink_outage_of_20_seconds_is_retried_and_nothing_is_lost() {
+    let cluster = cluster();
+    let (source, sink, name, mut definition) = setup(cluster, "outage");
+    let state = cluster.fresh_db("outage_state");
+    let role = format!("sink_{}", std::process::id());
+    cluster.psql(&sink, &format!("CREATE ROLE {role} LOGIN; ALTER DATABASE {sink} OWNER TO {role}; ALTER SCHEMA public OWNER TO {role}"));
+    definition["sink_url"] = json!(cluster.url(&sink).replacen("postgres@", &format!("{role}@"), 1));
+    let worker = Worker::start(cluster, &state, &name, &[]);
+    assert_eq!(worker.call("POST", "/api/v1/jobs", Some(definition)).0, 201);
+    worker.act(&name, "start", None);
+    worker.wait_state(&name, "running");
+
+    cluster.psql(&sink, &format!("ALTER ROLE {role} CONNECTION LIMIT 0; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"));
+    let outage = Instant::now();
+    let mut i = 1000;
+    while outage.elapsed() < Duration::from_secs(20) {
+        cluster.psql(
+            &source,
+            &format!("INSERT INTO t VALUES ({i}, 'during the outage'); DELETE FROM t WHERE id = {}", i - 950),
+        );
+        assert_ne!(worker.job(&name)["state"], "failed", "a transient outage does not fail the job");
+        i += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cluster.psql(&sink, &format!("ALTER ROLE {role} CONNECTION LIMIT -1"));
+    wait_for(Duration::from_secs(60), "recovered with nothing lost", || same(cluster, &source, &sink));
+    assert!(run_log(&name).contains("transient failure, retrying"), "{}", run_log(&name));
+    assert_eq!(worker.job(&name)["state"], "running");
+    worker.stop();
+}
+
+#[test]
+fn a_permanent_error_fails_the_job_and_retry_resumes_from_the_checkpoint() {
+    let cluster = cluster();
+    let (source, sink, name, mut definition) = setup(cluster, "revoked");
+    let user = format!("reader_{}", std::process::id());
+    cluster.psql(
+        &source,
+        &format!("CREATE ROLE {user} LOGIN REPLICATION; ALTER TABLE t OWNER TO {user}; GRANT CREATE ON DATABASE {source} TO {user}"),
+    );
+    definition["source_url"] = json!(cluster.url(&source).replacen("postgres@", &format!("{user}@"), 1));
+    let worker = Worker::start(cluster, &sink, &name, &[]);
+    assert_eq!(worker.call("POST", "/api/v1/jobs", Some(definition)).0, 201);
+    worker.act(&name, "start", None);
+    worker.wait_state(&name, "running");
+    wait_for(Duration::from_secs(30), "the snapshot", || same(cluster, &source, &sink));
+
+    cluster.psql(&source, &format!("REVOKE SELECT ON t FROM {user}"));
+    cluster.psql(&source, "INSERT INTO t VALUES (500, 'while failing')");
+    // Cut the replication session: the next attempt finds the privilege gone.
+    cluster.psql(&source, &format!("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'walpipe_{name}'"));
+    worker.wait_state(&name, "failed");
+    let job = worker.job(&name);
+    assert!(job["error"].as_str().is_some_and(|e| e.contains("GRANT SELECT ON")), "{job}");
+    assert_eq!(job["allowed_actions"], json!(["restart", "retry", "delete"]));
+    refusals(&worker, &name, State::Failed);
+
+    cluster.psql(&source, &format!("GRANT SELECT ON t TO {user}"));
+    let copies_before = run_log(&name).matches("snapshot done").count();
+    worker.act(&name, "retry", None);
+    worker.wait_state(&name, "running");
+    wait_for(Duration::from_secs(30), "the change made while failed arrives", || {
+        same(cluster, &source, &sink)
+    });
+    assert_eq!(
+        run_log(&name).matches("snapshot done").count(),
+        copies_before,
+        "retry resumed from the checkpoint without a copy"
+    );
+    assert!(run_log(&name).contains("resuming from the checkpoint"));
+    let (_, history) = worker.call("GET", &format!("/api/v1/jobs/{name}/history"), None);
+    assert!(
+        history["instances"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .any(|r| r["status"] == "failed" && r["error"].is_string()),
+        "{history}"
+    );
+    worker.stop();
+}
+
+#[test]
+fn the_api_answers_401_without_the_token() {
+    let cluster = cluster();
+    let state = cluster.fresh_db("token_state");
+    let label = format!("token_{}", std::process::id());
+    let worker = Worker::start(cluster, &state, &label, &[("WALPIPE_API_TOKEN", "s3cret-token")]);
+    let (status, body) = http_request(&worker.addr, "GET", "/api/v1/jobs", None, None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Authorization: Bearer"));
+    assert_eq!(http_request(&worker.addr, "GET", "/api/v1/jobs", None, Some("wrong")).0, 401);
+    assert_eq!(worker.call("GET", "/api/v1/jobs", None).0, 200);
+    for open in ["/metrics", "/healthz"] {
+        assert_eq!(common::http_get(&worker.addr, open).0, 200, "{open} stays open");
+    }
+    let listed = common::walpipe()
+        .args(["jobs", "--url", &format!("http://{}", worker.addr), "list"])
+        .output()
+        .expect("walpipe jobs list");
+    assert!(!listed.status.success(), "the CLI without the token is refused");
+    assert!(String::from_utf8_lossy(&listed.stderr).contains("401"));
+    assert!(!run_log(&label).contains("s3cret-token"), "the token never reaches the log");
+    worker.stop();
+}
+
+#[test]
+fn a_pending_job_without_a_live_worker_says_why() {
+    let cluster = cluster();
+    let state = cluster.fresh_db("noworker_state");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let info = walpipe::source::ConnInfo::parse(&cluster.url(&state)).expect("url");
+        let store = walpipe::job::store::Store::open(info, walpipe::job::notify::Notifier::new(None))
+            .await
+            .expect("store");
+        let definition: walpipe::job::spec::JobDefinition = serde_json::from_value(json!({
+            "name": "lonely", "source_url": cluster.url(&state), "sink_url": cluster.url(&state)
+        }))
+        .expect("definition");
+        store.create(&definition).await.expect("create");
+        store.act("lonely", Action::Start, false).await.expect("start");
+        let job = store.get("lonely").await.expect("job");
+        assert_eq!(store.live_workers().await.expect("workers"), 0);
+        let shown = walpipe::http::api::view(&job, 0);
+        assert_eq!(shown["state"], "pending");
+        assert!(
+            shown["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("no live worker") && r.contains("WALPIPE_STATE_URL")),
+            "{shown}"
+        );
+        assert!(
+            walpipe::http::api::view(&job, 2)["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("waiting for one of 2"))
+        );
+    });
+}
