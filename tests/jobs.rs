@@ -491,6 +491,53 @@ fn a_permanent_error_fails_the_job_and_retry_resumes_from_the_checkpoint() {
             .any(|r| r["status"] == "failed" && r["error"].is_string()),
         "{history}"
     );
+
+    // The other ways out of failed: restart (a new slot and a new copy) and delete.
+    let fail = || {
+        cluster.psql(&source, &format!("REVOKE SELECT ON t FROM {user}"));
+        cluster.psql(&source, &format!("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'walpipe_{name}'"));
+        worker.wait_state(&name, "failed");
+        cluster.psql(&source, &format!("GRANT SELECT ON t TO {user}"));
+    };
+    fail();
+    worker.act(&name, "restart", None);
+    worker.wait_state(&name, "running");
+    assert_eq!(run_log(&name).matches("snapshot done").count(), copies_before + 1, "restart copied again");
+    fail();
+    wait_for(Duration::from_secs(20), "the worker lets go", || worker.job(&name)["worker"].is_null());
+    assert_eq!(worker.call("DELETE", &format!("/api/v1/jobs/{name}"), None).0, 200, "delete from failed");
+    assert!(!slot_exists(cluster, &source, &name));
+    worker.stop();
+}
+
+#[test]
+fn several_jobs_run_in_one_process() {
+    let cluster = cluster();
+    let (source_a, sink_a, a, definition_a) = setup(cluster, "multi_a");
+    let (source_b, sink_b, b, definition_b) = setup(cluster, "multi_b");
+    let worker = Worker::start(cluster, &sink_a, &a, &[]);
+    for (name, definition) in [(&a, definition_a), (&b, definition_b)] {
+        assert_eq!(worker.call("POST", "/api/v1/jobs", Some(definition)).0, 201);
+        worker.act(name, "start", None);
+    }
+    worker.wait_state(&a, "running");
+    worker.wait_state(&b, "running");
+    cluster.psql(&source_a, "INSERT INTO t VALUES (1000, 'a')");
+    cluster.psql(&source_b, "DELETE FROM t WHERE id < 50");
+    wait_for(Duration::from_secs(30), "both jobs stream", || {
+        same(cluster, &source_a, &sink_a) && same(cluster, &source_b, &sink_b)
+    });
+    let active = |db: &str, job: &str| {
+        cluster
+            .psql(db, &format!("SELECT active FROM pg_replication_slots WHERE slot_name = 'walpipe_{job}'"))
+    };
+    assert_eq!(
+        (active(&source_a, &a), active(&source_b, &b)),
+        ("t".to_string(), "t".to_string()),
+        "a slot each"
+    );
+    let (_, listed) = worker.call("GET", "/api/v1/jobs", None);
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(2), "{listed}");
     worker.stop();
 }
 
