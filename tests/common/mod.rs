@@ -557,18 +557,35 @@ pub fn start_run(
     job: &str,
     extra: &[(&str, &str)],
 ) -> std::process::Child {
-    let log =
-        std::fs::File::create(std::env::temp_dir().join(format!("walpipe-run-{job}.log"))).expect("log file");
+    let vars = [
+        ("WALPIPE_SOURCE_URL", cluster.url(source_db)),
+        ("WALPIPE_SINK_URL", cluster.url(sink_db)),
+        ("WALPIPE_JOB_NAME", job.to_string()),
+        ("WALPIPE_FLUSH_INTERVAL_MS", "100".to_string()),
+    ];
+    spawn_run(job, false, &vars, extra)
+}
+
+/// `walpipe run` with `vars` and `extra`, serving HTTP on a free port, its
+/// stderr in [`run_log`]`(label)` (appended to when `append`, else new).
+fn spawn_run(
+    label: &str,
+    append: bool,
+    vars: &[(&str, String)],
+    extra: &[(&str, &str)],
+) -> std::process::Child {
+    let log = std::fs::File::options()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(std::env::temp_dir().join(format!("walpipe-run-{label}.log")))
+        .expect("log file");
     let mut command = walpipe();
-    command
-        .arg("run")
-        .env("WALPIPE_SOURCE_URL", cluster.url(source_db))
-        .env("WALPIPE_SINK_URL", cluster.url(sink_db))
-        .env("WALPIPE_JOB_NAME", job)
-        .env("WALPIPE_FLUSH_INTERVAL_MS", "100")
-        .env("WALPIPE_HTTP_ADDR", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(log);
+    command.arg("run").env("WALPIPE_HTTP_ADDR", "127.0.0.1:0").stdout(Stdio::null()).stderr(log);
+    for (name, value) in vars {
+        command.env(name, value);
+    }
     for (name, value) in extra {
         command.env(name, value);
     }
@@ -647,22 +664,7 @@ pub fn start_worker(
     label: &str,
     extra: &[(&str, &str)],
 ) -> std::process::Child {
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(std::env::temp_dir().join(format!("walpipe-run-{label}.log")))
-        .expect("log file");
-    let mut command = walpipe();
-    command
-        .arg("run")
-        .env("WALPIPE_STATE_URL", cluster.url(state_db))
-        .env("WALPIPE_HTTP_ADDR", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (name, value) in extra {
-        command.env(name, value);
-    }
-    command.spawn().expect("start walpipe run")
+    spawn_run(label, true, &[("WALPIPE_STATE_URL", cluster.url(state_db))], extra)
 }
 
 /// The value of the series of `name` whose labels include every one of `labels`.
