@@ -439,6 +439,13 @@ fn a_sink_outage_of_20_seconds_is_retried_and_nothing_is_lost() {
     cluster.psql(&sink, &format!("ALTER ROLE {role} CONNECTION LIMIT -1"));
     wait_for(Duration::from_secs(60), "recovered with nothing lost", || same(cluster, &source, &sink));
     assert!(run_log(&name).contains("transient failure, retrying"), "{}", run_log(&name));
+    let (_, scrape) = common::http_get(&worker.addr, "/metrics");
+    let by_kind = [("job_name", name.as_str()), ("kind", "other")];
+    assert!(
+        common::metric(&scrape, "walpipe_job_retries_total", &by_kind).is_some_and(|n| n >= 1.0),
+        "{scrape}"
+    );
+    assert!(common::metric(&scrape, "walpipe_job_errors_total", &by_kind).is_some_and(|n| n >= 1.0));
     assert_eq!(worker.job(&name)["state"], "running");
     worker.stop();
 }
