@@ -32,3 +32,12 @@ if [ "$(id -u)" = 0 ]; then
     TEST_WALPIPE_BIN="$as_user/walpipe" TEST_PG18_BINDIR="$TEST_PG18_BINDIR" "$as_user/wal_level"
   sleep 2 && rm -rf "$as_user"  # after the watchdog has stopped the cluster
 fi
+
+# The stalled-slot drill, variant A (sink blocked), so that it cannot rot:
+# real Prometheus and Alertmanager, a loop-mounted WAL volume (root only).
+if [ "$(id -u)" = 0 ]; then
+  echo "== drill: stalled slot, variant A (drills/stalled-slot.sh A)"
+  WALPIPE_BIN=target/debug/walpipe bash drills/stalled-slot.sh A
+else
+  echo "== drill skipped: drills/stalled-slot.sh mounts a loop volume and needs root"
+fi

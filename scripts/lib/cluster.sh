@@ -1,6 +1,7 @@
 # Throwaway PostgreSQL clusters for the demo and the benchmarks. Sourced
 # after prereqs.sh.
-# cluster_start NAME PORT [name=value ...]: a cluster in $WORK/NAME on 127.0.0.1:PORT.
+# cluster_start NAME PORT [name=value ...]: a cluster in $WORK/NAME on 127.0.0.1:PORT
+# (with CLUSTER_WALDIR set, its pg_wal lives there: initdb --waldir).
 # cluster_stop NAME. Needs WORK (a directory) and PG_BINDIR: workspace_start sets both.
 
 pg_as_owner() {
@@ -12,7 +13,8 @@ cluster_start() {
   local dir="$WORK/$name"
   mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown postgres "$WORK" "$dir"
-  pg_as_owner "$PG_BINDIR/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 --no-sync >/dev/null
+  pg_as_owner "$PG_BINDIR/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 --no-sync \
+    ${CLUSTER_WALDIR:+--waldir="$CLUSTER_WALDIR"} >/dev/null
   {
     echo "port = $port"
     echo "listen_addresses = '127.0.0.1'"
@@ -32,14 +34,19 @@ cluster_stop() {
 }
 
 # workspace_start PREFIX: PostgreSQL 15 and a release build of walpipe
-# (WALPIPE), a scratch directory (WORK), and an exit trap that stops every
+# (WALPIPE; WALPIPE_BIN names a build to use instead), a scratch directory
+# (WORK), and an exit trap that stops every
 # background job and every cluster started with cluster_start, even on failure.
 workspace_start() {
   ensure_postgres15
   PG_BINDIR=$PG15_BINDIR
-  echo "== building walpipe (release)"
-  cargo build --release --locked -q
-  WALPIPE=$PWD/target/release/walpipe
+  if [ -n "${WALPIPE_BIN:-}" ]; then
+    WALPIPE=$(realpath "$WALPIPE_BIN")
+  else
+    echo "== building walpipe (release)"
+    cargo build --release --locked -q
+    WALPIPE=$PWD/target/release/walpipe
+  fi
   WORK=$(mktemp -d "/tmp/$1.XXXXXX")
   STARTED_CLUSTERS=()
   trap workspace_stop EXIT

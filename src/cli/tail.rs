@@ -60,7 +60,9 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
 
     let written = writer.join().map_err(|_| anyhow::anyhow!("the output thread failed"))?;
     if let Err(error) = written {
-        let _ = stream.finish().await;
+        if let Some(stream) = stream {
+            let _ = stream.finish().await;
+        }
         bail!("could not write to standard output ({error}); stopped after confirming what was written");
     }
     match outcome? {
@@ -68,7 +70,9 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
         Ended::ServerEnded => tracing::info!("the server ended the stream"),
         Ended::EndPosition => {}
     }
-    stream.finish().await?;
+    if let Some(stream) = stream {
+        stream.finish().await?;
+    }
     Ok(())
 }
 

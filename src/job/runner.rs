@@ -103,7 +103,7 @@ impl JobError {
             JobError::Sink(error) => error.is_transient(),
             JobError::Drive(DriveError::Source(error)) => error.is_transient(),
             // The sink task reports its own error; the driver only saw it stop.
-            JobError::Drive(DriveError::SinkStopped) => true,
+            JobError::Drive(DriveError::SinkStopped | DriveError::SinkStalled) => true,
             JobError::Drive(_) => false,
             JobError::SinkSetup(error) | JobError::SourceSetup(error) => pg::is_transient(error),
             JobError::Snapshot(error) => error.is_transient(),
@@ -380,7 +380,9 @@ impl Ready<'_> {
         };
         sink_result?;
         outcome?;
-        stream.finish().await?;
+        if let Some(stream) = stream {
+            stream.finish().await?;
+        }
         Ok(())
     }
 }

@@ -16,7 +16,14 @@
 //!   least every 30 s such a position goes to the sink as an empty chunk,
 //!   so that the sink's checkpoint advances with the slot while idle.
 //! - The loop never blocks on the sink: while the channel is full it keeps
-//!   the replication session alive (status updates) and waits.
+//!   the replication session alive (status updates) and waits, for at most
+//!   [`STALL_LIMIT`]. Waiting means not reading the socket, and a walsender
+//!   whose socket is full cannot even send its last error: terminated (by a
+//!   checkpoint invalidating its slot, or a server shutdown) it cannot exit,
+//!   and the checkpoint that would free the WAL waits on it while the disk
+//!   fills (seen in drills/stalled-slot.sh). So a sink stalled that long
+//!   ends the session (a transient error; the stream resumes from the
+//!   confirmed position), and a failed session is closed at once.
 //! - On stop (signal, end position, server end), what is pending is handed
 //!   over, and the loop waits for the sink to acknowledge everything before
 //!   returning the stream, so the final status reports all that is durable.
@@ -37,6 +44,9 @@ use crate::source::{ReplicationStream, SourceError, StreamEvent};
 pub const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks in flight between the loop and the sink.
 const CHUNKS_IN_FLIGHT: usize = 8;
+/// The longest the replication socket is left unread while the sink is
+/// stalled (see the invariants above).
+pub const STALL_LIMIT: Duration = Duration::from_secs(60);
 /// While the source is quiet, hand the sink the confirmed position this
 /// often, so its checkpoint keeps up with the slot.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
@@ -85,6 +95,11 @@ pub enum DriveError {
     Replay(std::io::Error),
     #[error("the sink stopped")]
     SinkStopped,
+    #[error(
+        "the sink took nothing for {} s: closed the replication session so the server is not held by it; it resumes from the confirmed position once the sink moves",
+        STALL_LIMIT.as_secs()
+    )]
+    SinkStalled,
 }
 
 /// Why the loop ended without an error.
@@ -113,7 +128,9 @@ struct Driver {
 
 /// Streams until `shutdown` completes, the end position is reached, the
 /// server ends the stream, or an error; then drains the sink. Returns the
-/// stream (to report the final position and close it) and the outcome.
+/// stream (to report the final position and close it; `None` when it was
+/// closed: after an error, or a sink stalled past [`STALL_LIMIT`]) and the
+/// outcome.
 pub async fn drive<E: Encoding>(
     stream: ReplicationStream,
     assembler: Assembler<E>,
@@ -121,7 +138,7 @@ pub async fn drive<E: Encoding>(
     ends: DriverEnds,
     metrics: Arc<JobMetrics>,
     shutdown: impl Future<Output = ()>,
-) -> (ReplicationStream, Result<Ended, DriveError>) {
+) -> (Option<ReplicationStream>, Result<Ended, DriveError>) {
     let mut driver = Driver {
         stream,
         metrics,
@@ -138,12 +155,30 @@ pub async fn drive<E: Encoding>(
     if outcome.is_ok() && (!driver.pending.is_empty() || driver.pending_confirm.is_some()) {
         outcome = driver.send_pending(true).await.and(outcome);
     }
-    let Driver { mut stream, ends: DriverEnds { chunks, mut acks }, metrics, .. } = driver;
+    let Driver { stream, ends: DriverEnds { chunks, mut acks }, metrics, .. } = driver;
     drop(chunks);
-    while let Some(ack) = acks.recv().await {
+    // A failed session is closed now, not after the sink has drained.
+    let mut stream = outcome.is_ok().then_some(stream);
+    loop {
+        let ack = match stream.as_mut() {
+            Some(open) => tokio::select! {
+                ack = acks.recv() => ack,
+                kept = open.keep_alive(STALL_LIMIT) => {
+                    if let Err(error) = kept {
+                        tracing::debug!("the replication session ended while the sink drained: {error}");
+                    } else {
+                        tracing::warn!("the sink took nothing for {} s while draining: closing the replication session", STALL_LIMIT.as_secs());
+                    }
+                    stream = None;
+                    continue;
+                }
+            },
+            None => acks.recv().await,
+        };
+        let Some(ack) = ack else { break };
         metrics.sink_queue.dec();
-        if let Some(lsn) = ack {
-            stream.confirm(lsn);
+        if let (Some(lsn), Some(open)) = (ack, stream.as_mut()) {
+            open.confirm(lsn);
         }
     }
     // Chunks a failed sink never acknowledged are gone with it.
@@ -260,6 +295,10 @@ impl Driver {
             tokio::select! {
                 permit = self.ends.chunks.reserve() => break permit.map_err(|_| DriveError::SinkStopped)?,
                 kept = self.stream.keep_alive(Duration::from_millis(500)) => kept?,
+            }
+            if waiting.elapsed() >= STALL_LIMIT {
+                self.metrics.sink_backpressure.inc_by(waiting.elapsed().as_secs_f64());
+                return Err(DriveError::SinkStalled);
             }
         };
         let waited = waiting.elapsed();
