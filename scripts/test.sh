@@ -37,7 +37,7 @@ fi
 # real Prometheus and Alertmanager, a loop-mounted WAL volume (root only).
 if [ "$(id -u)" = 0 ]; then
   echo "== drill: stalled slot, variant A (drills/stalled-slot.sh A)"
-  WALPIPE_BIN=target/debug/walpipe bash drills/stalled-slot.sh A
+  BUILT_WALPIPE=target/debug/walpipe bash drills/stalled-slot.sh A
 else
   echo "== drill skipped: drills/stalled-slot.sh mounts a loop volume and needs root"
 fi

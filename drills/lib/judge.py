@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Judges a stalled-slot drill from its time series and the notifications
-Alertmanager sent; prints the findings and exits 1 if one does not hold.
+"""Judges a drill from its time series and the notifications Alertmanager
+sent; prints the findings and exits 1 if one does not hold.
 
-    judge.py A|B SERIES_CSV NOTIFICATIONS_JSONL
+    judge.py A|B SERIES_CSV NOTIFICATIONS_JSONL     stalled slot: sink blocked / walpipe frozen
+    judge.py L SERIES_CSV NOTIFICATIONS_JSONL       long transaction: only the pinned alert
     judge.py --marks SERIES_CSV      gnuplot commands marking each alert's first firing
 """
 import csv
@@ -12,6 +13,9 @@ import sys
 # The order the slot alerts must fire in when the sink is blocked (variant A).
 ORDER_A = ["WalpipeConsumerNotConfirming", "WalpipeRetainedWalHigh", "WalpipeSlotInvalidationPredicted",
            "WalpipeSlotUnreserved"]
+# Alerts that blame the consumer: silent when a long transaction pins the slot.
+CONSUMER = ["WalpipeConsumerNotConfirming", "WalpipeSinkStalled", "WalpipeHeartbeatNotReturning",
+            "WalpipeSlotInactive", "WalpipeEmitLagHigh", "WalpipeDown"]
 
 
 def rows(path):
@@ -47,19 +51,26 @@ def check(ok, text):
 
 retained = [float(r["retained_mb"]) for r in series if r["retained_mb"]]
 used = [float(r["volume_used_pct"]) for r in series]
-check(max(retained) - retained[0] > 32, f"retained WAL climbed from {retained[0]:.0f} MB to {max(retained):.0f} MB")
-check(max(used) < 95, f"the WAL volume never filled: at most {max(used):.0f}% used")
-check(all(r["source_answers"] == "1" for r in series), f"the source answered every one of {len(series)} samples")
-check(any(r["wal_status"] == "lost" for r in series), "wal_status reached lost")
 first = first_firings(series)
-expected = ORDER_A if variant == "A" else ["WalpipeDown"]
-for name in expected:
-    check(name in first, f"{name} fired" + (f" at T+{first[name]['seconds']}s with the volume {first[name]['volume_used_pct']}% used" if name in first else ""))
-if all(name in first for name in expected):
-    times = [float(first[name]["seconds"]) for name in expected]
-    check(times == sorted(times), "in order: " + " -> ".join(expected))
-    warning = first[expected[0]]
-    check(float(warning["volume_used_pct"]) < 50, f"the first warning came with the volume under 50% used ({warning['volume_used_pct']}%)")
+check(all(r["source_answers"] == "1" for r in series), f"the source answered every one of {len(series)} samples")
+if variant == "L":
+    check(max(retained) - retained[0] > 16, f"retained WAL climbed from {retained[0]:.0f} MB to {max(retained):.0f} MB")
+    expected = ["WalpipeRestartLsnPinned"]
+    check("WalpipeRestartLsnPinned" in first, "WalpipeRestartLsnPinned fired" + (f" at T+{first['WalpipeRestartLsnPinned']['seconds']}s" if "WalpipeRestartLsnPinned" in first else ""))
+    for name in CONSUMER:
+        check(name not in first, f"{name} stayed silent")
+else:
+    check(max(retained) - retained[0] > 32, f"retained WAL climbed from {retained[0]:.0f} MB to {max(retained):.0f} MB")
+    check(max(used) < 95, f"the WAL volume never filled: at most {max(used):.0f}% used")
+    check(any(r["wal_status"] == "lost" for r in series), "wal_status reached lost")
+    expected = ORDER_A if variant == "A" else ["WalpipeDown"]
+    for name in expected:
+        check(name in first, f"{name} fired" + (f" at T+{first[name]['seconds']}s with the volume {first[name]['volume_used_pct']}% used" if name in first else ""))
+    if all(name in first for name in expected):
+        times = [float(first[name]["seconds"]) for name in expected]
+        check(times == sorted(times), "in order: " + " -> ".join(expected))
+        warning = first[expected[0]]
+        check(float(warning["volume_used_pct"]) < 50, f"the first warning came with the volume under 50% used ({warning['volume_used_pct']}%)")
 notified = {}
 with open(notifications_path) as f:
     for line in f:

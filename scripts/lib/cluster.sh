@@ -34,14 +34,14 @@ cluster_stop() {
 }
 
 # workspace_start PREFIX: PostgreSQL 15 and a release build of walpipe
-# (WALPIPE; WALPIPE_BIN names a build to use instead), a scratch directory
+# (WALPIPE; BUILT_WALPIPE names a build to use instead), a scratch directory
 # (WORK), and an exit trap that stops every
 # background job and every cluster started with cluster_start, even on failure.
 workspace_start() {
   ensure_postgres15
   PG_BINDIR=$PG15_BINDIR
-  if [ -n "${WALPIPE_BIN:-}" ]; then
-    WALPIPE=$(realpath "$WALPIPE_BIN")
+  if [ -n "${BUILT_WALPIPE:-}" ]; then
+    WALPIPE=$(realpath "$BUILT_WALPIPE")
   else
     echo "== building walpipe (release)"
     cargo build --release --locked -q
