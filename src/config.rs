@@ -45,6 +45,10 @@ pub struct Config {
     /// Size of the volume holding the source's pg_wal, when the operator
     /// knows it: exported so that alerts can compare the retention cap with it.
     pub wal_volume_bytes: Option<u64>,
+    /// Confirm keepalive positions while nothing is in flight (default
+    /// true; false only to show what it prevents, drills/idle-database.sh).
+    #[serde(default = "default_keepalive_confirm")]
+    pub keepalive_confirm: bool,
 }
 
 fn default_job_name() -> String {
@@ -67,6 +71,9 @@ pub fn default_parallel_tables() -> usize {
 }
 pub fn default_sink_mode() -> String {
     "mirror".into()
+}
+pub fn default_keepalive_confirm() -> bool {
+    true
 }
 pub fn default_heartbeat_interval_ms() -> u64 {
     10_000

@@ -56,7 +56,7 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
     // tail serves no metrics; the driver counts into a registry nobody scrapes.
     let metrics = crate::metrics::global().job("tail", &args.slot);
     let (stream, outcome) =
-        driver::drive(stream, assembler, args.endpos, ends, metrics, super::shutdown_signal()).await;
+        driver::drive(stream, assembler, args.endpos, ends, metrics, true, super::shutdown_signal()).await;
 
     let written = writer.join().map_err(|_| anyhow::anyhow!("the output thread failed"))?;
     if let Err(error) = written {

@@ -370,7 +370,9 @@ impl Ready<'_> {
         let heartbeat = spec
             .heartbeat_interval
             .map(|every| tokio::spawn(heartbeat(spec.clone(), every, metrics.clone())));
-        let (stream, outcome) = driver::drive(stream, assembler, None, ends, metrics.clone(), stopped).await;
+        let (stream, outcome) =
+            driver::drive(stream, assembler, None, ends, metrics.clone(), spec.confirm_keepalives, stopped)
+                .await;
         if let Some(task) = heartbeat {
             task.abort();
         }

@@ -50,6 +50,9 @@ pub struct JobSpec {
     pub table_mappings: HashMap<String, (String, String)>,
     /// How often to emit a heartbeat into the source's WAL; `None`: never.
     pub heartbeat_interval: Option<Duration>,
+    /// Confirm keepalive positions while nothing is in flight, so that a
+    /// quiet database does not pin WAL written by others.
+    pub confirm_keepalives: bool,
 }
 
 /// The job cannot run as configured; the message names the variable and the fix.
@@ -88,6 +91,8 @@ pub struct JobDefinition {
     pub table_mappings: Option<String>,
     #[serde(default = "crate::config::default_heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u64,
+    #[serde(default = "crate::config::default_keepalive_confirm")]
+    pub keepalive_confirm: bool,
 }
 
 /// How a definition's fields are named in messages.
@@ -132,6 +137,7 @@ impl JobDefinition {
             sink_mode: config.sink_mode.clone(),
             table_mappings: config.table_mappings.clone(),
             heartbeat_interval_ms: config.heartbeat_interval_ms,
+            keepalive_confirm: config.keepalive_confirm,
         }))
     }
 
@@ -242,6 +248,7 @@ impl JobSpec {
             start_position,
             heartbeat_interval: (def.heartbeat_interval_ms > 0)
                 .then(|| Duration::from_millis(def.heartbeat_interval_ms)),
+            confirm_keepalives: def.keepalive_confirm,
         })
     }
 

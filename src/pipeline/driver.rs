@@ -113,6 +113,9 @@ pub enum Ended {
 struct Driver {
     stream: ReplicationStream,
     metrics: Arc<JobMetrics>,
+    /// Confirm a keepalive's position when nothing is in flight (off only
+    /// to show, in drills/idle-database.sh, what it prevents).
+    confirm_keepalives: bool,
     ends: DriverEnds,
     unacked: usize,
     pending: Vec<u8>,
@@ -137,11 +140,13 @@ pub async fn drive<E: Encoding>(
     end_at: Option<Lsn>,
     ends: DriverEnds,
     metrics: Arc<JobMetrics>,
+    confirm_keepalives: bool,
     shutdown: impl Future<Output = ()>,
 ) -> (Option<ReplicationStream>, Result<Ended, DriveError>) {
     let mut driver = Driver {
         stream,
         metrics,
+        confirm_keepalives,
         ends,
         unacked: 0,
         pending: Vec::with_capacity(CHUNK_BYTES),
@@ -245,7 +250,7 @@ impl Driver {
                             && self.pending.is_empty()
                             && self.pending_confirm.is_none()
                             && self.unacked == 0;
-                        if settled {
+                        if settled && self.confirm_keepalives {
                             let position = end_at.map_or(keepalive.wal_end, |end| end.min(keepalive.wal_end));
                             if self.last_chunk.elapsed() >= CHECKPOINT_EVERY {
                                 // Let the sink record the position too (its checkpoint), then confirm it.
