@@ -54,11 +54,6 @@ impl State {
     pub fn parse(text: &str) -> Option<State> {
         ALL_STATES.into_iter().find(|state| state.as_str() == text)
     }
-
-    /// States in which a worker holds the job (and may be claimed from a dead worker).
-    pub fn is_owned(self) -> bool {
-        matches!(self, State::Pending | State::Starting | State::Running | State::Paused)
-    }
 }
 
 impl fmt::Display for State {

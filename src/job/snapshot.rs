@@ -137,16 +137,7 @@ pub async fn copy_tables_as_changes(
         let mut progress = TableProgress::start(plan, table).await?;
         sink.batch_execute("BEGIN").await?;
         let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
-        let read = async {
-            let result = reader
-                .copy_out(&sql, CHUNK_BYTES, |chunk| {
-                    progress.advance(&chunk);
-                    forward(chunks.clone(), chunk)
-                })
-                .await;
-            drop(chunks);
-            result
-        };
+        let read = read_copy(&mut reader, &sql, &mut progress, chunks);
         let write = async {
             let mut rows: u64 = 0;
             let mut line = Vec::with_capacity(512);
@@ -199,17 +190,8 @@ async fn copy_table(
         }
         writer.finish().await
     };
-    let read = async {
-        let sql = format!("COPY (SELECT {columns} FROM {}) TO STDOUT", table.quoted());
-        let result = reader
-            .copy_out(&sql, CHUNK_BYTES, |chunk| {
-                progress.advance(&chunk);
-                forward(chunks.clone(), chunk)
-            })
-            .await;
-        drop(chunks);
-        result
-    };
+    let sql = format!("COPY (SELECT {columns} FROM {}) TO STDOUT", table.quoted());
+    let read = read_copy(reader, &sql, &mut progress, chunks);
     let (read, written) = tokio::join!(read, write);
     // A sink failure also stops the read: report the sink's error first.
     written?;
@@ -228,6 +210,23 @@ async fn snapshot_session(source: &ConnInfo, snapshot: &str) -> Result<Connectio
         ))
         .await?;
     Ok(reader)
+}
+
+/// Reads `sql`'s COPY output in chunks of [`CHUNK_BYTES`], counting them in
+/// `progress` and handing them to the side writing the sink; the channel
+/// closes when the read ends, which ends the write.
+async fn read_copy(
+    reader: &mut Connection,
+    sql: &str,
+    progress: &mut TableProgress<'_>,
+    chunks: mpsc::Sender<Bytes>,
+) -> Result<u64, SourceError> {
+    reader
+        .copy_out(sql, CHUNK_BYTES, |chunk| {
+            progress.advance(&chunk);
+            forward(chunks.clone(), chunk)
+        })
+        .await
 }
 
 /// Hands a chunk of copied rows to the side writing the sink.

@@ -97,10 +97,6 @@ impl Supervisor {
         Supervisor { store, worker, wal_volume_bytes, owned: HashMap::new(), finished_tx, finished }
     }
 
-    pub fn worker(&self) -> &str {
-        &self.worker
-    }
-
     /// Runs until `shutdown`, or until the environment's job ends for good
     /// (failed, or copied with `initial_only`): then returns how it ended.
     /// On the way out every owned job is stopped gracefully and let go.

@@ -86,10 +86,6 @@ pub struct Tally {
 pub const TALLIED_OPS: [&str; 4] = ["insert", "update", "delete", "truncate"];
 
 impl Tally {
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.transactions == 0
-    }
-
     fn count(&mut self, relation_id: u32, op: usize) {
         self.events.entry(relation_id).or_default()[op] += 1;
     }
