@@ -49,6 +49,15 @@ pub struct Config {
     /// true; false only to show what it prevents, drills/idle-database.sh).
     #[serde(default = "default_keepalive_confirm")]
     pub keepalive_confirm: bool,
+    /// Signs webhook requests (HMAC-SHA256 of the body).
+    pub sink_signing_secret: Option<String>,
+    /// Tables whose inserts are emitted as events (webhook and stdout sinks).
+    pub outbox_tables: Option<String>,
+    /// Logical decoding messages with this prefix are emitted as events.
+    pub outbox_prefix: Option<String>,
+    /// Delete outbox rows once their events are delivered.
+    #[serde(default)]
+    pub outbox_delete: bool,
 }
 
 fn default_job_name() -> String {

@@ -57,6 +57,7 @@ pub struct Metrics {
     sink_bytes: IntCounterVec,
     sink_queue: IntGaugeVec,
     sink_backpressure: prometheus::CounterVec,
+    outbox_rejected: IntCounterVec,
     emit_lag: GaugeVec,
     commit_to_sink: HistogramVec,
     job_state: IntGaugeVec,
@@ -202,6 +203,15 @@ impl Metrics {
                 opts(
                     "walpipe_sink_backpressure_seconds_total",
                     "Time the stream spent waiting for the sink to take more changes."
+                ),
+                JOB
+            ),
+            outbox_rejected: register!(
+                r,
+                IntCounterVec,
+                opts(
+                    "walpipe_outbox_rejected_total",
+                    "Outbox rows or messages left out because they lack an event field (logged with the change id)."
                 ),
                 JOB
             ),
@@ -583,6 +593,7 @@ pub struct JobMetrics {
     pub sink_bytes: IntCounter,
     pub sink_queue: IntGauge,
     pub sink_backpressure: prometheus::Counter,
+    pub outbox_rejected: IntCounter,
     pub emit_lag: Gauge,
     pub commit_to_sink: Histogram,
     pub heartbeat_received: Gauge,
@@ -640,6 +651,7 @@ impl JobMetrics {
             sink_bytes: family.sink_bytes.with_label_values(job),
             sink_queue: family.sink_queue.with_label_values(job),
             sink_backpressure: family.sink_backpressure.with_label_values(job),
+            outbox_rejected: family.outbox_rejected.with_label_values(job),
             emit_lag: family.emit_lag.with_label_values(job),
             commit_to_sink: family.commit_to_sink.with_label_values(job),
             heartbeat_received: family.heartbeat_received.with_label_values(job),

@@ -10,6 +10,7 @@
 pub mod encode;
 pub mod json;
 pub mod mirror;
+pub mod outbox;
 pub mod relation;
 pub mod value;
 

@@ -40,9 +40,13 @@ fn finding(level: Level, text: impl Into<String>) -> Finding {
 
 /// Runs every check, prints the findings, and fails when one is an error.
 pub async fn run(config: &Config) -> anyhow::Result<()> {
-    let Some(spec) = JobSpec::from_config(config)? else {
+    let Some(mut spec) = JobSpec::from_config(config)? else {
         bail!("there is nothing to check: set WALPIPE_SOURCE_URL and WALPIPE_SINK_URL");
     };
+    if let (Some(url), false) = (&config.state_url, spec.sink.is_postgres()) {
+        spec.checkpoint_db =
+            crate::source::ConnInfo::parse(url).map_err(|e| anyhow::anyhow!("WALPIPE_STATE_URL: {e}"))?;
+    }
     let findings = check(&spec).await;
     for f in &findings {
         println!("{} {}", f.level, f.text);
@@ -63,11 +67,20 @@ pub async fn check(spec: &JobSpec) -> Vec<Finding> {
         }
         Err(error) => findings.push(finding(Level::Error, format!("{error}: check WALPIPE_SOURCE_URL"))),
     }
-    match pg::connect(&spec.sink, "the sink").await {
+    let role = if spec.sink.is_postgres() {
+        "the sink"
+    } else {
+        findings.push(finding(
+            Level::Ok,
+            format!("the sink is {}: not probed (walpipe sends it nothing but batches)", spec.sink),
+        ));
+        "the state store"
+    };
+    match pg::connect(&spec.checkpoint_db, role).await {
         Ok(sink) => match sink.simple_query("SELECT 1").await {
-            Ok(_) => findings.push(finding(Level::Ok, format!("the sink {} is reachable", spec.sink))),
+            Ok(_) => findings.push(finding(Level::Ok, format!("{role} {} is reachable", spec.checkpoint_db))),
             Err(error) => {
-                findings.push(finding(Level::Error, format!("the sink answered with an error: {error}")))
+                findings.push(finding(Level::Error, format!("{role} answered with an error: {error}")))
             }
         },
         Err(error) => findings.push(finding(Level::Error, format!("{error}: check WALPIPE_SINK_URL"))),

@@ -30,9 +30,11 @@ use crate::metrics::{JobMetrics, unix_seconds};
 use crate::pg::{self, ConnectError};
 use crate::pipeline::assembler::{Assembler, HEARTBEAT_PREFIX};
 use crate::pipeline::driver::{self, DriveError};
+use crate::sink::delivery::{Delivery, Outbox};
 use crate::sink::postgres::changelog::{self, ChangelogWriter};
 use crate::sink::postgres::mirror::MirrorWriter;
-use crate::sink::postgres::{self as pg_sink, PostgresSink, SinkError, Writer, schema};
+use crate::sink::postgres::{self as pg_sink, PostgresSink, Writer, schema};
+use crate::sink::{Outlet, SinkError};
 use crate::source::catalog::{self, CatalogError};
 use crate::source::connection::{quote_ident, quote_literal};
 use crate::source::{Connection, SourceError, preflight};
@@ -172,7 +174,7 @@ pub async fn run(
 /// Forgets the job's progress (a restart): without a checkpoint the next
 /// run drops the old slot and starts over with a new slot and a new copy.
 pub async fn reset(spec: &JobSpec) -> Result<(), JobError> {
-    let sink = pg::connect(&spec.sink, "the sink").await?;
+    let sink = pg::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
     pg_sink::forget_checkpoint(&sink, &spec.name).await.map_err(JobError::SinkSetup)
 }
@@ -225,9 +227,10 @@ async fn attempt(
     let source_sql = pg::connect(&spec.source, "the source").await?;
     let tables = catalog::tables(&source_sql, &spec.tables).await?;
     check_select(&source_sql, &tables).await?;
-    let sink = pg::connect(&spec.sink, "the sink").await?;
+    // The Postgres sink, or the state store for the other sinks: where the checkpoint is.
+    let sink = pg::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
-    let mut targets = Targets::ensure(spec, &sink, &tables).await.map_err(JobError::SinkSetup)?;
+    let mut targets = Targets::ensure(spec, &sink, &tables).await?;
     metrics.set_state("running", Some("init"));
     ensure_publication(&source_sql, &spec.publication, &tables).await?;
 
@@ -286,26 +289,92 @@ async fn attempt(
     metrics.set_state("running", Some("streaming"));
     metrics.source_connected.set(1);
 
-    let ready = Ready { spec, metrics, primary_keys, sink, stop };
+    let ready = Ready { spec, metrics, primary_keys, stop };
     match targets {
         Targets::Mirror(destinations) => {
-            ready.stream_into(stream, MirrorRecords, MirrorWriter::new(destinations)).await?;
+            let writer = MirrorWriter::new(destinations);
+            ready
+                .stream_into(stream, MirrorRecords, |ends| {
+                    tokio::spawn(ready.postgres_sink(sink, writer).run(ends))
+                })
+                .await?;
         }
-        Targets::Changelog(writer) => ready.stream_into(stream, JsonLines, writer).await?,
+        Targets::Changelog(writer) => {
+            ready
+                .stream_into(stream, JsonLines, |ends| {
+                    tokio::spawn(ready.postgres_sink(sink, writer).run(ends))
+                })
+                .await?;
+        }
+        Targets::Delivery(outlet) => {
+            drop(sink);
+            let delivery = open_delivery(spec, metrics, *outlet).await?;
+            ready.stream_into(stream, JsonLines, |ends| tokio::spawn(delivery.run(ends))).await?;
+        }
     }
     Ok(Start::At(start))
 }
 
-/// Where a job's rows go in the sink, by mode.
+/// The transport of a sink outside Postgres; `None` for Postgres.
+fn outlet(spec: &JobSpec, tables: &[catalog::SourceTable]) -> Result<Option<Outlet>, SinkError> {
+    // StarRocks: the URL's database and the source table's name, unless mapped.
+    let destinations = tables
+        .iter()
+        .filter_map(|t| spec.table_mappings.get(&t.qualified()).map(|to| (t.qualified(), to.clone())))
+        .collect();
+    let secret = spec.signing_secret.as_ref().map(|s| s.0.as_str());
+    Outlet::for_target(&spec.sink, &spec.name, secret, destinations)
+}
+
+/// What the connection holding the checkpoint is called in messages.
+fn checkpoint_db_role(spec: &JobSpec) -> &'static str {
+    if spec.sink.is_postgres() { "the sink" } else { "the state store" }
+}
+
+/// A delivery to `outlet`, with its ledger on its own connection to the state store.
+async fn open_delivery(
+    spec: &JobSpec,
+    metrics: &Arc<JobMetrics>,
+    outlet: Outlet,
+) -> Result<Delivery<Outlet>, JobError> {
+    let state = pg::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
+    let outbox =
+        Outbox { rules: spec.outbox.clone(), delete_from: spec.outbox_delete.then(|| spec.source.clone()) };
+    Ok(Delivery::open(
+        &spec.name,
+        outlet,
+        state,
+        spec.batch_size,
+        spec.flush_interval,
+        metrics.clone(),
+        Some(outbox),
+    )
+    .await?)
+}
+
+/// Where a job's rows go, by sink and mode.
 enum Targets {
     /// By source table `schema.name`.
     Mirror(HashMap<String, schema::Destination>),
     Changelog(ChangelogWriter),
+    /// A sink outside Postgres.
+    Delivery(Box<Outlet>),
 }
 
 impl Targets {
     /// Creates the destination tables the mode needs, unless they exist.
     async fn ensure(
+        spec: &JobSpec,
+        sink: &tokio_postgres::Client,
+        tables: &[catalog::SourceTable],
+    ) -> Result<Targets, JobError> {
+        if let Some(outlet) = outlet(spec, tables)? {
+            return Ok(Targets::Delivery(Box::new(outlet)));
+        }
+        Targets::ensure_in_postgres(spec, sink, tables).await.map_err(JobError::SinkSetup)
+    }
+
+    async fn ensure_in_postgres(
         spec: &JobSpec,
         sink: &tokio_postgres::Client,
         tables: &[catalog::SourceTable],
@@ -334,39 +403,45 @@ impl Targets {
     }
 }
 
-/// Everything streaming needs besides the stream and the sink mode.
+/// Everything streaming needs besides the stream and the sink.
 struct Ready<'a> {
     spec: &'a JobSpec,
     metrics: &'a Arc<JobMetrics>,
     primary_keys: crate::change::relation::PrimaryKeys,
-    sink: tokio_postgres::Client,
     stop: watch::Receiver<bool>,
 }
 
+type SinkTask = tokio::task::JoinHandle<Result<(), SinkError>>;
+
 impl Ready<'_> {
-    /// Streams from `stream` into the sink with `writer`, until stopped or a failure.
-    async fn stream_into<E: Encoding, W: Writer>(
-        self,
-        stream: crate::source::ReplicationStream,
-        encoding: E,
-        writer: W,
-    ) -> Result<(), JobError> {
-        let Ready { spec, metrics, primary_keys, sink, mut stop } = self;
-        let (ends, sink_ends) = driver::channel();
-        let sink = PostgresSink::new(
+    fn postgres_sink<W: Writer>(&self, sink: tokio_postgres::Client, writer: W) -> PostgresSink<W> {
+        let spec = self.spec;
+        PostgresSink::new(
             sink,
             &spec.name,
             &spec.slot,
             writer,
             spec.batch_size,
             spec.flush_interval,
-            metrics.clone(),
-        );
-        let sink_task = tokio::spawn(sink.run(sink_ends));
+            self.metrics.clone(),
+        )
+    }
+
+    /// Streams from `stream` into the sink task `start_sink` spawns, until stopped or a failure.
+    async fn stream_into<E: Encoding>(
+        &self,
+        stream: crate::source::ReplicationStream,
+        encoding: E,
+        start_sink: impl FnOnce(driver::SinkEnds) -> SinkTask,
+    ) -> Result<(), JobError> {
+        let Ready { spec, metrics, .. } = *self;
+        let (ends, sink_ends) = driver::channel();
+        let sink_task = start_sink(sink_ends);
+        let mut stop = self.stop.clone();
         let stopped = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         };
-        let assembler = Assembler::new(encoding, SPILL_MEMORY_CAP, None, primary_keys);
+        let assembler = Assembler::new(encoding, SPILL_MEMORY_CAP, None, self.primary_keys.clone());
         let heartbeat = spec
             .heartbeat_interval
             .map(|every| tokio::spawn(heartbeat(spec.clone(), every, metrics.clone())));
@@ -393,7 +468,7 @@ impl Ready<'_> {
 /// the checkpoint that marks the start as complete.
 async fn start_fresh(
     spec: &JobSpec,
-    metrics: &JobMetrics,
+    metrics: &Arc<JobMetrics>,
     repl: &mut Connection,
     source_sql: &tokio_postgres::Client,
     sink: &tokio_postgres::Client,
@@ -414,7 +489,7 @@ async fn start_fresh(
             metrics.source_connected.set(1);
             let plan = snapshot::CopyPlan {
                 source: &spec.source,
-                sink: &spec.sink,
+                sink: &spec.checkpoint_db,
                 catalog: source_sql,
                 parallel_tables: spec.parallel_tables,
                 metrics,
@@ -424,11 +499,25 @@ async fn start_fresh(
                     snapshot::copy_tables(&plan, tables, destinations, snapshot).await?
                 }
                 Targets::Changelog(writer) => {
+                    let mut into = snapshot::ChangelogLines { sink, writer };
                     snapshot::copy_tables_as_changes(
                         &plan,
-                        sink,
                         tables,
-                        writer,
+                        &mut into,
+                        created.consistent_point,
+                        snapshot,
+                    )
+                    .await?
+                }
+                Targets::Delivery(_) => {
+                    // Its own transport: the targets' one streams afterwards.
+                    let outlet = outlet(spec, tables)?
+                        .ok_or_else(|| JobError::SinkTask("a Postgres sink has no delivery".into()))?;
+                    let mut delivery = open_delivery(spec, metrics, outlet).await?;
+                    snapshot::copy_tables_as_changes(
+                        &plan,
+                        tables,
+                        &mut delivery,
                         created.consistent_point,
                         snapshot,
                     )

@@ -17,6 +17,7 @@
 //! `psql | psql` pipe.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,9 +28,11 @@ use tokio_postgres::Client;
 use crate::change::encode::SnapshotRows;
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
+use crate::sink::SinkError;
+use crate::sink::delivery::{Delivery, Transport};
+use crate::sink::postgres::Writer;
 use crate::sink::postgres::changelog::ChangelogWriter;
 use crate::sink::postgres::schema::Destination;
-use crate::sink::postgres::{SinkError, Writer};
 use crate::source::catalog::SourceTable;
 use crate::source::connection::{quote_ident, quote_literal};
 use crate::source::conninfo::ConnInfo;
@@ -67,6 +70,7 @@ impl SnapshotError {
 /// Where the copy reads and writes, and how many tables at once.
 pub struct CopyPlan<'a> {
     pub source: &'a ConnInfo,
+    /// The Postgres sink (mirror mode copies into it directly).
     pub sink: &'a ConnInfo,
     /// For the row-count estimates of the progress lines.
     pub catalog: &'a Client,
@@ -109,13 +113,59 @@ pub async fn copy_tables(
     Ok(copied.into_iter().sum())
 }
 
-/// Copies `tables` as of `snapshot` as `snapshot` change rows (changelog
-/// mode), a table per sink transaction, through `writer`. Returns the rows copied.
+/// Receives the copy as `snapshot` change lines, a table at a time: the
+/// changelog (a sink transaction per table) or a delivery (batches).
+pub trait SnapshotLines: Send {
+    fn begin_table(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn line(&mut self, line: Bytes) -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn end_table(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// Changelog mode: each table's rows in one sink transaction.
+pub struct ChangelogLines<'a> {
+    pub sink: &'a Client,
+    pub writer: &'a mut ChangelogWriter,
+}
+
+impl SnapshotLines for ChangelogLines<'_> {
+    async fn begin_table(&mut self) -> Result<(), SinkError> {
+        Ok(self.sink.batch_execute("BEGIN").await?)
+    }
+
+    async fn line(&mut self, line: Bytes) -> Result<(), SinkError> {
+        self.writer.add(self.sink, line).await?;
+        if self.writer.pending() >= CHANGELOG_BATCH {
+            self.writer.apply(self.sink).await?;
+        }
+        Ok(())
+    }
+
+    async fn end_table(&mut self) -> Result<(), SinkError> {
+        self.writer.apply(self.sink).await?;
+        Ok(self.sink.batch_execute("COMMIT").await?)
+    }
+}
+
+impl<T: Transport> SnapshotLines for Delivery<T> {
+    async fn begin_table(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    async fn line(&mut self, line: Bytes) -> Result<(), SinkError> {
+        self.snapshot_line(line).await
+    }
+
+    async fn end_table(&mut self) -> Result<(), SinkError> {
+        self.finish_snapshot().await
+    }
+}
+
+/// Copies `tables` as of `snapshot` as `snapshot` change lines (changelog
+/// mode, and the sinks outside Postgres) into `into`. Returns the rows copied.
 pub async fn copy_tables_as_changes(
     plan: &CopyPlan<'_>,
-    sink: &Client,
     tables: &[SourceTable],
-    writer: &mut ChangelogWriter,
+    into: &mut impl SnapshotLines,
     consistent_point: Lsn,
     snapshot: &str,
 ) -> Result<u64, SnapshotError> {
@@ -135,7 +185,7 @@ pub async fn copy_tables_as_changes(
         let order = table.key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
         let sql = format!("COPY (SELECT {columns} FROM {} ORDER BY {order}) TO STDOUT", table.quoted());
         let mut progress = TableProgress::start(plan, table).await?;
-        sink.batch_execute("BEGIN").await?;
+        into.begin_table().await?;
         let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
         let read = read_copy(&mut reader, &sql, &mut progress, chunks);
         let write = async {
@@ -148,20 +198,16 @@ pub async fn copy_tables_as_changes(
                         .write_line(&mut line, row, consistent_point, rows)
                         .map_err(|e| SinkError::Record(e.to_string()))?;
                     line.pop();
-                    writer.add(sink, Bytes::copy_from_slice(&line)).await?;
+                    into.line(Bytes::copy_from_slice(&line)).await?;
                     rows += 1;
-                    if writer.pending() >= CHANGELOG_BATCH {
-                        writer.apply(sink).await?;
-                    }
                 }
             }
-            writer.apply(sink).await?;
+            into.end_table().await?;
             Ok::<u64, SinkError>(rows)
         };
         let (read, written) = tokio::join!(read, write);
         let rows = written?;
         read?;
-        sink.batch_execute("COMMIT").await?;
         progress.finish();
         total += rows;
     }

@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::change::outbox::OutboxRules;
 use crate::config::Config;
 use crate::lsn::Lsn;
+use crate::sink::SinkTarget;
 use crate::source::conninfo::ConnInfo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +35,16 @@ pub enum SinkMode {
 pub struct JobSpec {
     pub name: String,
     pub source: ConnInfo,
-    pub sink: ConnInfo,
+    pub sink: SinkTarget,
+    /// Where the checkpoint lives: the sink when it is Postgres (committed
+    /// with the rows), else the state store (see `sink::delivery`).
+    pub checkpoint_db: ConnInfo,
+    /// Signs webhook requests.
+    pub signing_secret: Option<Secret>,
+    /// Which changes are outbox events (webhook and stdout sinks).
+    pub outbox: OutboxRules,
+    /// Delete outbox rows on the source once their events are delivered.
+    pub outbox_delete: bool,
     /// `schema.table`; empty: every table of schema public.
     pub tables: Vec<String>,
     pub slot: String,
@@ -53,6 +64,16 @@ pub struct JobSpec {
     /// Confirm keepalive positions while nothing is in flight, so that a
     /// quiet database does not pin WAL written by others.
     pub confirm_keepalives: bool,
+}
+
+/// A secret that never shows in logs or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(REDACTED)")
+    }
 }
 
 /// The job cannot run as configured; the message names the variable and the fix.
@@ -93,6 +114,14 @@ pub struct JobDefinition {
     pub heartbeat_interval_ms: u64,
     #[serde(default = "crate::config::default_keepalive_confirm")]
     pub keepalive_confirm: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink_signing_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_tables: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_prefix: Option<String>,
+    #[serde(default)]
+    pub outbox_delete: bool,
 }
 
 /// How a definition's fields are named in messages.
@@ -138,6 +167,10 @@ impl JobDefinition {
             table_mappings: config.table_mappings.clone(),
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             keepalive_confirm: config.keepalive_confirm,
+            sink_signing_secret: config.sink_signing_secret.clone(),
+            outbox_tables: config.outbox_tables.clone(),
+            outbox_prefix: config.outbox_prefix.clone(),
+            outbox_delete: config.outbox_delete,
         }))
     }
 
@@ -151,6 +184,9 @@ impl JobDefinition {
                     *url = parsed.to_string();
                 }
             }
+        }
+        if shown.sink_signing_secret.is_some() {
+            shown.sink_signing_secret = Some("REDACTED".into());
         }
         shown
     }
@@ -178,15 +214,50 @@ impl JobSpec {
         }
         let source =
             ConnInfo::parse(&def.source_url).map_err(|e| bad(format!("{}: {e}", var("source_url"))))?;
-        let sink_url = &def.sink_url;
-        if !sink_url.starts_with("postgres://") && !sink_url.starts_with("postgresql://") {
+        let sink = SinkTarget::parse(&def.sink_url).map_err(|e| bad(format!("{}: {e}", var("sink_url"))))?;
+        let checkpoint_db = match &sink {
+            SinkTarget::Postgres(info) => info.clone(),
+            // The supervisor points it at the state store (the source unless WALPIPE_STATE_URL says otherwise).
+            _ => source.clone(),
+        };
+        let signing_secret = def.sink_signing_secret.clone().filter(|s| !s.is_empty()).map(Secret);
+        if signing_secret.is_some() && !matches!(sink, SinkTarget::Webhook(_)) {
             return Err(bad(format!(
-                "{} has a sink this version cannot write yet ({}): use a postgres:// sink",
-                var("sink_url"),
-                sink_url.split(':').next().unwrap_or("?")
+                "{} signs webhook requests, but the sink is {sink}: unset it, or use an http(s):// sink",
+                var("sink_signing_secret")
             )));
         }
-        let sink = ConnInfo::parse(sink_url).map_err(|e| bad(format!("{}: {e}", var("sink_url"))))?;
+        let outbox = OutboxRules {
+            tables: split_list(def.outbox_tables.as_deref())
+                .into_iter()
+                .map(|t| if t.contains('.') { t } else { format!("public.{t}") })
+                .collect(),
+            prefix: def.outbox_prefix.clone().filter(|p| !p.is_empty()),
+        };
+        if !outbox.is_empty() && !matches!(sink, SinkTarget::Webhook(_) | SinkTarget::Stdout) {
+            return Err(bad(format!(
+                "{} / {} emit events to a webhook or stdout:, but the sink is {sink}: unset them, or change the sink",
+                var("outbox_tables"),
+                var("outbox_prefix")
+            )));
+        }
+        let tables = split_list(def.tables.as_deref());
+        if let Some(missing) = outbox.tables.iter().find(|t| !tables.is_empty() && !tables.contains(t)) {
+            return Err(bad(format!(
+                "{} names {missing}, which {} leaves out: add it to {}",
+                var("outbox_tables"),
+                var("tables"),
+                var("tables")
+            )));
+        }
+        if def.outbox_delete && outbox.tables.is_empty() {
+            return Err(bad(format!(
+                "{} deletes delivered outbox rows, but {} names no table: set it, or unset {}",
+                var("outbox_delete"),
+                var("outbox_tables"),
+                var("outbox_delete")
+            )));
+        }
 
         let default_name = format!("walpipe_{}", name.replace('-', "_").to_lowercase());
         let slot = def.slot_name.clone().unwrap_or_else(|| default_name.clone());
@@ -232,13 +303,17 @@ impl JobSpec {
             )));
         }
         Ok(JobSpec {
-            tables: split_list(def.tables.as_deref()),
+            tables,
             table_mappings: parse_mappings(def.table_mappings.as_deref(), &var("table_mappings"))
                 .map_err(bad)?,
             publication: def.publication_name.clone().unwrap_or(default_name),
             name,
             source,
             sink,
+            checkpoint_db,
+            signing_secret,
+            outbox,
+            outbox_delete: def.outbox_delete,
             slot,
             batch_size: def.batch_size,
             parallel_tables: def.parallel_tables.max(1),

@@ -144,6 +144,11 @@ const JOB_COLUMNS: &str = "definition, from_environment, state, phase, error, wo
 
 impl Store {
     /// Connects and applies the migrations this version has and the store lacks.
+    /// Where the store is (the checkpoints of sinks outside Postgres live there too).
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
     pub async fn open(info: ConnInfo, notifier: Notifier) -> Result<Store, StoreError> {
         let store = Store { info, client: Mutex::new(None), notifier };
         store.migrate().await?;

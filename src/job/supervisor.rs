@@ -174,7 +174,12 @@ impl Supervisor {
         let name = job.definition.name.clone();
         let naming = if job.from_environment { Naming::Environment } else { Naming::Api };
         let spec = match JobSpec::from_definition(&job.definition, naming) {
-            Ok(spec) => spec,
+            Ok(mut spec) => {
+                if !spec.sink.is_postgres() {
+                    spec.checkpoint_db = self.store.info().clone();
+                }
+                spec
+            }
             Err(error) => {
                 let store = self.store.clone();
                 let worker = self.worker.clone();

@@ -35,23 +35,7 @@ use tokio_postgres::Client;
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
 use crate::pipeline::driver::SinkEnds;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("the sink failed: {}", crate::pg::describe(.0))]
-    Postgres(#[from] tokio_postgres::Error),
-    #[error("the sink received a change line it cannot read ({0}); this is a bug, please report it")]
-    Record(String),
-}
-
-impl SinkError {
-    pub fn is_transient(&self) -> bool {
-        match self {
-            SinkError::Postgres(error) => crate::pg::is_transient(error),
-            SinkError::Record(_) => false,
-        }
-    }
-}
+pub use crate::sink::SinkError;
 
 /// Where the job's applied position is kept (`walpipe.checkpoints`).
 pub async fn read_checkpoint(

@@ -161,7 +161,10 @@ pub async fn ensure(
     })
 }
 
-/// The job state kept in the sink, next to the rows it describes.
+/// The job state kept next to the rows it describes: in the Postgres sink,
+/// or, for the sinks outside Postgres, in the state store, where
+/// `delivered_through` and `in_flight` also name the batches delivered and
+/// the one being sent (see `sink::delivery`).
 pub async fn ensure_state(client: &Client) -> Result<(), tokio_postgres::Error> {
     client
         .batch_execute(
@@ -175,7 +178,14 @@ pub async fn ensure_state(client: &Client) -> Result<(), tokio_postgres::Error> 
                  job_name text NOT NULL, \
                  slot_name text NOT NULL, \
                  gap_from pg_lsn, \
-                 detected_at timestamptz NOT NULL DEFAULT now());",
+                 detected_at timestamptz NOT NULL DEFAULT now()); \
+             DO $$ BEGIN \
+                 IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'walpipe' \
+                                AND table_name = 'checkpoints' AND column_name = 'in_flight') THEN \
+                     ALTER TABLE walpipe.checkpoints ADD COLUMN IF NOT EXISTS delivered_through text, \
+                         ADD COLUMN IF NOT EXISTS in_flight jsonb; \
+                 END IF; \
+             END $$;",
         )
         .await
 }

@@ -1,0 +1,373 @@
+//! Delivery to the sinks outside Postgres (webhook, StarRocks Stream Load,
+//! stdout): change lines are cut into batches with a stable identity
+//! ([`batch`]), optionally routed through the outbox, and handed to a
+//! [`Transport`]; the job's checkpoint lives in the state store.
+//!
+//! ```text
+//!  chunks ──> Batcher (skip what was delivered, re-form the batch in flight)
+//!     ──> outbox routing? ──> ledger: in_flight = batch ──> transport (retries inside)
+//!     ──> outbox rows deleted? ──> ledger: applied_lsn, delivered_through, in_flight = NULL
+//!     ──> acknowledge the chunks whose lines are all delivered
+//! ```
+//!
+//! Invariants:
+//! - A chunk is acknowledged (so the source may confirm its position) only
+//!   after every line in it was delivered and the ledger recorded that.
+//! - The applied position is the end of a transaction whose every change
+//!   was delivered; changes after it that were delivered too are named by
+//!   `delivered_through`, so a restart skips them instead of sending them
+//!   under a new key.
+//! - The batch being sent is recorded before it is sent, so after a crash
+//!   the same batch goes out again, with the same key (labels for StarRocks).
+//! - Processed outbox rows are deleted after their batch was delivered and
+//!   before the ledger moves past it, so a crash in between re-sends the
+//!   batch (same key) and the delete is repeated harmlessly.
+//! - Snapshot rows are batched the same way but leave no trace in the
+//!   ledger: an interrupted copy starts over with a new slot.
+
+pub mod batch;
+pub mod stdout;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tokio_postgres::{Client, Statement};
+
+use self::batch::{Batch, Batcher, InFlight, Pushed};
+use super::SinkError;
+use crate::change::outbox::{OutboxRules, Routed};
+use crate::lsn::Lsn;
+use crate::metrics::JobMetrics;
+use crate::pipeline::driver::SinkEnds;
+use crate::source::connection::quote_ident;
+use crate::source::conninfo::ConnInfo;
+
+/// Sends one batch; retries inside, so an error means the batch did not go.
+pub trait Transport: Send + 'static {
+    /// Sends `batch` under `key`; returns the bytes sent.
+    fn send(&mut self, key: &str, batch: &Batch) -> impl Future<Output = Result<u64, SinkError>> + Send;
+}
+
+/// Where the delivery of a job is recorded: its row of `walpipe.checkpoints`
+/// in the state store.
+struct Ledger {
+    client: Client,
+    job: String,
+    sending: Statement,
+    delivered: Statement,
+}
+
+impl Ledger {
+    async fn open(client: Client, job: &str) -> Result<Ledger, SinkError> {
+        let sending = client
+            .prepare("UPDATE walpipe.checkpoints SET in_flight = $2::text::jsonb WHERE job_name = $1")
+            .await
+            .map_err(SinkError::State)?;
+        let delivered = client
+            .prepare(
+                "UPDATE walpipe.checkpoints SET \
+                     applied_lsn = CASE WHEN $2::text IS NULL THEN applied_lsn ELSE greatest(applied_lsn, $2::text::pg_lsn) END, \
+                     delivered_through = coalesce($3, delivered_through), in_flight = NULL, updated_at = now() \
+                 WHERE job_name = $1",
+            )
+            .await
+            .map_err(SinkError::State)?;
+        Ok(Ledger { client, job: job.to_string(), sending, delivered })
+    }
+
+    /// What was delivered and what was being sent when the job last stopped.
+    async fn recall(&self) -> Result<(Option<String>, Option<InFlight>), SinkError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT delivered_through, in_flight::text FROM walpipe.checkpoints WHERE job_name = $1",
+                &[&self.job],
+            )
+            .await
+            .map_err(SinkError::State)?;
+        let Some(row) = row else { return Ok((None, None)) };
+        let in_flight: Option<String> = row.get(1);
+        Ok((row.get(0), in_flight.and_then(|text| serde_json::from_str(&text).ok())))
+    }
+
+    async fn sending(&self, in_flight: &InFlight) -> Result<(), SinkError> {
+        let text = serde_json::to_string(in_flight).map_err(|e| SinkError::Record(e.to_string()))?;
+        self.client.execute(&self.sending, &[&self.job, &text]).await.map_err(SinkError::State).map(drop)
+    }
+
+    async fn delivered(&self, applied: Option<Lsn>, through: Option<&str>) -> Result<(), SinkError> {
+        let applied = applied.map(|lsn| lsn.to_string());
+        self.client
+            .execute(&self.delivered, &[&self.job, &applied, &through])
+            .await
+            .map_err(SinkError::State)
+            .map(drop)
+    }
+}
+
+/// Outbox routing, and the deletion of delivered outbox rows on the source.
+pub struct Outbox {
+    pub rules: OutboxRules,
+    /// Set when delivered rows are to be deleted.
+    pub delete_from: Option<ConnInfo>,
+}
+
+/// A chunk from the driver, until its lines are delivered.
+struct OpenChunk {
+    lines_left: usize,
+    confirm: Option<Lsn>,
+    commit_times: Vec<SystemTime>,
+}
+
+pub struct Delivery<T: Transport> {
+    job: String,
+    transport: T,
+    batcher: Batcher,
+    ledger: Ledger,
+    outbox: Option<Outbox>,
+    source: Option<Client>,
+    metrics: Arc<JobMetrics>,
+    flush_interval: Duration,
+    open: VecDeque<OpenChunk>,
+    /// Lines skipped (delivered before a restart) and not yet settled.
+    skipped: usize,
+}
+
+impl<T: Transport> Delivery<T> {
+    /// Opens the job's ledger (`state`: the state store, with
+    /// `walpipe.checkpoints`) and remembers what was delivered before.
+    pub async fn open(
+        job: &str,
+        transport: T,
+        state: Client,
+        batch_size: usize,
+        flush_interval: Duration,
+        metrics: Arc<JobMetrics>,
+        outbox: Option<Outbox>,
+    ) -> Result<Delivery<T>, SinkError> {
+        let ledger = Ledger::open(state, job).await?;
+        let (delivered_through, in_flight) = ledger.recall().await?;
+        if let Some(in_flight) = &in_flight {
+            tracing::info!(job, first = %in_flight.first, last = %in_flight.last,
+                "a batch was being sent when the job stopped: sending the same batch again, with the same key");
+        }
+        Ok(Delivery {
+            job: job.to_string(),
+            transport,
+            batcher: Batcher::new(batch_size, delivered_through.as_deref(), in_flight),
+            ledger,
+            outbox: outbox.filter(|o| !o.rules.is_empty()),
+            source: None,
+            metrics,
+            flush_interval,
+            open: VecDeque::new(),
+            skipped: 0,
+        })
+    }
+
+    /// One row of the initial copy, as a `snapshot` change line.
+    pub async fn snapshot_line(&mut self, line: Bytes) -> Result<(), SinkError> {
+        self.push(line).await
+    }
+
+    /// Sends what the copy left in the batch.
+    pub async fn finish_snapshot(&mut self) -> Result<(), SinkError> {
+        self.flush().await.map(drop)
+    }
+
+    /// Delivers chunks until the driver closes the channel, then what can be cut.
+    pub async fn run(mut self, mut ends: SinkEnds) -> Result<(), SinkError> {
+        let mut last_flush = Instant::now();
+        loop {
+            let due = last_flush + self.flush_interval;
+            let chunk = tokio::select! {
+                chunk = ends.chunks.recv() => chunk,
+                () = tokio::time::sleep_until(due), if self.batcher.can_cut() => {
+                    self.flush_and_settle(&ends).await?;
+                    last_flush = Instant::now();
+                    continue;
+                }
+            };
+            let Some(chunk) = chunk else { break };
+            let mut lines = 0;
+            let mut start = 0;
+            while let Some(end) = chunk.lines[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
+                lines += 1;
+                start = end + 1;
+            }
+            self.open.push_back(OpenChunk {
+                lines_left: lines,
+                confirm: chunk.confirm,
+                commit_times: chunk.commit_times,
+            });
+            let bytes = Bytes::from(chunk.lines);
+            let mut start = 0;
+            while let Some(end) = bytes[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
+                let line = bytes.slice(start..end);
+                start = end + 1;
+                self.push_streamed(line, &ends).await?;
+            }
+            if self.batcher.is_full() || (chunk.caught_up || Instant::now() >= due) && self.batcher.can_cut()
+            {
+                self.flush_and_settle(&ends).await?;
+                last_flush = Instant::now();
+            } else {
+                self.settle(0, None, &ends).await?;
+            }
+        }
+        self.flush_and_settle(&ends).await
+    }
+
+    async fn push_streamed(&mut self, line: Bytes, ends: &SinkEnds) -> Result<(), SinkError> {
+        match self.batcher.push(line).map_err(|e| SinkError::Record(e.to_string()))? {
+            Pushed::Skipped => self.skipped += 1,
+            Pushed::Added if self.batcher.is_full() => self.flush_and_settle(ends).await?,
+            Pushed::Added => {}
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, line: Bytes) -> Result<(), SinkError> {
+        self.batcher.push(line).map_err(|e| SinkError::Record(e.to_string()))?;
+        if self.batcher.is_full() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the batch, if one can be cut; returns the lines it consumed and its last id.
+    async fn flush(&mut self) -> Result<Option<(usize, Option<String>)>, SinkError> {
+        let Some(batch) = self.batcher.cut() else { return Ok(None) };
+        let consumed = batch.lines.len();
+        let streamed = batch.last_position.is_some();
+        let (rendered, outbox_rows) = self.route(batch);
+        if streamed && !rendered.lines.is_empty() {
+            self.ledger.sending(&rendered.in_flight()).await?;
+        }
+        let key = rendered.key(&self.job);
+        let sent = if rendered.lines.is_empty() { Ok(0) } else { self.transport.send(&key, &rendered).await };
+        let bytes = match sent {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                self.metrics.sink_events_error.inc_by(consumed as u64);
+                return Err(error);
+            }
+        };
+        self.delete_outbox_rows(outbox_rows).await?;
+        self.metrics.sink_bytes.inc_by(bytes);
+        tracing::debug!(job = %self.job, %key, first = %rendered.first_id, last = %rendered.last_id, changes = consumed, bytes, "delivered a batch");
+        Ok(Some((consumed, streamed.then_some(rendered.last_id))))
+    }
+
+    async fn flush_and_settle(&mut self, ends: &SinkEnds) -> Result<(), SinkError> {
+        match self.flush().await? {
+            Some((consumed, through)) => self.settle(consumed, through, ends).await,
+            None => self.settle(0, None, ends).await,
+        }
+    }
+
+    /// Counts `delivered` more lines (after any skipped ones) as delivered,
+    /// records what is now complete in the ledger, and acknowledges it.
+    async fn settle(
+        &mut self,
+        delivered: usize,
+        through: Option<String>,
+        ends: &SinkEnds,
+    ) -> Result<(), SinkError> {
+        let mut left = std::mem::take(&mut self.skipped) + delivered;
+        for chunk in self.open.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            let taken = left.min(chunk.lines_left);
+            chunk.lines_left -= taken;
+            left -= taken;
+        }
+        let mut done = Vec::new();
+        while self.open.front().is_some_and(|chunk| chunk.lines_left == 0) {
+            done.extend(self.open.pop_front());
+        }
+        let applied = done.iter().rev().find_map(|chunk| chunk.confirm);
+        if applied.is_some() || through.is_some() {
+            self.ledger.delivered(applied, through.as_deref()).await?;
+        }
+        if let Some(lsn) = applied {
+            self.metrics.checkpointed(lsn.0);
+        }
+        let commit_times: Vec<SystemTime> =
+            done.iter().flat_map(|chunk| chunk.commit_times.iter().copied()).collect();
+        self.metrics.emitted(&commit_times, delivered as u64, 0);
+        for chunk in done {
+            // The driver is gone only when it stopped on an error: nothing more to tell it.
+            let _ = ends.acks.send(chunk.confirm);
+        }
+        Ok(())
+    }
+
+    /// The batch as the transport sends it: outbox traffic turned into
+    /// events (or dropped); the outbox rows to delete once it is delivered.
+    fn route(&self, batch: Batch) -> (Batch, HashMap<String, Vec<String>>) {
+        let mut rows: HashMap<String, Vec<String>> = HashMap::new();
+        let Some(outbox) = &self.outbox else { return (batch, rows) };
+        let mut lines = Vec::with_capacity(batch.lines.len());
+        for line in &batch.lines {
+            match outbox.rules.route(line) {
+                Routed::Change => lines.push(line.clone()),
+                Routed::Event { line, row } => {
+                    lines.push(Bytes::from(line));
+                    if let (Some((table, key)), Some(_)) = (row, &outbox.delete_from) {
+                        rows.entry(table).or_default().push(key);
+                    }
+                }
+                Routed::Dropped => {}
+                Routed::Rejected(reason) => {
+                    let id = batch::change_id(line).unwrap_or("?");
+                    tracing::error!(job = %self.job, change = %id, "an outbox event was left out: {reason}");
+                    self.metrics.outbox_rejected.inc();
+                }
+            }
+        }
+        (Batch { lines, ..batch }, rows)
+    }
+
+    /// Deletes delivered outbox rows by their keys, a statement per table.
+    async fn delete_outbox_rows(&mut self, rows: HashMap<String, Vec<String>>) -> Result<(), SinkError> {
+        let Some(info) = self.outbox.as_ref().and_then(|o| o.delete_from.as_ref()) else { return Ok(()) };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if self.source.as_ref().is_none_or(Client::is_closed) {
+            let client =
+                crate::pg::connect(info, "the source").await.map_err(|e| SinkError::Unavailable {
+                    target: "the source (to delete delivered outbox rows)".into(),
+                    attempts: 1,
+                    reason: e.to_string(),
+                })?;
+            self.source = Some(client);
+        }
+        let Some(source) = &self.source else { return Ok(()) };
+        for (table, keys) in rows {
+            let Some((schema, name)) = table.split_once('.') else { continue };
+            let columns: Vec<String> = keys
+                .first()
+                .and_then(|key| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(key).ok())
+                .map(|key| key.keys().map(|c| quote_ident(c)).collect())
+                .unwrap_or_default();
+            if columns.is_empty() {
+                continue;
+            }
+            let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
+            let list = columns.join(", ");
+            let sql = format!(
+                "DELETE FROM {quoted} WHERE ({list}) IN (SELECT {list} FROM jsonb_populate_recordset(NULL::{quoted}, $1::text::jsonb))"
+            );
+            let keys = format!("[{}]", keys.join(","));
+            source.execute(&sql, &[&keys]).await.map_err(SinkError::OutboxCleanup)?;
+        }
+        Ok(())
+    }
+}
