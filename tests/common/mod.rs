@@ -13,6 +13,8 @@
 
 #![allow(dead_code)]
 
+pub mod fakes;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -568,7 +570,7 @@ pub fn start_run(
 
 /// `walpipe run` with `vars` and `extra`, serving HTTP on a free port, its
 /// stderr in [`run_log`]`(label)` (appended to when `append`, else new).
-fn spawn_run(
+pub fn spawn_run(
     label: &str,
     append: bool,
     vars: &[(&str, String)],

@@ -1,0 +1,471 @@
+//! The sinks outside Postgres against local receivers (SPEC section 6):
+//! a webhook receiver that fails 20% of requests, and a fake StarRocks that
+//! follows the Stream Load protocol and fails 20% of loads, each with
+//! walpipe killed -9 mid-stream; a refusing webhook and `retry`; outbox
+//! events with a contract that survives a schema change.
+//!
+//! Replaying what a receiver accepted (deduplicated by change id or label,
+//! in commit order) must give exactly the source table.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use common::fakes::{Delivery, FakeStarRocks, Mode, WebhookReceiver};
+use common::{Cluster, http_addr, http_request, run_log, spawn_run, start_worker, wait_for};
+use serde_json::{Value, json};
+
+fn cluster() -> &'static Cluster {
+    common::pg15_with(&common::options())
+}
+
+/// Where a change sits in commit order: (commit LSN, ordinal); snapshot rows first.
+fn position(change: &Value) -> (u64, u64) {
+    let id = change["id"].as_str().expect("id");
+    let (lsn, ordinal) = id.split_once(':').expect("id");
+    match ordinal.parse() {
+        Ok(ordinal) => (common::lsn(lsn), ordinal),
+        Err(_) => (0, 0),
+    }
+}
+
+/// Every change the receiver accepted, each once (by change id), in commit order.
+fn accepted_changes(deliveries: &[Delivery]) -> Vec<Value> {
+    let mut seen = HashSet::new();
+    let mut changes: Vec<Value> = deliveries
+        .iter()
+        .filter(|d| d.accepted())
+        .flat_map(Delivery::changes)
+        .filter(|change| seen.insert(change["id"].as_str().expect("id").to_string()))
+        .collect();
+    changes.sort_by_key(position);
+    changes
+}
+
+/// The table the changes build, by `id`.
+fn replay(changes: &[Value], table: &str) -> BTreeMap<i64, Value> {
+    let mut rows = BTreeMap::new();
+    for change in changes.iter().filter(|c| c["table"] == table) {
+        let id = |row: &Value| row["id"].as_i64().expect("id");
+        match change["op"].as_str() {
+            Some("insert" | "update" | "snapshot") => {
+                rows.insert(id(&change["new"]), change["new"].clone());
+            }
+            Some("delete") => {
+                rows.remove(&id(&change["key"]));
+            }
+            other => panic!("unexpected op {other:?}"),
+        }
+    }
+    rows
+}
+
+/// The source table as JSON rows, by `id`.
+fn source_rows(cluster: &Cluster, db: &str, table: &str) -> BTreeMap<i64, Value> {
+    let text = cluster.psql(db, &format!("SELECT coalesce(json_agg(t ORDER BY id), '[]') FROM {table} t"));
+    let rows: Vec<Value> = serde_json::from_str(&text).expect("rows");
+    rows.into_iter().map(|row| (row["id"].as_i64().expect("id"), row)).collect()
+}
+
+/// A transaction of inserts, updates and deletes on `items` (ids from `base`).
+fn churn(cluster: &Cluster, db: &str, base: i64) {
+    cluster.psql(
+        db,
+        &format!(
+            "BEGIN; \
+             INSERT INTO items SELECT i, 'new ' || i, 0 FROM generate_series({base}, {base} + 9) i; \
+             UPDATE items SET n = n + 1, v = v || '+' WHERE id % 7 = {m} AND id < {base}; \
+             UPDATE items SET n = n + 10 WHERE id = {base}; \
+             DELETE FROM items WHERE id IN (SELECT id FROM items WHERE id < {base} ORDER BY id LIMIT 2); \
+             COMMIT;",
+            m = base % 7
+        ),
+    );
+}
+
+/// `walpipe run` for an environment job with `vars`.
+fn run(label: &str, vars: &[(&str, String)]) -> std::process::Child {
+    spawn_run(label, true, vars, &[])
+}
+
+/// SIGTERM, and wait for the exit.
+fn stop(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+fn kill_9(child: &mut std::process::Child) {
+    let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+#[test]
+fn the_webhook_gets_every_change_once_per_key_in_commit_order_through_failures_and_a_kill_9() {
+    let cluster = cluster();
+    let db = cluster.fresh_db("hook");
+    cluster.psql(
+        &db,
+        "CREATE TABLE items (id int PRIMARY KEY, v text, n int); \
+         INSERT INTO items SELECT i, 'v' || i, 0 FROM generate_series(1, 300) i",
+    );
+    let receiver = WebhookReceiver::start(Mode::Flaky(0.2));
+    let job = format!("hook_{}", std::process::id());
+    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("walpipe-run-{job}.log")));
+    let vars = [
+        ("WALPIPE_SOURCE_URL", cluster.url(&db)),
+        ("WALPIPE_SINK_URL", receiver.url.clone()),
+        ("WALPIPE_JOB_NAME", job.clone()),
+        ("WALPIPE_TABLES", "public.items".into()),
+        ("WALPIPE_BATCH_SIZE", "40".into()),
+        ("WALPIPE_FLUSH_INTERVAL_MS", "100".into()),
+        ("WALPIPE_SINK_SIGNING_SECRET", "s3cret".into()),
+    ];
+    let mut walpipe = run(&job, &vars);
+    let converged = |what: &str| {
+        wait_for(Duration::from_secs(120), what, || {
+            replay(&accepted_changes(&receiver.deliveries()), "public.items")
+                == source_rows(cluster, &db, "items")
+        })
+    };
+    converged("the snapshot at the receiver");
+    for round in 0..15 {
+        churn(cluster, &db, 1000 + round * 10);
+    }
+    converged("the first changes at the receiver");
+
+    // A batch in flight when walpipe dies: held by the receiver, then kill -9.
+    receiver.set_mode(Mode::Hold);
+    churn(cluster, &db, 2000);
+    wait_for(Duration::from_secs(30), "a request held by the receiver", || !receiver.held().is_empty());
+    kill_9(&mut walpipe);
+    receiver.set_mode(Mode::Flaky(0.2));
+    for round in 0..15 {
+        churn(cluster, &db, 3000 + round * 10);
+    }
+    let mut walpipe = run(&job, &vars);
+    converged("every change at the receiver after the restart");
+    stop(&mut walpipe);
+
+    let deliveries = receiver.deliveries();
+    let log = run_log(&job);
+    // The held batch went out again after the restart, with the same key and body.
+    let held = &receiver.held()[0];
+    let held_body = &deliveries.iter().find(|d| &d.key == held).expect("the held request").body;
+    assert!(
+        deliveries.iter().any(|d| &d.key == held && d.accepted() && &d.body == held_body),
+        "the batch in flight at the kill was not sent again with its key"
+    );
+    assert!(log.contains("sending the same batch again, with the same key"), "{log}");
+    // Every failed request was sent again with the same key and the same body.
+    let failed: Vec<&Delivery> = deliveries.iter().filter(|d| !d.accepted()).collect();
+    assert!(failed.len() >= 3, "the receiver failed only {} requests", failed.len());
+    for failure in &failed {
+        assert!(
+            deliveries.iter().any(|d| d.accepted() && d.key == failure.key && d.body == failure.body),
+            "batch {} was not delivered again under its key",
+            failure.batch
+        );
+    }
+    // A key names one batch: the same key never came with another body.
+    let mut bodies: HashMap<&str, &[u8]> = HashMap::new();
+    for delivery in &deliveries {
+        let body = bodies.entry(&delivery.key).or_insert(&delivery.body);
+        assert_eq!(*body, &delivery.body[..], "key {} with two bodies", delivery.key);
+    }
+    // Every request is signed with the secret.
+    let signing = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret");
+    for delivery in &deliveries {
+        let expected = walpipe::sink::http::webhook::signature(&signing, &delivery.body);
+        assert_eq!(delivery.signature.as_deref(), Some(expected.as_str()));
+    }
+    // Per key, the changes were first accepted in commit order.
+    let mut seen = HashSet::new();
+    let mut last: HashMap<i64, (u64, u64)> = HashMap::new();
+    for change in deliveries.iter().filter(|d| d.accepted()).flat_map(Delivery::changes) {
+        if !seen.insert(change["id"].as_str().expect("id").to_string()) || change["op"] == "snapshot" {
+            continue;
+        }
+        let key = change["key"]["id"].as_i64().expect("key");
+        let here = position(&change);
+        if let Some(before) = last.insert(key, here) {
+            assert!(before < here, "key {key}: {here:?} arrived after {before:?}");
+        }
+    }
+    // Nothing lost: every transaction's changes arrived (10 inserts each).
+    let inserts = accepted_changes(&deliveries).iter().filter(|c| c["op"] == "insert").count();
+    assert_eq!(inserts, 31 * 10, "inserts received");
+    assert!(!log.contains("s3cret"), "the secret is in the log");
+}
+
+#[test]
+fn a_refusing_webhook_fails_the_job_with_its_answer_and_retry_sends_the_same_batch() {
+    let cluster = cluster();
+    let db = cluster.fresh_db("refuse");
+    cluster.psql(
+        &db,
+        "CREATE TABLE items (id int PRIMARY KEY, v text, n int); INSERT INTO items VALUES (1, 'a', 0)",
+    );
+    let receiver = WebhookReceiver::start(Mode::Flaky(0.0));
+    let label = format!("refuse_worker_{}", std::process::id());
+    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("walpipe-run-{label}.log")));
+    let mut worker = start_worker(cluster, &db, &label, &[]);
+    wait_for(Duration::from_secs(20), "the worker's API", || http_addr(&label).is_some());
+    let addr = http_addr(&label).expect("address");
+    let call = |method: &str, path: &str, body: Option<Value>| {
+        let body = body.map(|b| b.to_string());
+        let (status, text) = http_request(&addr, method, path, body.as_deref(), None);
+        (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)))
+    };
+    let name = format!("refuse_{}", std::process::id());
+    let (status, created) = call(
+        "POST",
+        "/api/v1/jobs",
+        Some(json!({"name": name, "source_url": cluster.url(&db), "sink_url": receiver.url,
+                    "tables": "public.items", "flush_interval_ms": 100})),
+    );
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(call("POST", &format!("/api/v1/jobs/{name}/start"), None).0, 200);
+    let state = |name: &str| call("GET", &format!("/api/v1/jobs/{name}"), None).1;
+    wait_for(Duration::from_secs(60), "the snapshot delivered", || {
+        receiver.deliveries().iter().any(|d| d.accepted())
+    });
+
+    receiver.set_mode(Mode::Refuse(422, "order 7 has no customer_id; expected schema v2".into()));
+    cluster.psql(&db, "INSERT INTO items VALUES (2, 'b', 0), (3, 'c', 0)");
+    wait_for(Duration::from_secs(60), "the job failed", || state(&name)["state"] == "failed");
+    let error = state(&name)["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("422") && error.contains("order 7 has no customer_id"), "{error}");
+    assert!(error.contains("retry"), "the error says how to go on: {error}");
+    let refused = receiver.deliveries().into_iter().find(|d| d.status == 422).expect("a refused request");
+
+    receiver.set_mode(Mode::Flaky(0.0));
+    cluster.psql(&db, "UPDATE items SET n = 5 WHERE id = 2");
+    assert_eq!(call("POST", &format!("/api/v1/jobs/{name}/retry"), None).0, 200);
+    wait_for(Duration::from_secs(60), "every change delivered after the retry", || {
+        replay(&accepted_changes(&receiver.deliveries()), "public.items")
+            == source_rows(cluster, &db, "items")
+    });
+    let deliveries = receiver.deliveries();
+    let resent =
+        deliveries.iter().find(|d| d.accepted() && d.key == refused.key).expect("the batch sent again");
+    assert_eq!(resent.body, refused.body, "the retry sent another batch under the refused batch's key");
+    assert!(run_log(&label).contains("resuming from the checkpoint"));
+    stop(&mut worker);
+}
+
+/// Applies the fake's loads per table, in the order it took them (labels are unique there).
+fn replay_loads(fake: &FakeStarRocks, table: &str) -> BTreeMap<i64, Value> {
+    let mut rows: BTreeMap<i64, Value> = BTreeMap::new();
+    for load in fake.loads().iter().filter(|l| l.table == table) {
+        for row in &load.rows {
+            let id = row["id"].as_i64().expect("id");
+            let mut values = row.as_object().expect("object").clone();
+            match values.remove("__op").and_then(|op| op.as_i64()) {
+                Some(0) => match rows.get_mut(&id) {
+                    Some(Value::Object(existing)) if load.partial => existing.extend(values),
+                    _ => {
+                        rows.insert(id, Value::Object(values));
+                    }
+                },
+                Some(1) => {
+                    rows.remove(&id);
+                }
+                other => panic!("__op {other:?} in {row}"),
+            }
+        }
+    }
+    rows
+}
+
+#[test]
+fn stream_load_into_a_fake_starrocks_gives_exactly_the_source_through_failures_and_a_kill_9() {
+    let cluster = cluster();
+    let db = cluster.fresh_db("starrocks");
+    cluster.psql(
+        &db,
+        "CREATE TABLE orders (id int PRIMARY KEY, status text, total numeric); \
+         CREATE TABLE order_items (id int PRIMARY KEY, order_id int, qty int); \
+         INSERT INTO orders SELECT i, 'new', i * 1.5 FROM generate_series(1, 200) i; \
+         INSERT INTO order_items SELECT i, i / 2 + 1, 1 FROM generate_series(1, 300) i",
+    );
+    let fake = FakeStarRocks::start("loader", "p@ss:word", "analytics", 0.2);
+    let url = fake.url.replace("p@ss:word", "p%40ss%3Aword");
+    let job = format!("sr_{}", std::process::id());
+    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("walpipe-run-{job}.log")));
+    let vars = [
+        ("WALPIPE_SOURCE_URL", cluster.url(&db)),
+        ("WALPIPE_SINK_URL", url),
+        ("WALPIPE_JOB_NAME", job.clone()),
+        ("WALPIPE_BATCH_SIZE", "60".into()),
+        ("WALPIPE_FLUSH_INTERVAL_MS", "100".into()),
+    ];
+    // numeric travels as a string (no precision lost); json_agg prints it as a number.
+    let numeric_rows = |_table: &str, rows: BTreeMap<i64, Value>| -> BTreeMap<i64, Value> {
+        rows.into_iter()
+            .map(|(id, mut row)| {
+                let total = match row.get("total") {
+                    Some(Value::String(text)) => text.parse::<f64>().ok(),
+                    Some(value) => value.as_f64(),
+                    None => None,
+                };
+                if let Some(total) = total {
+                    row["total"] = Value::from(total);
+                }
+                (id, row)
+            })
+            .collect()
+    };
+    let same = || {
+        ["orders", "order_items"].iter().all(|table| {
+            numeric_rows(table, replay_loads(&fake, table))
+                == numeric_rows(table, source_rows(cluster, &db, table))
+        })
+    };
+    let mut walpipe = run(&job, &vars);
+    wait_for(Duration::from_secs(120), "the snapshot loaded", same);
+    let mut killed = false;
+    for round in 0..30 {
+        cluster.psql(
+            &db,
+            &format!(
+                "BEGIN; \
+                 INSERT INTO orders VALUES ({o}, 'new', {round}); \
+                 INSERT INTO order_items SELECT {o} * 10 + i, {o}, i FROM generate_series(1, 3) i; \
+                 UPDATE orders SET status = 'paid' WHERE id = {round} + 1; \
+                 UPDATE order_items SET qty = qty + 1 WHERE order_id = {round} + 2; \
+                 DELETE FROM order_items WHERE id = {round} * 3 + 1; \
+                 COMMIT;",
+                o = 1000 + round
+            ),
+        );
+        if round == 12 && !killed {
+            kill_9(&mut walpipe);
+            killed = true;
+            walpipe = run(&job, &vars);
+        }
+    }
+    let started = std::time::Instant::now();
+    while !same() {
+        if started.elapsed() > Duration::from_secs(120) {
+            for table in ["orders", "order_items"] {
+                let (loaded, source) = (
+                    numeric_rows(table, replay_loads(&fake, table)),
+                    numeric_rows(table, source_rows(cluster, &db, table)),
+                );
+                let differ: Vec<_> = source
+                    .iter()
+                    .filter(|(id, row)| loaded.get(id) != Some(row))
+                    .map(|(id, row)| format!("{id}: source {row} loaded {:?}", loaded.get(id)))
+                    .chain(loaded.keys().filter(|id| !source.contains_key(id)).map(|id| format!("{id}: only loaded")))
+                    .take(5)
+                    .collect();
+                eprintln!("{table}: {differ:#?}");
+            }
+            panic!("the loads never matched the source:\n{}", run_log(&job));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(&mut walpipe);
+    let (requests, failures, label_exists, refused) = fake.counts();
+    assert!(refused.is_empty(), "the fake refused requests as off-protocol: {refused:?}");
+    assert!(failures >= 2, "only {failures} of {requests} loads failed");
+    assert!(label_exists >= 1, "no load met its label again (lost answers and the kill should)");
+    let loads = fake.loads();
+    assert!(loads.iter().all(|l| l.database == "analytics"), "loads went to the URL's database");
+    assert!(
+        loads.iter().all(|l| l.label.starts_with(&format!("walpipe_{job}_public-"))),
+        "labels name job and table"
+    );
+    assert!(!run_log(&job).contains("p@ss"), "the password is in the log");
+}
+
+#[test]
+fn outbox_rows_and_messages_become_events_whose_contract_survives_a_schema_change() {
+    let cluster = cluster();
+    let db = cluster.fresh_db("outbox");
+    cluster.psql(
+        &db,
+        "CREATE TABLE orders (id int PRIMARY KEY, status text); \
+         CREATE TABLE outbox (id bigserial PRIMARY KEY, aggregate_type text NOT NULL, aggregate_id text NOT NULL, \
+             event_type text NOT NULL, payload jsonb NOT NULL, occurred_at timestamptz NOT NULL DEFAULT now())",
+    );
+    let receiver = WebhookReceiver::start(Mode::Flaky(0.1));
+    let job = format!("outbox_{}", std::process::id());
+    let vars = [
+        ("WALPIPE_SOURCE_URL", cluster.url(&db)),
+        ("WALPIPE_SINK_URL", receiver.url.clone()),
+        ("WALPIPE_JOB_NAME", job.clone()),
+        ("WALPIPE_TABLES", "public.orders,public.outbox".into()),
+        ("WALPIPE_OUTBOX_TABLES", "public.outbox".into()),
+        ("WALPIPE_OUTBOX_PREFIX", "events".into()),
+        ("WALPIPE_OUTBOX_DELETE", "true".into()),
+        ("WALPIPE_FLUSH_INTERVAL_MS", "100".into()),
+    ];
+    let mut walpipe = run(&job, &vars);
+    wait_for(Duration::from_secs(60), "walpipe streams", || run_log(&job).contains("streaming"));
+    let place_order = |id: i32, columns: &str, values: &str| {
+        cluster.psql(
+            &db,
+            &format!(
+                "BEGIN; INSERT INTO orders ({columns}) VALUES ({values}); \
+                 INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) \
+                     VALUES ('order', '{id}', 'order.placed', jsonb_build_object('order_id', {id}, 'lines', 2)); \
+                 COMMIT;"
+            ),
+        )
+    };
+    place_order(1, "id, status", "1, 'new'");
+    cluster.psql(
+        &db,
+        "SELECT pg_logical_emit_message(true, 'events', \
+            '{\"event_type\":\"cart.emptied\",\"aggregate_type\":\"cart\",\"aggregate_id\":\"c9\",\"payload\":{\"items\":0}}')",
+    );
+    // The orders table changes shape; the events do not.
+    cluster.psql(
+        &db,
+        "ALTER TABLE orders RENAME COLUMN status TO state; ALTER TABLE orders ADD COLUMN currency text",
+    );
+    place_order(2, "id, state, currency", "2, 'new', 'EUR'");
+
+    let events = || -> Vec<Value> {
+        let mut seen = HashSet::new();
+        receiver
+            .deliveries()
+            .iter()
+            .filter(|d| d.accepted())
+            .flat_map(Delivery::changes)
+            .filter(|c| c.get("event_type").is_some())
+            .filter(|e| seen.insert(e["event_id"].to_string()))
+            .collect()
+    };
+    wait_for(Duration::from_secs(60), "three events", || events().len() == 3);
+    wait_for(Duration::from_secs(30), "delivered outbox rows deleted", || {
+        cluster.psql(&db, "SELECT count(*) FROM outbox") == "0"
+    });
+    stop(&mut walpipe);
+
+    let events = events();
+    let fields = |event: &Value| event.as_object().expect("object").keys().cloned().collect::<Vec<_>>();
+    for event in &events {
+        assert_eq!(
+            fields(event),
+            ["aggregate_id", "aggregate_type", "event_id", "event_type", "occurred_at", "payload", "source"],
+            "{event}"
+        );
+    }
+    assert_eq!(events[0]["payload"], json!({"order_id": 1, "lines": 2}));
+    assert_eq!(
+        (events[0]["aggregate_type"].as_str(), events[0]["aggregate_id"].as_str()),
+        (Some("order"), Some("1"))
+    );
+    assert_eq!(events[1]["event_type"], "cart.emptied");
+    assert_eq!(events[1]["source"]["prefix"], "events");
+    assert_eq!(events[2]["payload"], json!({"order_id": 2, "lines": 2}));
+    assert!(events[0]["occurred_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{}", events[0]);
+    // The orders changes are still changes, in the table's new shape; outbox deletes emit nothing.
+    let changes: Vec<Value> =
+        receiver.deliveries().iter().filter(|d| d.accepted()).flat_map(Delivery::changes).collect();
+    assert!(changes.iter().any(|c| c["table"] == "public.orders" && c["new"]["currency"] == "EUR"));
+    assert!(!changes.iter().any(|c| c["table"] == "public.outbox"), "raw outbox changes leaked");
+}
