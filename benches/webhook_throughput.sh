@@ -7,7 +7,7 @@
 #
 # The backlog is written while no consumer runs: TXNS transactions of 100
 # inserted rows each. walpipe's time runs from `walpipe run` until the
-# receiver (benches/lib/webhook_receiver.py: 204 at once, counts the changes
+# receiver (scripts/lib/webhook_receiver.py: 204 at once, counts the changes
 # of each new Idempotency-Key) has every change; every batch is recorded in
 # the state store before and after it is sent, as in production.
 #
@@ -26,7 +26,7 @@ cluster_start source "$SRC_PORT" fsync=off shared_buffers=256MB max_wal_size=4GB
 src() { "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$SRC_PORT" -U postgres -d postgres "$@"; }
 src -c "CREATE TABLE orders (id bigint PRIMARY KEY, customer int, status text, amount numeric(12,2), note text, created_at timestamptz)"
 
-python3 benches/lib/webhook_receiver.py "$HOOK_PORT" "$CHANGES" "$WORK/done" &
+python3 scripts/lib/webhook_receiver.py "$HOOK_PORT" count "$CHANGES" "$WORK/done" &
 export WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable"
 export WALPIPE_SINK_URL="http://127.0.0.1:$HOOK_PORT/hook"
 export WALPIPE_JOB_NAME=bench WALPIPE_BATCH_SIZE=1000 WALPIPE_LOG=warn WALPIPE_HTTP_ADDR=127.0.0.1:0

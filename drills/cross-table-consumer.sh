@@ -28,7 +28,7 @@ cluster_start source "$PORT"
 src() { "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 "$@"; }
 src -c "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL)" \
     -c "CREATE TABLE order_items (id int PRIMARY KEY, order_id int NOT NULL REFERENCES orders ON DELETE CASCADE, qty int NOT NULL)"
-python3 drills/lib/hook_recorder.py "$HOOK_PORT" "$OUT/batches.jsonl" &
+python3 scripts/lib/webhook_receiver.py "$HOOK_PORT" record "$OUT/batches.jsonl" &
 WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable" \
 WALPIPE_SINK_URL="http://127.0.0.1:$HOOK_PORT/changes" WALPIPE_JOB_NAME=cross_table \
 WALPIPE_TABLES=public.orders,public.order_items WALPIPE_BATCH_SIZE=50 WALPIPE_FLUSH_INTERVAL_MS=200 \

@@ -25,7 +25,7 @@ src() { "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$PORT" -U postgres -d postg
 src -c "CREATE TABLE orders (id int PRIMARY KEY, status text, total numeric(10,2))" \
     -c "CREATE TABLE outbox (id bigserial PRIMARY KEY, aggregate_type text NOT NULL, aggregate_id text NOT NULL,
           event_type text NOT NULL, payload jsonb NOT NULL, occurred_at timestamptz NOT NULL DEFAULT now())"
-python3 drills/lib/hook_recorder.py "$HOOK_PORT" "$OUT/batches.jsonl" &
+python3 scripts/lib/webhook_receiver.py "$HOOK_PORT" record "$OUT/batches.jsonl" &
 WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable" \
 WALPIPE_SINK_URL="http://127.0.0.1:$HOOK_PORT/events" WALPIPE_JOB_NAME=outbox_demo \
 WALPIPE_TABLES=public.orders,public.outbox WALPIPE_OUTBOX_TABLES=public.outbox \

@@ -84,6 +84,26 @@ fn churn(cluster: &Cluster, db: &str, base: i64) {
     );
 }
 
+/// The environment of job `job` from `db` into `sink_url` (flushing every
+/// 100 ms), with `extra`; its log starts empty.
+fn job_vars(
+    cluster: &Cluster,
+    db: &str,
+    sink_url: &str,
+    job: &str,
+    extra: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
+    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("walpipe-run-{job}.log")));
+    let mut vars = vec![
+        ("WALPIPE_SOURCE_URL", cluster.url(db)),
+        ("WALPIPE_SINK_URL", sink_url.to_string()),
+        ("WALPIPE_JOB_NAME", job.to_string()),
+        ("WALPIPE_FLUSH_INTERVAL_MS", "100".to_string()),
+    ];
+    vars.extend(extra.iter().map(|(name, value)| (*name, value.to_string())));
+    vars
+}
+
 /// `walpipe run` for an environment job with `vars`.
 fn run(label: &str, vars: &[(&str, String)]) -> std::process::Child {
     spawn_run(label, true, vars, &[])
@@ -111,16 +131,17 @@ fn the_webhook_gets_every_change_once_per_key_in_commit_order_through_failures_a
     );
     let receiver = WebhookReceiver::start(Mode::Flaky(0.2));
     let job = format!("hook_{}", std::process::id());
-    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("walpipe-run-{job}.log")));
-    let vars = [
-        ("WALPIPE_SOURCE_URL", cluster.url(&db)),
-        ("WALPIPE_SINK_URL", receiver.url.clone()),
-        ("WALPIPE_JOB_NAME", job.clone()),
-        ("WALPIPE_TABLES", "public.items".into()),
-        ("WALPIPE_BATCH_SIZE", "40".into()),
-        ("WALPIPE_FLUSH_INTERVAL_MS", "100".into()),
-        ("WALPIPE_SINK_SIGNING_SECRET", "s3cret".into()),
-    ];
+    let vars = job_vars(
+        cluster,
+        &db,
+        &receiver.url,
+        &job,
+        &[
+            ("WALPIPE_TABLES", "public.items"),
+            ("WALPIPE_BATCH_SIZE", "40"),
+            ("WALPIPE_SINK_SIGNING_SECRET", "s3cret"),
+        ],
+    );
     let mut walpipe = run(&job, &vars);
     let converged = |what: &str| {
         wait_for(Duration::from_secs(120), what, || {
@@ -292,14 +313,7 @@ fn stream_load_into_a_fake_starrocks_gives_exactly_the_source_through_failures_a
     let fake = FakeStarRocks::start("loader", "p@ss:word", "analytics", 0.2);
     let url = fake.url.replace("p@ss:word", "p%40ss%3Aword");
     let job = format!("sr_{}", std::process::id());
-    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("walpipe-run-{job}.log")));
-    let vars = [
-        ("WALPIPE_SOURCE_URL", cluster.url(&db)),
-        ("WALPIPE_SINK_URL", url),
-        ("WALPIPE_JOB_NAME", job.clone()),
-        ("WALPIPE_BATCH_SIZE", "60".into()),
-        ("WALPIPE_FLUSH_INTERVAL_MS", "100".into()),
-    ];
+    let vars = job_vars(cluster, &db, &url, &job, &[("WALPIPE_BATCH_SIZE", "60")]);
     // numeric travels as a string (no precision lost); json_agg prints it as a number.
     let numeric_rows = |_table: &str, rows: BTreeMap<i64, Value>| -> BTreeMap<i64, Value> {
         rows.into_iter()
@@ -357,7 +371,12 @@ fn stream_load_into_a_fake_starrocks_gives_exactly_the_source_through_failures_a
                     .iter()
                     .filter(|(id, row)| loaded.get(id) != Some(row))
                     .map(|(id, row)| format!("{id}: source {row} loaded {:?}", loaded.get(id)))
-                    .chain(loaded.keys().filter(|id| !source.contains_key(id)).map(|id| format!("{id}: only loaded")))
+                    .chain(
+                        loaded
+                            .keys()
+                            .filter(|id| !source.contains_key(id))
+                            .map(|id| format!("{id}: only loaded")),
+                    )
                     .take(5)
                     .collect();
                 eprintln!("{table}: {differ:#?}");
@@ -392,16 +411,18 @@ fn outbox_rows_and_messages_become_events_whose_contract_survives_a_schema_chang
     );
     let receiver = WebhookReceiver::start(Mode::Flaky(0.1));
     let job = format!("outbox_{}", std::process::id());
-    let vars = [
-        ("WALPIPE_SOURCE_URL", cluster.url(&db)),
-        ("WALPIPE_SINK_URL", receiver.url.clone()),
-        ("WALPIPE_JOB_NAME", job.clone()),
-        ("WALPIPE_TABLES", "public.orders,public.outbox".into()),
-        ("WALPIPE_OUTBOX_TABLES", "public.outbox".into()),
-        ("WALPIPE_OUTBOX_PREFIX", "events".into()),
-        ("WALPIPE_OUTBOX_DELETE", "true".into()),
-        ("WALPIPE_FLUSH_INTERVAL_MS", "100".into()),
-    ];
+    let vars = job_vars(
+        cluster,
+        &db,
+        &receiver.url,
+        &job,
+        &[
+            ("WALPIPE_TABLES", "public.orders,public.outbox"),
+            ("WALPIPE_OUTBOX_TABLES", "public.outbox"),
+            ("WALPIPE_OUTBOX_PREFIX", "events"),
+            ("WALPIPE_OUTBOX_DELETE", "true"),
+        ],
+    );
     let mut walpipe = run(&job, &vars);
     wait_for(Duration::from_secs(60), "walpipe streams", || run_log(&job).contains("streaming"));
     let place_order = |id: i32, columns: &str, values: &str| {

@@ -8,9 +8,9 @@ use std::fmt;
 
 use url::Url;
 
-use crate::source::conninfo::ConnInfo;
+use crate::source::conninfo::{ConnInfo, percent_decode};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum SinkTarget {
     Postgres(ConnInfo),
     /// `http(s)://...`: batches are POSTed here.
@@ -102,22 +102,11 @@ impl StarRocksTarget {
     }
 }
 
-/// `%40` to `@` and so on; `None` when it is not UTF-8 afterwards.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+/// As `Display`: without passwords, so that a debug print cannot leak one.
+impl fmt::Debug for SinkTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SinkTarget({self})")
     }
-    String::from_utf8(out).ok()
 }
 
 impl fmt::Display for SinkTarget {

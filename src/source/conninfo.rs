@@ -179,7 +179,8 @@ impl fmt::Display for ConnInfo {
     }
 }
 
-fn percent_decode(text: &str) -> Option<String> {
+/// `%40` to `@` and so on; `None` when malformed or not UTF-8 afterwards.
+pub fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -128,10 +128,12 @@ fn jitter(wait: Duration) -> Duration {
     wait.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
 }
 
-/// A network error as a verdict: always worth another try.
-pub fn network_error(error: &reqwest::Error) -> Verdict {
+/// A network error as a verdict: always worth another try. The URL is
+/// left out (it may hold credentials); the caller's target names the sink.
+pub fn network_error(error: reqwest::Error) -> Verdict {
+    let error = error.without_url();
     let mut reason = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
         reason = format!("{reason}: {cause}");
         source = cause.source();

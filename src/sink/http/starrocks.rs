@@ -142,7 +142,7 @@ impl StarRocks {
             }
             let response = match request.send().await {
                 Ok(response) => response,
-                Err(error) => return network_error(&error),
+                Err(error) => return network_error(error),
             };
             let status = response.status();
             if status.is_redirection() {

@@ -91,7 +91,7 @@ impl Transport for Webhook {
                         let text = if status.is_success() { String::new() } else { response.text().await.unwrap_or_default() };
                         verdict_for_status(status, after, &text)
                     }
-                    Err(error) => network_error(&error),
+                    Err(error) => network_error(error),
                 }
             }
         })
