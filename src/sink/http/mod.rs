@@ -42,11 +42,13 @@ pub enum Verdict {
 
 /// The client for every HTTP sink: rustls, no automatic redirects (the
 /// StarRocks sink follows its FE's redirect itself, keeping the credentials).
+/// A try gives up after 60 s, so that [`ATTEMPTS`] tries of a receiver that
+/// hangs end in minutes, and the job's own retry (or a stop) can take over.
 pub fn client() -> Result<reqwest::Client, SinkError> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(120))
+        .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(8)
         .build()
         .map_err(|e| SinkError::Unavailable {
