@@ -490,3 +490,75 @@ fn outbox_rows_and_messages_become_events_whose_contract_survives_a_schema_chang
     assert!(changes.iter().any(|c| c["table"] == "public.orders" && c["new"]["currency"] == "EUR"));
     assert!(!changes.iter().any(|c| c["table"] == "public.outbox"), "raw outbox changes leaked");
 }
+
+#[test]
+fn a_webhook_that_is_down_is_retried_until_it_answers_and_nothing_is_lost() {
+    let cluster = cluster();
+    let db = cluster.fresh_db("hook_down");
+    cluster.psql(
+        &db,
+        "CREATE TABLE items (id int PRIMARY KEY, v text, n int); INSERT INTO items VALUES (1, 'a', 0)",
+    );
+    // A port nobody listens on yet.
+    let addr =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
+    let job = format!("down_{}", std::process::id());
+    let vars =
+        job_vars(cluster, &db, &format!("http://{addr}/hook"), &job, &[("WALPIPE_TABLES", "public.items")]);
+    let mut walpipe = run(&job, &vars);
+    wait_for(Duration::from_secs(30), "a refused connection retried", || {
+        run_log(&job).contains("delivery failed, trying again")
+    });
+    for i in 2..=20 {
+        cluster.psql(
+            &db,
+            &format!("INSERT INTO items VALUES ({i}, 'x', {i}); UPDATE items SET n = n + 1 WHERE id = 1"),
+        );
+    }
+    let receiver = WebhookReceiver::start_on(&addr, Mode::Flaky(0.0));
+    wait_for(Duration::from_secs(60), "every change after the receiver came up", || {
+        replay(&accepted_changes(&receiver.deliveries()), "public.items")
+            == source_rows(cluster, &db, "items")
+    });
+    stop(&mut walpipe);
+    let log = run_log(&job);
+    assert!(log.contains("Connection refused"), "{log}");
+    assert!(!log.contains("the job failed"), "{log}");
+}
+
+#[test]
+fn the_stdout_sink_prints_each_change_once() {
+    let cluster = cluster();
+    let db = cluster.fresh_db("stdout");
+    cluster.psql(
+        &db,
+        "CREATE TABLE items (id int PRIMARY KEY, v text, n int); INSERT INTO items VALUES (1, 'a', 0)",
+    );
+    let job = format!("stdout_{}", std::process::id());
+    let out = std::env::temp_dir().join(format!("walpipe-stdout-{job}.jsonl"));
+    let vars = job_vars(cluster, &db, "stdout:", &job, &[]);
+    let mut command = common::walpipe();
+    command
+        .arg("run")
+        .env("WALPIPE_HTTP_ADDR", "127.0.0.1:0")
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(
+            std::fs::File::create(std::env::temp_dir().join(format!("walpipe-run-{job}.log"))).expect("log"),
+        );
+    command.envs(vars);
+    let mut walpipe = command.spawn().expect("walpipe run");
+    wait_for(Duration::from_secs(30), "walpipe streams", || run_log(&job).contains("streaming"));
+    cluster.psql(&db, "INSERT INTO items VALUES (2, 'b', 0); DELETE FROM items WHERE id = 1");
+    let changes = || -> Vec<Value> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a change per line"))
+            .collect()
+    };
+    wait_for(Duration::from_secs(60), "the changes on stdout", || changes().len() == 3);
+    stop(&mut walpipe);
+    let ops: Vec<String> =
+        changes().iter().map(|c| c["op"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(ops, ["snapshot", "insert", "delete"]);
+}

@@ -51,7 +51,12 @@ type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 
 /// Serves HTTP/1.1 (keep-alive, Content-Length bodies) on a free port, a thread per connection.
 pub fn serve(handler: Handler) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    serve_on("127.0.0.1:0", handler)
+}
+
+/// As [`serve`], on `addr`.
+pub fn serve_on(addr: &str, handler: Handler) -> SocketAddr {
+    let listener = TcpListener::bind(addr).expect("bind");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
@@ -173,42 +178,50 @@ pub struct WebhookReceiver {
 
 impl WebhookReceiver {
     pub fn start(mode: Mode) -> WebhookReceiver {
+        WebhookReceiver::start_on("127.0.0.1:0", mode)
+    }
+
+    /// A receiver on `addr` (to bring one up where walpipe already sends).
+    pub fn start_on(addr: &str, mode: Mode) -> WebhookReceiver {
         let mode = Arc::new(Mutex::new(mode));
         let log = Arc::new(Mutex::new(Log::default()));
         let dice = Mutex::new(Dice::new());
         let (current, record) = (mode.clone(), log.clone());
-        let addr = serve(Arc::new(move |request: &Request| {
-            let mut holding = false;
-            while *current.lock().expect("mode") == Mode::Hold {
-                if !holding {
-                    let key = request.header("idempotency-key").unwrap_or_default().to_string();
-                    record.lock().expect("log").held.push(key);
-                    holding = true;
+        let addr = serve_on(
+            addr,
+            Arc::new(move |request: &Request| {
+                let mut holding = false;
+                while *current.lock().expect("mode") == Mode::Hold {
+                    if !holding {
+                        let key = request.header("idempotency-key").unwrap_or_default().to_string();
+                        record.lock().expect("log").held.push(key);
+                        holding = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let mode = current.lock().expect("mode").clone();
-            let failed = match mode {
-                Mode::Flaky(ratio) => {
-                    let mut dice = dice.lock().expect("dice");
-                    dice.roll(ratio).then(|| if dice.roll(0.5) { 500 } else { 503 })
-                }
-                _ => None,
-            };
-            let response = match (mode, failed) {
-                (_, Some(status)) => Response::text(status, "injected failure"),
-                (Mode::Refuse(status, body), None) => Response::text(status, &body),
-                (Mode::Flaky(_) | Mode::Hold, None) => Response::text(204, ""),
-            };
-            record.lock().expect("log").deliveries.push(Delivery {
-                key: request.header("idempotency-key").unwrap_or_default().to_string(),
-                batch: request.header("x-walpipe-batch").unwrap_or_default().to_string(),
-                signature: request.header("x-walpipe-signature").map(str::to_string),
-                body: request.body.clone(),
-                status: response.status,
-            });
-            response
-        }));
+                let mode = current.lock().expect("mode").clone();
+                let failed = match mode {
+                    Mode::Flaky(ratio) => {
+                        let mut dice = dice.lock().expect("dice");
+                        dice.roll(ratio).then(|| if dice.roll(0.5) { 500 } else { 503 })
+                    }
+                    _ => None,
+                };
+                let response = match (mode, failed) {
+                    (_, Some(status)) => Response::text(status, "injected failure"),
+                    (Mode::Refuse(status, body), None) => Response::text(status, &body),
+                    (Mode::Flaky(_) | Mode::Hold, None) => Response::text(204, ""),
+                };
+                record.lock().expect("log").deliveries.push(Delivery {
+                    key: request.header("idempotency-key").unwrap_or_default().to_string(),
+                    batch: request.header("x-walpipe-batch").unwrap_or_default().to_string(),
+                    signature: request.header("x-walpipe-signature").map(str::to_string),
+                    body: request.body.clone(),
+                    status: response.status,
+                });
+                response
+            }),
+        );
         WebhookReceiver { url: format!("http://{addr}/hook"), mode, log }
     }
 
