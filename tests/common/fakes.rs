@@ -267,7 +267,9 @@ pub struct FakeStarRocks {
 }
 
 impl FakeStarRocks {
-    /// A FE and a BE; the BE fails `fail_ratio` of the loads at random.
+    /// A FE and a BE; the BE fails `fail_ratio` of the loads at random (a
+    /// third of those after loading the rows: the answer is lost), and loses
+    /// the answer to the first load.
     pub fn start(user: &str, password: &str, database: &str, fail_ratio: f64) -> FakeStarRocks {
         use base64_basic as b64;
         let auth = format!("Basic {}", b64::encode(format!("{user}:{password}").as_bytes()));
@@ -345,7 +347,8 @@ impl FakeStarRocks {
                 partial: request.header("partial_update") == Some("true"),
                 rows,
             });
-            if failure.is_some() {
+            // The first load's answer is always lost, so that every run meets a label again.
+            if failure.is_some() || log.loads.len() == 1 {
                 log.failures += 1;
                 return Response::text(502, "injected: the answer was lost");
             }
