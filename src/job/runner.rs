@@ -267,6 +267,10 @@ async fn attempt(
         (exists, _) => {
             if exists.is_some() {
                 tracing::info!(slot = %spec.slot, "dropping a slot without a checkpoint (an unfinished start)");
+                if !spec.sink.is_postgres() {
+                    tracing::warn!(job = %spec.name, sink = %spec.sink,
+                        "an earlier copy was interrupted: the sink may hold rows of it that are deleted on the source by now (the new copy's snapshot rows are complete; see README)");
+                }
                 repl.drop_slot(&spec.slot).await?;
             }
             start_fresh(spec, metrics, &mut repl, &source_sql, &sink, &tables, &mut targets).await?
