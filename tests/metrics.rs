@@ -220,7 +220,9 @@ fn the_monitor_keeps_reporting_while_the_sink_is_blocked() {
             > value(&before, "walpipe_source_idle_seconds", &[job_label]) + 6.0,
         "idle time rises"
     );
-    assert_eq!(value(&after, "walpipe_sink_queue_chunks", &[job_label]), 1.0);
+    // One chunk, or two when the transaction's commit arrived in a read of its own.
+    let queued = value(&after, "walpipe_sink_queue_chunks", &[job_label]);
+    assert!((1.0..=2.0).contains(&queued), "chunks waiting for the blocked sink: {queued}");
     assert_eq!(value(&after, "walpipe_slot_active", &[job_label, slot]), 1.0);
 
     cluster.psql(

@@ -193,14 +193,8 @@ impl<T: Transport> Delivery<T> {
                 }
             };
             let Some(chunk) = chunk else { break };
-            let mut lines = 0;
-            let mut start = 0;
-            while let Some(end) = chunk.lines[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
-                lines += 1;
-                start = end + 1;
-            }
             self.open.push_back(OpenChunk {
-                lines_left: lines,
+                lines_left: chunk.lines.iter().filter(|b| **b == b'\n').count(),
                 confirm: chunk.confirm,
                 commit_times: chunk.commit_times,
             });
