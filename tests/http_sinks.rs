@@ -238,6 +238,10 @@ fn a_refusing_webhook_fails_the_job_with_its_answer_and_retry_sends_the_same_bat
         let (status, text) = http_request(&addr, method, path, body.as_deref(), None);
         (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)))
     };
+    // The API answers 503 until the worker has opened the state store.
+    wait_for(Duration::from_secs(20), "the worker's state store is open", || {
+        call("GET", "/api/v1/jobs", None).0 == 200
+    });
     let name = format!("refuse_{}", std::process::id());
     let (status, created) = call(
         "POST",

@@ -32,7 +32,12 @@ impl Worker {
         let token = extra.iter().find(|(k, _)| *k == "WALPIPE_API_TOKEN").map(|(_, v)| v.to_string());
         wait_for(Duration::from_secs(20), "the worker serves its API", || http_addr(label).is_some());
         let addr = http_addr(label).expect("address");
-        Worker { child, addr, label: label.to_string(), token }
+        let worker = Worker { child, addr, label: label.to_string(), token };
+        // The API answers 503 until the worker has opened the state store.
+        wait_for(Duration::from_secs(20), "the worker's state store is open", || {
+            worker.call("GET", "/api/v1/jobs", None).0 == 200
+        });
+        worker
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
