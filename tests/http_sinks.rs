@@ -68,6 +68,21 @@ fn source_rows(cluster: &Cluster, db: &str, table: &str) -> BTreeMap<i64, Value>
     rows.into_iter().map(|row| (row["id"].as_i64().expect("id"), row)).collect()
 }
 
+/// A fresh database with the table `items` holding one row.
+fn items_db(cluster: &Cluster, test: &str) -> String {
+    let db = cluster.fresh_db(test);
+    cluster.psql(
+        &db,
+        "CREATE TABLE items (id int PRIMARY KEY, v text, n int); INSERT INTO items VALUES (1, 'a', 0)",
+    );
+    db
+}
+
+/// Replaying what `receiver` accepted gives exactly the source's `items`.
+fn receiver_has_the_source(receiver: &WebhookReceiver, cluster: &Cluster, db: &str) -> bool {
+    replay(&accepted_changes(&receiver.deliveries()), "public.items") == source_rows(cluster, db, "items")
+}
+
 /// A transaction of inserts, updates and deletes on `items` (ids from `base`).
 fn churn(cluster: &Cluster, db: &str, base: i64) {
     cluster.psql(
@@ -144,10 +159,7 @@ fn the_webhook_gets_every_change_once_per_key_in_commit_order_through_failures_a
     );
     let mut walpipe = run(&job, &vars);
     let converged = |what: &str| {
-        wait_for(Duration::from_secs(120), what, || {
-            replay(&accepted_changes(&receiver.deliveries()), "public.items")
-                == source_rows(cluster, &db, "items")
-        })
+        wait_for(Duration::from_secs(120), what, || receiver_has_the_source(&receiver, cluster, &db))
     };
     converged("the snapshot at the receiver");
     for round in 0..15 {
@@ -222,11 +234,7 @@ fn the_webhook_gets_every_change_once_per_key_in_commit_order_through_failures_a
 #[test]
 fn a_refusing_webhook_fails_the_job_with_its_answer_and_retry_sends_the_same_batch() {
     let cluster = cluster();
-    let db = cluster.fresh_db("refuse");
-    cluster.psql(
-        &db,
-        "CREATE TABLE items (id int PRIMARY KEY, v text, n int); INSERT INTO items VALUES (1, 'a', 0)",
-    );
+    let db = items_db(cluster, "refuse");
     let receiver = WebhookReceiver::start(Mode::Flaky(0.0));
     let label = format!("refuse_worker_{}", std::process::id());
     let _ = std::fs::remove_file(std::env::temp_dir().join(format!("walpipe-run-{label}.log")));
@@ -268,8 +276,7 @@ fn a_refusing_webhook_fails_the_job_with_its_answer_and_retry_sends_the_same_bat
     cluster.psql(&db, "UPDATE items SET n = 5 WHERE id = 2");
     assert_eq!(call("POST", &format!("/api/v1/jobs/{name}/retry"), None).0, 200);
     wait_for(Duration::from_secs(60), "every change delivered after the retry", || {
-        replay(&accepted_changes(&receiver.deliveries()), "public.items")
-            == source_rows(cluster, &db, "items")
+        receiver_has_the_source(&receiver, cluster, &db)
     });
     let deliveries = receiver.deliveries();
     let resent =
@@ -500,11 +507,7 @@ fn outbox_rows_and_messages_become_events_whose_contract_survives_a_schema_chang
 #[test]
 fn a_webhook_that_is_down_is_retried_until_it_answers_and_nothing_is_lost() {
     let cluster = cluster();
-    let db = cluster.fresh_db("hook_down");
-    cluster.psql(
-        &db,
-        "CREATE TABLE items (id int PRIMARY KEY, v text, n int); INSERT INTO items VALUES (1, 'a', 0)",
-    );
+    let db = items_db(cluster, "hook_down");
     // A port nobody listens on yet.
     let addr =
         std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").to_string();
@@ -523,8 +526,7 @@ fn a_webhook_that_is_down_is_retried_until_it_answers_and_nothing_is_lost() {
     }
     let receiver = WebhookReceiver::start_on(&addr, Mode::Flaky(0.0));
     wait_for(Duration::from_secs(60), "every change after the receiver came up", || {
-        replay(&accepted_changes(&receiver.deliveries()), "public.items")
-            == source_rows(cluster, &db, "items")
+        receiver_has_the_source(&receiver, cluster, &db)
     });
     stop(&mut walpipe);
     let log = run_log(&job);
@@ -535,11 +537,7 @@ fn a_webhook_that_is_down_is_retried_until_it_answers_and_nothing_is_lost() {
 #[test]
 fn the_stdout_sink_prints_each_change_once() {
     let cluster = cluster();
-    let db = cluster.fresh_db("stdout");
-    cluster.psql(
-        &db,
-        "CREATE TABLE items (id int PRIMARY KEY, v text, n int); INSERT INTO items VALUES (1, 'a', 0)",
-    );
+    let db = items_db(cluster, "stdout");
     let job = format!("stdout_{}", std::process::id());
     let out = std::env::temp_dir().join(format!("walpipe-stdout-{job}.jsonl"));
     let vars = job_vars(cluster, &db, "stdout:", &job, &[]);
