@@ -311,8 +311,7 @@ async fn attempt(
                 .await?;
         }
         Targets::Delivery(outlet) => {
-            drop(sink);
-            let delivery = open_delivery(spec, metrics, *outlet).await?;
+            let delivery = open_delivery(spec, metrics, *outlet, sink).await?;
             ready.stream_into(stream, JsonLines, |ends| tokio::spawn(delivery.run(ends))).await?;
         }
     }
@@ -335,13 +334,13 @@ fn checkpoint_db_role(spec: &JobSpec) -> &'static str {
     if spec.sink.is_postgres() { "the sink" } else { "the state store" }
 }
 
-/// A delivery to `outlet`, with its ledger on its own connection to the state store.
+/// A delivery to `outlet`, keeping its ledger through `state` (a connection to the state store).
 async fn open_delivery(
     spec: &JobSpec,
     metrics: &Arc<JobMetrics>,
     outlet: Outlet,
+    state: tokio_postgres::Client,
 ) -> Result<Delivery<Outlet>, JobError> {
-    let state = pg::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
     let outbox =
         Outbox { rules: spec.outbox.clone(), delete_from: spec.outbox_delete.then(|| spec.source.clone()) };
     Ok(Delivery::open(
@@ -517,7 +516,9 @@ async fn start_fresh(
                     // Its own transport: the targets' one streams afterwards.
                     let outlet = outlet(spec, tables)?
                         .ok_or_else(|| JobError::SinkTask("a Postgres sink has no delivery".into()))?;
-                    let mut delivery = open_delivery(spec, metrics, outlet).await?;
+                    // Its own connection too: the caller keeps `sink` for the checkpoint.
+                    let state = pg::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
+                    let mut delivery = open_delivery(spec, metrics, outlet, state).await?;
                     snapshot::copy_tables_as_changes(
                         &plan,
                         tables,

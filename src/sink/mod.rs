@@ -83,8 +83,9 @@ pub enum SinkError {
 impl SinkError {
     pub fn is_transient(&self) -> bool {
         match self {
-            SinkError::Postgres(error) | SinkError::State(error) => crate::pg::is_transient(error),
-            SinkError::OutboxCleanup(error) => crate::pg::is_transient(error),
+            SinkError::Postgres(error) | SinkError::State(error) | SinkError::OutboxCleanup(error) => {
+                crate::pg::is_transient(error)
+            }
             SinkError::Unavailable { .. } => true,
             SinkError::Record(_) | SinkError::Rejected { .. } | SinkError::Stdout(_) => false,
         }
