@@ -28,6 +28,10 @@ wait_until() { # SECONDS WHAT COMMAND...: poll every second
 }
 fingerprint() { "$@" -c "SELECT count(*) || ':' || coalesce(md5(string_agg((id, customer, payload)::text, '|' ORDER BY id)), '') FROM orders" 2>/dev/null; }
 converged() { [ "$(fingerprint src)" = "$(fingerprint sink)" ]; }
+# The server's log line for the slot's invalidation (PG13-15 "invalidating
+# slot", PG16+ "invalidating obsolete replication slot"): durable, unlike
+# wal_status = lost, which lasts only until walpipe re-creates the slot.
+server_invalidated_slot() { grep -h -m1 -E 'invalidating (obsolete replication )?slot "walpipe_drill"' "$WORK/source/server.log"; }
 slot_field() { src -c "SELECT $1 FROM pg_replication_slots WHERE slot_name = 'walpipe_drill'"; }
 firing() { curl -s "http://127.0.0.1:$PROM_PORT/api/v1/alerts" | python3 -c 'import json,sys; print(" ".join(sorted({a["labels"]["alertname"] for a in json.load(sys.stdin)["data"]["alerts"] if a["state"] == "firing"})))'; }
 
@@ -116,11 +120,15 @@ stack_writer() {
   WRITER_PID=$!
 }
 
-# stack_alerts_resolve: every alert is resolved in Alertmanager.
+# stack_alerts_resolve: every alert is resolved in Alertmanager, and the
+# receiver has been sent the resolution of every alert it was sent firing
+# (Alertmanager sends it on the group's next flush, after its API already
+# shows the alert resolved).
 stack_alerts_resolve() {
   wait_until 180 "every alert resolves in Alertmanager" bash -c \
     "curl -s 'http://127.0.0.1:$AM_PORT/api/v2/alerts?active=true&silenced=false&inhibited=false' | python3 -c 'import json,sys; sys.exit(1 if json.load(sys.stdin) else 0)'"
-  evidence "Alertmanager: no active alert"
+  wait_until 60 "the receiver is sent every resolution" python3 drills/lib/judge.py --settled "$OUT/notifications.jsonl"
+  evidence "Alertmanager: no active alert; the receiver got the resolution of every alert it got firing"
 }
 
 # stack_plot: series.csv as plot.png, each alert's first firing marked.
