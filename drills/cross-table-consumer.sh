@@ -47,9 +47,11 @@ done | src >/dev/null
 src -c "SELECT coalesce(json_object_agg(o.id, json_build_object('status', o.status,
           'qty', coalesce((SELECT sum(qty) FROM order_items i WHERE i.order_id = o.id), 0))), '{}')
         FROM orders o" > "$OUT/truth.json"
-LAST=$(src -c "SELECT max(id) FROM order_items")
-for _ in $(seq 150); do grep -q "\"id\":$LAST," "$OUT/batches.jsonl" 2>/dev/null && break; sleep 0.2; done
-sleep 1
+# A transactional message committed after the whole workload: batches arrive
+# in commit order, so once it is received every change before it is too.
+src -c "SELECT pg_logical_emit_message(true, 'drill_end', 'done')" >/dev/null
+for _ in $(seq 600); do grep -q '"prefix":"drill_end"' "$OUT/batches.jsonl" 2>/dev/null && break; sleep 0.2; done
+grep -q '"prefix":"drill_end"' "$OUT/batches.jsonl" || { echo "FAIL: the webhook did not receive the end of the workload in 120 s" >&2; exit 1; }
 
 echo "== replaying what the webhook received, per table, under several interleavings" | tee "$OUT/evidence.log"
 python3 drills/lib/cross_table_consumer.py "$OUT/batches.jsonl" "$OUT/truth.json" | tee -a "$OUT/evidence.log"
