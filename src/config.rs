@@ -31,6 +31,9 @@ pub struct Config {
     #[serde(default = "default_sink_mode")]
     pub sink_mode: String,
     pub table_mappings: Option<String>,
+    /// What a column dropped on the source does to a Postgres destination: `drop` or `keep`.
+    #[serde(default = "default_schema_drop")]
+    pub schema_drop: String,
     #[serde(default = "default_heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u64,
     #[serde(default = "default_http_addr")]
@@ -74,6 +77,9 @@ pub fn default_snapshot_mode() -> String {
 }
 pub fn default_start_position() -> String {
     "latest".into()
+}
+pub fn default_schema_drop() -> String {
+    "drop".into()
 }
 pub fn default_parallel_tables() -> usize {
     1

@@ -9,8 +9,10 @@
 //!  pipeline/  transactions in order, streamed ones held (and spilled) until commit
 //!  sink/      the Postgres sink: batches applied with their checkpoint
 //!  job/       one job: set-up, snapshot, stream, retries
+//!  names      table names as users write them, quoting for SQL
 //!  monitor    the slot monitor (its own SQL connection)
 //!  metrics    every metric name; http: /metrics, /healthz, /readyz
+//!  secret     URLs made safe to show
 //!  cli/       the commands
 //! ```
 //!
@@ -25,8 +27,10 @@ pub mod job;
 pub mod lsn;
 pub mod metrics;
 pub mod monitor;
+pub mod names;
 pub mod pg;
 pub mod pipeline;
 pub mod protocol;
+pub mod secret;
 pub mod sink;
 pub mod source;

@@ -67,6 +67,7 @@ pub struct Metrics {
     snapshot_rows: IntCounterVec,
     snapshot_table_rows: IntGaugeVec,
     snapshot_table_rows_estimated: IntGaugeVec,
+    table_needs_recopy: IntGaugeVec,
     heartbeat_received: GaugeVec,
     heartbeat_sent: GaugeVec,
     data_gaps: IntCounterVec,
@@ -268,6 +269,15 @@ impl Metrics {
                 r,
                 IntCounterVec,
                 opts("walpipe_snapshot_rows_total", "Rows copied by snapshots."),
+                &["job_name", "table"]
+            ),
+            table_needs_recopy: register!(
+                r,
+                IntGaugeVec,
+                opts(
+                    "walpipe_table_needs_recopy",
+                    "1 when a schema change left the destination's existing rows unknown: the table must be copied again."
+                ),
                 &["job_name", "table"]
             ),
             snapshot_table_rows: register!(
@@ -607,6 +617,8 @@ pub struct JobMetrics {
     last_sample: Mutex<Option<SlotSample>>,
     /// Per table: rows copied, estimated total, when its copy started.
     snapshot_tables: Mutex<HashMap<String, (u64, i64, std::time::Instant)>>,
+    /// Tables that need a re-copy, with the reason.
+    recopy: Mutex<std::collections::BTreeMap<String, String>>,
     /// Changes received, and their count at the last status (for events/s).
     received_events: AtomicU64,
     last_rate: Mutex<Option<(std::time::Instant, u64)>>,
@@ -662,6 +674,7 @@ impl JobMetrics {
             server_counters: Mutex::new(HashMap::new()),
             last_sample: Mutex::new(None),
             snapshot_tables: Mutex::new(HashMap::new()),
+            recopy: Mutex::new(std::collections::BTreeMap::new()),
             received_events: AtomicU64::new(0),
             last_rate: Mutex::new(None),
         };
@@ -740,6 +753,19 @@ impl JobMetrics {
             .snapshot_table_rows
             .with_label_values(&[&self.name, table])
             .add(i64::try_from(rows).unwrap_or(i64::MAX));
+    }
+
+    /// A schema change left `table`'s destination rows unknown (see `sink::postgres::evolve`).
+    pub fn needs_recopy(&self, table: &str, reason: &str) {
+        lock(&self.recopy).insert(table.to_string(), reason.to_string());
+        self.family.table_needs_recopy.with_label_values(&[&self.name, table]).set(1);
+    }
+
+    /// Every table was copied again.
+    pub fn recopied(&self) {
+        for table in std::mem::take(&mut *lock(&self.recopy)).into_keys() {
+            self.family.table_needs_recopy.with_label_values(&[&self.name, &table]).set(0);
+        }
     }
 
     /// The slot was lost and re-created; changes after `from` were lost.
@@ -882,6 +908,10 @@ impl JobMetrics {
             "retained_wal_bytes": slot.and_then(|s| s.retained_bytes),
             "wal_status": slot.map(|s| s.wal_status.clone()),
             "snapshot": snapshot,
+            "needs_recopy": lock(&self.recopy)
+                .iter()
+                .map(|(table, reason)| serde_json::json!({"table": table, "reason": reason}))
+                .collect::<Vec<_>>(),
         })
     }
 

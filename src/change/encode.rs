@@ -79,6 +79,13 @@ impl TxnFields {
         let _ = write!(out, "{{\"id\":\"{}:{ordinal}\",\"lsn\":\"{lsn}\"", self.commit_lsn);
         out.extend_from_slice(&self.shared);
     }
+
+    /// As [`TxnFields::write_header`], with the id `<commit_lsn>:<ordinal>:schema`.
+    pub fn write_schema_header(&self, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn) {
+        use std::io::Write;
+        let _ = write!(out, "{{\"id\":\"{}:{ordinal}:schema\",\"lsn\":\"{lsn}\"", self.commit_lsn);
+        out.extend_from_slice(&self.shared);
+    }
 }
 
 /// The change JSON of SPEC section 2.
@@ -94,6 +101,14 @@ impl super::Encoding for JsonLines {
 
     fn write_header(&self, txn: &TxnFields, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn) {
         txn.write_header(out, ordinal, lsn);
+    }
+
+    fn write_schema_header(&self, txn: &TxnFields, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn) {
+        txn.write_schema_header(out, ordinal, lsn);
+    }
+
+    fn write_schema(&self, out: &mut Vec<u8>, table: &Table) {
+        write_schema_body(out, table);
     }
 
     fn write_row(
@@ -182,6 +197,25 @@ pub fn write_row_body(
     }
     out.extend_from_slice(b"]}\n");
     Ok(())
+}
+
+/// The body of a schema line, ending it:
+/// `"op":"schema","table":..,"columns":[{"name":..,"type":..,"key":..},...]}`.
+pub fn write_schema_body(out: &mut Vec<u8>, table: &Table) {
+    out.extend_from_slice(b"\"op\":\"schema\",\"table\":");
+    out.extend_from_slice(&table.qualified_json);
+    out.extend_from_slice(b",\"columns\":[");
+    for (i, column) in table.columns.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"name\":");
+        write_str(out, &column.name);
+        out.extend_from_slice(b",\"type\":");
+        write_str(out, &column.type_name);
+        out.extend_from_slice(if column.is_key { b",\"key\":true}" } else { b",\"key\":false}" });
+    }
+    out.extend_from_slice(b"]}\n");
 }
 
 /// The body of a TRUNCATE of one table, ending the line.

@@ -11,12 +11,17 @@
 //!  commit_lsn  op  schema.table  old  toast  [old values...]  [new values...]
 //! ```
 //!
-//! - `op`: `I` insert, `U` update, `D` delete, `T` truncate, `M` message (ignored by mirrors).
+//! - `op`: `I` insert, `U` update, `D` delete, `T` truncate, `M` message
+//!   (ignored by mirrors), `S` the table's shape: it comes before the first
+//!   change of each shape, and the values of every later record of the
+//!   table are in its column order.
 //! - `old`: `-` none, `K` the old key (other old columns `\N`), `O` the full old row.
 //! - `toast`: comma-separated 0-based positions of new columns whose TOASTed
 //!   value did not change (their new value is `\N` and must be kept), or empty.
 //! - Old values (when `old` is not `-`) and new values (for `I` and `U`) come
 //!   in the order of the table's columns, as the Relation message gave them.
+//! - An `S` record has, after the empty toast field, four fields per column:
+//!   name, type OID, type modifier, and `t` or `f` for a key column.
 
 use super::Encoding;
 use super::encode::{Op, ShapeError, check_shape};
@@ -38,6 +43,28 @@ impl Encoding for MirrorRecords {
     fn write_header(&self, txn: &String, out: &mut Vec<u8>, _ordinal: u64, _lsn: Lsn) {
         out.extend_from_slice(txn.as_bytes());
         out.push(b'\t');
+    }
+
+    fn write_schema_header(&self, txn: &String, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn) {
+        self.write_header(txn, out, ordinal, lsn);
+    }
+
+    fn write_schema(&self, out: &mut Vec<u8>, table: &Table) {
+        out.extend_from_slice(b"S\t");
+        escape(out, table.qualified_name().as_bytes());
+        out.extend_from_slice(b"\t-\t");
+        for column in &table.columns {
+            out.push(b'\t');
+            escape(out, column.name.as_bytes());
+            let fields = format!(
+                "\t{}\t{}\t{}",
+                column.type_oid,
+                column.type_modifier,
+                if column.is_key { 't' } else { 'f' }
+            );
+            out.extend_from_slice(fields.as_bytes());
+        }
+        out.push(b'\n');
     }
 
     fn write_row(
@@ -168,6 +195,7 @@ mod tests {
                 replica_identity: b'd',
                 columns: vec![column("id", 1), column("body", 0), column("note", 0)],
             },
+            &Default::default(),
             &Default::default(),
         )
     }

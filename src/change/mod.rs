@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  Relation ──> relation::RelationCache (column names, keys, value kinds)
+//!           └─> a schema line before the table's next change (its shape, by name)
 //!  Insert/Update/Delete + Table ──> encode::write_row_body ──> "op":..,"key":..,"old":..,"new":..}
 //!  Begin/Commit ──> encode::TxnFields ──> {"id":..,"lsn":..,"commit_lsn":..,"xid":..,"commit_time":..,
 //!  column text ──> value::write_text_value ──> typed JSON
@@ -30,6 +31,13 @@ pub trait Encoding: Clone + Send + Sync + 'static {
 
     fn txn(&self, commit_lsn: Lsn, xid: Option<u32>, commit_time: Option<i64>) -> Self::Txn;
     fn write_header(&self, txn: &Self::Txn, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn);
+    /// The header of a schema line. A schema line goes just before the
+    /// change with `ordinal` (the first of its table's new shape) and takes
+    /// no ordinal itself, so that announcing a shape, which the server does
+    /// again after every reconnect, never moves a change's id.
+    fn write_schema_header(&self, txn: &Self::Txn, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn);
+    /// A table's shape (columns by name, types, key), ending the line.
+    fn write_schema(&self, out: &mut Vec<u8>, table: &Table);
     fn write_row(
         &self,
         out: &mut Vec<u8>,

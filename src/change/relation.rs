@@ -35,13 +35,21 @@ pub struct TableColumn {
     pub type_modifier: i32,
     /// Part of the replica identity (with REPLICA IDENTITY FULL, every column).
     pub is_key: bool,
+    /// The type's name: PostgreSQL's own for built-in types (`int4`,
+    /// `varchar`, `int4[]`), `schema.name` for others (from Type messages),
+    /// else `oid:<n>`.
+    pub type_name: String,
     pub(super) kind: ValueKind,
     /// `"name":`, already JSON.
     pub(super) json_key: Vec<u8>,
 }
 
 impl Table {
-    pub fn from_message(message: &pgoutput::Relation, primary_keys: &PrimaryKeys) -> Table {
+    pub fn from_message(
+        message: &pgoutput::Relation,
+        primary_keys: &PrimaryKeys,
+        types: &HashMap<u32, String>,
+    ) -> Table {
         // pgoutput sends an empty namespace for pg_catalog.
         let schema = if message.namespace.is_empty() { "pg_catalog" } else { &message.namespace };
         let primary_key = match message.replica_identity {
@@ -65,6 +73,7 @@ impl Table {
                         Some(key) => key.contains(&column.name),
                         None => column.is_key(),
                     },
+                    type_name: type_name(column.type_oid, types),
                     kind: ValueKind::for_type(column.type_oid),
                     json_key,
                 }
@@ -85,6 +94,17 @@ impl Table {
     }
 }
 
+/// A type's name for people: see [`TableColumn::type_name`].
+fn type_name(oid: u32, types: &HashMap<u32, String>) -> String {
+    match postgres_types::Type::from_oid(oid) {
+        Some(ty) => match ty.kind() {
+            postgres_types::Kind::Array(element) => format!("{}[]", element.name()),
+            _ => ty.name().to_string(),
+        },
+        None => types.get(&oid).cloned().unwrap_or_else(|| format!("oid:{oid}")),
+    }
+}
+
 /// Primary key columns by (schema, table).
 pub type PrimaryKeys = HashMap<(String, String), Vec<String>>;
 
@@ -93,15 +113,25 @@ pub type PrimaryKeys = HashMap<(String, String), Vec<String>>;
 pub struct RelationCache {
     tables: HashMap<u32, Arc<Table>>,
     primary_keys: PrimaryKeys,
+    /// Names of types outside the built-in ones, from Type messages.
+    types: HashMap<u32, String>,
 }
 
 impl RelationCache {
     pub fn new(primary_keys: PrimaryKeys) -> Self {
-        RelationCache { tables: HashMap::new(), primary_keys }
+        RelationCache { tables: HashMap::new(), primary_keys, types: HashMap::new() }
     }
 
     pub fn apply(&mut self, message: &pgoutput::Relation) {
-        self.tables.insert(message.id, Arc::new(Table::from_message(message, &self.primary_keys)));
+        let table = Table::from_message(message, &self.primary_keys, &self.types);
+        self.tables.insert(message.id, Arc::new(table));
+    }
+
+    /// A Type message: the server sends it before the Relation message
+    /// that first uses a type outside the built-in ones.
+    pub fn apply_type(&mut self, message: &pgoutput::TypeInfo) {
+        let schema = if message.namespace.is_empty() { "pg_catalog" } else { &message.namespace };
+        self.types.insert(message.oid, format!("{schema}.{}", message.name));
     }
 
     pub fn get(&self, id: u32) -> Option<&Arc<Table>> {

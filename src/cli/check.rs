@@ -7,9 +7,9 @@ use anyhow::bail;
 
 use crate::config::Config;
 use crate::job::spec::JobSpec;
+use crate::names::quote_literal;
 use crate::pg;
 use crate::source::catalog;
-use crate::source::connection::quote_literal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -123,8 +123,8 @@ async fn check_source(source: &tokio_postgres::Client, spec: &JobSpec, findings:
 
     match catalog::table_names(source, &spec.tables).await {
         Ok(names) => {
-            for (schema, name) in names {
-                match catalog::table(source, &schema, &name).await {
+            for name in names {
+                match catalog::table(source, &name.schema, &name.name).await {
                     Ok(table) => findings.push(finding(
                         Level::Ok,
                         format!(
@@ -197,4 +197,14 @@ async fn check_source(source: &tokio_postgres::Client, spec: &JobSpec, findings:
             format!("publication {} does not exist yet: walpipe run creates it", spec.publication),
         ),
     });
+    findings.push(finding(
+        Level::Ok,
+        "schema changes: a Postgres destination follows added, dropped, renamed and retyped columns; renames are known by the source's attribute numbers, read from its catalog when the change arrives (no DDL event trigger is installed); a change walpipe cannot follow exactly marks the table as needing a re-copy",
+    ));
+    if spec.tables.is_empty() {
+        findings.push(finding(
+            Level::Warning,
+            "WALPIPE_TABLES is not set: the publication takes every table of schema public (FOR TABLES IN SCHEMA on PostgreSQL 15+), so tables created later are captured too, but PostgreSQL then refuses UPDATE and DELETE on a new table of public that has no primary key or replica identity; name the tables with WALPIPE_TABLES if that can happen",
+        ));
+    }
 }

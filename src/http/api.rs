@@ -190,9 +190,16 @@ pub fn view(job: &JobRow, live_workers: i64) -> Value {
         "from_environment": job.from_environment,
         "definition": job.definition.redacted(),
     });
-    for field in
-        ["records", "bytes", "events_per_second", "lag_bytes", "retained_wal_bytes", "wal_status", "snapshot"]
-    {
+    for field in [
+        "records",
+        "bytes",
+        "events_per_second",
+        "lag_bytes",
+        "retained_wal_bytes",
+        "wal_status",
+        "snapshot",
+        "needs_recopy",
+    ] {
         shown[field] = job.status.get(field).cloned().unwrap_or(Value::Null);
     }
     if job.state == State::Pending && !job.leased {

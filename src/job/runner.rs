@@ -27,16 +27,19 @@ use crate::change::encode::JsonLines;
 use crate::change::mirror::MirrorRecords;
 use crate::lsn::Lsn;
 use crate::metrics::{JobMetrics, unix_seconds};
+use crate::names::TableName;
+use crate::names::{quote_ident, quote_literal};
 use crate::pg::{self, ConnectError};
 use crate::pipeline::assembler::{Assembler, HEARTBEAT_PREFIX};
 use crate::pipeline::driver::{self, DriveError};
 use crate::sink::delivery::{Delivery, Outbox};
 use crate::sink::postgres::changelog::{self, ChangelogWriter};
-use crate::sink::postgres::mirror::MirrorWriter;
+use crate::sink::postgres::follow::{self, Follower, Place};
+use crate::sink::postgres::mirror::{Discovery, MirrorWriter};
 use crate::sink::postgres::{self as pg_sink, PostgresSink, Writer, schema};
 use crate::sink::{Outlet, SinkError};
 use crate::source::catalog::{self, CatalogError};
-use crate::source::connection::{quote_ident, quote_literal};
+use crate::source::publication;
 use crate::source::{Connection, SourceError, preflight};
 
 /// Streamed transactions kept in memory before spilling to disk.
@@ -230,9 +233,11 @@ async fn attempt(
     // The Postgres sink, or the state store for the other sinks: where the checkpoint is.
     let sink = pg::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
-    let mut targets = Targets::ensure(spec, &sink, &tables).await?;
+    let mut targets = Targets::ensure(spec, metrics, &sink, &tables).await?;
     metrics.set_state("running", Some("init"));
-    ensure_publication(&source_sql, &spec.publication, &tables).await?;
+    publication::ensure(&source_sql, &spec.publication, &tables, spec.tables.is_empty())
+        .await
+        .map_err(JobError::SourceSetup)?;
 
     let mut repl = Connection::connect(&spec.source).await?;
     let slot_status = repl
@@ -295,8 +300,8 @@ async fn attempt(
 
     let ready = Ready { spec, metrics, primary_keys, stop };
     match targets {
-        Targets::Mirror(destinations) => {
-            let writer = MirrorWriter::new(destinations);
+        Targets::Mirror(places) => {
+            let writer = MirrorWriter::new(places, follower(spec, metrics), discovery(spec));
             ready
                 .stream_into(stream, MirrorRecords, |ends| {
                     tokio::spawn(ready.postgres_sink(sink, writer).run(ends))
@@ -329,6 +334,23 @@ fn outlet(spec: &JobSpec, tables: &[catalog::SourceTable]) -> Result<Option<Outl
     Outlet::for_target(&spec.sink, &spec.name, secret, destinations)
 }
 
+/// Where a table first seen in the stream goes, when the job takes every
+/// table of schema public (its publication then captures tables created later).
+fn discovery(spec: &JobSpec) -> Option<Discovery> {
+    let spec = spec.clone();
+    spec.tables.is_empty().then(|| {
+        Box::new(move |source: &TableName| {
+            let (schema, name) = spec.destination(&source.schema, &source.name);
+            TableName { schema, name }
+        }) as Discovery
+    })
+}
+
+/// What makes mirror destinations follow their source tables' shapes.
+fn follower(spec: &JobSpec, metrics: &Arc<JobMetrics>) -> Follower {
+    Follower::new(&spec.name, spec.source.clone(), spec.schema_drop, metrics.clone())
+}
+
 /// What the connection holding the checkpoint is called in messages.
 fn checkpoint_db_role(spec: &JobSpec) -> &'static str {
     if spec.sink.is_postgres() { "the sink" } else { "the state store" }
@@ -358,7 +380,7 @@ async fn open_delivery(
 /// Where a job's rows go, by sink and mode.
 enum Targets {
     /// By source table `schema.name`.
-    Mirror(HashMap<String, schema::Destination>),
+    Mirror(HashMap<String, Place>),
     Changelog(ChangelogWriter),
     /// A sink outside Postgres.
     Delivery(Box<Outlet>),
@@ -368,31 +390,40 @@ impl Targets {
     /// Creates the destination tables the mode needs, unless they exist.
     async fn ensure(
         spec: &JobSpec,
+        metrics: &JobMetrics,
         sink: &tokio_postgres::Client,
         tables: &[catalog::SourceTable],
     ) -> Result<Targets, JobError> {
         if let Some(outlet) = outlet(spec, tables)? {
             return Ok(Targets::Delivery(Box::new(outlet)));
         }
-        Targets::ensure_in_postgres(spec, sink, tables).await.map_err(JobError::SinkSetup)
+        Targets::ensure_in_postgres(spec, metrics, sink, tables).await.map_err(JobError::SinkSetup)
     }
 
     async fn ensure_in_postgres(
         spec: &JobSpec,
+        metrics: &JobMetrics,
         sink: &tokio_postgres::Client,
         tables: &[catalog::SourceTable],
     ) -> Result<Targets, tokio_postgres::Error> {
         match spec.sink_mode {
             SinkMode::Mirror => {
-                let mut destinations = HashMap::new();
+                let mut places = HashMap::new();
                 for (index, table) in tables.iter().enumerate() {
                     let (schema_name, name) = spec.destination(&table.schema, &table.name);
-                    destinations.insert(
-                        table.qualified(),
-                        schema::ensure(sink, table, &schema_name, &name, index).await?,
-                    );
+                    let place = Place {
+                        source: TableName::new(&table.schema, &table.name),
+                        destination: TableName::new(&schema_name, &name),
+                        stage_index: index,
+                    };
+                    schema::create(sink, table, &place.destination).await?;
+                    follow::seed_attnums(sink, &spec.name, &place, table).await?;
+                    places.insert(table.qualified(), place);
                 }
-                Ok(Targets::Mirror(destinations))
+                for (table, reason) in follow::recopy_needed(sink, &spec.name).await? {
+                    metrics.needs_recopy(&table, &reason);
+                }
+                Ok(Targets::Mirror(places))
             }
             SinkMode::Changelog => {
                 let mut logs = HashMap::new();
@@ -400,7 +431,7 @@ impl Targets {
                     let (schema_name, name) = spec.destination(&table.schema, &table.name);
                     logs.insert(table.qualified(), changelog::ensure(sink, &schema_name, &name).await?);
                 }
-                Ok(Targets::Changelog(ChangelogWriter::new(logs)))
+                Ok(Targets::Changelog(ChangelogWriter::new(logs, discovery(spec))))
             }
         }
     }
@@ -498,8 +529,15 @@ async fn start_fresh(
                 metrics,
             };
             let rows = match targets {
-                Targets::Mirror(destinations) => {
-                    snapshot::copy_tables(&plan, tables, destinations, snapshot).await?
+                Targets::Mirror(places) => {
+                    // A copy replaces every row: the destination takes the catalog's shape first.
+                    let mut follower = follower(spec, metrics);
+                    for table in tables {
+                        if let Some(place) = places.get(&table.qualified()) {
+                            follower.follow_catalog(sink, place, table).await?;
+                        }
+                    }
+                    snapshot::copy_tables(&plan, tables, places, snapshot).await?
                 }
                 Targets::Changelog(writer) => {
                     let mut into = snapshot::ChangelogLines { sink, writer };
@@ -530,6 +568,11 @@ async fn start_fresh(
                 }
             };
             tracing::info!(job = %spec.name, rows, "snapshot done");
+            if let Targets::Mirror(_) = targets {
+                // Every table was copied again: none needs a re-copy any more.
+                follow::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
+                metrics.recopied();
+            }
             created.consistent_point
         }
     };
@@ -595,26 +638,4 @@ async fn check_select(
         Some(tables) => Err(JobError::NoSelect { tables, user: quote_ident(&user) }),
         None => Ok(()),
     }
-}
-
-/// Creates the publication for the job's tables unless it exists.
-async fn ensure_publication(
-    source: &tokio_postgres::Client,
-    publication: &str,
-    tables: &[catalog::SourceTable],
-) -> Result<(), JobError> {
-    let exists = source
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&publication])
-        .await
-        .map_err(JobError::SourceSetup)?
-        .is_some();
-    if !exists {
-        let list = tables.iter().map(catalog::SourceTable::quoted).collect::<Vec<_>>().join(", ");
-        source
-            .batch_execute(&format!("CREATE PUBLICATION {} FOR TABLE {list}", quote_ident(publication)))
-            .await
-            .map_err(JobError::SourceSetup)?;
-        tracing::info!(%publication, "created the publication");
-    }
-    Ok(())
 }

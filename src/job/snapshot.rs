@@ -28,13 +28,13 @@ use tokio_postgres::Client;
 use crate::change::encode::SnapshotRows;
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
+use crate::names::{TableName, quote_ident, quote_literal};
 use crate::sink::SinkError;
 use crate::sink::delivery::{Delivery, Transport};
 use crate::sink::postgres::Writer;
 use crate::sink::postgres::changelog::ChangelogWriter;
-use crate::sink::postgres::schema::Destination;
+use crate::sink::postgres::follow::Place;
 use crate::source::catalog::SourceTable;
-use crate::source::connection::{quote_ident, quote_literal};
 use crate::source::conninfo::ConnInfo;
 use crate::source::{Connection, SourceError};
 
@@ -84,13 +84,13 @@ pub struct CopyPlan<'a> {
 pub async fn copy_tables(
     plan: &CopyPlan<'_>,
     tables: &[SourceTable],
-    destinations: &HashMap<String, Destination>,
+    places: &HashMap<String, Place>,
     snapshot: &str,
 ) -> Result<u64, SnapshotError> {
     let queue = std::sync::Mutex::new(
         tables
             .iter()
-            .filter_map(|table| destinations.get(&table.qualified()).map(|destination| (table, destination)))
+            .filter_map(|table| places.get(&table.qualified()).map(|place| (table, place)))
             .collect::<std::collections::VecDeque<_>>(),
     );
     let workers = plan.parallel_tables.clamp(1, tables.len().max(1));
@@ -103,8 +103,8 @@ pub async fn copy_tables(
         loop {
             // Taken in its own statement, so the lock is released before awaiting.
             let next = queue.lock().map_or(None, |mut queue| queue.pop_front());
-            let Some((table, destination)) = next else { break };
-            rows += copy_table(&mut reader, plan, &sink, table, destination).await?;
+            let Some((table, place)) = next else { break };
+            rows += copy_table(&mut reader, plan, &sink, table, &place.destination).await?;
         }
         reader.simple_query("COMMIT").await?;
         Ok::<u64, SnapshotError>(rows)
@@ -220,13 +220,13 @@ async fn copy_table(
     plan: &CopyPlan<'_>,
     sink: &Client,
     table: &SourceTable,
-    destination: &Destination,
+    destination: &TableName,
 ) -> Result<u64, SnapshotError> {
     let columns = table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
     let mut progress = TableProgress::start(plan, table).await?;
-    sink.batch_execute(&format!("BEGIN; TRUNCATE {}", destination.quoted)).await?;
-    let writer =
-        sink.copy_in::<_, Bytes>(&format!("COPY {} ({columns}) FROM STDIN", destination.quoted)).await?;
+    let quoted = destination.quoted();
+    sink.batch_execute(&format!("BEGIN; TRUNCATE {quoted}")).await?;
+    let writer = sink.copy_in::<_, Bytes>(&format!("COPY {quoted} ({columns}) FROM STDIN")).await?;
 
     let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
     let write = async move {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use crate::change::outbox::OutboxRules;
 use crate::config::Config;
 use crate::lsn::Lsn;
+use crate::names::{self, TableName};
 use crate::sink::SinkTarget;
+use crate::sink::postgres::evolve::DropPolicy;
 use crate::source::conninfo::ConnInfo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +48,7 @@ pub struct JobSpec {
     /// Delete outbox rows on the source once their events are delivered.
     pub outbox_delete: bool,
     /// `schema.table`; empty: every table of schema public.
-    pub tables: Vec<String>,
+    pub tables: Vec<TableName>,
     pub slot: String,
     pub publication: String,
     pub batch_size: usize,
@@ -59,6 +61,8 @@ pub struct JobSpec {
     pub start_position: Option<Lsn>,
     /// Source `schema.table` to destination (schema, table).
     pub table_mappings: HashMap<String, (String, String)>,
+    /// What a column dropped on the source does to a Postgres destination.
+    pub schema_drop: DropPolicy,
     /// How often to emit a heartbeat into the source's WAL; `None`: never.
     pub heartbeat_interval: Option<Duration>,
     /// Confirm keepalive positions while nothing is in flight, so that a
@@ -110,6 +114,8 @@ pub struct JobDefinition {
     pub sink_mode: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_mappings: Option<String>,
+    #[serde(default = "crate::config::default_schema_drop")]
+    pub schema_drop: String,
     #[serde(default = "crate::config::default_heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u64,
     #[serde(default = "crate::config::default_keepalive_confirm")]
@@ -165,6 +171,7 @@ impl JobDefinition {
             parallel_tables: config.parallel_tables,
             sink_mode: config.sink_mode.clone(),
             table_mappings: config.table_mappings.clone(),
+            schema_drop: config.schema_drop.clone(),
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             keepalive_confirm: config.keepalive_confirm,
             sink_signing_secret: config.sink_signing_secret.clone(),
@@ -178,15 +185,10 @@ impl JobDefinition {
     pub fn redacted(&self) -> JobDefinition {
         let mut shown = self.clone();
         for url in [&mut shown.source_url, &mut shown.sink_url] {
-            if let Ok(mut parsed) = url::Url::parse(url) {
-                if parsed.password().is_some() {
-                    let _ = parsed.set_password(Some("REDACTED"));
-                    *url = parsed.to_string();
-                }
-            }
+            *url = crate::secret::redact_url(url);
         }
         if shown.sink_signing_secret.is_some() {
-            shown.sink_signing_secret = Some("REDACTED".into());
+            shown.sink_signing_secret = Some(crate::secret::REDACTED.into());
         }
         shown
     }
@@ -228,9 +230,9 @@ impl JobSpec {
             )));
         }
         let outbox = OutboxRules {
-            tables: split_list(def.outbox_tables.as_deref())
-                .into_iter()
-                .map(|t| if t.contains('.') { t } else { format!("public.{t}") })
+            tables: table_list(def.outbox_tables.as_deref(), &var("outbox_tables"))?
+                .iter()
+                .map(TableName::qualified)
                 .collect(),
             prefix: def.outbox_prefix.clone().filter(|p| !p.is_empty()),
         };
@@ -241,8 +243,9 @@ impl JobSpec {
                 var("outbox_prefix")
             )));
         }
-        let tables = split_list(def.tables.as_deref());
-        if let Some(missing) = outbox.tables.iter().find(|t| !tables.is_empty() && !tables.contains(t)) {
+        let tables = table_list(def.tables.as_deref(), &var("tables"))?;
+        let selected: Vec<String> = tables.iter().map(TableName::qualified).collect();
+        if let Some(missing) = outbox.tables.iter().find(|t| !selected.is_empty() && !selected.contains(t)) {
             return Err(bad(format!(
                 "{} names {missing}, which {} leaves out: add it to {}",
                 var("outbox_tables"),
@@ -296,6 +299,16 @@ impl JobSpec {
             "latest" => None,
             lsn => Some(lsn.parse().map_err(|e| bad(format!("{}: {e}, or latest", var("start_position"))))?),
         };
+        let schema_drop = match def.schema_drop.as_str() {
+            "drop" => DropPolicy::Drop,
+            "keep" => DropPolicy::Keep,
+            other => {
+                return Err(bad(format!(
+                    "{}={other} is not a choice: use drop (the destination column goes too) or keep (it stays, NULL in new rows)",
+                    var("schema_drop")
+                )));
+            }
+        };
         if def.batch_size == 0 {
             return Err(bad(format!(
                 "{}=0: use a positive number of changes, e.g. 10000",
@@ -304,8 +317,12 @@ impl JobSpec {
         }
         Ok(JobSpec {
             tables,
-            table_mappings: parse_mappings(def.table_mappings.as_deref(), &var("table_mappings"))
-                .map_err(bad)?,
+            table_mappings: names::parse_mappings(def.table_mappings.as_deref().unwrap_or(""))
+                .map_err(|e| bad(format!("{}: {e}", var("table_mappings"))))?
+                .into_iter()
+                .map(|(from, to)| (from.qualified(), (to.schema, to.name)))
+                .collect(),
+            schema_drop,
             publication: def.publication_name.clone().unwrap_or(default_name),
             name,
             source,
@@ -336,26 +353,9 @@ impl JobSpec {
     }
 }
 
-fn split_list(text: Option<&str>) -> Vec<String> {
-    text.unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
-}
-
-fn parse_mappings(text: Option<&str>, variable: &str) -> Result<HashMap<String, (String, String)>, String> {
-    split_list(text)
-        .into_iter()
-        .map(|pair| {
-            let wrong = || {
-                format!(
-                    "{variable} has {pair:?}: write source=destination pairs, like public.orders=raw.orders"
-                )
-            };
-            let (from, to) = pair.split_once('=').ok_or_else(wrong)?;
-            let (schema, table) = to.trim().split_once('.').ok_or_else(wrong)?;
-            let from =
-                if from.contains('.') { from.trim().to_string() } else { format!("public.{}", from.trim()) };
-            Ok((from, (schema.to_string(), table.to_string())))
-        })
-        .collect()
+/// A comma-separated list of table names (see [`crate::names`]).
+fn table_list(text: Option<&str>, variable: &str) -> Result<Vec<TableName>, SpecError> {
+    names::parse_list(text.unwrap_or("")).map_err(|e| SpecError(format!("{variable}: {e}")))
 }
 
 #[cfg(test)]
@@ -391,7 +391,10 @@ mod tests {
         ])
         .expect("valid")
         .expect("a job");
-        assert_eq!(job.tables, vec!["public.orders", "public.customers"]);
+        assert_eq!(
+            job.tables,
+            vec![TableName::new("public", "orders"), TableName::new("public", "customers")]
+        );
         assert_eq!(job.destination("public", "orders"), ("raw".into(), "orders".into()));
         assert_eq!(job.destination("public", "customers"), ("raw".into(), "people".into()));
     }

@@ -16,6 +16,13 @@
 //!   lines are durable. Nothing else moves the position forward.
 //! - With an end position, a transaction that commits after it is neither
 //!   written nor started: the step is [`Step::PastEnd`].
+//! - Every Relation message is announced: a schema line (the table's
+//!   columns by name) is written just before the table's next change, in
+//!   the same transaction, so a sink learns each shape before the first row
+//!   of it. The server sends a Relation before the first change of a table
+//!   in a session and after its shape changed, so a shape is announced
+//!   again after a reconnect; sinks treat a known shape as nothing new.
+//!   A schema line takes no ordinal: change ids do not move.
 //! - walpipe's heartbeats (non-transactional messages with prefix
 //!   [`HEARTBEAT_PREFIX`]) are reported as [`Step::Heartbeat`], never written.
 //! - A message that does not fit the sequence (a change outside a
@@ -26,7 +33,9 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::spill::{Replay, StreamedTxns};
+use std::collections::HashSet;
+
+use super::spill::{RecordKind, Replay, StreamedTxns};
 use crate::change::Encoding;
 use crate::change::encode::Op;
 use crate::change::relation::{PrimaryKeys, RelationCache, Table};
@@ -102,6 +111,8 @@ pub struct Assembler<E: Encoding> {
     encoding: E,
     decoder: Decoder,
     relations: RelationCache,
+    /// Relations described since their last change: announced before the next.
+    unannounced: HashSet<u32>,
     open: Option<OpenTxn<E::Txn>>,
     streamed: StreamedTxns,
     /// The top-level xid of the current stream block.
@@ -125,6 +136,7 @@ impl<E: Encoding> Assembler<E> {
             encoding,
             decoder: Decoder::new(),
             relations: RelationCache::new(primary_keys),
+            unannounced: HashSet::new(),
             open: None,
             streamed: StreamedTxns::new(spill_cap),
             stream_xid: None,
@@ -187,9 +199,14 @@ impl<E: Encoding> Assembler<E> {
                 }
                 None => Err(sequence("Commit outside a transaction".into())),
             },
-            Message::Origin(_) | Message::Type(_) => Ok(Step::Continue),
+            Message::Origin(_) => Ok(Step::Continue),
+            Message::Type(info) => {
+                self.relations.apply_type(&info);
+                Ok(Step::Continue)
+            }
             Message::Relation(relation) => {
                 self.relations.apply(&relation);
+                self.unannounced.insert(relation.id);
                 Ok(Step::Continue)
             }
             Message::Insert(m) => self.row(lsn, m.xid, m.relation_id, Op::Insert, None, Some(&m.new), out),
@@ -201,14 +218,17 @@ impl<E: Encoding> Assembler<E> {
                 for id in &m.relation_ids {
                     let table = self.table(lsn, *id)?;
                     self.tally.count(*id, 3);
+                    self.announce(lsn, m.xid, &table, out)?;
                     let encoding = self.encoding.clone();
-                    self.emit(lsn, m.xid, out, |body| encoding.write_truncate(body, &table))?;
+                    self.emit(lsn, m.xid, out, RecordKind::Change, |body| {
+                        encoding.write_truncate(body, &table)
+                    })?;
                 }
                 Ok(Step::Continue)
             }
             Message::Message(m) if m.transactional => {
                 let encoding = self.encoding.clone();
-                self.emit(lsn, m.xid, out, |body| encoding.write_message(body, &m))?;
+                self.emit(lsn, m.xid, out, RecordKind::Change, |body| encoding.write_message(body, &m))?;
                 Ok(Step::Continue)
             }
             Message::Message(m) if m.prefix == HEARTBEAT_PREFIX => Ok(Step::Heartbeat),
@@ -286,32 +306,68 @@ impl<E: Encoding> Assembler<E> {
             Op::Delete => 2,
         };
         self.tally.count(relation_id, op_index);
+        self.announce(lsn, xid, &table, out)?;
         let mut shape = Ok(());
         let encoding = self.encoding.clone();
-        self.emit(lsn, xid, out, |body| shape = encoding.write_row(body, &table, op, old, new))?;
+        self.emit(lsn, xid, out, RecordKind::Change, |body| {
+            shape = encoding.write_row(body, &table, op, old, new)
+        })?;
         shape.map_err(|error| AssembleError::Sequence { lsn, what: error.to_string() })?;
         Ok(Step::Continue)
     }
 
-    /// Writes one change: straight to `out` inside a plain transaction, to
-    /// the streamed transaction's records inside a stream block.
+    /// Writes the schema line of `table` if its shape was not announced yet.
+    fn announce(
+        &mut self,
+        lsn: Lsn,
+        xid: Option<u32>,
+        table: &Table,
+        out: &mut Vec<u8>,
+    ) -> Result<(), AssembleError> {
+        if !self.unannounced.contains(&table.id) {
+            return Ok(());
+        }
+        // In a streamed transaction the shape belongs to the top-level one, so
+        // that a rolled-back subtransaction cannot take it away from the
+        // changes after it.
+        let owner = match (self.stream_xid, xid) {
+            (Some(top), Some(_)) => Some(top),
+            _ => xid,
+        };
+        let encoding = self.encoding.clone();
+        self.emit(lsn, owner, out, RecordKind::Schema, |body| encoding.write_schema(body, table))?;
+        self.unannounced.remove(&table.id);
+        Ok(())
+    }
+
+    /// Writes one line: straight to `out` inside a plain transaction, to
+    /// the streamed transaction's records inside a stream block. A change
+    /// takes the next ordinal; a schema line shares the one of the change after it.
     fn emit(
         &mut self,
         lsn: Lsn,
         subxid: Option<u32>,
         out: &mut Vec<u8>,
+        kind: RecordKind,
         write_body: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), AssembleError> {
         match (&mut self.open, self.stream_xid, subxid) {
             (Some(txn), None, None) => {
-                self.encoding.write_header(&txn.fields, out, txn.next_ordinal, lsn);
-                txn.next_ordinal += 1;
+                match kind {
+                    RecordKind::Change => {
+                        self.encoding.write_header(&txn.fields, out, txn.next_ordinal, lsn);
+                        txn.next_ordinal += 1;
+                    }
+                    RecordKind::Schema => {
+                        self.encoding.write_schema_header(&txn.fields, out, txn.next_ordinal, lsn)
+                    }
+                }
                 write_body(out);
                 Ok(())
             }
             (None, Some(xid), Some(subxid)) => self
                 .streamed
-                .append(xid, subxid, lsn, write_body)
+                .append(xid, subxid, lsn, kind, write_body)
                 .map_err(|source| AssembleError::Spill { lsn, source }),
             _ => Err(AssembleError::Sequence { lsn, what: "a change outside a transaction".into() }),
         }
@@ -325,8 +381,13 @@ impl<E: Encoding> CommittedStream<E> {
         let (encoding, fields) = (&self.encoding, &self.fields);
         let ordinal = &mut self.next_ordinal;
         self.replay.for_each_until(|record| {
-            encoding.write_header(fields, out, *ordinal, record.lsn);
-            *ordinal += 1;
+            match record.kind {
+                RecordKind::Change => {
+                    encoding.write_header(fields, out, *ordinal, record.lsn);
+                    *ordinal += 1;
+                }
+                RecordKind::Schema => encoding.write_schema_header(fields, out, *ordinal, record.lsn),
+            }
             out.extend_from_slice(record.body);
             out.len() < max_bytes
         })

@@ -23,8 +23,16 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
 use crate::lsn::Lsn;
 
-/// Record header: subxid u32, lsn u64, body length u32.
-const HEADER_LEN: usize = 16;
+/// Record header: subxid u32, lsn u64, body length u32, kind u8.
+const HEADER_LEN: usize = 17;
+
+/// What a record holds: a change, or a table's shape announced before one
+/// (it is replayed with a header of its own kind; see `change::Encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    Change = 0,
+    Schema = 1,
+}
 
 #[derive(Debug)]
 pub struct StreamedTxns {
@@ -61,6 +69,7 @@ impl StreamedTxns {
         xid: u32,
         subxid: u32,
         lsn: Lsn,
+        kind: RecordKind,
         write_body: impl FnOnce(&mut Vec<u8>),
     ) -> io::Result<()> {
         let txn = self.txns.entry(xid).or_default();
@@ -68,11 +77,12 @@ impl StreamedTxns {
         txn.memory.extend_from_slice(&subxid.to_be_bytes());
         txn.memory.extend_from_slice(&lsn.0.to_be_bytes());
         txn.memory.extend_from_slice(&[0; 4]);
+        txn.memory.push(kind as u8);
         write_body(&mut txn.memory);
         let body_len = txn.memory.len() - before - HEADER_LEN;
         let len = u32::try_from(body_len)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "a single change is over 4 GiB"))?;
-        txn.memory[before + 12..before + HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+        txn.memory[before + 12..before + 16].copy_from_slice(&len.to_be_bytes());
         self.memory_used += txn.memory.len() - before;
 
         if txn.file.is_some() || self.memory_used > self.memory_cap {
@@ -133,6 +143,7 @@ pub struct Replay {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Record<'a> {
     pub lsn: Lsn,
+    pub kind: RecordKind,
     pub body: &'a [u8],
 }
 
@@ -155,21 +166,21 @@ impl Replay {
                 }
                 Err(error) => return Err(error),
             }
-            let (subxid, lsn, len) = parse_header(&header);
+            let (subxid, lsn, len, kind) = parse_header(&header);
             body.resize(len, 0);
             file.read_exact(&mut body)?;
-            if !self.aborted.contains(&subxid) && !each(Record { lsn, body: &body }) {
+            if !self.aborted.contains(&subxid) && !each(Record { lsn, kind, body: &body }) {
                 return Ok(true);
             }
         }
         while self.memory_pos + HEADER_LEN <= self.memory.len() {
             let mut header = [0u8; HEADER_LEN];
             header.copy_from_slice(&self.memory[self.memory_pos..self.memory_pos + HEADER_LEN]);
-            let (subxid, lsn, len) = parse_header(&header);
+            let (subxid, lsn, len, kind) = parse_header(&header);
             let start = self.memory_pos + HEADER_LEN;
             self.memory_pos = start + len;
             if !self.aborted.contains(&subxid)
-                && !each(Record { lsn, body: &self.memory[start..start + len] })
+                && !each(Record { lsn, kind, body: &self.memory[start..start + len] })
             {
                 return Ok(self.memory_pos < self.memory.len());
             }
@@ -178,12 +189,13 @@ impl Replay {
     }
 }
 
-fn parse_header(header: &[u8; HEADER_LEN]) -> (u32, Lsn, usize) {
+fn parse_header(header: &[u8; HEADER_LEN]) -> (u32, Lsn, usize, RecordKind) {
     let subxid = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
     let mut lsn = [0u8; 8];
     lsn.copy_from_slice(&header[4..12]);
     let len = u32::from_be_bytes([header[12], header[13], header[14], header[15]]);
-    (subxid, Lsn(u64::from_be_bytes(lsn)), len as usize)
+    let kind = if header[16] == RecordKind::Schema as u8 { RecordKind::Schema } else { RecordKind::Change };
+    (subxid, Lsn(u64::from_be_bytes(lsn)), len as usize, kind)
 }
 
 #[cfg(test)]
@@ -208,9 +220,9 @@ mod tests {
     #[test]
     fn keeps_order_and_drops_aborted_subtransactions() {
         let mut txns = StreamedTxns::new(1024);
-        txns.append(10, 10, Lsn(1), body("a")).expect("append");
-        txns.append(10, 11, Lsn(2), body("sub")).expect("append");
-        txns.append(10, 10, Lsn(3), body("b")).expect("append");
+        txns.append(10, 10, Lsn(1), RecordKind::Change, body("a")).expect("append");
+        txns.append(10, 11, Lsn(2), RecordKind::Change, body("sub")).expect("append");
+        txns.append(10, 10, Lsn(3), RecordKind::Change, body("b")).expect("append");
         txns.abort(10, 11);
         let mut replay = txns.commit(10).expect("commit");
         assert_eq!(replay_all(&mut replay), vec![(1, "a".into()), (3, "b".into())]);
@@ -221,7 +233,7 @@ mod tests {
     #[test]
     fn whole_abort_drops_everything() {
         let mut txns = StreamedTxns::new(1024);
-        txns.append(7, 7, Lsn(1), body("x")).expect("append");
+        txns.append(7, 7, Lsn(1), RecordKind::Change, body("x")).expect("append");
         txns.abort(7, 7);
         assert!(txns.is_empty());
         assert_eq!(txns.memory_used(), 0);
@@ -235,7 +247,8 @@ mod tests {
         for i in 0..1000u64 {
             let text = format!("change {i}");
             expected.push((i, text.clone()));
-            txns.append(1, 1, Lsn(i), |out| out.extend_from_slice(text.as_bytes())).expect("append");
+            txns.append(1, 1, Lsn(i), RecordKind::Change, |out| out.extend_from_slice(text.as_bytes()))
+                .expect("append");
             assert!(txns.memory_used() <= 100 + HEADER_LEN + 16);
         }
         let mut replay = txns.commit(1).expect("commit");
@@ -243,10 +256,31 @@ mod tests {
     }
 
     #[test]
+    fn record_kinds_survive_a_spill() {
+        let mut txns = StreamedTxns::new(64);
+        for i in 0..50u64 {
+            let kind = if i % 7 == 0 { RecordKind::Schema } else { RecordKind::Change };
+            txns.append(1, 1, Lsn(i), kind, body("k")).expect("append");
+        }
+        let mut kinds = Vec::new();
+        let mut replay = txns.commit(1).expect("commit");
+        replay
+            .for_each_until(|record| {
+                kinds.push((record.lsn.0, record.kind));
+                true
+            })
+            .expect("replay");
+        let expected: Vec<_> = (0..50u64)
+            .map(|i| (i, if i % 7 == 0 { RecordKind::Schema } else { RecordKind::Change }))
+            .collect();
+        assert_eq!(kinds, expected);
+    }
+
+    #[test]
     fn replay_can_pause_and_resume() {
         let mut txns = StreamedTxns::new(1 << 20);
         for i in 0..10u64 {
-            txns.append(1, 1, Lsn(i), body("r")).expect("append");
+            txns.append(1, 1, Lsn(i), RecordKind::Change, body("r")).expect("append");
         }
         let mut replay = txns.commit(1).expect("commit");
         let mut count = 0;

@@ -64,6 +64,12 @@ pub enum SinkError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("the sink received a change line it cannot read ({0}); this is a bug, please report it")]
     Record(String),
+    #[error(
+        "the destination of {table} could not follow the source's new shape: {statement} failed: {detail}; alter the destination by hand to match the source (or drop it and restart the job to copy it again), then retry the job (walpipe jobs retry)"
+    )]
+    Schema { table: String, statement: String, detail: String },
+    #[error("could not read the source's catalog to follow a schema change: {0}")]
+    SchemaSource(String),
     #[error("could not record the delivery in the state store: {}", crate::pg::describe(.0))]
     State(tokio_postgres::Error),
     #[error(
@@ -86,8 +92,11 @@ impl SinkError {
             SinkError::Postgres(error) | SinkError::State(error) | SinkError::OutboxCleanup(error) => {
                 crate::pg::is_transient(error)
             }
-            SinkError::Unavailable { .. } => true,
-            SinkError::Record(_) | SinkError::Rejected { .. } | SinkError::Stdout(_) => false,
+            SinkError::Unavailable { .. } | SinkError::SchemaSource(_) => true,
+            SinkError::Record(_)
+            | SinkError::Rejected { .. }
+            | SinkError::Stdout(_)
+            | SinkError::Schema { .. } => false,
         }
     }
 }

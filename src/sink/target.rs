@@ -120,12 +120,12 @@ impl fmt::Display for SinkTarget {
     }
 }
 
-/// The URL without user and password, for messages.
+/// The URL without user, password and credential-like query values, for messages.
 pub fn without_credentials(url: &Url) -> String {
     let mut shown = url.clone();
     let _ = shown.set_username("");
     let _ = shown.set_password(None);
-    shown.to_string()
+    crate::secret::redact_url(shown.as_str())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use tokio_postgres::Client;
 
-use super::connection::quote_ident;
+use crate::names::{TableName, quote_ident};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceTable {
@@ -14,17 +14,33 @@ pub struct SourceTable {
     pub key: Vec<String>,
     /// `d` default, `n` nothing, `f` full, `i` index.
     pub replica_identity: char,
+    /// A partitioned table: its changes are published under its own name
+    /// only with `publish_via_partition_root`.
+    pub partitioned: bool,
+    /// Stored generated columns the server does not publish (before
+    /// PostgreSQL 18): a destination computes them with the same expression.
+    /// From 18 on they are published and are among `columns`.
+    pub generated: Vec<GeneratedColumn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedColumn {
+    pub name: String,
+    pub sql_type: String,
+    pub expression: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceColumn {
     pub name: String,
-    /// The type as SQL (`numeric(12,2)`, `integer[]`); `text` for types
-    /// outside `pg_catalog`, which a sink database may not have.
+    /// The type as SQL (`numeric(12,2)`, `integer[]`): a domain's base type;
+    /// `text` for other types outside `pg_catalog`, which a sink database may not have.
     pub sql_type: String,
     pub not_null: bool,
     /// The source type, for writing its values as the change JSON does.
     pub type_oid: u32,
+    /// Its attribute number: it stays when the column is renamed.
+    pub attnum: i16,
 }
 
 impl SourceTable {
@@ -42,7 +58,7 @@ impl SourceTable {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error(
-        "table {0} does not exist on the source: fix WALPIPE_TABLES (write schema.table, comma-separated)"
+        "table {0} does not exist on the source: fix WALPIPE_TABLES (write schema.table, comma-separated; quote names as in \"Sales\".\"Order Items\")"
     )]
     Missing(String),
     #[error(
@@ -61,22 +77,20 @@ pub enum CatalogError {
     Query(#[from] tokio_postgres::Error),
 }
 
-/// The tables named in `selection` (`schema.table`), or every table of
-/// schema `public`, each with its columns and key.
-pub async fn tables(client: &Client, selection: &[String]) -> Result<Vec<SourceTable>, CatalogError> {
+/// The tables named in `selection`, or every table of schema `public`,
+/// each with its columns and key.
+pub async fn tables(client: &Client, selection: &[TableName]) -> Result<Vec<SourceTable>, CatalogError> {
     let mut tables = Vec::new();
-    for (schema, name) in table_names(client, selection).await? {
-        tables.push(table(client, &schema, &name).await?);
+    for table_name in table_names(client, selection).await? {
+        tables.push(table(client, &table_name.schema, &table_name.name).await?);
     }
     Ok(tables)
 }
 
-/// (schema, table) of the tables named in `selection`, or of every table of schema `public`.
-pub async fn table_names(
-    client: &Client,
-    selection: &[String],
-) -> Result<Vec<(String, String)>, CatalogError> {
-    let names: Vec<(String, String)> = if selection.is_empty() {
+/// The tables named in `selection`, or every table of schema `public`
+/// (partitioned tables through their root, never their partitions).
+pub async fn table_names(client: &Client, selection: &[TableName]) -> Result<Vec<TableName>, CatalogError> {
+    let names: Vec<TableName> = if selection.is_empty() {
         client
             .query(
                 "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -85,16 +99,10 @@ pub async fn table_names(
             )
             .await?
             .iter()
-            .map(|row| (row.get(0), row.get(1)))
+            .map(|row| TableName { schema: row.get(0), name: row.get(1) })
             .collect()
     } else {
-        selection
-            .iter()
-            .map(|name| match name.split_once('.') {
-                Some((schema, table)) => (schema.to_string(), table.to_string()),
-                None => ("public".to_string(), name.clone()),
-            })
-            .collect()
+        selection.to_vec()
     };
     if names.is_empty() {
         return Err(CatalogError::NoTables);
@@ -107,7 +115,7 @@ pub async fn table(client: &Client, schema: &str, name: &str) -> Result<SourceTa
     let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
     let found = client
         .query_opt(
-            "SELECT c.oid, c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+            "SELECT c.oid, c.relreplident::text, c.relkind = 'p' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
             &[&schema, &name],
         )
@@ -117,26 +125,44 @@ pub async fn table(client: &Client, schema: &str, name: &str) -> Result<SourceTa
     };
     let oid: u32 = found.get(0);
     let replica_identity: String = found.get(1);
-    let columns = client
+    let partitioned: bool = found.get(2);
+    // Generated columns are published from PostgreSQL 18 on (publish_generated_columns).
+    let published_generated: bool =
+        client.query_one("SELECT current_setting('server_version_num')::int >= 180000", &[]).await?.get(0);
+    let rows = client
         .query(
             "SELECT a.attname::text, \
-                    CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace \
-                         THEN format_type(a.atttypid, a.atttypmod) ELSE 'text' END, \
-                    a.attnotnull, a.atttypid \
+                    CASE WHEN t.typnamespace = 'pg_catalog'::regnamespace THEN format_type(a.atttypid, a.atttypmod) \
+                         WHEN t.typtype = 'd' AND b.typnamespace = 'pg_catalog'::regnamespace \
+                         THEN format_type(t.typbasetype, t.typtypmod) ELSE 'text' END, \
+                    a.attnotnull, a.atttypid, a.attnum, a.attgenerated <> '', pg_get_expr(d.adbin, d.adrelid) \
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
-             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             LEFT JOIN pg_type b ON b.oid = t.typbasetype \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
              ORDER BY a.attnum",
             &[&oid],
         )
-        .await?
-        .iter()
-        .map(|row| SourceColumn {
-            name: row.get(0),
-            sql_type: row.get(1),
-            not_null: row.get(2),
-            type_oid: row.get(3),
-        })
-        .collect();
+        .await?;
+    let (mut columns, mut generated) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let is_generated: bool = row.get(5);
+        if is_generated && !published_generated {
+            generated.push(GeneratedColumn {
+                name: row.get(0),
+                sql_type: row.get(1),
+                expression: row.get(6),
+            });
+        } else {
+            columns.push(SourceColumn {
+                name: row.get(0),
+                sql_type: row.get(1),
+                not_null: row.get(2),
+                type_oid: row.get(3),
+                attnum: row.get(4),
+            });
+        }
+    }
     // The primary key first; else the replica identity index.
     let key: Vec<String> = client
         .query(
@@ -161,5 +187,13 @@ pub async fn table(client: &Client, schema: &str, name: &str) -> Result<SourceTa
             CatalogError::NoIdentity { table, quoted }
         });
     }
-    Ok(SourceTable { schema: schema.to_string(), name: name.to_string(), columns, key, replica_identity })
+    Ok(SourceTable {
+        schema: schema.to_string(),
+        name: name.to_string(),
+        columns,
+        key,
+        replica_identity,
+        partitioned,
+        generated,
+    })
 }

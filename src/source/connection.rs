@@ -27,6 +27,7 @@ use super::conninfo::ConnInfo;
 use super::error::{ServerError, SourceError};
 use super::transport::Transport;
 use crate::lsn::Lsn;
+use crate::names::{quote_ident, quote_literal};
 
 /// Run-time parameters sent at startup; `change::value` depends on them.
 const SESSION_PARAMETERS: &[(&str, &str)] = &[
@@ -533,14 +534,6 @@ fn parse_server_version(text: &str) -> u32 {
     }
 }
 
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-pub fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,11 +544,5 @@ mod tests {
         assert_eq!(parse_server_version("18.6"), 180006);
         assert_eq!(parse_server_version("18beta1"), 180000);
         assert_eq!(parse_server_version("9.6.24"), 90624);
-    }
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote_ident("my \"pub\""), "\"my \"\"pub\"\"\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
     }
 }

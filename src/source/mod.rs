@@ -5,6 +5,7 @@
 //!                                                        └──> stream (CopyBoth: messages in, status out;
 //!                                                                     feedback decides what and when)
 //!  preflight: checks with a clear fix before streaming
+//!  publication: the job's publication (tables, partitions through their root)
 //! ```
 
 pub mod catalog;
@@ -13,6 +14,7 @@ pub mod conninfo;
 pub mod error;
 pub mod feedback;
 pub mod preflight;
+pub mod publication;
 pub mod stream;
 pub(crate) mod tls;
 mod transport;

@@ -4,9 +4,10 @@
 //! (a missing publication only shows when the first change is decoded,
 //! and PostgreSQL 18 merely warns), so walpipe asks first.
 
-use super::connection::{Connection, quote_literal};
+use super::connection::Connection;
 use super::error::SourceError;
 use crate::change::relation::PrimaryKeys;
+use crate::names::quote_literal;
 
 /// Checks that `slot` and `publication` can be streamed on this connection's database.
 pub async fn check_stream(conn: &mut Connection, slot: &str, publication: &str) -> Result<(), SourceError> {
@@ -63,7 +64,7 @@ pub async fn check_stream(conn: &mut Connection, slot: &str, publication: &str) 
     if publications.rows.is_empty() {
         return Err(SourceError::Unusable(format!(
             "publication {publication:?} does not exist in the source database: create it with CREATE PUBLICATION {} FOR ALL TABLES (or FOR TABLE ...), or pass an existing publication",
-            super::connection::quote_ident(publication)
+            crate::names::quote_ident(publication)
         )));
     }
     Ok(())

@@ -64,14 +64,64 @@ fn plain_transaction_becomes_lines_with_stable_ids() {
     assert!(matches!(step, Step::Committed { end_lsn: Lsn(0x58), .. }));
     assert!(!asm.in_transaction());
     let lines = lines(&out);
-    assert_eq!(lines.len(), 2);
-    assert_eq!(lines[0]["id"], "0/50:0");
-    assert_eq!(lines[1]["id"], "0/50:1");
-    assert_eq!(lines[0]["lsn"], "0/C");
-    assert_eq!(lines[0]["xid"], 700);
-    assert_eq!(lines[0]["commit_time"], "2000-01-01T00:00:00.000000Z");
-    assert_eq!(lines[1]["key"], serde_json::json!({"id": 2}));
-    assert_eq!(lines[1]["new"], serde_json::json!({"id": 2, "v": null}));
+    assert_eq!(lines.len(), 3, "the shape, then two inserts");
+    assert_eq!(lines[0]["id"], "0/50:0:schema");
+    assert_eq!(lines[0]["op"], "schema");
+    assert_eq!(
+        lines[0]["columns"],
+        serde_json::json!([{"name": "id", "type": "int4", "key": true}, {"name": "v", "type": "text", "key": false}])
+    );
+    assert_eq!(lines[1]["id"], "0/50:0");
+    assert_eq!(lines[2]["id"], "0/50:1");
+    assert_eq!(lines[1]["lsn"], "0/C");
+    assert_eq!(lines[1]["xid"], 700);
+    assert_eq!(lines[1]["commit_time"], "2000-01-01T00:00:00.000000Z");
+    assert_eq!(lines[2]["key"], serde_json::json!({"id": 2}));
+    assert_eq!(lines[2]["new"], serde_json::json!({"id": 2, "v": null}));
+}
+
+#[test]
+fn a_new_shape_is_announced_before_its_first_change_and_ids_do_not_move() {
+    let mut asm = Assembler::new(JsonLines, 1 << 20, None, Default::default());
+    let mut out = Vec::new();
+    let wider = Message::Relation(Relation {
+        xid: None,
+        id: 1,
+        namespace: "public".into(),
+        name: "t".into(),
+        replica_identity: b'd',
+        columns: vec![
+            ColumnDef { flags: 1, name: "id".into(), type_oid: 23, type_modifier: -1 },
+            ColumnDef { flags: 0, name: "w".into(), type_oid: 1700, type_modifier: -1 },
+            ColumnDef { flags: 0, name: "v".into(), type_oid: 25, type_modifier: -1 },
+        ],
+    });
+    let row3 = |id: &str| {
+        Message::Insert(Insert {
+            xid: None,
+            relation_id: 1,
+            new: Tuple(vec![Column::Text(Bytes::from(id.to_string())), Column::Null, Column::Null]),
+        })
+    };
+    feed(&mut asm, 1, Message::Begin(Begin { final_lsn: Lsn(0x70), commit_time: 0, xid: 7 }), &mut out);
+    feed(&mut asm, 2, relation(None), &mut out);
+    feed(&mut asm, 3, insert(None, "1"), &mut out);
+    feed(&mut asm, 4, insert(None, "2"), &mut out);
+    feed(&mut asm, 5, wider, &mut out);
+    feed(&mut asm, 6, row3("3"), &mut out);
+    feed(
+        &mut asm,
+        7,
+        Message::Commit(Commit { flags: 0, commit_lsn: Lsn(0x70), end_lsn: Lsn(0x78), commit_time: 0 }),
+        &mut out,
+    );
+    let lines = lines(&out);
+    let ids: Vec<_> = lines.iter().map(|l| l["id"].as_str().expect("id").to_string()).collect();
+    assert_eq!(ids, ["0/70:0:schema", "0/70:0", "0/70:1", "0/70:2:schema", "0/70:2"]);
+    let names: Vec<_> =
+        lines[3]["columns"].as_array().expect("columns").iter().map(|c| c["name"].clone()).collect();
+    assert_eq!(names, ["id", "w", "v"]);
+    assert_eq!(lines[4]["new"], serde_json::json!({"id": 3, "w": null, "v": null}));
 }
 
 #[test]
@@ -100,9 +150,10 @@ fn streamed_transaction_waits_for_commit_and_drops_aborted_subtransactions() {
     assert_eq!(stream.end_lsn, Lsn(0x98));
     while stream.replay_into(&mut out, 1).expect("replay") {}
     let lines = lines(&out);
-    let ids: Vec<_> = lines.iter().map(|l| l["key"]["id"].as_i64().expect("id")).collect();
+    assert_eq!(lines[0]["id"], "0/90:0:schema", "the shape, announced inside the stream");
+    let ids: Vec<_> = lines[1..].iter().map(|l| l["key"]["id"].as_i64().expect("id")).collect();
     assert_eq!(ids, vec![1, 3]);
-    assert_eq!(lines[1]["id"], "0/90:1");
+    assert_eq!(lines[2]["id"], "0/90:1");
 }
 
 #[test]

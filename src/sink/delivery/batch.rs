@@ -11,8 +11,15 @@
 //!   restart is cut at exactly its last change, so it is the same batch,
 //!   sent again with the same key.
 //!
+//! Schema lines (a table's shape, announced again after every reconnect)
+//! do not name batches: a shape already delivered is skipped, a new one
+//! goes out in the batch, and the shapes delivered so far are kept with the
+//! ledger, so that a batch formed again after a restart has the same lines.
+//!
 //! Invariant: lines leave in the order they came; a batch is cut only
 //! between lines.
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
@@ -27,11 +34,30 @@ pub struct Position {
 }
 
 impl Position {
-    /// `0/1A3E700:3`; `None` for a snapshot id (`0/1A3E700:public.t:3`).
+    /// `0/1A3E700:3`, or `0/1A3E700:3:schema` (the shape announced before
+    /// change 3); `None` for a snapshot id (`0/1A3E700:public.t:3`).
     pub fn parse(id: &str) -> Option<Position> {
-        let (lsn, ordinal) = id.split_once(':')?;
+        let (lsn, ordinal) = id.strip_suffix(SCHEMA_SUFFIX).unwrap_or(id).split_once(':')?;
         Some(Position { commit_lsn: lsn.parse().ok()?, ordinal: ordinal.parse().ok()? })
     }
+}
+
+/// How the id of a schema line ends.
+const SCHEMA_SUFFIX: &str = ":schema";
+
+/// The shapes delivered so far: by table, the `columns` of its last schema line.
+pub type Shapes = BTreeMap<String, String>;
+
+/// `(table, columns)` of a schema line.
+fn shape_of(line: &[u8]) -> Option<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct SchemaLine<'a> {
+        table: String,
+        #[serde(borrow)]
+        columns: &'a serde_json::value::RawValue,
+    }
+    let parsed: SchemaLine<'_> = serde_json::from_slice(line).ok()?;
+    Some((parsed.table, parsed.columns.get().to_string()))
 }
 
 /// The `id` of a change line: the line starts with `{"id":"...",`.
@@ -63,6 +89,10 @@ pub struct Batch {
     pub last_id: String,
     /// The stream position of the last line; `None` for snapshot rows.
     pub last_position: Option<Position>,
+    /// Every table's shape once this batch is delivered, when a line of it announced one.
+    pub shapes: Option<Shapes>,
+    /// How many of its lines announce a shape (the rest are changes).
+    pub shape_lines: usize,
 }
 
 impl Batch {
@@ -102,6 +132,9 @@ pub struct Batcher {
     last: Option<(String, Option<Position>)>,
     /// The batch being re-formed reached its last line.
     replayed: bool,
+    shapes: Shapes,
+    /// Lines of the batch being formed that announced a new shape.
+    shape_lines: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +142,12 @@ pub struct Batcher {
 pub struct NoId(String);
 
 impl Batcher {
-    pub fn new(max_lines: usize, delivered_through: Option<&str>, in_flight: Option<InFlight>) -> Batcher {
+    pub fn new(
+        max_lines: usize,
+        delivered_through: Option<&str>,
+        in_flight: Option<InFlight>,
+        shapes: Shapes,
+    ) -> Batcher {
         Batcher {
             max_lines: max_lines.max(1),
             delivered_through: delivered_through.and_then(Position::parse),
@@ -118,6 +156,8 @@ impl Batcher {
             first_id: None,
             last: None,
             replayed: false,
+            shapes,
+            shape_lines: 0,
         }
     }
 
@@ -129,6 +169,16 @@ impl Batcher {
             if here <= done {
                 return Ok(Pushed::Skipped);
             }
+        }
+        if id.ends_with(SCHEMA_SUFFIX) {
+            let (table, columns) = shape_of(&line).ok_or_else(|| NoId(id.to_string()))?;
+            if self.shapes.get(&table) == Some(&columns) {
+                return Ok(Pushed::Skipped);
+            }
+            self.shapes.insert(table, columns);
+            self.shape_lines += 1;
+            self.lines.push(line);
+            return Ok(Pushed::Added);
         }
         if let Some(in_flight) = &self.in_flight {
             let last = Position::parse(&in_flight.last);
@@ -160,7 +210,7 @@ impl Batcher {
     /// A batch may be cut now (a flush): it has lines, and it is not a
     /// re-formed batch still missing some.
     pub fn can_cut(&self) -> bool {
-        !self.lines.is_empty() && (self.in_flight.is_none() || self.replayed)
+        self.first_id.is_some() && (self.in_flight.is_none() || self.replayed)
     }
 
     /// Cuts the batch; call only when [`Batcher::can_cut`].
@@ -171,11 +221,14 @@ impl Batcher {
         let (last_id, last_position) = self.last.take()?;
         self.in_flight = None;
         self.replayed = false;
+        let shape_lines = std::mem::take(&mut self.shape_lines);
         Some(Batch {
             lines: std::mem::take(&mut self.lines),
             first_id: self.first_id.take()?,
             last_id,
             last_position,
+            shapes: (shape_lines > 0).then(|| self.shapes.clone()),
+            shape_lines,
         })
     }
 }
@@ -204,7 +257,7 @@ mod tests {
 
     #[test]
     fn batches_are_cut_at_the_size_and_keep_the_order() {
-        let mut batcher = Batcher::new(2, None, None);
+        let mut batcher = Batcher::new(2, None, None, Shapes::new());
         for id in ["0/10:0", "0/10:1", "0/20:0"] {
             batcher.push(line(id)).expect("push");
             if batcher.is_full() {
@@ -221,7 +274,7 @@ mod tests {
     #[test]
     fn the_same_changes_make_the_same_key() {
         let cut = |ids: &[&str]| {
-            let mut batcher = Batcher::new(10, None, None);
+            let mut batcher = Batcher::new(10, None, None, Shapes::new());
             for id in ids {
                 batcher.push(line(id)).expect("push");
             }
@@ -238,7 +291,7 @@ mod tests {
     fn after_a_restart_delivered_changes_are_skipped_and_the_batch_in_flight_is_formed_again() {
         let in_flight = InFlight { first: "0/10:2".into(), last: "0/20:1".into() };
         // The checkpoint was at a commit before 0/10; 0/10:0 and :1 were delivered.
-        let mut batcher = Batcher::new(2, Some("0/10:1"), Some(in_flight.clone()));
+        let mut batcher = Batcher::new(2, Some("0/10:1"), Some(in_flight.clone()), Shapes::new());
         let mut pushed = Vec::new();
         let mut cuts = Vec::new();
         for id in ["0/10:0", "0/10:1", "0/10:2", "0/20:0", "0/20:1", "0/30:0"] {
@@ -260,11 +313,37 @@ mod tests {
     #[test]
     fn a_batch_that_cannot_be_formed_again_is_cut_normally() {
         let in_flight = InFlight { first: "0/10:0".into(), last: "0/10:5".into() };
-        let mut batcher = Batcher::new(10, None, Some(in_flight));
+        let mut batcher = Batcher::new(10, None, Some(in_flight), Shapes::new());
         batcher.push(line("0/10:0")).expect("push");
         assert!(!batcher.can_cut());
         batcher.push(line("0/30:0")).expect("push");
         assert!(batcher.can_cut());
         assert_eq!(ids(&batcher.cut().expect("batch")), ["0/10:0", "0/30:0"]);
+    }
+
+    fn schema(id: &str, columns: &str) -> Bytes {
+        Bytes::from(format!(r#"{{"id":"{id}","op":"schema","table":"public.t","columns":{columns}}}"#))
+    }
+
+    #[test]
+    fn shapes_are_sent_once_and_never_name_a_batch() {
+        let mut batcher = Batcher::new(10, None, None, Shapes::new());
+        assert_eq!(batcher.push(schema("0/10:0:schema", r#"[{"name":"id"}]"#)).expect("push"), Pushed::Added);
+        assert!(!batcher.can_cut(), "a shape alone is no batch");
+        batcher.push(line("0/10:0")).expect("push");
+        let first = batcher.cut().expect("batch");
+        assert_eq!(first.first_id, "0/10:0");
+        assert_eq!(first.lines.len(), 2);
+        let shapes = first.shapes.clone().expect("a new shape");
+        assert_eq!(shapes["public.t"], r#"[{"name":"id"}]"#);
+
+        // Announced again (a reconnect): skipped, so the batch is the same as before.
+        let mut again = Batcher::new(10, None, None, shapes);
+        assert_eq!(again.push(schema("0/20:0:schema", r#"[{"name":"id"}]"#)).expect("push"), Pushed::Skipped);
+        again.push(line("0/20:0")).expect("push");
+        let batch = again.cut().expect("batch");
+        assert_eq!(ids(&batch), ["0/20:0"]);
+        assert_eq!(batch.shapes, None);
+        assert_eq!(Position::parse("0/20:0:schema"), Position::parse("0/20:0"));
     }
 }

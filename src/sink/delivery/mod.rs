@@ -37,13 +37,13 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_postgres::{Client, Statement};
 
-use self::batch::{Batch, Batcher, InFlight, Pushed};
+use self::batch::{Batch, Batcher, InFlight, Pushed, Shapes};
 use super::SinkError;
 use crate::change::outbox::{OutboxRules, Routed};
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
+use crate::names::quote_ident;
 use crate::pipeline::driver::SinkEnds;
-use crate::source::connection::quote_ident;
 use crate::source::conninfo::ConnInfo;
 
 /// Sends one batch; retries inside, so an error means the batch did not go.
@@ -71,7 +71,8 @@ impl Ledger {
             .prepare(
                 "UPDATE walpipe.checkpoints SET \
                      applied_lsn = CASE WHEN $2::text IS NULL THEN applied_lsn ELSE greatest(applied_lsn, $2::text::pg_lsn) END, \
-                     delivered_through = coalesce($3, delivered_through), in_flight = NULL, updated_at = now() \
+                     delivered_through = coalesce($3, delivered_through), in_flight = NULL, \
+                     shapes = coalesce($4::text::jsonb, shapes), updated_at = now() \
                  WHERE job_name = $1",
             )
             .await
@@ -79,19 +80,24 @@ impl Ledger {
         Ok(Ledger { client, job: job.to_string(), sending, delivered })
     }
 
-    /// What was delivered and what was being sent when the job last stopped.
-    async fn recall(&self) -> Result<(Option<String>, Option<InFlight>), SinkError> {
+    /// What was delivered (changes, shapes) and what was being sent when the job last stopped.
+    async fn recall(&self) -> Result<(Option<String>, Option<InFlight>, Shapes), SinkError> {
         let row = self
             .client
             .query_opt(
-                "SELECT delivered_through, in_flight::text FROM walpipe.checkpoints WHERE job_name = $1",
+                "SELECT delivered_through, in_flight::text, shapes::text FROM walpipe.checkpoints WHERE job_name = $1",
                 &[&self.job],
             )
             .await
             .map_err(SinkError::State)?;
-        let Some(row) = row else { return Ok((None, None)) };
+        let Some(row) = row else { return Ok((None, None, Shapes::new())) };
         let in_flight: Option<String> = row.get(1);
-        Ok((row.get(0), in_flight.and_then(|text| serde_json::from_str(&text).ok())))
+        let shapes: Option<String> = row.get(2);
+        Ok((
+            row.get(0),
+            in_flight.and_then(|text| serde_json::from_str(&text).ok()),
+            shapes.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default(),
+        ))
     }
 
     async fn sending(&self, in_flight: &InFlight) -> Result<(), SinkError> {
@@ -99,10 +105,16 @@ impl Ledger {
         self.client.execute(&self.sending, &[&self.job, &text]).await.map_err(SinkError::State).map(drop)
     }
 
-    async fn delivered(&self, applied: Option<Lsn>, through: Option<&str>) -> Result<(), SinkError> {
+    async fn delivered(
+        &self,
+        applied: Option<Lsn>,
+        through: Option<&str>,
+        shapes: Option<&Shapes>,
+    ) -> Result<(), SinkError> {
         let applied = applied.map(|lsn| lsn.to_string());
+        let shapes = shapes.map(|shapes| serde_json::to_string(shapes).unwrap_or_default());
         self.client
-            .execute(&self.delivered, &[&self.job, &applied, &through])
+            .execute(&self.delivered, &[&self.job, &applied, &through, &shapes])
             .await
             .map_err(SinkError::State)
             .map(drop)
@@ -114,6 +126,18 @@ pub struct Outbox {
     pub rules: OutboxRules,
     /// Set when delivered rows are to be deleted.
     pub delete_from: Option<ConnInfo>,
+}
+
+/// What one sent batch delivered.
+#[derive(Debug, Default)]
+struct Delivered {
+    lines: usize,
+    /// Of those lines, the changes (not shapes).
+    changes: usize,
+    /// Its last change id, for a streamed batch.
+    through: Option<String>,
+    /// Every table's shape after it, when it announced one.
+    shapes: Option<Shapes>,
 }
 
 /// A chunk from the driver, until its lines are delivered.
@@ -150,7 +174,7 @@ impl<T: Transport> Delivery<T> {
         outbox: Option<Outbox>,
     ) -> Result<Delivery<T>, SinkError> {
         let ledger = Ledger::open(state, job).await?;
-        let (delivered_through, in_flight) = ledger.recall().await?;
+        let (delivered_through, in_flight, shapes) = ledger.recall().await?;
         if let Some(in_flight) = &in_flight {
             tracing::info!(job, first = %in_flight.first, last = %in_flight.last,
                 "a batch was being sent when the job stopped: sending the same batch again, with the same key");
@@ -158,7 +182,7 @@ impl<T: Transport> Delivery<T> {
         Ok(Delivery {
             job: job.to_string(),
             transport,
-            batcher: Batcher::new(batch_size, delivered_through.as_deref(), in_flight),
+            batcher: Batcher::new(batch_size, delivered_through.as_deref(), in_flight, shapes),
             ledger,
             outbox: outbox.filter(|o| !o.rules.is_empty()),
             source: None,
@@ -210,7 +234,7 @@ impl<T: Transport> Delivery<T> {
                 self.flush_and_settle(&ends).await?;
                 last_flush = Instant::now();
             } else {
-                self.settle(0, None, &ends).await?;
+                self.settle(Delivered::default(), &ends).await?;
             }
         }
         self.flush_and_settle(&ends).await
@@ -233,8 +257,8 @@ impl<T: Transport> Delivery<T> {
         Ok(())
     }
 
-    /// Sends the batch, if one can be cut; returns the lines it consumed and its last id.
-    async fn flush(&mut self) -> Result<Option<(usize, Option<String>)>, SinkError> {
+    /// Sends the batch, if one can be cut; returns what it delivered.
+    async fn flush(&mut self) -> Result<Option<Delivered>, SinkError> {
         let Some(batch) = self.batcher.cut() else { return Ok(None) };
         let consumed = batch.lines.len();
         let streamed = batch.last_position.is_some();
@@ -254,24 +278,23 @@ impl<T: Transport> Delivery<T> {
         self.delete_outbox_rows(outbox_rows).await?;
         self.metrics.sink_bytes.inc_by(bytes);
         tracing::debug!(job = %self.job, %key, first = %rendered.first_id, last = %rendered.last_id, changes = consumed, bytes, "delivered a batch");
-        Ok(Some((consumed, streamed.then_some(rendered.last_id))))
+        Ok(Some(Delivered {
+            lines: consumed,
+            changes: consumed - rendered.shape_lines,
+            through: streamed.then_some(rendered.last_id),
+            shapes: rendered.shapes,
+        }))
     }
 
     async fn flush_and_settle(&mut self, ends: &SinkEnds) -> Result<(), SinkError> {
-        match self.flush().await? {
-            Some((consumed, through)) => self.settle(consumed, through, ends).await,
-            None => self.settle(0, None, ends).await,
-        }
+        let delivered = self.flush().await?.unwrap_or_default();
+        self.settle(delivered, ends).await
     }
 
-    /// Counts `delivered` more lines (after any skipped ones) as delivered,
+    /// Counts `delivered` lines more (after any skipped ones) as delivered,
     /// records what is now complete in the ledger, and acknowledges it.
-    async fn settle(
-        &mut self,
-        delivered: usize,
-        through: Option<String>,
-        ends: &SinkEnds,
-    ) -> Result<(), SinkError> {
+    async fn settle(&mut self, delivered: Delivered, ends: &SinkEnds) -> Result<(), SinkError> {
+        let Delivered { lines: delivered, changes, through, shapes } = delivered;
         let mut left = std::mem::take(&mut self.skipped) + delivered;
         for chunk in self.open.iter_mut() {
             if left == 0 {
@@ -286,15 +309,15 @@ impl<T: Transport> Delivery<T> {
             done.extend(self.open.pop_front());
         }
         let applied = done.iter().rev().find_map(|chunk| chunk.confirm);
-        if applied.is_some() || through.is_some() {
-            self.ledger.delivered(applied, through.as_deref()).await?;
+        if applied.is_some() || through.is_some() || shapes.is_some() {
+            self.ledger.delivered(applied, through.as_deref(), shapes.as_ref()).await?;
         }
         if let Some(lsn) = applied {
             self.metrics.checkpointed(lsn.0);
         }
         let commit_times: Vec<SystemTime> =
             done.iter().flat_map(|chunk| chunk.commit_times.iter().copied()).collect();
-        self.metrics.emitted(&commit_times, delivered as u64, 0);
+        self.metrics.emitted(&commit_times, changes as u64, 0);
         for chunk in done {
             // The driver is gone only when it stopped on an error: nothing more to tell it.
             let _ = ends.acks.send(chunk.confirm);

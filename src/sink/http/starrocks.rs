@@ -247,33 +247,55 @@ pub fn plan(lines: &[Bytes]) -> Result<(TableLoads, usize), SinkError> {
     let mut skipped = 0;
     for line in lines {
         let change: Change = serde_json::from_slice(line).map_err(|e| SinkError::Record(e.to_string()))?;
-        let (Some(table), Some((mut row, op, partial))) = (change.table.clone(), row_of(&change)) else {
+        if change.op == "schema" {
+            // Loads name their columns: a new shape needs nothing here.
+            continue;
+        }
+        let (Some(table), Some((row, op, partial))) = (change.table.clone(), row_of(&change)) else {
             skipped += 1;
             continue;
         };
-        row.insert("__op".into(), Value::from(op));
-        let index = match tables.iter().position(|(name, _)| *name == table) {
-            Some(index) => index,
-            None => {
-                tables.push((table, Vec::new()));
-                tables.len() - 1
-            }
-        };
-        let loads = &mut tables[index].1;
-        let columns: BTreeSet<&String> = row.keys().collect();
-        let fits = loads.last().is_some_and(|load| {
-            // Deletes go with any load of the table: only their key matters.
-            op == 1 || (load.partial == partial && load.columns.iter().collect::<BTreeSet<_>>() == columns)
-        });
-        if !fits {
-            let columns = row.keys().cloned().collect();
-            loads.push(Load { columns, partial, rows: Vec::new() });
+        if let Some(old_key) = moved_key(&change) {
+            add_row(&mut tables, &table, old_key, 1, false);
         }
-        if let Some(load) = loads.last_mut() {
-            load.rows.push(row);
-        }
+        add_row(&mut tables, &table, row, op, partial);
     }
     Ok((tables, skipped))
+}
+
+/// Adds `row` with `__op` = `op` to the last load of `table` it fits, or a new one.
+fn add_row(tables: &mut TableLoads, table: &str, mut row: Map<String, Value>, op: u8, partial: bool) {
+    row.insert("__op".into(), Value::from(op));
+    let index = match tables.iter().position(|(name, _)| name == table) {
+        Some(index) => index,
+        None => {
+            tables.push((table.to_string(), Vec::new()));
+            tables.len() - 1
+        }
+    };
+    let loads = &mut tables[index].1;
+    let columns: BTreeSet<&String> = row.keys().collect();
+    let fits = loads.last().is_some_and(|load| {
+        // Deletes go with any load of the table: only their key matters.
+        op == 1 || (load.partial == partial && load.columns.iter().collect::<BTreeSet<_>>() == columns)
+    });
+    if !fits {
+        let columns = row.keys().cloned().collect();
+        loads.push(Load { columns, partial, rows: Vec::new() });
+    }
+    if let Some(load) = loads.last_mut() {
+        load.rows.push(row);
+    }
+}
+
+/// The old key of an update that changed its row's key: it must be deleted,
+/// or StarRocks would keep the row under both keys.
+fn moved_key(change: &Change) -> Option<Map<String, Value>> {
+    let (key, new) = (change.key.as_ref()?, change.new.as_ref()?);
+    if change.op != "update" || change.old.is_none() {
+        return None;
+    }
+    key.iter().any(|(column, value)| new.get(column) != Some(value)).then(|| key.clone())
 }
 
 /// The row to load, its `__op`, and whether it lacks columns (a partial
@@ -346,6 +368,18 @@ mod tests {
         let ops: Vec<_> = loads[0].rows.iter().map(|r| (r["id"].clone(), r["__op"].clone())).collect();
         assert_eq!(ops, [(1.into(), 0.into()), (1.into(), 1.into()), (2.into(), 0.into())]);
         assert_eq!(loads[0].columns, ["__op", "id", "v"]);
+    }
+
+    #[test]
+    fn an_update_that_changes_the_key_deletes_the_old_key() {
+        let (tables, _) = plan(&lines(&[
+            r#"{"id":"0/1:0","op":"update","table":"public.a","key":{"id":1},"old":{"id":1},"new":{"id":5,"v":"x"},"unchanged_toast":[]}"#,
+            r#"{"id":"0/1:1","op":"update","table":"public.a","key":{"id":2},"old":{"id":2,"v":"full"},"new":{"id":2,"v":"y"},"unchanged_toast":[]}"#,
+        ]))
+        .expect("plan");
+        let rows: Vec<_> =
+            tables[0].1.iter().flat_map(|l| &l.rows).map(|r| (r["id"].clone(), r["__op"].clone())).collect();
+        assert_eq!(rows, [(1.into(), 1.into()), (5.into(), 0.into()), (2.into(), 0.into())]);
     }
 
     #[test]

@@ -68,6 +68,11 @@ impl Record {
         self.field(4)
     }
 
+    /// Every field after the fixed ones (values, or a shape's column fields).
+    pub fn values_from_start(&self) -> Vec<&[u8]> {
+        (VALUES_AT..self.fields.len()).map(|i| self.field(i)).collect()
+    }
+
     fn value_count(&self) -> usize {
         self.fields.len() - VALUES_AT
     }
@@ -140,7 +145,7 @@ impl TableBatch {
         let expected = usize::from(old.is_some()) + usize::from(new.is_some());
         if record.value_count() != expected * width {
             return Err(format!(
-                "a row of {} has {} values where {} were expected: the table changed shape; restart the job",
+                "a row of {} has {} values where its shape has {}: a shape record should have come first",
                 String::from_utf8_lossy(record.table()),
                 record.value_count(),
                 expected * width

@@ -8,52 +8,101 @@ use futures_util::SinkExt;
 use tokio_postgres::Client;
 
 use super::batch::{Admit, Record, TableBatch};
+use super::follow::{Follower, Place};
 use super::schema::Destination;
 use super::{SinkError, Writer};
+use crate::change::mirror::unescape;
+use crate::names::TableName;
 
 /// One destination and its pending rows.
 struct Target {
-    destination: Destination,
+    place: Place,
+    /// Its statements for the table's current shape: set by the shape record
+    /// that comes before the table's first change in a session.
+    destination: Option<Destination>,
     batch: TableBatch,
 }
 
 pub struct MirrorWriter {
     /// By source table, as escaped in mirror records (`schema.name`).
     targets: HashMap<Vec<u8>, Target>,
+    follower: Follower,
+    /// Where a table first seen in the stream goes, when the job takes every
+    /// table of its schema (`None`: only the tables it started with).
+    discovery: Option<Discovery>,
     pending: usize,
 }
 
+/// The destination of a source table the job did not know when it started.
+pub type Discovery = Box<dyn Fn(&TableName) -> TableName + Send + Sync>;
+
 impl MirrorWriter {
-    /// `destinations`: by source table `schema.name`.
-    pub fn new(destinations: HashMap<String, Destination>) -> Self {
-        let targets = destinations
+    /// `places`: by source table `schema.name`.
+    pub fn new(places: HashMap<String, Place>, follower: Follower, discovery: Option<Discovery>) -> Self {
+        let targets = places
             .into_iter()
-            .map(|(table, destination)| {
+            .map(|(table, place)| {
                 let mut escaped = Vec::new();
                 crate::change::mirror::escape(&mut escaped, table.as_bytes());
-                (escaped, Target { destination, batch: TableBatch::default() })
+                (escaped, Target { place, destination: None, batch: TableBatch::default() })
             })
             .collect();
-        MirrorWriter { targets, pending: 0 }
+        MirrorWriter { targets, follower, discovery, pending: 0 }
+    }
+
+    /// A shape of a table the job does not know yet: with discovery on, its
+    /// destination is created and the table mirrored from here on.
+    async fn discover(&mut self, client: &Client, record: &Record) -> Result<(), SinkError> {
+        let Some(discovery) = &self.discovery else { return Ok(()) };
+        let Some(source) = unescape(record.table())
+            .and_then(|name| String::from_utf8(name.into_owned()).ok())
+            .and_then(|name| name.split_once('.').map(|(schema, table)| TableName::new(schema, table)))
+        else {
+            return Ok(());
+        };
+        let place = Place { destination: discovery(&source), source, stage_index: self.targets.len() };
+        // Without a key it is not mirrored: its rows are skipped like any table the job does not take.
+        if let Some(destination) = self.follower.create_from_record(client, &place, record).await? {
+            let target = Target { place, destination: Some(destination), batch: TableBatch::default() };
+            self.targets.insert(record.table().to_vec(), target);
+        }
+        Ok(())
     }
 
     fn stage(&mut self, record: &Record) -> Result<Admit, SinkError> {
         // A table the job does not mirror (the publication has more): skip it.
         let Some(target) = self.targets.get_mut(record.table()) else { return Ok(Admit::Added) };
-        let (width, keys) = (target.destination.width, &target.destination.key_positions);
-        target.batch.add(record, width, keys).map_err(SinkError::Record)
+        let Some(destination) = &target.destination else {
+            return Err(SinkError::Record(format!(
+                "a change of {} came before its table's shape",
+                target.place.source
+            )));
+        };
+        target.batch.add(record, destination.width, &destination.key_positions).map_err(SinkError::Record)
     }
 }
 
 impl Writer for MirrorWriter {
-    async fn add(&mut self, client: &Client, line: Bytes) -> Result<(), SinkError> {
+    async fn add(&mut self, client: &Client, line: Bytes) -> Result<bool, SinkError> {
         let record = Record::parse(line).map_err(SinkError::Record)?;
         match record.op() {
             b'M' => {}
+            b'S' => {
+                // Rows staged under the old shape are written with its statements first.
+                self.apply(client).await?;
+                match self.targets.get_mut(record.table()) {
+                    Some(target) => {
+                        let destination = self.follower.follow_record(client, &target.place, &record).await?;
+                        target.destination = Some(destination);
+                    }
+                    None => self.discover(client, &record).await?,
+                }
+                return Ok(false);
+            }
             b'T' => {
                 self.apply(client).await?;
                 if let Some(target) = self.targets.get(record.table()) {
-                    client.batch_execute(&format!("TRUNCATE {}", target.destination.quoted)).await?;
+                    client.batch_execute(&format!("TRUNCATE {}", target.place.destination.quoted())).await?;
                 }
             }
             _ => {
@@ -64,7 +113,7 @@ impl Writer for MirrorWriter {
                 self.pending += 1;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Per table: COPY into its staging table, then one statement per kind present.
@@ -74,10 +123,10 @@ impl Writer for MirrorWriter {
         }
         self.pending = 0;
         for target in self.targets.values_mut() {
+            let Some(destination) = &target.destination else { continue };
             if target.batch.is_empty() {
                 continue;
             }
-            let destination = &target.destination;
             if let Some(rows) = target.batch.insert_rows() {
                 // New rows: COPY them straight in. A row that exists (a replay)
                 // fails the COPY on the key, and the batch takes the guarded path.

@@ -20,6 +20,8 @@
 
 pub mod batch;
 pub mod changelog;
+pub mod evolve;
+pub mod follow;
 pub mod mirror;
 pub mod schema;
 
@@ -96,7 +98,8 @@ pub async fn forget_checkpoint(client: &Client, job: &str) -> Result<(), tokio_p
 /// commits it with the checkpoint.
 pub trait Writer: Send + 'static {
     /// Takes one line; may write to the sink (inside the open transaction).
-    fn add(&mut self, client: &Client, line: Bytes) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Returns whether the line was a change (a table's shape is not one).
+    fn add(&mut self, client: &Client, line: Bytes) -> impl Future<Output = Result<bool, SinkError>> + Send;
     /// Writes everything pending (inside the open transaction).
     fn apply(&mut self, client: &Client) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Lines taken since the last apply.
@@ -175,8 +178,9 @@ impl<W: Writer> PostgresSink<W> {
             let lines = Bytes::from(chunk.lines);
             let mut start = 0;
             while let Some(end) = lines[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
-                self.writer.add(&self.client, lines.slice(start..end)).await?;
-                self.changes_since_commit += 1;
+                if self.writer.add(&self.client, lines.slice(start..end)).await? {
+                    self.changes_since_commit += 1;
+                }
                 start = end + 1;
             }
             uncommitted.push_back(chunk.confirm);

@@ -16,8 +16,8 @@
 
 use tokio_postgres::{Client, Statement};
 
+use crate::names::{TableName, quote_ident};
 use crate::source::catalog::SourceTable;
-use crate::source::connection::quote_ident;
 
 pub const LSN_COLUMN: &str = "_walpipe_lsn";
 
@@ -48,16 +48,13 @@ fn list<'a>(
     items.into_iter().map(each).collect::<Vec<_>>().join(separator)
 }
 
-/// Creates the destination of `source` as `schema.name` unless it exists,
-/// creates its staging table (`stage_index` names it), and prepares its statements.
-pub async fn ensure(
+/// Creates the destination of `source` at `destination` unless it exists.
+pub async fn create(
     client: &Client,
     source: &SourceTable,
-    schema: &str,
-    name: &str,
-    stage_index: usize,
-) -> Result<Destination, tokio_postgres::Error> {
-    let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
+    destination: &TableName,
+) -> Result<(), tokio_postgres::Error> {
+    let quoted = destination.quoted();
     let lsn = quote_ident(LSN_COLUMN);
     let definitions = source
         .columns
@@ -65,6 +62,9 @@ pub async fn ensure(
         .map(|c| {
             format!("{} {}{}", quote_ident(&c.name), c.sql_type, if c.not_null { " NOT NULL" } else { "" })
         })
+        .chain(source.generated.iter().map(|g| {
+            format!("{} {} GENERATED ALWAYS AS ({}) STORED", quote_ident(&g.name), g.sql_type, g.expression)
+        }))
         .collect::<Vec<_>>()
         .join(", ");
     let key = list(&source.key, |k| quote_ident(k), ", ");
@@ -73,10 +73,23 @@ pub async fn ensure(
             "CREATE SCHEMA IF NOT EXISTS {schema_q}; \
              CREATE TABLE IF NOT EXISTS {quoted} ({definitions}, {lsn} pg_lsn, PRIMARY KEY ({key})); \
              ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS {lsn} pg_lsn;",
-            schema_q = quote_ident(schema),
+            schema_q = quote_ident(&destination.schema),
         ))
-        .await?;
+        .await
+}
 
+/// The staging table and statements of the destination `destination` for
+/// rows in the order of `source`'s columns (the staging table is made anew:
+/// a shape change changes it).
+pub async fn prepare(
+    client: &Client,
+    source: &SourceTable,
+    destination: &TableName,
+    stage_index: usize,
+) -> Result<Destination, tokio_postgres::Error> {
+    let quoted = destination.quoted();
+    let lsn = quote_ident(LSN_COLUMN);
+    let key = list(&source.key, |k| quote_ident(k), ", ");
     // The staging table: no constraints (a delete stages only the key).
     let key_types: Vec<(String, String)> = source
         .key
@@ -96,7 +109,9 @@ pub async fn ensure(
         .chain(key_types.iter().map(|(name, sql_type)| format!("{} {sql_type}", quote_ident(name))))
         .collect::<Vec<_>>()
         .join(", ");
-    client.batch_execute(&format!("CREATE TEMP TABLE IF NOT EXISTS {stage} ({stage_columns})")).await?;
+    client
+        .batch_execute(&format!("DROP TABLE IF EXISTS {stage}; CREATE TEMP TABLE {stage} ({stage_columns})"))
+        .await?;
 
     let names: Vec<&String> = source.columns.iter().map(|c| &c.name).collect();
     let non_key: Vec<&String> = names.iter().copied().filter(|n| !source.key.contains(n)).collect();
@@ -179,11 +194,23 @@ pub async fn ensure_state(client: &Client) -> Result<(), tokio_postgres::Error> 
                  slot_name text NOT NULL, \
                  gap_from pg_lsn, \
                  detected_at timestamptz NOT NULL DEFAULT now()); \
+             CREATE TABLE IF NOT EXISTS walpipe.source_columns ( \
+                 job_name text NOT NULL, \
+                 source_table text NOT NULL, \
+                 column_name text NOT NULL, \
+                 attnum int2 NOT NULL, \
+                 PRIMARY KEY (job_name, source_table, column_name)); \
+             CREATE TABLE IF NOT EXISTS walpipe.recopy_needed ( \
+                 job_name text NOT NULL, \
+                 source_table text NOT NULL, \
+                 reason text NOT NULL, \
+                 since timestamptz NOT NULL DEFAULT now(), \
+                 PRIMARY KEY (job_name, source_table)); \
              DO $$ BEGIN \
                  IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'walpipe' \
-                                AND table_name = 'checkpoints' AND column_name = 'in_flight') THEN \
+                                AND table_name = 'checkpoints' AND column_name = 'shapes') THEN \
                      ALTER TABLE walpipe.checkpoints ADD COLUMN IF NOT EXISTS delivered_through text, \
-                         ADD COLUMN IF NOT EXISTS in_flight jsonb; \
+                         ADD COLUMN IF NOT EXISTS in_flight jsonb, ADD COLUMN IF NOT EXISTS shapes jsonb; \
                  END IF; \
              END $$;",
         )

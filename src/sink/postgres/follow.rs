@@ -1,0 +1,433 @@
+//! Following a source table's new shape in its Postgres destination, inside
+//! the sink transaction that applies the first change of that shape (so the
+//! DDL, the rows and the checkpoint commit together, and a crash in between
+//! replays the shape and converges).
+//!
+//! ```text
+//!  S record ──> Shape (names, types, key) ──> compare with the destination's columns
+//!     ├─ same names and types: nothing to alter
+//!     └─ else: source catalog now (attribute numbers, missing values, defaults)
+//!              ──> evolve::plan ──> ALTER TABLE ... ──> walpipe.source_columns
+//!  then: the destination's statements rebuilt for the shape's column order
+//! ```
+//!
+//! Invariant: after [`Follower::follow`] the destination's statements take
+//! rows in the order of the shape's columns, each value going to the
+//! destination column of the same name.
+
+use tokio_postgres::Client;
+
+use super::SinkError;
+use super::batch::Record;
+use super::evolve::{self, DestinationColumn, DropPolicy, Existing, ShapeColumn, SourceAttribute, Step};
+use super::schema::{self, Destination};
+use crate::change::mirror::unescape;
+use crate::metrics::JobMetrics;
+use crate::names::{TableName, quote_ident, quote_literal};
+use crate::source::catalog::{SourceColumn, SourceTable};
+use crate::source::conninfo::ConnInfo;
+
+/// Type OIDs below this are built in and the same on every server.
+const FIRST_NORMAL_OID: u32 = 16384;
+
+/// Where a destination lives and which source table it mirrors.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub source: TableName,
+    pub destination: TableName,
+    pub stage_index: usize,
+}
+
+pub struct Follower {
+    job: String,
+    source_info: ConnInfo,
+    /// Opened the first time a shape needs the source's catalog.
+    source: Option<Client>,
+    drops: DropPolicy,
+    metrics: std::sync::Arc<JobMetrics>,
+}
+
+impl Follower {
+    pub fn new(
+        job: &str,
+        source_info: ConnInfo,
+        drops: DropPolicy,
+        metrics: std::sync::Arc<JobMetrics>,
+    ) -> Follower {
+        Follower { job: job.to_string(), source_info, source: None, drops, metrics }
+    }
+
+    /// Makes the destination at `place` follow the shape in `record` (an
+    /// `S` record) and returns its statements for that shape.
+    pub async fn follow_record(
+        &mut self,
+        sink: &Client,
+        place: &Place,
+        record: &Record,
+    ) -> Result<Destination, SinkError> {
+        let shape = parse_shape(record).map_err(SinkError::Record)?;
+        self.follow(sink, place, shape).await
+    }
+
+    /// Creates the destination of a table first seen in the stream (created
+    /// on the source after the job started) from the shape in `record`, and
+    /// returns its statements; `None` when the shape has no key, which a
+    /// mirror needs.
+    pub async fn create_from_record(
+        &mut self,
+        sink: &Client,
+        place: &Place,
+        record: &Record,
+    ) -> Result<Option<Destination>, SinkError> {
+        let mut shape = parse_shape(record).map_err(SinkError::Record)?;
+        if !shape.iter().any(|c| c.is_key) {
+            tracing::warn!(job = %self.job, table = %place.source,
+                "a new table has no primary key: it is not mirrored (add one, then restart the job to copy it)");
+            return Ok(None);
+        }
+        resolve_types(sink, &mut shape, &[]).await?;
+        schema::create(sink, &source_table(place, &shape), &place.destination).await?;
+        tracing::info!(job = %self.job, table = %place.source, destination = %place.destination,
+            "a table created on the source is mirrored from its first change");
+        self.follow(sink, place, shape).await.map(Some)
+    }
+
+    /// Makes the destination follow the source catalog's shape of `table`
+    /// (before a copy, which replaces every row).
+    pub async fn follow_catalog(
+        &mut self,
+        sink: &Client,
+        place: &Place,
+        table: &SourceTable,
+    ) -> Result<Destination, SinkError> {
+        let shape = table
+            .columns
+            .iter()
+            .map(|c| ShapeColumn {
+                name: c.name.clone(),
+                type_oid: c.type_oid,
+                type_modifier: -1,
+                is_key: table.key.contains(&c.name),
+                sql_type: c.sql_type.clone(),
+            })
+            .collect();
+        self.follow(sink, place, shape).await
+    }
+
+    async fn follow(
+        &mut self,
+        sink: &Client,
+        place: &Place,
+        mut shape: Vec<ShapeColumn>,
+    ) -> Result<Destination, SinkError> {
+        let quoted = place.destination.quoted();
+        let destination = destination_columns(sink, &self.job, place).await?;
+        resolve_types(sink, &mut shape, &destination).await?;
+        let unchanged = destination.len() == shape.len()
+            && shape.iter().all(|c| destination.iter().any(|d| d.name == c.name && d.sql_type == c.sql_type))
+            && destination.iter().all(|d| d.attnum.is_some());
+        if !unchanged {
+            let catalog = self.source_now(&place.source).await?;
+            let origins = evolve::origins(&shape, &catalog);
+            let pairs = cast_pairs(&destination, &shape);
+            let plain = plain_casts(sink, &pairs).await?;
+            let plan = evolve::plan(&destination, &shape, &origins, self.drops, |from, to| {
+                plain.iter().any(|(f, t)| f == from && t == to)
+            });
+            for step in &plan.steps {
+                let sql = step_sql(&quoted, step);
+                sink.batch_execute(&sql).await.map_err(|error| SinkError::Schema {
+                    table: place.source.qualified(),
+                    statement: sql.clone(),
+                    detail: crate::pg::describe(&error),
+                })?;
+                tracing::info!(job = %self.job, table = %place.source, destination = %place.destination, step = ?step, "followed a schema change");
+            }
+            remember_attnums(sink, &self.job, place, &shape, &origins).await?;
+            for reason in &plan.recopy_reasons {
+                tracing::warn!(job = %self.job, table = %place.source, %reason,
+                    "existing rows of the destination may differ from the source: copy the table again");
+                mark_recopy(sink, &self.job, &place.source, reason).await?;
+                self.metrics.needs_recopy(&place.source.qualified(), reason);
+            }
+        }
+        let table = source_table(place, &shape);
+        schema::prepare(sink, &table, &place.destination, place.stage_index).await.map_err(SinkError::from)
+    }
+
+    /// The source catalog's attributes of `table` now, dropped ones included.
+    async fn source_now(&mut self, table: &TableName) -> Result<Vec<SourceAttribute>, SinkError> {
+        if self.source.is_none() {
+            let client = crate::pg::connect(&self.source_info, "the source")
+                .await
+                .map_err(|error| SinkError::SchemaSource(error.to_string()))?;
+            self.source = Some(client);
+        }
+        let Some(source) = &self.source else { return Ok(Vec::new()) };
+        let rows = source
+            .query(
+                "SELECT a.attname::text, a.attnum, a.atthasmissing, a.attmissingval::text, \
+                        d.adbin IS NOT NULL, a.attgenerated <> '', a.atttypid, a.attisdropped \
+                 FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0",
+                &[&table.quoted()],
+            )
+            .await
+            .map_err(|error| SinkError::SchemaSource(crate::pg::describe(&error)))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let (has_missing, missing, has_default, generated): (bool, Option<String>, bool, bool) =
+                    (row.get(2), row.get(3), row.get(4), row.get(5));
+                let existing = match (generated, has_missing, missing, has_default) {
+                    (true, ..) => Existing::Unknown,
+                    (false, true, Some(value), _) => Existing::Value(value),
+                    (false, false, _, false) => Existing::Null,
+                    _ => Existing::Unknown,
+                };
+                SourceAttribute {
+                    name: row.get(0),
+                    attnum: row.get(1),
+                    type_oid: row.get(6),
+                    dropped: row.get(7),
+                    existing,
+                }
+            })
+            .collect())
+    }
+}
+
+/// A shape as the description `schema` builds destinations from.
+fn source_table(place: &Place, shape: &[ShapeColumn]) -> SourceTable {
+    SourceTable {
+        schema: place.source.schema.clone(),
+        name: place.source.name.clone(),
+        key: shape.iter().filter(|c| c.is_key).map(|c| c.name.clone()).collect(),
+        columns: shape
+            .iter()
+            .map(|c| SourceColumn {
+                name: c.name.clone(),
+                sql_type: c.sql_type.clone(),
+                not_null: c.is_key,
+                type_oid: c.type_oid,
+                attnum: 0,
+            })
+            .collect(),
+        replica_identity: 'd',
+        partitioned: false,
+        generated: Vec::new(),
+    }
+}
+
+/// The shape an `S` record carries (see `change::mirror`); types unresolved.
+fn parse_shape(record: &Record) -> Result<Vec<ShapeColumn>, String> {
+    let fields = record.values_from_start();
+    if fields.len() % 4 != 0 {
+        return Err(format!("a shape record has {} column fields", fields.len()));
+    }
+    fields
+        .chunks(4)
+        .map(|chunk| {
+            let text = |field: &[u8]| {
+                unescape(field)
+                    .map(|value| String::from_utf8_lossy(&value).into_owned())
+                    .ok_or_else(|| "a shape record has a null field".to_string())
+            };
+            Ok(ShapeColumn {
+                name: text(chunk[0])?,
+                type_oid: text(chunk[1])?.parse().map_err(|_| "a shape record has a bad type oid")?,
+                type_modifier: text(chunk[2])?.parse().map_err(|_| "a shape record has a bad modifier")?,
+                is_key: chunk[3] == b"t",
+                sql_type: String::new(),
+            })
+        })
+        .collect()
+}
+
+/// The destination's columns (walpipe's own left out), with the source
+/// attribute numbers walpipe recorded for them.
+async fn destination_columns(
+    sink: &Client,
+    job: &str,
+    place: &Place,
+) -> Result<Vec<DestinationColumn>, SinkError> {
+    let rows = sink
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), s.attnum \
+             FROM pg_attribute a \
+             LEFT JOIN walpipe.source_columns s ON s.job_name = $2 AND s.source_table = $3 AND s.column_name = a.attname \
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+               AND a.attname NOT LIKE '\\_walpipe\\_%' ORDER BY a.attnum",
+            &[&place.destination.quoted(), &job, &place.source.qualified()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| DestinationColumn { name: row.get(0), sql_type: row.get(1), attnum: row.get(2) })
+        .collect())
+}
+
+/// Fills in each shape column's destination type: the built-in type as the
+/// sink prints it, else the type the destination already has for that
+/// name, else text (a type the sink may not have).
+async fn resolve_types(
+    sink: &Client,
+    shape: &mut [ShapeColumn],
+    destination: &[DestinationColumn],
+) -> Result<(), SinkError> {
+    let oids: Vec<u32> = shape.iter().map(|c| c.type_oid).collect();
+    let modifiers: Vec<i32> = shape.iter().map(|c| c.type_modifier).collect();
+    let built_in = sink
+        .query(
+            "SELECT format_type(o, m) FROM unnest($1::oid[], $2::int4[]) WITH ORDINALITY AS u(o, m, i) ORDER BY i",
+            &[&oids, &modifiers],
+        )
+        .await?;
+    for (column, row) in shape.iter_mut().zip(&built_in) {
+        if !column.sql_type.is_empty() {
+            continue;
+        }
+        column.sql_type = if column.type_oid < FIRST_NORMAL_OID {
+            row.get(0)
+        } else {
+            destination
+                .iter()
+                .find(|d| d.name == column.name)
+                .map_or_else(|| "text".to_string(), |d| d.sql_type.clone())
+        };
+    }
+    Ok(())
+}
+
+/// Every (destination type, shape type) that differ.
+fn cast_pairs(destination: &[DestinationColumn], shape: &[ShapeColumn]) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    for d in destination {
+        for s in shape {
+            let pair = (d.sql_type.clone(), s.sql_type.clone());
+            if pair.0 != pair.1 && !pairs.contains(&pair) {
+                pairs.push(pair);
+            }
+        }
+    }
+    pairs
+}
+
+/// The pairs the source could change without `USING`: an implicit or
+/// assignment cast, or the same type with another modifier.
+async fn plain_casts(sink: &Client, pairs: &[(String, String)]) -> Result<Vec<(String, String)>, SinkError> {
+    let mut plain = Vec::new();
+    for (from, to) in pairs {
+        let row = sink
+            .query_one(
+                "SELECT $1::text::regtype = $2::text::regtype OR EXISTS (SELECT 1 FROM pg_cast \
+                 WHERE castsource = $1::text::regtype AND casttarget = $2::text::regtype AND castcontext IN ('i', 'a'))",
+                &[from, to],
+            )
+            .await?;
+        if row.get::<_, bool>(0) {
+            plain.push((from.clone(), to.clone()));
+        }
+    }
+    Ok(plain)
+}
+
+fn step_sql(table: &str, step: &Step) -> String {
+    match step {
+        Step::Rename { from, to } => {
+            format!("ALTER TABLE {table} RENAME COLUMN {} TO {}", quote_ident(from), quote_ident(to))
+        }
+        Step::Add { name, sql_type, existing: Existing::Value(value) } => format!(
+            // The source's missing value as the default of the ADD (PostgreSQL
+            // then stores it as the missing value of existing rows, without a
+            // rewrite), then no default: rows come with their values.
+            "ALTER TABLE {table} ADD COLUMN {0} {sql_type} DEFAULT ({1}::{sql_type}[])[1]; \
+             ALTER TABLE {table} ALTER COLUMN {0} DROP DEFAULT",
+            quote_ident(name),
+            quote_literal(value)
+        ),
+        Step::Add { name, sql_type, .. } => {
+            format!("ALTER TABLE {table} ADD COLUMN {} {sql_type}", quote_ident(name))
+        }
+        Step::Retype { name, sql_type } => format!(
+            "ALTER TABLE {table} ALTER COLUMN {0} TYPE {sql_type} USING {0}::{sql_type}",
+            quote_ident(name)
+        ),
+        Step::Drop { name } => format!("ALTER TABLE {table} DROP COLUMN {}", quote_ident(name)),
+        Step::Keep { name } => {
+            format!("ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL", quote_ident(name))
+        }
+    }
+}
+
+/// Records, for each column of the shape the destination now has, the
+/// source attribute number it came from, where known.
+async fn remember_attnums(
+    sink: &Client,
+    job: &str,
+    place: &Place,
+    shape: &[ShapeColumn],
+    origins: &[Option<&SourceAttribute>],
+) -> Result<(), SinkError> {
+    let known: Vec<(&str, i16)> =
+        shape.iter().zip(origins).filter_map(|(c, o)| o.map(|a| (c.name.as_str(), a.attnum))).collect();
+    let names: Vec<&str> = known.iter().map(|(name, _)| *name).collect();
+    let attnums: Vec<i16> = known.iter().map(|(_, attnum)| *attnum).collect();
+    sink.execute(
+        "DELETE FROM walpipe.source_columns WHERE job_name = $1 AND source_table = $2",
+        &[&job, &place.source.qualified()],
+    )
+    .await?;
+    sink.execute(
+        "INSERT INTO walpipe.source_columns (job_name, source_table, column_name, attnum) \
+         SELECT $1, $2, n, a FROM unnest($3::text[], $4::int2[]) AS u(n, a)",
+        &[&job, &place.source.qualified(), &names, &attnums],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records where the columns of a destination just created from the
+/// source's catalog came from (nothing when walpipe knows it already).
+pub async fn seed_attnums(
+    sink: &Client,
+    job: &str,
+    place: &Place,
+    table: &SourceTable,
+) -> Result<(), tokio_postgres::Error> {
+    let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+    let attnums: Vec<i16> = table.columns.iter().map(|c| c.attnum).collect();
+    sink.execute(
+        "INSERT INTO walpipe.source_columns (job_name, source_table, column_name, attnum) \
+         SELECT $1, $2, n, a FROM unnest($3::text[], $4::int2[]) AS u(n, a) \
+         WHERE EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($5) AND attname = n AND NOT attisdropped) \
+         ON CONFLICT DO NOTHING",
+        &[&job, &place.source.qualified(), &names, &attnums, &place.destination.quoted()],
+    )
+    .await
+    .map(drop)
+}
+
+/// Records, in the sink transaction, that `table` needs a re-copy and why.
+pub async fn mark_recopy(sink: &Client, job: &str, table: &TableName, reason: &str) -> Result<(), SinkError> {
+    sink.execute(
+        "INSERT INTO walpipe.recopy_needed (job_name, source_table, reason) VALUES ($1, $2, $3) \
+         ON CONFLICT (job_name, source_table) DO UPDATE SET reason = EXCLUDED.reason, since = now()",
+        &[&job, &table.qualified(), &reason],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The tables of `job` marked as needing a re-copy, with the reasons.
+pub async fn recopy_needed(sink: &Client, job: &str) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+    let rows = sink
+        .query("SELECT source_table, reason FROM walpipe.recopy_needed WHERE job_name = $1", &[&job])
+        .await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// After a copy of every table: none needs a re-copy.
+pub async fn clear_recopy(sink: &Client, job: &str) -> Result<(), tokio_postgres::Error> {
+    sink.execute("DELETE FROM walpipe.recopy_needed WHERE job_name = $1", &[&job]).await.map(drop)
+}

@@ -1,0 +1,60 @@
+//! The job's publication on the source: created before the slot (a slot
+//! can miss a publication created after it), publishing partitioned tables
+//! through their root.
+
+use tokio_postgres::Client;
+
+use super::catalog::SourceTable;
+use crate::names::quote_ident;
+
+/// Creates the publication for the job's tables unless it exists.
+///
+/// `publish_via_partition_root`: a partitioned table's changes are then
+/// published under the root's name, the table the job copies and the sink
+/// holds; without it they arrive under each partition's name, which the
+/// job does not know. A publication made without it (by an older walpipe)
+/// is altered when the job has a partitioned table.
+///
+/// `whole_schema` (no `WALPIPE_TABLES`): on PostgreSQL 15+ the publication
+/// is `FOR TABLES IN SCHEMA public`, so a table created later is captured
+/// from its first change.
+pub async fn ensure(
+    source: &Client,
+    publication: &str,
+    tables: &[SourceTable],
+    whole_schema: bool,
+) -> Result<(), tokio_postgres::Error> {
+    let via_root = source
+        .query_opt("SELECT pubviaroot FROM pg_publication WHERE pubname = $1", &[&publication])
+        .await?
+        .map(|row| row.get::<_, bool>(0));
+    let quoted = quote_ident(publication);
+    match via_root {
+        None => {
+            let version: i32 =
+                source.query_one("SELECT current_setting('server_version_num')::int", &[]).await?.get(0);
+            let what = if whole_schema && version >= 150_000 {
+                "TABLES IN SCHEMA public".to_string()
+            } else {
+                format!("TABLE {}", tables.iter().map(SourceTable::quoted).collect::<Vec<_>>().join(", "))
+            };
+            // From PostgreSQL 18 the server can publish stored generated columns.
+            let generated = if version >= 180_000 { ", publish_generated_columns = stored" } else { "" };
+            source
+                .batch_execute(&format!(
+                    "CREATE PUBLICATION {quoted} FOR {what} WITH (publish_via_partition_root = true{generated})"
+                ))
+                .await
+                ?;
+            tracing::info!(%publication, tables = %what, "created the publication");
+        }
+        Some(false) if tables.iter().any(|t| t.partitioned) => {
+            source
+                .batch_execute(&format!("ALTER PUBLICATION {quoted} SET (publish_via_partition_root = true)"))
+                .await?;
+            tracing::info!(%publication, "the publication now publishes partitioned tables through their root");
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
