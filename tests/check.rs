@@ -32,6 +32,8 @@ fn a_healthy_setup_passes_with_the_retention_warning() {
             "{text}"
         );
         assert!(text.contains("the sink") && text.contains("is reachable"), "{text}");
+        assert!(text.contains("renames are known by the source's attribute numbers"), "{text}");
+        assert!(text.contains("refuses UPDATE and DELETE on a new table"), "{text}");
         if cluster.major >= 18 {
             assert!(text.contains("idle_replication_slot_timeout"), "{text}");
         }

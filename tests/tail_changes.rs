@@ -8,8 +8,9 @@ mod common;
 use common::{Cluster, clusters, publication_and_slot, tail_to};
 use serde_json::{Value, json};
 
+/// The changes of `table`, its shape announcements left out.
 fn changes_of(lines: &[Value], table: &str) -> Vec<Value> {
-    lines.iter().filter(|l| l["table"] == table).cloned().collect()
+    lines.iter().filter(|l| l["table"] == table && l["op"] != "schema").cloned().collect()
 }
 
 fn setup(cluster: &Cluster, test: &str, ddl: &str) -> String {
@@ -46,6 +47,9 @@ fn every_operation_and_type_arrives_as_written() {
         let lines = tail_to(cluster, &db, &db, &db, &cluster.current_lsn(&db));
         let changes = changes_of(&lines, "public.typed");
         assert_eq!(changes.len(), 5, "PG{}: {lines:#?}", cluster.major);
+        let first = lines.iter().find(|l| l["table"] == "public.typed").expect("a line of the table");
+        assert_eq!(first["op"], "schema", "the table's shape comes before its first change");
+        assert_eq!(first["columns"].as_array().map(Vec::len), Some(23));
 
         let expected_new = json!({
             "id": 1, "i2": -32768, "i4": 2147483647, "i8": 9223372036854775807_i64, "f4": 1.5, "f8": 0.1,
@@ -88,10 +92,12 @@ fn every_operation_and_type_arrives_as_written() {
         assert_eq!(delete["new"], Value::Null);
 
         // One transaction: one commit LSN and xid, ordinals 0.. in order, stable ids.
+        // (The shape announced first takes no ordinal: its id is the first change's plus ":schema".)
         let first = &lines[0];
-        for (ordinal, line) in
-            lines.iter().enumerate().filter(|(_, l)| l["commit_lsn"] == first["commit_lsn"])
-        {
+        assert_eq!(first["id"], format!("{}:0:schema", first["commit_lsn"].as_str().expect("lsn")));
+        let in_first: Vec<&Value> =
+            lines.iter().filter(|l| l["commit_lsn"] == first["commit_lsn"] && l["op"] != "schema").collect();
+        for (ordinal, line) in in_first.into_iter().enumerate() {
             assert_eq!(line["id"], format!("{}:{ordinal}", first["commit_lsn"].as_str().expect("lsn")));
             assert_eq!(line["xid"], first["xid"]);
             assert!(line["commit_time"].as_str().is_some_and(|t| t.ends_with('Z')));
@@ -216,7 +222,9 @@ fn streamed_transactions_keep_only_committed_work() {
             changes_of(&lines, "public.s").iter().map(|l| l["new"]["id"].as_i64().expect("id")).collect();
         assert_eq!(ids, (1..=6000).collect::<Vec<_>>(), "exactly the committed rows, in order");
         let commit = lines[0]["commit_lsn"].as_str().expect("commit lsn").to_string();
-        for (ordinal, line) in lines.iter().enumerate() {
+        assert_eq!(lines[0]["id"], format!("{commit}:0:schema"), "the shape, announced inside the stream");
+        // (The server may announce the shape again inside the stream; that takes no ordinal.)
+        for (ordinal, line) in lines.iter().filter(|l| l["op"] != "schema").enumerate() {
             assert_eq!(line["id"], format!("{commit}:{ordinal}"));
         }
         let streamed: i64 = cluster
