@@ -72,7 +72,9 @@ pub async fn connect(info: &ConnInfo, what: &'static str) -> Result<tokio_postgr
         .port(info.port)
         .application_name(&info.application_name)
         .connect_timeout(info.connect_timeout)
-        .options("-c DateStyle=ISO -c TimeZone=UTC -c bytea_output=hex -c extra_float_digits=3");
+        .options(
+            "-c DateStyle=ISO -c TimeZone=UTC -c bytea_output=hex -c extra_float_digits=3 -c lc_monetary=C",
+        );
     if let Some(password) = &info.password {
         config.password(password.expose());
     }

@@ -74,7 +74,10 @@ impl Table {
                         None => column.is_key(),
                     },
                     type_name: type_name(column.type_oid, types),
-                    kind: ValueKind::for_type(column.type_oid),
+                    kind: ValueKind::for_named_type(
+                        column.type_oid,
+                        types.get(&column.type_oid).map(String::as_str),
+                    ),
                     json_key,
                 }
             })
@@ -101,7 +104,14 @@ fn type_name(oid: u32, types: &HashMap<u32, String>) -> String {
             postgres_types::Kind::Array(element) => format!("{}[]", element.name()),
             _ => ty.name().to_string(),
         },
-        None => types.get(&oid).cloned().unwrap_or_else(|| format!("oid:{oid}")),
+        None => match types.get(&oid) {
+            // An array type is named `_element` in the catalog.
+            Some(name) => match name.split_once("._") {
+                Some((schema, element)) => format!("{schema}.{element}[]"),
+                None => name.clone(),
+            },
+            None => format!("oid:{oid}"),
+        },
     }
 }
 

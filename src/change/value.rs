@@ -18,7 +18,9 @@ use super::json::{is_json_number, write_bytes_str, write_str};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueKind {
     Scalar(Scalar),
-    Array(Scalar),
+    /// Elements of that kind, separated by the element type's delimiter
+    /// (`,` for every built-in type but `box`, whose is `;`).
+    Array(Scalar, char),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,10 +43,24 @@ impl ValueKind {
     pub fn for_type(oid: u32) -> ValueKind {
         match Type::from_oid(oid) {
             Some(ty) => match ty.kind() {
-                Kind::Array(element) => ValueKind::Array(scalar_for(element)),
+                Kind::Array(element) => {
+                    ValueKind::Array(scalar_for(element), if *element == Type::BOX { ';' } else { ',' })
+                }
                 _ => ValueKind::Scalar(scalar_for(&ty)),
             },
             None => ValueKind::Scalar(Scalar::Text),
+        }
+    }
+
+    /// As [`ValueKind::for_type`], for a type outside the built-in ones
+    /// named by a Type message (`schema.name`): an array type's name starts
+    /// with `_` (an array of enums, say), its elements are written as text.
+    pub fn for_named_type(oid: u32, name: Option<&str>) -> ValueKind {
+        let is_array = name.and_then(|n| n.rsplit('.').next()).is_some_and(|n| n.starts_with('_'));
+        if Type::from_oid(oid).is_none() && is_array {
+            ValueKind::Array(Scalar::Text, ',')
+        } else {
+            ValueKind::for_type(oid)
         }
     }
 }
@@ -65,7 +81,7 @@ fn scalar_for(ty: &Type) -> Scalar {
 pub fn write_text_value(out: &mut Vec<u8>, kind: ValueKind, text: &[u8]) {
     match kind {
         ValueKind::Scalar(scalar) => write_scalar(out, scalar, text),
-        ValueKind::Array(element) => match parse_array(text) {
+        ValueKind::Array(element, delimiter) => match parse_array(text, delimiter) {
             Some(array) => write_array(out, element, &array),
             None => write_bytes_str(out, text),
         },
@@ -151,16 +167,19 @@ enum Element {
 
 /// Parses `{1,2,NULL}`, `{{"a b",c},{d,e}}` and `[0:1]={1,2}`. `None` when
 /// the text is not an array literal.
-fn parse_array(text: &[u8]) -> Option<Vec<Element>> {
+fn parse_array(text: &[u8], delimiter: char) -> Option<Vec<Element>> {
     let text = std::str::from_utf8(text).ok()?;
     // Drop a dimension decoration such as `[0:2]=`.
     let text = if text.starts_with('[') { &text[text.find('=')? + 1..] } else { text };
     let mut chars = text.chars().peekable();
-    let array = parse_level(&mut chars)?;
+    let array = parse_level(&mut chars, delimiter)?;
     if chars.next().is_some() { None } else { Some(array) }
 }
 
-fn parse_level(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<Vec<Element>> {
+fn parse_level(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    delimiter: char,
+) -> Option<Vec<Element>> {
     if chars.next()? != '{' {
         return None;
     }
@@ -171,7 +190,7 @@ fn parse_level(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<V
     }
     loop {
         let element = match chars.peek()? {
-            '{' => Element::Array(parse_level(chars)?),
+            '{' => Element::Array(parse_level(chars, delimiter)?),
             '"' => {
                 chars.next();
                 let mut value = String::new();
@@ -187,7 +206,7 @@ fn parse_level(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<V
             _ => {
                 let mut value = String::new();
                 while let Some(&c) = chars.peek() {
-                    if c == ',' || c == '}' {
+                    if c == delimiter || c == '}' {
                         break;
                     }
                     if c == '\\' {
@@ -208,8 +227,8 @@ fn parse_level(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<V
         };
         elements.push(element);
         match chars.next()? {
-            ',' => continue,
             '}' => return Some(elements),
+            c if c == delimiter => continue,
             _ => return None,
         }
     }
@@ -262,6 +281,22 @@ mod tests {
         assert_eq!(json(17, "\\x0a1b"), "\"\\\\x0a1b\"");
         assert_eq!(json(1082, "2026-11-21"), "\"2026-11-21\"");
         assert_eq!(json(1083, "10:30:00.5"), "\"10:30:00.5\"");
+    }
+
+    #[test]
+    fn arrays_split_at_their_element_type_delimiter() {
+        // box[] (oid 1020): elements separated by ';', commas inside a box.
+        assert_eq!(json(1020, "{(1,1),(0,0);(3,3),(2,2)}"), r#"["(1,1),(0,0)","(3,3),(2,2)"]"#);
+        assert_eq!(json(1007, "{1,NULL,3}"), "[1,null,3]");
+    }
+
+    #[test]
+    fn arrays_of_user_types_are_json_arrays() {
+        let mut out = Vec::new();
+        let kind = ValueKind::for_named_type(16_500, Some("public._mood"));
+        write_text_value(&mut out, kind, b"{happy,\"so so\",NULL}");
+        assert_eq!(String::from_utf8(out).expect("utf-8"), r#"["happy","so so",null]"#);
+        assert_eq!(ValueKind::for_named_type(16_501, Some("public.mood")), ValueKind::Scalar(Scalar::Text));
     }
 
     #[test]

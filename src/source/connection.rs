@@ -37,6 +37,8 @@ const SESSION_PARAMETERS: &[(&str, &str)] = &[
     ("IntervalStyle", "postgres"),
     ("bytea_output", "hex"),
     ("extra_float_digits", "3"),
+    // money's text form follows lc_monetary: the C locale's is the same on every server.
+    ("lc_monetary", "C"),
 ];
 
 /// One message from the server.
