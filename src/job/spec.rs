@@ -476,8 +476,8 @@ mod tests {
     fn the_signing_secret_is_never_shown() {
         let config = Config::from_vars(
             [
-                ("WALPIPE_SOURCE_URL", "postgres://a:pw@h/db"),
-                ("WALPIPE_SINK_URL", "https://u:hookpw@hooks.example.com/x"),
+                ("WALPIPE_SOURCE_URL", "postgres://a:pw@h/db?sslmode=require&password=qpw"),
+                ("WALPIPE_SINK_URL", "https://u:hookpw@hooks.example.com/x?token=tok3n"),
                 ("WALPIPE_SINK_SIGNING_SECRET", "s3cret"),
             ]
             .iter()
@@ -486,13 +486,13 @@ mod tests {
         .expect("config");
         let definition = JobDefinition::from_config(&config).expect("valid").expect("job");
         let shown = serde_json::to_string(&definition.redacted()).expect("json");
-        for secret in ["s3cret", "hookpw", ":pw@"] {
+        for secret in ["s3cret", "hookpw", ":pw@", "qpw", "tok3n"] {
             assert!(!shown.contains(secret), "{shown}");
         }
         let spec = JobSpec::from_definition(&definition, Naming::Environment).expect("valid");
-        assert!(
-            !format!("{spec:?} {}", spec.sink).contains("s3cret")
-                && !spec.sink.to_string().contains("hookpw")
-        );
+        let printed = format!("{spec:?} {} {}", spec.sink, spec.source);
+        for secret in ["s3cret", "hookpw", "qpw", "tok3n"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
     }
 }
