@@ -168,23 +168,15 @@ fn print_list(answer: &Value) {
 }
 
 fn print_job(job: &Value) {
-    for field in [
-        "name",
-        "state",
-        "phase",
-        "error",
-        "worker",
-        "records",
-        "bytes",
-        "events_per_second",
-        "lag_bytes",
-        "retained_wal_bytes",
-        "wal_status",
+    let status = crate::http::api::STATUS_FIELDS.into_iter().filter(|f| *f != "snapshot");
+    let fields = ["name", "state", "phase", "error", "worker"].into_iter().chain(status).chain([
         "checkpoint_lsn",
         "reason",
         "warning",
-    ] {
-        if !job[field].is_null() || matches!(field, "name" | "state") {
+    ]);
+    for field in fields {
+        let empty = job[field].is_null() || job[field].as_array().is_some_and(Vec::is_empty);
+        if !empty || matches!(field, "name" | "state") {
             println!("{:<20} {}", format!("{field}:"), text(&job[field]));
         }
     }

@@ -177,6 +177,18 @@ async fn delete(store: &Store, name: &str) -> Reply {
     }
 }
 
+/// The fields of a job's status (its worker's metrics summary) the API shows.
+pub const STATUS_FIELDS: [&str; 8] = [
+    "records",
+    "bytes",
+    "events_per_second",
+    "lag_bytes",
+    "retained_wal_bytes",
+    "wal_status",
+    "snapshot",
+    "needs_recopy",
+];
+
 /// A job as the API shows it: the store's row, its worker's last status, and why it waits.
 pub fn view(job: &JobRow, live_workers: i64) -> Value {
     let mut shown = json!({
@@ -190,16 +202,7 @@ pub fn view(job: &JobRow, live_workers: i64) -> Value {
         "from_environment": job.from_environment,
         "definition": job.definition.redacted(),
     });
-    for field in [
-        "records",
-        "bytes",
-        "events_per_second",
-        "lag_bytes",
-        "retained_wal_bytes",
-        "wal_status",
-        "snapshot",
-        "needs_recopy",
-    ] {
+    for field in STATUS_FIELDS {
         shown[field] = job.status.get(field).cloned().unwrap_or(Value::Null);
     }
     if job.state == State::Pending && !job.leased {

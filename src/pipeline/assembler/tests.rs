@@ -7,18 +7,28 @@ use crate::protocol::pgoutput::{
     Begin, Column, ColumnDef, Commit, Insert, Relation, StreamAbort, StreamCommit, StreamStart,
 };
 
-fn relation(xid: Option<u32>) -> Message {
+/// Relation 1, `public.t`, with `columns` (name, type OID, key flag).
+fn relation_of(xid: Option<u32>, columns: &[(&str, u32, u8)]) -> Message {
     Message::Relation(Relation {
         xid,
         id: 1,
         namespace: "public".into(),
         name: "t".into(),
         replica_identity: b'd',
-        columns: vec![
-            ColumnDef { flags: 1, name: "id".into(), type_oid: 23, type_modifier: -1 },
-            ColumnDef { flags: 0, name: "v".into(), type_oid: 25, type_modifier: -1 },
-        ],
+        columns: columns
+            .iter()
+            .map(|(name, type_oid, flags)| ColumnDef {
+                flags: *flags,
+                name: (*name).into(),
+                type_oid: *type_oid,
+                type_modifier: -1,
+            })
+            .collect(),
     })
+}
+
+fn relation(xid: Option<u32>) -> Message {
+    relation_of(xid, &[("id", 23, 1), ("v", 25, 0)])
 }
 
 fn insert(xid: Option<u32>, id: &str) -> Message {
@@ -84,18 +94,7 @@ fn plain_transaction_becomes_lines_with_stable_ids() {
 fn a_new_shape_is_announced_before_its_first_change_and_ids_do_not_move() {
     let mut asm = Assembler::new(JsonLines, 1 << 20, None, Default::default());
     let mut out = Vec::new();
-    let wider = Message::Relation(Relation {
-        xid: None,
-        id: 1,
-        namespace: "public".into(),
-        name: "t".into(),
-        replica_identity: b'd',
-        columns: vec![
-            ColumnDef { flags: 1, name: "id".into(), type_oid: 23, type_modifier: -1 },
-            ColumnDef { flags: 0, name: "w".into(), type_oid: 1700, type_modifier: -1 },
-            ColumnDef { flags: 0, name: "v".into(), type_oid: 25, type_modifier: -1 },
-        ],
-    });
+    let wider = relation_of(None, &[("id", 23, 1), ("w", 1700, 0), ("v", 25, 0)]);
     let row3 = |id: &str| {
         Message::Insert(Insert {
             xid: None,
