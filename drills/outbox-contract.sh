@@ -51,7 +51,7 @@ import json, sys
 for line in open(sys.argv[1]):
     for item in json.loads(line):
         if sys.argv[2] == "events" and "event_type" in item: print(json.dumps(item, sort_keys=True))
-        if sys.argv[2] == "orders" and item.get("table") == "public.orders": print(json.dumps(item["new"], sort_keys=True))
+        if sys.argv[2] == "orders" and item.get("table") == "public.orders" and item["op"] != "schema": print(json.dumps(item["new"], sort_keys=True))
 ' "$OUT/batches.jsonl" "$1"; }
 for _ in $(seq 600); do [ "$(events events 2>/dev/null | wc -l)" = 3 ] && break; sleep 0.2; done
 for _ in $(seq 600); do [ "$(src -c "SELECT count(*) FROM outbox")" = 0 ] && break; sleep 0.2; done

@@ -29,7 +29,8 @@ def changes_per_table(path):
     seen = set()
     for line in open(path):
         for change in json.loads(line):
-            if change["id"] in seen or change.get("table") is None:
+            # Messages have no table; schema lines (a table's shape) are no row changes.
+            if change["id"] in seen or change.get("table") is None or change["op"] == "schema":
                 continue
             seen.add(change["id"])
             tables.setdefault(change["table"], []).append(change)
