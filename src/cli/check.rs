@@ -204,7 +204,7 @@ async fn check_source(source: &tokio_postgres::Client, spec: &JobSpec, findings:
     if spec.tables.is_empty() {
         findings.push(finding(
             Level::Warning,
-            "WALPIPE_TABLES is not set: the publication takes every table of schema public (FOR TABLES IN SCHEMA on PostgreSQL 15+), so tables created later are captured too, but PostgreSQL then refuses UPDATE and DELETE on a new table of public that has no primary key or replica identity; name the tables with WALPIPE_TABLES if that can happen",
+            "WALPIPE_TABLES is not set: the publication takes every table of schema public (FOR TABLES IN SCHEMA on PostgreSQL 15+ with a superuser source user), so tables created later are captured too, but PostgreSQL then refuses UPDATE and DELETE on a new table of public that has no primary key or replica identity; name the tables with WALPIPE_TABLES if that can happen",
         ));
     }
 }

@@ -15,9 +15,9 @@ use crate::names::quote_ident;
 /// job does not know. A publication made without it (by an older walpipe)
 /// is altered when the job has a partitioned table.
 ///
-/// `whole_schema` (no `WALPIPE_TABLES`): on PostgreSQL 15+ the publication
-/// is `FOR TABLES IN SCHEMA public`, so a table created later is captured
-/// from its first change.
+/// `whole_schema` (no `WALPIPE_TABLES`): on PostgreSQL 15+, when the source
+/// user is a superuser (which that needs), the publication is `FOR TABLES IN
+/// SCHEMA public`, so a table created later is captured from its first change.
 pub async fn ensure(
     source: &Client,
     publication: &str,
@@ -31,11 +31,22 @@ pub async fn ensure(
     let quoted = quote_ident(publication);
     match via_root {
         None => {
-            let version: i32 =
-                source.query_one("SELECT current_setting('server_version_num')::int", &[]).await?.get(0);
-            let what = if whole_schema && version >= 150_000 {
+            let row = source
+                .query_one(
+                    "SELECT current_setting('server_version_num')::int, \
+                            (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+                    &[],
+                )
+                .await?;
+            let (version, superuser): (i32, bool) = (row.get(0), row.get(1));
+            // FOR TABLES IN SCHEMA takes a superuser; others list the tables
+            // (and a table created later is not captured).
+            let what = if whole_schema && version >= 150_000 && superuser {
                 "TABLES IN SCHEMA public".to_string()
             } else {
+                if whole_schema {
+                    tracing::info!(%publication, "the source user is no superuser: the publication lists today's tables of public, and a table created later is not captured (name tables with WALPIPE_TABLES, or create the publication FOR TABLES IN SCHEMA public as a superuser)");
+                }
                 format!("TABLE {}", tables.iter().map(SourceTable::quoted).collect::<Vec<_>>().join(", "))
             };
             // From PostgreSQL 18 the server can publish stored generated columns.
