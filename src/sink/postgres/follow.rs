@@ -299,13 +299,17 @@ async fn resolve_types(
     Ok(())
 }
 
-/// Every (destination type, shape type) that differ.
+/// The (destination type, shape type) pairs a plan may ask about: a column
+/// kept by name, or a gone column against a new one (a rename), whose types differ.
 fn cast_pairs(destination: &[DestinationColumn], shape: &[ShapeColumn]) -> Vec<(String, String)> {
+    let in_shape = |name: &str| shape.iter().any(|c| c.name == name);
+    let in_destination = |name: &str| destination.iter().any(|d| d.name == name);
     let mut pairs = Vec::new();
     for d in destination {
         for s in shape {
+            let related = d.name == s.name || (!in_shape(&d.name) && !in_destination(&s.name));
             let pair = (d.sql_type.clone(), s.sql_type.clone());
-            if pair.0 != pair.1 && !pairs.contains(&pair) {
+            if related && pair.0 != pair.1 && !pairs.contains(&pair) {
                 pairs.push(pair);
             }
         }
