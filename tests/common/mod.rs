@@ -471,11 +471,22 @@ impl RunningTail {
             }
             let mut kept = Vec::new();
             let mut buf = vec![0u8; 1 << 16];
+            // The start of the line being read: a schema line's id ends in `:schema` (no change).
+            let mut start = Vec::with_capacity(96);
             loop {
                 match std::io::Read::read(&mut stdout, &mut buf) {
                     Ok(0) | Err(_) => return kept,
                     Ok(n) => {
-                        counter.fetch_add(buf[..n].iter().filter(|b| **b == b'\n').count(), Ordering::SeqCst);
+                        let mut changes = 0;
+                        for byte in &buf[..n] {
+                            if *byte == b'\n' {
+                                changes += usize::from(!start.windows(8).any(|w| w == b":schema\""));
+                                start.clear();
+                            } else if start.len() < 96 {
+                                start.push(*byte);
+                            }
+                        }
+                        counter.fetch_add(changes, Ordering::SeqCst);
                         if keep {
                             kept.extend_from_slice(&buf[..n]);
                         }
@@ -490,6 +501,7 @@ impl RunningTail {
         self.reading.store(true, Ordering::SeqCst);
     }
 
+    /// Changes printed so far (schema lines, a table's shape, left out).
     pub fn lines(&self) -> usize {
         self.lines.load(Ordering::SeqCst)
     }
@@ -509,7 +521,7 @@ impl RunningTail {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
-    /// SIGTERM, then the exit status, stderr and (if kept) the output lines.
+    /// SIGTERM, then the exit status, stderr and (if kept) the changes printed.
     pub fn stop(mut self) -> (std::process::ExitStatus, String, Vec<serde_json::Value>) {
         self.resume_reading();
         let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
@@ -520,7 +532,8 @@ impl RunningTail {
             String::from_utf8(output)
                 .expect("UTF-8")
                 .lines()
-                .map(|l| serde_json::from_str(l).expect("JSON line"))
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+                .filter(|line| line["op"] != "schema")
                 .collect()
         } else {
             Vec::new()
