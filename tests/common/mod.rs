@@ -92,6 +92,25 @@ pub fn pg18_bindir() -> Option<PathBuf> {
     found
 }
 
+/// The servers of the smoke matrix (PostgreSQL 14, 16 and 17), by major:
+/// `TEST_PG_MATRIX` ("14=bindir 16=bindir ..."), as `scripts/test.sh` sets it
+/// after installing them. Under CI a missing matrix fails the test.
+pub fn matrix_bindirs() -> Vec<(u32, PathBuf)> {
+    let listed = std::env::var("TEST_PG_MATRIX").unwrap_or_default();
+    let found: Vec<(u32, PathBuf)> = listed
+        .split_whitespace()
+        .filter_map(|entry| {
+            let (major, dir) = entry.split_once('=')?;
+            Some((major.parse().ok()?, PathBuf::from(dir)))
+        })
+        .filter(|(_, dir)| dir.join("postgres").exists())
+        .collect();
+    if found.is_empty() && std::env::var("CI").is_ok_and(|ci| !ci.is_empty() && ci != "false") {
+        panic!("the PostgreSQL 14/16/17 matrix is missing under CI: run scripts/test.sh, which installs it");
+    }
+    found
+}
+
 impl Cluster {
     pub fn start(bindir: &Path, options: &ClusterOptions) -> Cluster {
         let base = std::env::temp_dir().join(format!(
@@ -189,10 +208,17 @@ impl Cluster {
         format!("postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable", self.port)
     }
 
+    /// The cluster's own psql, or PG15's when its package has none (the npm
+    /// builds of the version matrix hold only the server).
+    fn psql_program(&self) -> PathBuf {
+        let own = self.bindir.join("psql");
+        if own.exists() { own } else { pg15_bindir().join("psql") }
+    }
+
     /// Runs SQL through psql (for set-up that must not run in a transaction).
     pub fn psql(&self, db: &str, sql: &str) -> String {
         let output = run(
-            Command::new(self.bindir.join("psql"))
+            Command::new(self.psql_program())
                 .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
                 .args(["-p", &self.port.to_string(), "-d", db, "-c", sql]),
             "psql",
@@ -202,7 +228,7 @@ impl Cluster {
 
     /// Like [`Cluster::psql`], but `None` when the statement fails.
     pub fn try_psql(&self, db: &str, sql: &str) -> Option<String> {
-        let output = Command::new(self.bindir.join("psql"))
+        let output = Command::new(self.psql_program())
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
             .args(["-p", &self.port.to_string(), "-d", db, "-c", sql])
             .output()
