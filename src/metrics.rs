@@ -68,6 +68,7 @@ pub struct Metrics {
     snapshot_table_rows: IntGaugeVec,
     snapshot_table_rows_estimated: IntGaugeVec,
     table_needs_recopy: IntGaugeVec,
+    sink_columns_missing: IntGaugeVec,
     heartbeat_received: GaugeVec,
     heartbeat_sent: GaugeVec,
     data_gaps: IntCounterVec,
@@ -277,6 +278,15 @@ impl Metrics {
                 opts(
                     "walpipe_table_needs_recopy",
                     "1 when a schema change left the destination's existing rows unknown: the table must be copied again."
+                ),
+                &["job_name", "table"]
+            ),
+            sink_columns_missing: register!(
+                r,
+                IntGaugeVec,
+                opts(
+                    "walpipe_sink_columns_missing",
+                    "Source columns the destination table lacks, left out of its loads (StarRocks; the log has the ALTER TABLE to run)."
                 ),
                 &["job_name", "table"]
             ),
@@ -759,6 +769,12 @@ impl JobMetrics {
     pub fn needs_recopy(&self, table: &str, reason: &str) {
         lock(&self.recopy).insert(table.to_string(), reason.to_string());
         self.family.table_needs_recopy.with_label_values(&[&self.name, table]).set(1);
+    }
+
+    /// `count` source columns of `table` had no destination column in the last load.
+    pub fn columns_missing(&self, table: &str, count: usize) {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        self.family.sink_columns_missing.with_label_values(&[&self.name, table]).set(count);
     }
 
     /// Every table was copied again.

@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use common::fakes::{Delivery, FakeStarRocks, Mode, WebhookReceiver};
-use common::{Cluster, http_addr, http_request, run_log, spawn_run, start_worker, wait_for};
+use common::{
+    Cluster, http_addr, http_get, http_request, metric, run_log, spawn_run, start_worker, wait_for,
+};
 use serde_json::{Value, json};
 
 fn cluster() -> &'static Cluster {
@@ -325,6 +327,8 @@ fn stream_load_into_a_fake_starrocks_gives_exactly_the_source_through_failures_a
          INSERT INTO order_items SELECT i, i / 2 + 1, 1 FROM generate_series(1, 300) i",
     );
     let fake = FakeStarRocks::start("loader", "p@ss:word", "analytics", 0.2);
+    fake.table("orders", &["id", "status", "total"]);
+    fake.table("order_items", &["id", "order_id", "qty"]);
     let url = fake.url.replace("p@ss:word", "p%40ss%3Aword");
     let job = format!("sr_{}", std::process::id());
     let vars = job_vars(cluster, &db, &url, &job, &[("WALPIPE_BATCH_SIZE", "60")]);
@@ -413,6 +417,46 @@ fn stream_load_into_a_fake_starrocks_gives_exactly_the_source_through_failures_a
         "labels name job and table"
     );
     assert!(!run_log(&job).contains("p@ss"), "the password is in the log");
+}
+
+#[test]
+fn a_source_column_the_starrocks_table_lacks_is_left_out_with_the_alter_table_to_run() {
+    let cluster = cluster();
+    let db = cluster.fresh_db("starrocks_cols");
+    cluster
+        .psql(&db, "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items VALUES (1, 'one')");
+    let fake = FakeStarRocks::start("loader", "secret", "analytics", 0.0);
+    fake.table("items", &["id", "name"]);
+    let job = format!("srcols_{}", std::process::id());
+    let mut walpipe = run(&job, &job_vars(cluster, &db, &fake.url, &job, &[]));
+    let loaded = |id: i64| replay_loads(&fake, "items").get(&id).cloned();
+    wait_for(Duration::from_secs(60), "the copy loaded", || loaded(1).is_some());
+
+    // The source gains a column the destination lacks: the others still load, by name.
+    cluster.psql(&db, "ALTER TABLE items ADD COLUMN stock bigint");
+    cluster.psql(&db, "INSERT INTO items VALUES (2, 'two', 9); UPDATE items SET name = 'uno' WHERE id = 1");
+    wait_for(Duration::from_secs(60), "rows of the new shape loaded without the column", || {
+        loaded(2) == Some(json!({"id": 2, "name": "two"}))
+            && loaded(1) == Some(json!({"id": 1, "name": "uno"}))
+    });
+    let alter = "ALTER TABLE `analytics`.`items` ADD COLUMN `stock` BIGINT";
+    wait_for(Duration::from_secs(30), "the warning with the ALTER TABLE", || run_log(&job).contains(alter));
+    let addr = http_addr(&job).expect("the job's HTTP address");
+    let missing = || {
+        metric(&http_get(&addr, "/metrics").1, "walpipe_sink_columns_missing", &[("table", "public.items")])
+    };
+    assert_eq!(missing(), Some(1.0));
+    assert!(fake.unknown_columns().is_empty(), "a load named a missing column: {:?}", fake.unknown_columns());
+
+    // The user runs the ALTER TABLE: the next batch loads the column.
+    fake.table("items", &["id", "name", "stock"]);
+    cluster.psql(&db, "INSERT INTO items VALUES (3, 'three', 3)");
+    wait_for(Duration::from_secs(60), "the column loaded once the destination has it", || {
+        loaded(3) == Some(json!({"id": 3, "name": "three", "stock": 3}))
+    });
+    assert_eq!(missing(), Some(0.0));
+    assert!(run_log(&job).contains("now has every source column"));
+    stop(&mut walpipe);
 }
 
 #[test]

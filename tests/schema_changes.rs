@@ -247,6 +247,36 @@ fn a_partitioned_table_is_captured_through_its_root_and_quoted_names_work() {
         wait_for(Duration::from_secs(60), "the quoted table", || {
             cluster.try_psql(&sink, r#"SELECT "Qty" FROM "Sales"."Order Items""#).as_deref() == Some("11")
         });
+
+        // ATTACH of a table holding rows, and DETACH, move rows without a
+        // change in the WAL: the root is marked as needing a re-copy.
+        let reason = || {
+            cluster
+                .try_psql(
+                    &sink,
+                    "SELECT reason FROM walpipe.recopy_needed WHERE source_table = 'public.events'",
+                )
+                .unwrap_or_default()
+        };
+        cluster.psql(
+            &source,
+            "CREATE TABLE events_ap (LIKE events INCLUDING ALL); INSERT INTO events_ap VALUES (7, 'ap', 'g');              ALTER TABLE events ATTACH PARTITION events_ap FOR VALUES IN ('ap')",
+        );
+        wait_for(Duration::from_secs(60), "the attach found", || {
+            reason().contains("public.events_ap was attached")
+        });
+        cluster.psql(&source, "ALTER TABLE events DETACH PARTITION events_us");
+        wait_for(Duration::from_secs(60), "the detach found", || {
+            reason().contains("public.events_us was detached")
+        });
+        let addr = http_addr(&job).expect("the job's HTTP address");
+        let marked = metric(
+            &http_get(&addr, "/metrics").1,
+            "walpipe_table_needs_recopy",
+            &[("table", "public.events")],
+        );
+        assert_eq!(marked, Some(1.0));
+        assert!(run_log(&job).contains("copy the table again"));
         assert!(stop_run(child).success());
     }
 }
@@ -267,6 +297,13 @@ fn a_table_created_after_the_job_started_is_captured_from_its_first_change() {
     );
     converges(cluster, &source, &sink, "later", "the new table's rows");
     assert!(run_log(&job).contains("mirrored from its first change"));
+
+    // A dropped source table leaves its destination in place, and is logged.
+    cluster.psql(&source, "DROP TABLE first");
+    wait_for(Duration::from_secs(60), "the drop logged", || {
+        run_log(&job).contains("the source table public.first was dropped: its destination is kept")
+    });
+    assert_eq!(cluster.psql(&sink, "SELECT v FROM first"), "a");
     assert!(stop_run(child).success());
 }
 

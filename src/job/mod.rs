@@ -1,5 +1,6 @@
 //! Jobs: a source, a sink, tables and settings, run to completion or failure.
 
+pub mod catalog_watch;
 pub mod lifecycle;
 pub mod notify;
 pub mod runner;

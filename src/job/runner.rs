@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::snapshot;
 use super::spec::{JobSpec, SinkMode, SnapshotMode};
+use super::{catalog_watch, snapshot};
 use crate::change::Encoding;
 use crate::change::encode::JsonLines;
 use crate::change::mirror::MirrorRecords;
@@ -233,6 +233,9 @@ async fn attempt(
     // The Postgres sink, or the state store for the other sinks: where the checkpoint is.
     let sink = pg::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
+    for (table, reason) in follow::recopy_needed(&sink, &spec.name).await.map_err(JobError::SinkSetup)? {
+        metrics.needs_recopy(&table, &reason);
+    }
     let mut targets = Targets::ensure(spec, metrics, &sink, &tables).await?;
     metrics.set_state("running", Some("init"));
     publication::ensure(&source_sql, &spec.publication, &tables, spec.tables.is_empty())
@@ -289,6 +292,8 @@ async fn attempt(
         }
     };
     drop(source_sql);
+    let captured = tables.iter().map(|t| TableName::new(&t.schema, &t.name)).collect();
+    let _catalog_watch = catalog_watch::spawn(spec, metrics, captured);
 
     preflight::check_stream(&mut repl, &spec.slot, &spec.publication).await?;
     let primary_keys = preflight::primary_keys(&mut repl, &spec.publication).await?;
@@ -324,14 +329,18 @@ async fn attempt(
 }
 
 /// The transport of a sink outside Postgres; `None` for Postgres.
-fn outlet(spec: &JobSpec, tables: &[catalog::SourceTable]) -> Result<Option<Outlet>, SinkError> {
+fn outlet(
+    spec: &JobSpec,
+    metrics: &Arc<JobMetrics>,
+    tables: &[catalog::SourceTable],
+) -> Result<Option<Outlet>, SinkError> {
     // StarRocks: the URL's database and the source table's name, unless mapped.
     let destinations = tables
         .iter()
         .filter_map(|t| spec.table_mappings.get(&t.qualified()).map(|to| (t.qualified(), to.clone())))
         .collect();
     let secret = spec.signing_secret.as_ref().map(|s| s.0.as_str());
-    Outlet::for_target(&spec.sink, &spec.name, secret, destinations)
+    Outlet::for_target(&spec.sink, &spec.name, secret, destinations, metrics)
 }
 
 /// Where a table first seen in the stream goes, when the job takes every
@@ -390,19 +399,18 @@ impl Targets {
     /// Creates the destination tables the mode needs, unless they exist.
     async fn ensure(
         spec: &JobSpec,
-        metrics: &JobMetrics,
+        metrics: &Arc<JobMetrics>,
         sink: &tokio_postgres::Client,
         tables: &[catalog::SourceTable],
     ) -> Result<Targets, JobError> {
-        if let Some(outlet) = outlet(spec, tables)? {
+        if let Some(outlet) = outlet(spec, metrics, tables)? {
             return Ok(Targets::Delivery(Box::new(outlet)));
         }
-        Targets::ensure_in_postgres(spec, metrics, sink, tables).await.map_err(JobError::SinkSetup)
+        Targets::ensure_in_postgres(spec, sink, tables).await.map_err(JobError::SinkSetup)
     }
 
     async fn ensure_in_postgres(
         spec: &JobSpec,
-        metrics: &JobMetrics,
         sink: &tokio_postgres::Client,
         tables: &[catalog::SourceTable],
     ) -> Result<Targets, tokio_postgres::Error> {
@@ -419,9 +427,6 @@ impl Targets {
                     schema::create(sink, table, &place.destination).await?;
                     follow::seed_attnums(sink, &spec.name, &place, table).await?;
                     places.insert(table.qualified(), place);
-                }
-                for (table, reason) in follow::recopy_needed(sink, &spec.name).await? {
-                    metrics.needs_recopy(&table, &reason);
                 }
                 Ok(Targets::Mirror(places))
             }
@@ -510,6 +515,7 @@ async fn start_fresh(
     targets: &mut Targets,
 ) -> Result<Start, JobError> {
     pg_sink::forget_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
+    catalog_watch::record_current(spec, source_sql, sink).await.map_err(JobError::SinkSetup)?;
     // initial_only needs the slot only for its snapshot: a temporary one goes away with the connection.
     let only_copy = spec.snapshot_mode == SnapshotMode::InitialOnly;
     let created = repl.create_slot(&spec.slot, only_copy).await?;
@@ -552,7 +558,7 @@ async fn start_fresh(
                 }
                 Targets::Delivery(_) => {
                     // Its own transport: the targets' one streams afterwards.
-                    let outlet = outlet(spec, tables)?
+                    let outlet = outlet(spec, metrics, tables)?
                         .ok_or_else(|| JobError::SinkTask("a Postgres sink has no delivery".into()))?;
                     // Its own connection too: the caller keeps `sink` for the checkpoint.
                     let state = pg::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
@@ -568,11 +574,9 @@ async fn start_fresh(
                 }
             };
             tracing::info!(job = %spec.name, rows, "snapshot done");
-            if let Targets::Mirror(_) = targets {
-                // Every table was copied again: none needs a re-copy any more.
-                follow::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
-                metrics.recopied();
-            }
+            // Every table was copied again: none needs a re-copy any more.
+            follow::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
+            metrics.recopied();
             created.consistent_point
         }
     };

@@ -15,9 +15,12 @@ pub mod target;
 pub use target::SinkTarget;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use delivery::Transport;
 use delivery::batch::Batch;
+
+use crate::metrics::JobMetrics;
 
 /// The transports of the sinks outside Postgres, as one type.
 pub enum Outlet {
@@ -34,15 +37,19 @@ impl Outlet {
         job: &str,
         signing_secret: Option<&str>,
         destinations: HashMap<String, (String, String)>,
+        metrics: &Arc<JobMetrics>,
     ) -> Result<Option<Outlet>, SinkError> {
         Ok(Some(match target {
             SinkTarget::Postgres(_) => return Ok(None),
             SinkTarget::Webhook(url) => {
                 Outlet::Webhook(http::webhook::Webhook::new(url.clone(), job, signing_secret)?)
             }
-            SinkTarget::StarRocks(target) => {
-                Outlet::StarRocks(http::starrocks::StarRocks::new(target.clone(), job, destinations)?)
-            }
+            SinkTarget::StarRocks(target) => Outlet::StarRocks(http::starrocks::StarRocks::new(
+                target.clone(),
+                job,
+                destinations,
+                metrics.clone(),
+            )?),
             SinkTarget::Stdout => Outlet::Stdout(delivery::stdout::Stdout::default()),
         }))
     }

@@ -5,7 +5,7 @@
 //! with `__op`, the result JSON with `Status`, `Label Already Exists` for a
 //! label that was loaded). StarRocks itself cannot be installed here.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -258,6 +258,10 @@ struct StarRocksLog {
     failures: usize,
     label_exists: usize,
     refused: Vec<String>,
+    /// Loads that named columns their table lacks.
+    unknown_columns: Vec<String>,
+    /// The tables of the fake's database and their columns (lower case).
+    tables: HashMap<String, Vec<String>>,
 }
 
 pub struct FakeStarRocks {
@@ -303,6 +307,23 @@ impl FakeStarRocks {
             };
             if !columns.split(',').any(|c| c.trim().trim_matches('`') == "__op") {
                 return refuse(&mut log, format!("columns without __op: {columns}"));
+            }
+            let path: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
+            let Some(known) = path.get(2).and_then(|table| log.tables.get(*table)).cloned() else {
+                return refuse(&mut log, format!("no such table: {}", request.path));
+            };
+            // As StarRocks: a load naming a column the table lacks fails whole.
+            let unknown: Vec<&str> = columns
+                .split(',')
+                .map(|c| c.trim().trim_matches('`'))
+                .filter(|c| *c != "__op" && !known.contains(&c.to_lowercase()))
+                .collect();
+            if !unknown.is_empty() {
+                log.unknown_columns.push(unknown.join(","));
+                return Response::json(
+                    200,
+                    json!({"Status": "Fail", "Message": format!("Unknown column '{}' in the table", unknown[0])}),
+                );
             }
             let label = label.to_string();
             if log.labels.contains(&label) {
@@ -358,15 +379,40 @@ impl FakeStarRocks {
                        "NumberTotalRows": count, "NumberLoadedRows": count, "NumberFilteredRows": 0}),
             )
         }));
+        let schemas = log.clone();
         let fe = serve(Arc::new(move |request: &Request| {
             if request.header("authorization") != Some(auth.as_str()) {
                 return Response::json(401, json!({"Status": "Fail", "Message": "Access denied"}));
+            }
+            // GET /api/{db}/{table}/_schema, answered as StarRocks' TableSchemaAction does.
+            if request.method == "GET" && request.path.ends_with("/_schema") {
+                let path: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
+                let log = schemas.lock().expect("log");
+                return match path.get(2).and_then(|table| log.tables.get(*table)) {
+                    Some(columns) => Response::json(
+                        200,
+                        json!({"status": 200, "properties": columns.iter()
+                            .map(|c| json!({"name": c, "type": "VARCHAR", "comment": ""})).collect::<Vec<_>>()}),
+                    ),
+                    None => Response::json(404, json!({"status": 404, "exception": "Table does not exists"})),
+                };
             }
             let mut response = Response::text(307, "");
             response.headers.push(("Location".into(), format!("http://{be}{}", request.path)));
             response
         }));
         FakeStarRocks { url: format!("starrocks://{user}:{password}@{fe}/{database}"), log }
+    }
+
+    /// Creates (or alters) `table` with `columns` in the fake's database.
+    pub fn table(&self, table: &str, columns: &[&str]) {
+        let columns = columns.iter().map(|c| c.to_lowercase()).collect();
+        self.log.lock().expect("log").tables.insert(table.to_string(), columns);
+    }
+
+    /// The column lists of loads refused for naming a column their table lacks.
+    pub fn unknown_columns(&self) -> Vec<String> {
+        self.log.lock().expect("log").unknown_columns.clone()
     }
 
     /// The loads taken, in order.

@@ -413,14 +413,19 @@ pub async fn seed_attnums(
 }
 
 /// Records, in the sink transaction, that `table` needs a re-copy and why.
-pub async fn mark_recopy(sink: &Client, job: &str, table: &TableName, reason: &str) -> Result<(), SinkError> {
+pub async fn mark_recopy(
+    sink: &Client,
+    job: &str,
+    table: &TableName,
+    reason: &str,
+) -> Result<(), tokio_postgres::Error> {
     sink.execute(
         "INSERT INTO walpipe.recopy_needed (job_name, source_table, reason) VALUES ($1, $2, $3) \
          ON CONFLICT (job_name, source_table) DO UPDATE SET reason = EXCLUDED.reason, since = now()",
         &[&job, &table.qualified(), &reason],
     )
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 /// The tables of `job` marked as needing a re-copy, with the reasons.

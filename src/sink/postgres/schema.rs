@@ -206,6 +206,12 @@ pub async fn ensure_state(client: &Client) -> Result<(), tokio_postgres::Error> 
                  reason text NOT NULL, \
                  since timestamptz NOT NULL DEFAULT now(), \
                  PRIMARY KEY (job_name, source_table)); \
+             CREATE TABLE IF NOT EXISTS walpipe.partition_leaves ( \
+                 job_name text NOT NULL, \
+                 root_schema text NOT NULL, \
+                 root_name text NOT NULL, \
+                 leaves text[] NOT NULL, \
+                 PRIMARY KEY (job_name, root_schema, root_name)); \
              DO $$ BEGIN \
                  IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'walpipe' \
                                 AND table_name = 'checkpoints' AND column_name = 'shapes') THEN \

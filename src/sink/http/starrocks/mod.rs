@@ -20,19 +20,29 @@
 //! - Deletes send the key (or the full old row); truncates and logical
 //!   decoding messages cannot be expressed as a load and are skipped, with
 //!   a warning.
+//! - A load names only columns the destination has (see `columns`); the
+//!   destination's columns are read again after every new source shape, and
+//!   before every batch while some are missing, so an `ALTER TABLE` by the
+//!   user takes effect at the next batch.
 
-use std::collections::{BTreeSet, HashMap};
+mod columns;
+mod plan;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::{Map, Value};
 use url::Url;
 
 use super::{Verdict, network_error, send_with_retries, verdict_for_status};
+use crate::metrics::JobMetrics;
 use crate::sink::SinkError;
 use crate::sink::delivery::Transport;
 use crate::sink::delivery::batch::{Batch, hex};
 use crate::sink::target::StarRocksTarget;
+use columns::DestinationColumns;
+use plan::{Load, Plan, SourceColumn};
 
 /// StarRocks accepts labels of at most this many characters.
 const LABEL_MAX: usize = 128;
@@ -46,32 +56,15 @@ pub struct StarRocks {
     job: String,
     /// Source `schema.table` to StarRocks (database, table).
     destinations: HashMap<String, (String, String)>,
-}
-
-/// Source tables with their loads, in the order the batch first names them.
-pub type TableLoads = Vec<(String, Vec<Load>)>;
-
-/// One load: rows of one table with the same columns.
-#[derive(Debug, PartialEq)]
-pub struct Load {
-    pub columns: Vec<String>,
-    pub partial: bool,
-    pub rows: Vec<Map<String, Value>>,
-}
-
-#[derive(Deserialize)]
-struct Change {
-    op: String,
-    #[serde(default)]
-    table: Option<String>,
-    #[serde(default)]
-    key: Option<Map<String, Value>>,
-    #[serde(default)]
-    old: Option<Map<String, Value>>,
-    #[serde(default)]
-    new: Option<Map<String, Value>>,
-    #[serde(default)]
-    unchanged_toast: Vec<String>,
+    metrics: Arc<JobMetrics>,
+    /// Per source table: the destination's columns as last read (`None`:
+    /// they could not be read, loads name every column). Absent: read them.
+    checked: HashMap<String, Option<DestinationColumns>>,
+    /// Per source table: its last announced shape, to type the `ALTER TABLE`.
+    shapes: HashMap<String, Vec<SourceColumn>>,
+    /// Per source table: the missing columns last reported, so that the
+    /// warning is logged when they change, not every batch.
+    reported: HashMap<String, Vec<String>>,
 }
 
 /// The answer of a Stream Load.
@@ -92,6 +85,7 @@ impl StarRocks {
         target: StarRocksTarget,
         job: &str,
         destinations: HashMap<String, (String, String)>,
+        metrics: Arc<JobMetrics>,
     ) -> Result<StarRocks, SinkError> {
         Ok(StarRocks {
             client: super::client()?,
@@ -99,7 +93,68 @@ impl StarRocks {
             target,
             job: job.to_string(),
             destinations,
+            metrics,
+            checked: HashMap::new(),
+            shapes: HashMap::new(),
+            reported: HashMap::new(),
         })
+    }
+
+    /// Leaves out of `loads` the columns `table`'s destination lacks, and
+    /// reports them (log, metric) when they change.
+    async fn fit_to_destination(&mut self, table: &str, loads: &mut [Load]) {
+        let (database, name) = self.destination(table);
+        if !self.checked.contains_key(table) {
+            let columns = self.destination_columns(&database, &name).await;
+            self.checked.insert(table.to_string(), columns);
+        }
+        let Some(Some(destination)) = self.checked.get(table) else { return };
+        let missing = destination.missing(loads);
+        if !missing.is_empty() {
+            destination.trim(loads);
+            // Read them again next batch: the user may have added them.
+            self.checked.remove(table);
+        }
+        self.metrics.columns_missing(table, missing.len());
+        if self.reported.get(table) == Some(&missing) {
+            return;
+        }
+        if missing.is_empty() {
+            tracing::info!(job = %self.job, table, "the StarRocks table {database}.{name} now has every source column");
+        } else {
+            let shape = self.shapes.get(table).map_or(&[][..], Vec::as_slice);
+            let alter = columns::alter_statement(&database, &name, &missing, shape);
+            tracing::warn!(job = %self.job, table, missing = %missing.join(", "),
+                "the StarRocks table {database}.{name} lacks source columns: their values are left out of its loads \
+                 (every other column still loads by name); run `{alter}`, and copy the table again to fill the rows loaded before");
+        }
+        self.reported.insert(table.to_string(), missing);
+    }
+
+    /// The destination's columns (`GET /api/{db}/{table}/_schema` on the
+    /// FE), or `None`, with a warning, when they cannot be read.
+    async fn destination_columns(&self, database: &str, table: &str) -> Option<DestinationColumns> {
+        let url = self.target.frontend.join(&format!("/api/{database}/{table}/_schema")).ok()?;
+        let answer = self
+            .client
+            .get(url)
+            .basic_auth(&self.target.user, Some(&self.target.password))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        let read = match answer {
+            Ok(response) => {
+                response.text().await.ok().and_then(|body| DestinationColumns::from_answer(&body))
+            }
+            Err(error) => {
+                tracing::warn!(job = %self.job, "could not read the columns of the StarRocks table {database}.{table} ({}): loads name every source column", error.without_url());
+                return None;
+            }
+        };
+        if read.is_none() {
+            tracing::warn!(job = %self.job, "the StarRocks table {database}.{table} answered its schema in an unknown form: loads name every source column");
+        }
+        read
     }
 
     fn destination(&self, table: &str) -> (String, String) {
@@ -240,88 +295,16 @@ pub fn label(job: &str, table: &str, first_id: &str, last_id: &str, part: usize)
     format!("walpipe_{}{suffix}", hex(&digest.as_ref()[..24]))
 }
 
-/// The batch's rows by source table, cut into loads. Also returns the
-/// number of changes that have no load form (truncates, messages).
-pub fn plan(lines: &[Bytes]) -> Result<(TableLoads, usize), SinkError> {
-    let mut tables: TableLoads = Vec::new();
-    let mut skipped = 0;
-    for line in lines {
-        let change: Change = serde_json::from_slice(line).map_err(|e| SinkError::Record(e.to_string()))?;
-        if change.op == "schema" {
-            // Loads name their columns: a new shape needs nothing here.
-            continue;
-        }
-        let (Some(table), Some((row, op, partial))) = (change.table.clone(), row_of(&change)) else {
-            skipped += 1;
-            continue;
-        };
-        if let Some(old_key) = moved_key(&change) {
-            add_row(&mut tables, &table, old_key, 1, false);
-        }
-        add_row(&mut tables, &table, row, op, partial);
-    }
-    Ok((tables, skipped))
-}
-
-/// Adds `row` with `__op` = `op` to the last load of `table` it fits, or a new one.
-fn add_row(tables: &mut TableLoads, table: &str, mut row: Map<String, Value>, op: u8, partial: bool) {
-    row.insert("__op".into(), Value::from(op));
-    let index = match tables.iter().position(|(name, _)| name == table) {
-        Some(index) => index,
-        None => {
-            tables.push((table.to_string(), Vec::new()));
-            tables.len() - 1
-        }
-    };
-    let loads = &mut tables[index].1;
-    let columns: BTreeSet<&String> = row.keys().collect();
-    let fits = loads.last().is_some_and(|load| {
-        // Deletes go with any load of the table: only their key matters.
-        op == 1 || (load.partial == partial && load.columns.iter().collect::<BTreeSet<_>>() == columns)
-    });
-    if !fits {
-        let columns = row.keys().cloned().collect();
-        loads.push(Load { columns, partial, rows: Vec::new() });
-    }
-    if let Some(load) = loads.last_mut() {
-        load.rows.push(row);
-    }
-}
-
-/// The old key of an update that changed its row's key: it must be deleted,
-/// or StarRocks would keep the row under both keys.
-fn moved_key(change: &Change) -> Option<Map<String, Value>> {
-    let (key, new) = (change.key.as_ref()?, change.new.as_ref()?);
-    if change.op != "update" || change.old.is_none() {
-        return None;
-    }
-    key.iter().any(|(column, value)| new.get(column) != Some(value)).then(|| key.clone())
-}
-
-/// The row to load, its `__op`, and whether it lacks columns (a partial
-/// update); `None` when the change has no row form.
-fn row_of(change: &Change) -> Option<(Map<String, Value>, u8, bool)> {
-    match change.op.as_str() {
-        "insert" | "update" | "snapshot" => {
-            let mut row = change.new.clone()?;
-            if let Some(old) = &change.old {
-                for column in &change.unchanged_toast {
-                    if let Some(value) = old.get(column) {
-                        row.insert(column.clone(), value.clone());
-                    }
-                }
-            }
-            let partial = change.unchanged_toast.iter().any(|c| !row.contains_key(c));
-            Some((row, 0, partial))
-        }
-        "delete" => Some((change.old.clone().or_else(|| change.key.clone())?, 1, false)),
-        _ => None,
-    }
-}
-
 impl Transport for StarRocks {
     async fn send(&mut self, _key: &str, batch: &Batch) -> Result<u64, SinkError> {
-        let (tables, skipped) = plan(&batch.lines)?;
+        let Plan { mut tables, skipped, shapes } = plan::plan(&batch.lines)?;
+        for (table, columns) in shapes {
+            self.checked.remove(&table);
+            self.shapes.insert(table, columns);
+        }
+        for (table, loads) in &mut tables {
+            self.fit_to_destination(table, loads).await;
+        }
         if skipped > 0 {
             tracing::warn!(job = %self.job, skipped, first = %batch.first_id,
                 "StarRocks has no load form for truncates and messages: skipped them");
@@ -344,61 +327,6 @@ impl Transport for StarRocks {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn lines(texts: &[&str]) -> Vec<Bytes> {
-        texts.iter().map(|t| Bytes::from(t.to_string())).collect()
-    }
-
-    #[test]
-    fn changes_become_upserts_and_deletes_in_order_per_table() {
-        let (tables, skipped) = plan(&lines(&[
-            r#"{"id":"0/1:0","op":"insert","table":"public.a","key":{"id":1},"old":null,"new":{"id":1,"v":"x"},"unchanged_toast":[]}"#,
-            r#"{"id":"0/1:1","op":"insert","table":"public.b","key":{"id":7},"old":null,"new":{"id":7},"unchanged_toast":[]}"#,
-            r#"{"id":"0/1:2","op":"delete","table":"public.a","key":{"id":1},"old":{"id":1},"new":null,"unchanged_toast":[]}"#,
-            r#"{"id":"0/1:3","op":"update","table":"public.a","key":{"id":2},"old":null,"new":{"id":2,"v":"y"},"unchanged_toast":[]}"#,
-            r#"{"id":"0/1:4","op":"truncate","table":"public.a","key":null,"old":null,"new":null,"unchanged_toast":[]}"#,
-            r#"{"id":"0/1:5","op":"message","table":null,"prefix":"p","content":"c"}"#,
-        ]))
-        .expect("plan");
-        assert_eq!(skipped, 2);
-        assert_eq!(tables.len(), 2);
-        let (name, loads) = &tables[0];
-        assert_eq!(name, "public.a");
-        assert_eq!(loads.len(), 1, "deletes share the load: {loads:?}");
-        let ops: Vec<_> = loads[0].rows.iter().map(|r| (r["id"].clone(), r["__op"].clone())).collect();
-        assert_eq!(ops, [(1.into(), 0.into()), (1.into(), 1.into()), (2.into(), 0.into())]);
-        assert_eq!(loads[0].columns, ["__op", "id", "v"]);
-    }
-
-    #[test]
-    fn an_update_that_changes_the_key_deletes_the_old_key() {
-        let (tables, _) = plan(&lines(&[
-            r#"{"id":"0/1:0","op":"update","table":"public.a","key":{"id":1},"old":{"id":1},"new":{"id":5,"v":"x"},"unchanged_toast":[]}"#,
-            r#"{"id":"0/1:1","op":"update","table":"public.a","key":{"id":2},"old":{"id":2,"v":"full"},"new":{"id":2,"v":"y"},"unchanged_toast":[]}"#,
-        ]))
-        .expect("plan");
-        let rows: Vec<_> =
-            tables[0].1.iter().flat_map(|l| &l.rows).map(|r| (r["id"].clone(), r["__op"].clone())).collect();
-        assert_eq!(rows, [(1.into(), 1.into()), (5.into(), 0.into()), (2.into(), 0.into())]);
-    }
-
-    #[test]
-    fn unchanged_toast_is_filled_from_the_old_row_or_loaded_as_a_partial_update() {
-        let (tables, _) = plan(&lines(&[
-            r#"{"id":"0/1:0","op":"update","table":"public.a","key":{"id":1},"old":{"id":1,"doc":"big","v":1},"new":{"id":1,"v":2},"unchanged_toast":["doc"]}"#,
-            r#"{"id":"0/1:1","op":"update","table":"public.a","key":{"id":2},"old":null,"new":{"id":2,"v":3},"unchanged_toast":["doc"]}"#,
-            r#"{"id":"0/1:2","op":"insert","table":"public.a","key":{"id":3},"old":null,"new":{"id":3,"doc":"d","v":4},"unchanged_toast":[]}"#,
-        ]))
-        .expect("plan");
-        let loads = &tables[0].1;
-        assert_eq!(loads.len(), 3, "{loads:?}");
-        assert_eq!((loads[0].partial, loads[0].rows[0]["doc"].clone()), (false, Value::from("big")));
-        assert_eq!(
-            (loads[1].partial, loads[1].columns.clone()),
-            (true, vec!["__op".to_string(), "id".into(), "v".into()])
-        );
-        assert!(!loads[2].partial);
-    }
 
     #[test]
     fn labels_name_job_table_and_range_and_fit_the_limit() {
