@@ -282,6 +282,47 @@ fn a_partitioned_table_is_captured_through_its_root_and_quoted_names_work() {
 }
 
 #[test]
+fn a_schema_change_the_sink_cannot_apply_fails_the_job_with_the_fix_and_shifts_nothing() {
+    let cluster = common::pg15_with(&common::options());
+    let (source, sink) = (cluster.fresh_db("cast_src"), cluster.fresh_db("cast_sink"));
+    cluster.psql(
+        &source,
+        "CREATE TABLE counts (id int PRIMARY KEY, v text); INSERT INTO counts VALUES (1, '12'), (2, '34')",
+    );
+    let job = format!("cast_{}", std::process::id());
+    let mut child = start_run(cluster, &source, &sink, &job, &[]);
+    converges(cluster, &source, &sink, "counts", "the copy");
+
+    // The sink drifted (an edit by hand): the source's cast cannot apply there.
+    cluster.psql(&sink, "UPDATE counts SET v = 'abc' WHERE id = 2");
+    cluster.psql(&source, "ALTER TABLE counts ALTER COLUMN v TYPE int USING v::int");
+    cluster.psql(&source, "INSERT INTO counts VALUES (3, 56)");
+    wait_for(Duration::from_secs(60), "the job fails", || child.try_wait().ok().flatten().is_some());
+    let log = run_log(&job);
+    assert!(
+        log.contains("the destination of public.counts could not follow the source's new shape")
+            && log.contains("invalid input syntax for type integer")
+            && log.contains("walpipe jobs retry"),
+        "{log}"
+    );
+    assert_eq!(
+        cluster.psql(&sink, "SELECT count(*) FROM counts WHERE id = 3"),
+        "0",
+        "no row of the new shape applied"
+    );
+    assert_eq!(
+        cluster.psql(&sink, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'counts'::regclass AND attname = 'v'"),
+        "text"
+    );
+
+    // The fix the error names: make the destination fit, start again.
+    cluster.psql(&sink, "UPDATE counts SET v = '34' WHERE id = 2");
+    child = start_run(cluster, &source, &sink, &job, &[]);
+    converges(cluster, &source, &sink, "counts", "the change applied after the fix");
+    assert!(stop_run(child).success());
+}
+
+#[test]
 fn a_table_created_after_the_job_started_is_captured_from_its_first_change() {
     let cluster = common::pg15_with(&common::options());
     let (source, sink) = (cluster.fresh_db("newtab_src"), cluster.fresh_db("newtab_sink"));
