@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
 
 use super::App;
 use crate::job::lifecycle::{self, Action, State};
@@ -34,7 +35,7 @@ pub async fn handle(request: Request<Incoming>, app: &App) -> Reply {
     if let Some(token) = &app.token {
         let sent = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let expected = format!("Bearer {token}");
-        if !sent.is_some_and(|sent| constant_time_eq(sent.as_bytes(), expected.as_bytes())) {
+        if !sent.is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))) {
             return error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token: send the header Authorization: Bearer <WALPIPE_API_TOKEN>",
@@ -80,12 +81,6 @@ pub async fn handle(request: Request<Incoming>, app: &App) -> Reply {
         }
         _ => error(StatusCode::NOT_FOUND, "no such endpoint: see /api/v1/jobs"),
     }
-}
-
-/// Compares without stopping at the first difference, so the time taken
-/// does not tell how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 async fn body(request: Request<Incoming>) -> Result<Bytes, Reply> {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -45,7 +46,7 @@ fn trusted_roots(rootcert: Option<&Path>) -> Result<RootCertStore, String> {
             let pem = std::fs::read(&path).map_err(|error| {
                 format!("cannot read the root certificate file {}: {error}; fix sslrootcert", path.display())
             })?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            for cert in CertificateDer::pem_slice_iter(&pem) {
                 let cert = cert
                     .map_err(|error| format!("{} is not a PEM certificate file: {error}", path.display()))?;
                 roots
