@@ -13,12 +13,14 @@
 //!  monitor    the slot monitor (its own SQL connection)
 //!  metrics    every metric name; http: /metrics, /healthz, /readyz
 //!  secret     URLs made safe to show
+//!  backoff    the one retry backoff, with jitter
 //!  cli/       the commands
 //! ```
 //!
 //! Each layer has its own `thiserror` errors; `anyhow` is used only by the
 //! commands at the top.
 
+pub mod backoff;
 pub mod change;
 pub mod cli;
 pub mod config;

@@ -21,7 +21,7 @@ use crate::job::spec::{JobDefinition, JobSpec, Naming};
 use crate::job::store::Store;
 use crate::job::supervisor::Supervisor;
 use crate::source::ConnInfo;
-use crate::{http, metrics};
+use crate::{backoff, http, metrics};
 
 pub async fn run(config: &Config) -> anyhow::Result<()> {
     let environment_job = JobDefinition::from_config(config)?;
@@ -89,11 +89,12 @@ async fn open_store(
     notifier: Notifier,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Arc<Store>>> {
-    let mut wait = Duration::from_millis(500);
+    let mut delays = backoff::delays(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         match Store::open(info.clone(), notifier.clone()).await {
             Ok(store) => return Ok(Some(Arc::new(store))),
             Err(error) if error.is_transient() => {
+                let wait = delays.next().unwrap_or(Duration::from_secs(30));
                 tracing::warn!(
                     "the state store is unreachable, retrying in {:.1} s: {error}",
                     wait.as_secs_f64()
@@ -102,7 +103,6 @@ async fn open_store(
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.wait_for(|stopped| *stopped) => return Ok(None),
                 }
-                wait = (wait * 2).min(Duration::from_secs(30));
             }
             Err(error) => return Err(error.into()),
         }

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use super::spec::{JobSpec, SinkMode, SnapshotMode};
 use super::{catalog_watch, snapshot};
+use crate::backoff;
 use crate::change::Encoding;
 use crate::change::encode::JsonLines;
 use crate::change::mirror::MirrorRecords;
@@ -134,6 +135,7 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) -> Result<Ended, JobError> {
     let mut failures = 0;
+    let mut delays = backoff::delays(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         metrics.set_state("starting", None);
         let outcome = attempt(spec, metrics, stop.clone()).await;
@@ -157,7 +159,7 @@ pub async fn run(
         } else if error.is_transient() && failures < MAX_RETRIES && !*stop.borrow() {
             failures += 1;
             metrics.retried(error.kind());
-            let wait = backoff(failures);
+            let wait = delays.next().unwrap_or(Duration::from_secs(30));
             tracing::warn!(job = %spec.name, attempt = failures, "transient failure, retrying in {:.1} s: {error}", wait.as_secs_f64());
             let mut stop = stop.clone();
             tokio::select! {
@@ -203,14 +205,6 @@ pub async fn drop_slot_and_publication(spec: &JobSpec) -> Result<(), JobError> {
         .map_err(JobError::SourceSetup)?;
     tracing::info!(job = %spec.name, slot = %spec.slot, publication = %spec.publication, "dropped the slot and the publication");
     Ok(())
-}
-
-/// Exponential from 0.5 s, capped at 30 s, with up to 50% jitter.
-fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_millis(500).saturating_mul(1 << failures.min(6)).min(Duration::from_secs(30));
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
 }
 
 /// Where streaming starts, or that there is nothing to stream.

@@ -90,10 +90,8 @@ impl Supervisor {
     pub fn new(store: Arc<Store>, wal_volume_bytes: i64) -> Supervisor {
         let (finished_tx, finished) = mpsc::unbounded_channel();
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let worker = format!("{host}-{}-{nanos:08x}", std::process::id());
+        // Random, so that a worker restarted with the same pid on the same host is a new worker.
+        let worker = format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..));
         Supervisor { store, worker, wal_volume_bytes, owned: HashMap::new(), finished_tx, finished }
     }
 

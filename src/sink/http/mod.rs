@@ -94,7 +94,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Verdict>,
 {
-    let mut wait = FIRST_WAIT;
+    let mut delays = crate::backoff::delays(FIRST_WAIT, MAX_WAIT);
     for tried in 1..=ATTEMPTS {
         match attempt().await {
             Verdict::Accepted => return Ok(()),
@@ -109,10 +109,9 @@ where
                         reason,
                     });
                 }
-                let pause = after.unwrap_or_else(|| jitter(wait));
+                let pause = after.or_else(|| delays.next()).unwrap_or(MAX_WAIT);
                 tracing::warn!(%target, attempt = tried, "delivery failed, trying again in {:.1} s: {reason}", pause.as_secs_f64());
                 tokio::time::sleep(pause).await;
-                wait = (wait * 2).min(MAX_WAIT);
             }
         }
     }
@@ -121,13 +120,6 @@ where
         attempts: ATTEMPTS,
         reason: "no attempt made".into(),
     })
-}
-
-/// Between half and all of `wait`, so that many workers do not retry in step.
-fn jitter(wait: Duration) -> Duration {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    wait.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
 }
 
 /// A network error as a verdict: always worth another try. The URL is
