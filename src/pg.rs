@@ -50,17 +50,23 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
 /// server is starting, shutting down or out of resources.
 pub fn is_transient(error: &tokio_postgres::Error) -> bool {
     match error.code() {
-        Some(code) => {
-            let code = code.code();
-            code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57P")
-                || code == "40001"
-                || code == "40P01"
-        }
+        Some(code) => is_transient_sqlstate(code.code()),
         // No SQLSTATE: an I/O error or a closed connection.
         None => true,
     }
+}
+
+/// The one list of SQLSTATEs worth retrying, for SQL sessions and the
+/// replication connection alike: connection exceptions (class 08),
+/// insufficient resources (53), the server shutting down, crashed or not
+/// yet up (57P01-03), an idle session timed out (57P05), serialization
+/// failures and deadlocks (40001, 40P01), and an object in use (55006: the
+/// slot is still held by a walsender that is going away). Everything else,
+/// a dropped database (57P04) included, needs a person.
+pub fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(code, "57P01" | "57P02" | "57P03" | "57P05" | "40001" | "40P01" | "55006")
 }
 
 /// Connects; `what` names the database in messages ("the source", "the sink").
@@ -106,5 +112,21 @@ where
 {
     if let Err(error) = connection.await {
         tracing::warn!("the SQL connection to {what} ended: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient_sqlstate;
+
+    #[test]
+    fn the_transient_sqlstates_are_one_list() {
+        for code in ["08006", "08P01", "53300", "57P01", "57P02", "57P03", "57P05", "40001", "40P01", "55006"]
+        {
+            assert!(is_transient_sqlstate(code), "{code}");
+        }
+        for code in ["57P04", "42P01", "42501", "23505", "22P02", "55000"] {
+            assert!(!is_transient_sqlstate(code), "{code}");
+        }
     }
 }

@@ -112,7 +112,7 @@ impl SourceError {
             | SourceError::ConnectTimeout { .. }
             | SourceError::ConnectionLost(_) => true,
             SourceError::Server { error } | SourceError::Refused { error } => {
-                is_transient_sqlstate(&error.code)
+                crate::pg::is_transient_sqlstate(&error.code)
             }
             _ => false,
         }
@@ -125,14 +125,6 @@ impl SourceError {
             _ => None,
         }
     }
-}
-
-/// Connection and resource classes (08, 53, 57P01-03) and serialization
-/// failures pass; everything else needs a person.
-fn is_transient_sqlstate(code: &str) -> bool {
-    code.starts_with("08")
-        || code.starts_with("53")
-        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55006")
 }
 
 impl From<io::Error> for SourceError {
