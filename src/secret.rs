@@ -1,6 +1,8 @@
-//! Secrets in URLs, made safe to show. Pure.
+//! Secrets, kept from being shown: the [`Secret`] type for passwords and
+//! signing keys, and URLs made safe to show. Pure.
 //!
-//! Invariant: what [`redact_url`] returns holds no password and no query
+//! Invariants: a [`Secret`] prints as `REDACTED` in debug output and is read
+//! only through [`Secret::expose`]. What [`redact_url`] returns holds no password and no query
 //! parameter that looks like a credential, however the URL was written
 //! (`user:password@host`, `?password=`, `?token=` on a webhook URL), so it
 //! may go to a log line, an error or the API.
@@ -9,6 +11,27 @@
 const CREDENTIAL_PARAMETERS: [&str; 7] = ["pass", "token", "secret", "key", "sig", "auth", "cred"];
 
 pub const REDACTED: &str = "REDACTED";
+
+/// A password or key: never in logs, errors or debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The value itself, for the one place that needs it (authentication, signing).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({REDACTED})")
+    }
+}
 
 fn is_credential(parameter: &str) -> bool {
     let parameter = parameter.to_ascii_lowercase();

@@ -33,6 +33,7 @@ use crate::names::{quote_ident, quote_literal};
 use crate::pg::{self, ConnectError};
 use crate::pipeline::assembler::{Assembler, HEARTBEAT_PREFIX};
 use crate::pipeline::driver::{self, DriveError};
+use crate::secret::Secret;
 use crate::sink::delivery::{Delivery, Outbox};
 use crate::sink::postgres::changelog::{self, ChangelogWriter};
 use crate::sink::postgres::follow::{self, Follower, Place};
@@ -333,7 +334,7 @@ fn outlet(
         .iter()
         .filter_map(|t| spec.table_mappings.get(&t.qualified()).map(|to| (t.qualified(), to.clone())))
         .collect();
-    let secret = spec.signing_secret.as_ref().map(|s| s.0.as_str());
+    let secret = spec.signing_secret.as_ref().map(Secret::expose);
     Outlet::for_target(&spec.sink, &spec.name, secret, destinations, metrics)
 }
 

@@ -8,6 +8,7 @@ use crate::change::outbox::OutboxRules;
 use crate::config::Config;
 use crate::lsn::Lsn;
 use crate::names::{self, TableName};
+use crate::secret::Secret;
 use crate::sink::SinkTarget;
 use crate::sink::postgres::evolve::DropPolicy;
 use crate::source::conninfo::ConnInfo;
@@ -70,14 +71,10 @@ pub struct JobSpec {
     pub confirm_keepalives: bool,
 }
 
-/// A secret that never shows in logs or debug output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(REDACTED)")
-    }
+/// The slot (and publication) of a job that names none: `walpipe_<job>`,
+/// lower case, `-` as `_`.
+pub fn default_slot_name(job: &str) -> String {
+    format!("walpipe_{}", job.replace('-', "_").to_lowercase())
 }
 
 /// The job cannot run as configured; the message names the variable and the fix.
@@ -222,7 +219,7 @@ impl JobSpec {
             // The supervisor points it at the state store (the source unless WALPIPE_STATE_URL says otherwise).
             _ => source.clone(),
         };
-        let signing_secret = def.sink_signing_secret.clone().filter(|s| !s.is_empty()).map(Secret);
+        let signing_secret = def.sink_signing_secret.clone().filter(|s| !s.is_empty()).map(Secret::new);
         if signing_secret.is_some() && !matches!(sink, SinkTarget::Webhook(_)) {
             return Err(bad(format!(
                 "{} signs webhook requests, but the sink is {sink}: unset it, or use an http(s):// sink",
@@ -262,7 +259,7 @@ impl JobSpec {
             )));
         }
 
-        let default_name = format!("walpipe_{}", name.replace('-', "_").to_lowercase());
+        let default_name = default_slot_name(&name);
         let slot = def.slot_name.clone().unwrap_or_else(|| default_name.clone());
         if slot.is_empty()
             || slot.len() > 63

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use super::lifecycle::State;
 use super::runner::{self, Ended};
-use super::spec::{JobSpec, Naming};
+use super::spec::{self, JobSpec, Naming};
 use super::store::{JobRow, Store};
 use crate::lsn::Lsn;
 use crate::metrics::{self, JobMetrics};
@@ -219,9 +219,11 @@ impl Supervisor {
     async fn show_other_jobs(&self) {
         let Ok(jobs) = self.store.list().await else { return };
         for job in jobs.iter().filter(|job| !self.owned.contains_key(&job.definition.name)) {
-            let slot = job.definition.slot_name.clone().unwrap_or_else(|| {
-                format!("walpipe_{}", job.definition.name.replace('-', "_").to_lowercase())
-            });
+            let slot = job
+                .definition
+                .slot_name
+                .clone()
+                .unwrap_or_else(|| spec::default_slot_name(&job.definition.name));
             let phase =
                 job.phase.as_deref().and_then(|p| metrics::PHASES.iter().find(|known| **known == p)).copied();
             metrics::global().job(&job.definition.name, &slot).set_state(job.state.as_str(), phase);

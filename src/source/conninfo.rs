@@ -12,21 +12,7 @@ use std::time::Duration;
 
 use url::Url;
 
-/// A value that must never be printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+use crate::secret::Secret;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Host {
@@ -154,7 +140,7 @@ impl ConnInfo {
             host,
             port: port.unwrap_or(5432),
             user,
-            password: password.map(Secret),
+            password: password.map(Secret::new),
             dbname,
             sslmode,
             sslrootcert,
