@@ -28,11 +28,21 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Job states (SPEC section 4).
-pub const STATES: [&str; 8] =
-    ["created", "pending", "starting", "running", "paused", "stopped", "failed", "succeeded"];
+/// Job states, as `walpipe_job_state` labels them.
+pub const STATES: [&str; 10] = [
+    "created",
+    "pending",
+    "starting",
+    "running",
+    "pausing",
+    "paused",
+    "stopping",
+    "stopped",
+    "failed",
+    "succeeded",
+];
 /// Phases inside `running`.
-pub const PHASES: [&str; 3] = ["init", "snapshot", "streaming"];
+pub const PHASES: [&str; 2] = ["snapshot", "streaming"];
 /// `pg_replication_slots.wal_status`, plus `unknown` when the slot is missing.
 pub const WAL_STATUSES: [&str; 5] = ["reserved", "extended", "unreserved", "lost", "unknown"];
 /// `pg_replication_slots.invalidation_reason` (PG17+; on older servers a
@@ -604,6 +614,9 @@ pub struct JobMetrics {
     /// Unix ms of the last data received (job start until then).
     last_data_unix_ms: AtomicU64,
     state: Mutex<(&'static str, Option<&'static str>)>,
+    /// Woken on every state change, so that the owner's worker can record
+    /// the observed state in the store at once.
+    pub state_changed: tokio::sync::Notify,
 
     pub source_transactions: IntCounter,
     pub source_bytes: IntCounter,
@@ -665,6 +678,7 @@ impl JobMetrics {
             family,
             last_data_unix_ms: AtomicU64::new(unix_ms_now()),
             state: Mutex::new(("created", None)),
+            state_changed: tokio::sync::Notify::new(),
             source_transactions: family.source_transactions.with_label_values(job),
             source_bytes: family.source_bytes.with_label_values(job),
             source_connected: family.source_connected.with_label_values(job),
@@ -705,9 +719,15 @@ impl JobMetrics {
 
     /// Moves the job to `state` (and `phase` while running).
     pub fn set_state(&self, state: &'static str, phase: Option<&'static str>) {
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = (state, phase);
+        let previous = std::mem::replace(
+            &mut *self.state.lock().unwrap_or_else(PoisonError::into_inner),
+            (state, phase),
+        );
         set_state(&self.family.job_state, &[&self.name], &STATES, Some(state));
         set_state(&self.family.job_phase, &[&self.name], &PHASES, phase);
+        if previous.0 != state {
+            self.state_changed.notify_one();
+        }
     }
 
     /// The current state and phase.
@@ -972,4 +992,13 @@ pub struct SlotState {
     pub reply_age_seconds: Option<f64>,
     /// pg_stat_replication_slots counters by column name.
     pub decoding_stats: Vec<(String, i64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_state_labels_are_the_lifecycle_states() {
+        let states: Vec<&str> = crate::job::lifecycle::ALL_STATES.iter().map(|s| s.as_str()).collect();
+        assert_eq!(states, super::STATES);
+    }
 }

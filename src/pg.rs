@@ -2,6 +2,9 @@
 //! walpipe talks to: the source's catalog and snapshot, the Postgres sink,
 //! the state store. Same URL rules and TLS as the replication connection.
 
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_postgres::AsyncMessage;
 use tokio_postgres::config::SslMode as PgSslMode;
 
 use crate::source::conninfo::{ConnInfo, Host, SslMode};
@@ -71,6 +74,32 @@ pub fn is_transient_sqlstate(code: &str) -> bool {
 
 /// Connects; `what` names the database in messages ("the source", "the sink").
 pub async fn connect(info: &ConnInfo, what: &'static str) -> Result<tokio_postgres::Client, ConnectError> {
+    open(info, what, None).await
+}
+
+/// Connects and `LISTEN`s on `channel`: each notification's payload goes to
+/// `payloads` (a full queue drops it: listeners poll as a fallback). The
+/// sender is dropped when the connection ends. Keep the client: dropping
+/// it ends the connection.
+pub async fn listen(
+    info: &ConnInfo,
+    what: &'static str,
+    channel: &str,
+    payloads: mpsc::Sender<String>,
+) -> Result<tokio_postgres::Client, ConnectError> {
+    let client = open(info, what, Some(payloads)).await?;
+    client
+        .batch_execute(&format!("LISTEN {}", crate::names::quote_ident(channel)))
+        .await
+        .map_err(|source| ConnectError::Postgres { what, target: info.target(), source })?;
+    Ok(client)
+}
+
+async fn open(
+    info: &ConnInfo,
+    what: &'static str,
+    payloads: Option<mpsc::Sender<String>>,
+) -> Result<tokio_postgres::Client, ConnectError> {
     let mut config = tokio_postgres::Config::new();
     config
         .user(&info.user)
@@ -92,7 +121,7 @@ pub async fn connect(info: &ConnInfo, what: &'static str) -> Result<tokio_postgr
     let client = if info.sslmode == SslMode::Disable || matches!(info.host, Host::Unix(_)) {
         config.ssl_mode(PgSslMode::Disable);
         let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
-        tokio::spawn(watch(connection, what));
+        tokio::spawn(drive(connection, what, payloads));
         client
     } else {
         config.ssl_mode(if info.sslmode == SslMode::Prefer { PgSslMode::Prefer } else { PgSslMode::Require });
@@ -100,18 +129,35 @@ pub async fn connect(info: &ConnInfo, what: &'static str) -> Result<tokio_postgr
             tls::client_config(info.sslmode, info.sslrootcert.as_deref()).map_err(ConnectError::Tls)?;
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls_config).clone());
         let (client, connection) = config.connect(tls).await.map_err(fail)?;
-        tokio::spawn(watch(connection, what));
+        tokio::spawn(drive(connection, what, payloads));
         client
     };
     Ok(client)
 }
 
-async fn watch<F>(connection: F, what: &'static str)
-where
-    F: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+/// Runs the connection until it ends, passing notifications on.
+async fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    what: &'static str,
+    payloads: Option<mpsc::Sender<String>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
 {
-    if let Err(error) = connection.await {
-        tracing::warn!("the SQL connection to {what} ended: {error}");
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(notification))) => {
+                if let Some(payloads) = &payloads {
+                    let _ = payloads.try_send(notification.payload().to_string());
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::warn!("the SQL connection to {what} ended: {error}");
+                return;
+            }
+            None => return,
+        }
     }
 }
 

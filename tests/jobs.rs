@@ -271,9 +271,11 @@ fn every_transition_works_and_every_refusal_names_the_allowed_actions() {
         ("created", "pending"),
         ("pending", "starting"),
         ("starting", "running"),
-        ("running", "paused"),
+        ("running", "pausing"),
+        ("pausing", "paused"),
         ("paused", "running"),
-        ("running", "stopped"),
+        ("running", "stopping"),
+        ("stopping", "stopped"),
     ];
     for (i, (from, to)) in expected_start.iter().enumerate() {
         assert_eq!((seen[i].0.as_str(), seen[i].1.as_str()), (*from, *to), "webhook event {i}: {seen:?}");
@@ -414,6 +416,87 @@ fn two_workers_share_a_job_and_one_takes_over_after_kill_9() {
     writer.join().expect("writer");
     wait_for(Duration::from_secs(60), "the sink equals the source", || same(cluster, &source, &sink));
     other.stop();
+}
+
+/// Whether a walsender holds the job's slot.
+fn slot_active(cluster: &Cluster, db: &str, job: &str) -> bool {
+    cluster.psql(db, &format!("SELECT active FROM pg_replication_slots WHERE slot_name = 'walpipe_{job}'"))
+        == "t"
+}
+
+#[test]
+fn an_action_answers_with_the_state_reached_and_its_session_has_ended() {
+    let cluster = cluster();
+    let (source, sink, name, definition) = setup(cluster, "truth");
+    let a = Worker::start(cluster, &sink, &format!("{name}_a"), &[]);
+    let b = Worker::start(cluster, &sink, &format!("{name}_b"), &[]);
+    assert_eq!(a.call("POST", "/api/v1/jobs", Some(definition.clone())).0, 201);
+    a.act(&name, "start", None);
+    a.wait_state(&name, "running");
+    wait_for(Duration::from_secs(30), "the slot in use", || slot_active(cluster, &source, &name));
+    // Ask the worker that does not run the job: it reaches the owner through LISTEN/NOTIFY.
+    let owner = a.job(&name)["worker"].as_str().expect("an owner").to_string();
+    let other = if owner.contains(&a.child.id().to_string()) { &b } else { &a };
+
+    let asked = Instant::now();
+    let (status, paused) = other.call("POST", &format!("/api/v1/jobs/{name}/pause"), None);
+    let answered = Instant::now();
+    assert_eq!((status, paused["state"].as_str()), (200, Some("paused")), "{paused}");
+    assert!(paused["requested"].is_null(), "{paused}");
+    // The session ended before the answer: the first look after it finds the
+    // slot free (the owner reports `paused` only once START_REPLICATION has
+    // ended, and the server releases the slot before it says so).
+    let held = slot_active(cluster, &source, &name);
+    let looked = answered.elapsed();
+    eprintln!(
+        "pause: answered after {} ms; the replication session had ended at the answer (seen {} ms after it)",
+        (answered - asked).as_millis(),
+        looked.as_millis()
+    );
+    assert!(!held, "the replication session still held the slot {looked:?} after the answer");
+    let confirmed = || {
+        cluster.psql(
+            &source,
+            &format!(
+                "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'walpipe_{name}'"
+            ),
+        )
+    };
+    let at_pause = confirmed();
+    cluster.psql(&source, "INSERT INTO t VALUES (500, 'after the answer')");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(confirmed(), at_pause, "nothing is confirmed to the slot after the answer");
+
+    // wait=0: 202 with the request pending; the job shows it until it runs.
+    let (status, resuming) = other.call("POST", &format!("/api/v1/jobs/{name}/resume?wait=0"), None);
+    assert_eq!(status, 202, "{resuming}");
+    assert_eq!(resuming["requested"], "resume", "{resuming}");
+    a.wait_state(&name, "running");
+    assert!(a.job(&name)["requested"].is_null());
+    let (status, bad) = a.call("POST", &format!("/api/v1/jobs/{name}/pause?wait=soon"), None);
+    assert_eq!(status, 400, "{bad}");
+
+    // stop waits for the end: the slot is free when it answers.
+    let (status, stopped) = other.call("POST", &format!("/api/v1/jobs/{name}/stop"), None);
+    assert_eq!((status, stopped["state"].as_str()), (200, Some("stopped")), "{stopped}");
+    assert!(!slot_active(cluster, &source, &name), "stopped, and the session still holds the slot");
+
+    // A job stuck in set-up (its source refuses connections) is `starting`:
+    // pause and stop are accepted there too, and reached.
+    let mut stuck = definition.clone();
+    let stuck_name = format!("{name}_stuck");
+    stuck["name"] = json!(stuck_name);
+    stuck["source_url"] = json!("postgres://postgres@127.0.0.1:9/nowhere?sslmode=disable&connect_timeout=2");
+    assert_eq!(a.call("POST", "/api/v1/jobs", Some(stuck)).0, 201);
+    let (status, starting) = a.call("POST", &format!("/api/v1/jobs/{stuck_name}/start?wait=0"), None);
+    assert_eq!(status, 202, "{starting}");
+    a.wait_state(&stuck_name, "starting");
+    let (status, paused) = a.call("POST", &format!("/api/v1/jobs/{stuck_name}/pause"), None);
+    assert_eq!((status, paused["state"].as_str()), (200, Some("paused")), "pause from starting: {paused}");
+    let (status, stopped) = a.call("POST", &format!("/api/v1/jobs/{stuck_name}/stop"), None);
+    assert_eq!((status, stopped["state"].as_str()), (200, Some("stopped")), "stop from paused: {stopped}");
+    a.stop();
+    b.stop();
 }
 
 #[test]

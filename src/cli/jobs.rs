@@ -169,11 +169,10 @@ fn print_list(answer: &Value) {
 
 fn print_job(job: &Value) {
     let status = crate::http::api::STATUS_FIELDS.into_iter().filter(|f| *f != "snapshot");
-    let fields = ["name", "state", "phase", "error", "worker"].into_iter().chain(status).chain([
-        "checkpoint_lsn",
-        "reason",
-        "warning",
-    ]);
+    let fields = ["name", "state", "requested", "phase", "error", "worker"]
+        .into_iter()
+        .chain(status)
+        .chain(["checkpoint_lsn", "reason", "warning"]);
     for field in fields {
         let empty = job[field].is_null() || job[field].as_array().is_some_and(Vec::is_empty);
         if !empty || matches!(field, "name" | "state") {

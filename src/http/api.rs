@@ -13,6 +13,8 @@
 //! an action the state does not allow is 409 with `state` and
 //! `allowed_actions`; passwords in job URLs are never shown.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -50,6 +52,7 @@ pub async fn handle(request: Request<Incoming>, app: &App) -> Reply {
     };
     let method = request.method().clone();
     let path = request.uri().path().trim_end_matches('/').to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
     let parts: Vec<&str> = path.split('/').skip(1).collect();
     match (method, parts.as_slice()) {
         (Method::GET, ["api", "v1", "jobs"]) => list(store).await,
@@ -74,8 +77,12 @@ pub async fn handle(request: Request<Incoming>, app: &App) -> Reply {
                     &format!("{action:?} is not an action: use start, pause, resume, stop, restart or retry"),
                 );
             };
+            let wait = match wait_from_query(&query) {
+                Ok(wait) => wait,
+                Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+            };
             match body(request).await {
-                Ok(body) => act(store, &name, action, &body).await,
+                Ok(body) => act(store, &name, action, &body, wait).await,
                 Err(reply) => reply,
             }
         }
@@ -130,7 +137,30 @@ async fn create(store: &Store, body: &[u8]) -> Reply {
     }
 }
 
-async fn act(store: &Store, name: &str, action: Action, body: &[u8]) -> Reply {
+/// How long an action's call waits for its state by default.
+const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+/// At most this long, whatever `?wait=` asks.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+/// How often a waiting call looks at the job again.
+const WAIT_POLL: Duration = Duration::from_millis(50);
+
+/// `?wait=10s` (also `500ms`, `0`): how long to wait for the action's state.
+fn wait_from_query(query: &str) -> Result<Duration, String> {
+    let Some(text) = query.split('&').find_map(|pair| pair.strip_prefix("wait=")) else {
+        return Ok(DEFAULT_WAIT);
+    };
+    let bad = || format!("wait={text:?} is not a duration: use for instance wait=10s, wait=500ms or wait=0");
+    let (number, unit) = match text.strip_suffix("ms") {
+        Some(number) => (number, Duration::from_millis(1)),
+        None => (text.strip_suffix('s').unwrap_or(text), Duration::from_secs(1)),
+    };
+    let count: u32 = number.parse().map_err(|_| bad())?;
+    Ok(unit.saturating_mul(count).min(MAX_WAIT))
+}
+
+/// Applies `action`, then waits up to `wait` for the job to reach its state:
+/// 200 with the state reached, or 202 with the request still pending.
+async fn act(store: &Store, name: &str, action: Action, body: &[u8], wait: Duration) -> Reply {
     let cleanup = if body.is_empty() {
         false
     } else {
@@ -144,9 +174,21 @@ async fn act(store: &Store, name: &str, action: Action, body: &[u8]) -> Reply {
             }
         }
     };
-    match store.act(name, action, cleanup).await {
-        Ok(_) => show(store, name).await,
-        Err(e) => store_error(&e),
+    if let Err(e) = store.act(name, action, cleanup).await {
+        return store_error(&e);
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let job = match store.get(name).await {
+            Ok(job) => job,
+            Err(e) => return store_error(&e),
+        };
+        let done = lifecycle::reached(action, job.state) && job.requested.is_none();
+        if done || tokio::time::Instant::now() >= deadline {
+            let status = if done { StatusCode::OK } else { StatusCode::ACCEPTED };
+            return reply(status, &view(&job, store.live_workers().await.unwrap_or(0)));
+        }
+        tokio::time::sleep(WAIT_POLL).await;
     }
 }
 
@@ -193,6 +235,7 @@ pub fn view(job: &JobRow, live_workers: i64) -> Value {
         "error": job.error,
         "worker": job.worker_id,
         "allowed_actions": lifecycle::allowed_actions(job.state).iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        "requested": job.requested.map(Action::as_str),
         "checkpoint_lsn": job.checkpoint_lsn,
         "from_environment": job.from_environment,
         "definition": job.definition.redacted(),

@@ -1,15 +1,23 @@
-//! The job state machine of SPEC section 4, as data.
+//! The job state machine, as data.
 //!
 //! ```text
-//!  created ─start─> pending ─(a worker claims)─> starting ─> running ─pause─> paused ─resume─> running
-//!  running|paused ─stop─> stopped ─start─> pending      running ─(permanent error / 10 retries)─> failed ─retry─> pending
-//!  stopped|failed|paused|running ─restart─> pending (progress reset)      initial_only done ─> succeeded
+//!  created ─start─> pending ─(a worker claims)─> starting ─(copies or streams)─> running
+//!  starting|running ─pause─> pausing ─(the owner holds)─> paused ─resume─> running
+//!  any live state ─stop─> stopping ─(the owner let go)─> stopped ─start─> pending
+//!  running ─(permanent error / 10 retries)─> failed ─retry─> pending     initial_only done ─> succeeded
+//!  stopped|failed|paused|pausing|running|starting ─restart─> (stopping) ─> pending (progress reset)
 //!  created|stopped|failed|succeeded ─delete─> (gone)
 //! ```
 //!
+//! A state is what a job was observed to be. An action on a job that a
+//! worker runs is a request: the job shows the transition state
+//! ([`pending_state`]) until its owner reaches the action's state
+//! ([`reached`]). An action on a job nobody runs takes effect at once.
+//!
 //! Invariants: an action is allowed exactly when [`TRANSITIONS`] lists it
 //! for the current state; everything else is refused, naming the actions
-//! that are allowed. Pure: no I/O.
+//! that are allowed. Every state allows at least one action; pause and stop
+//! are allowed in every live state. Pure: no I/O.
 
 use std::fmt;
 
@@ -20,18 +28,22 @@ pub enum State {
     Pending,
     Starting,
     Running,
+    Pausing,
     Paused,
+    Stopping,
     Stopped,
     Failed,
     Succeeded,
 }
 
-pub const ALL_STATES: [State; 8] = [
+pub const ALL_STATES: [State; 10] = [
     State::Created,
     State::Pending,
     State::Starting,
     State::Running,
+    State::Pausing,
     State::Paused,
+    State::Stopping,
     State::Stopped,
     State::Failed,
     State::Succeeded,
@@ -44,7 +56,9 @@ impl State {
             State::Pending => "pending",
             State::Starting => "starting",
             State::Running => "running",
+            State::Pausing => "pausing",
             State::Paused => "paused",
+            State::Stopping => "stopping",
             State::Stopped => "stopped",
             State::Failed => "failed",
             State::Succeeded => "succeeded",
@@ -108,10 +122,18 @@ pub type Target = Option<State>;
 /// The transition table: action, the states it is allowed from, the state it leads to.
 pub const TRANSITIONS: [(Action, &[State], Target); 7] = [
     (Action::Start, &[State::Created, State::Stopped], Some(State::Pending)),
-    (Action::Pause, &[State::Running], Some(State::Paused)),
-    (Action::Resume, &[State::Paused], Some(State::Running)),
-    (Action::Stop, &[State::Running, State::Paused], Some(State::Stopped)),
-    (Action::Restart, &[State::Stopped, State::Failed, State::Paused, State::Running], Some(State::Pending)),
+    (Action::Pause, &[State::Pending, State::Starting, State::Running], Some(State::Paused)),
+    (Action::Resume, &[State::Pausing, State::Paused], Some(State::Running)),
+    (
+        Action::Stop,
+        &[State::Pending, State::Starting, State::Running, State::Pausing, State::Paused, State::Stopping],
+        Some(State::Stopped),
+    ),
+    (
+        Action::Restart,
+        &[State::Stopped, State::Failed, State::Starting, State::Running, State::Pausing, State::Paused],
+        Some(State::Pending),
+    ),
     (Action::Retry, &[State::Failed], Some(State::Pending)),
     (Action::Delete, &[State::Created, State::Stopped, State::Failed, State::Succeeded], None),
 ];
@@ -126,9 +148,6 @@ pub struct Refused {
 }
 
 fn allowed_list(allowed: &[Action]) -> String {
-    if allowed.is_empty() {
-        return "nothing until it settles".into();
-    }
     allowed.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
 }
 
@@ -141,6 +160,29 @@ pub fn apply(state: State, action: Action) -> Result<Target, Refused> {
         .ok_or_else(|| Refused { action: action.as_str(), state, allowed: allowed_actions(state) })
 }
 
+/// What a job that a worker runs shows while `action` is pending: the
+/// transition state, or `None` when it keeps its state until the owner acts
+/// (a resume shows `paused` until the job runs again).
+pub fn pending_state(action: Action) -> Option<State> {
+    match action {
+        Action::Pause => Some(State::Pausing),
+        Action::Stop | Action::Restart => Some(State::Stopping),
+        Action::Start | Action::Resume | Action::Retry | Action::Delete => None,
+    }
+}
+
+/// Whether a job in `state` has reached what `action` asked, or settled
+/// where it cannot (failed, succeeded): an action's call waits for this.
+pub fn reached(action: Action, state: State) -> bool {
+    let wanted = match action {
+        Action::Pause => State::Paused,
+        Action::Stop => State::Stopped,
+        Action::Start | Action::Resume | Action::Restart | Action::Retry => State::Running,
+        Action::Delete => return true,
+    };
+    state == wanted || matches!(state, State::Failed | State::Succeeded)
+}
+
 /// Every action allowed in `state`, in table order.
 pub fn allowed_actions(state: State) -> Vec<Action> {
     TRANSITIONS.iter().filter(|(_, from, _)| from.contains(&state)).map(|(action, _, _)| *action).collect()
@@ -151,20 +193,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_table_is_spec_section_4() {
+    fn the_table_allows_pause_and_stop_in_every_live_state() {
         use Action::*;
         use State::*;
         let expected: &[(State, Action, Target)] = &[
             (Created, Start, Some(Pending)),
             (Stopped, Start, Some(Pending)),
+            (Pending, Pause, Some(Paused)),
+            (Starting, Pause, Some(Paused)),
             (Running, Pause, Some(Paused)),
+            (Pausing, Resume, Some(Running)),
             (Paused, Resume, Some(Running)),
+            (Pending, Stop, Some(Stopped)),
+            (Starting, Stop, Some(Stopped)),
             (Running, Stop, Some(Stopped)),
+            (Pausing, Stop, Some(Stopped)),
             (Paused, Stop, Some(Stopped)),
+            (Stopping, Stop, Some(Stopped)),
             (Stopped, Restart, Some(Pending)),
             (Failed, Restart, Some(Pending)),
-            (Paused, Restart, Some(Pending)),
+            (Starting, Restart, Some(Pending)),
             (Running, Restart, Some(Pending)),
+            (Pausing, Restart, Some(Pending)),
+            (Paused, Restart, Some(Pending)),
             (Failed, Retry, Some(Pending)),
             (Created, Delete, None),
             (Stopped, Delete, None),
@@ -196,12 +247,20 @@ mod tests {
     fn a_refusal_reads_as_a_sentence() {
         let refused = apply(State::Created, Action::Pause).expect_err("refused");
         assert_eq!(refused.to_string(), "cannot pause a job that is created; allowed: start, delete");
-        assert!(
-            apply(State::Starting, Action::Retry)
-                .expect_err("refused")
-                .to_string()
-                .ends_with("nothing until it settles")
-        );
+        for state in ALL_STATES {
+            assert!(!allowed_actions(state).is_empty(), "{state} allows nothing");
+        }
+    }
+
+    #[test]
+    fn a_request_shows_its_transition_state_until_its_state_is_reached() {
+        assert_eq!(pending_state(Action::Pause), Some(State::Pausing));
+        assert_eq!(pending_state(Action::Stop), Some(State::Stopping));
+        assert_eq!(pending_state(Action::Resume), None);
+        assert!(reached(Action::Pause, State::Paused) && !reached(Action::Pause, State::Pausing));
+        assert!(reached(Action::Stop, State::Stopped) && !reached(Action::Stop, State::Stopping));
+        assert!(reached(Action::Resume, State::Running) && !reached(Action::Resume, State::Paused));
+        assert!(reached(Action::Start, State::Failed), "a failed start settles the wait");
     }
 
     #[test]

@@ -232,7 +232,6 @@ async fn attempt(
         metrics.needs_recopy(&table, &reason);
     }
     let mut targets = Targets::ensure(spec, metrics, &sink, &tables).await?;
-    metrics.set_state("running", Some("init"));
     publication::ensure(&source_sql, &spec.publication, &tables, spec.tables.is_empty())
         .await
         .map_err(JobError::SourceSetup)?;

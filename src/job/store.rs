@@ -3,17 +3,21 @@
 //! database (`WALPIPE_STATE_URL`; by default the sink, else the source).
 //!
 //! ```text
-//!  API ──act()──> jobs.state (FOR UPDATE, transition table) ──> webhook
-//!  worker ──claim()──> jobs.worker_id + lease_until ──renew() every few s──> (lost lease: stop at once)
+//!  API ──act()──> a job nobody runs: jobs.state at once
+//!                 a job a worker runs: jobs.requested + the transition state (pausing, stopping)
+//!                 ──NOTIFY walpipe_jobs──> the owner acts at once (polling every few s is the fallback)
+//!  worker ──claim()──> jobs.worker_id + lease_until ──renew()──> the observed state (on every change, and every few s)
 //!         ──finish()──> final state, lease released        instances: one row per run
 //! ```
 //!
 //! Invariants:
 //! - Migrations are versioned (`walpipe.schema_migrations`) and applied
 //!   under an advisory lock, so workers starting together apply each once.
-//! - A state changes only through [`Store::act`] (the transition table),
-//!   [`Store::claim`] (pending or an expired lease: starting), the owner's
-//!   [`Store::renew`] (starting -> running only) and [`Store::finish`]
+//! - `state` is what the job was observed to be. A state changes only
+//!   through [`Store::act`] (the transition table: at once for a job nobody
+//!   runs, else as a request), [`Store::claim`] (pending or an expired
+//!   lease: starting), the owner's [`Store::renew`] (the state it observed;
+//!   a request is cleared when its state is reached) and [`Store::finish`]
 //!   (the owner's final word). A worker writes only rows it holds the lease
 //!   of, so a job runs in at most one worker.
 //! - Every state change is announced to the notifier (the webhook).
@@ -36,7 +40,11 @@ pub const LEASE: Duration = Duration::from_secs(15);
 /// A worker whose heartbeat is older than this is dead.
 pub const WORKER_ALIVE: Duration = Duration::from_secs(30);
 
-const MIGRATIONS: [&str; 1] = ["CREATE SCHEMA IF NOT EXISTS walpipe;
+/// The channel on which every action is announced (its payload: the job's name).
+pub const CHANNEL: &str = "walpipe_jobs";
+
+const MIGRATIONS: [&str; 2] = [
+    "CREATE SCHEMA IF NOT EXISTS walpipe;
      CREATE TABLE walpipe.jobs (
          name text PRIMARY KEY,
          definition jsonb NOT NULL,
@@ -68,7 +76,10 @@ const MIGRATIONS: [&str; 1] = ["CREATE SCHEMA IF NOT EXISTS walpipe;
          records bigint NOT NULL DEFAULT 0,
          bytes bigint NOT NULL DEFAULT 0,
          error text);
-     CREATE INDEX ON walpipe.job_instances (job_name, id)"];
+     CREATE INDEX ON walpipe.job_instances (job_name, id)",
+    // The action asked of a job a worker runs, until the worker reaches its state.
+    "ALTER TABLE walpipe.jobs ADD COLUMN requested text",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -96,6 +107,35 @@ impl StoreError {
     }
 }
 
+/// Whether an action on `job` takes effect at once or is a request to its owner.
+enum Placement {
+    AtOnce,
+    Request,
+}
+
+/// A request when a live worker runs the job and only it can carry the
+/// action out (end its session, clean up); also a stop with cleanup of a
+/// job nobody runs, which the next worker to claim it carries out.
+fn placement(job: &JobRow, action: Action, cleanup: bool) -> Placement {
+    let owned = job.leased
+        && matches!(
+            job.state,
+            State::Starting | State::Running | State::Pausing | State::Paused | State::Stopping
+        );
+    let for_owner = matches!(action, Action::Pause | Action::Resume | Action::Stop | Action::Restart);
+    let cleanup_elsewhere = cleanup
+        && matches!(
+            job.state,
+            State::Pending | State::Starting | State::Running | State::Pausing | State::Paused
+        );
+    if (owned && for_owner) || cleanup_elsewhere { Placement::Request } else { Placement::AtOnce }
+}
+
+fn parse_requested(text: Option<String>) -> Result<Option<Action>, StoreError> {
+    text.map(|t| Action::parse(&t).ok_or_else(|| StoreError::Corrupt(format!("requested action {t:?}"))))
+        .transpose()
+}
+
 /// A job as the store holds it.
 #[derive(Debug, Clone)]
 pub struct JobRow {
@@ -111,6 +151,8 @@ pub struct JobRow {
     pub cleanup_requested: bool,
     pub status: serde_json::Value,
     pub checkpoint_lsn: Option<String>,
+    /// The action asked of the job's owner and not reached yet.
+    pub requested: Option<Action>,
 }
 
 /// One run of a job (a row of its history).
@@ -130,6 +172,7 @@ pub struct Instance {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Renewed {
     pub state: State,
+    pub requested: Option<Action>,
     pub cleanup_requested: bool,
 }
 
@@ -140,7 +183,7 @@ pub struct Store {
 }
 
 const JOB_COLUMNS: &str = "definition, from_environment, state, phase, error, worker_id, \
-     coalesce(lease_until > now(), false), reset_requested, cleanup_requested, status, checkpoint_lsn";
+     coalesce(lease_until > now(), false), reset_requested, cleanup_requested, status, checkpoint_lsn, requested";
 
 impl Store {
     /// Connects and applies the migrations this version has and the store lacks.
@@ -283,17 +326,23 @@ impl Store {
             tx.commit().await?;
             return Ok(before);
         };
+        let cleanup = action == Action::Stop && cleanup;
+        let (state, requested) = match placement(&before, action, cleanup) {
+            Placement::Request => (lifecycle::pending_state(action).unwrap_or(before.state), Some(action)),
+            Placement::AtOnce => (target, None),
+        };
         tx.execute(
-            "UPDATE walpipe.jobs SET state = $2, updated_at = now(),
+            "UPDATE walpipe.jobs SET state = $2, requested = $5, updated_at = now(),
                  error = CASE WHEN $2 = 'pending' THEN NULL ELSE error END,
                  reset_requested = reset_requested OR $3,
                  cleanup_requested = $4
              WHERE name = $1",
-            &[&name, &target.as_str(), &(action == Action::Restart), &(action == Action::Stop && cleanup)],
+            &[&name, &state.as_str(), &(action == Action::Restart), &cleanup, &requested.map(Action::as_str)],
         )
         .await?;
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &name]).await?;
         tx.commit().await?;
-        self.announce(name, Some(before.state), target, None);
+        self.announce(name, Some(before.state), state, None);
         Ok(before)
     }
 
@@ -342,11 +391,11 @@ impl Store {
                 &format!(
                     "WITH free AS (
                          SELECT name, state AS previous FROM walpipe.jobs
-                          WHERE state IN ('pending', 'starting', 'running', 'paused')
+                          WHERE state IN ('pending', 'starting', 'running', 'pausing', 'paused', 'stopping')
                             AND (worker_id IS NULL OR lease_until IS NULL OR lease_until < now())
                           ORDER BY name FOR UPDATE SKIP LOCKED)
                      UPDATE walpipe.jobs j SET worker_id = $1, lease_until = now() + make_interval(secs => $2),
-                            state = CASE WHEN j.state = 'paused' THEN 'paused' ELSE 'starting' END,
+                            state = CASE WHEN j.state IN ('pausing', 'paused', 'stopping') THEN j.state ELSE 'starting' END,
                             phase = NULL, updated_at = now()
                        FROM free WHERE j.name = free.name
                      RETURNING free.previous, {}",
@@ -369,6 +418,7 @@ impl Store {
     fn row_at(row: &tokio_postgres::Row, offset: usize) -> Result<JobRow, StoreError> {
         let definition: serde_json::Value = row.try_get(offset)?;
         let state: String = row.try_get(offset + 2)?;
+        let requested: Option<String> = row.try_get(offset + 11)?;
         Ok(JobRow {
             definition: serde_json::from_value(definition).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             from_environment: row.try_get(offset + 1)?,
@@ -381,13 +431,15 @@ impl Store {
             cleanup_requested: row.try_get(offset + 8)?,
             status: row.try_get(offset + 9)?,
             checkpoint_lsn: row.try_get(offset + 10)?,
+            requested: parse_requested(requested)?,
         })
     }
 
     /// The owner's heartbeat for one job: extends the lease and records the
-    /// observed state (only starting -> running), phase and
-    /// status. `None`: the lease is lost (another worker holds the job, or
-    /// it was deleted): stop at once.
+    /// observed state, phase and status. A pending request is cleared when
+    /// the observed state is the one it asked for; until then the job keeps
+    /// showing the transition state. `None`: the lease is lost (another
+    /// worker holds the job, or it was deleted): stop at once.
     pub async fn renew(
         &self,
         name: &str,
@@ -402,11 +454,18 @@ impl Store {
         let row = client
             .query_opt(
                 "UPDATE walpipe.jobs j SET lease_until = now() + make_interval(secs => $3),
-                        state = CASE WHEN j.state = 'starting' AND $4 = 'running' THEN 'running' ELSE j.state END,
+                        state = CASE
+                            WHEN j.requested IS NULL AND j.state IN ('starting', 'running', 'paused')
+                                 AND $4 IN ('starting', 'running', 'paused') THEN $4
+                            WHEN (j.requested = 'pause' AND $4 = 'paused') OR (j.requested = 'resume' AND $4 = 'running') THEN $4
+                            ELSE j.state END,
+                        requested = CASE
+                            WHEN (j.requested = 'pause' AND $4 = 'paused') OR (j.requested = 'resume' AND $4 = 'running') THEN NULL
+                            ELSE j.requested END,
                         phase = $5, status = $6, checkpoint_lsn = coalesce($7, j.checkpoint_lsn), updated_at = now()
                    FROM (SELECT name, state FROM walpipe.jobs WHERE name = $1 AND worker_id = $2 FOR UPDATE) previous
                   WHERE j.name = previous.name
-                 RETURNING previous.state, j.state, j.cleanup_requested",
+                 RETURNING previous.state, j.state, j.cleanup_requested, j.requested",
                 &[&name, &worker, &lease, &observed.as_str(), &phase, status, &checkpoint_lsn],
             )
             .await?;
@@ -416,12 +475,17 @@ impl Store {
         let state =
             State::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?;
         self.announce(name, previous.as_deref().and_then(State::parse), state, None);
-        Ok(Some(Renewed { state, cleanup_requested: row.try_get(2)? }))
+        Ok(Some(Renewed {
+            state,
+            requested: parse_requested(row.try_get(3)?)?,
+            cleanup_requested: row.try_get(2)?,
+        }))
     }
 
     /// The owner's last word on a job it lets go: `Some(state)` sets it
-    /// (failed, succeeded, stopped), `None` keeps the store's (a user's
-    /// stop or restart, or a shutdown that leaves it to the next worker).
+    /// (failed, succeeded, stopped) and ends any request; `None` keeps the
+    /// store's, except that a requested restart becomes `pending` (a
+    /// shutdown leaves the job, and its pending request, to the next worker).
     pub async fn finish(
         &self,
         name: &str,
@@ -432,8 +496,12 @@ impl Store {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "UPDATE walpipe.jobs j SET state = coalesce($3, j.state), error = coalesce($4, j.error),
-                        worker_id = NULL, lease_until = NULL, phase = NULL, cleanup_requested = false, updated_at = now()
+                "UPDATE walpipe.jobs j SET
+                        state = coalesce($3, CASE WHEN j.requested = 'restart' THEN 'pending' ELSE j.state END),
+                        requested = CASE WHEN $3 IS NOT NULL OR j.requested = 'restart' THEN NULL ELSE j.requested END,
+                        cleanup_requested = CASE WHEN $3 IS NOT NULL THEN false ELSE j.cleanup_requested END,
+                        error = coalesce($4, j.error),
+                        worker_id = NULL, lease_until = NULL, phase = NULL, updated_at = now()
                    FROM (SELECT name, state FROM walpipe.jobs WHERE name = $1 AND worker_id = $2 FOR UPDATE) previous
                   WHERE j.name = previous.name
                  RETURNING previous.state, j.state",

@@ -3,11 +3,11 @@
 //! store and the tasks agreeing.
 //!
 //! ```text
-//!  every TICK:  worker heartbeat ──> renew each owned job's lease ──> the store's state is what the user wants:
-//!                 starting/running: run   paused: pause   stopped: stop (cleanup?)   pending: let go (restart)
-//!                 lease lost: let go at once
+//!  every TICK, and at once on NOTIFY walpipe_jobs (an action) or a job's own state change:
+//!               worker heartbeat ──> renew the owned job's lease, recording its observed state ──> what the user wants:
+//!                 run   pause   stop (cleanup?)   let go (restart)      lease lost: let go at once
 //!               claim pending jobs and jobs whose worker's lease expired ──> a task (+ its slot monitor) per job
-//!  job task:    run ──(paused)──> hold, monitor on ──(running)──> run ... ──> failed / succeeded / stopped: let go
+//!  job task:    run ──(pause)──> hold, monitor on ──(resume)──> run ... ──> failed / succeeded / stopped: let go
 //! ```
 //!
 //! Invariants:
@@ -17,6 +17,9 @@
 //!   gracefully: pending batches are committed with their checkpoint.
 //! - Every run is an instance in the store's history, with the records and
 //!   bytes it applied.
+//! - The store hears of every state a job reaches as soon as it is reached
+//!   (through a bounded queue: a job's changes coalesce, never block it),
+//!   so an action's caller waiting for that state is told the truth.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::lifecycle::State;
+use super::lifecycle::{Action, State};
 use super::runner::{self, Ended};
 use super::spec::{self, JobSpec, Naming};
 use super::store::{JobRow, Store};
@@ -51,11 +54,19 @@ enum Desired {
 }
 
 impl Desired {
-    fn from_store(state: State, cleanup: bool) -> Desired {
+    /// A pending request first, else what the state asks for.
+    fn from_store(state: State, requested: Option<Action>, cleanup: bool) -> Desired {
+        match requested {
+            Some(Action::Pause) => return Desired::Pause,
+            Some(Action::Resume) => return Desired::Run,
+            Some(Action::Stop) => return Desired::Stop { cleanup },
+            Some(Action::Restart) => return Desired::LetGo,
+            Some(Action::Start | Action::Retry | Action::Delete) | None => {}
+        }
         match state {
             State::Starting | State::Running => Desired::Run,
-            State::Paused => Desired::Pause,
-            State::Stopped => Desired::Stop { cleanup },
+            State::Pausing | State::Paused => Desired::Pause,
+            State::Stopping | State::Stopped => Desired::Stop { cleanup },
             State::Pending | State::Created | State::Failed | State::Succeeded => Desired::LetGo,
         }
     }
@@ -74,8 +85,21 @@ struct Owned {
     control: watch::Sender<Desired>,
     task: JoinHandle<()>,
     monitor: JoinHandle<()>,
+    /// Passes the job's state changes on to the supervisor.
+    observer: JoinHandle<()>,
     metrics: Arc<JobMetrics>,
 }
+
+impl Owned {
+    fn abort_helpers(&self) {
+        self.monitor.abort();
+        self.observer.abort();
+    }
+}
+
+/// Room in the queue of state changes; a full queue makes a job's
+/// observer wait, and its changes coalesce meanwhile.
+const OBSERVED_QUEUE: usize = 64;
 
 pub struct Supervisor {
     store: Arc<Store>,
@@ -84,6 +108,9 @@ pub struct Supervisor {
     owned: HashMap<String, Owned>,
     finished_tx: mpsc::UnboundedSender<Finished>,
     finished: mpsc::UnboundedReceiver<Finished>,
+    /// Names of owned jobs whose state changed.
+    observed_tx: mpsc::Sender<String>,
+    observed: Option<mpsc::Receiver<String>>,
 }
 
 impl Supervisor {
@@ -92,7 +119,17 @@ impl Supervisor {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         // Random, so that a worker restarted with the same pid on the same host is a new worker.
         let worker = format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..));
-        Supervisor { store, worker, wal_volume_bytes, owned: HashMap::new(), finished_tx, finished }
+        let (observed_tx, observed) = mpsc::channel(OBSERVED_QUEUE);
+        Supervisor {
+            store,
+            worker,
+            wal_volume_bytes,
+            owned: HashMap::new(),
+            finished_tx,
+            finished,
+            observed_tx,
+            observed: Some(observed),
+        }
     }
 
     /// Runs until `shutdown`, or until the environment's job ends for good
@@ -102,12 +139,23 @@ impl Supervisor {
         tracing::info!(worker = %self.worker, "supervising the jobs of the state store");
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (actions_tx, mut actions) = mpsc::channel(OBSERVED_QUEUE);
+        let listener = tokio::spawn(listen(self.store.info().clone(), actions_tx));
+        let mut observed = self.observed.take()?;
         let outcome = loop {
             tokio::select! {
                 _ = ticker.tick() => self.tick().await,
+                Some(job) = actions.recv() => {
+                    if self.owned.contains_key(&job) {
+                        self.renew(&job).await;
+                    } else {
+                        self.claim().await;
+                    }
+                }
+                Some(job) = observed.recv() => self.renew(&job).await,
                 Some(finished) = self.finished.recv() => {
                     if let Some(owned) = self.owned.remove(&finished.job) {
-                        owned.monitor.abort();
+                        owned.abort_helpers();
                     }
                     if finished.from_environment && matches!(finished.state, Some(State::Failed | State::Succeeded)) {
                         break Some(finished);
@@ -116,6 +164,7 @@ impl Supervisor {
                 _ = shutdown.wait_for(|stop| *stop) => break None,
             }
         };
+        listener.abort();
         self.let_go_of_everything().await;
         outcome
     }
@@ -125,7 +174,15 @@ impl Supervisor {
             tracing::warn!("the state store is unreachable, retrying in {} s: {error}", TICK.as_secs());
             return;
         }
-        self.renew_all().await;
+        let names: Vec<String> = self.owned.keys().cloned().collect();
+        for name in names {
+            self.renew(&name).await;
+        }
+        self.claim().await;
+        self.show_other_jobs().await;
+    }
+
+    async fn claim(&mut self) {
         match self.store.claim(&self.worker).await {
             Ok(claimed) => {
                 for job in claimed {
@@ -134,37 +191,36 @@ impl Supervisor {
             }
             Err(error) => tracing::warn!("could not claim jobs: {error}"),
         }
-        self.show_other_jobs().await;
     }
 
-    /// Renews the lease of every owned job and passes on what the store says.
-    async fn renew_all(&mut self) {
-        for (name, owned) in &self.owned {
-            let (state, phase) = owned.metrics.state();
-            let observed = State::parse(state).unwrap_or(State::Starting);
-            let checkpoint =
-                Some(owned.metrics.checkpoint()).filter(|lsn| *lsn > 0).map(|lsn| Lsn(lsn).to_string());
-            let renewed = self
-                .store
-                .renew(name, &self.worker, observed, phase, &owned.metrics.summary(), checkpoint)
-                .await;
-            let desired = match renewed {
-                Ok(Some(renewed)) => Desired::from_store(renewed.state, renewed.cleanup_requested),
-                Ok(None) => {
-                    tracing::warn!(job = %name, "lost the job's lease (another worker holds it, or it was deleted): stopping it here");
-                    Desired::LetGo
-                }
-                Err(error) => {
-                    tracing::warn!(job = %name, "could not renew the job's lease: {error}");
-                    continue;
-                }
-            };
-            owned.control.send_if_modified(|current| {
-                let changed = *current != desired;
-                *current = desired;
-                changed
-            });
-        }
+    /// Renews the lease of an owned job, recording the state it is in, and
+    /// passes on what the store says.
+    async fn renew(&self, name: &str) {
+        let Some(owned) = self.owned.get(name) else { return };
+        let (state, phase) = owned.metrics.state();
+        let observed = State::parse(state).unwrap_or(State::Starting);
+        let checkpoint =
+            Some(owned.metrics.checkpoint()).filter(|lsn| *lsn > 0).map(|lsn| Lsn(lsn).to_string());
+        let renewed =
+            self.store.renew(name, &self.worker, observed, phase, &owned.metrics.summary(), checkpoint).await;
+        let desired = match renewed {
+            Ok(Some(renewed)) => {
+                Desired::from_store(renewed.state, renewed.requested, renewed.cleanup_requested)
+            }
+            Ok(None) => {
+                tracing::warn!(job = %name, "lost the job's lease (another worker holds it, or it was deleted): stopping it here");
+                Desired::LetGo
+            }
+            Err(error) => {
+                tracing::warn!(job = %name, "could not renew the job's lease: {error}");
+                return;
+            }
+        };
+        owned.control.send_if_modified(|current| {
+            let changed = *current != desired;
+            *current = desired;
+            changed
+        });
     }
 
     /// Starts a task for a job this worker just claimed.
@@ -198,9 +254,12 @@ impl Supervisor {
         tracing::info!(job = %name, worker = %self.worker, state = %job.state, "claimed the job");
         let metrics = metrics::global().job(&spec.name, &spec.slot);
         metrics.wal_volume.set(self.wal_volume_bytes);
-        let desired = if job.state == State::Paused { Desired::Pause } else { Desired::Run };
+        // What this worker observes from now on, not a state left from an earlier run here.
+        metrics.set_state(if job.state == State::Paused { "paused" } else { "starting" }, None);
+        let desired = Desired::from_store(job.state, job.requested, job.cleanup_requested);
         let (control, control_rx) = watch::channel(desired);
         let monitor = tokio::spawn(monitor::run(spec.source.clone(), metrics.clone()));
+        let observer = tokio::spawn(observe(name.clone(), metrics.clone(), self.observed_tx.clone()));
         let run = JobTask {
             store: self.store.clone(),
             worker: self.worker.clone(),
@@ -212,7 +271,7 @@ impl Supervisor {
             finished: self.finished_tx.clone(),
         };
         let task = tokio::spawn(run.run());
-        self.owned.insert(name, Owned { control, task, monitor, metrics });
+        self.owned.insert(name, Owned { control, task, monitor, observer, metrics });
     }
 
     /// The state and phase of the jobs other workers hold (or nobody does), as metrics.
@@ -235,9 +294,40 @@ impl Supervisor {
             let _ = owned.control.send(Desired::LetGo);
         }
         for (_, owned) in self.owned.drain() {
+            owned.abort_helpers();
             let _ = owned.task.await;
-            owned.monitor.abort();
         }
+    }
+}
+
+/// Passes each state change of `job` to the supervisor.
+async fn observe(job: String, metrics: Arc<JobMetrics>, changes: mpsc::Sender<String>) {
+    loop {
+        metrics.state_changed.notified().await;
+        if changes.send(job.clone()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Hears of actions at once (`LISTEN walpipe_jobs`), reconnecting with
+/// backoff when the connection breaks; the supervisor's tick is the fallback.
+async fn listen(store: crate::source::ConnInfo, actions: mpsc::Sender<String>) {
+    let mut delays = crate::backoff::delays(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        let (tx, mut notifications) = mpsc::channel(OBSERVED_QUEUE);
+        match crate::pg::listen(&store, "the state store", super::store::CHANNEL, tx).await {
+            Ok(_client) => {
+                while let Some(job) = notifications.recv().await {
+                    if actions.send(job).await.is_err() {
+                        return;
+                    }
+                }
+                tracing::debug!("the state store's notifications stopped: listening again");
+            }
+            Err(error) => tracing::debug!("could not listen to the state store: {error}"),
+        }
+        tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(30))).await;
     }
 }
 
@@ -274,14 +364,13 @@ impl JobTask {
                 }
                 Desired::Pause => self.hold().await,
                 Desired::Stop { cleanup } => {
-                    self.metrics.set_state("stopped", None);
                     let mut error = None;
                     if cleanup {
                         if let Err(e) = runner::drop_slot_and_publication(&self.spec).await {
                             error = Some(format!("stopped, but the cleanup failed: {e}"));
                         }
                     }
-                    return self.end(None, error).await;
+                    return self.end(Some(State::Stopped), error).await;
                 }
                 Desired::LetGo => return self.end(None, None).await,
             }
