@@ -29,6 +29,11 @@ use std::time::Duration;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::Client;
 
+mod history;
+mod migrations;
+
+pub use history::Instance;
+
 use super::lifecycle::{self, Action, Refused, State};
 use super::notify::Notifier;
 use super::spec::JobDefinition;
@@ -42,44 +47,6 @@ pub const WORKER_ALIVE: Duration = Duration::from_secs(30);
 
 /// The channel on which every action is announced (its payload: the job's name).
 pub const CHANNEL: &str = "walpipe_jobs";
-
-const MIGRATIONS: [&str; 2] = [
-    "CREATE SCHEMA IF NOT EXISTS walpipe;
-     CREATE TABLE walpipe.jobs (
-         name text PRIMARY KEY,
-         definition jsonb NOT NULL,
-         from_environment boolean NOT NULL DEFAULT false,
-         state text NOT NULL DEFAULT 'created',
-         phase text,
-         error text,
-         worker_id text,
-         lease_until timestamptz,
-         reset_requested boolean NOT NULL DEFAULT false,
-         cleanup_requested boolean NOT NULL DEFAULT false,
-         status jsonb NOT NULL DEFAULT '{}',
-         checkpoint_lsn text,
-         created_at timestamptz NOT NULL DEFAULT now(),
-         updated_at timestamptz NOT NULL DEFAULT now());
-     CREATE TABLE walpipe.workers (
-         id text PRIMARY KEY,
-         host text NOT NULL,
-         pid int NOT NULL,
-         started_at timestamptz NOT NULL DEFAULT now(),
-         heartbeat_at timestamptz NOT NULL DEFAULT now());
-     CREATE TABLE walpipe.job_instances (
-         id bigserial PRIMARY KEY,
-         job_name text NOT NULL REFERENCES walpipe.jobs ON DELETE CASCADE,
-         worker_id text NOT NULL,
-         started_at timestamptz NOT NULL DEFAULT now(),
-         ended_at timestamptz,
-         status text NOT NULL DEFAULT 'running',
-         records bigint NOT NULL DEFAULT 0,
-         bytes bigint NOT NULL DEFAULT 0,
-         error text);
-     CREATE INDEX ON walpipe.job_instances (job_name, id)",
-    // The action asked of a job a worker runs, until the worker reaches its state.
-    "ALTER TABLE walpipe.jobs ADD COLUMN requested text",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -155,19 +122,6 @@ pub struct JobRow {
     pub requested: Option<Action>,
 }
 
-/// One run of a job (a row of its history).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Instance {
-    pub id: i64,
-    pub worker: String,
-    pub started_at: String,
-    pub duration_seconds: f64,
-    pub status: String,
-    pub records: i64,
-    pub bytes: i64,
-    pub error: Option<String>,
-}
-
 /// What the owner of a job learns when it renews its lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Renewed {
@@ -206,33 +160,6 @@ impl Store {
             *guard = Some(pg::connect(&self.info, "the state store").await?);
         }
         MutexGuard::try_map(guard, Option::as_mut).map_err(|_| StoreError::Corrupt("no connection".into()))
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.batch_execute(
-            "SELECT pg_advisory_xact_lock(hashtext('walpipe.schema_migrations'));
-             CREATE SCHEMA IF NOT EXISTS walpipe;
-             CREATE TABLE IF NOT EXISTS walpipe.schema_migrations (
-                 version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await?;
-        let applied: i32 = tx
-            .query_one("SELECT coalesce(max(version), 0) FROM walpipe.schema_migrations", &[])
-            .await?
-            .try_get(0)?;
-        for (index, migration) in MIGRATIONS.iter().enumerate() {
-            let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
-            if version > applied {
-                tx.batch_execute(migration).await?;
-                tx.execute("INSERT INTO walpipe.schema_migrations (version) VALUES ($1)", &[&version])
-                    .await?;
-                tracing::info!(version, "applied a state store migration");
-            }
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     fn row(row: &tokio_postgres::Row) -> Result<JobRow, StoreError> {
@@ -523,62 +450,5 @@ impl Store {
         let client = self.client().await?;
         client.execute("UPDATE walpipe.jobs SET reset_requested = false WHERE name = $1", &[&name]).await?;
         Ok(())
-    }
-
-    /// A run of `job` begins; returns its instance id.
-    pub async fn instance_started(&self, job: &str, worker: &str) -> Result<i64, StoreError> {
-        let client = self.client().await?;
-        Ok(client
-            .query_one(
-                "INSERT INTO walpipe.job_instances (job_name, worker_id) VALUES ($1, $2) RETURNING id",
-                &[&job, &worker],
-            )
-            .await?
-            .try_get(0)?)
-    }
-
-    pub async fn instance_ended(
-        &self,
-        id: i64,
-        status: &str,
-        records: i64,
-        bytes: i64,
-        error: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE walpipe.job_instances SET ended_at = now(), status = $2, records = $3, bytes = $4, error = $5 WHERE id = $1",
-                &[&id, &status, &records, &bytes, &error],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// A job's runs, newest first.
-    pub async fn history(&self, job: &str) -> Result<Vec<Instance>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, worker_id, to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
-                        extract(epoch FROM coalesce(ended_at, now()) - started_at)::float8, status, records, bytes, error
-                   FROM walpipe.job_instances WHERE job_name = $1 ORDER BY id DESC",
-                &[&job],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Instance {
-                    id: row.try_get(0)?,
-                    worker: row.try_get(1)?,
-                    started_at: row.try_get(2)?,
-                    duration_seconds: row.try_get(3)?,
-                    status: row.try_get(4)?,
-                    records: row.try_get(5)?,
-                    bytes: row.try_get(6)?,
-                    error: row.try_get(7)?,
-                })
-            })
-            .collect()
     }
 }
