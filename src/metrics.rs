@@ -49,10 +49,6 @@ pub const WAL_STATUSES: [&str; 5] = ["reserved", "extended", "unreserved", "lost
 /// lost slot reads as `wal_removed`), plus `none`.
 pub const INVALIDATION_REASONS: [&str; 5] =
     ["none", "wal_removed", "rows_removed", "wal_level_insufficient", "idle_timeout"];
-/// Kinds of failures counted by `walpipe_job_errors_total` and retried by
-/// `walpipe_job_retries_total`.
-pub const ERROR_KINDS: [&str; 3] = ["slot_invalidated", "timeout", "other"];
-
 /// The process's metric families.
 pub struct Metrics {
     registry: Registry,
@@ -702,9 +698,9 @@ impl JobMetrics {
             received_events: AtomicU64::new(0),
             last_rate: Mutex::new(None),
         };
-        for kind in ERROR_KINDS {
-            family.job_errors.with_label_values(&[name, kind]);
-            family.job_retries.with_label_values(&[name, kind]);
+        for kind in crate::job::error::ErrorKind::ALL {
+            family.job_errors.with_label_values(&[name, kind.as_str()]);
+            family.job_retries.with_label_values(&[name, kind.as_str()]);
         }
         family.monitor_up.with_label_values(job);
         for result in ["ok", "error"] {
@@ -759,11 +755,13 @@ impl JobMetrics {
         self.sink_bytes.inc_by(bytes);
     }
 
-    pub fn failed(&self, kind: &str) {
+    pub fn failed(&self, kind: crate::job::error::ErrorKind) {
+        let kind = kind.as_str();
         self.family.job_errors.with_label_values(&[&self.name, kind]).inc();
     }
 
-    pub fn retried(&self, kind: &str) {
+    pub fn retried(&self, kind: crate::job::error::ErrorKind) {
+        let kind = kind.as_str();
         self.family.job_retries.with_label_values(&[&self.name, kind]).inc();
     }
 

@@ -59,6 +59,24 @@ pub fn is_transient(error: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// Whether a SQL error is a timeout: a connect or socket timeout (an I/O
+/// error of kind `TimedOut` among its causes), or a statement cancelled by
+/// `statement_timeout` (57014).
+pub fn is_timeout(error: &tokio_postgres::Error) -> bool {
+    if error.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) {
+        return true;
+    }
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        if inner.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = inner.source();
+    }
+    false
+}
+
 /// The one list of SQLSTATEs worth retrying, for SQL sessions and the
 /// replication connection alike: connection exceptions (class 08),
 /// insufficient resources (53), the server shutting down, crashed or not

@@ -1,6 +1,8 @@
 //! Jobs: a source, a sink, tables and settings, run to completion or failure.
 
 pub mod catalog_watch;
+pub mod error;
+mod heartbeat;
 pub mod lifecycle;
 pub mod notify;
 pub mod runner;
@@ -8,3 +10,6 @@ pub mod snapshot;
 pub mod spec;
 pub mod store;
 pub mod supervisor;
+mod targets;
+
+pub use error::JobError;

@@ -14,110 +14,38 @@
 //! so a crash during the copy restarts the copy with a new slot; the
 //! source learns a position only after the sink committed it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::spec::{JobSpec, SinkMode, SnapshotMode};
-use super::{catalog_watch, snapshot};
+use super::heartbeat::heartbeat;
+use super::spec::{JobSpec, SnapshotMode};
+use super::targets::{Targets, checkpoint_db_role, discovery, follower, open_delivery, outlet};
+use super::{JobError, catalog_watch, snapshot};
 use crate::backoff;
 use crate::change::Encoding;
 use crate::change::encode::JsonLines;
 use crate::change::mirror::MirrorRecords;
 use crate::lsn::Lsn;
-use crate::metrics::{JobMetrics, unix_seconds};
+use crate::metrics::JobMetrics;
 use crate::names::TableName;
 use crate::names::{quote_ident, quote_literal};
-use crate::pg::{self, ConnectError};
-use crate::pipeline::assembler::{Assembler, HEARTBEAT_PREFIX};
-use crate::pipeline::driver::{self, DriveError};
-use crate::secret::Secret;
-use crate::sink::delivery::{Delivery, Outbox};
-use crate::sink::postgres::changelog::{self, ChangelogWriter};
-use crate::sink::postgres::follow::{self, Follower, Place};
-use crate::sink::postgres::mirror::{Discovery, MirrorWriter};
+use crate::pg::{self};
+use crate::pipeline::assembler::Assembler;
+use crate::pipeline::driver::{self};
+use crate::sink::SinkError;
+use crate::sink::postgres::follow::{self};
+use crate::sink::postgres::mirror::MirrorWriter;
 use crate::sink::postgres::{self as pg_sink, PostgresSink, Writer, schema};
-use crate::sink::{Outlet, SinkError};
-use crate::source::catalog::{self, CatalogError};
+use crate::source::catalog::{self};
 use crate::source::publication;
-use crate::source::{Connection, SourceError, preflight};
+use crate::source::{Connection, preflight};
 
 /// Streamed transactions kept in memory before spilling to disk.
 const SPILL_MEMORY_CAP: usize = 16 * 1024 * 1024;
 /// Transient failures in a row before the job gives up.
 const MAX_RETRIES: u32 = 10;
-
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    #[error(transparent)]
-    Catalog(#[from] CatalogError),
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-    #[error(transparent)]
-    Drive(#[from] DriveError),
-    #[error(transparent)]
-    Snapshot(#[from] snapshot::SnapshotError),
-    #[error("the sink's SQL failed during set-up: {}", crate::pg::describe(.0))]
-    SinkSetup(tokio_postgres::Error),
-    #[error("the source's SQL failed during set-up: {}", crate::pg::describe(.0))]
-    SourceSetup(tokio_postgres::Error),
-    #[error("the sink task failed: {0}; this is a bug, please report it")]
-    SinkTask(String),
-    #[error(
-        "replication slot {slot:?} was invalidated (wal_status = lost): the changes it held are gone; set WALPIPE_SNAPSHOT_MODE=when_needed to re-create it and copy the tables again automatically, or drop the slot and the job's checkpoint (DELETE FROM walpipe.checkpoints) and restart"
-    )]
-    SlotLost { slot: String },
-    #[error(
-        "permission denied: the source user may not read {tables} (walpipe needs SELECT to copy them): run GRANT SELECT ON {tables} TO {user} on the source"
-    )]
-    NoSelect { tables: String, user: String },
-}
-
-impl JobError {
-    /// The server refused the slot because it was invalidated (SQLSTATE 55000).
-    pub fn is_slot_lost(&self) -> bool {
-        match self {
-            JobError::SlotLost { .. } => true,
-            JobError::Source(error) | JobError::Drive(DriveError::Source(error)) => {
-                error.sqlstate() == Some("55000")
-            }
-            _ => false,
-        }
-    }
-
-    /// The kind the metrics count it as: `slot_invalidated`, `timeout` or `other`.
-    pub fn kind(&self) -> &'static str {
-        if self.is_slot_lost() {
-            return "slot_invalidated";
-        }
-        // Timeouts come from every layer (connect, socket, statement); their messages all say so.
-        let message = self.to_string().to_lowercase();
-        if message.contains("timed out") || message.contains("timeout") { "timeout" } else { "other" }
-    }
-
-    pub fn is_transient(&self) -> bool {
-        match self {
-            JobError::Connect(error) => error.is_transient(),
-            JobError::Catalog(CatalogError::Query(error)) => pg::is_transient(error),
-            JobError::Catalog(_) => false,
-            JobError::Source(error) => error.is_transient(),
-            JobError::Sink(error) => error.is_transient(),
-            JobError::Drive(DriveError::Source(error)) => error.is_transient(),
-            // The sink task reports its own error; the driver only saw it stop.
-            JobError::Drive(DriveError::SinkStopped | DriveError::SinkStalled) => true,
-            JobError::Drive(_) => false,
-            JobError::SinkSetup(error) | JobError::SourceSetup(error) => pg::is_transient(error),
-            JobError::Snapshot(error) => error.is_transient(),
-            JobError::SinkTask(_) | JobError::SlotLost { .. } | JobError::NoSelect { .. } => false,
-        }
-    }
-}
 
 /// How a run that did not fail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,120 +250,6 @@ async fn attempt(
     Ok(Start::At(start))
 }
 
-/// The transport of a sink outside Postgres; `None` for Postgres.
-fn outlet(
-    spec: &JobSpec,
-    metrics: &Arc<JobMetrics>,
-    tables: &[catalog::SourceTable],
-) -> Result<Option<Outlet>, SinkError> {
-    // StarRocks: the URL's database and the source table's name, unless mapped.
-    let destinations = tables
-        .iter()
-        .filter_map(|t| spec.table_mappings.get(&t.qualified()).map(|to| (t.qualified(), to.clone())))
-        .collect();
-    let secret = spec.signing_secret.as_ref().map(Secret::expose);
-    Outlet::for_target(&spec.sink, &spec.name, secret, destinations, metrics)
-}
-
-/// Where a table first seen in the stream goes, when the job takes every
-/// table of schema public (its publication then captures tables created later).
-fn discovery(spec: &JobSpec) -> Option<Discovery> {
-    let spec = spec.clone();
-    spec.tables.is_empty().then(|| {
-        Box::new(move |source: &TableName| {
-            let (schema, name) = spec.destination(&source.schema, &source.name);
-            TableName { schema, name }
-        }) as Discovery
-    })
-}
-
-/// What makes mirror destinations follow their source tables' shapes.
-fn follower(spec: &JobSpec, metrics: &Arc<JobMetrics>) -> Follower {
-    Follower::new(&spec.name, spec.source.clone(), spec.schema_drop, metrics.clone())
-}
-
-/// What the connection holding the checkpoint is called in messages.
-fn checkpoint_db_role(spec: &JobSpec) -> &'static str {
-    if spec.sink.is_postgres() { "the sink" } else { "the state store" }
-}
-
-/// A delivery to `outlet`, keeping its ledger through `state` (a connection to the state store).
-async fn open_delivery(
-    spec: &JobSpec,
-    metrics: &Arc<JobMetrics>,
-    outlet: Outlet,
-    state: tokio_postgres::Client,
-) -> Result<Delivery<Outlet>, JobError> {
-    let outbox =
-        Outbox { rules: spec.outbox.clone(), delete_from: spec.outbox_delete.then(|| spec.source.clone()) };
-    Ok(Delivery::open(
-        &spec.name,
-        outlet,
-        state,
-        spec.batch_size,
-        spec.flush_interval,
-        metrics.clone(),
-        Some(outbox),
-    )
-    .await?)
-}
-
-/// Where a job's rows go, by sink and mode.
-enum Targets {
-    /// By source table `schema.name`.
-    Mirror(HashMap<String, Place>),
-    Changelog(ChangelogWriter),
-    /// A sink outside Postgres.
-    Delivery(Box<Outlet>),
-}
-
-impl Targets {
-    /// Creates the destination tables the mode needs, unless they exist.
-    async fn ensure(
-        spec: &JobSpec,
-        metrics: &Arc<JobMetrics>,
-        sink: &tokio_postgres::Client,
-        tables: &[catalog::SourceTable],
-    ) -> Result<Targets, JobError> {
-        if let Some(outlet) = outlet(spec, metrics, tables)? {
-            return Ok(Targets::Delivery(Box::new(outlet)));
-        }
-        Targets::ensure_in_postgres(spec, sink, tables).await.map_err(JobError::SinkSetup)
-    }
-
-    async fn ensure_in_postgres(
-        spec: &JobSpec,
-        sink: &tokio_postgres::Client,
-        tables: &[catalog::SourceTable],
-    ) -> Result<Targets, tokio_postgres::Error> {
-        match spec.sink_mode {
-            SinkMode::Mirror => {
-                let mut places = HashMap::new();
-                for (index, table) in tables.iter().enumerate() {
-                    let (schema_name, name) = spec.destination(&table.schema, &table.name);
-                    let place = Place {
-                        source: TableName::new(&table.schema, &table.name),
-                        destination: TableName::new(&schema_name, &name),
-                        stage_index: index,
-                    };
-                    schema::create(sink, table, &place.destination).await?;
-                    follow::seed_attnums(sink, &spec.name, &place, table).await?;
-                    places.insert(table.qualified(), place);
-                }
-                Ok(Targets::Mirror(places))
-            }
-            SinkMode::Changelog => {
-                let mut logs = HashMap::new();
-                for table in tables {
-                    let (schema_name, name) = spec.destination(&table.schema, &table.name);
-                    logs.insert(table.qualified(), changelog::ensure(sink, &schema_name, &name).await?);
-                }
-                Ok(Targets::Changelog(ChangelogWriter::new(logs, discovery(spec))))
-            }
-        }
-    }
-}
-
 /// Everything streaming needs besides the stream and the sink.
 struct Ready<'a> {
     spec: &'a JobSpec,
@@ -579,42 +393,6 @@ async fn start_fresh(
     }
     pg_sink::write_checkpoint(sink, &spec.name, &spec.slot, start).await.map_err(JobError::SinkSetup)?;
     Ok(Start::At(start))
-}
-
-/// Emits a heartbeat into the source's WAL every `every`, and warns when
-/// they stop coming back through the stream (the consumer is stalled).
-/// Non-transactional, so each is decoded at once, also on a quiet database.
-async fn heartbeat(spec: JobSpec, every: Duration, metrics: Arc<JobMetrics>) {
-    let mut client = None;
-    let mut ticker = tokio::time::interval(every);
-    let started = std::time::SystemTime::now();
-    loop {
-        ticker.tick().await;
-        if client.is_none() {
-            client = pg::connect(&spec.source, "the source").await.ok();
-        }
-        if let Some(source) = &client {
-            let sent = source
-                .execute(
-                    "SELECT pg_logical_emit_message(false, $1::text, $2::text)",
-                    &[&HEARTBEAT_PREFIX, &spec.name],
-                )
-                .await;
-            match sent {
-                Ok(_) => metrics.heartbeat_sent.set(unix_seconds(std::time::SystemTime::now())),
-                Err(error) => {
-                    tracing::warn!(job = %spec.name, "could not emit a heartbeat: {error}");
-                    client = None;
-                }
-            }
-        }
-        let since =
-            std::time::UNIX_EPOCH + Duration::from_secs_f64(metrics.heartbeat_received.get().max(0.0));
-        let silent = std::time::SystemTime::now().duration_since(since.max(started)).unwrap_or_default();
-        if silent > every * 3 {
-            tracing::warn!(job = %spec.name, "no heartbeat came back for {} s: the stream is stalled or far behind", silent.as_secs());
-        }
-    }
 }
 
 /// Every table must be readable: a copy (initial, or after a lost slot)

@@ -105,6 +105,18 @@ fn hint_suffix(error: &ServerError) -> String {
 }
 
 impl SourceError {
+    /// Whether the source did not answer in time (connecting or on an open connection).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            SourceError::ConnectTimeout { .. } => true,
+            SourceError::Connect { source: error, .. } | SourceError::ConnectionLost(error) => {
+                error.kind() == io::ErrorKind::TimedOut
+            }
+            SourceError::Server { error } | SourceError::Refused { error } => error.code == "57014",
+            _ => false,
+        }
+    }
+
     /// Whether trying again later may succeed without anyone changing anything.
     pub fn is_transient(&self) -> bool {
         match self {
