@@ -16,16 +16,16 @@
 //! - The session's text formats are fixed at startup (ISO dates, UTC,
 //!   hex bytea, shortest exact floats, UTF-8), which `change::value` relies on.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
-use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::AsyncWriteExt;
 
 use super::conninfo::ConnInfo;
 use super::error::{ServerError, SourceError};
 use super::transport::Transport;
+pub(super) use super::wire::{Inbox, Incoming, Outbox};
 use crate::lsn::Lsn;
 use crate::names::{quote_ident, quote_literal};
 
@@ -40,13 +40,6 @@ const SESSION_PARAMETERS: &[(&str, &str)] = &[
     // money's text form follows lc_monetary: the C locale's is the same on every server.
     ("lc_monetary", "C"),
 ];
-
-/// One message from the server.
-pub(super) enum Incoming {
-    CopyData(Bytes),
-    CopyBothResponse,
-    Other(Message),
-}
 
 /// The rows of a simple query, as text.
 #[derive(Debug, Default)]
@@ -79,24 +72,12 @@ pub struct CreatedSlot {
     pub snapshot_name: Option<String>,
 }
 
-/// The receiving half: bytes read but not yet taken as messages.
-pub(super) struct Inbox {
-    reader: ReadHalf<Transport>,
-    pub(super) buf: BytesMut,
-}
-
-/// The sending half: messages queued but not yet taken by the socket.
-pub(super) struct Outbox {
-    writer: WriteHalf<Transport>,
-    buf: BytesMut,
-}
-
 pub struct Connection {
     pub(super) inbox: Inbox,
     pub(super) outbox: Outbox,
     /// e.g. 150018 for 15.18.
-    server_version_num: u32,
-    user: String,
+    pub(super) server_version_num: u32,
+    pub(super) user: String,
 }
 
 impl Connection {
@@ -136,110 +117,6 @@ impl Connection {
             SourceError::ConnectTimeout { target: info.target(), seconds: info.connect_timeout.as_secs() }
         })??;
         Ok(conn)
-    }
-
-    async fn authenticate(&mut self, info: &ConnInfo) -> Result<(), SourceError> {
-        let password = || {
-            info.password
-                .as_ref()
-                .map(|p| p.expose().as_bytes())
-                .ok_or_else(|| SourceError::PasswordMissing { user: info.user.clone() })
-        };
-        let mut scram: Option<sasl::ScramSha256> = None;
-        loop {
-            match self.recv().await? {
-                Incoming::Other(Message::AuthenticationOk) => break,
-                Incoming::Other(Message::AuthenticationCleartextPassword) => {
-                    frontend::password_message(password()?, &mut self.outbox.buf)?;
-                }
-                Incoming::Other(Message::AuthenticationMd5Password(body)) => {
-                    let hash = md5_hash(info.user.as_bytes(), password()?, body.salt());
-                    frontend::password_message(hash.as_bytes(), &mut self.outbox.buf)?;
-                }
-                Incoming::Other(Message::AuthenticationSasl(body)) => {
-                    let mut mechanisms = body.mechanisms();
-                    let mut offered = Vec::new();
-                    while let Some(mechanism) = mechanisms.next()? {
-                        offered.push(mechanism.to_string());
-                    }
-                    if !offered.iter().any(|m| m == sasl::SCRAM_SHA_256) {
-                        return Err(SourceError::AuthUnsupported { method: offered.join(", ") });
-                    }
-                    // Channel binding is not used ("n"): accepted by every
-                    // server, also when it offers SCRAM-SHA-256-PLUS.
-                    let state = sasl::ScramSha256::new(password()?, sasl::ChannelBinding::unsupported());
-                    frontend::sasl_initial_response(
-                        sasl::SCRAM_SHA_256,
-                        state.message(),
-                        &mut self.outbox.buf,
-                    )?;
-                    scram = Some(state);
-                }
-                Incoming::Other(Message::AuthenticationSaslContinue(body)) => {
-                    let state = scram
-                        .as_mut()
-                        .ok_or_else(|| SourceError::Protocol("SASL continue before start".into()))?;
-                    state
-                        .update(body.data())
-                        .map_err(|_| SourceError::AuthFailed { user: info.user.clone() })?;
-                    frontend::sasl_response(state.message(), &mut self.outbox.buf)?;
-                }
-                Incoming::Other(Message::AuthenticationSaslFinal(body)) => {
-                    let state = scram
-                        .as_mut()
-                        .ok_or_else(|| SourceError::Protocol("SASL final before start".into()))?;
-                    state
-                        .finish(body.data())
-                        .map_err(|_| SourceError::AuthFailed { user: info.user.clone() })?;
-                }
-                Incoming::Other(Message::ErrorResponse(body)) => {
-                    return Err(self.refused(ServerError::from_fields(body.fields())));
-                }
-                Incoming::Other(Message::AuthenticationGss | Message::AuthenticationSspi) => {
-                    return Err(SourceError::AuthUnsupported { method: "GSSAPI/SSPI".into() });
-                }
-                Incoming::Other(Message::AuthenticationKerberosV5 | Message::AuthenticationScmCredential) => {
-                    return Err(SourceError::AuthUnsupported { method: "Kerberos/SCM".into() });
-                }
-                _ => return Err(SourceError::Protocol("unexpected message during authentication".into())),
-            }
-            self.outbox.flush().await?;
-        }
-        // After AuthenticationOk: parameters and key data until ReadyForQuery.
-        loop {
-            match self.recv().await? {
-                Incoming::Other(Message::ReadyForQuery(_)) => return Ok(()),
-                Incoming::Other(Message::ParameterStatus(body)) if body.name()? == "server_version" => {
-                    self.server_version_num = parse_server_version(body.value()?);
-                }
-                Incoming::Other(Message::ErrorResponse(body)) => {
-                    return Err(self.refused(ServerError::from_fields(body.fields())));
-                }
-                Incoming::Other(Message::NoticeResponse(body)) => {
-                    log_notice(&ServerError::from_fields(body.fields()))
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn refused(&self, error: ServerError) -> SourceError {
-        let user = &self.user;
-        match error.code.as_str() {
-            "28P01" => SourceError::AuthFailed { user: user.clone() },
-            "42501" => SourceError::Unusable(format!(
-                "user {user:?} lacks the REPLICATION privilege on the source: run ALTER ROLE {} REPLICATION, or connect as a role that has it",
-                quote_ident(user)
-            )),
-            "3D000" => {
-                SourceError::Unusable(format!("{}: fix the database name in the source URL", error.message))
-            }
-            "28000" => SourceError::Unusable(format!(
-                "the source refused user {user:?}: {}; check the user name in the source URL, and that pg_hba.conf lets it connect to this database",
-                error.message
-            )),
-            _ => SourceError::Refused { error },
-        }
     }
 
     /// The server's version as a number, e.g. 150018 for 15.18.
@@ -441,88 +318,12 @@ impl Connection {
     }
 }
 
-impl Outbox {
-    /// Queued writes go out; cancel-safe.
-    pub(super) async fn flush(&mut self) -> Result<(), SourceError> {
-        while !self.buf.is_empty() {
-            self.writer.write_buf(&mut self.buf).await?;
-        }
-        self.writer.flush().await?;
-        Ok(())
-    }
-
-    pub(super) fn has_pending_writes(&self) -> bool {
-        !self.buf.is_empty()
-    }
-
-    pub(super) fn queue_copy_data(&mut self, payload: &[u8]) -> Result<(), SourceError> {
-        let data =
-            frontend::CopyData::new(payload).map_err(|error| SourceError::Protocol(error.to_string()))?;
-        data.write(&mut self.buf);
-        Ok(())
-    }
-
-    pub(super) fn queue_copy_done(&mut self) {
-        frontend::copy_done(&mut self.buf);
-    }
-}
-
-impl Inbox {
-    /// Reads more bytes; cancel-safe. End of stream is a lost connection.
-    pub(super) async fn read_more(&mut self) -> Result<(), SourceError> {
-        if self.buf.capacity() - self.buf.len() < 64 * 1024 {
-            self.buf.reserve(256 * 1024);
-        }
-        let read = self.reader.read_buf(&mut self.buf).await?;
-        if read == 0 {
-            return Err(SourceError::ConnectionLost(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the server closed the connection",
-            )));
-        }
-        Ok(())
-    }
-
-    /// A whole message from the buffer, if one is there.
-    pub(super) fn try_incoming(&mut self) -> Result<Option<Incoming>, SourceError> {
-        if self.buf.len() < 5 {
-            return Ok(None);
-        }
-        let tag = self.buf[0];
-        if tag == b'd' || tag == b'W' {
-            let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
-            let len = usize::try_from(len)
-                .ok()
-                .filter(|len| *len >= 4)
-                .ok_or_else(|| SourceError::Protocol(format!("message length {len}")))?;
-            if self.buf.len() < 1 + len {
-                self.buf.reserve(1 + len - self.buf.len());
-                return Ok(None);
-            }
-            let mut frame = self.buf.split_to(1 + len);
-            frame.advance(5);
-            return Ok(Some(if tag == b'd' {
-                Incoming::CopyData(frame.freeze())
-            } else {
-                Incoming::CopyBothResponse
-            }));
-        }
-        match Message::parse(&mut self.buf) {
-            Ok(Some(message)) => Ok(Some(Incoming::Other(message))),
-            Ok(None) => Ok(None),
-            Err(error) => {
-                Err(SourceError::Protocol(format!("undecodable message with tag {:?}: {error}", tag as char)))
-            }
-        }
-    }
-}
-
 pub(super) fn log_notice(notice: &ServerError) {
     tracing::info!(severity = %notice.severity, code = %notice.code, "source: {}", notice.message);
 }
 
 /// `15.18 (Debian ...)` to 150018, `9.6.24` to 90624.
-fn parse_server_version(text: &str) -> u32 {
+pub(super) fn parse_server_version(text: &str) -> u32 {
     let numbers: Vec<u32> = text
         .split(|c: char| !c.is_ascii_digit())
         .take_while(|part| !part.is_empty())

@@ -8,6 +8,7 @@
 //!  publication: the job's publication (tables, partitions through their root)
 //! ```
 
+mod auth;
 pub mod catalog;
 pub mod connection;
 pub mod conninfo;
@@ -18,6 +19,7 @@ pub mod publication;
 pub mod stream;
 pub(crate) mod tls;
 mod transport;
+mod wire;
 
 pub use connection::Connection;
 pub use conninfo::ConnInfo;
