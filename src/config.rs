@@ -1,9 +1,51 @@
-//! The environment configuration (SPEC section 3), read with envy.
+//! The environment configuration: every `WALPIPE_*` variable, typed.
 //!
-//! Every `WALPIPE_*` variable must be one of the known ones: a typo must not
-//! be silently ignored. Defaults live here and nowhere else.
+//! Every `WALPIPE_*` variable must be one of the known ones ([`VARIABLES`]):
+//! a typo must not be silently ignored. Each value is parsed by its kind
+//! first, so an error names the variable and what it takes; the typed
+//! values then fill [`Config`]. Defaults live here and nowhere else.
 
 use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// What a variable's value must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Number,
+    Bool,
+}
+
+/// Every variable, without its `WALPIPE_` prefix, lower case: the fields of [`Config`].
+const VARIABLES: [(&str, Kind); 27] = [
+    ("source_url", Kind::Text),
+    ("sink_url", Kind::Text),
+    ("job_name", Kind::Text),
+    ("tables", Kind::Text),
+    ("slot_name", Kind::Text),
+    ("publication_name", Kind::Text),
+    ("batch_size", Kind::Number),
+    ("flush_interval_ms", Kind::Number),
+    ("snapshot_mode", Kind::Text),
+    ("start_position", Kind::Text),
+    ("parallel_tables", Kind::Number),
+    ("sink_mode", Kind::Text),
+    ("table_mappings", Kind::Text),
+    ("schema_drop", Kind::Text),
+    ("heartbeat_interval_ms", Kind::Number),
+    ("http_addr", Kind::Text),
+    ("api_token", Kind::Text),
+    ("state_url", Kind::Text),
+    ("webhook_url", Kind::Text),
+    ("log_format", Kind::Text),
+    ("log", Kind::Text),
+    ("wal_volume_bytes", Kind::Number),
+    ("keepalive_confirm", Kind::Bool),
+    ("sink_signing_secret", Kind::Text),
+    ("outbox_tables", Kind::Text),
+    ("outbox_prefix", Kind::Text),
+    ("outbox_delete", Kind::Bool),
+];
 
 /// Every variable is parsed now, so a typo or a bad value fails early;
 /// the fields that only the sidecar reads are read by it (issue 3).
@@ -105,8 +147,21 @@ fn default_log() -> String {
 
 /// The environment could not be read; the message names the variable and the fix.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
+pub enum ConfigError {
+    #[error(
+        "unknown environment variable {variable}: check its spelling against the list in the README, or unset it"
+    )]
+    Unknown { variable: String },
+    #[error("{variable}={value:?} is not {expected}: fix or unset it")]
+    Invalid { variable: String, value: String, expected: &'static str },
+    #[error("WALPIPE_LOG_FORMAT={0} is not a log format: use text or json")]
+    LogFormat(String),
+    /// The table of variables and `Config` disagree: a bug.
+    #[error(
+        "walpipe's own list of variables does not match its configuration ({0}); this is a bug, please report it"
+    )]
+    Table(String),
+}
 
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
@@ -114,21 +169,33 @@ impl Config {
     }
 
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
-        let config: Config = envy::prefixed("WALPIPE_").from_iter(vars).map_err(|error| {
-            let text = error.to_string();
-            match text.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')) {
-                Some((name, _)) => ConfigError(format!(
-                    "unknown environment variable WALPIPE_{}: check its spelling against the list in the README, or unset it",
-                    name.to_uppercase()
-                )),
-                None => ConfigError(format!("invalid walpipe environment: {text}; fix the variable it names")),
-            }
-        })?;
+        let mut fields = Map::new();
+        for (variable, value) in vars {
+            let Some(name) = variable.strip_prefix("WALPIPE_") else { continue };
+            let name = name.to_lowercase();
+            let Some((_, kind)) = VARIABLES.iter().find(|(known, _)| *known == name) else {
+                return Err(ConfigError::Unknown { variable });
+            };
+            let typed = match kind {
+                Kind::Text => Value::String(value),
+                Kind::Number => match value.trim().parse::<u64>() {
+                    Ok(number) => Value::from(number),
+                    Err(_) => {
+                        return Err(ConfigError::Invalid { variable, value, expected: "a whole number" });
+                    }
+                },
+                Kind::Bool => match value.trim().to_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => Value::Bool(true),
+                    "false" | "0" | "no" | "off" => Value::Bool(false),
+                    _ => return Err(ConfigError::Invalid { variable, value, expected: "true or false" }),
+                },
+            };
+            fields.insert(name, typed);
+        }
+        let config: Config =
+            serde_json::from_value(Value::Object(fields)).map_err(|e| ConfigError::Table(e.to_string()))?;
         if !matches!(config.log_format.as_str(), "text" | "json") {
-            return Err(ConfigError(format!(
-                "WALPIPE_LOG_FORMAT={} is not a log format: use text or json",
-                config.log_format
-            )));
+            return Err(ConfigError::LogFormat(config.log_format));
         }
         Ok(config)
     }
@@ -159,6 +226,26 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         let error = Config::from_vars(vars(&[("WALPIPE_BATCH_SIZE", "many")])).expect_err("not a number");
-        assert!(error.to_string().to_lowercase().contains("batch_size"), "{error}");
+        assert_eq!(error.to_string(), "WALPIPE_BATCH_SIZE=\"many\" is not a whole number: fix or unset it");
+        let error = Config::from_vars(vars(&[("WALPIPE_OUTBOX_DELETE", "maybe")])).expect_err("not a bool");
+        assert!(matches!(error, ConfigError::Invalid { expected: "true or false", .. }), "{error}");
+    }
+
+    #[test]
+    fn every_variable_of_the_table_fills_its_field() {
+        let all: Vec<(String, String)> = VARIABLES
+            .iter()
+            .map(|(name, kind)| {
+                let value = match kind {
+                    Kind::Text if *name == "log_format" => "json",
+                    Kind::Text => "x",
+                    Kind::Number => "7",
+                    Kind::Bool => "true",
+                };
+                (format!("WALPIPE_{}", name.to_uppercase()), value.to_string())
+            })
+            .collect();
+        let config = Config::from_vars(all).expect("every variable is a field");
+        assert_eq!((config.batch_size, config.wal_volume_bytes, config.outbox_delete), (7, Some(7), true));
     }
 }
