@@ -1,6 +1,6 @@
 //! walpipe: stream a PostgreSQL logical replication slot into a sink.
 //!
-//! Layers, from the wire up (ARCHITECTURE.md section 1):
+//! Layers, from the wire up:
 //!
 //! ```text
 //!  protocol/  pure bytes: walsender messages, pgoutput decoder

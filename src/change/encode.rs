@@ -1,4 +1,4 @@
-//! The change as one JSON line (SPEC section 2).
+//! The change as one JSON line (README, "`walpipe tail`").
 //!
 //! A line is written in two parts: the header, which depends on where the
 //! change lands in its transaction (`id`, `lsn`, `commit_lsn`, `xid`,
@@ -88,7 +88,7 @@ impl TxnFields {
     }
 }
 
-/// The change JSON of SPEC section 2.
+/// The change JSON (README, "`walpipe tail`").
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonLines;
 

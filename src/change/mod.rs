@@ -1,4 +1,4 @@
-//! Decoded pgoutput rows to the change JSON of SPEC section 2. Pure: no I/O.
+//! Decoded pgoutput rows to the change JSON. Pure: no I/O.
 //!
 //! ```text
 //!  Relation ──> relation::RelationCache (column names, keys, value kinds)

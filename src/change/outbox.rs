@@ -101,7 +101,7 @@ impl OutboxRules {
         self.tables.is_empty() && self.prefix.is_none()
     }
 
-    /// Routes one change line (the change JSON of SPEC section 2).
+    /// Routes one change line (the change JSON).
     pub fn route(&self, line: &[u8]) -> Routed {
         let Ok(route) = serde_json::from_slice::<Route<'_>>(line) else {
             return Routed::Rejected("the change line is not valid change JSON".into());

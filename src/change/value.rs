@@ -2,7 +2,7 @@
 //!
 //! The replication session sets `DateStyle=ISO`, `TimeZone=UTC`,
 //! `bytea_output=hex` and `extra_float_digits=3` (see `source::conninfo`), so
-//! the text forms handled here are fixed and exact. Rules (SPEC section 2):
+//! the text forms handled here are fixed and exact. Rules of the change JSON:
 //! integers and floats become JSON numbers (NaN and infinities stay strings),
 //! `numeric` stays a string so no precision is lost, booleans are booleans,
 //! `json`/`jsonb` are embedded as JSON, arrays of these become JSON arrays,

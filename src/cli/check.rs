@@ -1,4 +1,4 @@
-//! `walpipe check`: the preflight of SPEC section 8. Every finding is one
+//! `walpipe check`: the preflight of a job's source and sink. Every finding is one
 //! line, with its fix; the exit status is 1 when any is an error.
 
 use std::fmt;

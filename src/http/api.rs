@@ -1,4 +1,4 @@
-//! The control API (SPEC section 5), JSON over HTTP:
+//! The control API, JSON over HTTP:
 //!
 //! ```text
 //!  GET    /api/v1/jobs                    the jobs, each as in GET /api/v1/jobs/{name}

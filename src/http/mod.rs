@@ -1,5 +1,5 @@
 //! The HTTP server on `WALPIPE_HTTP_ADDR`: `/metrics`, `/healthz`,
-//! `/readyz`, and the control API under `/api/v1` (SPEC section 5).
+//! `/readyz`, and the control API under `/api/v1` (README, "Jobs, workers and the control API").
 //!
 //! Invariants: it is bound before any job starts, so a taken address is a
 //! start-up error rather than a silent absence of metrics; `/metrics`,

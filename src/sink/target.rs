@@ -1,4 +1,4 @@
-//! What `WALPIPE_SINK_URL` names (SPEC section 3): a Postgres database, a
+//! What `WALPIPE_SINK_URL` names (README, "Configuration"): a Postgres database, a
 //! webhook, a StarRocks FE, or stdout. Parsing only; no I/O.
 //!
 //! Invariant: a target's `Display` never shows a password (URLs are shown

@@ -1,7 +1,7 @@
 //! What the client reports to the walsender, and when. Pure: the caller
 //! passes the clock in.
 //!
-//! Invariants (ARCHITECTURE.md section 2), tested below:
+//! Invariants (the slot's LSN rules), tested below:
 //! - The position reported never goes backwards: [`Feedback::confirm`] only raises it.
 //! - A status is due at least every `interval`, and within [`PROMPT_REPORT`]
 //!   (or `interval`, if shorter) after the confirmed position moved.

@@ -5,7 +5,7 @@
 //!   server <──d(r status: write, flush)──── on request, when the position moved, and on a timer
 //! ```
 //!
-//! LSN rules kept here (ARCHITECTURE.md section 2):
+//! LSN rules kept here:
 //! - The positions sent never go backwards, and are only what the caller
 //!   confirmed: the end of a transaction it made durable, or a keepalive's
 //!   walEnd when it had nothing in flight ([`Feedback`]).

@@ -1,7 +1,7 @@
 //! Cutting change lines into batches with a stable identity. Pure: no I/O.
 //!
-//! A batch is named by the ids of its first and last change (SPEC section
-//! 2: an id never changes), so the same changes always form a batch with
+//! A batch is named by the ids of its first and last change (an id never
+//! changes), so the same changes always form a batch with
 //! the same key. Two facts from before a restart keep that true across
 //! restarts, given that the slot replays, in the same order, every change
 //! after the checkpoint:

@@ -1,4 +1,4 @@
-//! Changelog mode: one row per change (the change JSON of SPEC section 2,
+//! Changelog mode: one row per change (the change JSON of `walpipe tail`,
 //! snapshot rows included), never updated afterwards.
 //!
 //! Table layout: `_walpipe_id` (the change id, primary key), `_walpipe_op`,
