@@ -122,7 +122,7 @@ fn readiness() -> Reply {
         .map(|job| {
             let (state, phase) = job.state();
             match phase {
-                Some(phase) => format!("{}: {state} ({phase}), not connected", job.name),
+                Some(phase) => format!("{}: {state} ({}), not connected", job.name, phase.as_str()),
                 None => format!("{}: {state}", job.name),
             }
         })

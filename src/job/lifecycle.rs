@@ -76,6 +76,28 @@ impl fmt::Display for State {
     }
 }
 
+/// Where a running job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Snapshot,
+    Streaming,
+}
+
+pub const ALL_PHASES: [Phase; 2] = [Phase::Snapshot, Phase::Streaming];
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Snapshot => "snapshot",
+            Phase::Streaming => "streaming",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Phase> {
+        ALL_PHASES.into_iter().find(|phase| phase.as_str() == text)
+    }
+}
+
 /// What a user can ask of a job (the API's `POST /api/v1/jobs/{name}/{action}` and DELETE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {

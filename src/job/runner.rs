@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::heartbeat::heartbeat;
+use super::lifecycle::{Phase, State};
 use super::spec::{JobSpec, SnapshotMode};
 use super::targets::{Targets, checkpoint_db_role, discovery, follower, open_delivery, outlet};
 use super::{JobError, catalog_watch, snapshot};
@@ -66,16 +67,16 @@ pub async fn run(
     let mut failures = 0;
     let mut delays = backoff::delays(Duration::from_secs(1), Duration::from_secs(30));
     loop {
-        metrics.set_state("starting", None);
+        metrics.set_state(State::Starting, None);
         let outcome = attempt(spec, metrics, stop.clone()).await;
         metrics.source_connected.set(0);
         let error = match outcome {
             Ok(Start::Finished) => {
-                metrics.set_state("succeeded", None);
+                metrics.set_state(State::Succeeded, None);
                 return Ok(Ended::Copied);
             }
             Ok(Start::At(_)) => {
-                metrics.set_state("stopped", None);
+                metrics.set_state(State::Stopped, None);
                 return Ok(Ended::Stopped);
             }
             Err(error) => error,
@@ -94,12 +95,12 @@ pub async fn run(
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|stopped| *stopped) => {
-                    metrics.set_state("stopped", None);
+                    metrics.set_state(State::Stopped, None);
                     return Ok(Ended::Stopped);
                 }
             }
         } else {
-            metrics.set_state("failed", None);
+            metrics.set_state(State::Failed, None);
             return Err(error);
         }
     }
@@ -222,7 +223,7 @@ async fn attempt(
     let interval = repl.status_interval().await?;
     let stream = repl.start_stream(&spec.slot, &spec.publication, start, interval).await?;
     tracing::info!(job = %spec.name, from = %start, "streaming");
-    metrics.set_state("running", Some("streaming"));
+    metrics.set_state(State::Running, Some(Phase::Streaming));
     metrics.source_connected.set(1);
 
     let ready = Ready { spec, metrics, primary_keys, stop };
@@ -333,7 +334,7 @@ async fn start_fresh(
             spec.start_position.unwrap_or(created.consistent_point).max(created.consistent_point)
         }
         (_, Some(snapshot)) => {
-            metrics.set_state("running", Some("snapshot"));
+            metrics.set_state(State::Running, Some(Phase::Snapshot));
             metrics.source_connected.set(1);
             let plan = snapshot::CopyPlan {
                 source: &spec.source,

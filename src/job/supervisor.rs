@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::lifecycle::{Action, State};
+use super::lifecycle::{Action, Phase, State};
 use super::runner::{self, Ended};
 use super::spec::{self, JobSpec, Naming};
 use super::store::{JobRow, Store};
@@ -197,8 +197,8 @@ impl Supervisor {
     /// passes on what the store says.
     async fn renew(&self, name: &str) {
         let Some(owned) = self.owned.get(name) else { return };
-        let (state, phase) = owned.metrics.state();
-        let observed = State::parse(state).unwrap_or(State::Starting);
+        let (observed, phase) = owned.metrics.state();
+        let phase = phase.map(Phase::as_str);
         let checkpoint =
             Some(owned.metrics.checkpoint()).filter(|lsn| *lsn > 0).map(|lsn| Lsn(lsn).to_string());
         let renewed =
@@ -255,7 +255,7 @@ impl Supervisor {
         let metrics = metrics::global().job(&spec.name, &spec.slot);
         metrics.wal_volume.set(self.wal_volume_bytes);
         // What this worker observes from now on, not a state left from an earlier run here.
-        metrics.set_state(if job.state == State::Paused { "paused" } else { "starting" }, None);
+        metrics.set_state(if job.state == State::Paused { State::Paused } else { State::Starting }, None);
         let desired = Desired::from_store(job.state, job.requested, job.cleanup_requested);
         let (control, control_rx) = watch::channel(desired);
         let monitor = tokio::spawn(monitor::run(spec.source.clone(), metrics.clone()));
@@ -283,9 +283,8 @@ impl Supervisor {
                 .slot_name
                 .clone()
                 .unwrap_or_else(|| spec::default_slot_name(&job.definition.name));
-            let phase =
-                job.phase.as_deref().and_then(|p| metrics::PHASES.iter().find(|known| **known == p)).copied();
-            metrics::global().job(&job.definition.name, &slot).set_state(job.state.as_str(), phase);
+            let phase = job.phase.as_deref().and_then(Phase::parse);
+            metrics::global().job(&job.definition.name, &slot).set_state(job.state, phase);
         }
     }
 
@@ -425,7 +424,7 @@ impl JobTask {
     /// Paused: no replication session, the slot keeps the position; the
     /// monitor keeps reporting and the retained WAL is logged as a warning.
     async fn hold(&mut self) {
-        self.metrics.set_state("paused", None);
+        self.metrics.set_state(State::Paused, None);
         tracing::info!(job = %self.spec.name, "paused: the slot keeps its position and retains WAL until resumed");
         loop {
             tokio::select! {
@@ -446,7 +445,7 @@ impl JobTask {
     /// Lets go of the job, setting `state` (or keeping the store's).
     async fn end(self, state: Option<State>, error: Option<String>) {
         if let Some(state) = state {
-            self.metrics.set_state(state.as_str(), None);
+            self.metrics.set_state(state, None);
         }
         if let Err(e) = self.store.finish(&self.spec.name, &self.worker, state, error.as_deref()).await {
             tracing::warn!(job = %self.spec.name, "could not record the job's end in the state store: {e}");

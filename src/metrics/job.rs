@@ -12,9 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use prometheus::{Gauge, Histogram, IntCounter, IntGauge, IntGaugeVec};
 
+use crate::job::lifecycle::{ALL_PHASES, ALL_STATES, Phase, State};
+
 use super::{
-    INVALIDATION_REASONS, Metrics, PHASES, STATES, SlotSample, WAL_STATUSES, lock, set_state, unix_ms_now,
-    unix_seconds,
+    INVALIDATION_REASONS, Metrics, SlotSample, WAL_STATUSES, lock, set_state, unix_ms_now, unix_seconds,
 };
 
 /// One job's metrics, with its labels bound.
@@ -24,7 +25,7 @@ pub struct JobMetrics {
     family: &'static Metrics,
     /// Unix ms of the last data received (job start until then).
     last_data_unix_ms: AtomicU64,
-    state: Mutex<(&'static str, Option<&'static str>)>,
+    state: Mutex<(State, Option<Phase>)>,
     /// Woken on every state change, so that the owner's worker can record
     /// the observed state in the store at once.
     pub state_changed: tokio::sync::Notify,
@@ -66,7 +67,7 @@ impl JobMetrics {
             slot: slot.to_string(),
             family,
             last_data_unix_ms: AtomicU64::new(unix_ms_now()),
-            state: Mutex::new(("created", None)),
+            state: Mutex::new((State::Created, None)),
             state_changed: tokio::sync::Notify::new(),
             source_transactions: family.source_transactions.with_label_values(job),
             source_bytes: family.source_bytes.with_label_values(job),
@@ -102,25 +103,27 @@ impl JobMetrics {
         family.data_gaps.with_label_values(&[name, slot]);
         // 0 until a gap: dashboards and alerts can rely on the series.
         family.data_gap_start.with_label_values(&[name, slot]).set(0.0);
-        metrics.set_state("created", None);
+        metrics.set_state(State::Created, None);
         metrics
     }
 
     /// Moves the job to `state` (and `phase` while running).
-    pub fn set_state(&self, state: &'static str, phase: Option<&'static str>) {
+    pub fn set_state(&self, state: State, phase: Option<Phase>) {
         let previous = std::mem::replace(
             &mut *self.state.lock().unwrap_or_else(PoisonError::into_inner),
             (state, phase),
         );
-        set_state(&self.family.job_state, &[&self.name], &STATES, Some(state));
-        set_state(&self.family.job_phase, &[&self.name], &PHASES, phase);
+        let states = ALL_STATES.map(State::as_str);
+        set_state(&self.family.job_state, &[&self.name], &states, Some(state.as_str()));
+        let phases = ALL_PHASES.map(Phase::as_str);
+        set_state(&self.family.job_phase, &[&self.name], &phases, phase.map(Phase::as_str));
         if previous.0 != state {
             self.state_changed.notify_one();
         }
     }
 
     /// The current state and phase.
-    pub fn state(&self) -> (&'static str, Option<&'static str>) {
+    pub fn state(&self) -> (State, Option<Phase>) {
         *self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -345,9 +348,14 @@ impl JobMetrics {
     /// Ready: running and connected, or intentionally not running.
     pub fn ready(&self) -> bool {
         match self.state().0 {
-            "running" => self.source_connected.get() == 1,
-            "paused" | "stopped" | "succeeded" => true,
-            _ => false,
+            State::Running => self.source_connected.get() == 1,
+            State::Paused | State::Stopped | State::Succeeded => true,
+            State::Created
+            | State::Pending
+            | State::Starting
+            | State::Pausing
+            | State::Stopping
+            | State::Failed => false,
         }
     }
 }

@@ -31,21 +31,6 @@ use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-/// Job states, as `walpipe_job_state` labels them.
-pub const STATES: [&str; 10] = [
-    "created",
-    "pending",
-    "starting",
-    "running",
-    "pausing",
-    "paused",
-    "stopping",
-    "stopped",
-    "failed",
-    "succeeded",
-];
-/// Phases inside `running`.
-pub const PHASES: [&str; 2] = ["snapshot", "streaming"];
 /// `pg_replication_slots.wal_status`, plus `unknown` when the slot is missing.
 pub const WAL_STATUSES: [&str; 5] = ["reserved", "extended", "unreserved", "lost", "unknown"];
 /// `pg_replication_slots.invalidation_reason` (PG17+; on older servers a
@@ -295,13 +280,4 @@ pub struct SlotState {
     pub reply_age_seconds: Option<f64>,
     /// pg_stat_replication_slots counters by column name.
     pub decoding_stats: Vec<(String, i64)>,
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_state_labels_are_the_lifecycle_states() {
-        let states: Vec<&str> = crate::job::lifecycle::ALL_STATES.iter().map(|s| s.as_str()).collect();
-        assert_eq!(states, super::STATES);
-    }
 }
