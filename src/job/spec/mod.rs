@@ -226,39 +226,8 @@ impl JobSpec {
                 var("sink_signing_secret")
             )));
         }
-        let outbox = OutboxRules {
-            tables: table_list(def.outbox_tables.as_deref(), &var("outbox_tables"))?
-                .iter()
-                .map(TableName::qualified)
-                .collect(),
-            prefix: def.outbox_prefix.clone().filter(|p| !p.is_empty()),
-        };
-        if !outbox.is_empty() && !matches!(sink, SinkTarget::Webhook(_) | SinkTarget::Stdout) {
-            return Err(bad(format!(
-                "{} / {} emit events to a webhook or stdout:, but the sink is {sink}: unset them, or change the sink",
-                var("outbox_tables"),
-                var("outbox_prefix")
-            )));
-        }
         let tables = table_list(def.tables.as_deref(), &var("tables"))?;
-        let selected: Vec<String> = tables.iter().map(TableName::qualified).collect();
-        if let Some(missing) = outbox.tables.iter().find(|t| !selected.is_empty() && !selected.contains(t)) {
-            return Err(bad(format!(
-                "{} names {missing}, which {} leaves out: add it to {}",
-                var("outbox_tables"),
-                var("tables"),
-                var("tables")
-            )));
-        }
-        if def.outbox_delete && outbox.tables.is_empty() {
-            return Err(bad(format!(
-                "{} deletes delivered outbox rows, but {} names no table: set it, or unset {}",
-                var("outbox_delete"),
-                var("outbox_tables"),
-                var("outbox_delete")
-            )));
-        }
-
+        let outbox = outbox_rules(def, &sink, &tables, &var)?;
         let default_name = default_slot_name(&name);
         let slot = def.slot_name.clone().unwrap_or_else(|| default_name.clone());
         if slot.is_empty()
@@ -270,41 +239,10 @@ impl JobSpec {
                 var("slot_name")
             )));
         }
-        let snapshot_mode = match def.snapshot_mode.as_str() {
-            "initial" => SnapshotMode::Initial,
-            "never" => SnapshotMode::Never,
-            "when_needed" => SnapshotMode::WhenNeeded,
-            "initial_only" => SnapshotMode::InitialOnly,
-            other => {
-                return Err(bad(format!(
-                    "{}={other} is not a snapshot mode: use initial, never, when_needed or initial_only",
-                    var("snapshot_mode")
-                )));
-            }
-        };
-        let sink_mode = match def.sink_mode.as_str() {
-            "mirror" => SinkMode::Mirror,
-            "changelog" => SinkMode::Changelog,
-            other => {
-                return Err(bad(format!(
-                    "{}={other} is not a sink mode: use mirror or changelog",
-                    var("sink_mode")
-                )));
-            }
-        };
+        let (snapshot_mode, sink_mode, schema_drop) = choices(def, &var)?;
         let start_position = match def.start_position.as_str() {
             "latest" => None,
             lsn => Some(lsn.parse().map_err(|e| bad(format!("{}: {e}, or latest", var("start_position"))))?),
-        };
-        let schema_drop = match def.schema_drop.as_str() {
-            "drop" => DropPolicy::Drop,
-            "keep" => DropPolicy::Keep,
-            other => {
-                return Err(bad(format!(
-                    "{}={other} is not a choice: use drop (the destination column goes too) or keep (it stays, NULL in new rows)",
-                    var("schema_drop")
-                )));
-            }
         };
         if def.batch_size == 0 {
             return Err(bad(format!(
@@ -340,7 +278,91 @@ impl JobSpec {
             confirm_keepalives: def.keepalive_confirm,
         })
     }
+}
 
+/// The outbox settings, checked against the sink and the table selection.
+fn outbox_rules(
+    def: &JobDefinition,
+    sink: &SinkTarget,
+    tables: &[TableName],
+    var: &impl Fn(&str) -> String,
+) -> Result<OutboxRules, SpecError> {
+    let outbox = OutboxRules {
+        tables: table_list(def.outbox_tables.as_deref(), &var("outbox_tables"))?
+            .iter()
+            .map(TableName::qualified)
+            .collect(),
+        prefix: def.outbox_prefix.clone().filter(|p| !p.is_empty()),
+    };
+    if !outbox.is_empty() && !matches!(sink, SinkTarget::Webhook(_) | SinkTarget::Stdout) {
+        return Err(SpecError(format!(
+            "{} / {} emit events to a webhook or stdout:, but the sink is {sink}: unset them, or change the sink",
+            var("outbox_tables"),
+            var("outbox_prefix")
+        )));
+    }
+    let selected: Vec<String> = tables.iter().map(TableName::qualified).collect();
+    if let Some(missing) = outbox.tables.iter().find(|t| !selected.is_empty() && !selected.contains(t)) {
+        return Err(SpecError(format!(
+            "{} names {missing}, which {} leaves out: add it to {}",
+            var("outbox_tables"),
+            var("tables"),
+            var("tables")
+        )));
+    }
+    if def.outbox_delete && outbox.tables.is_empty() {
+        return Err(SpecError(format!(
+            "{} deletes delivered outbox rows, but {} names no table: set it, or unset {}",
+            var("outbox_delete"),
+            var("outbox_tables"),
+            var("outbox_delete")
+        )));
+    }
+    Ok(outbox)
+}
+
+/// The snapshot mode, the sink mode and the drop policy, from their names.
+fn choices(
+    def: &JobDefinition,
+    var: &impl Fn(&str) -> String,
+) -> Result<(SnapshotMode, SinkMode, DropPolicy), SpecError> {
+    let bad = |text: String| SpecError(text);
+    let snapshot_mode = match def.snapshot_mode.as_str() {
+        "initial" => SnapshotMode::Initial,
+        "never" => SnapshotMode::Never,
+        "when_needed" => SnapshotMode::WhenNeeded,
+        "initial_only" => SnapshotMode::InitialOnly,
+        other => {
+            return Err(bad(format!(
+                "{}={other} is not a snapshot mode: use initial, never, when_needed or initial_only",
+                var("snapshot_mode")
+            )));
+        }
+    };
+    let sink_mode = match def.sink_mode.as_str() {
+        "mirror" => SinkMode::Mirror,
+        "changelog" => SinkMode::Changelog,
+        other => {
+            return Err(bad(format!(
+                "{}={other} is not a sink mode: use mirror or changelog",
+                var("sink_mode")
+            )));
+        }
+    };
+    let schema_drop = match def.schema_drop.as_str() {
+        "drop" => DropPolicy::Drop,
+        "keep" => DropPolicy::Keep,
+        other => {
+            return Err(bad(format!(
+                "{}={other} is not a choice: use drop (the destination column goes too) or keep (it stays, NULL in new rows)",
+                var("schema_drop")
+            )));
+        }
+    };
+    Ok((snapshot_mode, sink_mode, schema_drop))
+}
+
+impl JobSpec {
     /// Where the rows of source table `schema.table` go.
     pub fn destination(&self, schema: &str, table: &str) -> (String, String) {
         self.table_mappings
@@ -356,140 +378,4 @@ fn table_list(text: Option<&str>, variable: &str) -> Result<Vec<TableName>, Spec
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(vars: &[(&str, &str)]) -> Result<Option<JobSpec>, SpecError> {
-        let config =
-            Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string()))).expect("config");
-        JobSpec::from_config(&config)
-    }
-
-    #[test]
-    fn defaults_and_names() {
-        let job =
-            spec(&[("WALPIPE_SOURCE_URL", "postgres://a@h/db"), ("WALPIPE_SINK_URL", "postgres://b@k/db")])
-                .expect("valid")
-                .expect("a job");
-        assert_eq!(job.slot, "walpipe_default");
-        assert_eq!(job.publication, "walpipe_default");
-        assert_eq!(job.snapshot_mode, SnapshotMode::Initial);
-        assert_eq!(job.destination("public", "t"), ("public".into(), "t".into()));
-        assert!(spec(&[]).expect("valid").is_none(), "no source, no environment job");
-    }
-
-    #[test]
-    fn mappings_and_tables() {
-        let job = spec(&[
-            ("WALPIPE_SOURCE_URL", "postgres://a@h/db"),
-            ("WALPIPE_SINK_URL", "postgres://b@k/db"),
-            ("WALPIPE_TABLES", "public.orders, public.customers"),
-            ("WALPIPE_TABLE_MAPPINGS", "public.orders=raw.orders,customers=raw.people"),
-        ])
-        .expect("valid")
-        .expect("a job");
-        assert_eq!(
-            job.tables,
-            vec![TableName::new("public", "orders"), TableName::new("public", "customers")]
-        );
-        assert_eq!(job.destination("public", "orders"), ("raw".into(), "orders".into()));
-        assert_eq!(job.destination("public", "customers"), ("raw".into(), "people".into()));
-    }
-
-    #[test]
-    fn bad_settings_name_the_variable() {
-        let base = [("WALPIPE_SOURCE_URL", "postgres://a@h/db"), ("WALPIPE_SINK_URL", "postgres://b@k/db")];
-        for (name, value) in [
-            ("WALPIPE_SNAPSHOT_MODE", "sometimes"),
-            ("WALPIPE_TABLE_MAPPINGS", "orders"),
-            ("WALPIPE_SLOT_NAME", "Bad-Slot"),
-            ("WALPIPE_START_POSITION", "yesterday"),
-            ("WALPIPE_BATCH_SIZE", "0"),
-        ] {
-            let mut vars = base.to_vec();
-            vars.push((name, value));
-            let error = spec(&vars).expect_err(name).to_string();
-            assert!(error.contains(name), "{error}");
-        }
-        let error = spec(&[("WALPIPE_SOURCE_URL", "postgres://a@h/db")]).expect_err("no sink").to_string();
-        assert!(error.contains("WALPIPE_SINK_URL"), "{error}");
-    }
-
-    #[test]
-    fn sinks_outside_postgres_keep_their_checkpoint_elsewhere_and_refuse_settings_they_cannot_use() {
-        let source = ("WALPIPE_SOURCE_URL", "postgres://a@h/db");
-        let job = spec(&[source, ("WALPIPE_SINK_URL", "https://hooks.example.com/x")])
-            .expect("valid")
-            .expect("job");
-        assert!(matches!(job.sink, SinkTarget::Webhook(_)));
-        assert_eq!(
-            job.checkpoint_db.to_string(),
-            job.source.to_string(),
-            "the state store defaults to the source"
-        );
-        let outbox = spec(&[
-            source,
-            ("WALPIPE_SINK_URL", "stdout:"),
-            ("WALPIPE_OUTBOX_TABLES", "outbox"),
-            ("WALPIPE_OUTBOX_PREFIX", "events"),
-        ])
-        .expect("valid")
-        .expect("job");
-        assert!(
-            outbox.outbox.tables.contains("public.outbox")
-                && outbox.outbox.prefix.as_deref() == Some("events")
-        );
-        for (vars, named) in [
-            (
-                vec![("WALPIPE_SINK_URL", "postgres://b@k/db"), ("WALPIPE_SINK_SIGNING_SECRET", "s")],
-                "WALPIPE_SINK_SIGNING_SECRET",
-            ),
-            (
-                vec![("WALPIPE_SINK_URL", "starrocks://u:p@fe:8030/db"), ("WALPIPE_OUTBOX_TABLES", "outbox")],
-                "WALPIPE_OUTBOX_TABLES",
-            ),
-            (
-                vec![
-                    ("WALPIPE_SINK_URL", "stdout:"),
-                    ("WALPIPE_TABLES", "public.orders"),
-                    ("WALPIPE_OUTBOX_TABLES", "outbox"),
-                ],
-                "WALPIPE_TABLES",
-            ),
-            (
-                vec![("WALPIPE_SINK_URL", "stdout:"), ("WALPIPE_OUTBOX_DELETE", "true")],
-                "WALPIPE_OUTBOX_DELETE",
-            ),
-            (vec![("WALPIPE_SINK_URL", "kafka://b/t")], "WALPIPE_SINK_URL"),
-        ] {
-            let mut all = vec![source];
-            all.extend(vars);
-            let error = spec(&all).expect_err(named).to_string();
-            assert!(error.contains(named), "{error}");
-        }
-    }
-
-    #[test]
-    fn the_signing_secret_is_never_shown() {
-        let config = Config::from_vars(
-            [
-                ("WALPIPE_SOURCE_URL", "postgres://a:pw@h/db?sslmode=require&password=qpw"),
-                ("WALPIPE_SINK_URL", "https://u:hookpw@hooks.example.com/x?token=tok3n"),
-                ("WALPIPE_SINK_SIGNING_SECRET", "s3cret"),
-            ]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-        )
-        .expect("config");
-        let definition = JobDefinition::from_config(&config).expect("valid").expect("job");
-        let shown = serde_json::to_string(&definition.redacted()).expect("json");
-        for secret in ["s3cret", "hookpw", ":pw@", "qpw", "tok3n"] {
-            assert!(!shown.contains(secret), "{shown}");
-        }
-        let spec = JobSpec::from_definition(&definition, Naming::Environment).expect("valid");
-        let printed = format!("{spec:?} {} {}", spec.sink, spec.source);
-        for secret in ["s3cret", "hookpw", "qpw", "tok3n"] {
-            assert!(!printed.contains(secret), "{printed}");
-        }
-    }
-}
+mod tests;
