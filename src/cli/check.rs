@@ -94,6 +94,14 @@ async fn setting(client: &tokio_postgres::Client, name: &str) -> Option<String> 
 }
 
 async fn check_source(source: &tokio_postgres::Client, spec: &JobSpec, findings: &mut Vec<Finding>) {
+    check_access(source, spec, findings).await;
+    check_retention(source, findings).await;
+    check_slot_and_publication(source, spec, findings).await;
+    check_schema_following(spec, findings);
+}
+
+/// wal_level, the REPLICATION privilege, and every table's key.
+async fn check_access(source: &tokio_postgres::Client, spec: &JobSpec, findings: &mut Vec<Finding>) {
     let wal_level = setting(source, "wal_level").await.unwrap_or_default();
     findings.push(if wal_level == "logical" {
         finding(Level::Ok, "wal_level = logical")
@@ -139,7 +147,10 @@ async fn check_source(source: &tokio_postgres::Client, spec: &JobSpec, findings:
         }
         Err(error) => findings.push(finding(Level::Error, error.to_string())),
     }
+}
 
+/// What bounds the WAL a stalled or idle slot keeps.
+async fn check_retention(source: &tokio_postgres::Client, findings: &mut Vec<Finding>) {
     match setting(source, "max_slot_wal_keep_size").await.as_deref() {
         Some("-1") => findings.push(finding(
             Level::Warning,
@@ -162,7 +173,13 @@ async fn check_source(source: &tokio_postgres::Client, spec: &JobSpec, findings:
             )
         });
     }
+}
 
+async fn check_slot_and_publication(
+    source: &tokio_postgres::Client,
+    spec: &JobSpec,
+    findings: &mut Vec<Finding>,
+) {
     let slot = source
         .query_opt(
             "SELECT plugin, database, wal_status, active_pid::text FROM pg_replication_slots WHERE slot_name = $1",
@@ -197,6 +214,10 @@ async fn check_source(source: &tokio_postgres::Client, spec: &JobSpec, findings:
             format!("publication {} does not exist yet: walpipe run creates it", spec.publication),
         ),
     });
+}
+
+/// How schema changes are followed, and what the default table selection implies.
+fn check_schema_following(spec: &JobSpec, findings: &mut Vec<Finding>) {
     findings.push(finding(
         Level::Ok,
         "schema changes: a Postgres destination follows added, dropped, renamed and retyped columns; renames are known by the source's attribute numbers, read from its catalog when the change arrives (no DDL event trigger is installed); a change walpipe cannot follow exactly marks the table as needing a re-copy",

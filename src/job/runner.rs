@@ -166,6 +166,40 @@ async fn attempt(
         .map_err(JobError::SourceSetup)?;
 
     let mut repl = Connection::connect(&spec.source).await?;
+    let start =
+        match decide_start(spec, metrics, &mut repl, &source_sql, &sink, &tables, &mut targets).await? {
+            Start::At(lsn) => lsn,
+            Start::Finished => {
+                tracing::info!(job = %spec.name, "initial_only: the copy is done; not streaming");
+                return Ok(Start::Finished);
+            }
+        };
+    drop(source_sql);
+    let captured = tables.iter().map(|t| TableName::new(&t.schema, &t.name)).collect();
+    let _catalog_watch = catalog_watch::spawn(spec, metrics, captured);
+
+    preflight::check_stream(&mut repl, &spec.slot, &spec.publication).await?;
+    let primary_keys = preflight::primary_keys(&mut repl, &spec.publication).await?;
+    let interval = repl.status_interval().await?;
+    let stream = repl.start_stream(&spec.slot, &spec.publication, start, interval).await?;
+    tracing::info!(job = %spec.name, from = %start, "streaming");
+    metrics.set_state(State::Running, Some(Phase::Streaming));
+    metrics.source_connected.set(1);
+    Ready { spec, metrics, primary_keys, stop }.stream_to(targets, stream, sink).await?;
+    Ok(Start::At(start))
+}
+
+/// Where streaming starts: the checkpoint when its slot is there, else a
+/// new slot and a copy (after recording the data gap of a lost slot).
+async fn decide_start(
+    spec: &JobSpec,
+    metrics: &Arc<JobMetrics>,
+    repl: &mut Connection,
+    source_sql: &tokio_postgres::Client,
+    sink: &tokio_postgres::Client,
+    tables: &[catalog::SourceTable],
+    targets: &mut Targets,
+) -> Result<Start, JobError> {
     let slot_status = repl
         .simple_query(&format!(
             "SELECT coalesce(wal_status, 'unknown') AS wal_status FROM pg_replication_slots WHERE slot_name = {}",
@@ -174,9 +208,9 @@ async fn attempt(
         .await?
         .first("wal_status")
         .map(str::to_string);
-    let checkpoint = pg_sink::read_checkpoint(&sink, &spec.name).await.map_err(JobError::SinkSetup)?;
+    let checkpoint = pg_sink::read_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
     let applied = checkpoint.as_ref().filter(|(slot, _)| slot == &spec.slot).map(|(_, lsn)| *lsn);
-    let start = match (slot_status.as_deref(), applied) {
+    Ok(match (slot_status.as_deref(), applied) {
         (Some("lost"), gap_from) => {
             if spec.snapshot_mode != SnapshotMode::WhenNeeded {
                 return Err(JobError::SlotLost { slot: spec.slot.clone() });
@@ -184,12 +218,12 @@ async fn attempt(
             let from = gap_from.map_or("an unknown position".to_string(), |lsn| lsn.to_string());
             tracing::warn!(job = %spec.name, slot = %spec.slot, gap_from = %from,
                 "the slot was invalidated: changes after the gap start are lost; re-creating the slot and copying the tables again");
-            pg_sink::record_data_gap(&sink, &spec.name, &spec.slot, gap_from)
+            pg_sink::record_data_gap(sink, &spec.name, &spec.slot, gap_from)
                 .await
                 .map_err(JobError::SinkSetup)?;
             metrics.data_gap(gap_from.map(|lsn| lsn.0));
             repl.drop_slot(&spec.slot).await?;
-            start_fresh(spec, metrics, &mut repl, &source_sql, &sink, &tables, &mut targets).await?
+            start_fresh(spec, metrics, repl, source_sql, sink, tables, targets).await?
         }
         (Some(_), Some(applied)) => {
             tracing::info!(job = %spec.name, slot = %spec.slot, %applied, "resuming from the checkpoint");
@@ -204,51 +238,9 @@ async fn attempt(
                 }
                 repl.drop_slot(&spec.slot).await?;
             }
-            start_fresh(spec, metrics, &mut repl, &source_sql, &sink, &tables, &mut targets).await?
+            start_fresh(spec, metrics, repl, source_sql, sink, tables, targets).await?
         }
-    };
-    let start = match start {
-        Start::At(lsn) => lsn,
-        Start::Finished => {
-            tracing::info!(job = %spec.name, "initial_only: the copy is done; not streaming");
-            return Ok(Start::Finished);
-        }
-    };
-    drop(source_sql);
-    let captured = tables.iter().map(|t| TableName::new(&t.schema, &t.name)).collect();
-    let _catalog_watch = catalog_watch::spawn(spec, metrics, captured);
-
-    preflight::check_stream(&mut repl, &spec.slot, &spec.publication).await?;
-    let primary_keys = preflight::primary_keys(&mut repl, &spec.publication).await?;
-    let interval = repl.status_interval().await?;
-    let stream = repl.start_stream(&spec.slot, &spec.publication, start, interval).await?;
-    tracing::info!(job = %spec.name, from = %start, "streaming");
-    metrics.set_state(State::Running, Some(Phase::Streaming));
-    metrics.source_connected.set(1);
-
-    let ready = Ready { spec, metrics, primary_keys, stop };
-    match targets {
-        Targets::Mirror(places) => {
-            let writer = MirrorWriter::new(places, follower(spec, metrics), discovery(spec));
-            ready
-                .stream_into(stream, MirrorRecords, |ends| {
-                    tokio::spawn(ready.postgres_sink(sink, writer).run(ends))
-                })
-                .await?;
-        }
-        Targets::Changelog(writer) => {
-            ready
-                .stream_into(stream, JsonLines, |ends| {
-                    tokio::spawn(ready.postgres_sink(sink, writer).run(ends))
-                })
-                .await?;
-        }
-        Targets::Delivery(outlet) => {
-            let delivery = open_delivery(spec, metrics, *outlet, sink).await?;
-            ready.stream_into(stream, JsonLines, |ends| tokio::spawn(delivery.run(ends))).await?;
-        }
-    }
-    Ok(Start::At(start))
+    })
 }
 
 /// Everything streaming needs besides the stream and the sink.
@@ -262,6 +254,35 @@ struct Ready<'a> {
 type SinkTask = tokio::task::JoinHandle<Result<(), SinkError>>;
 
 impl Ready<'_> {
+    /// Streams into the sink `targets` describe, until stopped or a failure.
+    async fn stream_to(
+        &self,
+        targets: Targets,
+        stream: crate::source::ReplicationStream,
+        sink: tokio_postgres::Client,
+    ) -> Result<(), JobError> {
+        let (spec, metrics) = (self.spec, self.metrics);
+        match targets {
+            Targets::Mirror(places) => {
+                let writer = MirrorWriter::new(places, follower(spec, metrics), discovery(spec));
+                self.stream_into(stream, MirrorRecords, |ends| {
+                    tokio::spawn(self.postgres_sink(sink, writer).run(ends))
+                })
+                .await
+            }
+            Targets::Changelog(writer) => {
+                self.stream_into(stream, JsonLines, |ends| {
+                    tokio::spawn(self.postgres_sink(sink, writer).run(ends))
+                })
+                .await
+            }
+            Targets::Delivery(outlet) => {
+                let delivery = open_delivery(spec, metrics, *outlet, sink).await?;
+                self.stream_into(stream, JsonLines, |ends| tokio::spawn(delivery.run(ends))).await
+            }
+        }
+    }
+
     fn postgres_sink<W: Writer>(&self, sink: tokio_postgres::Client, writer: W) -> PostgresSink<W> {
         let spec = self.spec;
         PostgresSink::new(
