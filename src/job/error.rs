@@ -86,6 +86,7 @@ impl JobError {
             | JobError::SourceSetup(error)
             | JobError::Sink(SinkError::Postgres(error) | SinkError::State(error)) => pg::is_timeout(error),
             JobError::Source(error) | JobError::Drive(DriveError::Source(error)) => error.is_timeout(),
+            JobError::Sink(SinkError::Unavailable { timed_out, .. }) => *timed_out,
             _ => false,
         };
         if timed_out { ErrorKind::Timeout } else { ErrorKind::Other }
@@ -123,6 +124,13 @@ mod tests {
         let cancelled =
             SourceError::Server { error: ServerError { code: "57014".into(), ..ServerError::default() } };
         assert_eq!(JobError::Source(cancelled).kind(), ErrorKind::Timeout);
+        let http = SinkError::Unavailable {
+            target: "hook".into(),
+            attempts: 8,
+            reason: "r".into(),
+            timed_out: true,
+        };
+        assert_eq!(JobError::Sink(http).kind(), ErrorKind::Timeout);
         // A message that merely mentions a timeout is not one.
         let worded = JobError::SinkTask("the sink said: timeout settings ignored".into());
         assert_eq!(worded.kind(), ErrorKind::Other);

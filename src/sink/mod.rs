@@ -82,7 +82,7 @@ pub enum SinkError {
     #[error(
         "{target} did not take a batch after {attempts} attempts (last: {reason}); walpipe keeps retrying with backoff"
     )]
-    Unavailable { target: String, attempts: u32, reason: String },
+    Unavailable { target: String, attempts: u32, reason: String, timed_out: bool },
     #[error(
         "{target} rejected a batch with {status}: {body}; fix the receiver or what it refuses, then retry the job (walpipe jobs retry), which sends the same batch again"
     )]

@@ -363,6 +363,7 @@ impl<T: Transport> Delivery<T> {
                     target: "the source (to delete delivered outbox rows)".into(),
                     attempts: 1,
                     reason: e.to_string(),
+                    timed_out: false,
                 })?;
             self.source = Some(client);
         }

@@ -33,6 +33,10 @@ pub enum Verdict {
         reason: String,
         after: Option<Duration>,
     },
+    /// No answer in time (connect or request timeout): try again.
+    TimedOut {
+        reason: String,
+    },
     /// The receiver refuses this request; sending it again will not help.
     Refused {
         status: String,
@@ -55,6 +59,7 @@ pub fn client() -> Result<reqwest::Client, SinkError> {
             target: "the HTTP client".into(),
             attempts: 0,
             reason: e.to_string(),
+            timed_out: false,
         })
 }
 
@@ -96,29 +101,31 @@ where
 {
     let mut delays = crate::backoff::delays(FIRST_WAIT, MAX_WAIT);
     for tried in 1..=ATTEMPTS {
-        match attempt().await {
+        let (timed_out, reason, after) = match attempt().await {
             Verdict::Accepted => return Ok(()),
             Verdict::Refused { status, body } => {
                 return Err(SinkError::Rejected { target: target.to_string(), status, body });
             }
-            Verdict::Retry { reason, after } => {
-                if tried == ATTEMPTS {
-                    return Err(SinkError::Unavailable {
-                        target: target.to_string(),
-                        attempts: tried,
-                        reason,
-                    });
-                }
-                let pause = after.or_else(|| delays.next()).unwrap_or(MAX_WAIT);
-                tracing::warn!(%target, attempt = tried, "delivery failed, trying again in {:.1} s: {reason}", pause.as_secs_f64());
-                tokio::time::sleep(pause).await;
-            }
+            Verdict::Retry { reason, after } => (false, reason, after),
+            Verdict::TimedOut { reason } => (true, reason, None),
+        };
+        if tried == ATTEMPTS {
+            return Err(SinkError::Unavailable {
+                target: target.to_string(),
+                attempts: tried,
+                reason,
+                timed_out,
+            });
         }
+        let pause = after.or_else(|| delays.next()).unwrap_or(MAX_WAIT);
+        tracing::warn!(%target, attempt = tried, "delivery failed, trying again in {:.1} s: {reason}", pause.as_secs_f64());
+        tokio::time::sleep(pause).await;
     }
     Err(SinkError::Unavailable {
         target: target.to_string(),
         attempts: ATTEMPTS,
         reason: "no attempt made".into(),
+        timed_out: false,
     })
 }
 
@@ -126,13 +133,14 @@ where
 /// left out (it may hold credentials); the caller's target names the sink.
 pub fn network_error(error: reqwest::Error) -> Verdict {
     let error = error.without_url();
+    let timed_out = error.is_timeout();
     let mut reason = error.to_string();
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
         reason = format!("{reason}: {cause}");
         source = cause.source();
     }
-    Verdict::Retry { reason, after: None }
+    if timed_out { Verdict::TimedOut { reason } } else { Verdict::Retry { reason, after: None } }
 }
 
 #[cfg(test)]
