@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use super::lifecycle::{Action, Phase, State};
 use super::runner::{self, Ended};
 use super::spec::{self, JobSpec, Naming};
-use super::store::{JobRow, Store};
+use super::store::{JobRow, RunEnd, Store};
 use crate::lsn::Lsn;
 use crate::metrics::{self, JobMetrics};
 use crate::monitor;
@@ -389,13 +389,13 @@ impl JobTask {
         let outcome = runner::run(&self.spec, &self.metrics, stop_rx).await;
         forward.abort();
         let (status, ended) = match &outcome {
-            Ok(Ended::Copied) => ("succeeded", Some((State::Succeeded, None))),
+            Ok(Ended::Copied) => (RunEnd::Succeeded, Some((State::Succeeded, None))),
             Ok(Ended::Stopped) => match *self.control.borrow() {
-                Desired::Pause => ("paused", None),
-                Desired::Stop { .. } => ("stopped", None),
-                Desired::LetGo | Desired::Run => ("let go", None),
+                Desired::Pause => (RunEnd::Paused, None),
+                Desired::Stop { .. } => (RunEnd::Stopped, None),
+                Desired::LetGo | Desired::Run => (RunEnd::LetGo, None),
             },
-            Err(error) => ("failed", Some((State::Failed, Some(error.to_string())))),
+            Err(error) => (RunEnd::Failed, Some((State::Failed, Some(error.to_string())))),
         };
         if let Some(id) = instance {
             let applied =

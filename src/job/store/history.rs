@@ -4,6 +4,29 @@
 
 use super::{Store, StoreError};
 
+/// How one run ended, as its history row says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    Succeeded,
+    Paused,
+    Stopped,
+    /// Handed over: a restart, a lost lease, a shutdown.
+    LetGo,
+    Failed,
+}
+
+impl RunEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunEnd::Succeeded => "succeeded",
+            RunEnd::Paused => "paused",
+            RunEnd::Stopped => "stopped",
+            RunEnd::LetGo => "let go",
+            RunEnd::Failed => "failed",
+        }
+    }
+}
+
 /// One run of a job (a row of its history).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Instance {
@@ -33,7 +56,7 @@ impl Store {
     pub async fn instance_ended(
         &self,
         id: i64,
-        status: &str,
+        end: RunEnd,
         records: i64,
         bytes: i64,
         error: Option<&str>,
@@ -42,7 +65,7 @@ impl Store {
         client
             .execute(
                 "UPDATE walpipe.job_instances SET ended_at = now(), status = $2, records = $3, bytes = $4, error = $5 WHERE id = $1",
-                &[&id, &status, &records, &bytes, &error],
+                &[&id, &end.as_str(), &records, &bytes, &error],
             )
             .await?;
         Ok(())

@@ -32,7 +32,7 @@ use tokio_postgres::Client;
 mod history;
 mod migrations;
 
-pub use history::Instance;
+pub use history::{Instance, RunEnd};
 
 use super::lifecycle::{self, Action, Refused, State};
 use super::notify::Notifier;
