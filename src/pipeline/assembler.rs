@@ -173,13 +173,6 @@ impl<E: Encoding> Assembler<E> {
 
     /// Handles one XLogData. Lines go to `out`.
     pub fn handle(&mut self, lsn: Lsn, data: Bytes, out: &mut Vec<u8>) -> Result<Step<E>, AssembleError> {
-        if self.streamed.may_touch_disk() {
-            return super::blocking::off_the_async_threads(|| self.handle_message(lsn, data, out));
-        }
-        self.handle_message(lsn, data, out)
-    }
-
-    fn handle_message(&mut self, lsn: Lsn, data: Bytes, out: &mut Vec<u8>) -> Result<Step<E>, AssembleError> {
         let message = self.decoder.decode(data).map_err(|source| AssembleError::Decode { lsn, source })?;
         let sequence = |what: String| AssembleError::Sequence { lsn, what };
         match message {
@@ -385,13 +378,6 @@ impl<E: Encoding> CommittedStream<E> {
     /// Writes replayed lines to `out` until it holds about `max_bytes`.
     /// Returns whether lines remain.
     pub fn replay_into(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> std::io::Result<bool> {
-        if self.replay.reads_disk() {
-            return super::blocking::off_the_async_threads(|| self.replay_lines(out, max_bytes));
-        }
-        self.replay_lines(out, max_bytes)
-    }
-
-    fn replay_lines(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> std::io::Result<bool> {
         let (encoding, fields) = (&self.encoding, &self.fields);
         let ordinal = &mut self.next_ordinal;
         self.replay.for_each_until(|record| {

@@ -57,12 +57,6 @@ impl StreamedTxns {
         self.txns.is_empty()
     }
 
-    /// Whether the next append may write to a file: a transaction is on
-    /// disk, or memory is close enough to the cap that one may go there.
-    pub fn may_touch_disk(&self) -> bool {
-        self.txns.values().any(|txn| txn.file.is_some()) || self.memory_used >= self.memory_cap / 2
-    }
-
     /// Bytes held in memory across all open streamed transactions.
     pub fn memory_used(&self) -> usize {
         self.memory_used
@@ -156,11 +150,6 @@ pub struct Record<'a> {
 impl Replay {
     fn empty() -> Replay {
         Replay { file: None, memory: Vec::new(), memory_pos: 0, aborted: HashSet::new() }
-    }
-
-    /// Whether records are still read from a file.
-    pub fn reads_disk(&self) -> bool {
-        self.file.is_some()
     }
 
     /// Calls `each` for every surviving record, in order, until `each` asks
