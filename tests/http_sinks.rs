@@ -263,7 +263,8 @@ fn a_refusing_webhook_fails_the_job_with_its_answer_and_retry_sends_the_same_bat
                     "tables": "public.items", "flush_interval_ms": 100})),
     );
     assert_eq!(status, 201, "{created}");
-    assert_eq!(call("POST", &format!("/api/v1/jobs/{name}/start"), None).0, 200);
+    // 200 once running, 202 if set-up outlasts the call's wait on a slow machine.
+    assert!(matches!(call("POST", &format!("/api/v1/jobs/{name}/start"), None).0, 200 | 202));
     let state = |name: &str| call("GET", &format!("/api/v1/jobs/{name}"), None).1;
     wait_for(Duration::from_secs(60), "the snapshot delivered", || {
         receiver.deliveries().iter().any(|d| d.accepted())
@@ -279,7 +280,7 @@ fn a_refusing_webhook_fails_the_job_with_its_answer_and_retry_sends_the_same_bat
 
     receiver.set_mode(Mode::Flaky(0.0));
     cluster.psql(&db, "UPDATE items SET n = 5 WHERE id = 2");
-    assert_eq!(call("POST", &format!("/api/v1/jobs/{name}/retry"), None).0, 200);
+    assert!(matches!(call("POST", &format!("/api/v1/jobs/{name}/retry"), None).0, 200 | 202));
     wait_for(Duration::from_secs(60), "every change delivered after the retry", || {
         receiver_has_the_source(&receiver, cluster, &db)
     });
