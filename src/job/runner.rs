@@ -166,14 +166,19 @@ async fn attempt(
         .map_err(JobError::SourceSetup)?;
 
     let mut repl = Connection::connect(&spec.source).await?;
-    let start =
-        match decide_start(spec, metrics, &mut repl, &source_sql, &sink, &tables, &mut targets).await? {
-            Start::At(lsn) => lsn,
-            Start::Finished => {
-                tracing::info!(job = %spec.name, "initial_only: the copy is done; not streaming");
-                return Ok(Start::Finished);
-            }
-        };
+    let start = match decide_start(
+        &SetUp { spec, metrics, source_sql: &source_sql, sink: &sink, tables: &tables },
+        &mut repl,
+        &mut targets,
+    )
+    .await?
+    {
+        Start::At(lsn) => lsn,
+        Start::Finished => {
+            tracing::info!(job = %spec.name, "initial_only: the copy is done; not streaming");
+            return Ok(Start::Finished);
+        }
+    };
     drop(source_sql);
     let captured = tables.iter().map(|t| TableName::new(&t.schema, &t.name)).collect();
     let _catalog_watch = catalog_watch::spawn(spec, metrics, captured);
@@ -189,17 +194,25 @@ async fn attempt(
     Ok(Start::At(start))
 }
 
+/// What a start has open: the job, its metrics, a SQL session to the
+/// source, the connection holding the checkpoint, and the captured tables.
+#[derive(Clone, Copy)]
+struct SetUp<'a> {
+    spec: &'a JobSpec,
+    metrics: &'a Arc<JobMetrics>,
+    source_sql: &'a tokio_postgres::Client,
+    sink: &'a tokio_postgres::Client,
+    tables: &'a [catalog::SourceTable],
+}
+
 /// Where streaming starts: the checkpoint when its slot is there, else a
 /// new slot and a copy (after recording the data gap of a lost slot).
 async fn decide_start(
-    spec: &JobSpec,
-    metrics: &Arc<JobMetrics>,
+    setup: &SetUp<'_>,
     repl: &mut Connection,
-    source_sql: &tokio_postgres::Client,
-    sink: &tokio_postgres::Client,
-    tables: &[catalog::SourceTable],
     targets: &mut Targets,
 ) -> Result<Start, JobError> {
+    let SetUp { spec, metrics, sink, .. } = *setup;
     let slot_status = repl
         .simple_query(&format!(
             "SELECT coalesce(wal_status, 'unknown') AS wal_status FROM pg_replication_slots WHERE slot_name = {}",
@@ -223,7 +236,7 @@ async fn decide_start(
                 .map_err(JobError::SinkSetup)?;
             metrics.data_gap(gap_from.map(|lsn| lsn.0));
             repl.drop_slot(&spec.slot).await?;
-            start_fresh(spec, metrics, repl, source_sql, sink, tables, targets).await?
+            start_fresh(setup, repl, targets).await?
         }
         (Some(_), Some(applied)) => {
             tracing::info!(job = %spec.name, slot = %spec.slot, %applied, "resuming from the checkpoint");
@@ -238,7 +251,7 @@ async fn decide_start(
                 }
                 repl.drop_slot(&spec.slot).await?;
             }
-            start_fresh(spec, metrics, repl, source_sql, sink, tables, targets).await?
+            start_fresh(setup, repl, targets).await?
         }
     })
 }
@@ -336,14 +349,11 @@ impl Ready<'_> {
 /// A new slot (with an exported snapshot), the copy the mode asks for, and
 /// the checkpoint that marks the start as complete.
 async fn start_fresh(
-    spec: &JobSpec,
-    metrics: &Arc<JobMetrics>,
+    setup: &SetUp<'_>,
     repl: &mut Connection,
-    source_sql: &tokio_postgres::Client,
-    sink: &tokio_postgres::Client,
-    tables: &[catalog::SourceTable],
     targets: &mut Targets,
 ) -> Result<Start, JobError> {
+    let SetUp { spec, metrics, source_sql, sink, tables } = *setup;
     pg_sink::forget_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
     catalog_watch::record_current(spec, source_sql, sink).await.map_err(JobError::SinkSetup)?;
     // initial_only needs the slot only for its snapshot: a temporary one goes away with the connection.
