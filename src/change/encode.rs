@@ -334,7 +334,7 @@ impl SnapshotRows {
                 }
                 first = false;
                 out.extend_from_slice(json_key);
-                match super::mirror::unescape(field) {
+                match super::mirror_records::unescape(field) {
                     None => out.extend_from_slice(b"null"),
                     Some(text) => super::value::write_text_value(out, *kind, &text),
                 }

@@ -10,7 +10,7 @@
 
 pub mod encode;
 pub mod json;
-pub mod mirror;
+pub mod mirror_records;
 pub mod outbox;
 pub mod relation;
 pub mod value;
@@ -22,7 +22,7 @@ use relation::Table;
 
 /// How changes are written as lines: the change JSON ([`encode::JsonLines`])
 /// for people, webhooks and changelogs, or COPY-text records
-/// ([`mirror::MirrorRecords`]) for a Postgres mirror. A line is a header
+/// ([`mirror_records::MirrorRecords`]) for a Postgres mirror. A line is a header
 /// (written when the change's place in its committed transaction is known)
 /// followed by a body (written when the change arrives), ending in `\n`.
 pub trait Encoding: Clone + Send + Sync + 'static {

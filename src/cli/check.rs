@@ -8,8 +8,8 @@ use anyhow::bail;
 use crate::config::Config;
 use crate::job::spec::JobSpec;
 use crate::names::quote_literal;
-use crate::pg;
 use crate::source::catalog;
+use crate::sql_client;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -60,7 +60,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
 
 pub async fn check(spec: &JobSpec) -> Vec<Finding> {
     let mut findings = Vec::new();
-    match pg::connect(&spec.source, "the source").await {
+    match sql_client::connect(&spec.source, "the source").await {
         Ok(source) => {
             findings.push(finding(Level::Ok, format!("the source {} is reachable", spec.source)));
             check_source(&source, spec, &mut findings).await;
@@ -76,7 +76,7 @@ pub async fn check(spec: &JobSpec) -> Vec<Finding> {
         ));
         "the state store"
     };
-    match pg::connect(&spec.checkpoint_db, role).await {
+    match sql_client::connect(&spec.checkpoint_db, role).await {
         Ok(sink) => match sink.simple_query("SELECT 1").await {
             Ok(_) => findings.push(finding(Level::Ok, format!("{role} {} is reachable", spec.checkpoint_db))),
             Err(error) => {

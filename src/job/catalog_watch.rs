@@ -35,8 +35,8 @@ use tokio_postgres::Client;
 use crate::job::spec::JobSpec;
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
-use crate::pg;
 use crate::sink::postgres::follow;
+use crate::sql_client;
 
 /// How often the partitions are read.
 pub const POLL_EVERY: Duration = Duration::from_secs(5);
@@ -134,7 +134,7 @@ async fn run(spec: JobSpec, metrics: Arc<JobMetrics>, mut captured: Vec<TableNam
         match polled.await {
             Ok(()) => {}
             Err(error) => {
-                tracing::warn!(job = %spec.name, "could not compare the partitions of the captured tables: {}", pg::describe(&error));
+                tracing::warn!(job = %spec.name, "could not compare the partitions of the captured tables: {}", sql_client::describe(&error));
                 sessions = None;
             }
         }
@@ -145,9 +145,9 @@ async fn open(spec: &JobSpec) -> Option<(Client, Client)> {
     let mut source = spec.source.clone();
     source.application_name.push_str("-partitions");
     let opened = async {
-        let source = pg::connect(&source, "the source").await?;
-        let store = pg::connect(&spec.checkpoint_db, "the checkpoint database").await?;
-        Ok::<_, pg::ConnectError>((source, store))
+        let source = sql_client::connect(&source, "the source").await?;
+        let store = sql_client::connect(&spec.checkpoint_db, "the checkpoint database").await?;
+        Ok::<_, sql_client::ConnectError>((source, store))
     };
     match opened.await {
         Ok(sessions) => Some(sessions),

@@ -4,11 +4,11 @@
 //! [`JobError::is_transient`] decides from the variant (and the SQLSTATE
 //! inside it), never from the text of a message.
 
-use crate::pg::{self, ConnectError};
 use crate::pipeline::driver::DriveError;
 use crate::sink::SinkError;
 use crate::source::SourceError;
 use crate::source::catalog::CatalogError;
+use crate::sql_client::{self, ConnectError};
 
 use super::snapshot;
 
@@ -46,9 +46,9 @@ pub enum JobError {
     Drive(#[from] DriveError),
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
-    #[error("the sink's SQL failed during set-up: {}", crate::pg::describe(.0))]
+    #[error("the sink's SQL failed during set-up: {}", crate::sql_client::describe(.0))]
     SinkSetup(tokio_postgres::Error),
-    #[error("the source's SQL failed during set-up: {}", crate::pg::describe(.0))]
+    #[error("the source's SQL failed during set-up: {}", crate::sql_client::describe(.0))]
     SourceSetup(tokio_postgres::Error),
     #[error("the sink task failed: {0}; this is a bug, please report it")]
     SinkTask(String),
@@ -80,11 +80,13 @@ impl JobError {
             return ErrorKind::SlotInvalidated;
         }
         let timed_out = match self {
-            JobError::Connect(ConnectError::Postgres { source, .. }) => pg::is_timeout(source),
+            JobError::Connect(ConnectError::Postgres { source, .. }) => sql_client::is_timeout(source),
             JobError::Catalog(CatalogError::Query(error))
             | JobError::SinkSetup(error)
             | JobError::SourceSetup(error)
-            | JobError::Sink(SinkError::Postgres(error) | SinkError::State(error)) => pg::is_timeout(error),
+            | JobError::Sink(SinkError::Postgres(error) | SinkError::State(error)) => {
+                sql_client::is_timeout(error)
+            }
             JobError::Source(error) | JobError::Drive(DriveError::Source(error)) => error.is_timeout(),
             JobError::Sink(SinkError::Unavailable { timed_out, .. }) => *timed_out,
             _ => false,
@@ -95,7 +97,7 @@ impl JobError {
     pub fn is_transient(&self) -> bool {
         match self {
             JobError::Connect(error) => error.is_transient(),
-            JobError::Catalog(CatalogError::Query(error)) => pg::is_transient(error),
+            JobError::Catalog(CatalogError::Query(error)) => sql_client::is_transient(error),
             JobError::Catalog(_) => false,
             JobError::Source(error) => error.is_transient(),
             JobError::Sink(error) => error.is_transient(),
@@ -103,7 +105,7 @@ impl JobError {
             // The sink task reports its own error; the driver only saw it stop.
             JobError::Drive(DriveError::SinkStopped | DriveError::SinkStalled) => true,
             JobError::Drive(_) => false,
-            JobError::SinkSetup(error) | JobError::SourceSetup(error) => pg::is_transient(error),
+            JobError::SinkSetup(error) | JobError::SourceSetup(error) => sql_client::is_transient(error),
             JobError::Snapshot(error) => error.is_transient(),
             JobError::SinkTask(_) | JobError::SlotLost { .. } | JobError::NoSelect { .. } => false,
         }

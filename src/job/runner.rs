@@ -27,21 +27,21 @@ use super::{JobError, catalog_watch, snapshot};
 use crate::backoff;
 use crate::change::Encoding;
 use crate::change::encode::JsonLines;
-use crate::change::mirror::MirrorRecords;
+use crate::change::mirror_records::MirrorRecords;
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
 use crate::names::{quote_ident, quote_literal};
-use crate::pg::{self};
 use crate::pipeline::assembler::Assembler;
 use crate::pipeline::driver::{self};
 use crate::sink::SinkError;
 use crate::sink::postgres::follow::{self};
-use crate::sink::postgres::mirror::MirrorWriter;
+use crate::sink::postgres::mirror_writer::MirrorWriter;
 use crate::sink::postgres::{self as pg_sink, PostgresSink, Writer, schema};
 use crate::source::catalog::{self};
 use crate::source::publication;
 use crate::source::{Connection, preflight};
+use crate::sql_client;
 
 /// Streamed transactions kept in memory before spilling to disk.
 const SPILL_MEMORY_CAP: usize = 16 * 1024 * 1024;
@@ -109,7 +109,7 @@ pub async fn run(
 /// Forgets the job's progress (a restart): without a checkpoint the next
 /// run drops the old slot and starts over with a new slot and a new copy.
 pub async fn reset(spec: &JobSpec) -> Result<(), JobError> {
-    let sink = pg::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
+    let sink = sql_client::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
     pg_sink::forget_checkpoint(&sink, &spec.name).await.map_err(JobError::SinkSetup)
 }
@@ -128,7 +128,7 @@ pub async fn drop_slot_and_publication(spec: &JobSpec) -> Result<(), JobError> {
     if exists {
         repl.drop_slot(&spec.slot).await?;
     }
-    let source = pg::connect(&spec.source, "the source").await?;
+    let source = sql_client::connect(&spec.source, "the source").await?;
     source
         .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&spec.publication)))
         .await
@@ -151,11 +151,11 @@ async fn attempt(
     metrics: &Arc<JobMetrics>,
     stop: watch::Receiver<bool>,
 ) -> Result<Start, JobError> {
-    let source_sql = pg::connect(&spec.source, "the source").await?;
+    let source_sql = sql_client::connect(&spec.source, "the source").await?;
     let tables = catalog::tables(&source_sql, &spec.tables).await?;
     check_select(&source_sql, &tables).await?;
     // The Postgres sink, or the state store for the other sinks: where the checkpoint is.
-    let sink = pg::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
+    let sink = sql_client::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
     for (table, reason) in follow::recopy_needed(&sink, &spec.name).await.map_err(JobError::SinkSetup)? {
         metrics.needs_recopy(&table, &reason);
@@ -401,7 +401,7 @@ async fn start_fresh(
                     let outlet = outlet(spec, metrics, tables)?
                         .ok_or_else(|| JobError::SinkTask("a Postgres sink has no delivery".into()))?;
                     // Its own connection too: the caller keeps `sink` for the checkpoint.
-                    let state = pg::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
+                    let state = sql_client::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
                     let mut delivery = open_delivery(spec, metrics, outlet, state).await?;
                     snapshot::copy_tables_as_changes(
                         &plan,

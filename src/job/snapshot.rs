@@ -49,7 +49,7 @@ pub enum SnapshotError {
     Connect(String),
     #[error("reading the snapshot from the source failed: {0}")]
     Source(#[from] SourceError),
-    #[error("writing the snapshot into the sink failed: {}", crate::pg::describe(.0))]
+    #[error("writing the snapshot into the sink failed: {}", crate::sql_client::describe(.0))]
     Sink(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Writer(#[from] SinkError),
@@ -61,7 +61,7 @@ impl SnapshotError {
             // Connection failures: the sink was reachable a moment ago.
             SnapshotError::Connect(_) => true,
             SnapshotError::Source(error) => error.is_transient(),
-            SnapshotError::Sink(error) => crate::pg::is_transient(error),
+            SnapshotError::Sink(error) => crate::sql_client::is_transient(error),
             SnapshotError::Writer(error) => error.is_transient(),
         }
     }
@@ -96,7 +96,7 @@ pub async fn copy_tables(
     let workers = plan.parallel_tables.clamp(1, tables.len().max(1));
     let worker = || async {
         let mut reader = snapshot_session(plan.source, snapshot).await?;
-        let sink = crate::pg::connect(plan.sink, "the sink")
+        let sink = crate::sql_client::connect(plan.sink, "the sink")
             .await
             .map_err(|error| SnapshotError::Connect(error.to_string()))?;
         let mut rows = 0;

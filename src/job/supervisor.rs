@@ -315,7 +315,7 @@ async fn listen(store: crate::source::ConnInfo, actions: mpsc::Sender<String>) {
     let mut delays = crate::backoff::delays(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         let (tx, mut notifications) = mpsc::channel(OBSERVED_QUEUE);
-        match crate::pg::listen(&store, "the state store", super::store::CHANNEL, tx).await {
+        match crate::sql_client::listen(&store, "the state store", super::store::CHANNEL, tx).await {
             Ok(_client) => {
                 while let Some(job) = notifications.recv().await {
                     if actions.send(job).await.is_err() {

@@ -15,7 +15,7 @@ use crate::secret::Secret;
 use crate::sink::delivery::{Delivery, Outbox};
 use crate::sink::postgres::changelog::{self, ChangelogWriter};
 use crate::sink::postgres::follow::{self, Follower, Place};
-use crate::sink::postgres::mirror::Discovery;
+use crate::sink::postgres::mirror_writer::Discovery;
 use crate::sink::postgres::schema;
 use crate::sink::{Outlet, SinkError};
 use crate::source::catalog;

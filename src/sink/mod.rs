@@ -67,7 +67,7 @@ impl Transport for Outlet {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("the sink failed: {}", crate::pg::describe(.0))]
+    #[error("the sink failed: {}", crate::sql_client::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("the sink received a change line it cannot read ({0}); this is a bug, please report it")]
     Record(String),
@@ -77,7 +77,7 @@ pub enum SinkError {
     Schema { table: String, statement: String, detail: String },
     #[error("could not read the source's catalog to follow a schema change: {0}")]
     SchemaSource(String),
-    #[error("could not record the delivery in the state store: {}", crate::pg::describe(.0))]
+    #[error("could not record the delivery in the state store: {}", crate::sql_client::describe(.0))]
     State(tokio_postgres::Error),
     #[error(
         "{target} did not take a batch after {attempts} attempts (last: {reason}); walpipe keeps retrying with backoff"
@@ -89,7 +89,7 @@ pub enum SinkError {
     Rejected { target: String, status: String, body: String },
     #[error("could not write to stdout: {0}")]
     Stdout(std::io::Error),
-    #[error("could not delete delivered outbox rows on the source: {}; grant DELETE on the outbox table to the source user, or set WALPIPE_OUTBOX_DELETE=false", crate::pg::describe(.0))]
+    #[error("could not delete delivered outbox rows on the source: {}; grant DELETE on the outbox table to the source user, or set WALPIPE_OUTBOX_DELETE=false", crate::sql_client::describe(.0))]
     OutboxCleanup(tokio_postgres::Error),
 }
 
@@ -97,7 +97,7 @@ impl SinkError {
     pub fn is_transient(&self) -> bool {
         match self {
             SinkError::Postgres(error) | SinkError::State(error) | SinkError::OutboxCleanup(error) => {
-                crate::pg::is_transient(error)
+                crate::sql_client::is_transient(error)
             }
             SinkError::Unavailable { .. } | SinkError::SchemaSource(_) => true,
             SinkError::Record(_)

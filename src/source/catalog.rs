@@ -73,7 +73,7 @@ pub enum CatalogError {
         "table {table} has REPLICA IDENTITY FULL but no primary key, which mirror mode needs to upsert rows: add a primary key (or a unique index and ALTER TABLE {quoted} REPLICA IDENTITY USING INDEX ...)"
     )]
     NoKey { table: String, quoted: String },
-    #[error("reading the source catalog failed: {}", crate::pg::describe(.0))]
+    #[error("reading the source catalog failed: {}", crate::sql_client::describe(.0))]
     Query(#[from] tokio_postgres::Error),
 }
 

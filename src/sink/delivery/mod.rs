@@ -359,7 +359,7 @@ impl<T: Transport> Delivery<T> {
         }
         if self.source.as_ref().is_none_or(Client::is_closed) {
             let client =
-                crate::pg::connect(info, "the source").await.map_err(|e| SinkError::Unavailable {
+                crate::sql_client::connect(info, "the source").await.map_err(|e| SinkError::Unavailable {
                     target: "the source (to delete delivered outbox rows)".into(),
                     attempts: 1,
                     reason: e.to_string(),

@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-/// One mirror record (see `change::mirror`), split into fields.
+/// One mirror record (see `change::mirror_records`), split into fields.
 #[derive(Debug, Clone)]
 pub struct Record {
     line: Bytes,

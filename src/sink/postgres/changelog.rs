@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio_postgres::{Client, Statement};
 
-use super::mirror::Discovery;
+use super::mirror_writer::Discovery;
 use super::{SinkError, Writer};
 use crate::names::{TableName, quote_ident};
 

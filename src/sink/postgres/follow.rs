@@ -21,7 +21,7 @@ use super::SinkError;
 use super::batch::Record;
 use super::evolve::{self, DestinationColumn, DropPolicy, Existing, ShapeColumn, SourceAttribute, Step};
 use super::schema::{self, Destination};
-use crate::change::mirror::unescape;
+use crate::change::mirror_records::unescape;
 use crate::metrics::JobMetrics;
 use crate::names::{TableName, quote_ident, quote_literal};
 use crate::source::catalog::{SourceColumn, SourceTable};
@@ -139,7 +139,7 @@ impl Follower {
                 sink.batch_execute(&sql).await.map_err(|error| SinkError::Schema {
                     table: place.source.qualified(),
                     statement: sql.clone(),
-                    detail: crate::pg::describe(&error),
+                    detail: crate::sql_client::describe(&error),
                 })?;
                 tracing::info!(job = %self.job, table = %place.source, destination = %place.destination, step = ?step, "followed a schema change");
             }
@@ -158,7 +158,7 @@ impl Follower {
     /// The source catalog's attributes of `table` now, dropped ones included.
     async fn source_now(&mut self, table: &TableName) -> Result<Vec<SourceAttribute>, SinkError> {
         if self.source.is_none() {
-            let client = crate::pg::connect(&self.source_info, "the source")
+            let client = crate::sql_client::connect(&self.source_info, "the source")
                 .await
                 .map_err(|error| SinkError::SchemaSource(error.to_string()))?;
             self.source = Some(client);
@@ -173,7 +173,7 @@ impl Follower {
                 &[&table.quoted()],
             )
             .await
-            .map_err(|error| SinkError::SchemaSource(crate::pg::describe(&error)))?;
+            .map_err(|error| SinkError::SchemaSource(crate::sql_client::describe(&error)))?;
         Ok(rows
             .iter()
             .map(|row| {
@@ -219,7 +219,7 @@ fn source_table(place: &Place, shape: &[ShapeColumn]) -> SourceTable {
     }
 }
 
-/// The shape an `S` record carries (see `change::mirror`); types unresolved.
+/// The shape an `S` record carries (see `change::mirror_records`); types unresolved.
 fn parse_shape(record: &Record) -> Result<Vec<ShapeColumn>, String> {
     let fields = record.values_from_start();
     if fields.len() % 4 != 0 {

@@ -22,7 +22,7 @@ pub mod batch;
 pub mod changelog;
 pub mod evolve;
 pub mod follow;
-pub mod mirror;
+pub mod mirror_writer;
 pub mod schema;
 
 use std::collections::VecDeque;

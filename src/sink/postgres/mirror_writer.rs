@@ -11,7 +11,7 @@ use super::batch::{Admit, Record, TableBatch};
 use super::follow::{Follower, Place};
 use super::schema::Destination;
 use super::{SinkError, Writer};
-use crate::change::mirror::unescape;
+use crate::change::mirror_records::unescape;
 use crate::names::TableName;
 
 /// One destination and its pending rows.
@@ -43,7 +43,7 @@ impl MirrorWriter {
             .into_iter()
             .map(|(table, place)| {
                 let mut escaped = Vec::new();
-                crate::change::mirror::escape(&mut escaped, table.as_bytes());
+                crate::change::mirror_records::escape(&mut escaped, table.as_bytes());
                 (escaped, Target { place, destination: None, batch: TableBatch::default() })
             })
             .collect();
