@@ -213,7 +213,7 @@ fn the_webhook_gets_every_change_once_per_key_in_commit_order_through_failures_a
     // Every request is signed with the secret.
     let signing = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret");
     for delivery in &deliveries {
-        let expected = walpipe::sink::http::webhook::signature(&signing, &delivery.body);
+        let expected = walpipe::sink::webhook::signature(&signing, &delivery.body);
         assert_eq!(delivery.signature.as_deref(), Some(expected.as_str()));
     }
     // Per key, the changes were first accepted in commit order.

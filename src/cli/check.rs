@@ -43,7 +43,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     let Some(mut spec) = JobSpec::from_config(config)? else {
         bail!("there is nothing to check: set WALPIPE_SOURCE_URL and WALPIPE_SINK_URL");
     };
-    if let (Some(url), false) = (&config.state_url, spec.sink.is_postgres()) {
+    if let (Some(url), false) = (&config.state_url, spec.sink.holds_checkpoint()) {
         spec.checkpoint_db =
             crate::source::ConnInfo::parse(url).map_err(|e| anyhow::anyhow!("WALPIPE_STATE_URL: {e}"))?;
     }
@@ -67,7 +67,7 @@ pub async fn check(spec: &JobSpec) -> Vec<Finding> {
         }
         Err(error) => findings.push(finding(Level::Error, format!("{error}: check WALPIPE_SOURCE_URL"))),
     }
-    let role = if spec.sink.is_postgres() {
+    let role = if spec.sink.holds_checkpoint() {
         "the sink"
     } else {
         findings.push(finding(

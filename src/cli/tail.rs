@@ -13,7 +13,8 @@ use anyhow::bail;
 use crate::change::encode::JsonLines;
 use crate::lsn::Lsn;
 use crate::pipeline::assembler::Assembler;
-use crate::pipeline::driver::{self, Ended, SinkEnds};
+use crate::pipeline::driver::{self, Ended};
+use crate::sink::contract::{self, SinkEnds};
 use crate::source::{ConnInfo, Connection, preflight};
 
 /// Streamed transactions kept in memory before spilling to disk.
@@ -50,7 +51,7 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
         protocol = conn.protocol_version(), "streaming");
     let stream = conn.start_stream(&args.slot, &args.publication, Lsn::ZERO, status_interval).await?;
 
-    let (ends, sink) = driver::channel();
+    let (ends, sink) = contract::channel();
     let writer = std::thread::spawn(move || write_chunks(sink));
     let assembler = Assembler::new(JsonLines, SPILL_MEMORY_CAP, args.endpos, primary_keys);
     // tail serves no metrics; the driver counts into a registry nobody scrapes.
@@ -80,12 +81,10 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
 fn write_chunks(mut sink: SinkEnds) -> std::io::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    while let Some(chunk) = sink.chunks.blocking_recv() {
+    while let Some(chunk) = sink.blocking_next() {
         out.write_all(&chunk.lines)?;
         out.flush()?;
-        if sink.acks.send(chunk.confirm).is_err() {
-            break;
-        }
+        sink.acknowledge(chunk.receipt);
     }
     Ok(())
 }

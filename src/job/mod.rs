@@ -10,6 +10,5 @@ pub mod snapshot;
 pub mod spec;
 pub mod store;
 pub mod supervisor;
-mod targets;
 
 pub use error::JobError;

@@ -6,7 +6,7 @@
 //!  publication (before the slot) ──> checkpoint?
 //!       yes, and its slot exists ──> stream from the applied position
 //!       no ──> (drop a leftover slot) create slot + exported snapshot ──> copy tables ──> checkpoint
-//!  START_REPLICATION ──> driver ──> PostgresSink (commits rows + checkpoint, then acknowledges)
+//!  START_REPLICATION ──> driver ──> the sink (makes rows + checkpoint durable, then acknowledges)
 //! ```
 //!
 //! Invariants: the publication exists before the slot; a slot without a
@@ -22,22 +22,20 @@ use tokio::sync::watch;
 use super::heartbeat::heartbeat;
 use super::lifecycle::{Phase, State};
 use super::spec::{JobSpec, SnapshotMode};
-use super::targets::{Targets, checkpoint_db_role, discovery, follower, open_delivery, outlet};
 use super::{JobError, catalog_watch, snapshot};
 use crate::backoff;
 use crate::change::Encoding;
-use crate::change::encode::JsonLines;
-use crate::change::mirror_records::MirrorRecords;
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
 use crate::names::{quote_ident, quote_literal};
 use crate::pipeline::assembler::Assembler;
 use crate::pipeline::driver::{self};
-use crate::sink::SinkError;
+use crate::sink::contract::{self, SinkEnds};
+use crate::sink::postgres::checkpoint;
 use crate::sink::postgres::follow::{self};
-use crate::sink::postgres::mirror_writer::MirrorWriter;
-use crate::sink::postgres::{self as pg_sink, PostgresSink, Writer, schema};
+use crate::sink::postgres::schema;
+use crate::sink::{AnySink, Driving, Opening, SinkError};
 use crate::source::catalog::{self};
 use crate::source::publication;
 use crate::source::{Connection, preflight};
@@ -111,7 +109,7 @@ pub async fn run(
 pub async fn reset(spec: &JobSpec) -> Result<(), JobError> {
     let sink = sql_client::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
-    pg_sink::forget_checkpoint(&sink, &spec.name).await.map_err(JobError::SinkSetup)
+    checkpoint::forget_checkpoint(&sink, &spec.name).await.map_err(JobError::SinkSetup)
 }
 
 /// Drops the job's slot and publication on the source (stop with cleanup, delete).
@@ -160,7 +158,8 @@ async fn attempt(
     for (table, reason) in follow::recopy_needed(&sink, &spec.name).await.map_err(JobError::SinkSetup)? {
         metrics.needs_recopy(&table, &reason);
     }
-    let mut targets = Targets::ensure(spec, metrics, &sink, &tables).await?;
+    let opening = Opening { spec, metrics, checkpoint_db: &sink, tables: &tables };
+    let mut out = AnySink::open(&spec.sink, &opening).await?;
     publication::ensure(&source_sql, &spec.publication, &tables, spec.tables.is_empty())
         .await
         .map_err(JobError::SourceSetup)?;
@@ -169,7 +168,7 @@ async fn attempt(
     let start = match decide_start(
         &SetUp { spec, metrics, source_sql: &source_sql, sink: &sink, tables: &tables },
         &mut repl,
-        &mut targets,
+        &mut out,
     )
     .await?
     {
@@ -190,7 +189,8 @@ async fn attempt(
     tracing::info!(job = %spec.name, from = %start, "streaming");
     metrics.set_state(State::Running, Some(Phase::Streaming));
     metrics.source_connected.set(1);
-    Ready { spec, metrics, primary_keys, stop }.stream_to(targets, stream, sink).await?;
+    drop(sink);
+    out.stream(Streaming { spec, metrics, primary_keys, stop, stream }).await?;
     Ok(Start::At(start))
 }
 
@@ -210,7 +210,7 @@ struct SetUp<'a> {
 async fn decide_start(
     setup: &SetUp<'_>,
     repl: &mut Connection,
-    targets: &mut Targets,
+    out: &mut AnySink,
 ) -> Result<Start, JobError> {
     let SetUp { spec, metrics, sink, .. } = *setup;
     let slot_status = repl
@@ -221,7 +221,7 @@ async fn decide_start(
         .await?
         .first("wal_status")
         .map(str::to_string);
-    let checkpoint = pg_sink::read_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
+    let checkpoint = checkpoint::read_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
     let applied = checkpoint.as_ref().filter(|(slot, _)| slot == &spec.slot).map(|(_, lsn)| *lsn);
     Ok(match (slot_status.as_deref(), applied) {
         (Some("lost"), gap_from) => {
@@ -231,12 +231,12 @@ async fn decide_start(
             let from = gap_from.map_or("an unknown position".to_string(), |lsn| lsn.to_string());
             tracing::warn!(job = %spec.name, slot = %spec.slot, gap_from = %from,
                 "the slot was invalidated: changes after the gap start are lost; re-creating the slot and copying the tables again");
-            pg_sink::record_data_gap(sink, &spec.name, &spec.slot, gap_from)
+            checkpoint::record_data_gap(sink, &spec.name, &spec.slot, gap_from)
                 .await
                 .map_err(JobError::SinkSetup)?;
             metrics.data_gap(gap_from.map(|lsn| lsn.0));
             repl.drop_slot(&spec.slot).await?;
-            start_fresh(setup, repl, targets).await?
+            start_fresh(setup, repl, out).await?
         }
         (Some(_), Some(applied)) => {
             tracing::info!(job = %spec.name, slot = %spec.slot, %applied, "resuming from the checkpoint");
@@ -245,85 +245,43 @@ async fn decide_start(
         (exists, _) => {
             if exists.is_some() {
                 tracing::info!(slot = %spec.slot, "dropping a slot without a checkpoint (an unfinished start)");
-                if !spec.sink.is_postgres() {
+                if !spec.sink.holds_checkpoint() {
                     tracing::warn!(job = %spec.name, sink = %spec.sink,
                         "an earlier copy was interrupted: the sink may hold rows of it that are deleted on the source by now (the new copy's snapshot rows are complete; see README)");
                 }
                 repl.drop_slot(&spec.slot).await?;
             }
-            start_fresh(setup, repl, targets).await?
+            start_fresh(setup, repl, out).await?
         }
     })
 }
 
-/// Everything streaming needs besides the stream and the sink.
-struct Ready<'a> {
+/// Streaming, once the sink is ready: the driver between the stream and the sink.
+struct Streaming<'a> {
     spec: &'a JobSpec,
     metrics: &'a Arc<JobMetrics>,
     primary_keys: crate::change::relation::PrimaryKeys,
     stop: watch::Receiver<bool>,
+    stream: crate::source::ReplicationStream,
 }
 
-type SinkTask = tokio::task::JoinHandle<Result<(), SinkError>>;
+impl Driving for Streaming<'_> {
+    type Outcome = Result<(), JobError>;
 
-impl Ready<'_> {
-    /// Streams into the sink `targets` describe, until stopped or a failure.
-    async fn stream_to(
-        &self,
-        targets: Targets,
-        stream: crate::source::ReplicationStream,
-        sink: tokio_postgres::Client,
-    ) -> Result<(), JobError> {
-        let (spec, metrics) = (self.spec, self.metrics);
-        match targets {
-            Targets::Mirror(places) => {
-                let writer = MirrorWriter::new(places, follower(spec, metrics), discovery(spec));
-                self.stream_into(stream, MirrorRecords, |ends| {
-                    tokio::spawn(self.postgres_sink(sink, writer).run(ends))
-                })
-                .await
-            }
-            Targets::Changelog(writer) => {
-                self.stream_into(stream, JsonLines, |ends| {
-                    tokio::spawn(self.postgres_sink(sink, writer).run(ends))
-                })
-                .await
-            }
-            Targets::Delivery(outlet) => {
-                let delivery = open_delivery(spec, metrics, *outlet, sink).await?;
-                self.stream_into(stream, JsonLines, |ends| tokio::spawn(delivery.run(ends))).await
-            }
-        }
-    }
-
-    fn postgres_sink<W: Writer>(&self, sink: tokio_postgres::Client, writer: W) -> PostgresSink<W> {
-        let spec = self.spec;
-        PostgresSink::new(
-            sink,
-            &spec.name,
-            &spec.slot,
-            writer,
-            spec.batch_size,
-            spec.flush_interval,
-            self.metrics.clone(),
-        )
-    }
-
-    /// Streams from `stream` into the sink task `start_sink` spawns, until stopped or a failure.
-    async fn stream_into<E: Encoding>(
-        &self,
-        stream: crate::source::ReplicationStream,
-        encoding: E,
-        start_sink: impl FnOnce(driver::SinkEnds) -> SinkTask,
-    ) -> Result<(), JobError> {
-        let Ready { spec, metrics, .. } = *self;
-        let (ends, sink_ends) = driver::channel();
-        let sink_task = start_sink(sink_ends);
-        let mut stop = self.stop.clone();
+    /// Streams into the sink task `take_chunks` makes, until stopped or a failure.
+    async fn drive<E, S, F>(self, encoding: E, take_chunks: S) -> Result<(), JobError>
+    where
+        E: Encoding,
+        S: FnOnce(SinkEnds) -> F + Send,
+        F: std::future::Future<Output = Result<(), SinkError>> + Send + 'static,
+    {
+        let Streaming { spec, metrics, primary_keys, mut stop, stream } = self;
+        let (ends, sink_ends) = contract::channel();
+        let sink_task = tokio::spawn(take_chunks(sink_ends));
         let stopped = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         };
-        let assembler = Assembler::new(encoding, SPILL_MEMORY_CAP, None, self.primary_keys.clone());
+        let assembler = Assembler::new(encoding, SPILL_MEMORY_CAP, None, primary_keys);
         let heartbeat = spec
             .heartbeat_interval
             .map(|every| tokio::spawn(heartbeat(spec.clone(), every, metrics.clone())));
@@ -344,17 +302,17 @@ impl Ready<'_> {
         }
         Ok(())
     }
+
+    fn fail(self, error: SinkError) -> Result<(), JobError> {
+        Err(error.into())
+    }
 }
 
 /// A new slot (with an exported snapshot), the copy the mode asks for, and
 /// the checkpoint that marks the start as complete.
-async fn start_fresh(
-    setup: &SetUp<'_>,
-    repl: &mut Connection,
-    targets: &mut Targets,
-) -> Result<Start, JobError> {
+async fn start_fresh(setup: &SetUp<'_>, repl: &mut Connection, out: &mut AnySink) -> Result<Start, JobError> {
     let SetUp { spec, metrics, source_sql, sink, tables } = *setup;
-    pg_sink::forget_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
+    checkpoint::forget_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
     catalog_watch::record_current(spec, source_sql, sink).await.map_err(JobError::SinkSetup)?;
     // initial_only needs the slot only for its snapshot: a temporary one goes away with the connection.
     let only_copy = spec.snapshot_mode == SnapshotMode::InitialOnly;
@@ -367,52 +325,16 @@ async fn start_fresh(
         (_, Some(snapshot)) => {
             metrics.set_state(State::Running, Some(Phase::Snapshot));
             metrics.source_connected.set(1);
-            let plan = snapshot::CopyPlan {
+            let copy = snapshot::Snapshot {
                 source: &spec.source,
-                sink: &spec.checkpoint_db,
                 catalog: source_sql,
                 parallel_tables: spec.parallel_tables,
                 metrics,
+                tables,
+                name: snapshot,
+                consistent_point: created.consistent_point,
             };
-            let rows = match targets {
-                Targets::Mirror(places) => {
-                    // A copy replaces every row: the destination takes the catalog's shape first.
-                    let mut follower = follower(spec, metrics);
-                    for table in tables {
-                        if let Some(place) = places.get(&table.qualified()) {
-                            follower.follow_catalog(sink, place, table).await?;
-                        }
-                    }
-                    snapshot::copy_tables(&plan, tables, places, snapshot).await?
-                }
-                Targets::Changelog(writer) => {
-                    let mut into = snapshot::ChangelogLines { sink, writer };
-                    snapshot::copy_tables_as_changes(
-                        &plan,
-                        tables,
-                        &mut into,
-                        created.consistent_point,
-                        snapshot,
-                    )
-                    .await?
-                }
-                Targets::Delivery(_) => {
-                    // Its own transport: the targets' one streams afterwards.
-                    let outlet = outlet(spec, metrics, tables)?
-                        .ok_or_else(|| JobError::SinkTask("a Postgres sink has no delivery".into()))?;
-                    // Its own connection too: the caller keeps `sink` for the checkpoint.
-                    let state = sql_client::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
-                    let mut delivery = open_delivery(spec, metrics, outlet, state).await?;
-                    snapshot::copy_tables_as_changes(
-                        &plan,
-                        tables,
-                        &mut delivery,
-                        created.consistent_point,
-                        snapshot,
-                    )
-                    .await?
-                }
-            };
+            let rows = out.copy(&copy).await?;
             tracing::info!(job = %spec.name, rows, "snapshot done");
             // Every table was copied again: none needs a re-copy any more.
             follow::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
@@ -423,7 +345,7 @@ async fn start_fresh(
     if only_copy {
         return Ok(Start::Finished);
     }
-    pg_sink::write_checkpoint(sink, &spec.name, &spec.slot, start).await.map_err(JobError::SinkSetup)?;
+    checkpoint::write_checkpoint(sink, &spec.name, &spec.slot, start).await.map_err(JobError::SinkSetup)?;
     Ok(Start::At(start))
 }
 
@@ -446,4 +368,9 @@ async fn check_select(
         Some(tables) => Err(JobError::NoSelect { tables, user: quote_ident(&user) }),
         None => Ok(()),
     }
+}
+
+/// What the connection holding the checkpoint is called in messages.
+fn checkpoint_db_role(spec: &JobSpec) -> &'static str {
+    if spec.sink.holds_checkpoint() { "the sink" } else { "the state store" }
 }

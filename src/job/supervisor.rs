@@ -229,7 +229,7 @@ impl Supervisor {
         let naming = if job.from_environment { Naming::Environment } else { Naming::Api };
         let spec = match JobSpec::from_definition(&job.definition, naming) {
             Ok(mut spec) => {
-                if !spec.sink.is_postgres() {
+                if !spec.sink.holds_checkpoint() {
                     spec.checkpoint_db = self.store.info().clone();
                 }
                 spec

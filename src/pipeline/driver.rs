@@ -1,15 +1,15 @@
 //! The protocol loop between the replication stream and a sink.
 //!
 //! ```text
-//!  ReplicationStream ──> Assembler ──> lines ──(Chunk, bounded channel)──> sink (stdout, Postgres, ...)
-//!         ^                                                                   │
-//!         └──────── confirm(end LSN of the chunk's last commit) <── ack ──────┘ (once durable)
+//!  Replication ──> Assembler ──> lines ──(Chunk, bounded channel)──> sink (stdout, Postgres, ...)
+//!       ^                                                                 │
+//!       └──────── confirm(end LSN of the chunks' last commit) <── receipt ┘ (once durable)
 //! ```
 //!
 //! Invariants:
 //! - A position is confirmed only when the sink acknowledges the chunk that
-//!   completed that transaction; sinks acknowledge chunks in order, once
-//!   what they hold is durable.
+//!   completed that transaction (the contract of `sink::contract`: in order,
+//!   once durable).
 //! - A keepalive's position is confirmed only when nothing received is
 //!   unacknowledged (no open transaction, nothing pending, no chunk in
 //!   flight), so a quiet database does not pin WAL written elsewhere. At
@@ -32,18 +32,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
-
 use super::assembler::{AssembleError, Assembler, Step};
 use crate::change::Encoding;
 use crate::lsn::Lsn;
 use crate::metrics::{JobMetrics, unix_seconds};
+use crate::sink::contract::{DriverEnds, Settled};
 use crate::source::{ReplicationStream, SourceError, StreamEvent};
 
 /// Lines are handed to the sink in chunks of about this size.
 pub const CHUNK_BYTES: usize = 256 * 1024;
-/// Chunks in flight between the loop and the sink.
-const CHUNKS_IN_FLIGHT: usize = 8;
 /// The longest the replication socket is left unread while the sink is
 /// stalled (see the invariants above).
 pub const STALL_LIMIT: Duration = Duration::from_secs(60);
@@ -51,36 +48,35 @@ pub const STALL_LIMIT: Duration = Duration::from_secs(60);
 /// often, so its checkpoint keeps up with the slot.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
-/// Change lines for the sink.
-#[derive(Debug)]
-pub struct Chunk {
-    pub lines: Vec<u8>,
-    /// The end of the last transaction these lines complete, if any.
-    pub confirm: Option<Lsn>,
-    /// Source commit times of the transactions these lines complete.
-    pub commit_times: Vec<SystemTime>,
-    /// Nothing more was waiting from the source when this chunk was sent:
-    /// a sink that batches should not wait for more before making it durable.
-    pub caught_up: bool,
+/// What the driver reads from: the replication stream (a fake one in the
+/// unit tests below).
+pub trait Replication: Send {
+    /// The next message; `None` when the server ended the stream.
+    fn next(&mut self) -> impl Future<Output = Result<Option<StreamEvent>, SourceError>> + Send;
+    /// Whether a whole message is already buffered (more is waiting).
+    fn has_buffered_message(&self) -> bool;
+    /// Tells the server that everything up to `lsn` is durable.
+    fn confirm(&mut self, lsn: Lsn);
+    /// Keeps the session alive (status updates) for `wait` without reading data.
+    fn keep_alive(&mut self, wait: Duration) -> impl Future<Output = Result<(), SourceError>> + Send;
 }
 
-/// The sink's ends of the channel: read chunks, acknowledge each in order
-/// with its `confirm`, once durable. Dropping `acks` says the sink stopped.
-pub struct SinkEnds {
-    pub chunks: mpsc::Receiver<Chunk>,
-    pub acks: mpsc::UnboundedSender<Option<Lsn>>,
-}
+impl Replication for ReplicationStream {
+    async fn next(&mut self) -> Result<Option<StreamEvent>, SourceError> {
+        ReplicationStream::next(self).await
+    }
 
-/// The loop's ends of the channel.
-pub struct DriverEnds {
-    chunks: mpsc::Sender<Chunk>,
-    acks: mpsc::UnboundedReceiver<Option<Lsn>>,
-}
+    fn has_buffered_message(&self) -> bool {
+        ReplicationStream::has_buffered_message(self)
+    }
 
-pub fn channel() -> (DriverEnds, SinkEnds) {
-    let (chunk_tx, chunk_rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-    (DriverEnds { chunks: chunk_tx, acks: ack_rx }, SinkEnds { chunks: chunk_rx, acks: ack_tx })
+    fn confirm(&mut self, lsn: Lsn) {
+        ReplicationStream::confirm(self, lsn);
+    }
+
+    async fn keep_alive(&mut self, wait: Duration) -> Result<(), SourceError> {
+        ReplicationStream::keep_alive(self, wait).await
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,14 +106,13 @@ pub enum Ended {
     ServerEnded,
 }
 
-struct Driver {
-    stream: ReplicationStream,
+struct Driver<R> {
+    stream: R,
     metrics: Arc<JobMetrics>,
     /// Confirm a keepalive's position when nothing is in flight (off only
     /// to show, in drills/idle-database.sh, what it prevents).
     confirm_keepalives: bool,
     ends: DriverEnds,
-    unacked: usize,
     pending: Vec<u8>,
     pending_confirm: Option<Lsn>,
     pending_commits: Vec<SystemTime>,
@@ -134,21 +129,20 @@ struct Driver {
 /// stream (to report the final position and close it; `None` when it was
 /// closed: after an error, or a sink stalled past [`STALL_LIMIT`]) and the
 /// outcome.
-pub async fn drive<E: Encoding>(
-    stream: ReplicationStream,
+pub async fn drive<E: Encoding, R: Replication>(
+    stream: R,
     assembler: Assembler<E>,
     end_at: Option<Lsn>,
     ends: DriverEnds,
     metrics: Arc<JobMetrics>,
     confirm_keepalives: bool,
     shutdown: impl Future<Output = ()>,
-) -> (Option<ReplicationStream>, Result<Ended, DriveError>) {
+) -> (Option<R>, Result<Ended, DriveError>) {
     let mut driver = Driver {
         stream,
         metrics,
         confirm_keepalives,
         ends,
-        unacked: 0,
         pending: Vec::with_capacity(CHUNK_BYTES),
         pending_confirm: None,
         pending_commits: Vec::new(),
@@ -160,14 +154,14 @@ pub async fn drive<E: Encoding>(
     if outcome.is_ok() && (!driver.pending.is_empty() || driver.pending_confirm.is_some()) {
         outcome = driver.send_pending(true).await.and(outcome);
     }
-    let Driver { stream, ends: DriverEnds { chunks, mut acks }, metrics, .. } = driver;
-    drop(chunks);
+    let Driver { stream, mut ends, metrics, .. } = driver;
+    ends.close();
     // A failed session is closed now, not after the sink has drained.
     let mut stream = outcome.is_ok().then_some(stream);
     loop {
-        let ack = match stream.as_mut() {
+        let settled = match stream.as_mut() {
             Some(open) => tokio::select! {
-                ack = acks.recv() => ack,
+                settled = ends.acknowledged() => settled,
                 kept = open.keep_alive(STALL_LIMIT) => {
                     if let Err(error) = kept {
                         tracing::debug!("the replication session ended while the sink drained: {error}");
@@ -178,11 +172,11 @@ pub async fn drive<E: Encoding>(
                     continue;
                 }
             },
-            None => acks.recv().await,
+            None => ends.acknowledged().await,
         };
-        let Some(ack) = ack else { break };
-        metrics.sink_queue.dec();
-        if let (Some(lsn), Some(open)) = (ack, stream.as_mut()) {
+        let Some(Settled { chunks, confirm }) = settled else { break };
+        metrics.sink_queue.sub(chunks as i64);
+        if let (Some(lsn), Some(open)) = (confirm, stream.as_mut()) {
             open.confirm(lsn);
         }
     }
@@ -191,7 +185,7 @@ pub async fn drive<E: Encoding>(
     (stream, outcome)
 }
 
-impl Driver {
+impl<R: Replication> Driver<R> {
     async fn pump<E: Encoding>(
         &mut self,
         mut assembler: Assembler<E>,
@@ -211,8 +205,8 @@ impl Driver {
             }
             tokio::select! {
                 biased;
-                ack = self.ends.acks.recv() => match ack {
-                    Some(ack) => self.acked(ack),
+                settled = self.ends.acknowledged() => match settled {
+                    Some(settled) => self.acknowledged(settled),
                     None => return Err(DriveError::SinkStopped),
                 },
                 () = &mut shutdown => return Ok(Ended::Signal),
@@ -249,7 +243,7 @@ impl Driver {
                         let settled = !assembler.in_transaction()
                             && self.pending.is_empty()
                             && self.pending_confirm.is_none()
-                            && self.unacked == 0;
+                            && self.ends.unacknowledged() == 0;
                         if settled && self.confirm_keepalives {
                             let position = end_at.map_or(keepalive.wal_end, |end| end.min(keepalive.wal_end));
                             if self.last_chunk.elapsed() >= CHECKPOINT_EVERY {
@@ -284,10 +278,9 @@ impl Driver {
         metrics.source_transactions.inc_by(tally.transactions);
     }
 
-    fn acked(&mut self, ack: Option<Lsn>) {
-        self.unacked -= 1;
-        self.metrics.sink_queue.dec();
-        if let Some(lsn) = ack {
+    fn acknowledged(&mut self, Settled { chunks, confirm }: Settled) {
+        self.metrics.sink_queue.sub(chunks as i64);
+        if let Some(lsn) = confirm {
             self.stream.confirm(lsn);
         }
     }
@@ -298,7 +291,7 @@ impl Driver {
         let waiting = std::time::Instant::now();
         let permit = loop {
             tokio::select! {
-                permit = self.ends.chunks.reserve() => break permit.map_err(|_| DriveError::SinkStopped)?,
+                slot = self.ends.reserve() => break slot.ok_or(DriveError::SinkStopped)?,
                 kept = self.stream.keep_alive(Duration::from_millis(500)) => kept?,
             }
             if waiting.elapsed() >= STALL_LIMIT {
@@ -312,9 +305,8 @@ impl Driver {
         }
         let lines = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_BYTES));
         let commit_times = std::mem::take(&mut self.pending_commits);
-        permit.send(Chunk { lines, confirm: self.pending_confirm.take(), commit_times, caught_up });
+        permit.send(lines, self.pending_confirm.take(), commit_times, caught_up);
         self.last_chunk = tokio::time::Instant::now();
-        self.unacked += 1;
         self.metrics.sink_queue.inc();
         Ok(())
     }

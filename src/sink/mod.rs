@@ -1,72 +1,101 @@
-//! Sinks: where changes go. One folder or file per sink; each reads chunks
-//! of change lines from the driver and acknowledges them once durable.
+//! Sinks: where changes go. Each sink lives in one folder behind [`Sink`],
+//! and is registered by one line in `registry.rs`.
 //!
 //! ```text
-//!  postgres/   rows and checkpoint in one sink transaction (mirror, changelog)
-//!  delivery/   batches with a stable identity, checkpoint in the state store,
-//!              handed to a transport: webhook, StarRocks Stream Load, stdout
+//!  contract.rs  chunks in order with receipts; a receipt back once durable
+//!  registry.rs  the registered sinks: their URLs (SinkTarget) and dispatch (AnySink)
+//!  postgres/    rows and checkpoint in one sink transaction (mirror, changelog)
+//!  delivery/    what the sinks outside Postgres share: batches with a stable
+//!               identity, the ledger in the state store, outbox routing
+//!  webhook/ starrocks/ stdout/   the transports of those sinks
+//!  http.rs      the HTTP client and retries the webhook and StarRocks share
 //! ```
+//!
+//! Adding a sink: a folder with a type that implements [`Sink`] (or, for a
+//! sink that takes batches, [`delivery::Transport`]), and its line in the
+//! registry.
 
+pub mod contract;
 pub mod delivery;
 pub mod http;
 pub mod postgres;
-pub mod target;
+mod registry;
+pub mod starrocks;
+pub mod stdout;
+pub mod webhook;
 
-pub use target::SinkTarget;
+pub use registry::{AnySink, SinkTarget};
 
-use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
-use delivery::Transport;
-use delivery::batch::Batch;
-
+use crate::change::Encoding;
+use crate::job::snapshot::{Snapshot, SnapshotError};
+use crate::job::spec::JobSpec;
 use crate::metrics::JobMetrics;
+use crate::source::catalog::SourceTable;
+use contract::SinkEnds;
 
-/// The transports of the sinks outside Postgres, as one type.
-pub enum Outlet {
-    Webhook(http::webhook::Webhook),
-    StarRocks(http::starrocks::StarRocks),
-    Stdout(delivery::stdout::Stdout),
+/// What a sink is opened with, for one run of a job.
+pub struct Opening<'a> {
+    pub spec: &'a JobSpec,
+    pub metrics: &'a Arc<JobMetrics>,
+    /// The database that holds the checkpoint: the Postgres sink itself, or the state store.
+    pub checkpoint_db: &'a tokio_postgres::Client,
+    /// The captured tables, as the source's catalog has them now.
+    pub tables: &'a [SourceTable],
 }
 
-impl Outlet {
-    /// The transport for `target`; `None` for Postgres, which is no delivery sink.
-    /// `destinations`: source `schema.table` to (database, table), for StarRocks.
-    pub fn for_target(
-        target: &SinkTarget,
-        job: &str,
-        signing_secret: Option<&str>,
-        destinations: HashMap<String, (String, String)>,
-        metrics: &Arc<JobMetrics>,
-    ) -> Result<Option<Outlet>, SinkError> {
-        Ok(Some(match target {
-            SinkTarget::Postgres(_) => return Ok(None),
-            SinkTarget::Webhook(url) => {
-                Outlet::Webhook(http::webhook::Webhook::new(url.clone(), job, signing_secret)?)
-            }
-            SinkTarget::StarRocks(target) => Outlet::StarRocks(http::starrocks::StarRocks::new(
-                target.clone(),
-                job,
-                destinations,
-                metrics.clone(),
-            )?),
-            SinkTarget::Stdout => Outlet::Stdout(delivery::stdout::Stdout::default()),
-        }))
-    }
+/// One kind of sink. The contract, beyond the signatures:
+/// - `open` creates what is missing (destination tables) and never touches
+///   rows already there, so a restart keeps them.
+/// - `copy` writes the initial copy of every table, as of the snapshot.
+/// - `stream` takes chunks in order (with the tables' shapes announced in
+///   them before their first change of each shape, and again after each
+///   reconnect) and hands a chunk's receipt back only once its lines and
+///   its `confirm` position are durable (see [`contract`]).
+pub trait Sink: Sized + Send + 'static {
+    /// What the sink's URL names, parsed. Its `Display` shows no password.
+    type Target: Clone + fmt::Display + Send + Sync + 'static;
+    /// The URL schemes that name this sink (lowercase).
+    const SCHEMES: &'static [&'static str];
+    /// How its URL is written, for the error when no sink matches.
+    const URL_FORM: &'static str;
+    /// Whether the checkpoint lives in the sink itself, with the rows
+    /// (otherwise in the state store).
+    const HOLDS_CHECKPOINT: bool;
+
+    /// Reads a URL with one of [`Sink::SCHEMES`]; the error says what to write instead.
+    fn parse(url: &str) -> Result<Self::Target, String>;
+    /// Makes the sink ready for a run.
+    fn open(
+        target: &Self::Target,
+        opening: &Opening<'_>,
+    ) -> impl Future<Output = Result<Self, SinkError>> + Send;
+    /// The initial copy. Returns the rows copied.
+    fn copy(&mut self, snapshot: &Snapshot<'_>) -> impl Future<Output = Result<u64, SnapshotError>> + Send;
+    /// Streams: hands `driving` the encoding of its lines and the task that takes them.
+    fn stream<D: Driving>(self, driving: D) -> impl Future<Output = D::Outcome> + Send;
 }
 
-impl Transport for Outlet {
-    async fn send(&mut self, key: &str, batch: &Batch) -> Result<u64, SinkError> {
-        match self {
-            Outlet::Webhook(webhook) => webhook.send(key, batch).await,
-            Outlet::StarRocks(starrocks) => starrocks.send(key, batch).await,
-            Outlet::Stdout(stdout) => stdout.send(key, batch).await,
-        }
-    }
+/// The job's side of streaming: runs the driver with a sink's encoding and
+/// the task that takes the chunks.
+pub trait Driving: Send {
+    type Outcome;
+    fn drive<E, S, F>(self, encoding: E, take_chunks: S) -> impl Future<Output = Self::Outcome> + Send
+    where
+        E: Encoding,
+        S: FnOnce(SinkEnds) -> F + Send,
+        F: Future<Output = Result<(), SinkError>> + Send + 'static;
+    /// The outcome of a sink that could not start taking chunks.
+    fn fail(self, error: SinkError) -> Self::Outcome;
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    #[error(transparent)]
+    Connect(#[from] crate::sql_client::ConnectError),
     #[error("the sink failed: {}", crate::sql_client::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("the sink received a change line it cannot read ({0}); this is a bug, please report it")]
@@ -99,6 +128,7 @@ impl SinkError {
             SinkError::Postgres(error) | SinkError::State(error) | SinkError::OutboxCleanup(error) => {
                 crate::sql_client::is_transient(error)
             }
+            SinkError::Connect(error) => error.is_transient(),
             SinkError::Unavailable { .. } | SinkError::SchemaSource(_) => true,
             SinkError::Record(_)
             | SinkError::Rejected { .. }

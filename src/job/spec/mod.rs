@@ -294,7 +294,7 @@ fn outbox_rules(
             .collect(),
         prefix: def.outbox_prefix.clone().filter(|p| !p.is_empty()),
     };
-    if !outbox.is_empty() && !matches!(sink, SinkTarget::Webhook(_) | SinkTarget::Stdout) {
+    if !outbox.is_empty() && !matches!(sink, SinkTarget::Webhook(_) | SinkTarget::Stdout(_)) {
         return Err(SpecError(format!(
             "{} / {} emit events to a webhook or stdout:, but the sink is {sink}: unset them, or change the sink",
             var("outbox_tables"),

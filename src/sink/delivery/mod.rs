@@ -26,29 +26,43 @@
 //!   ledger: an interrupted copy starts over with a new slot.
 
 pub mod batch;
-pub mod stdout;
+mod batch_sink;
+mod settle;
 
-use std::collections::{HashMap, VecDeque};
+pub use batch_sink::BatchSink;
+
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_postgres::{Client, Statement};
 
 use self::batch::{Batch, Batcher, InFlight, Pushed, Shapes};
-use super::SinkError;
+use self::settle::{Finished, OpenChunks};
+use super::{Opening, SinkError};
 use crate::change::outbox::{OutboxRules, Routed};
+use crate::job::snapshot::SnapshotLines;
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
 use crate::names::quote_ident;
-use crate::pipeline::driver::SinkEnds;
+use crate::sink::contract::{Chunk, SinkEnds};
 use crate::source::conninfo::ConnInfo;
 
-/// Sends one batch; retries inside, so an error means the batch did not go.
-pub trait Transport: Send + 'static {
-    /// Sends `batch` under `key`; returns the bytes sent.
+/// A sink that takes batches: how its URL reads, how it is made ready,
+/// and how one batch is sent.
+pub trait Transport: Sized + Send + 'static {
+    /// As [`Sink::Target`](crate::sink::Sink::Target).
+    type Target: Clone + std::fmt::Display + Send + Sync + 'static;
+    const SCHEMES: &'static [&'static str];
+    const URL_FORM: &'static str;
+    fn parse(url: &str) -> Result<Self::Target, String>;
+    /// The transport for a run (no I/O: a receiver that is down fails the first send).
+    fn connect(target: &Self::Target, opening: &Opening<'_>) -> Result<Self, SinkError>;
+    /// Sends `batch` under `key`; returns the bytes sent. Retries inside,
+    /// so an error means the batch did not go.
     fn send(&mut self, key: &str, batch: &Batch) -> impl Future<Output = Result<u64, SinkError>> + Send;
 }
 
@@ -140,13 +154,6 @@ struct Delivered {
     shapes: Option<Shapes>,
 }
 
-/// A chunk from the driver, until its lines are delivered.
-struct OpenChunk {
-    lines_left: usize,
-    confirm: Option<Lsn>,
-    commit_times: Vec<SystemTime>,
-}
-
 pub struct Delivery<T: Transport> {
     job: String,
     transport: T,
@@ -156,9 +163,7 @@ pub struct Delivery<T: Transport> {
     source: Option<Client>,
     metrics: Arc<JobMetrics>,
     flush_interval: Duration,
-    open: VecDeque<OpenChunk>,
-    /// Lines skipped (delivered before a restart) and not yet settled.
-    skipped: usize,
+    open: OpenChunks,
 }
 
 impl<T: Transport> Delivery<T> {
@@ -188,19 +193,13 @@ impl<T: Transport> Delivery<T> {
             source: None,
             metrics,
             flush_interval,
-            open: VecDeque::new(),
-            skipped: 0,
+            open: OpenChunks::default(),
         })
     }
 
-    /// One row of the initial copy, as a `snapshot` change line.
-    pub async fn snapshot_line(&mut self, line: Bytes) -> Result<(), SinkError> {
-        self.push(line).await
-    }
-
-    /// Sends what the copy left in the batch.
-    pub async fn finish_snapshot(&mut self) -> Result<(), SinkError> {
-        self.flush().await.map(drop)
+    /// The transport back, once the copy is done.
+    pub fn into_transport(self) -> T {
+        self.transport
     }
 
     /// Delivers chunks until the driver closes the channel, then what can be cut.
@@ -209,7 +208,7 @@ impl<T: Transport> Delivery<T> {
         loop {
             let due = last_flush + self.flush_interval;
             let chunk = tokio::select! {
-                chunk = ends.chunks.recv() => chunk,
+                chunk = ends.next() => chunk,
                 () = tokio::time::sleep_until(due), if self.batcher.can_cut() => {
                     self.flush_and_settle(&ends).await?;
                     last_flush = Instant::now();
@@ -217,20 +216,16 @@ impl<T: Transport> Delivery<T> {
                 }
             };
             let Some(chunk) = chunk else { break };
-            self.open.push_back(OpenChunk {
-                lines_left: chunk.lines.iter().filter(|b| **b == b'\n').count(),
-                confirm: chunk.confirm,
-                commit_times: chunk.commit_times,
-            });
-            let bytes = Bytes::from(chunk.lines);
+            let Chunk { lines, confirm, commit_times, caught_up, receipt } = chunk;
+            self.open.push(lines.iter().filter(|b| **b == b'\n').count(), confirm, commit_times, receipt);
+            let bytes = Bytes::from(lines);
             let mut start = 0;
             while let Some(end) = bytes[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
                 let line = bytes.slice(start..end);
                 start = end + 1;
                 self.push_streamed(line, &ends).await?;
             }
-            if self.batcher.is_full() || (chunk.caught_up || Instant::now() >= due) && self.batcher.can_cut()
-            {
+            if self.batcher.is_full() || (caught_up || Instant::now() >= due) && self.batcher.can_cut() {
                 self.flush_and_settle(&ends).await?;
                 last_flush = Instant::now();
             } else {
@@ -242,7 +237,7 @@ impl<T: Transport> Delivery<T> {
 
     async fn push_streamed(&mut self, line: Bytes, ends: &SinkEnds) -> Result<(), SinkError> {
         match self.batcher.push(line).map_err(|e| SinkError::Record(e.to_string()))? {
-            Pushed::Skipped => self.skipped += 1,
+            Pushed::Skipped => self.open.skip(),
             Pushed::Added if self.batcher.is_full() => self.flush_and_settle(ends).await?,
             Pushed::Added => {}
         }
@@ -295,32 +290,16 @@ impl<T: Transport> Delivery<T> {
     /// records what is now complete in the ledger, and acknowledges it.
     async fn settle(&mut self, delivered: Delivered, ends: &SinkEnds) -> Result<(), SinkError> {
         let Delivered { lines: delivered, changes, through, shapes } = delivered;
-        let mut left = std::mem::take(&mut self.skipped) + delivered;
-        for chunk in self.open.iter_mut() {
-            if left == 0 {
-                break;
-            }
-            let taken = left.min(chunk.lines_left);
-            chunk.lines_left -= taken;
-            left -= taken;
-        }
-        let mut done = Vec::new();
-        while self.open.front().is_some_and(|chunk| chunk.lines_left == 0) {
-            done.extend(self.open.pop_front());
-        }
-        let applied = done.iter().rev().find_map(|chunk| chunk.confirm);
+        let Finished { applied, commit_times, receipt } = self.open.settle(delivered);
         if applied.is_some() || through.is_some() || shapes.is_some() {
             self.ledger.delivered(applied, through.as_deref(), shapes.as_ref()).await?;
         }
         if let Some(lsn) = applied {
             self.metrics.checkpointed(lsn.0);
         }
-        let commit_times: Vec<SystemTime> =
-            done.iter().flat_map(|chunk| chunk.commit_times.iter().copied()).collect();
         self.metrics.emitted(&commit_times, changes as u64, 0);
-        for chunk in done {
-            // The driver is gone only when it stopped on an error: nothing more to tell it.
-            let _ = ends.acks.send(chunk.confirm);
+        if let Some(receipt) = receipt {
+            ends.acknowledge(receipt);
         }
         Ok(())
     }
@@ -387,5 +366,21 @@ impl<T: Transport> Delivery<T> {
             source.execute(&sql, &[&keys]).await.map_err(SinkError::OutboxCleanup)?;
         }
         Ok(())
+    }
+}
+
+/// The copy's rows go out in batches, like streamed changes, but leave no
+/// trace in the ledger.
+impl<T: Transport> SnapshotLines for Delivery<T> {
+    async fn begin_table(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    async fn line(&mut self, line: Bytes) -> Result<(), SinkError> {
+        self.push(line).await
+    }
+
+    async fn end_table(&mut self) -> Result<(), SinkError> {
+        self.flush().await.map(drop)
     }
 }

@@ -1,249 +1,178 @@
-//! The Postgres sink in mirror mode: each destination table holds the
-//! current state of each source row.
+//! The Postgres sink: rows and the job's checkpoint in one sink
+//! transaction. Two modes: a mirror (each destination table holds the
+//! current state of each source row) and a changelog (every change as a
+//! row).
 //!
 //! ```text
-//!  mirror records ──> TableBatch per table (final state per key)
-//!      ──> COPY into the table's staging table ──> one statement per kind (move, delete, upsert, keep TOAST)
-//!  at a transaction boundary, when batch_size changes arrived, flush_interval passed,
-//!  or the source has nothing more waiting (caught up):
-//!      checkpoint(applied_lsn = boundary) ──> COMMIT ──> acknowledge the chunks
+//!  open:   destination tables created when missing; attribute numbers seeded (mirror)
+//!  copy:   copy.rs (the destination takes the catalog's shape first, mirror)
+//!  stream: commit_loop.rs, with mirror_writer.rs (per-key compaction, staging,
+//!          follow.rs for new shapes) or changelog.rs
 //! ```
 //!
-//! Invariants:
-//! - Rows and the applied position are committed in one sink transaction;
-//!   chunks are acknowledged (so the source confirms) only after COMMIT.
-//! - The applied position is always the end of a source transaction whose
-//!   changes are all committed. Lines after it (part of a transaction still
-//!   arriving) may be committed with it; replaying them later is harmless,
-//!   because every write is guarded by the row's `_walpipe_lsn`.
-//! - The applied position never goes backwards (`greatest` in SQL).
+//! Invariants: destination tables are created only when missing, so a
+//! restart never touches the rows already there; the sink streams on a
+//! session of its own, so the runner's session stays free for the
+//! checkpoint.
 
 pub mod batch;
 pub mod changelog;
+pub mod checkpoint;
+mod commit_loop;
+mod copy;
 pub mod evolve;
 pub mod follow;
 pub mod mirror_writer;
 pub mod schema;
+mod uncommitted;
 
-use std::collections::VecDeque;
-use std::future::Future;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use tokio::time::Instant;
 use tokio_postgres::Client;
 
-use crate::lsn::Lsn;
+use self::changelog::ChangelogWriter;
+use self::commit_loop::CommitLoop;
+pub use self::commit_loop::Writer;
+use self::follow::{Follower, Place};
+use self::mirror_writer::{Discovery, MirrorWriter};
+use crate::change::encode::JsonLines;
+use crate::change::mirror_records::MirrorRecords;
+use crate::job::snapshot::{Snapshot, SnapshotError};
+use crate::job::spec::{JobSpec, SinkMode};
 use crate::metrics::JobMetrics;
-use crate::pipeline::driver::SinkEnds;
+use crate::names::TableName;
 pub use crate::sink::SinkError;
+use crate::sink::{Driving, Opening, Sink};
+use crate::source::catalog::SourceTable;
+use crate::source::conninfo::ConnInfo;
 
-/// Where the job's applied position is kept (`walpipe.checkpoints`).
-pub async fn read_checkpoint(
-    client: &Client,
-    job: &str,
-) -> Result<Option<(String, Lsn)>, tokio_postgres::Error> {
-    let row = client
-        .query_opt(
-            "SELECT slot_name, applied_lsn::text FROM walpipe.checkpoints WHERE job_name = $1",
-            &[&job],
-        )
-        .await?;
-    Ok(row.and_then(|row| {
-        let lsn: String = row.get(1);
-        lsn.parse().ok().map(|lsn| (row.get(0), lsn))
-    }))
+/// Where a job's rows go, by mode.
+enum Mode {
+    /// By source table `schema.name`.
+    Mirror(HashMap<String, Place>),
+    Changelog(ChangelogWriter),
 }
 
-pub async fn write_checkpoint(
-    client: &Client,
-    job: &str,
-    slot: &str,
-    lsn: Lsn,
-) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
-            "INSERT INTO walpipe.checkpoints (job_name, slot_name, applied_lsn) VALUES ($1, $2, $3::text::pg_lsn) \
-             ON CONFLICT (job_name) DO UPDATE SET slot_name = EXCLUDED.slot_name, \
-                 applied_lsn = greatest(walpipe.checkpoints.applied_lsn, EXCLUDED.applied_lsn), updated_at = now()",
-            &[&job, &slot, &lsn.to_string()],
-        )
-        .await
-        .map(drop)
-}
-
-/// Records that changes after `gap_from` (unknown: None) were lost with an invalidated slot.
-pub async fn record_data_gap(
-    client: &Client,
-    job: &str,
-    slot: &str,
-    gap_from: Option<Lsn>,
-) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
-            "INSERT INTO walpipe.data_gaps (job_name, slot_name, gap_from) VALUES ($1, $2, $3::text::pg_lsn)",
-            &[&job, &slot, &gap_from.map(|lsn| lsn.to_string())],
-        )
-        .await
-        .map(drop)
-}
-
-pub async fn forget_checkpoint(client: &Client, job: &str) -> Result<(), tokio_postgres::Error> {
-    client.execute("DELETE FROM walpipe.checkpoints WHERE job_name = $1", &[&job]).await.map(drop)
-}
-
-/// How a sink mode turns lines into rows. The loop ([`PostgresSink`]) owns
-/// the transaction: it has begun one before it calls `add` or `apply`, and
-/// commits it with the checkpoint.
-pub trait Writer: Send + 'static {
-    /// Takes one line; may write to the sink (inside the open transaction).
-    /// Returns whether the line was a change (a table's shape is not one).
-    fn add(&mut self, client: &Client, line: Bytes) -> impl Future<Output = Result<bool, SinkError>> + Send;
-    /// Writes everything pending (inside the open transaction).
-    fn apply(&mut self, client: &Client) -> impl Future<Output = Result<(), SinkError>> + Send;
-    /// Lines taken since the last apply.
-    fn pending(&self) -> usize;
-}
-
-pub struct PostgresSink<W: Writer> {
+pub struct Postgres {
+    info: ConnInfo,
     client: Client,
-    job: String,
-    slot: String,
-    writer: W,
-    batch_size: usize,
-    flush_interval: Duration,
-    changes_since_commit: usize,
-    /// Source commit times and line bytes of the uncommitted chunks.
-    commit_times_since_commit: Vec<SystemTime>,
-    bytes_since_commit: u64,
-    in_transaction: bool,
+    mode: Mode,
+    spec: JobSpec,
     metrics: Arc<JobMetrics>,
 }
 
-impl<W: Writer> PostgresSink<W> {
-    pub fn new(
-        client: Client,
-        job: &str,
-        slot: &str,
-        writer: W,
-        batch_size: usize,
-        flush_interval: Duration,
-        metrics: Arc<JobMetrics>,
-    ) -> Self {
-        PostgresSink {
-            metrics,
-            commit_times_since_commit: Vec::new(),
-            bytes_since_commit: 0,
-            client,
-            job: job.to_string(),
-            slot: slot.to_string(),
-            writer,
-            batch_size: batch_size.max(1),
-            flush_interval,
-            changes_since_commit: 0,
-            in_transaction: false,
-        }
+impl Sink for Postgres {
+    type Target = ConnInfo;
+    const SCHEMES: &'static [&'static str] = &["postgres", "postgresql"];
+    const URL_FORM: &'static str = "postgres://...";
+    const HOLDS_CHECKPOINT: bool = true;
+
+    fn parse(url: &str) -> Result<ConnInfo, String> {
+        ConnInfo::parse(url).map_err(|e| e.to_string())
     }
 
-    /// Applies chunks until the driver closes the channel, committing at
-    /// transaction boundaries; then commits what is left.
-    pub async fn run(mut self, ends: SinkEnds) -> Result<(), SinkError> {
-        let result = self.apply_chunks(ends).await;
-        if result.is_err() {
-            self.metrics.sink_events_error.inc_by(self.changes_since_commit as u64);
-        }
-        result
+    async fn open(target: &ConnInfo, opening: &Opening<'_>) -> Result<Self, SinkError> {
+        let Opening { spec, metrics, tables, .. } = *opening;
+        let client = crate::sql_client::connect(target, "the sink").await?;
+        let mode = match spec.sink_mode {
+            SinkMode::Mirror => Mode::Mirror(ensure_mirror(spec, &client, tables).await?),
+            SinkMode::Changelog => Mode::Changelog(ensure_changelog(spec, &client, tables).await?),
+        };
+        Ok(Postgres { info: target.clone(), client, mode, spec: spec.clone(), metrics: metrics.clone() })
     }
 
-    async fn apply_chunks(&mut self, mut ends: SinkEnds) -> Result<(), SinkError> {
-        // Chunks applied but not yet committed, with their positions.
-        let mut uncommitted: VecDeque<Option<Lsn>> = VecDeque::new();
-        let mut boundary: Option<Lsn> = None;
-        let mut last_commit = Instant::now();
-        loop {
-            let due = last_commit + self.flush_interval;
-            let chunk = tokio::select! {
-                chunk = ends.chunks.recv() => chunk,
-                () = tokio::time::sleep_until(due), if boundary.is_some() => {
-                    self.commit(boundary.take(), &mut uncommitted, &ends).await?;
-                    last_commit = Instant::now();
-                    continue;
+    async fn copy(&mut self, snapshot: &Snapshot<'_>) -> Result<u64, SnapshotError> {
+        match &mut self.mode {
+            Mode::Mirror(places) => {
+                // A copy replaces every row: the destination takes the catalog's shape first.
+                let mut follower = follower(&self.spec, &self.metrics);
+                for table in snapshot.tables {
+                    if let Some(place) = places.get(&table.qualified()) {
+                        follower.follow_catalog(&self.client, place, table).await?;
+                    }
                 }
-            };
-            let Some(chunk) = chunk else { break };
-            self.begin().await?;
-            self.bytes_since_commit += chunk.lines.len() as u64;
-            self.commit_times_since_commit.extend_from_slice(&chunk.commit_times);
-            let lines = Bytes::from(chunk.lines);
-            let mut start = 0;
-            while let Some(end) = lines[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
-                if self.writer.add(&self.client, lines.slice(start..end)).await? {
-                    self.changes_since_commit += 1;
-                }
-                start = end + 1;
+                copy::copy_mirror(snapshot, &self.info, places).await
             }
-            uncommitted.push_back(chunk.confirm);
-            if let Some(lsn) = chunk.confirm {
-                boundary = Some(lsn);
-            }
-            if self.writer.pending() >= self.batch_size {
-                self.writer.apply(&self.client).await?;
-            }
-            let full = self.changes_since_commit >= self.batch_size;
-            if boundary.is_some() && (full || chunk.caught_up || Instant::now() >= due) {
-                self.commit(boundary.take(), &mut uncommitted, &ends).await?;
-                last_commit = Instant::now();
+            Mode::Changelog(writer) => {
+                snapshot.copy_as_lines(&mut copy::ChangelogLines { sink: &self.client, writer }).await
             }
         }
-        self.commit(boundary, &mut uncommitted, &ends).await
     }
 
-    async fn begin(&mut self) -> Result<(), SinkError> {
-        if !self.in_transaction {
-            self.client.batch_execute("BEGIN").await?;
-            self.in_transaction = true;
-        }
-        Ok(())
-    }
-
-    /// Applies what is pending, records `boundary` as applied, commits, and
-    /// acknowledges every chunk received so far.
-    async fn commit(
-        &mut self,
-        boundary: Option<Lsn>,
-        uncommitted: &mut VecDeque<Option<Lsn>>,
-        ends: &SinkEnds,
-    ) -> Result<(), SinkError> {
-        if self.writer.pending() > 0 {
-            self.begin().await?;
-            self.writer.apply(&self.client).await?;
-        }
-        if let Some(lsn) = boundary {
-            self.begin().await?;
-            write_checkpoint(&self.client, &self.job, &self.slot, lsn).await?;
-        }
-        let committed_checkpoint = boundary.filter(|_| self.in_transaction);
-        if self.in_transaction {
-            self.client.batch_execute("COMMIT").await?;
-            self.in_transaction = false;
-            if let Some(lsn) = boundary {
-                tracing::debug!(applied = %lsn, changes = self.changes_since_commit, "sink commit");
+    async fn stream<D: Driving>(self, driving: D) -> D::Outcome {
+        let Postgres { client, mode, spec, metrics, .. } = self;
+        match mode {
+            Mode::Mirror(places) => {
+                let writer = MirrorWriter::new(places, follower(&spec, &metrics), discovery(&spec));
+                let sink = commit_loop(client, &spec, writer, metrics);
+                driving.drive(MirrorRecords, |ends| sink.run(ends)).await
+            }
+            Mode::Changelog(writer) => {
+                let sink = commit_loop(client, &spec, writer, metrics);
+                driving.drive(JsonLines, |ends| sink.run(ends)).await
             }
         }
-        if let Some(lsn) = committed_checkpoint {
-            self.metrics.checkpointed(lsn.0);
-        }
-        self.metrics.emitted(
-            &std::mem::take(&mut self.commit_times_since_commit),
-            self.changes_since_commit as u64,
-            std::mem::take(&mut self.bytes_since_commit),
-        );
-        self.changes_since_commit = 0;
-        for confirm in uncommitted.drain(..) {
-            // The driver is gone only when it stopped on an error: nothing more to tell it.
-            let _ = ends.acks.send(confirm);
-        }
-        Ok(())
     }
+}
+
+fn commit_loop<W: Writer>(
+    client: Client,
+    spec: &JobSpec,
+    writer: W,
+    metrics: Arc<JobMetrics>,
+) -> CommitLoop<W> {
+    CommitLoop::new(client, &spec.name, &spec.slot, writer, spec.batch_size, spec.flush_interval, metrics)
+}
+
+/// The mirror destinations, created when missing.
+async fn ensure_mirror(
+    spec: &JobSpec,
+    sink: &Client,
+    tables: &[SourceTable],
+) -> Result<HashMap<String, Place>, tokio_postgres::Error> {
+    let mut places = HashMap::new();
+    for (index, table) in tables.iter().enumerate() {
+        let (schema_name, name) = spec.destination(&table.schema, &table.name);
+        let place = Place {
+            source: TableName::new(&table.schema, &table.name),
+            destination: TableName::new(&schema_name, &name),
+            stage_index: index,
+        };
+        schema::create(sink, table, &place.destination).await?;
+        follow::seed_attnums(sink, &spec.name, &place, table).await?;
+        places.insert(table.qualified(), place);
+    }
+    Ok(places)
+}
+
+/// The changelog tables, created when missing.
+async fn ensure_changelog(
+    spec: &JobSpec,
+    sink: &Client,
+    tables: &[SourceTable],
+) -> Result<ChangelogWriter, tokio_postgres::Error> {
+    let mut logs = HashMap::new();
+    for table in tables {
+        let (schema_name, name) = spec.destination(&table.schema, &table.name);
+        logs.insert(table.qualified(), changelog::ensure(sink, &schema_name, &name).await?);
+    }
+    Ok(ChangelogWriter::new(logs, discovery(spec)))
+}
+
+/// Where a table first seen in the stream goes, when the job takes every
+/// table of schema public (its publication then captures tables created later).
+fn discovery(spec: &JobSpec) -> Option<Discovery> {
+    let spec = spec.clone();
+    spec.tables.is_empty().then(|| {
+        Box::new(move |source: &TableName| {
+            let (schema, name) = spec.destination(&source.schema, &source.name);
+            TableName { schema, name }
+        }) as Discovery
+    })
+}
+
+/// What makes mirror destinations follow their source tables' shapes.
+fn follower(spec: &JobSpec, metrics: &Arc<JobMetrics>) -> Follower {
+    Follower::new(&spec.name, spec.source.clone(), spec.schema_drop, metrics.clone())
 }

@@ -13,14 +13,18 @@
 //! 5xx are tried again with backoff; any other answer fails the job with
 //! the answer's body in the error.
 
+use std::fmt;
+
 use bytes::Bytes;
 use url::Url;
 
-use super::{network_error, retry_after, send_with_retries, verdict_for_status};
-use crate::sink::SinkError;
+use crate::secret::Secret;
 use crate::sink::delivery::Transport;
 use crate::sink::delivery::batch::{Batch, hex};
-use crate::sink::target::without_credentials;
+use crate::sink::http::{
+    network_error, retry_after, send_with_retries, verdict_for_status, without_credentials,
+};
+use crate::sink::{Opening, SinkError};
 
 pub const SIGNATURE_HEADER: &str = "X-Walpipe-Signature";
 
@@ -33,10 +37,20 @@ pub struct Webhook {
     signing_key: Option<ring::hmac::Key>,
 }
 
+/// The webhook's URL; shown without its credentials.
+#[derive(Clone)]
+pub struct WebhookUrl(pub Url);
+
+impl fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&without_credentials(&self.0))
+    }
+}
+
 impl Webhook {
     pub fn new(url: Url, job: &str, signing_secret: Option<&str>) -> Result<Webhook, SinkError> {
         Ok(Webhook {
-            client: super::client()?,
+            client: crate::sink::http::client()?,
             shown: format!("the webhook {}", without_credentials(&url)),
             url,
             job: job.to_string(),
@@ -66,6 +80,27 @@ pub fn signature(key: &ring::hmac::Key, body: &[u8]) -> String {
 }
 
 impl Transport for Webhook {
+    type Target = WebhookUrl;
+    const SCHEMES: &'static [&'static str] = &["http", "https"];
+    const URL_FORM: &'static str = "http(s)://... (a webhook)";
+
+    fn parse(text: &str) -> Result<WebhookUrl, String> {
+        let url = Url::parse(text).map_err(|e| {
+            format!(
+                "{e}: write the webhook as http(s)://host:port/path, e.g. https://hooks.example.com/walpipe"
+            )
+        })?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err("the webhook URL has no host: write it as http(s)://host:port/path".into());
+        }
+        Ok(WebhookUrl(url))
+    }
+
+    fn connect(target: &WebhookUrl, opening: &Opening<'_>) -> Result<Webhook, SinkError> {
+        let secret = opening.spec.signing_secret.as_ref().map(Secret::expose);
+        Webhook::new(target.0.clone(), &opening.spec.name, secret)
+    }
+
     async fn send(&mut self, key: &str, batch: &Batch) -> Result<u64, SinkError> {
         let body = json_array(&batch.lines);
         let signed = self.signing_key.as_ref().map(|signing| signature(signing, &body));

@@ -27,6 +27,7 @@
 
 mod columns;
 mod plan;
+mod target;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,14 +36,14 @@ use bytes::Bytes;
 use serde::Deserialize;
 use url::Url;
 
-use super::{Verdict, network_error, send_with_retries, verdict_for_status};
 use crate::metrics::JobMetrics;
-use crate::sink::SinkError;
 use crate::sink::delivery::Transport;
 use crate::sink::delivery::batch::{Batch, hex};
-use crate::sink::target::StarRocksTarget;
+use crate::sink::http::{Verdict, network_error, send_with_retries, shorten, verdict_for_status};
+use crate::sink::{Opening, SinkError};
 use columns::DestinationColumns;
 use plan::{Load, Plan, SourceColumn};
+pub use target::StarRocksTarget;
 
 /// StarRocks accepts labels of at most this many characters.
 const LABEL_MAX: usize = 128;
@@ -88,7 +89,7 @@ impl StarRocks {
         metrics: Arc<JobMetrics>,
     ) -> Result<StarRocks, SinkError> {
         Ok(StarRocks {
-            client: super::client()?,
+            client: crate::sink::http::client()?,
             shown: format!("StarRocks {target}"),
             target,
             job: job.to_string(),
@@ -235,7 +236,7 @@ fn verdict_for_result(text: &str) -> Verdict {
         Ok(result) => result,
         Err(_) => {
             return Verdict::Retry {
-                reason: format!("an answer that is not a load result: {}", super::shorten(text)),
+                reason: format!("an answer that is not a load result: {}", shorten(text)),
                 after: None,
             };
         }
@@ -257,13 +258,10 @@ fn verdict_for_result(text: &str) -> Verdict {
             let message = result.message.to_lowercase();
             let hopeless = ["filtered rows", "does not exist", "unknown", "denied", "not a primary key"];
             if hopeless.iter().any(|word| message.contains(word)) {
-                Verdict::Refused {
-                    status: format!("Status {}", result.status),
-                    body: super::shorten(&detail),
-                }
+                Verdict::Refused { status: format!("Status {}", result.status), body: shorten(&detail) }
             } else {
                 Verdict::Retry {
-                    reason: format!("Status {}: {}", result.status, super::shorten(&detail)),
+                    reason: format!("Status {}: {}", result.status, shorten(&detail)),
                     after: None,
                 }
             }
@@ -296,6 +294,25 @@ pub fn label(job: &str, table: &str, first_id: &str, last_id: &str, part: usize)
 }
 
 impl Transport for StarRocks {
+    type Target = StarRocksTarget;
+    const SCHEMES: &'static [&'static str] = &["starrocks"];
+    const URL_FORM: &'static str = "starrocks://user:password@fe-host:8030/db";
+
+    fn parse(url: &str) -> Result<StarRocksTarget, String> {
+        StarRocksTarget::parse(url)
+    }
+
+    /// Loads into the URL's database and the source table's name, unless mapped.
+    fn connect(target: &StarRocksTarget, opening: &Opening<'_>) -> Result<StarRocks, SinkError> {
+        let spec = opening.spec;
+        let destinations = opening
+            .tables
+            .iter()
+            .filter_map(|t| spec.table_mappings.get(&t.qualified()).map(|to| (t.qualified(), to.clone())))
+            .collect();
+        StarRocks::new(target.clone(), &spec.name, destinations, opening.metrics.clone())
+    }
+
     async fn send(&mut self, _key: &str, batch: &Batch) -> Result<u64, SinkError> {
         let Plan { mut tables, skipped, shapes } = plan::plan(&batch.lines)?;
         for (table, columns) in shapes {

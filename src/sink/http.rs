@@ -8,11 +8,10 @@
 //! [`ATTEMPTS`] the error is transient ([`SinkError::Unavailable`]) and the
 //! job retries from its checkpoint, resending the same batch.
 
-pub mod starrocks;
-pub mod webhook;
-
 use std::future::Future;
 use std::time::Duration;
+
+use url::Url;
 
 use super::SinkError;
 
@@ -141,6 +140,14 @@ pub fn network_error(error: reqwest::Error) -> Verdict {
         source = cause.source();
     }
     if timed_out { Verdict::TimedOut { reason } } else { Verdict::Retry { reason, after: None } }
+}
+
+/// The URL without user, password and credential-like query values, for messages.
+pub fn without_credentials(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    crate::secret::redact_url(shown.as_str())
 }
 
 #[cfg(test)]

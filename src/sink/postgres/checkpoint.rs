@@ -1,0 +1,63 @@
+//! The job's checkpoint in the database that holds it (the Postgres sink,
+//! or the state store): `walpipe.checkpoints`, and the data gaps of lost
+//! slots in `walpipe.data_gaps`.
+//!
+//! Invariant: the applied position never goes backwards (`greatest` in SQL).
+
+use tokio_postgres::Client;
+
+use crate::lsn::Lsn;
+
+/// Where the job's applied position is kept (`walpipe.checkpoints`).
+pub async fn read_checkpoint(
+    client: &Client,
+    job: &str,
+) -> Result<Option<(String, Lsn)>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT slot_name, applied_lsn::text FROM walpipe.checkpoints WHERE job_name = $1",
+            &[&job],
+        )
+        .await?;
+    Ok(row.and_then(|row| {
+        let lsn: String = row.get(1);
+        lsn.parse().ok().map(|lsn| (row.get(0), lsn))
+    }))
+}
+
+pub async fn write_checkpoint(
+    client: &Client,
+    job: &str,
+    slot: &str,
+    lsn: Lsn,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO walpipe.checkpoints (job_name, slot_name, applied_lsn) VALUES ($1, $2, $3::text::pg_lsn) \
+             ON CONFLICT (job_name) DO UPDATE SET slot_name = EXCLUDED.slot_name, \
+                 applied_lsn = greatest(walpipe.checkpoints.applied_lsn, EXCLUDED.applied_lsn), updated_at = now()",
+            &[&job, &slot, &lsn.to_string()],
+        )
+        .await
+        .map(drop)
+}
+
+/// Records that changes after `gap_from` (unknown: None) were lost with an invalidated slot.
+pub async fn record_data_gap(
+    client: &Client,
+    job: &str,
+    slot: &str,
+    gap_from: Option<Lsn>,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO walpipe.data_gaps (job_name, slot_name, gap_from) VALUES ($1, $2, $3::text::pg_lsn)",
+            &[&job, &slot, &gap_from.map(|lsn| lsn.to_string())],
+        )
+        .await
+        .map(drop)
+}
+
+pub async fn forget_checkpoint(client: &Client, job: &str) -> Result<(), tokio_postgres::Error> {
+    client.execute("DELETE FROM walpipe.checkpoints WHERE job_name = $1", &[&job]).await.map(drop)
+}

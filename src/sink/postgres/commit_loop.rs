@@ -1,0 +1,161 @@
+//! The Postgres sink's loop: chunks applied inside a sink transaction,
+//! committed with the checkpoint at transaction boundaries.
+//!
+//! ```text
+//!  chunk ──> BEGIN (once) ──> Writer::add each line ──> Writer::apply when a batch is pending
+//!  at a boundary, when batch_size changes arrived, flush_interval passed,
+//!  or the source has nothing more waiting (caught up):
+//!      Writer::apply ──> checkpoint(applied_lsn = boundary) ──> COMMIT ──> receipt back
+//! ```
+//!
+//! Invariants:
+//! - Rows and the applied position are committed in one sink transaction;
+//!   chunks are acknowledged (so the source confirms) only after COMMIT.
+//! - The applied position is always the end of a source transaction whose
+//!   changes are all committed ([`Uncommitted`]). Lines after it (part of
+//!   a transaction still arriving) may be committed with it; replaying them
+//!   later is harmless, because every write is guarded by the row's
+//!   `_walpipe_lsn`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tokio_postgres::Client;
+
+use super::checkpoint::write_checkpoint;
+use super::uncommitted::{Commit, Pressure, Uncommitted};
+use crate::metrics::JobMetrics;
+use crate::sink::SinkError;
+use crate::sink::contract::{Chunk, SinkEnds};
+
+/// How a sink mode turns lines into rows. The loop ([`PostgresSink`]) owns
+/// the transaction: it has begun one before it calls `add` or `apply`, and
+/// commits it with the checkpoint.
+pub trait Writer: Send + 'static {
+    /// Takes one line; may write to the sink (inside the open transaction).
+    /// Returns whether the line was a change (a table's shape is not one).
+    fn add(&mut self, client: &Client, line: Bytes) -> impl Future<Output = Result<bool, SinkError>> + Send;
+    /// Writes everything pending (inside the open transaction).
+    fn apply(&mut self, client: &Client) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Lines taken since the last apply.
+    fn pending(&self) -> usize;
+}
+
+pub struct CommitLoop<W: Writer> {
+    client: Client,
+    job: String,
+    slot: String,
+    writer: W,
+    batch_size: usize,
+    flush_interval: Duration,
+    uncommitted: Uncommitted,
+    in_transaction: bool,
+    metrics: Arc<JobMetrics>,
+}
+
+impl<W: Writer> CommitLoop<W> {
+    pub fn new(
+        client: Client,
+        job: &str,
+        slot: &str,
+        writer: W,
+        batch_size: usize,
+        flush_interval: Duration,
+        metrics: Arc<JobMetrics>,
+    ) -> Self {
+        CommitLoop {
+            metrics,
+            uncommitted: Uncommitted::default(),
+            client,
+            job: job.to_string(),
+            slot: slot.to_string(),
+            writer,
+            batch_size: batch_size.max(1),
+            flush_interval,
+            in_transaction: false,
+        }
+    }
+
+    /// Applies chunks until the driver closes the channel, committing at
+    /// transaction boundaries; then commits what is left.
+    pub async fn run(mut self, ends: SinkEnds) -> Result<(), SinkError> {
+        let result = self.apply_chunks(ends).await;
+        if result.is_err() {
+            self.metrics.sink_events_error.inc_by(self.uncommitted.changes() as u64);
+        }
+        result
+    }
+
+    async fn apply_chunks(&mut self, mut ends: SinkEnds) -> Result<(), SinkError> {
+        let mut last_commit = Instant::now();
+        loop {
+            let due = last_commit + self.flush_interval;
+            let chunk = tokio::select! {
+                chunk = ends.next() => chunk,
+                () = tokio::time::sleep_until(due), if self.uncommitted.at_boundary() => {
+                    self.commit(&ends).await?;
+                    last_commit = Instant::now();
+                    continue;
+                }
+            };
+            let Some(Chunk { lines, confirm, commit_times, caught_up, receipt }) = chunk else { break };
+            self.begin().await?;
+            self.uncommitted.chunk(lines.len(), confirm, &commit_times, receipt);
+            let lines = Bytes::from(lines);
+            let mut start = 0;
+            while let Some(end) = lines[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
+                if self.writer.add(&self.client, lines.slice(start..end)).await? {
+                    self.uncommitted.change();
+                }
+                start = end + 1;
+            }
+            if self.writer.pending() >= self.batch_size {
+                self.writer.apply(&self.client).await?;
+            }
+            let pressure = Pressure { caught_up, due: Instant::now() >= due };
+            if self.uncommitted.commit_due(self.batch_size, pressure) {
+                self.commit(&ends).await?;
+                last_commit = Instant::now();
+            }
+        }
+        self.commit(&ends).await
+    }
+
+    async fn begin(&mut self) -> Result<(), SinkError> {
+        if !self.in_transaction {
+            self.client.batch_execute("BEGIN").await?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    /// Applies what is pending, records the boundary as applied, commits,
+    /// and acknowledges every chunk received so far.
+    async fn commit(&mut self, ends: &SinkEnds) -> Result<(), SinkError> {
+        if self.writer.pending() > 0 {
+            self.begin().await?;
+            self.writer.apply(&self.client).await?;
+        }
+        let Commit { boundary, receipt, changes, commit_times, bytes } = self.uncommitted.take();
+        if let Some(lsn) = boundary {
+            self.begin().await?;
+            write_checkpoint(&self.client, &self.job, &self.slot, lsn).await?;
+        }
+        if self.in_transaction {
+            self.client.batch_execute("COMMIT").await?;
+            self.in_transaction = false;
+            if let Some(lsn) = boundary {
+                tracing::debug!(applied = %lsn, changes, "sink commit");
+                self.metrics.checkpointed(lsn.0);
+            }
+        }
+        self.metrics.emitted(&commit_times, changes as u64, bytes);
+        if let Some(receipt) = receipt {
+            ends.acknowledge(receipt);
+        }
+        Ok(())
+    }
+}
