@@ -311,3 +311,6 @@ impl<R: Replication> Driver<R> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! The driver against a fake stream and a sink made of the contract's ends.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::*;
+use crate::change::encode::JsonLines;
+use crate::protocol::pgoutput::encode::encode;
+use crate::protocol::pgoutput::{Begin, Column, ColumnDef, Commit, Insert, Message, Relation, Tuple};
+use crate::protocol::walsender::Keepalive;
+use crate::sink::contract::{self, SinkEnds};
+
+/// Messages to hand out, then nothing (the source is quiet) until the test ends.
+struct FakeStream {
+    events: VecDeque<StreamEvent>,
+    /// Claims that more is buffered, so the driver does not hand over pending lines early.
+    always_more: bool,
+    confirmed: Arc<Mutex<Vec<Lsn>>>,
+    /// Told when every event was handed out.
+    exhausted: Arc<Notify>,
+}
+
+impl Replication for FakeStream {
+    async fn next(&mut self) -> Result<Option<StreamEvent>, SourceError> {
+        match self.events.pop_front() {
+            Some(event) => Ok(Some(event)),
+            None => {
+                self.exhausted.notify_one();
+                std::future::pending().await
+            }
+        }
+    }
+
+    fn has_buffered_message(&self) -> bool {
+        self.always_more || !self.events.is_empty()
+    }
+
+    fn confirm(&mut self, lsn: Lsn) {
+        self.confirmed.lock().expect("lock").push(lsn);
+    }
+
+    async fn keep_alive(&mut self, wait: Duration) -> Result<(), SourceError> {
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+}
+
+fn data(lsn: u64, message: Message) -> StreamEvent {
+    StreamEvent::Data { lsn: Lsn(lsn), data: encode(&message) }
+}
+
+/// One transaction inserting a row into `public.t`, ending at `end`.
+fn transaction(end: u64) -> Vec<StreamEvent> {
+    let relation = Relation {
+        xid: None,
+        id: 1,
+        namespace: "public".into(),
+        name: "t".into(),
+        replica_identity: b'd',
+        columns: vec![ColumnDef { flags: 1, name: "id".into(), type_oid: 23, type_modifier: -1 }],
+    };
+    let insert =
+        Insert { xid: None, relation_id: 1, new: Tuple(vec![Column::Text(Bytes::from_static(b"7"))]) };
+    vec![
+        data(end - 3, Message::Begin(Begin { final_lsn: Lsn(end - 1), commit_time: 0, xid: 9 })),
+        data(end - 2, Message::Relation(relation)),
+        data(end - 2, Message::Insert(insert)),
+        data(
+            end - 1,
+            Message::Commit(Commit { flags: 0, commit_lsn: Lsn(end - 1), end_lsn: Lsn(end), commit_time: 0 }),
+        ),
+    ]
+}
+
+fn keepalive(wal_end: u64) -> StreamEvent {
+    StreamEvent::Keepalive(Keepalive { wal_end: Lsn(wal_end), send_time: 0, reply_requested: false })
+}
+
+struct Run {
+    stream: FakeStream,
+    confirmed: Arc<Mutex<Vec<Lsn>>>,
+    exhausted: Arc<Notify>,
+}
+
+fn fake(events: Vec<StreamEvent>, always_more: bool) -> Run {
+    let confirmed = Arc::new(Mutex::new(Vec::new()));
+    let exhausted = Arc::new(Notify::new());
+    let stream = FakeStream {
+        events: events.into(),
+        always_more,
+        confirmed: confirmed.clone(),
+        exhausted: exhausted.clone(),
+    };
+    Run { stream, confirmed, exhausted }
+}
+
+async fn drive_until(
+    stream: FakeStream,
+    ends: crate::sink::contract::DriverEnds,
+    stop: impl Future<Output = ()>,
+) -> (Option<FakeStream>, Result<Ended, DriveError>) {
+    let metrics = crate::metrics::global().job("driver-test", "driver_test");
+    let assembler = Assembler::new(JsonLines, 1 << 20, None, Default::default());
+    drive(stream, assembler, None, ends, metrics, true, stop).await
+}
+
+fn confirmed(list: &Mutex<Vec<Lsn>>) -> Vec<Lsn> {
+    list.lock().expect("lock").clone()
+}
+
+#[tokio::test]
+async fn a_transaction_is_confirmed_only_once_the_sink_hands_its_receipt_back() {
+    let Run { stream, confirmed: seen, exhausted } = fake(transaction(0x100), false);
+    let (ends, mut sink) = contract::channel();
+    let stop = Arc::new(Notify::new());
+    let sink_task = {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            let chunk = sink.next().await.expect("a chunk");
+            assert_eq!(chunk.confirm, Some(Lsn(0x100)));
+            assert!(String::from_utf8_lossy(&chunk.lines).contains("\"op\":\"insert\""));
+            exhausted.notified().await;
+            assert!(confirmed(&seen).is_empty(), "nothing is confirmed before the receipt");
+            sink.acknowledge(chunk.receipt);
+            stop.notify_one();
+            take_everything(sink).await
+        })
+    };
+    let (stream, outcome) = drive_until(stream, ends, stop.notified()).await;
+    assert_eq!(outcome.expect("ended"), Ended::Signal);
+    assert!(stream.is_some(), "a stream that ended well is handed back to be finished");
+    assert_eq!(confirmed(&seen), vec![Lsn(0x100)]);
+    assert_eq!(sink_task.await.expect("sink"), 0, "nothing more after the stop");
+}
+
+#[tokio::test]
+async fn a_keepalive_is_confirmed_when_nothing_is_in_flight_and_not_while_a_chunk_is() {
+    let mut events = transaction(0x100);
+    events.push(keepalive(0x200));
+    let Run { stream, confirmed: seen, exhausted } = fake(events, false);
+    let (ends, mut sink) = contract::channel();
+    let stop = Arc::new(Notify::new());
+    let sink_task = {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            let chunk = sink.next().await.expect("a chunk");
+            // The keepalive came while this chunk was in flight.
+            exhausted.notified().await;
+            assert!(confirmed(&seen).is_empty(), "a keepalive past an unacknowledged chunk is not confirmed");
+            sink.acknowledge(chunk.receipt);
+            stop.notify_one();
+            take_everything(sink).await
+        })
+    };
+    let (_, outcome) = drive_until(stream, ends, stop.notified()).await;
+    outcome.expect("ended");
+    assert_eq!(confirmed(&seen), vec![Lsn(0x100)]);
+    assert_eq!(sink_task.await.expect("sink"), 0, "nothing more after the stop");
+
+    // On a quiet source, with nothing in flight, the keepalive's position is confirmed.
+    let Run { stream, confirmed: seen, exhausted } = fake(vec![keepalive(0x300)], false);
+    let (ends, sink) = contract::channel();
+    let sink_task = tokio::spawn(take_everything(sink));
+    let (_, outcome) = drive_until(stream, ends, exhausted.notified()).await;
+    outcome.expect("ended");
+    assert_eq!(confirmed(&seen), vec![Lsn(0x300)]);
+    assert_eq!(sink_task.await.expect("sink"), 0);
+}
+
+#[tokio::test]
+async fn on_stop_the_pending_lines_go_to_the_sink_and_are_acknowledged_before_the_driver_returns() {
+    // The stream claims more is buffered, so the lines wait in the driver until the stop.
+    let Run { stream, confirmed: seen, exhausted } = fake(transaction(0x100), true);
+    let (ends, sink) = contract::channel();
+    let sink_task = tokio::spawn(take_everything(sink));
+    let (stream, outcome) = drive_until(stream, ends, exhausted.notified()).await;
+    assert_eq!(outcome.expect("ended"), Ended::Signal);
+    assert!(stream.is_some());
+    assert_eq!(confirmed(&seen), vec![Lsn(0x100)], "the final position is confirmed before returning");
+    assert_eq!(sink_task.await.expect("sink"), 1);
+}
+
+#[tokio::test]
+async fn a_sink_that_stops_ends_the_session_with_an_error() {
+    let Run { stream, confirmed: seen, .. } = fake(transaction(0x100), false);
+    let (ends, sink) = contract::channel();
+    drop(sink);
+    let (stream, outcome) = drive_until(stream, ends, std::future::pending()).await;
+    assert!(matches!(outcome, Err(DriveError::SinkStopped)), "{outcome:?}");
+    assert!(stream.is_none(), "a failed session is closed, not finished");
+    assert!(confirmed(&seen).is_empty());
+}
+
+/// A sink that acknowledges every chunk at once; returns the chunks it took.
+async fn take_everything(mut sink: SinkEnds) -> usize {
+    let mut taken = 0;
+    while let Some(chunk) = sink.next().await {
+        taken += 1;
+        sink.acknowledge(chunk.receipt);
+    }
+    taken
+}
