@@ -5,6 +5,7 @@ pub mod error;
 mod heartbeat;
 pub mod lifecycle;
 pub mod notify;
+pub mod outbox_cleanup;
 pub mod runner;
 pub mod snapshot;
 pub mod spec;

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use super::heartbeat::heartbeat;
 use super::lifecycle::{Phase, State};
+use super::outbox_cleanup::OutboxCleanup;
 use super::spec::{JobSpec, SnapshotMode};
 use super::{JobError, catalog_watch, snapshot};
 use crate::backoff;
@@ -213,14 +214,15 @@ async fn decide_start(
     out: &mut AnySink,
 ) -> Result<Start, JobError> {
     let SetUp { spec, metrics, sink, .. } = *setup;
-    let slot_status = repl
+    let slot = repl
         .simple_query(&format!(
-            "SELECT coalesce(wal_status, 'unknown') AS wal_status FROM pg_replication_slots WHERE slot_name = {}",
+            "SELECT coalesce(wal_status, 'unknown') AS wal_status, confirmed_flush_lsn::text AS confirmed \
+             FROM pg_replication_slots WHERE slot_name = {}",
             quote_literal(&spec.slot)
         ))
-        .await?
-        .first("wal_status")
-        .map(str::to_string);
+        .await?;
+    let slot_status = slot.first("wal_status").map(str::to_string);
+    let slot_confirmed: Option<Lsn> = slot.first("confirmed").and_then(|lsn| lsn.parse().ok());
     let checkpoint = checkpoint::read_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
     let applied = checkpoint.as_ref().filter(|(slot, _)| slot == &spec.slot).map(|(_, lsn)| *lsn);
     Ok(match (slot_status.as_deref(), applied) {
@@ -239,8 +241,16 @@ async fn decide_start(
             start_fresh(setup, repl, out).await?
         }
         (Some(_), Some(applied)) => {
-            tracing::info!(job = %spec.name, slot = %spec.slot, %applied, "resuming from the checkpoint");
-            Start::At(applied)
+            // Outbox rows are deleted after the ledger moved and before the
+            // slot's position does: resume from the slot's, so the rows of
+            // changes delivered just before a crash are deleted too
+            // (`outbox_cleanup`); the delivery skips those changes itself.
+            let from = match slot_confirmed {
+                Some(confirmed) if spec.outbox_delete => confirmed.min(applied),
+                _ => applied,
+            };
+            tracing::info!(job = %spec.name, slot = %spec.slot, %applied, from = %from, "resuming from the checkpoint");
+            Start::At(from)
         }
         (exists, _) => {
             if exists.is_some() {
@@ -277,6 +287,14 @@ impl Driving for Streaming<'_> {
     {
         let Streaming { spec, metrics, primary_keys, mut stop, stream } = self;
         let (ends, sink_ends) = contract::channel();
+        // With outbox deletion, the job's stage sits between the driver and the sink.
+        let (sink_ends, cleanup_task) = match outbox_cleanup(spec) {
+            Some(cleanup) => {
+                let (stage_ends, stage_sink_ends) = contract::channel();
+                (stage_sink_ends, Some(tokio::spawn(cleanup.run(sink_ends, stage_ends))))
+            }
+            None => (sink_ends, None),
+        };
         let sink_task = tokio::spawn(take_chunks(sink_ends));
         let stopped = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
@@ -291,11 +309,11 @@ impl Driving for Streaming<'_> {
         if let Some(task) = heartbeat {
             task.abort();
         }
-        let sink_result = match sink_task.await {
-            Ok(result) => result,
-            Err(join) => return Err(JobError::SinkTask(join.to_string())),
-        };
+        let sink_result = sink_task.await.map_err(|join| JobError::SinkTask(join.to_string()))?;
         sink_result?;
+        if let Some(task) = cleanup_task {
+            task.await.map_err(|join| JobError::SinkTask(join.to_string()))??;
+        }
         outcome?;
         if let Some(stream) = stream {
             stream.finish().await?;
@@ -325,6 +343,7 @@ async fn start_fresh(setup: &SetUp<'_>, repl: &mut Connection, out: &mut AnySink
         (_, Some(snapshot)) => {
             metrics.set_state(State::Running, Some(Phase::Snapshot));
             metrics.source_connected.set(1);
+            let cleanup = outbox_cleanup(spec);
             let copy = snapshot::Snapshot {
                 source: &spec.source,
                 catalog: source_sql,
@@ -333,6 +352,7 @@ async fn start_fresh(setup: &SetUp<'_>, repl: &mut Connection, out: &mut AnySink
                 tables,
                 name: snapshot,
                 consistent_point: created.consistent_point,
+                outbox_cleanup: cleanup.as_ref(),
             };
             let rows = out.copy(&copy).await?;
             tracing::info!(job = %spec.name, rows, "snapshot done");
@@ -373,4 +393,9 @@ async fn check_select(
 /// What the connection holding the checkpoint is called in messages.
 fn checkpoint_db_role(spec: &JobSpec) -> &'static str {
     if spec.sink.holds_checkpoint() { "the sink" } else { "the state store" }
+}
+
+/// The deletion of delivered outbox rows, when the job asks for it.
+fn outbox_cleanup(spec: &JobSpec) -> Option<OutboxCleanup> {
+    spec.outbox_delete.then(|| OutboxCleanup::new(spec.outbox.clone(), spec.source.clone()))
 }

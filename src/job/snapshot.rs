@@ -23,6 +23,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
+use super::outbox_cleanup::{OutboxCleanup, OutboxRows};
 use crate::change::encode::SnapshotRows;
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
@@ -72,6 +73,8 @@ pub struct Snapshot<'a> {
     pub name: &'a str,
     /// The slot's consistent point: the copied rows' position.
     pub consistent_point: Lsn,
+    /// Deletes the outbox rows copied as events, once each table is delivered.
+    pub outbox_cleanup: Option<&'a OutboxCleanup>,
 }
 
 /// Receives the copy as `snapshot` change lines, a table at a time: the
@@ -87,6 +90,7 @@ impl Snapshot<'_> {
     /// sinks outside Postgres) into `into`, a table at a time. Returns the rows copied.
     pub async fn copy_as_lines(&self, into: &mut impl SnapshotLines) -> Result<u64, SnapshotError> {
         let (consistent_point, plan) = (self.consistent_point, self);
+        let mut cleanup = self.outbox_cleanup.cloned();
         let mut reader = self.session().await?;
         let mut total = 0;
         for table in self.tables {
@@ -106,6 +110,7 @@ impl Snapshot<'_> {
             into.begin_table().await?;
             let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
             let read = read_copy(&mut reader, &sql, &mut progress, chunks);
+            let mut outbox_rows = OutboxRows::new();
             let write = async {
                 let mut rows: u64 = 0;
                 let mut line = Vec::with_capacity(512);
@@ -116,6 +121,9 @@ impl Snapshot<'_> {
                             .write_line(&mut line, row, consistent_point, rows)
                             .map_err(|e| SinkError::Record(e.to_string()))?;
                         line.pop();
+                        if let Some(cleanup) = &cleanup {
+                            cleanup.note(&line, &mut outbox_rows);
+                        }
                         into.line(Bytes::copy_from_slice(&line)).await?;
                         rows += 1;
                     }
@@ -126,6 +134,9 @@ impl Snapshot<'_> {
             let (read, written) = tokio::join!(read, write);
             let rows = written?;
             read?;
+            if let Some(cleanup) = &mut cleanup {
+                cleanup.delete(outbox_rows).await?;
+            }
             progress.finish();
             total += rows;
         }

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{Delivery, Outbox, Transport};
+use super::{Delivery, Transport};
 use crate::change::encode::JsonLines;
 use crate::job::snapshot::{Snapshot, SnapshotError};
 use crate::job::spec::JobSpec;
@@ -30,10 +30,6 @@ impl<T: Transport> BatchSink<T> {
             self.transport.take().ok_or_else(|| SinkError::Record("the transport is in use".into()))?;
         let spec = &self.spec;
         let state = sql_client::connect(&spec.checkpoint_db, "the state store").await?;
-        let outbox = Outbox {
-            rules: spec.outbox.clone(),
-            delete_from: spec.outbox_delete.then(|| spec.source.clone()),
-        };
         Delivery::open(
             &spec.name,
             transport,
@@ -41,7 +37,7 @@ impl<T: Transport> BatchSink<T> {
             spec.batch_size,
             spec.flush_interval,
             self.metrics.clone(),
-            Some(outbox),
+            spec.outbox.clone(),
         )
         .await
     }

@@ -6,7 +6,7 @@
 //! ```text
 //!  chunks ──> Batcher (skip what was delivered, re-form the batch in flight)
 //!     ──> outbox routing? ──> ledger: in_flight = batch ──> transport (retries inside)
-//!     ──> outbox rows deleted? ──> ledger: applied_lsn, delivered_through, in_flight = NULL
+//!     ──> ledger: applied_lsn, delivered_through, in_flight = NULL
 //!     ──> acknowledge the chunks whose lines are all delivered
 //! ```
 //!
@@ -19,9 +19,6 @@
 //!   under a new key.
 //! - The batch being sent is recorded before it is sent, so after a crash
 //!   the same batch goes out again, with the same key (labels for StarRocks).
-//! - Processed outbox rows are deleted after their batch was delivered and
-//!   before the ledger moves past it, so a crash in between re-sends the
-//!   batch (same key) and the delete is repeated harmlessly.
 //! - Snapshot rows are batched the same way but leave no trace in the
 //!   ledger: an interrupted copy starts over with a new slot.
 
@@ -31,7 +28,6 @@ mod settle;
 
 pub use batch_sink::BatchSink;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,9 +43,7 @@ use crate::change::outbox::{OutboxRules, Routed};
 use crate::job::snapshot::SnapshotLines;
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
-use crate::names::quote_ident;
 use crate::sink::contract::{Chunk, SinkEnds};
-use crate::source::conninfo::ConnInfo;
 
 /// A sink that takes batches: how its URL reads, how it is made ready,
 /// and how one batch is sent.
@@ -135,13 +129,6 @@ impl Ledger {
     }
 }
 
-/// Outbox routing, and the deletion of delivered outbox rows on the source.
-pub struct Outbox {
-    pub rules: OutboxRules,
-    /// Set when delivered rows are to be deleted.
-    pub delete_from: Option<ConnInfo>,
-}
-
 /// What one sent batch delivered.
 #[derive(Debug, Default)]
 struct Delivered {
@@ -159,8 +146,8 @@ pub struct Delivery<T: Transport> {
     transport: T,
     batcher: Batcher,
     ledger: Ledger,
-    outbox: Option<Outbox>,
-    source: Option<Client>,
+    /// Empty rules: no outbox routing.
+    outbox: OutboxRules,
     metrics: Arc<JobMetrics>,
     flush_interval: Duration,
     open: OpenChunks,
@@ -176,7 +163,7 @@ impl<T: Transport> Delivery<T> {
         batch_size: usize,
         flush_interval: Duration,
         metrics: Arc<JobMetrics>,
-        outbox: Option<Outbox>,
+        outbox: OutboxRules,
     ) -> Result<Delivery<T>, SinkError> {
         let ledger = Ledger::open(state, job).await?;
         let (delivered_through, in_flight, shapes) = ledger.recall().await?;
@@ -189,8 +176,7 @@ impl<T: Transport> Delivery<T> {
             transport,
             batcher: Batcher::new(batch_size, delivered_through.as_deref(), in_flight, shapes),
             ledger,
-            outbox: outbox.filter(|o| !o.rules.is_empty()),
-            source: None,
+            outbox,
             metrics,
             flush_interval,
             open: OpenChunks::default(),
@@ -257,7 +243,7 @@ impl<T: Transport> Delivery<T> {
         let Some(batch) = self.batcher.cut() else { return Ok(None) };
         let consumed = batch.lines.len();
         let streamed = batch.last_position.is_some();
-        let (rendered, outbox_rows) = self.route(batch);
+        let rendered = self.route(batch);
         if streamed && !rendered.lines.is_empty() {
             self.ledger.sending(&rendered.in_flight()).await?;
         }
@@ -270,7 +256,6 @@ impl<T: Transport> Delivery<T> {
                 return Err(error);
             }
         };
-        self.delete_outbox_rows(outbox_rows).await?;
         self.metrics.sink_bytes.inc_by(bytes);
         tracing::debug!(job = %self.job, %key, first = %rendered.first_id, last = %rendered.last_id, changes = consumed, bytes, "delivered a batch");
         Ok(Some(Delivered {
@@ -305,20 +290,16 @@ impl<T: Transport> Delivery<T> {
     }
 
     /// The batch as the transport sends it: outbox traffic turned into
-    /// events (or dropped); the outbox rows to delete once it is delivered.
-    fn route(&self, batch: Batch) -> (Batch, HashMap<String, Vec<String>>) {
-        let mut rows: HashMap<String, Vec<String>> = HashMap::new();
-        let Some(outbox) = &self.outbox else { return (batch, rows) };
+    /// events (or dropped).
+    fn route(&self, batch: Batch) -> Batch {
+        if self.outbox.is_empty() {
+            return batch;
+        }
         let mut lines = Vec::with_capacity(batch.lines.len());
         for line in &batch.lines {
-            match outbox.rules.route(line) {
+            match self.outbox.route(line) {
                 Routed::Change => lines.push(line.clone()),
-                Routed::Event { line, row } => {
-                    lines.push(Bytes::from(line));
-                    if let (Some((table, key)), Some(_)) = (row, &outbox.delete_from) {
-                        rows.entry(table).or_default().push(key);
-                    }
-                }
+                Routed::Event { line, .. } => lines.push(Bytes::from(line)),
                 Routed::Dropped => {}
                 Routed::Rejected(reason) => {
                     let id = batch::change_id(line).unwrap_or("?");
@@ -327,45 +308,7 @@ impl<T: Transport> Delivery<T> {
                 }
             }
         }
-        (Batch { lines, ..batch }, rows)
-    }
-
-    /// Deletes delivered outbox rows by their keys, a statement per table.
-    async fn delete_outbox_rows(&mut self, rows: HashMap<String, Vec<String>>) -> Result<(), SinkError> {
-        let Some(info) = self.outbox.as_ref().and_then(|o| o.delete_from.as_ref()) else { return Ok(()) };
-        if rows.is_empty() {
-            return Ok(());
-        }
-        if self.source.as_ref().is_none_or(Client::is_closed) {
-            let client =
-                crate::sql_client::connect(info, "the source").await.map_err(|e| SinkError::Unavailable {
-                    target: "the source (to delete delivered outbox rows)".into(),
-                    attempts: 1,
-                    reason: e.to_string(),
-                    timed_out: false,
-                })?;
-            self.source = Some(client);
-        }
-        let Some(source) = &self.source else { return Ok(()) };
-        for (table, keys) in rows {
-            let Some((schema, name)) = table.split_once('.') else { continue };
-            let columns: Vec<String> = keys
-                .first()
-                .and_then(|key| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(key).ok())
-                .map(|key| key.keys().map(|c| quote_ident(c)).collect())
-                .unwrap_or_default();
-            if columns.is_empty() {
-                continue;
-            }
-            let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
-            let list = columns.join(", ");
-            let sql = format!(
-                "DELETE FROM {quoted} WHERE ({list}) IN (SELECT {list} FROM jsonb_populate_recordset(NULL::{quoted}, $1::text::jsonb))"
-            );
-            let keys = format!("[{}]", keys.join(","));
-            source.execute(&sql, &[&keys]).await.map_err(SinkError::OutboxCleanup)?;
-        }
-        Ok(())
+        Batch { lines, ..batch }
     }
 }
 

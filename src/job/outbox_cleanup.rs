@@ -1,0 +1,197 @@
+//! Deleting delivered outbox rows on the source (`WALPIPE_OUTBOX_DELETE`):
+//! a stage the job puts between the driver and the sink.
+//!
+//! ```text
+//!  driver ──chunk──> stage: note the chunk's outbox rows ──chunk──> sink
+//!  driver <─receipt── stage: delete the rows of the chunks acknowledged <─receipt── sink
+//! ```
+//!
+//! Invariants:
+//! - A chunk's outbox rows are deleted after the sink acknowledged the
+//!   chunk (its events delivered and recorded) and before the driver may
+//!   confirm its position to the slot.
+//! - So after a crash in between, the slot's confirmed position lies
+//!   before those rows. A job that deletes outbox rows therefore resumes
+//!   from the slot's position, not the ledger's (`runner`): the delivery
+//!   skips the replayed changes it had delivered (same ids), and this stage
+//!   deletes their rows again, which is harmless.
+//! - Rows are known by the key of their insert: an update of an outbox row
+//!   is not an event, and a row already gone is not an error.
+
+use std::collections::{HashMap, VecDeque};
+
+use tokio_postgres::Client;
+
+use crate::change::outbox::{OutboxRules, Routed};
+use crate::names::quote_ident;
+use crate::sink::SinkError;
+use crate::sink::contract::{Chunk, DriverEnds, Receipt, Settled, SinkEnds};
+use crate::source::conninfo::ConnInfo;
+
+/// Outbox rows to delete, by table `schema.name`: each a JSON object of key columns.
+pub type OutboxRows = HashMap<String, Vec<String>>;
+type Rows = OutboxRows;
+
+/// Also used by the initial copy (`snapshot`): an outbox row copied is an
+/// event too, and is deleted once its table's copy was delivered.
+pub struct OutboxCleanup {
+    rules: OutboxRules,
+    source: ConnInfo,
+    session: Option<Client>,
+}
+
+/// A clone opens its own session to the source.
+impl Clone for OutboxCleanup {
+    fn clone(&self) -> OutboxCleanup {
+        OutboxCleanup::new(self.rules.clone(), self.source.clone())
+    }
+}
+
+impl OutboxCleanup {
+    pub fn new(rules: OutboxRules, source: ConnInfo) -> OutboxCleanup {
+        OutboxCleanup { rules, source, session: None }
+    }
+
+    /// Passes chunks from `upstream` (the driver) to `downstream` (the
+    /// sink), and acknowledgements back once the rows are deleted; ends
+    /// when either side does.
+    pub async fn run(mut self, mut upstream: SinkEnds, mut downstream: DriverEnds) -> Result<(), SinkError> {
+        // Per chunk in the sink's hands, oldest first: its receipt upstream, its rows.
+        let mut in_sink: VecDeque<(Receipt, Rows)> = VecDeque::new();
+        let mut upstream_open = true;
+        loop {
+            tokio::select! {
+                chunk = upstream.next(), if upstream_open => match chunk {
+                    Some(Chunk { lines, confirm, commit_times, caught_up, receipt }) => {
+                        let rows = self.rows_in(&lines);
+                        let Some(slot) = downstream.reserve().await else { return Ok(()) };
+                        slot.send(lines, confirm, commit_times, caught_up);
+                        in_sink.push_back((receipt, rows));
+                    }
+                    None => {
+                        upstream_open = false;
+                        downstream.close();
+                    }
+                },
+                settled = downstream.acknowledged() => {
+                    let Some(Settled { chunks, .. }) = settled else { return Ok(()) };
+                    let mut rows = Rows::new();
+                    let mut last = None;
+                    for (receipt, chunk_rows) in in_sink.drain(..chunks.min(in_sink.len())) {
+                        for (table, keys) in chunk_rows {
+                            rows.entry(table).or_default().extend(keys);
+                        }
+                        last = Some(receipt);
+                    }
+                    self.delete(rows).await?;
+                    if let Some(receipt) = last {
+                        upstream.acknowledge(receipt);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The outbox rows whose inserts are in `lines`.
+    fn rows_in(&self, lines: &[u8]) -> Rows {
+        let mut rows = Rows::new();
+        for line in lines.split(|b| *b == b'\n') {
+            self.note(line, &mut rows);
+        }
+        rows
+    }
+
+    /// Adds the outbox row whose insert (or copy) is `line`, if it is one.
+    pub fn note(&self, line: &[u8], rows: &mut OutboxRows) {
+        if line.is_empty() {
+            return;
+        }
+        if let Routed::Event { row: Some((table, key)), .. } = self.rules.route(line) {
+            rows.entry(table).or_default().push(key);
+        }
+    }
+
+    /// Deletes rows by their keys, a statement per table.
+    pub async fn delete(&mut self, rows: Rows) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if self.session.as_ref().is_none_or(Client::is_closed) {
+            let client = crate::sql_client::connect(&self.source, "the source").await.map_err(|e| {
+                SinkError::Unavailable {
+                    target: "the source (to delete delivered outbox rows)".into(),
+                    attempts: 1,
+                    reason: e.to_string(),
+                    timed_out: false,
+                }
+            })?;
+            self.session = Some(client);
+        }
+        let Some(source) = &self.session else { return Ok(()) };
+        for (table, keys) in rows {
+            let Some((sql, keys)) = delete_statement(&table, &keys) else { continue };
+            source.execute(&sql, &[&keys]).await.map_err(SinkError::OutboxCleanup)?;
+        }
+        Ok(())
+    }
+}
+
+/// `DELETE FROM table WHERE (key columns) IN (the keys)`, with the keys as
+/// its one parameter; `None` for a table name or keys it cannot read.
+fn delete_statement(table: &str, keys: &[String]) -> Option<(String, String)> {
+    let (schema, name) = table.split_once('.')?;
+    let columns: Vec<String> = keys
+        .first()
+        .and_then(|key| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(key).ok())
+        .map(|key| key.keys().map(|c| quote_ident(c)).collect())?;
+    if columns.is_empty() {
+        return None;
+    }
+    let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
+    let list = columns.join(", ");
+    let sql = format!(
+        "DELETE FROM {quoted} WHERE ({list}) IN (SELECT {list} FROM jsonb_populate_recordset(NULL::{quoted}, $1::text::jsonb))"
+    );
+    Some((sql, format!("[{}]", keys.join(","))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lsn::Lsn;
+    use crate::sink::contract;
+
+    #[tokio::test]
+    async fn a_chunk_is_acknowledged_upstream_only_after_the_sink_acknowledged_it() {
+        let (mut driver, stage_up) = contract::channel();
+        let (stage_down, mut sink) = contract::channel();
+        let rules = OutboxRules { tables: ["public.outbox".to_string()].into(), prefix: None };
+        let source = ConnInfo::parse("postgres://nobody@127.0.0.1:1/none").expect("url");
+        let stage = tokio::spawn(OutboxCleanup::new(rules, source).run(stage_up, stage_down));
+        // A change of another table: nothing to delete, so no source session is needed.
+        let line = br#"{"id":"0/10:0","op":"insert","table":"public.orders","key":{"id":1},"new":{"id":1}}"#;
+        driver.reserve().await.expect("open").send(line.to_vec(), Some(Lsn(0x20)), Vec::new(), true);
+        let chunk = sink.next().await.expect("passed on");
+        assert_eq!((chunk.lines.as_slice(), chunk.confirm), (&line[..], Some(Lsn(0x20))));
+        assert_eq!(driver.unacknowledged(), 1, "not acknowledged before the sink did");
+        sink.acknowledge(chunk.receipt);
+        assert_eq!(driver.acknowledged().await, Some(Settled { chunks: 1, confirm: Some(Lsn(0x20)) }));
+        driver.close();
+        assert!(sink.next().await.is_none(), "the end is passed on");
+        drop(sink);
+        stage.await.expect("joined").expect("ended well");
+    }
+
+    #[test]
+    fn rows_are_deleted_by_their_key_columns_in_one_statement_per_table() {
+        let keys = vec![r#"{"id":1}"#.to_string(), r#"{"id":2}"#.to_string()];
+        let (sql, parameter) = delete_statement("public.Outbox", &keys).expect("a statement");
+        assert_eq!(
+            sql,
+            "DELETE FROM \"public\".\"Outbox\" WHERE (\"id\") IN (SELECT \"id\" FROM jsonb_populate_recordset(NULL::\"public\".\"Outbox\", $1::text::jsonb))"
+        );
+        assert_eq!(parameter, r#"[{"id":1},{"id":2}]"#);
+        assert!(delete_statement("no_schema", &keys).is_none());
+        assert!(delete_statement("public.outbox", &["not json".to_string()]).is_none());
+    }
+}
