@@ -27,7 +27,7 @@ use relation::Table;
 /// followed by a body (written when the change arrives), ending in `\n`.
 pub trait Encoding: Clone + Send + Sync + 'static {
     /// What every change of one transaction shares, rendered once.
-    type Txn: Send + std::fmt::Debug;
+    type Txn: Send + Sync + std::fmt::Debug;
 
     fn txn(&self, commit_lsn: Lsn, xid: Option<u32>, commit_time: Option<i64>) -> Self::Txn;
     fn write_header(&self, txn: &Self::Txn, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn);

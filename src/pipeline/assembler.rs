@@ -377,20 +377,22 @@ impl<E: Encoding> Assembler<E> {
 impl<E: Encoding> CommittedStream<E> {
     /// Writes replayed lines to `out` until it holds about `max_bytes`.
     /// Returns whether lines remain.
-    pub fn replay_into(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> std::io::Result<bool> {
+    pub async fn replay_into(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> std::io::Result<bool> {
         let (encoding, fields) = (&self.encoding, &self.fields);
         let ordinal = &mut self.next_ordinal;
-        self.replay.for_each_until(|record| {
-            match record.kind {
-                RecordKind::Change => {
-                    encoding.write_header(fields, out, *ordinal, record.lsn);
-                    *ordinal += 1;
+        self.replay
+            .for_each_until(|record| {
+                match record.kind {
+                    RecordKind::Change => {
+                        encoding.write_header(fields, out, *ordinal, record.lsn);
+                        *ordinal += 1;
+                    }
+                    RecordKind::Schema => encoding.write_schema_header(fields, out, *ordinal, record.lsn),
                 }
-                RecordKind::Schema => encoding.write_schema_header(fields, out, *ordinal, record.lsn),
-            }
-            out.extend_from_slice(record.body);
-            out.len() < max_bytes
-        })
+                out.extend_from_slice(record.body);
+                out.len() < max_bytes
+            })
+            .await
     }
 }
 

@@ -223,7 +223,7 @@ impl<R: Replication> Driver<R> {
                         }
                         Step::Replay(mut committed) => {
                             self.data_arrived = true;
-                            while committed.replay_into(&mut self.pending, CHUNK_BYTES).map_err(DriveError::Replay)? {
+                            while committed.replay_into(&mut self.pending, CHUNK_BYTES).await.map_err(DriveError::Replay)? {
                                 self.send_pending(false).await?;
                             }
                             self.pending_confirm = Some(committed.end_lsn);

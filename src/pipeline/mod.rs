@@ -3,3 +3,4 @@
 pub mod assembler;
 pub mod driver;
 pub mod spill;
+mod spill_io;

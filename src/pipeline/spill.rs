@@ -8,6 +8,7 @@
 //! of all open streamed transactions passes a cap; then the transaction
 //! being appended to moves its records to an unnamed temporary file (gone
 //! when closed, even after a crash), and appends go there from then on.
+//! The file's reads and writes run on the spill I/O thread (`spill_io`).
 //!
 //! Invariants:
 //! - Records are replayed in the order they were appended (file first, then
@@ -18,9 +19,9 @@
 //!   the transactions.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io;
 
+use super::spill_io::{SpillReader, SpillWriter};
 use crate::lsn::Lsn;
 
 /// Record header: subxid u32, lsn u64, body length u32, kind u8.
@@ -44,7 +45,7 @@ pub struct StreamedTxns {
 #[derive(Debug, Default)]
 struct StreamedTxn {
     memory: Vec<u8>,
-    file: Option<BufWriter<File>>,
+    file: Option<SpillWriter>,
     aborted_subxids: HashSet<u32>,
 }
 
@@ -89,9 +90,9 @@ impl StreamedTxns {
             let held = txn.memory.len();
             let file = match &mut txn.file {
                 Some(file) => file,
-                None => txn.file.insert(BufWriter::with_capacity(256 * 1024, tempfile::tempfile()?)),
+                None => txn.file.insert(SpillWriter::create()?),
             };
-            file.write_all(&txn.memory)?;
+            file.write(&txn.memory)?;
             txn.memory.clear();
             txn.memory.shrink_to(64 * 1024);
             self.memory_used -= held;
@@ -118,22 +119,25 @@ impl StreamedTxns {
             return Ok(Replay::empty());
         };
         self.memory_used -= txn.memory.len();
-        let file = match txn.file.take() {
-            Some(writer) => {
-                let mut file = writer.into_inner().map_err(io::IntoInnerError::into_error)?;
-                file.seek(SeekFrom::Start(0))?;
-                Some(BufReader::with_capacity(256 * 1024, file))
-            }
-            None => None,
-        };
-        Ok(Replay { file, memory: txn.memory, memory_pos: 0, aborted: txn.aborted_subxids })
+        let file = txn.file.take().map(SpillWriter::finish).transpose()?;
+        Ok(Replay {
+            file,
+            read: Vec::new(),
+            read_pos: 0,
+            memory: txn.memory,
+            memory_pos: 0,
+            aborted: txn.aborted_subxids,
+        })
     }
 }
 
 /// The changes of one committed streamed transaction, read back in order.
 #[derive(Debug)]
 pub struct Replay {
-    file: Option<BufReader<File>>,
+    file: Option<SpillReader>,
+    /// Blocks read from the file and not yet replayed, from `read_pos`.
+    read: Vec<u8>,
+    read_pos: usize,
     memory: Vec<u8>,
     memory_pos: usize,
     aborted: HashSet<u32>,
@@ -149,27 +153,37 @@ pub struct Record<'a> {
 
 impl Replay {
     fn empty() -> Replay {
-        Replay { file: None, memory: Vec::new(), memory_pos: 0, aborted: HashSet::new() }
+        Replay {
+            file: None,
+            read: Vec::new(),
+            read_pos: 0,
+            memory: Vec::new(),
+            memory_pos: 0,
+            aborted: HashSet::new(),
+        }
     }
 
     /// Calls `each` for every surviving record, in order, until `each` asks
     /// to stop (returns false) or the records run out. Returns whether records remain.
-    pub fn for_each_until(&mut self, mut each: impl FnMut(Record<'_>) -> bool) -> io::Result<bool> {
-        let mut body = Vec::new();
-        while let Some(file) = &mut self.file {
-            let mut header = [0u8; HEADER_LEN];
-            match file.read_exact(&mut header) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
-                    self.file = None;
-                    break;
-                }
-                Err(error) => return Err(error),
+    pub async fn for_each_until(&mut self, mut each: impl FnMut(Record<'_>) -> bool) -> io::Result<bool> {
+        while self.file.is_some() || self.read_pos < self.read.len() {
+            let held = &self.read[self.read_pos..];
+            let whole = held.len() >= HEADER_LEN && {
+                let (_, _, len, _) = parse_header(held[..HEADER_LEN].try_into().unwrap_or(&[0; HEADER_LEN]));
+                held.len() >= HEADER_LEN + len
+            };
+            if !whole {
+                self.read_more().await?;
+                continue;
             }
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&held[..HEADER_LEN]);
             let (subxid, lsn, len, kind) = parse_header(&header);
-            body.resize(len, 0);
-            file.read_exact(&mut body)?;
-            if !self.aborted.contains(&subxid) && !each(Record { lsn, kind, body: &body }) {
+            let start = self.read_pos + HEADER_LEN;
+            self.read_pos = start + len;
+            if !self.aborted.contains(&subxid)
+                && !each(Record { lsn, kind, body: &self.read[start..start + len] })
+            {
                 return Ok(true);
             }
         }
@@ -189,6 +203,28 @@ impl Replay {
     }
 }
 
+impl Replay {
+    /// Appends the file's next block to what is held (dropping what was
+    /// replayed); at the end of the file, a record left incomplete is an error.
+    async fn read_more(&mut self) -> io::Result<()> {
+        let block = match self.file.as_mut() {
+            Some(file) => file.next_block().await?,
+            None => None,
+        };
+        let Some(block) = block else {
+            self.file = None;
+            if self.read_pos < self.read.len() {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the spill file ends inside a record"));
+            }
+            return Ok(());
+        };
+        self.read.drain(..self.read_pos);
+        self.read_pos = 0;
+        self.read.extend_from_slice(&block);
+        Ok(())
+    }
+}
+
 fn parse_header(header: &[u8; HEADER_LEN]) -> (u32, Lsn, usize, RecordKind) {
     let subxid = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
     let mut lsn = [0u8; 8];
@@ -202,13 +238,14 @@ fn parse_header(header: &[u8; HEADER_LEN]) -> (u32, Lsn, usize, RecordKind) {
 mod tests {
     use super::*;
 
-    fn replay_all(replay: &mut Replay) -> Vec<(u64, String)> {
+    async fn replay_all(replay: &mut Replay) -> Vec<(u64, String)> {
         let mut seen = Vec::new();
         replay
             .for_each_until(|record| {
                 seen.push((record.lsn.0, String::from_utf8(record.body.to_vec()).expect("utf-8")));
                 true
             })
+            .await
             .expect("replay");
         seen
     }
@@ -217,31 +254,31 @@ mod tests {
         move |out| out.extend_from_slice(text.as_bytes())
     }
 
-    #[test]
-    fn keeps_order_and_drops_aborted_subtransactions() {
+    #[tokio::test]
+    async fn keeps_order_and_drops_aborted_subtransactions() {
         let mut txns = StreamedTxns::new(1024);
         txns.append(10, 10, Lsn(1), RecordKind::Change, body("a")).expect("append");
         txns.append(10, 11, Lsn(2), RecordKind::Change, body("sub")).expect("append");
         txns.append(10, 10, Lsn(3), RecordKind::Change, body("b")).expect("append");
         txns.abort(10, 11);
         let mut replay = txns.commit(10).expect("commit");
-        assert_eq!(replay_all(&mut replay), vec![(1, "a".into()), (3, "b".into())]);
+        assert_eq!(replay_all(&mut replay).await, vec![(1, "a".into()), (3, "b".into())]);
         assert!(txns.is_empty());
         assert_eq!(txns.memory_used(), 0);
     }
 
-    #[test]
-    fn whole_abort_drops_everything() {
+    #[tokio::test]
+    async fn whole_abort_drops_everything() {
         let mut txns = StreamedTxns::new(1024);
         txns.append(7, 7, Lsn(1), RecordKind::Change, body("x")).expect("append");
         txns.abort(7, 7);
         assert!(txns.is_empty());
         assert_eq!(txns.memory_used(), 0);
-        assert_eq!(replay_all(&mut txns.commit(7).expect("commit")), vec![]);
+        assert_eq!(replay_all(&mut txns.commit(7).expect("commit")).await, vec![]);
     }
 
-    #[test]
-    fn spills_past_the_cap_and_replays_in_order() {
+    #[tokio::test]
+    async fn spills_past_the_cap_and_replays_in_order() {
         let mut txns = StreamedTxns::new(100);
         let mut expected = Vec::new();
         for i in 0..1000u64 {
@@ -252,11 +289,11 @@ mod tests {
             assert!(txns.memory_used() <= 100 + HEADER_LEN + 16);
         }
         let mut replay = txns.commit(1).expect("commit");
-        assert_eq!(replay_all(&mut replay), expected);
+        assert_eq!(replay_all(&mut replay).await, expected);
     }
 
-    #[test]
-    fn record_kinds_survive_a_spill() {
+    #[tokio::test]
+    async fn record_kinds_survive_a_spill() {
         let mut txns = StreamedTxns::new(64);
         for i in 0..50u64 {
             let kind = if i % 7 == 0 { RecordKind::Schema } else { RecordKind::Change };
@@ -269,6 +306,7 @@ mod tests {
                 kinds.push((record.lsn.0, record.kind));
                 true
             })
+            .await
             .expect("replay");
         let expected: Vec<_> = (0..50u64)
             .map(|i| (i, if i % 7 == 0 { RecordKind::Schema } else { RecordKind::Change }))
@@ -276,8 +314,8 @@ mod tests {
         assert_eq!(kinds, expected);
     }
 
-    #[test]
-    fn replay_can_pause_and_resume() {
+    #[tokio::test]
+    async fn replay_can_pause_and_resume() {
         let mut txns = StreamedTxns::new(1 << 20);
         for i in 0..10u64 {
             txns.append(1, 1, Lsn(i), RecordKind::Change, body("r")).expect("append");
@@ -293,6 +331,7 @@ mod tests {
                     count += 1;
                     taken < 3
                 })
+                .await
                 .expect("replay");
         }
         assert_eq!(count, 10);

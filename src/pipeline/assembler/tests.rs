@@ -123,8 +123,8 @@ fn a_new_shape_is_announced_before_its_first_change_and_ids_do_not_move() {
     assert_eq!(lines[4]["new"], serde_json::json!({"id": 3, "w": null, "v": null}));
 }
 
-#[test]
-fn streamed_transaction_waits_for_commit_and_drops_aborted_subtransactions() {
+#[tokio::test]
+async fn streamed_transaction_waits_for_commit_and_drops_aborted_subtransactions() {
     let mut asm = Assembler::new(JsonLines, 64, None, Default::default());
     let mut out = Vec::new();
     feed(&mut asm, 1, Message::StreamStart(StreamStart { xid: 900, first_segment: true }), &mut out);
@@ -147,7 +147,7 @@ fn streamed_transaction_waits_for_commit_and_drops_aborted_subtransactions() {
         panic!("expected a replay");
     };
     assert_eq!(stream.end_lsn, Lsn(0x98));
-    while stream.replay_into(&mut out, 1).expect("replay") {}
+    while stream.replay_into(&mut out, 1).await.expect("replay") {}
     let lines = lines(&out);
     assert_eq!(lines[0]["id"], "0/90:0:schema", "the shape, announced inside the stream");
     let ids: Vec<_> = lines[1..].iter().map(|l| l["key"]["id"].as_i64().expect("id")).collect();
