@@ -214,13 +214,19 @@ impl Replay {
         let Some(block) = block else {
             self.file = None;
             if self.read_pos < self.read.len() {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the spill file ends inside a record"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the spill file ends inside a record",
+                ));
             }
             return Ok(());
         };
         self.read.drain(..self.read_pos);
         self.read_pos = 0;
         self.read.extend_from_slice(&block);
+        if let Some(file) = self.file.as_mut() {
+            file.recycle(block);
+        }
         Ok(())
     }
 }

@@ -59,10 +59,11 @@ enum Job {
         bytes: Vec<u8>,
         writes: Arc<Writes>,
     },
+    /// Fills `block` (the reader's own buffer, so that this thread allocates nothing).
     Read {
         file: Arc<File>,
         at: u64,
-        len: usize,
+        block: Vec<u8>,
         writes: Arc<Writes>,
         reply: oneshot::Sender<io::Result<Vec<u8>>>,
     },
@@ -81,11 +82,8 @@ impl Job {
                 drop(state);
                 writes.landed.notify_all();
             }
-            Job::Read { file, at, len, writes, reply } => {
-                let read = writes.failed().and_then(|()| {
-                    let mut block = vec![0; len];
-                    file.read_exact_at(&mut block, at).map(|()| block)
-                });
+            Job::Read { file, at, mut block, writes, reply } => {
+                let read = writes.failed().and_then(|()| file.read_exact_at(&mut block, at).map(|()| block));
                 // The replay was dropped (the stream stopped): nobody to tell.
                 let _ = reply.send(read);
             }
@@ -145,7 +143,7 @@ impl SpillWriter {
     /// Everything appended, for reading back (after the writes, by the invariants).
     pub fn finish(mut self) -> io::Result<SpillReader> {
         self.queue_block()?;
-        Ok(SpillReader { file: self.file, at: 0, len: self.at, writes: self.writes })
+        Ok(SpillReader { file: self.file, at: 0, len: self.at, writes: self.writes, spare: Vec::new() })
     }
 
     fn queue_block(&mut self) -> io::Result<()> {
@@ -174,6 +172,8 @@ pub struct SpillReader {
     at: u64,
     len: u64,
     writes: Arc<Writes>,
+    /// The buffer the next block is read into.
+    spare: Vec<u8>,
 }
 
 impl std::fmt::Debug for Writes {
@@ -183,18 +183,26 @@ impl std::fmt::Debug for Writes {
 }
 
 impl SpillReader {
-    /// The next block; `None` at the end of the file.
+    /// The next block, until [`SpillReader::recycle`] gives it back;
+    /// `None` at the end of the file.
     pub async fn next_block(&mut self) -> io::Result<Option<Vec<u8>>> {
         let left = self.len - self.at;
         if left == 0 {
             return Ok(None);
         }
         let len = BLOCK.min(usize::try_from(left).unwrap_or(BLOCK));
+        let mut block = std::mem::take(&mut self.spare);
+        block.resize(len, 0);
         let (reply, read) = oneshot::channel();
-        submit(Job::Read { file: self.file.clone(), at: self.at, len, writes: self.writes.clone(), reply });
+        submit(Job::Read { file: self.file.clone(), at: self.at, block, writes: self.writes.clone(), reply });
         let block = read.await.map_err(|_| io::Error::other("the spill I/O thread stopped"))??;
         self.at += len as u64;
         Ok(Some(block))
+    }
+
+    /// Gives a block back, to read the next one into.
+    pub fn recycle(&mut self, block: Vec<u8>) {
+        self.spare = block;
     }
 }
 
