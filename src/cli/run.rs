@@ -20,6 +20,7 @@ use crate::job::notify::Notifier;
 use crate::job::spec::{JobDefinition, JobSpec, Naming};
 use crate::job::store::Store;
 use crate::job::supervisor::Supervisor;
+use crate::sink::SinkTarget;
 use crate::source::ConnInfo;
 use crate::{backoff, http, metrics};
 
@@ -33,8 +34,9 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         .clone()
         .or_else(|| {
             environment_job.as_ref().map(|job| {
-                let sink_is_postgres = job.sink_url.starts_with("postgres://") || job.sink_url.starts_with("postgresql://");
-                if sink_is_postgres { job.sink_url.clone() } else { job.source_url.clone() }
+                // The checkpoint lives in a Postgres sink; else in the source, unless told otherwise.
+                let sink_holds_it = SinkTarget::parse(&job.sink_url).is_ok_and(|sink| sink.holds_checkpoint());
+                if sink_holds_it { job.sink_url.clone() } else { job.source_url.clone() }
             })
         })
         .ok_or_else(|| {

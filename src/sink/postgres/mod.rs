@@ -33,7 +33,7 @@ use tokio_postgres::Client;
 
 use self::changelog::ChangelogWriter;
 use self::commit_loop::CommitLoop;
-pub use self::commit_loop::Writer;
+use self::commit_loop::Writer;
 use self::follow::{Follower, Place};
 use self::mirror_writer::{Discovery, MirrorWriter};
 use crate::change::encode::JsonLines;
