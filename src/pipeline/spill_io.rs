@@ -135,9 +135,19 @@ impl SpillWriter {
         })
     }
 
-    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.block.extend_from_slice(bytes);
-        if self.block.len() >= BLOCK { self.queue_block() } else { Ok(()) }
+    /// Appends `bytes`, in blocks of at most [`BLOCK`]: the first spill of
+    /// a transaction hands over everything it held in memory at once, and
+    /// copying that into one block would double it.
+    pub fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let (now, rest) = bytes.split_at(bytes.len().min(BLOCK - self.block.len()));
+            self.block.extend_from_slice(now);
+            bytes = rest;
+            if self.block.len() >= BLOCK {
+                self.queue_block()?;
+            }
+        }
+        Ok(())
     }
 
     /// Everything appended, for reading back (after the writes, by the invariants).
@@ -219,6 +229,10 @@ mod tests {
             expected.extend_from_slice(&bytes);
             writer.write(&bytes).expect("write");
         }
+        // More than a block at once, as the first spill of a transaction does.
+        let large: Vec<u8> = (0..3 * BLOCK + 5).map(|i| (i % 251) as u8).collect();
+        expected.extend_from_slice(&large);
+        writer.write(&large).expect("write");
         let mut reader = writer.finish().expect("finish");
         let mut read = Vec::new();
         while let Some(block) = reader.next_block().await.expect("read") {
