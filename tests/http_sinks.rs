@@ -552,6 +552,64 @@ fn outbox_rows_and_messages_become_events_whose_contract_survives_a_schema_chang
     assert!(!changes.iter().any(|c| c["table"] == "public.outbox"), "raw outbox changes leaked");
 }
 
+/// The job deletes a chunk's outbox rows after the sink acknowledged it and
+/// before the slot may confirm it, and resumes from the slot's position: a
+/// kill -9 anywhere leaves no row behind and loses no event.
+#[test]
+fn delivered_outbox_rows_are_deleted_and_every_event_arrives_through_kill_9s() {
+    let cluster = cluster();
+    let db = cluster.fresh_db("outbox_kill");
+    cluster.psql(
+        &db,
+        "CREATE TABLE outbox (id bigserial PRIMARY KEY, aggregate_type text NOT NULL, aggregate_id text NOT NULL, \
+             event_type text NOT NULL, payload jsonb NOT NULL)",
+    );
+    let receiver = WebhookReceiver::start(Mode::Flaky(0.1));
+    let job = format!("outbox_kill_{}", std::process::id());
+    let vars = job_vars(
+        cluster,
+        &db,
+        &receiver.url,
+        &job,
+        &[
+            ("WALPIPE_TABLES", "public.outbox"),
+            ("WALPIPE_OUTBOX_TABLES", "public.outbox"),
+            ("WALPIPE_OUTBOX_DELETE", "true"),
+            ("WALPIPE_BATCH_SIZE", "25"),
+        ],
+    );
+    let events = || -> HashSet<String> {
+        receiver
+            .deliveries()
+            .iter()
+            .filter(|d| d.accepted())
+            .flat_map(Delivery::changes)
+            .filter_map(|event| event["event_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let mut walpipe = run(&job, &vars);
+    wait_for(Duration::from_secs(60), "walpipe streams", || run_log(&job).contains("streaming"));
+    for round in 0..3 {
+        for _ in 0..10 {
+            cluster.psql(
+                &db,
+                "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) \
+                 SELECT 'order', g::text, 'order.placed', jsonb_build_object('n', g) FROM generate_series(1, 10) g",
+            );
+        }
+        wait_for(Duration::from_secs(60), "events of this round arriving", || events().len() > round * 100);
+        kill_9(&mut walpipe);
+        walpipe = run(&job, &vars);
+    }
+    wait_for(Duration::from_secs(120), "every event at the receiver", || events().len() == 300);
+    wait_for(Duration::from_secs(60), "every delivered outbox row deleted", || {
+        cluster.psql(&db, "SELECT count(*) FROM outbox") == "0"
+    });
+    stop(&mut walpipe);
+    let expected: HashSet<String> = (1..=300).map(|id: i32| id.to_string()).collect();
+    assert_eq!(events(), expected, "an event was lost or made up");
+}
+
 #[test]
 fn a_webhook_that_is_down_is_retried_until_it_answers_and_nothing_is_lost() {
     let cluster = cluster();
