@@ -157,7 +157,7 @@ impl Snapshot<'_> {
     }
 }
 
-/// Reads `sql`'s COPY output in chunks of [`CHUNK_BYTES`], counting them in
+/// Reads `sql`'s COPY output in chunks of `CHUNK_BYTES`, counting them in
 /// `progress` and handing them to the side writing the sink; the channel
 /// closes when the read ends, which ends the write.
 pub async fn read_copy(
@@ -183,7 +183,7 @@ async fn forward(chunks: mpsc::Sender<Bytes>, chunk: Bytes) -> Result<(), Source
 }
 
 /// One table's copy as the user sees it: a progress line every
-/// [`PROGRESS_EVERY`] and at the end, and the snapshot metrics.
+/// `PROGRESS_EVERY` and at the end, and the snapshot metrics.
 pub struct TableProgress<'a> {
     name: String,
     metrics: &'a JobMetrics,

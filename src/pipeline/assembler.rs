@@ -52,7 +52,7 @@ pub enum Step<E: Encoding> {
     /// A transaction's lines are complete in `out`.
     Committed { end_lsn: Lsn, commit_time: SystemTime },
     /// A streamed transaction committed: write its lines with
-    /// [`Assembler::replay_into`], then confirm `end_lsn`.
+    /// [`CommittedStream::replay_into`], then confirm `end_lsn`.
     Replay(Box<CommittedStream<E>>),
     /// The stream has passed the end position.
     PastEnd,

@@ -31,7 +31,7 @@ use crate::metrics::JobMetrics;
 use crate::sink::SinkError;
 use crate::sink::contract::{Chunk, SinkEnds};
 
-/// How a sink mode turns lines into rows. The loop ([`PostgresSink`]) owns
+/// How a sink mode turns lines into rows. The loop ([`CommitLoop`]) owns
 /// the transaction: it has begun one before it calls `add` or `apply`, and
 /// commits it with the checkpoint.
 pub trait Writer: Send + 'static {
