@@ -114,26 +114,18 @@ fn confirmed(list: &Mutex<Vec<Lsn>>) -> Vec<Lsn> {
 #[tokio::test]
 async fn a_transaction_is_confirmed_only_once_the_sink_hands_its_receipt_back() {
     let Run { stream, confirmed: seen, exhausted } = fake(transaction(0x100), false);
-    let (ends, mut sink) = contract::channel();
+    let (ends, sink) = contract::channel();
     let stop = Arc::new(Notify::new());
-    let sink_task = {
-        let (seen, stop) = (seen.clone(), stop.clone());
-        tokio::spawn(async move {
-            let chunk = sink.next().await.expect("a chunk");
-            assert_eq!(chunk.confirm, Some(Lsn(0x100)));
-            assert!(String::from_utf8_lossy(&chunk.lines).contains("\"op\":\"insert\""));
-            exhausted.notified().await;
-            assert!(confirmed(&seen).is_empty(), "nothing is confirmed before the receipt");
-            sink.acknowledge(chunk.receipt);
-            stop.notify_one();
-            take_everything(sink).await
-        })
-    };
+    let sink_task = hold_first_chunk(sink, exhausted, seen.clone(), stop.clone());
     let (stream, outcome) = drive_until(stream, ends, stop.notified()).await;
     assert_eq!(outcome.expect("ended"), Ended::Signal);
     assert!(stream.is_some(), "a stream that ended well is handed back to be finished");
     assert_eq!(confirmed(&seen), vec![Lsn(0x100)]);
-    assert_eq!(sink_task.await.expect("sink"), 0, "nothing more after the stop");
+    let held = sink_task.await.expect("sink");
+    assert_eq!(held.confirm, Some(Lsn(0x100)));
+    assert!(String::from_utf8_lossy(&held.lines).contains("\"op\":\"insert\""));
+    assert!(held.confirmed_before.is_empty(), "nothing is confirmed before the receipt");
+    assert_eq!(held.chunks_after, 0, "nothing more after the stop");
 }
 
 #[tokio::test]
@@ -141,24 +133,16 @@ async fn a_keepalive_is_confirmed_when_nothing_is_in_flight_and_not_while_a_chun
     let mut events = transaction(0x100);
     events.push(keepalive(0x200));
     let Run { stream, confirmed: seen, exhausted } = fake(events, false);
-    let (ends, mut sink) = contract::channel();
+    let (ends, sink) = contract::channel();
     let stop = Arc::new(Notify::new());
-    let sink_task = {
-        let (seen, stop) = (seen.clone(), stop.clone());
-        tokio::spawn(async move {
-            let chunk = sink.next().await.expect("a chunk");
-            // The keepalive came while this chunk was in flight.
-            exhausted.notified().await;
-            assert!(confirmed(&seen).is_empty(), "a keepalive past an unacknowledged chunk is not confirmed");
-            sink.acknowledge(chunk.receipt);
-            stop.notify_one();
-            take_everything(sink).await
-        })
-    };
+    // The keepalive comes while the first chunk is held.
+    let sink_task = hold_first_chunk(sink, exhausted, seen.clone(), stop.clone());
     let (_, outcome) = drive_until(stream, ends, stop.notified()).await;
     outcome.expect("ended");
     assert_eq!(confirmed(&seen), vec![Lsn(0x100)]);
-    assert_eq!(sink_task.await.expect("sink"), 0, "nothing more after the stop");
+    let held = sink_task.await.expect("sink");
+    assert!(held.confirmed_before.is_empty(), "a keepalive past an unacknowledged chunk is not confirmed");
+    assert_eq!(held.chunks_after, 0, "nothing more after the stop");
 
     // On a quiet source, with nothing in flight, the keepalive's position is confirmed.
     let Run { stream, confirmed: seen, exhausted } = fake(vec![keepalive(0x300)], false);
@@ -192,6 +176,34 @@ async fn a_sink_that_stops_ends_the_session_with_an_error() {
     assert!(matches!(outcome, Err(DriveError::SinkStopped)), "{outcome:?}");
     assert!(stream.is_none(), "a failed session is closed, not finished");
     assert!(confirmed(&seen).is_empty());
+}
+
+/// What [`hold_first_chunk`] saw.
+struct Held {
+    lines: Vec<u8>,
+    confirm: Option<Lsn>,
+    /// What the stream had confirmed when every event was handed out.
+    confirmed_before: Vec<Lsn>,
+    chunks_after: usize,
+}
+
+/// A sink that holds the first chunk until the stream has handed out every
+/// event, then acknowledges it, asks the driver to stop, and takes the rest.
+fn hold_first_chunk(
+    mut sink: SinkEnds,
+    exhausted: Arc<Notify>,
+    seen: Arc<Mutex<Vec<Lsn>>>,
+    stop: Arc<Notify>,
+) -> tokio::task::JoinHandle<Held> {
+    tokio::spawn(async move {
+        let chunk = sink.next().await.expect("a chunk");
+        exhausted.notified().await;
+        let confirmed_before = confirmed(&seen);
+        sink.acknowledge(chunk.receipt);
+        stop.notify_one();
+        let chunks_after = take_everything(sink).await;
+        Held { lines: chunk.lines, confirm: chunk.confirm, confirmed_before, chunks_after }
+    })
 }
 
 /// A sink that acknowledges every chunk at once; returns the chunks it took.
