@@ -17,7 +17,7 @@ enum Kind {
 }
 
 /// Every variable, without its `WALPIPE_` prefix, lower case: the fields of [`Config`].
-const VARIABLES: [(&str, Kind); 27] = [
+const VARIABLES: [(&str, Kind); 28] = [
     ("source_url", Kind::Text),
     ("sink_url", Kind::Text),
     ("job_name", Kind::Text),
@@ -27,6 +27,7 @@ const VARIABLES: [(&str, Kind); 27] = [
     ("batch_size", Kind::Number),
     ("flush_interval_ms", Kind::Number),
     ("snapshot_mode", Kind::Text),
+    ("snapshot_strategy", Kind::Text),
     ("start_position", Kind::Text),
     ("parallel_tables", Kind::Number),
     ("sink_mode", Kind::Text),
@@ -66,6 +67,9 @@ pub struct Config {
     pub flush_interval_ms: u64,
     #[serde(default = "default_snapshot_mode")]
     pub snapshot_mode: String,
+    /// How tables are copied: `chunked` (while streaming) or `exported`.
+    #[serde(default = "default_snapshot_strategy")]
+    pub snapshot_strategy: String,
     #[serde(default = "default_start_position")]
     pub start_position: String,
     #[serde(default = "default_parallel_tables")]
@@ -116,6 +120,9 @@ pub fn default_flush_interval_ms() -> u64 {
 }
 pub fn default_snapshot_mode() -> String {
     "initial".into()
+}
+pub fn default_snapshot_strategy() -> String {
+    "chunked".into()
 }
 pub fn default_start_position() -> String {
     "latest".into()

@@ -7,6 +7,7 @@
 //!  change/    pure: rows to the change JSON
 //!  source/    the replication connection: transport, auth, commands, stream
 //!  pipeline/  transactions in order, streamed ones held (and spilled) until commit
+//!  chunked/   tables copied in chunks beside the stream, merged at markers
 //!  sink/      the Postgres sink: batches applied with their checkpoint
 //!  job/       one job: set-up, snapshot, stream, retries
 //!  names      table names as users write them, quoting for SQL
@@ -22,6 +23,7 @@
 
 pub mod backoff;
 pub mod change;
+pub mod chunked;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -24,6 +24,8 @@ pub enum Op {
     Insert,
     Update,
     Delete,
+    /// A row as a chunk of a copy read it (upserted by a mirror).
+    Snapshot,
 }
 
 impl Op {
@@ -32,6 +34,7 @@ impl Op {
             Op::Insert => "insert",
             Op::Update => "update",
             Op::Delete => "delete",
+            Op::Snapshot => "snapshot",
         }
     }
 }

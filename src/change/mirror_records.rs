@@ -77,7 +77,7 @@ impl Encoding for MirrorRecords {
     ) -> Result<(), ShapeError> {
         check_shape(table, old, new)?;
         out.push(match op {
-            Op::Insert => b'I',
+            Op::Insert | Op::Snapshot => b'I',
             Op::Update => b'U',
             Op::Delete => b'D',
         });

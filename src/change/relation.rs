@@ -147,4 +147,9 @@ impl RelationCache {
     pub fn get(&self, id: u32) -> Option<&Arc<Table>> {
         self.tables.get(&id)
     }
+
+    /// The table the stream last described under this name, if any.
+    pub fn by_name(&self, schema: &str, name: &str) -> Option<&Arc<Table>> {
+        self.tables.values().find(|table| table.schema == schema && table.name == name)
+    }
 }

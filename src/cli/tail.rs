@@ -56,8 +56,9 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
     let assembler = Assembler::new(JsonLines, SPILL_MEMORY_CAP, args.endpos, primary_keys);
     // tail serves no metrics; the driver counts into a registry nobody scrapes.
     let metrics = crate::metrics::global().job("tail", &args.slot);
+    let options = driver::Options { end_at: args.endpos, confirm_keepalives: true, chunks: None };
     let (stream, outcome) =
-        driver::drive(stream, assembler, args.endpos, ends, metrics, true, super::shutdown_signal()).await;
+        driver::drive(stream, assembler, ends, metrics, options, super::shutdown_signal()).await;
 
     let written = writer.join().map_err(|_| anyhow::anyhow!("the output thread failed"))?;
     if let Err(error) = written {

@@ -4,6 +4,8 @@
 //! [`JobError::is_transient`] decides from the variant (and the SQLSTATE
 //! inside it), never from the text of a message.
 
+use crate::chunked::ChunkError;
+use crate::pipeline::assembler::AssembleError;
 use crate::pipeline::driver::DriveError;
 use crate::sink::SinkError;
 use crate::source::SourceError;
@@ -46,6 +48,8 @@ pub enum JobError {
     Drive(#[from] DriveError),
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
+    #[error(transparent)]
+    Copy(#[from] ChunkError),
     #[error("the sink's SQL failed during set-up: {}", crate::sql_client::describe(.0))]
     SinkSetup(tokio_postgres::Error),
     #[error("the source's SQL failed during set-up: {}", crate::sql_client::describe(.0))]
@@ -104,9 +108,14 @@ impl JobError {
             JobError::Drive(DriveError::Source(error)) => error.is_transient(),
             // The sink task reports its own error; the driver only saw it stop.
             JobError::Drive(DriveError::SinkStopped | DriveError::SinkStalled) => true,
+            // The copier reports its own error; else the copy resumes from its last chunk.
+            JobError::Drive(
+                DriveError::CopyStopped | DriveError::Assemble(AssembleError::ChunkShape { .. }),
+            ) => true,
             JobError::Drive(_) => false,
             JobError::SinkSetup(error) | JobError::SourceSetup(error) => sql_client::is_transient(error),
             JobError::Snapshot(error) => error.is_transient(),
+            JobError::Copy(error) => error.is_transient(),
             JobError::SinkTask(_) | JobError::SlotLost { .. } | JobError::NoSelect { .. } => false,
         }
     }

@@ -62,10 +62,10 @@ impl OutboxCleanup {
         loop {
             tokio::select! {
                 chunk = upstream.next(), if upstream_open => match chunk {
-                    Some(Chunk { lines, confirm, commit_times, caught_up, receipt }) => {
+                    Some(Chunk { lines, confirm, commit_times, caught_up, copied, receipt }) => {
                         let rows = self.rows_in(&lines);
                         let Some(slot) = downstream.reserve().await else { return Ok(()) };
-                        slot.send(lines, confirm, commit_times, caught_up);
+                        slot.send(lines, confirm, commit_times, copied, caught_up);
                         in_sink.push_back((receipt, rows));
                     }
                     None => {
@@ -170,7 +170,13 @@ mod tests {
         let stage = tokio::spawn(OutboxCleanup::new(rules, source).run(stage_up, stage_down));
         // A change of another table: nothing to delete, so no source session is needed.
         let line = br#"{"id":"0/10:0","op":"insert","table":"public.orders","key":{"id":1},"new":{"id":1}}"#;
-        driver.reserve().await.expect("open").send(line.to_vec(), Some(Lsn(0x20)), Vec::new(), true);
+        driver.reserve().await.expect("open").send(
+            line.to_vec(),
+            Some(Lsn(0x20)),
+            Vec::new(),
+            Default::default(),
+            true,
+        );
         let chunk = sink.next().await.expect("passed on");
         assert_eq!((chunk.lines.as_slice(), chunk.confirm), (&line[..], Some(Lsn(0x20))));
         assert_eq!(driver.unacknowledged(), 1, "not acknowledged before the sink did");

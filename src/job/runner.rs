@@ -5,14 +5,17 @@
 //!  source catalog ──> destination tables + walpipe.checkpoints in the sink
 //!  publication (before the slot) ──> checkpoint?
 //!       yes, and its slot exists ──> stream from the applied position
-//!       no ──> (drop a leftover slot) create slot + exported snapshot ──> copy tables ──> checkpoint
+//!       no ──> (drop a leftover slot) create slot ──> chunked: checkpoint at the slot's start, every table to copy
+//!                                                └─> exported: copy tables under its snapshot ──> checkpoint
 //!  START_REPLICATION ──> driver ──> the sink (makes rows + checkpoint durable, then acknowledges)
+//!       └─ tables still to copy: the copier's chunks, written at their markers (crate::chunked)
 //! ```
 //!
 //! Invariants: the publication exists before the slot; a slot without a
-//! checkpoint is never streamed from (its snapshot copy may be incomplete),
-//! so a crash during the copy restarts the copy with a new slot; the
-//! source learns a position only after the sink committed it.
+//! checkpoint is never streamed from (an exported copy may be incomplete),
+//! so a crash during an exported copy restarts it with a new slot, while a
+//! chunked copy resumes from its last recorded chunk with the same slot;
+//! the source learns a position only after the sink committed it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +25,13 @@ use tokio::sync::watch;
 use super::heartbeat::heartbeat;
 use super::lifecycle::{Phase, State};
 use super::outbox_cleanup::OutboxCleanup;
-use super::spec::{JobSpec, SnapshotMode};
+use super::spec::{JobSpec, SnapshotMode, SnapshotStrategy};
 use super::{JobError, catalog_watch, snapshot};
 use crate::backoff;
 use crate::change::Encoding;
+use crate::chunked::copier::Copier;
+use crate::chunked::progress::{self, CopyProgress, TableCopy};
+use crate::chunked::watch::KeyWatch;
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
@@ -180,6 +186,7 @@ async fn attempt(
         }
     };
     drop(source_sql);
+    let copier = chunked_copy(spec, metrics, &sink, &tables).await?;
     let captured = tables.iter().map(|t| TableName::new(&t.schema, &t.name)).collect();
     let _catalog_watch = catalog_watch::spawn(spec, metrics, captured);
 
@@ -188,10 +195,11 @@ async fn attempt(
     let interval = repl.status_interval().await?;
     let stream = repl.start_stream(&spec.slot, &spec.publication, start, interval).await?;
     tracing::info!(job = %spec.name, from = %start, "streaming");
-    metrics.set_state(State::Running, Some(Phase::Streaming));
+    let phase = if copier.is_some() { Phase::Snapshot } else { Phase::Streaming };
+    metrics.set_state(State::Running, Some(phase));
     metrics.source_connected.set(1);
     drop(sink);
-    out.stream(Streaming { spec, metrics, primary_keys, stop, stream }).await?;
+    out.stream(Streaming { spec, metrics, primary_keys, stop, stream, copier }).await?;
     Ok(Start::At(start))
 }
 
@@ -238,7 +246,9 @@ async fn decide_start(
                 .map_err(JobError::SinkSetup)?;
             metrics.data_gap(gap_from.map(|lsn| lsn.0));
             repl.drop_slot(&spec.slot).await?;
-            start_fresh(setup, repl, out).await?
+            // Exported: the destinations keep their rows until each table's
+            // copy replaces them, deletes made during the gap included.
+            start_fresh(setup, repl, out, SnapshotStrategy::Exported).await?
         }
         (Some(_), Some(applied)) => {
             // Outbox rows are deleted after the ledger moved and before the
@@ -261,7 +271,7 @@ async fn decide_start(
                 }
                 repl.drop_slot(&spec.slot).await?;
             }
-            start_fresh(setup, repl, out).await?
+            start_fresh(setup, repl, out, spec.snapshot_strategy).await?
         }
     })
 }
@@ -273,6 +283,8 @@ struct Streaming<'a> {
     primary_keys: crate::change::relation::PrimaryKeys,
     stop: watch::Receiver<bool>,
     stream: crate::source::ReplicationStream,
+    /// The tables still to copy in chunks, beside the stream.
+    copier: Option<Copier>,
 }
 
 impl Driving for Streaming<'_> {
@@ -285,7 +297,7 @@ impl Driving for Streaming<'_> {
         S: FnOnce(SinkEnds) -> F + Send,
         F: std::future::Future<Output = Result<(), SinkError>> + Send + 'static,
     {
-        let Streaming { spec, metrics, primary_keys, mut stop, stream } = self;
+        let Streaming { spec, metrics, primary_keys, mut stop, stream, copier } = self;
         let (ends, sink_ends) = contract::channel();
         // With outbox deletion, the job's stage sits between the driver and the sink.
         let (sink_ends, cleanup_task) = match outbox_cleanup(spec) {
@@ -296,24 +308,48 @@ impl Driving for Streaming<'_> {
             None => (sink_ends, None),
         };
         let sink_task = tokio::spawn(take_chunks(sink_ends));
-        let stopped = async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
+        let mut assembler = Assembler::new(encoding, SPILL_MEMORY_CAP, None, primary_keys);
+        let (chunks, mut copying) = match copier {
+            Some(copier) => {
+                assembler =
+                    assembler.watching(KeyWatch::new(copier.tables.iter().map(|(t, _)| t.qualified())));
+                let (feed, task) = copier.spawn();
+                (Some(feed), Some(task))
+            }
+            None => (None, None),
         };
-        let assembler = Assembler::new(encoding, SPILL_MEMORY_CAP, None, primary_keys);
+        let copy_failed = copying.as_mut().map(|task| task.failed());
+        let stopped = async move {
+            let copy_failed = async move {
+                match copy_failed {
+                    Some(failed) => failed.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.wait_for(|stopped| *stopped) => {}
+                () = copy_failed => {}
+            }
+        };
         let heartbeat = spec
             .heartbeat_interval
             .map(|every| tokio::spawn(heartbeat(spec.clone(), every, metrics.clone())));
+        let options = driver::Options { end_at: None, confirm_keepalives: spec.confirm_keepalives, chunks };
         let (stream, outcome) =
-            driver::drive(stream, assembler, None, ends, metrics.clone(), spec.confirm_keepalives, stopped)
-                .await;
+            driver::drive(stream, assembler, ends, metrics.clone(), options, stopped).await;
         if let Some(task) = heartbeat {
             task.abort();
         }
+        let copied = match copying {
+            Some(task) => task.finish().await,
+            None => Ok(()),
+        };
         let sink_result = sink_task.await.map_err(|join| JobError::SinkTask(join.to_string()))?;
         sink_result?;
         if let Some(task) = cleanup_task {
             task.await.map_err(|join| JobError::SinkTask(join.to_string()))??;
         }
+        copied?;
         outcome?;
         if let Some(stream) = stream {
             stream.finish().await?;
@@ -326,9 +362,15 @@ impl Driving for Streaming<'_> {
     }
 }
 
-/// A new slot (with an exported snapshot), the copy the mode asks for, and
-/// the checkpoint that marks the start as complete.
-async fn start_fresh(setup: &SetUp<'_>, repl: &mut Connection, out: &mut AnySink) -> Result<Start, JobError> {
+/// A new slot, the copy the mode asks for (exported: now, under the
+/// slot's snapshot; chunked: recorded as to do, beside the stream), and the
+/// checkpoint that marks the start as complete.
+async fn start_fresh(
+    setup: &SetUp<'_>,
+    repl: &mut Connection,
+    out: &mut AnySink,
+    strategy: SnapshotStrategy,
+) -> Result<Start, JobError> {
     let SetUp { spec, metrics, source_sql, sink, tables } = *setup;
     checkpoint::forget_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
     catalog_watch::record_current(spec, source_sql, sink).await.map_err(JobError::SinkSetup)?;
@@ -336,9 +378,21 @@ async fn start_fresh(setup: &SetUp<'_>, repl: &mut Connection, out: &mut AnySink
     let only_copy = spec.snapshot_mode == SnapshotMode::InitialOnly;
     let created = repl.create_slot(&spec.slot, only_copy).await?;
     tracing::info!(slot = %spec.slot, consistent_point = %created.consistent_point, "created the slot");
+    let mut to_copy = CopyProgress::new();
     let start = match (spec.snapshot_mode, &created.snapshot_name) {
         (SnapshotMode::Never, _) | (_, None) => {
             spec.start_position.unwrap_or(created.consistent_point).max(created.consistent_point)
+        }
+        // initial_only has no stream for chunks to join.
+        (SnapshotMode::Initial | SnapshotMode::WhenNeeded, Some(_))
+            if strategy == SnapshotStrategy::Chunked =>
+        {
+            out.start_over().await?;
+            to_copy = tables.iter().map(|t| (t.qualified(), TableCopy::default())).collect();
+            tracing::info!(job = %spec.name, tables = to_copy.len(), "the tables will be copied in chunks while the slot streams");
+            follow::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
+            metrics.recopied();
+            created.consistent_point
         }
         (_, Some(snapshot)) => {
             metrics.set_state(State::Running, Some(Phase::Snapshot));
@@ -365,8 +419,33 @@ async fn start_fresh(setup: &SetUp<'_>, repl: &mut Connection, out: &mut AnySink
     if only_copy {
         return Ok(Start::Finished);
     }
-    checkpoint::write_checkpoint(sink, &spec.name, &spec.slot, start).await.map_err(JobError::SinkSetup)?;
+    checkpoint::write_checkpoint(sink, &spec.name, &spec.slot, start, &to_copy)
+        .await
+        .map_err(JobError::SinkSetup)?;
     Ok(Start::At(start))
+}
+
+/// The tables whose chunked copy is not finished, with where each resumes.
+async fn chunked_copy(
+    spec: &JobSpec,
+    metrics: &Arc<JobMetrics>,
+    sink: &tokio_postgres::Client,
+    tables: &[catalog::SourceTable],
+) -> Result<Option<Copier>, JobError> {
+    let recorded = checkpoint::read_copy_progress(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
+    let order: Vec<String> = tables.iter().map(catalog::SourceTable::qualified).collect();
+    let unfinished: Vec<(catalog::SourceTable, TableCopy)> = progress::unfinished(&recorded, &order)
+        .into_iter()
+        .filter_map(|(name, copy)| {
+            let table = tables.iter().find(|t| t.qualified() == name)?;
+            Some((table.clone(), copy.clone()))
+        })
+        .collect();
+    Ok((!unfinished.is_empty()).then(|| Copier {
+        source: spec.source.clone(),
+        metrics: metrics.clone(),
+        tables: unfinished,
+    }))
 }
 
 /// Every table must be readable: a copy (initial, or after a lost slot)

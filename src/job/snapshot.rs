@@ -203,14 +203,18 @@ impl<'a> TableProgress<'a> {
             )
             .await?
             .try_get(0)?;
-        let name = table.qualified();
-        plan.metrics.snapshot_started(&name, estimate);
+        Ok(TableProgress::new(plan.metrics, table.qualified(), estimate))
+    }
+
+    /// The copy of table `name` (`schema.name`), of about `estimate` rows, begins.
+    pub fn new(metrics: &'a JobMetrics, name: String, estimate: i64) -> TableProgress<'a> {
+        metrics.snapshot_started(&name, estimate);
         let now = Instant::now();
-        Ok(TableProgress { name, metrics: plan.metrics, estimate, rows: 0, started: now, last_report: now })
+        TableProgress { name, metrics, estimate, rows: 0, started: now, last_report: now }
     }
 
     /// A chunk of COPY text (a line per row) was read.
-    fn advance(&mut self, chunk: &[u8]) {
+    pub fn advance(&mut self, chunk: &[u8]) {
         let rows = chunk.iter().filter(|b| **b == b'\n').count() as u64;
         self.rows += rows;
         self.metrics.snapshot_rows(&self.name, rows);

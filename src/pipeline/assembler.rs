@@ -25,6 +25,11 @@
 //!   A schema line takes no ordinal: change ids do not move.
 //! - walpipe's heartbeats (non-transactional messages with prefix
 //!   [`HEARTBEAT_PREFIX`]) are reported as [`Step::Heartbeat`], never written.
+//! - While tables are copied in chunks, the keys committed transactions
+//!   change in them are noted ([`KeyWatch`]); a chunk's marker (a
+//!   transactional message with prefix [`CHUNK_PREFIX`]) is reported as
+//!   [`Step::Chunk`], and the chunk's rows are written in its place, in the
+//!   marker's transaction, by [`Assembler::write_chunk`] (`chunks.rs`).
 //! - A message that does not fit the sequence (a change outside a
 //!   transaction, a row for an unknown relation, a row of the wrong width)
 //!   is an error naming its LSN, never a panic.
@@ -39,6 +44,8 @@ use super::spill::{RecordKind, Replay, StreamedTxns};
 use crate::change::Encoding;
 use crate::change::encode::Op;
 use crate::change::relation::{PrimaryKeys, RelationCache, Table};
+use crate::chunked::reader::CHUNK_PREFIX;
+use crate::chunked::watch::KeyWatch;
 use crate::lsn::Lsn;
 use crate::protocol::DecodeError;
 use crate::protocol::pgoutput::{Decoder, Message, OldTuple, Tuple};
@@ -58,6 +65,8 @@ pub enum Step<E: Encoding> {
     PastEnd,
     /// walpipe's own heartbeat came back (it is not written as a line).
     Heartbeat,
+    /// A chunk's marker, inside its transaction: the chunk's rows go here.
+    Chunk { token: String },
 }
 
 /// The prefix of the logical decoding messages walpipe emits as heartbeats.
@@ -81,6 +90,10 @@ pub enum AssembleError {
     Sequence { lsn: Lsn, what: String },
     #[error("could not hold a streamed transaction in a temporary file at LSN {lsn}: {source}")]
     Spill { lsn: Lsn, source: std::io::Error },
+    #[error(
+        "the columns of {table} changed while a chunk of its copy was read (at LSN {lsn}): the copy resumes from its last chunk"
+    )]
+    ChunkShape { lsn: Lsn, table: String },
 }
 
 /// What the assembler received since it was last asked ([`Assembler::take_tally`]).
@@ -104,6 +117,7 @@ impl Tally {
 #[derive(Debug)]
 struct OpenTxn<T> {
     fields: T,
+    xid: u32,
     next_ordinal: u64,
 }
 
@@ -119,6 +133,8 @@ pub struct Assembler<E: Encoding> {
     stream_xid: Option<u32>,
     end_at: Option<Lsn>,
     tally: Tally,
+    /// The keys changed in tables being copied in chunks.
+    watch: Option<KeyWatch>,
 }
 
 impl<E: Encoding> Assembler<E> {
@@ -142,7 +158,14 @@ impl<E: Encoding> Assembler<E> {
             stream_xid: None,
             end_at,
             tally: Tally::default(),
+            watch: None,
         }
+    }
+
+    /// Notes the keys changed in the tables `watch` names, for the chunks of their copy.
+    pub fn watching(mut self, watch: KeyWatch) -> Assembler<E> {
+        self.watch = Some(watch);
+        self
     }
 
     /// What was received since the last call; `visit` gets each table's
@@ -185,6 +208,7 @@ impl<E: Encoding> Assembler<E> {
                 }
                 self.open = Some(OpenTxn {
                     fields: self.encoding.txn(begin.final_lsn, Some(begin.xid), Some(begin.commit_time)),
+                    xid: begin.xid,
                     next_ordinal: 0,
                 });
                 Ok(Step::Continue)
@@ -218,6 +242,7 @@ impl<E: Encoding> Assembler<E> {
                 for id in &m.relation_ids {
                     let table = self.table(lsn, *id)?;
                     self.tally.count(*id, 3);
+                    self.note_change(m.xid, &table, None, None);
                     self.announce(lsn, m.xid, &table, out)?;
                     let encoding = self.encoding.clone();
                     self.emit(lsn, m.xid, out, RecordKind::Change, |body| {
@@ -225,6 +250,9 @@ impl<E: Encoding> Assembler<E> {
                     })?;
                 }
                 Ok(Step::Continue)
+            }
+            Message::Message(m) if m.transactional && m.prefix == CHUNK_PREFIX => {
+                Ok(Step::Chunk { token: String::from_utf8_lossy(&m.content).into_owned() })
             }
             Message::Message(m) if m.transactional => {
                 let encoding = self.encoding.clone();
@@ -257,12 +285,18 @@ impl<E: Encoding> Assembler<E> {
             }
             Message::StreamAbort(abort) => {
                 self.streamed.abort(abort.xid, abort.subxid);
+                if let Some(watch) = &mut self.watch {
+                    watch.stream_aborted(abort.xid, abort.subxid);
+                }
                 Ok(Step::Continue)
             }
             Message::StreamCommit(commit) => {
                 if self.past_end(commit.commit_lsn) {
                     self.streamed.abort(commit.xid, commit.xid);
                     return Ok(Step::PastEnd);
+                }
+                if let Some(watch) = &mut self.watch {
+                    watch.stream_committed(commit.xid);
                 }
                 let replay = self
                     .streamed
@@ -301,11 +335,12 @@ impl<E: Encoding> Assembler<E> {
     ) -> Result<Step<E>, AssembleError> {
         let table = self.table(lsn, relation_id)?;
         let op_index = match op {
-            Op::Insert => 0,
+            Op::Insert | Op::Snapshot => 0,
             Op::Update => 1,
             Op::Delete => 2,
         };
         self.tally.count(relation_id, op_index);
+        self.note_change(xid, &table, old, new);
         self.announce(lsn, xid, &table, out)?;
         let mut shape = Ok(());
         let encoding = self.encoding.clone();
@@ -396,5 +431,6 @@ impl<E: Encoding> CommittedStream<E> {
     }
 }
 
+mod chunks;
 #[cfg(test)]
 mod tests;

@@ -34,6 +34,8 @@ use std::time::{Duration, SystemTime};
 
 use super::assembler::{AssembleError, Assembler, Step};
 use crate::change::Encoding;
+use crate::chunked::copier::ChunkFeed;
+use crate::chunked::progress::CopyProgress;
 use crate::lsn::Lsn;
 use crate::metrics::{JobMetrics, unix_seconds};
 use crate::sink::contract::{DriverEnds, Settled};
@@ -91,6 +93,12 @@ pub enum DriveError {
     Replay(std::io::Error),
     #[error("the sink stopped")]
     SinkStopped,
+    #[error("the chunked copy stopped before the stream reached its chunk")]
+    CopyStopped,
+    #[error(
+        "the stream reached chunk {got} while chunk {expected} was next; this is a bug, please report it"
+    )]
+    ChunkOrder { expected: String, got: String },
     #[error(
         "the sink took nothing for {} s: closed the replication session so the server is not held by it; it resumes from the confirmed position once the sink moves",
         STALL_LIMIT.as_secs()
@@ -106,6 +114,18 @@ pub enum Ended {
     ServerEnded,
 }
 
+/// How a drive runs, beyond its stream and sink.
+#[derive(Default)]
+pub struct Options {
+    /// Stop after the last transaction that commits at or before it.
+    pub end_at: Option<Lsn>,
+    /// Confirm a keepalive's position when nothing is in flight (off only
+    /// to show, in drills/idle-database.sh, what it prevents).
+    pub confirm_keepalives: bool,
+    /// The chunks of a copy running beside the stream, written at their markers.
+    pub chunks: Option<ChunkFeed>,
+}
+
 struct Driver<R> {
     stream: R,
     metrics: Arc<JobMetrics>,
@@ -116,6 +136,11 @@ struct Driver<R> {
     pending: Vec<u8>,
     pending_confirm: Option<Lsn>,
     pending_commits: Vec<SystemTime>,
+    /// The progress of the chunks written: with the confirm of their markers' transactions.
+    pending_copied: CopyProgress,
+    /// The progress of a chunk written in a marker's transaction that has not ended yet.
+    chunk_copied: CopyProgress,
+    chunks: Option<ChunkFeed>,
     /// Payload bytes received and not yet counted in the metrics.
     uncounted_bytes: u64,
     /// Data (not a heartbeat) arrived since the metrics were last told.
@@ -132,12 +157,12 @@ struct Driver<R> {
 pub async fn drive<E: Encoding, R: Replication>(
     stream: R,
     assembler: Assembler<E>,
-    end_at: Option<Lsn>,
     ends: DriverEnds,
     metrics: Arc<JobMetrics>,
-    confirm_keepalives: bool,
+    options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> (Option<R>, Result<Ended, DriveError>) {
+    let Options { end_at, confirm_keepalives, chunks } = options;
     let mut driver = Driver {
         stream,
         metrics,
@@ -146,6 +171,9 @@ pub async fn drive<E: Encoding, R: Replication>(
         pending: Vec::with_capacity(CHUNK_BYTES),
         pending_confirm: None,
         pending_commits: Vec::new(),
+        pending_copied: CopyProgress::new(),
+        chunk_copied: CopyProgress::new(),
+        chunks,
         uncounted_bytes: 0,
         data_arrived: false,
         last_chunk: tokio::time::Instant::now(),
@@ -220,6 +248,11 @@ impl<R: Replication> Driver<R> {
                             self.data_arrived = true;
                             self.pending_confirm = Some(end_lsn);
                             self.pending_commits.push(commit_time);
+                            self.pending_copied.append(&mut self.chunk_copied);
+                        }
+                        Step::Chunk { token } => {
+                            self.data_arrived = true;
+                            self.place_chunk(&mut assembler, lsn, &token).await?;
                         }
                         Step::Replay(mut committed) => {
                             self.data_arrived = true;
@@ -264,6 +297,37 @@ impl<R: Replication> Driver<R> {
         }
     }
 
+    /// Writes this run's chunk at its marker (an earlier run's marker,
+    /// replayed after a restart, stands for nothing).
+    async fn place_chunk<E: Encoding>(
+        &mut self,
+        assembler: &mut Assembler<E>,
+        lsn: Lsn,
+        token: &str,
+    ) -> Result<(), DriveError> {
+        let Some(feed) = self.chunks.as_mut().filter(|feed| feed.is_ours(token)) else {
+            tracing::debug!(%lsn, token, "skipped the chunk marker of an earlier run");
+            return Ok(());
+        };
+        let chunk = feed.next().await.ok_or(DriveError::CopyStopped)?;
+        if chunk.token != token {
+            return Err(DriveError::ChunkOrder { expected: chunk.token, got: token.to_string() });
+        }
+        let written = assembler.write_chunk(lsn, &chunk, &mut self.pending)?;
+        let after = chunk.progress.after.as_deref().unwrap_or_default().join(", ");
+        if written.stale > 0 {
+            tracing::info!(%lsn, table = %chunk.table, rows = written.rows, %after,
+                "a chunk left out {} rows: newer in the stream", written.stale);
+        } else {
+            tracing::debug!(%lsn, table = %chunk.table, rows = written.rows, %after, "a chunk took its place in the stream");
+        }
+        if chunk.progress.done {
+            tracing::info!(table = %chunk.table, "snapshot {}: its last chunk took its place in the stream", chunk.table);
+        }
+        self.chunk_copied.insert(chunk.table, chunk.progress);
+        Ok(())
+    }
+
     /// Tells the metrics what arrived since the last time.
     fn count<E: Encoding>(&mut self, assembler: &mut Assembler<E>) {
         if self.uncounted_bytes == 0 {
@@ -305,7 +369,8 @@ impl<R: Replication> Driver<R> {
         }
         let lines = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_BYTES));
         let commit_times = std::mem::take(&mut self.pending_commits);
-        permit.send(lines, self.pending_confirm.take(), commit_times, caught_up);
+        let copied = std::mem::take(&mut self.pending_copied);
+        permit.send(lines, self.pending_confirm.take(), commit_times, copied, caught_up);
         self.last_chunk = tokio::time::Instant::now();
         self.metrics.sink_queue.inc();
         Ok(())

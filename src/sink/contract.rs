@@ -19,13 +19,15 @@
 //!   what the acknowledged chunks complete, never a value from the sink.
 //! - A sink must have made the chunk's lines durable, and recorded its
 //!   `confirm` as its checkpoint (in the same transaction as the rows, or
-//!   in the state store after delivery), before it hands the receipt back.
+//!   in the state store after delivery), together with its `copied`
+//!   progress, before it hands the receipt back.
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
+use crate::chunked::progress::CopyProgress;
 use crate::lsn::Lsn;
 
 /// Chunks in flight between the driver and the sink.
@@ -43,6 +45,10 @@ pub struct Chunk {
     /// Nothing more was waiting from the source when this chunk was sent:
     /// a sink that batches should not wait for more before making it durable.
     pub caught_up: bool,
+    /// How far the chunked copy of tables got once these lines are in the
+    /// sink; it comes with the `confirm` of the chunk's marker transaction,
+    /// and is recorded with it.
+    pub copied: CopyProgress,
     /// Handed back through [`SinkEnds::acknowledge`] once durable.
     pub receipt: Receipt,
 }
@@ -110,11 +116,25 @@ pub struct Slot<'a> {
 }
 
 impl Slot<'_> {
-    pub fn send(self, lines: Vec<u8>, confirm: Option<Lsn>, commit_times: Vec<SystemTime>, caught_up: bool) {
+    pub fn send(
+        self,
+        lines: Vec<u8>,
+        confirm: Option<Lsn>,
+        commit_times: Vec<SystemTime>,
+        copied: CopyProgress,
+        caught_up: bool,
+    ) {
         let receipt = *self.next_receipt;
         *self.next_receipt += 1;
         self.unacknowledged.push_back((receipt, confirm));
-        self.permit.send(Chunk { lines, confirm, commit_times, caught_up, receipt: Receipt(receipt) });
+        self.permit.send(Chunk {
+            lines,
+            confirm,
+            commit_times,
+            caught_up,
+            copied,
+            receipt: Receipt(receipt),
+        });
     }
 }
 
@@ -169,7 +189,13 @@ mod tests {
     use super::*;
 
     async fn send(driver: &mut DriverEnds, confirm: Option<u64>) {
-        driver.reserve().await.expect("open").send(Vec::new(), confirm.map(Lsn), Vec::new(), false);
+        driver.reserve().await.expect("open").send(
+            Vec::new(),
+            confirm.map(Lsn),
+            Vec::new(),
+            CopyProgress::new(),
+            false,
+        );
     }
 
     #[tokio::test]

@@ -50,7 +50,9 @@ pub struct Opening<'a> {
 /// One kind of sink. The contract, beyond the signatures:
 /// - `open` creates what is missing (destination tables) and never touches
 ///   rows already there, so a restart keeps them.
-/// - `copy` writes the initial copy of every table, as of the snapshot.
+/// - `copy` writes the initial copy of every table, as of the snapshot
+///   (the exported strategy); a chunked copy comes in the stream instead,
+///   as `snapshot` changes at each chunk's marker (`crate::chunked`).
 /// - `stream` takes chunks in order (with the tables' shapes announced in
 ///   them before their first change of each shape, and again after each
 ///   reconnect) and hands a chunk's receipt back only once its lines and
@@ -75,6 +77,13 @@ pub trait Sink: Sized + Send + 'static {
     ) -> impl Future<Output = Result<Self, SinkError>> + Send;
     /// The initial copy. Returns the rows copied.
     fn copy(&mut self, snapshot: &Snapshot<'_>) -> impl Future<Output = Result<u64, SnapshotError>> + Send;
+    /// A new start whose tables are copied in chunks while streaming: the
+    /// rows of an earlier start must not outlive it. A mirror empties its
+    /// destinations (before the stream, so no streamed change is lost);
+    /// the other sinks keep what they delivered, as with an exported copy.
+    fn start_over(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        std::future::ready(Ok(()))
+    }
     /// Streams: hands `driving` the encoding of its lines and the task that takes them.
     fn stream<D: Driving>(self, driving: D) -> impl Future<Output = D::Outcome> + Send;
 }

@@ -63,6 +63,12 @@ macro_rules! registry {
                 }
             }
 
+            pub async fn start_over(&mut self) -> Result<(), SinkError> {
+                match self {
+                    $(AnySink::$variant(sink) => sink.start_over().await),+
+                }
+            }
+
             pub async fn stream<D: Driving>(self, driving: D) -> D::Outcome {
                 match self {
                     $(AnySink::$variant(sink) => sink.stream(driving).await),+

@@ -26,6 +26,17 @@ pub enum SnapshotMode {
     InitialOnly,
 }
 
+/// How tables are copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotStrategy {
+    /// In key-ordered chunks, each in a short transaction, while the slot
+    /// streams; resumable (`crate::chunked`).
+    Chunked,
+    /// Each table in one transaction under the new slot's exported snapshot,
+    /// before streaming starts.
+    Exported,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkMode {
     /// The current state of each source row.
@@ -57,6 +68,7 @@ pub struct JobSpec {
     /// Tables copied at once by the snapshot.
     pub parallel_tables: usize,
     pub snapshot_mode: SnapshotMode,
+    pub snapshot_strategy: SnapshotStrategy,
     pub sink_mode: SinkMode,
     /// Where a new slot's stream starts when there is no checkpoint.
     pub start_position: Option<Lsn>,
@@ -103,6 +115,8 @@ pub struct JobDefinition {
     pub flush_interval_ms: u64,
     #[serde(default = "crate::config::default_snapshot_mode")]
     pub snapshot_mode: String,
+    #[serde(default = "crate::config::default_snapshot_strategy")]
+    pub snapshot_strategy: String,
     #[serde(default = "crate::config::default_start_position")]
     pub start_position: String,
     #[serde(default = "crate::config::default_parallel_tables")]
@@ -164,6 +178,7 @@ impl JobDefinition {
             batch_size: config.batch_size,
             flush_interval_ms: config.flush_interval_ms,
             snapshot_mode: config.snapshot_mode.clone(),
+            snapshot_strategy: config.snapshot_strategy.clone(),
             start_position: config.start_position.clone(),
             parallel_tables: config.parallel_tables,
             sink_mode: config.sink_mode.clone(),
@@ -240,6 +255,16 @@ impl JobSpec {
             )));
         }
         let (snapshot_mode, sink_mode, schema_drop) = choices(def, &var)?;
+        let snapshot_strategy = match def.snapshot_strategy.as_str() {
+            "chunked" => SnapshotStrategy::Chunked,
+            "exported" => SnapshotStrategy::Exported,
+            other => {
+                return Err(bad(format!(
+                    "{}={other} is not a snapshot strategy: use chunked (while streaming, resumable) or exported (one transaction per table)",
+                    var("snapshot_strategy")
+                )));
+            }
+        };
         let start_position = match def.start_position.as_str() {
             "latest" => None,
             lsn => Some(lsn.parse().map_err(|e| bad(format!("{}: {e}, or latest", var("start_position"))))?),
@@ -271,6 +296,7 @@ impl JobSpec {
             parallel_tables: def.parallel_tables.max(1),
             flush_interval: Duration::from_millis(def.flush_interval_ms.max(1)),
             snapshot_mode,
+            snapshot_strategy,
             sink_mode,
             start_position,
             heartbeat_interval: (def.heartbeat_interval_ms > 0)

@@ -104,7 +104,8 @@ async fn drive_until(
 ) -> (Option<FakeStream>, Result<Ended, DriveError>) {
     let metrics = crate::metrics::global().job("driver-test", "driver_test");
     let assembler = Assembler::new(JsonLines, 1 << 20, None, Default::default());
-    drive(stream, assembler, None, ends, metrics, true, stop).await
+    let options = super::Options { confirm_keepalives: true, ..Default::default() };
+    drive(stream, assembler, ends, metrics, options, stop).await
 }
 
 fn confirmed(list: &Mutex<Vec<Lsn>>) -> Vec<Lsn> {

@@ -40,6 +40,7 @@ use self::batch::{Batch, Batcher, InFlight, Pushed, Shapes};
 use self::settle::{Finished, OpenChunks};
 use super::{Opening, SinkError};
 use crate::change::outbox::{OutboxRules, Routed};
+use crate::chunked::progress::{self, CopyProgress};
 use crate::job::snapshot::SnapshotLines;
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
@@ -80,7 +81,9 @@ impl Ledger {
                 "UPDATE walpipe.checkpoints SET \
                      applied_lsn = CASE WHEN $2::text IS NULL THEN applied_lsn ELSE greatest(applied_lsn, $2::text::pg_lsn) END, \
                      delivered_through = coalesce($3, delivered_through), in_flight = NULL, \
-                     shapes = coalesce($4::text::jsonb, shapes), updated_at = now() \
+                     shapes = coalesce($4::text::jsonb, shapes), \
+                     copy_progress = CASE WHEN $5::text IS NULL THEN copy_progress \
+                         ELSE coalesce(copy_progress, '{}') || $5::text::jsonb END, updated_at = now() \
                  WHERE job_name = $1",
             )
             .await
@@ -118,11 +121,13 @@ impl Ledger {
         applied: Option<Lsn>,
         through: Option<&str>,
         shapes: Option<&Shapes>,
+        copied: &CopyProgress,
     ) -> Result<(), SinkError> {
         let applied = applied.map(|lsn| lsn.to_string());
         let shapes = shapes.map(|shapes| serde_json::to_string(shapes).unwrap_or_default());
+        let copied = progress::to_json(copied);
         self.client
-            .execute(&self.delivered, &[&self.job, &applied, &through, &shapes])
+            .execute(&self.delivered, &[&self.job, &applied, &through, &shapes, &copied])
             .await
             .map_err(SinkError::State)
             .map(drop)
@@ -202,8 +207,9 @@ impl<T: Transport> Delivery<T> {
                 }
             };
             let Some(chunk) = chunk else { break };
-            let Chunk { lines, confirm, commit_times, caught_up, receipt } = chunk;
-            self.open.push(lines.iter().filter(|b| **b == b'\n').count(), confirm, commit_times, receipt);
+            let Chunk { lines, confirm, commit_times, caught_up, copied, receipt } = chunk;
+            let count = lines.iter().filter(|b| **b == b'\n').count();
+            self.open.push(count, confirm, commit_times, copied, receipt);
             let bytes = Bytes::from(lines);
             let mut start = 0;
             while let Some(end) = bytes[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
@@ -275,9 +281,9 @@ impl<T: Transport> Delivery<T> {
     /// records what is now complete in the ledger, and acknowledges it.
     async fn settle(&mut self, delivered: Delivered, ends: &SinkEnds) -> Result<(), SinkError> {
         let Delivered { lines: delivered, changes, through, shapes } = delivered;
-        let Finished { applied, commit_times, receipt } = self.open.settle(delivered);
+        let Finished { applied, commit_times, copied, receipt } = self.open.settle(delivered);
         if applied.is_some() || through.is_some() || shapes.is_some() {
-            self.ledger.delivered(applied, through.as_deref(), shapes.as_ref()).await?;
+            self.ledger.delivered(applied, through.as_deref(), shapes.as_ref(), &copied).await?;
         }
         if let Some(lsn) = applied {
             self.metrics.checkpointed(lsn.0);

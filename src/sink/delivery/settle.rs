@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::time::SystemTime;
 
+use crate::chunked::progress::CopyProgress;
 use crate::lsn::Lsn;
 use crate::sink::contract::Receipt;
 
@@ -20,6 +21,7 @@ struct OpenChunk {
     lines_left: usize,
     confirm: Option<Lsn>,
     commit_times: Vec<SystemTime>,
+    copied: CopyProgress,
     receipt: Receipt,
 }
 
@@ -30,6 +32,8 @@ pub struct Finished {
     pub applied: Option<Lsn>,
     /// Source commit times of the transactions the finished chunks complete.
     pub commit_times: Vec<SystemTime>,
+    /// The chunked copy's progress the finished chunks bring, recorded with `applied`.
+    pub copied: CopyProgress,
     /// The receipt to hand back: it covers every finished chunk.
     pub receipt: Option<Receipt>,
 }
@@ -48,9 +52,10 @@ impl OpenChunks {
         lines: usize,
         confirm: Option<Lsn>,
         commit_times: Vec<SystemTime>,
+        copied: CopyProgress,
         receipt: Receipt,
     ) {
-        self.open.push_back(OpenChunk { lines_left: lines, confirm, commit_times, receipt });
+        self.open.push_back(OpenChunk { lines_left: lines, confirm, commit_times, copied, receipt });
     }
 
     /// One line was skipped: it was delivered before a restart.
@@ -75,6 +80,7 @@ impl OpenChunks {
             let Some(chunk) = self.open.pop_front() else { break };
             finished.applied = chunk.confirm.or(finished.applied);
             finished.commit_times.extend(chunk.commit_times);
+            finished.copied.extend(chunk.copied);
             finished.receipt = Some(chunk.receipt);
         }
         finished
@@ -88,7 +94,8 @@ mod tests {
     fn chunks(shape: &[(usize, Option<u64>)]) -> OpenChunks {
         let mut open = OpenChunks::default();
         for (n, (lines, confirm)) in shape.iter().enumerate() {
-            open.push(*lines, confirm.map(Lsn), vec![SystemTime::UNIX_EPOCH], Receipt::of_chunk(n as u64));
+            let receipt = Receipt::of_chunk(n as u64);
+            open.push(*lines, confirm.map(Lsn), vec![SystemTime::UNIX_EPOCH], CopyProgress::new(), receipt);
         }
         open
     }

@@ -2,10 +2,13 @@
 //! or the state store): `walpipe.checkpoints`, and the data gaps of lost
 //! slots in `walpipe.data_gaps`.
 //!
-//! Invariant: the applied position never goes backwards (`greatest` in SQL).
+//! Invariants: the applied position never goes backwards (`greatest` in
+//! SQL); the chunked copy's progress (`copy_progress`) is written in the
+//! same statement as the position its chunks complete.
 
 use tokio_postgres::Client;
 
+use crate::chunked::progress::{self, CopyProgress};
 use crate::lsn::Lsn;
 
 /// Where the job's applied position is kept (`walpipe.checkpoints`).
@@ -25,21 +28,35 @@ pub async fn read_checkpoint(
     }))
 }
 
+/// Records `lsn` as applied, and merges `copied` into the copy's progress.
 pub async fn write_checkpoint(
     client: &Client,
     job: &str,
     slot: &str,
     lsn: Lsn,
+    copied: &CopyProgress,
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "INSERT INTO walpipe.checkpoints (job_name, slot_name, applied_lsn) VALUES ($1, $2, $3::text::pg_lsn) \
+            "INSERT INTO walpipe.checkpoints (job_name, slot_name, applied_lsn, copy_progress) \
+             VALUES ($1, $2, $3::text::pg_lsn, $4::text::jsonb) \
              ON CONFLICT (job_name) DO UPDATE SET slot_name = EXCLUDED.slot_name, \
-                 applied_lsn = greatest(walpipe.checkpoints.applied_lsn, EXCLUDED.applied_lsn), updated_at = now()",
-            &[&job, &slot, &lsn.to_string()],
+                 applied_lsn = greatest(walpipe.checkpoints.applied_lsn, EXCLUDED.applied_lsn), \
+                 copy_progress = CASE WHEN EXCLUDED.copy_progress IS NULL THEN walpipe.checkpoints.copy_progress \
+                     ELSE coalesce(walpipe.checkpoints.copy_progress, '{}') || EXCLUDED.copy_progress END, \
+                 updated_at = now()",
+            &[&job, &slot, &lsn.to_string(), &progress::to_json(copied)],
         )
         .await
         .map(drop)
+}
+
+/// Where the job's chunked copy stands (`walpipe.checkpoints.copy_progress`).
+pub async fn read_copy_progress(client: &Client, job: &str) -> Result<CopyProgress, tokio_postgres::Error> {
+    let row = client
+        .query_opt("SELECT copy_progress::text FROM walpipe.checkpoints WHERE job_name = $1", &[&job])
+        .await?;
+    Ok(progress::parse(row.and_then(|row| row.get::<_, Option<String>>(0)).as_deref()))
 }
 
 /// Records that changes after `gap_from` (unknown: None) were lost with an invalidated slot.

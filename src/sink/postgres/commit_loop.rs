@@ -5,7 +5,7 @@
 //!  chunk ──> BEGIN (once) ──> Writer::add each line ──> Writer::apply when a batch is pending
 //!  at a boundary, when batch_size changes arrived, flush_interval passed,
 //!  or the source has nothing more waiting (caught up):
-//!      Writer::apply ──> checkpoint(applied_lsn = boundary) ──> COMMIT ──> receipt back
+//!      Writer::apply ──> checkpoint(applied_lsn = boundary, copy progress) ──> COMMIT ──> receipt back
 //! ```
 //!
 //! Invariants:
@@ -101,9 +101,12 @@ impl<W: Writer> CommitLoop<W> {
                     continue;
                 }
             };
-            let Some(Chunk { lines, confirm, commit_times, caught_up, receipt }) = chunk else { break };
+            let Some(Chunk { lines, confirm, commit_times, caught_up, copied, receipt }) = chunk else {
+                break;
+            };
             self.begin().await?;
             self.uncommitted.chunk(lines.len(), confirm, &commit_times, receipt);
+            self.uncommitted.copied(copied);
             let lines = Bytes::from(lines);
             let mut start = 0;
             while let Some(end) = lines[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
@@ -139,10 +142,10 @@ impl<W: Writer> CommitLoop<W> {
             self.begin().await?;
             self.writer.apply(&self.client).await?;
         }
-        let Commit { boundary, receipt, changes, commit_times, bytes } = self.uncommitted.take();
+        let Commit { boundary, receipt, changes, commit_times, bytes, copied } = self.uncommitted.take();
         if let Some(lsn) = boundary {
             self.begin().await?;
-            write_checkpoint(&self.client, &self.job, &self.slot, lsn).await?;
+            write_checkpoint(&self.client, &self.job, &self.slot, lsn, &copied).await?;
         }
         if self.in_transaction {
             self.client.batch_execute("COMMIT").await?;

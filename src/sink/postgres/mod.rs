@@ -100,6 +100,16 @@ impl Sink for Postgres {
         }
     }
 
+    async fn start_over(&mut self) -> Result<(), SinkError> {
+        if let Mode::Mirror(places) = &self.mode {
+            let destinations: Vec<String> = places.values().map(|place| place.destination.quoted()).collect();
+            if !destinations.is_empty() {
+                self.client.batch_execute(&format!("TRUNCATE {}", destinations.join(", "))).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn stream<D: Driving>(self, driving: D) -> D::Outcome {
         let Postgres { client, mode, spec, metrics, .. } = self;
         match mode {

@@ -214,9 +214,10 @@ pub async fn ensure_state(client: &Client) -> Result<(), tokio_postgres::Error> 
                  PRIMARY KEY (job_name, root_schema, root_name)); \
              DO $$ BEGIN \
                  IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'walpipe' \
-                                AND table_name = 'checkpoints' AND column_name = 'shapes') THEN \
+                                AND table_name = 'checkpoints' AND column_name = 'copy_progress') THEN \
                      ALTER TABLE walpipe.checkpoints ADD COLUMN IF NOT EXISTS delivered_through text, \
-                         ADD COLUMN IF NOT EXISTS in_flight jsonb, ADD COLUMN IF NOT EXISTS shapes jsonb; \
+                         ADD COLUMN IF NOT EXISTS in_flight jsonb, ADD COLUMN IF NOT EXISTS shapes jsonb, \
+                         ADD COLUMN IF NOT EXISTS copy_progress jsonb; \
                  END IF; \
              END $$;",
         )

@@ -11,6 +11,7 @@
 
 use std::time::SystemTime;
 
+use crate::chunked::progress::CopyProgress;
 use crate::lsn::Lsn;
 use crate::sink::contract::Receipt;
 
@@ -24,6 +25,8 @@ pub struct Uncommitted {
     changes: usize,
     commit_times: Vec<SystemTime>,
     bytes: u64,
+    /// The chunked copy's progress the chunks bring (each with its boundary).
+    copied: CopyProgress,
 }
 
 /// What one commit covers.
@@ -36,6 +39,8 @@ pub struct Commit {
     pub changes: usize,
     pub commit_times: Vec<SystemTime>,
     pub bytes: u64,
+    /// Recorded with the boundary.
+    pub copied: CopyProgress,
 }
 
 /// Why a commit may be due after a chunk.
@@ -62,6 +67,12 @@ impl Uncommitted {
         self.receipt = Some(receipt);
     }
 
+    /// The chunk's copy progress: it comes with the chunk's boundary, so
+    /// it is committed exactly when that boundary is.
+    pub fn copied(&mut self, copied: CopyProgress) {
+        self.copied.extend(copied);
+    }
+
     /// One change of the chunk was applied.
     pub fn change(&mut self) {
         self.changes += 1;
@@ -84,8 +95,8 @@ impl Uncommitted {
 
     /// Everything since the last commit, for the commit.
     pub fn take(&mut self) -> Commit {
-        let Uncommitted { boundary, receipt, changes, commit_times, bytes } = std::mem::take(self);
-        Commit { boundary, receipt, changes, commit_times, bytes }
+        let Uncommitted { boundary, receipt, changes, commit_times, bytes, copied } = std::mem::take(self);
+        Commit { boundary, receipt, changes, commit_times, bytes, copied }
     }
 }
 

@@ -1,0 +1,168 @@
+//! The copier: reads the unfinished tables in chunks, one table after
+//! another, and hands each chunk to the driver, which writes it at its
+//! marker. Chunks follow each other without pause; the channel holds one,
+//! so at most two chunks wait in memory for the stream to reach them.
+//!
+//! Invariant: a chunk is handed over only after its transaction committed,
+//! and in the order of the markers, so the driver finds, at each of this
+//! run's markers, exactly that chunk next in the channel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::ChunkError;
+use super::keyset::ChunkSizer;
+use super::progress::TableCopy;
+use super::reader::{ChunkRead, read_chunk};
+use crate::job::lifecycle::{Phase, State};
+use crate::job::snapshot::TableProgress;
+use crate::metrics::JobMetrics;
+use crate::names::quote_literal;
+use crate::source::Connection;
+use crate::source::catalog::SourceTable;
+use crate::source::conninfo::ConnInfo;
+
+/// The time a chunk's transaction aims at.
+const CHUNK_BUDGET: Duration = Duration::from_secs(1);
+/// Rows per chunk, at least and at most.
+const CHUNK_ROWS: (usize, usize) = (1_000, 500_000);
+/// The COPY text a chunk holds at most (about).
+const CHUNK_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// The tables to copy, in order, with where each resumes.
+pub struct Copier {
+    pub source: ConnInfo,
+    pub metrics: Arc<JobMetrics>,
+    pub tables: Vec<(SourceTable, TableCopy)>,
+}
+
+/// The driver's end: the chunks, and the run their markers must name.
+pub struct ChunkFeed {
+    run: String,
+    chunks: mpsc::Receiver<ChunkRead>,
+}
+
+impl ChunkFeed {
+    /// Whether a marker's token is this run's (an earlier run's replayed marker is not).
+    pub fn is_ours(&self, token: &str) -> bool {
+        token.split_once('/').is_some_and(|(run, _)| run == self.run)
+    }
+
+    /// The next chunk; `None` once the copier stopped.
+    pub async fn next(&mut self) -> Option<ChunkRead> {
+        self.chunks.recv().await
+    }
+}
+
+/// The running copier.
+pub struct CopierTask {
+    task: JoinHandle<Result<(), ChunkError>>,
+    failed: Option<oneshot::Receiver<()>>,
+}
+
+impl CopierTask {
+    /// Completes if the copier fails (never if it succeeds).
+    pub fn failed(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let failed = self.failed.take();
+        async move {
+            let failed = match failed {
+                Some(failed) => failed.await.is_ok(),
+                None => false,
+            };
+            if !failed {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Stops the copier; its error, if it failed.
+    pub async fn finish(self) -> Result<(), ChunkError> {
+        if !self.task.is_finished() {
+            self.task.abort();
+        }
+        match self.task.await {
+            Ok(result) => result,
+            Err(_) => Ok(()), // aborted: the stream stopped first
+        }
+    }
+}
+
+impl Copier {
+    /// Starts copying; the driver takes the chunks from the feed.
+    pub fn spawn(self) -> (ChunkFeed, CopierTask) {
+        let run = run_id();
+        let (sender, chunks) = mpsc::channel(1);
+        let (failing, failed) = oneshot::channel();
+        let copy_run = run.clone();
+        let task = tokio::spawn(async move {
+            let result = self.run(&copy_run, sender).await;
+            if result.is_err() {
+                let _ = failing.send(());
+            }
+            result
+        });
+        (ChunkFeed { run, chunks }, CopierTask { task, failed: Some(failed) })
+    }
+
+    async fn run(self, run: &str, chunks: mpsc::Sender<ChunkRead>) -> Result<(), ChunkError> {
+        let mut source = Connection::connect_plain(&self.source).await.map_err(ChunkError::Connect)?;
+        let mut sequence = 0u64;
+        for (table, start) in &self.tables {
+            let name = table.qualified();
+            let estimate = estimate(&mut source, table).await?;
+            match &start.after {
+                Some(after) => tracing::info!(
+                    "snapshot {name}: resuming the chunked copy after key ({})",
+                    after.join(", ")
+                ),
+                None => {
+                    tracing::info!("snapshot {name}: copying in chunks of about {} s", CHUNK_BUDGET.as_secs())
+                }
+            }
+            let mut progress = TableProgress::new(&self.metrics, name.clone(), estimate);
+            let mut sizer = ChunkSizer::new(CHUNK_BUDGET, CHUNK_ROWS.0, CHUNK_ROWS.1, CHUNK_MAX_BYTES);
+            let mut after = start.after.clone();
+            loop {
+                sequence += 1;
+                let token = format!("{run}/{sequence}");
+                let chunk = read_chunk(&mut source, table, after.as_deref(), sizer.rows(), &token).await?;
+                sizer.observe(chunk.row_count, chunk.bytes, chunk.took);
+                chunk.rows.iter().for_each(|piece| progress.advance(piece));
+                after.clone_from(&chunk.progress.after);
+                let done = chunk.progress.done;
+                if chunks.send(chunk).await.is_err() {
+                    return Ok(()); // the stream stopped
+                }
+                if done {
+                    break;
+                }
+            }
+            progress.finish();
+        }
+        tracing::info!("snapshot: every chunk is read; the last ones reach the sink with the stream");
+        self.metrics.set_state(State::Running, Some(Phase::Streaming));
+        Ok(())
+    }
+}
+
+/// The planner's row estimate, for the progress lines.
+async fn estimate(source: &mut Connection, table: &SourceTable) -> Result<i64, ChunkError> {
+    let answer = source
+        .simple_query(&format!(
+            "SELECT greatest(reltuples, 0)::bigint AS estimate FROM pg_class WHERE oid = {}::regclass",
+            quote_literal(&table.quoted())
+        ))
+        .await
+        .map_err(|source| ChunkError::Source { table: table.qualified(), source })?;
+    Ok(answer.first("estimate").and_then(|n| n.parse().ok()).unwrap_or(0))
+}
+
+/// Names this run's markers, so that a restart can tell them from an earlier run's.
+fn run_id() -> String {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{:x}-{nanos:x}", std::process::id())
+}
