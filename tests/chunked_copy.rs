@@ -1,0 +1,197 @@
+//! The chunked copy (WALPIPE_SNAPSHOT_STRATEGY=chunked, the default), end
+//! to end on real servers: chunks merged with a heavy concurrent workload
+//! in the very ranges being copied (PG15 and PG18), and kill -9 during a
+//! copy, which resumes from its last recorded chunk with the same slot.
+
+mod common;
+
+use common::{Cluster, fingerprint, run_log, spawn_run, stop_run, wait_for};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+const COLUMNS: &str = "region, id, balance, note";
+const KEY: &str = "region, id";
+
+/// A table with a composite key, and a function that moves a key (a
+/// key change that gives up quietly when the new key is taken).
+fn setup(cluster: &Cluster, test: &str, rows: u32) -> (String, String) {
+    let source = cluster.fresh_db(&format!("{test}_src"));
+    let sink = cluster.fresh_db(&format!("{test}_sink"));
+    cluster.psql(
+        &source,
+        &format!(
+            "CREATE TABLE accounts (region int, id int, balance int NOT NULL, note text, PRIMARY KEY (region, id)); \
+             INSERT INTO accounts SELECT i % 3, i, i, 'row ' || i FROM generate_series(1, {rows}) i; \
+             CREATE FUNCTION move_key(r int, i int) RETURNS void LANGUAGE plpgsql AS $$ \
+             BEGIN UPDATE accounts SET id = -id WHERE region = r AND id = i; \
+             EXCEPTION WHEN unique_violation THEN NULL; END $$;"
+        ),
+    );
+    (source, sink)
+}
+
+/// Updates, deletes, re-inserts, key changes (both ways) and range updates
+/// on random keys of every region, so some land on chunk boundaries.
+const WORKLOAD: &str = r"\set r random(0, 2)
+\set i random(1, :rows)
+\set op random(1, 6)
+\if :op = 1
+UPDATE accounts SET balance = balance + 1 WHERE region = :r AND id = :i;
+\elif :op = 2
+DELETE FROM accounts WHERE region = :r AND id = :i;
+\elif :op = 3
+INSERT INTO accounts VALUES (:r, :i, 0, 'reinserted') ON CONFLICT (region, id) DO UPDATE SET note = 'upserted';
+\elif :op = 4
+SELECT move_key(:r, :i), move_key(:r, -:i);
+\elif :op = 5
+BEGIN;
+DELETE FROM accounts WHERE region = :r AND id = :i;
+INSERT INTO accounts VALUES (:r, :i, 7, 'again') ON CONFLICT (region, id) DO UPDATE SET balance = 8;
+COMMIT;
+\else
+UPDATE accounts SET balance = balance - 1, note = md5(random()::text) WHERE region = :r AND id BETWEEN :i AND :i + 30;
+\endif
+";
+
+/// pgbench running [`WORKLOAD`] on `db` for `seconds`, 4 clients.
+fn start_workload(cluster: &Cluster, db: &str, rows: u32, seconds: u32) -> Child {
+    let script = cluster.base().join(format!("workload-{db}.sql"));
+    std::fs::write(&script, WORKLOAD).expect("write the workload");
+    let pgbench = [cluster.bindir.join("pgbench"), common::pg15_bindir().join("pgbench")]
+        .into_iter()
+        .find(|p| p.exists());
+    Command::new(pgbench.expect("pgbench"))
+        .args(["-n", "-c", "4", "-j", "2", "--max-tries=20", "-D", &format!("rows={rows}")])
+        .args(["-T", &seconds.to_string(), "-f"])
+        .arg(&script)
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-p", &cluster.port.to_string(), db])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start pgbench")
+}
+
+fn finish_workload(workload: Child) {
+    let output = workload.wait_with_output().expect("pgbench");
+    assert!(output.status.success(), "pgbench: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+fn run(
+    cluster: &Cluster,
+    source: &str,
+    sink: &str,
+    job: &str,
+    append: bool,
+    extra: &[(&str, &str)],
+) -> Child {
+    let vars = [
+        ("WALPIPE_SOURCE_URL", cluster.url(source)),
+        ("WALPIPE_SINK_URL", cluster.url(sink)),
+        ("WALPIPE_JOB_NAME", job.to_string()),
+        ("WALPIPE_FLUSH_INTERVAL_MS", "100".to_string()),
+    ];
+    spawn_run(job, append, &vars, extra)
+}
+
+fn same(cluster: &Cluster, source: &str, sink: &str) -> bool {
+    let sink_print = fingerprint(cluster, sink, "accounts", COLUMNS, KEY);
+    sink_print.is_some() && sink_print == fingerprint(cluster, source, "accounts", COLUMNS, KEY)
+}
+
+fn wait_same(cluster: &Cluster, source: &str, sink: &str, job: &str) {
+    let started = std::time::Instant::now();
+    while !same(cluster, source, sink) {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the sink did not converge; log:\n{}",
+            run_log(job)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The copy's progress as the sink's checkpoint records it.
+fn recorded(cluster: &Cluster, sink: &str, job: &str) -> String {
+    cluster
+        .try_psql(
+            sink,
+            &format!("SELECT copy_progress::text FROM walpipe.checkpoints WHERE job_name = '{job}'"),
+        )
+        .unwrap_or_default()
+}
+
+#[test]
+fn chunks_and_a_heavy_workload_in_their_ranges_converge_exactly() {
+    const ROWS: u32 = 150_000;
+    for cluster in common::clusters() {
+        let (source, sink) = setup(cluster, "chunk_merge", ROWS);
+        let job = format!("chunk_merge_{}_{}", cluster.major, std::process::id());
+        let workload = start_workload(cluster, &source, ROWS, 25);
+        // The copy starts while the workload runs.
+        std::thread::sleep(Duration::from_secs(1));
+        let child = run(cluster, &source, &sink, &job, false, &[]);
+        finish_workload(workload);
+        wait_same(cluster, &source, &sink, &job);
+        assert!(stop_run(child).success(), "graceful stop; log:\n{}", run_log(&job));
+        let log = run_log(&job);
+        assert!(
+            log.contains("snapshot public.accounts: its last chunk took its place in the stream"),
+            "{log}"
+        );
+        let merged = log.lines().filter(|l| l.contains("newer in the stream")).count();
+        eprintln!("PG{}: {merged} chunks left out rows that the stream had newer", cluster.major);
+    }
+}
+
+#[test]
+fn kill_9_during_a_chunked_copy_resumes_from_the_last_chunk_and_copies_no_row_twice() {
+    const ROWS: u32 = 300_000;
+    let cluster = common::pg15_with(&common::options());
+    for mode in ["mirror", "changelog"] {
+        let (source, sink) = setup(cluster, &format!("chunk_kill_{mode}"), ROWS);
+        let job = format!("chunk_kill_{mode}_{}", std::process::id());
+        let extra = [("WALPIPE_SINK_MODE", mode)];
+        let mut child = run(cluster, &source, &sink, &job, false, &extra);
+        for kill in 1..=3 {
+            // Kill once a chunk more than at the start of this run is recorded.
+            let before = recorded(cluster, &sink, &job);
+            wait_for(Duration::from_secs(120), "a chunk recorded", || {
+                let now = recorded(cluster, &sink, &job);
+                now.contains("\"after\": [") && now != before
+            });
+            let _ = child.kill();
+            let _ = child.wait();
+            let slots = "SELECT string_agg(slot_name, ',') FROM pg_replication_slots WHERE database = current_database()";
+            let slot = cluster.psql(&source, slots);
+            child = run(cluster, &source, &sink, &job, true, &extra);
+            wait_for(Duration::from_secs(60), "the resumed copy", || {
+                run_log(&job).matches("resuming the chunked copy after key").count() >= kill
+            });
+            // The same slot: not a new one.
+            assert_eq!(cluster.psql(&source, slots), slot);
+        }
+        wait_for(Duration::from_secs(180), "the copy", || {
+            recorded(cluster, &sink, &job).contains("\"done\": true")
+        });
+        let log = run_log(&job);
+        assert_eq!(
+            log.matches("the tables will be copied in chunks").count(),
+            1,
+            "one fresh start only:\n{log}"
+        );
+        match mode {
+            "mirror" => wait_same(cluster, &source, &sink, &job),
+            _ => {
+                let snapshot_rows = |what: &str| {
+                    cluster.psql(
+                        &sink,
+                        &format!("SELECT {what} FROM (SELECT key, count(*) n FROM accounts WHERE _walpipe_op = 'snapshot' GROUP BY key) k"),
+                    )
+                };
+                assert_eq!(snapshot_rows("count(*)"), ROWS.to_string(), "every row copied");
+                assert_eq!(snapshot_rows("count(*) FILTER (WHERE n > 1)"), "0", "no row copied twice");
+            }
+        }
+        assert!(stop_run(child).success(), "graceful stop; log:\n{}", run_log(&job));
+    }
+}
