@@ -25,7 +25,7 @@ fn a_healthy_setup_passes_with_the_retention_warning() {
         let (ok, text) = check(&cluster.url(&source), &cluster.url(&sink));
         assert!(ok, "{text}");
         assert!(text.contains("ok      wal_level = logical"), "{text}");
-        assert!(text.contains("table public.orders can be replicated (key: id)"), "{text}");
+        assert!(text.contains("table public.orders can be replicated (key: id; copied in chunks of that key while streaming)"), "{text}");
         assert!(
             text.contains("warning max_slot_wal_keep_size = -1")
                 && text.contains("ALTER SYSTEM SET max_slot_wal_keep_size"),

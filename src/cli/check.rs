@@ -6,7 +6,7 @@ use std::fmt;
 use anyhow::bail;
 
 use crate::config::Config;
-use crate::job::spec::JobSpec;
+use crate::job::spec::{JobSpec, SnapshotStrategy};
 use crate::names::quote_literal;
 use crate::source::catalog;
 use crate::sql_client;
@@ -136,9 +136,13 @@ async fn check_access(source: &tokio_postgres::Client, spec: &JobSpec, findings:
                     Ok(table) => findings.push(finding(
                         Level::Ok,
                         format!(
-                            "table {} can be replicated (key: {})",
+                            "table {} can be replicated (key: {}; {})",
                             table.qualified(),
-                            table.key.join(", ")
+                            table.key.join(", "),
+                            match spec.snapshot_strategy {
+                                SnapshotStrategy::Chunked => "copied in chunks of that key while streaming",
+                                SnapshotStrategy::Exported => "copied under the slot's exported snapshot",
+                            }
                         ),
                     )),
                     Err(error) => findings.push(finding(Level::Error, error.to_string())),

@@ -119,6 +119,8 @@ struct OpenTxn<T> {
     fields: T,
     xid: u32,
     next_ordinal: u64,
+    /// A chunk marker's transaction: walpipe's own, not counted as the source's.
+    marker: bool,
 }
 
 pub struct Assembler<E: Encoding> {
@@ -210,12 +212,13 @@ impl<E: Encoding> Assembler<E> {
                     fields: self.encoding.txn(begin.final_lsn, Some(begin.xid), Some(begin.commit_time)),
                     xid: begin.xid,
                     next_ordinal: 0,
+                    marker: false,
                 });
                 Ok(Step::Continue)
             }
             Message::Commit(commit) => match self.open.take() {
-                Some(_) => {
-                    self.tally.transactions += 1;
+                Some(open) => {
+                    self.tally.transactions += u64::from(!open.marker);
                     Ok(Step::Committed {
                         end_lsn: commit.end_lsn,
                         commit_time: to_system_time(commit.commit_time),
@@ -252,6 +255,9 @@ impl<E: Encoding> Assembler<E> {
                 Ok(Step::Continue)
             }
             Message::Message(m) if m.transactional && m.prefix == CHUNK_PREFIX => {
+                if let Some(open) = &mut self.open {
+                    open.marker = true;
+                }
                 Ok(Step::Chunk { token: String::from_utf8_lossy(&m.content).into_owned() })
             }
             Message::Message(m) if m.transactional => {

@@ -187,3 +187,84 @@ fn out_of_sequence_messages_are_errors_naming_the_lsn() {
     let error = asm.handle(Lsn(5), Bytes::from_static(b"I\0"), &mut out).expect_err("truncated");
     assert!(error.to_string().contains("malformed replication message at LSN 0/5"), "{error}");
 }
+
+/// A chunk of `public.t` (id int key, v text) read as of `snapshot`.
+fn chunk(snapshot: &str, rows: &str) -> crate::chunked::reader::ChunkRead {
+    let Message::Relation(shape) = relation(None) else { unreachable!("a relation") };
+    crate::chunked::reader::ChunkRead {
+        token: "run/1".into(),
+        table: "public.t".into(),
+        shape,
+        types: Default::default(),
+        key_positions: vec![0],
+        snapshot: crate::chunked::visibility::XidSnapshot::parse(snapshot).expect("snapshot"),
+        rows: vec![Bytes::from(rows.to_string())],
+        row_count: rows.lines().count(),
+        bytes: rows.len(),
+        progress: crate::chunked::progress::TableCopy { after: Some(vec!["3".into()]), done: true },
+        took: std::time::Duration::from_millis(5),
+    }
+}
+
+fn committed_insert(asm: &mut Assembler<JsonLines>, at: u64, xid: u32, id: &str, out: &mut Vec<u8>) {
+    feed(asm, at, Message::Begin(Begin { final_lsn: Lsn(at + 1), commit_time: 0, xid }), out);
+    feed(asm, at + 1, relation(None), out);
+    feed(asm, at + 2, insert(None, id), out);
+    let commit = Commit { flags: 0, commit_lsn: Lsn(at + 1), end_lsn: Lsn(at + 3), commit_time: 0 };
+    feed(asm, at + 3, Message::Commit(commit), out);
+}
+
+#[test]
+fn a_chunk_takes_its_markers_place_without_the_rows_an_unseen_transaction_changed() {
+    use crate::chunked::reader::CHUNK_PREFIX;
+    use crate::protocol::pgoutput::LogicalMessage;
+    let watch = crate::chunked::watch::KeyWatch::new(["public.t".to_string()]);
+    let mut asm = Assembler::new(JsonLines, 1 << 20, None, Default::default()).watching(watch);
+    let mut out = Vec::new();
+    // 790 committed before the chunk's snapshot; 800 was running when it was taken.
+    committed_insert(&mut asm, 0x10, 790, "1", &mut out);
+    committed_insert(&mut asm, 0x20, 800, "2", &mut out);
+    out.clear();
+    feed(&mut asm, 0x30, Message::Begin(Begin { final_lsn: Lsn(0x90), commit_time: 0, xid: 900 }), &mut out);
+    let marker = LogicalMessage {
+        xid: None,
+        transactional: true,
+        lsn: Lsn(0x31),
+        prefix: CHUNK_PREFIX.into(),
+        content: Bytes::from_static(b"run/1"),
+    };
+    let step = feed(&mut asm, 0x31, Message::Message(marker), &mut out);
+    assert!(matches!(&step, Step::Chunk { token } if token == "run/1"), "{step:?}");
+    let written =
+        asm.write_chunk(Lsn(0x31), &chunk("795:801:800", "1\ta\n2\tb\n3\t\\N\n"), &mut out).expect("written");
+    assert_eq!(written, super::chunks::ChunkWritten { rows: 2, stale: 1 });
+    let commit = Commit { flags: 0, commit_lsn: Lsn(0x90), end_lsn: Lsn(0x98), commit_time: 0 };
+    assert!(matches!(feed(&mut asm, 0x98, Message::Commit(commit), &mut out), Step::Committed { .. }));
+    let lines = lines(&out);
+    let ops: Vec<&str> = lines.iter().map(|l| l["op"].as_str().expect("op")).collect();
+    assert_eq!(
+        ops,
+        ["schema", "snapshot", "snapshot"],
+        "the shape, then rows 1 and 3: row 2 is newer in the stream"
+    );
+    assert_eq!(lines[1]["id"], "0/90:0");
+    assert_eq!(lines[1]["new"], serde_json::json!({"id": 1, "v": "a"}));
+    assert_eq!(lines[2]["id"], "0/90:1");
+    assert_eq!(lines[2]["key"], serde_json::json!({"id": 3}));
+    assert_eq!(lines[2]["new"], serde_json::json!({"id": 3, "v": null}));
+    // The table, fully copied, is no longer watched: nothing is stale for it any more.
+    let later = chunk("10:10:", "2\tb\n");
+    feed(&mut asm, 0xa0, Message::Begin(Begin { final_lsn: Lsn(0xb0), commit_time: 0, xid: 901 }), &mut out);
+    assert_eq!(asm.write_chunk(Lsn(0xa1), &later, &mut out).expect("written").stale, 0);
+}
+
+#[test]
+fn a_chunk_whose_shape_differs_from_the_streams_is_not_written() {
+    let watch = crate::chunked::watch::KeyWatch::new(["public.t".to_string()]);
+    let mut asm = Assembler::new(JsonLines, 1 << 20, None, Default::default()).watching(watch);
+    let mut out = Vec::new();
+    feed(&mut asm, 0x10, Message::Begin(Begin { final_lsn: Lsn(0x20), commit_time: 0, xid: 700 }), &mut out);
+    feed(&mut asm, 0x11, relation_of(None, &[("id", 23, 1), ("v", 25, 0), ("w", 25, 0)]), &mut out);
+    let error = asm.write_chunk(Lsn(0x12), &chunk("1:1:", "1\ta\n"), &mut out).expect_err("another shape");
+    assert!(matches!(error, AssembleError::ChunkShape { .. }), "{error}");
+}
