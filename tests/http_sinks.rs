@@ -738,7 +738,8 @@ fn a_chunked_copy_under_writes_replays_at_the_webhook_in_arrival_order_to_the_so
     for change in arrived().iter().filter(|c| c["op"] != "schema") {
         copied += usize::from(change["op"] == "snapshot");
         let key = change["key"]["id"].as_i64().expect("key");
-        let here = position(change);
+        // A copied row's place is its chunk's transaction (its id names the row, not a place).
+        let here = (common::lsn(change["commit_lsn"].as_str().expect("commit_lsn")), position(change).1);
         if let Some(before) = last.insert(key, here) {
             assert!(before < here, "key {key}: {change} arrived after a change at {before:?}");
         }

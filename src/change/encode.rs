@@ -83,6 +83,15 @@ impl TxnFields {
         out.extend_from_slice(&self.shared);
     }
 
+    /// As [`TxnFields::write_header`], with the id `write_id` writes (JSON text).
+    pub fn write_header_with_id(&self, out: &mut Vec<u8>, lsn: Lsn, write_id: impl FnOnce(&mut Vec<u8>)) {
+        use std::io::Write;
+        out.extend_from_slice(b"{\"id\":");
+        write_id(out);
+        let _ = write!(out, ",\"lsn\":\"{lsn}\"");
+        out.extend_from_slice(&self.shared);
+    }
+
     /// As [`TxnFields::write_header`], with the id `<commit_lsn>:<ordinal>:schema`.
     pub fn write_schema_header(&self, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn) {
         use std::io::Write;
@@ -108,6 +117,16 @@ impl super::Encoding for JsonLines {
 
     fn write_schema_header(&self, txn: &TxnFields, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn) {
         txn.write_schema_header(out, ordinal, lsn);
+    }
+
+    fn write_copied_header(
+        &self,
+        txn: &TxnFields,
+        out: &mut Vec<u8>,
+        lsn: Lsn,
+        write_id: impl FnOnce(&mut Vec<u8>),
+    ) {
+        txn.write_header_with_id(out, lsn, write_id);
     }
 
     fn write_schema(&self, out: &mut Vec<u8>, table: &Table) {

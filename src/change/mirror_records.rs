@@ -49,6 +49,17 @@ impl Encoding for MirrorRecords {
         self.write_header(txn, out, ordinal, lsn);
     }
 
+    /// A mirror needs no id: a row's key names it.
+    fn write_copied_header(
+        &self,
+        txn: &String,
+        out: &mut Vec<u8>,
+        lsn: Lsn,
+        _write_id: impl FnOnce(&mut Vec<u8>),
+    ) {
+        self.write_header(txn, out, 0, lsn);
+    }
+
     fn write_schema(&self, out: &mut Vec<u8>, table: &Table) {
         out.extend_from_slice(b"S\t");
         escape(out, table.qualified_name().as_bytes());
@@ -127,6 +138,21 @@ impl Encoding for MirrorRecords {
 
     fn write_message(&self, out: &mut Vec<u8>, _message: &LogicalMessage) {
         out.extend_from_slice(b"M\t\t-\t\n");
+    }
+
+    /// An `I` record whose values are the COPY text as read: the source's
+    /// COPY escaping is the records' own, so nothing is decoded.
+    fn write_copied_row(&self, out: &mut Vec<u8>, table: &Table, row: &[u8]) -> Result<(), ShapeError> {
+        let got = row.iter().filter(|b| **b == b'\t').count() + 1;
+        if got != table.columns.len() {
+            return Err(ShapeError { table: table.qualified_name(), got, expected: table.columns.len() });
+        }
+        out.extend_from_slice(b"I\t");
+        escape(out, table.qualified_name().as_bytes());
+        out.extend_from_slice(b"\t-\t\t");
+        out.extend_from_slice(row);
+        out.push(b'\n');
+        Ok(())
     }
 }
 
@@ -226,6 +252,32 @@ mod tests {
             assert_eq!(unescape(&escaped).as_deref(), Some(value.as_bytes()));
         }
         assert_eq!(unescape(b"\\N"), None);
+    }
+
+    #[test]
+    fn a_copied_row_passes_through_as_the_record_of_the_same_values() {
+        let values = [Some("7"), Some("tab\there\\"), None];
+        let mut row = Vec::new();
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                row.push(b'\t');
+            }
+            match value {
+                Some(text) => escape(&mut row, text.as_bytes()),
+                None => row.extend_from_slice(b"\\N"),
+            }
+        }
+        let tuple = Tuple(
+            values
+                .iter()
+                .map(|v| v.map_or(Column::Null, |t| Column::Text(Bytes::from(t.to_string()))))
+                .collect(),
+        );
+        let (mut copied, mut encoded) = (Vec::new(), Vec::new());
+        MirrorRecords.write_copied_row(&mut copied, &table(), &row).expect("shape");
+        MirrorRecords.write_row(&mut encoded, &table(), Op::Snapshot, None, Some(&tuple)).expect("shape");
+        assert_eq!(String::from_utf8_lossy(&copied), String::from_utf8_lossy(&encoded));
+        assert!(MirrorRecords.write_copied_row(&mut copied, &table(), b"1\t2").is_err(), "too narrow");
     }
 
     #[test]

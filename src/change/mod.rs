@@ -16,7 +16,7 @@ pub mod relation;
 pub mod value;
 
 use crate::lsn::Lsn;
-use crate::protocol::pgoutput::{LogicalMessage, OldTuple, Tuple};
+use crate::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
 use encode::{Op, ShapeError};
 use relation::Table;
 
@@ -48,4 +48,26 @@ pub trait Encoding: Clone + Send + Sync + 'static {
     ) -> Result<(), ShapeError>;
     fn write_truncate(&self, out: &mut Vec<u8>, table: &Table);
     fn write_message(&self, out: &mut Vec<u8>, message: &LogicalMessage);
+    /// The header of a copied row: its id is not a position in the
+    /// transaction but the row's own, which `write_id` writes (as JSON text).
+    fn write_copied_header(
+        &self,
+        txn: &Self::Txn,
+        out: &mut Vec<u8>,
+        lsn: Lsn,
+        write_id: impl FnOnce(&mut Vec<u8>),
+    );
+    /// The body of a copied row (`snapshot`), from its COPY text (fields in
+    /// the table's column order, escaped, no newline), ending the line.
+    fn write_copied_row(&self, out: &mut Vec<u8>, table: &Table, row: &[u8]) -> Result<(), ShapeError> {
+        let tuple = Tuple(
+            row.split(|b| *b == b'\t')
+                .map(|field| match mirror_records::unescape(field) {
+                    None => Column::Null,
+                    Some(value) => Column::Text(bytes::Bytes::copy_from_slice(&value)),
+                })
+                .collect(),
+        );
+        self.write_row(out, table, Op::Snapshot, None, Some(&tuple))
+    }
 }

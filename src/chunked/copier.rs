@@ -30,7 +30,7 @@ const CHUNK_BUDGET: Duration = Duration::from_secs(1);
 /// Rows per chunk, at least and at most.
 const CHUNK_ROWS: (usize, usize) = (1_000, 500_000);
 /// The COPY text a chunk holds at most (about).
-const CHUNK_MAX_BYTES: usize = 16 * 1024 * 1024;
+const CHUNK_MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// The tables to copy, in order, with where each resumes.
 pub struct Copier {
@@ -124,14 +124,14 @@ impl Copier {
             }
             let mut progress = TableProgress::new(&self.metrics, name.clone(), estimate);
             let mut sizer = ChunkSizer::new(CHUNK_BUDGET, CHUNK_ROWS.0, CHUNK_ROWS.1, CHUNK_MAX_BYTES);
-            let mut after = start.after.clone();
+            let mut next = start.clone();
             loop {
                 sequence += 1;
                 let token = format!("{run}/{sequence}");
-                let chunk = read_chunk(&mut source, table, after.as_deref(), sizer.rows(), &token).await?;
+                let chunk = read_chunk(&mut source, table, &next, sizer.rows(), &token).await?;
                 sizer.observe(chunk.row_count, chunk.bytes, chunk.took);
                 chunk.rows.iter().for_each(|piece| progress.advance(piece));
-                after.clone_from(&chunk.progress.after);
+                next = chunk.progress.clone();
                 let done = chunk.progress.done;
                 if chunks.send(chunk).await.is_err() {
                     return Ok(()); // the stream stopped

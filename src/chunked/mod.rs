@@ -51,6 +51,14 @@
 //! - The chunk announces its own shape (read with it) before its rows; if
 //!   the stream described the table differently, the chunk is not written
 //!   and the copy resumes from its last recorded chunk.
+//! - Case 2 needs the stream's version to be whole. An update that left a
+//!   TOASTed value unchanged does not send it; if such an update (by a
+//!   transaction S did not see) hit a row of the chunk, neither side has
+//!   that row's new version, so the chunk is not written (this is found
+//!   before any of its rows is) and the copy resumes from its last chunk.
+//! - A copied row's id names the copy, the table and the key, so a chunk
+//!   read again after a crash repeats its ids: a changelog that already
+//!   has some of its rows skips them.
 //! - Consecutive chunks cover the key space exactly (keyset pagination on
 //!   the key, in the source's own order; see [`keyset`]).
 //!

@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 /// One table's copy.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TableCopy {
+    /// Where this copy of the table began (an LSN): it names the copy in
+    /// the ids of its rows, `<since>:<schema.table>:<key>`, which a chunk
+    /// read again after a crash repeats.
+    #[serde(default)]
+    pub since: String,
     /// The key of the last row copied (its columns' text values, in key
     /// order); `None` before the first chunk.
     pub after: Option<Vec<String>>,
@@ -47,9 +52,9 @@ mod tests {
         let mut progress = CopyProgress::new();
         progress.insert(
             "public.a".into(),
-            TableCopy { after: Some(vec!["7".into(), "x\ty".into()]), done: false },
+            TableCopy { since: String::new(), after: Some(vec!["7".into(), "x\ty".into()]), done: false },
         );
-        progress.insert("public.b".into(), TableCopy { after: None, done: true });
+        progress.insert("public.b".into(), TableCopy { since: String::new(), after: None, done: true });
         let json = to_json(&progress).expect("json");
         assert_eq!(parse(Some(&json)), progress);
         assert_eq!(parse(Some("not json")), CopyProgress::new());
@@ -60,9 +65,12 @@ mod tests {
     #[test]
     fn unfinished_tables_come_in_the_jobs_order() {
         let mut progress = CopyProgress::new();
-        progress.insert("public.a".into(), TableCopy { after: None, done: false });
-        progress.insert("public.b".into(), TableCopy { after: None, done: true });
-        progress.insert("public.c".into(), TableCopy { after: Some(vec!["3".into()]), done: false });
+        progress.insert("public.a".into(), TableCopy { since: String::new(), after: None, done: false });
+        progress.insert("public.b".into(), TableCopy { since: String::new(), after: None, done: true });
+        progress.insert(
+            "public.c".into(),
+            TableCopy { since: String::new(), after: Some(vec!["3".into()]), done: false },
+        );
         let order = ["public.c".to_string(), "public.b".into(), "public.a".into()];
         let names: Vec<String> = unfinished(&progress, &order).into_iter().map(|(t, _)| t).collect();
         assert_eq!(names, ["public.c", "public.a"]);

@@ -58,14 +58,15 @@ pub struct ChunkRead {
     pub took: Duration,
 }
 
-/// Reads the first `limit` rows of `table` after `after` and marks the chunk with `token`.
+/// Reads the first `limit` rows of `table` after `start.after` and marks the chunk with `token`.
 pub async fn read_chunk(
     source: &mut Connection,
     table: &SourceTable,
-    after: Option<&[String]>,
+    start: &TableCopy,
     limit: usize,
     token: &str,
 ) -> Result<ChunkRead, ChunkError> {
+    let after = start.after.as_deref();
     let started = Instant::now();
     let name = table.qualified();
     let failed = |source| ChunkError::Source { table: name.clone(), source };
@@ -117,8 +118,11 @@ pub async fn read_chunk(
         .map_err(failed)?;
     let last_key =
         rows.last().and_then(|piece| last_row(piece)).and_then(|row| row_key_text(row, &key_positions));
-    let progress =
-        TableCopy { after: last_key.or_else(|| after.map(<[String]>::to_vec)), done: row_count < limit };
+    let progress = TableCopy {
+        since: start.since.clone(),
+        after: last_key.or_else(|| after.map(<[String]>::to_vec)),
+        done: row_count < limit,
+    };
     let bytes = rows.iter().map(Bytes::len).sum();
     Ok(ChunkRead {
         token: token.to_string(),

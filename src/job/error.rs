@@ -110,7 +110,10 @@ impl JobError {
             JobError::Drive(DriveError::SinkStopped | DriveError::SinkStalled) => true,
             // The copier reports its own error; else the copy resumes from its last chunk.
             JobError::Drive(
-                DriveError::CopyStopped | DriveError::Assemble(AssembleError::ChunkShape { .. }),
+                DriveError::CopyStopped
+                | DriveError::Assemble(
+                    AssembleError::ChunkShape { .. } | AssembleError::ChunkUnmergeable { .. },
+                ),
             ) => true,
             JobError::Drive(_) => false,
             JobError::SinkSetup(error) | JobError::SourceSetup(error) => sql_client::is_transient(error),
@@ -125,6 +128,20 @@ impl JobError {
 mod tests {
     use super::*;
     use crate::source::error::ServerError;
+
+    #[test]
+    fn a_chunk_that_cannot_be_written_is_read_again_after_a_retry() {
+        let lsn = crate::lsn::Lsn(1);
+        for error in [
+            AssembleError::ChunkShape { lsn, table: "public.t".into() },
+            AssembleError::ChunkUnmergeable { lsn, table: "public.t".into() },
+        ] {
+            assert!(JobError::Drive(DriveError::Assemble(error)).is_transient());
+        }
+        assert!(JobError::Drive(DriveError::CopyStopped).is_transient());
+        let malformed = AssembleError::Sequence { lsn, what: "x".into() };
+        assert!(!JobError::Drive(DriveError::Assemble(malformed)).is_transient());
+    }
 
     #[test]
     fn the_kind_comes_from_the_error_type_not_its_text() {

@@ -388,7 +388,11 @@ async fn start_fresh(
             if strategy == SnapshotStrategy::Chunked =>
         {
             out.start_over().await?;
-            to_copy = tables.iter().map(|t| (t.qualified(), TableCopy::default())).collect();
+            let since = created.consistent_point.to_string();
+            to_copy = tables
+                .iter()
+                .map(|t| (t.qualified(), TableCopy { since: since.clone(), ..TableCopy::default() }))
+                .collect();
             tracing::info!(job = %spec.name, tables = to_copy.len(), "the tables will be copied in chunks while the slot streams");
             follow::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
             metrics.recopied();

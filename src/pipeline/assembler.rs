@@ -29,7 +29,7 @@
 //!   change in them are noted ([`KeyWatch`]); a chunk's marker (a
 //!   transactional message with prefix [`CHUNK_PREFIX`]) is reported as
 //!   [`Step::Chunk`], and the chunk's rows are written in its place, in the
-//!   marker's transaction, by [`Assembler::write_chunk`] (`chunks.rs`).
+//!   marker's transaction, by [`Assembler::begin_chunk`] and [`Assembler::write_chunk_rows`] (`chunks.rs`).
 //! - A message that does not fit the sequence (a change outside a
 //!   transaction, a row for an unknown relation, a row of the wrong width)
 //!   is an error naming its LSN, never a panic.
@@ -94,6 +94,10 @@ pub enum AssembleError {
         "the columns of {table} changed while a chunk of its copy was read (at LSN {lsn}): the copy resumes from its last chunk"
     )]
     ChunkShape { lsn: Lsn, table: String },
+    #[error(
+        "a transaction updated a row of {table} while a chunk of its copy was read, without sending a TOASTed value it left unchanged, so the chunk cannot be merged (at LSN {lsn}): the copy resumes from its last chunk"
+    )]
+    ChunkUnmergeable { lsn: Lsn, table: String },
 }
 
 /// What the assembler received since it was last asked ([`Assembler::take_tally`]).
@@ -438,5 +442,6 @@ impl<E: Encoding> CommittedStream<E> {
 }
 
 mod chunks;
+pub use chunks::{ChunkPlace, ChunkWritten};
 #[cfg(test)]
 mod tests;

@@ -32,7 +32,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::assembler::{AssembleError, Assembler, Step};
+use super::assembler::{AssembleError, Assembler, ChunkWritten, Step};
 use crate::change::Encoding;
 use crate::chunked::copier::ChunkFeed;
 use crate::chunked::progress::CopyProgress;
@@ -313,7 +313,15 @@ impl<R: Replication> Driver<R> {
         if chunk.token != token {
             return Err(DriveError::ChunkOrder { expected: chunk.token, got: token.to_string() });
         }
-        let written = assembler.write_chunk(lsn, &chunk, &mut self.pending)?;
+        let place = assembler.begin_chunk(lsn, &chunk, &mut self.pending)?;
+        let mut written = ChunkWritten::default();
+        for piece in &chunk.rows {
+            written += assembler.write_chunk_rows(lsn, &place, piece, &mut self.pending)?;
+            if self.pending.len() >= CHUNK_BYTES {
+                self.send_pending(false).await?;
+            }
+        }
+        assembler.end_chunk(&chunk);
         let after = chunk.progress.after.as_deref().unwrap_or_default().join(", ");
         if written.stale > 0 {
             tracing::info!(%lsn, table = %chunk.table, rows = written.rows, %after,

@@ -2,25 +2,41 @@
 //! transactions change in the tables being copied, and writing a chunk's
 //! rows in place of its marker (the merge rule is in `crate::chunked`).
 
-use bytes::Bytes;
-
 use super::{AssembleError, Assembler, RecordKind};
 use crate::change::Encoding;
-use crate::change::encode::Op;
-use crate::change::mirror_records::unescape;
+use crate::change::json::write_str;
 use crate::change::relation::{PrimaryKeys, Table};
-use crate::chunked::keyset::{fields, row_key};
+use crate::chunked::keyset::{row_key, row_key_text};
 use crate::chunked::reader::ChunkRead;
-use crate::chunked::watch::{Key, push_key_value};
+use crate::chunked::watch::{Key, Stale, Touch, Verdict, push_key_value};
 use crate::lsn::Lsn;
 use crate::protocol::pgoutput::{Column, OldTuple, Tuple};
 
 /// What a chunk put in the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChunkWritten {
     pub rows: usize,
     /// Rows left out: a transaction the chunk's query did not see changed their key.
     pub stale: usize,
+}
+
+impl std::ops::AddAssign for ChunkWritten {
+    fn add_assign(&mut self, more: ChunkWritten) {
+        self.rows += more.rows;
+        self.stale += more.stale;
+    }
+}
+
+/// A chunk being written: its table's shape, its stale keys (`None`: none).
+pub struct ChunkPlace {
+    table: Table,
+    stale: Option<Stale>,
+    /// The key columns in column order (the watch's keys).
+    key_positions: Vec<usize>,
+    /// The key columns in key order (the ids).
+    progress_key_positions: Vec<usize>,
+    /// The copy's start, in the ids.
+    since: String,
 }
 
 impl<E: Encoding> Assembler<E> {
@@ -39,35 +55,40 @@ impl<E: Encoding> Assembler<E> {
         if !watch.watches(&name) {
             return;
         }
-        let keys: Vec<Option<Key>> = if old.is_none() && new.is_none() {
-            vec![None]
+        let touches: Vec<Touch> = if old.is_none() && new.is_none() {
+            vec![Touch::Truncate]
         } else {
+            // An update sends no TOASTed value it left unchanged.
+            let complete =
+                !new.is_some_and(|tuple| tuple.0.iter().any(|c| matches!(c, Column::UnchangedToast)));
             old.map(OldTuple::tuple)
                 .into_iter()
                 .chain(new)
                 .filter_map(|tuple| key_of(table, tuple))
-                .map(Some)
+                .map(|key| Touch::Row { key, complete })
                 .collect()
         };
         match (self.stream_xid, subxid, &self.open) {
             (Some(top), Some(subxid), _) => {
-                keys.into_iter().for_each(|key| watch.streamed(top, subxid, &name, key))
+                touches.into_iter().for_each(|touch| watch.streamed(top, subxid, &name, touch));
             }
-            (None, _, Some(open)) => keys.into_iter().for_each(|key| watch.committed(open.xid, &name, key)),
+            (None, _, Some(open)) => {
+                touches.into_iter().for_each(|touch| watch.committed(open.xid, &name, touch))
+            }
             // Out of sequence: `emit` reports it.
             _ => {}
         }
     }
 
-    /// Writes a chunk's rows, as `snapshot` changes of the marker's
-    /// transaction, leaving out the rows whose key a transaction the
-    /// chunk's query did not see has changed (the stream has the newer version).
-    pub fn write_chunk(
+    /// Starts writing a chunk in its marker's transaction: checks its shape
+    /// against the stream's, announces it, and works out which of its rows
+    /// are stale. Its rows follow with [`Assembler::write_chunk_rows`].
+    pub fn begin_chunk(
         &mut self,
         lsn: Lsn,
         chunk: &ChunkRead,
         out: &mut Vec<u8>,
-    ) -> Result<ChunkWritten, AssembleError> {
+    ) -> Result<ChunkPlace, AssembleError> {
         let table = Table::from_message(&chunk.shape, &PrimaryKeys::default(), &chunk.types);
         if let Some(streamed) = self.relations.by_name(&table.schema, &table.name) {
             if !same_columns(streamed, &table) {
@@ -76,42 +97,91 @@ impl<E: Encoding> Assembler<E> {
         }
         let encoding = self.encoding.clone();
         self.emit(lsn, None, out, RecordKind::Schema, |body| encoding.write_schema(body, &table))?;
-        let stale = self.watch.as_ref().map(|watch| watch.stale(&chunk.table, &chunk.snapshot));
+        let stale = self
+            .watch
+            .as_ref()
+            .map(|watch| watch.stale(&chunk.table, &chunk.snapshot))
+            .filter(|stale| !stale.is_empty());
         // The stream's keys are in column order.
         let mut key_positions = chunk.key_positions.clone();
         key_positions.sort_unstable();
-        let mut written = ChunkWritten { rows: 0, stale: 0 };
-        for piece in &chunk.rows {
-            for row in piece.split(|b| *b == b'\n').filter(|row| !row.is_empty()) {
-                if let (Some(stale), Some(key)) = (&stale, row_key(row, &key_positions)) {
-                    if stale.contains(&key) {
-                        written.stale += 1;
-                        continue;
-                    }
-                }
-                let tuple = Tuple(
-                    fields(row)
-                        .map(|field| match unescape(field) {
-                            None => Column::Null,
-                            Some(value) => Column::Text(Bytes::copy_from_slice(&value)),
-                        })
-                        .collect(),
-                );
-                let mut shape = Ok(());
-                self.emit(lsn, None, out, RecordKind::Change, |body| {
-                    shape = encoding.write_row(body, &table, Op::Snapshot, None, Some(&tuple));
-                })?;
-                shape.map_err(|error| AssembleError::Sequence { lsn, what: error.to_string() })?;
-                written.rows += 1;
+        if let Some(Stale::Keys { incomplete, .. }) = &stale {
+            // Found before any row is written, so no part of the chunk reaches the sink.
+            let unmergeable = !incomplete.is_empty()
+                && chunk
+                    .rows
+                    .iter()
+                    .flat_map(|piece| piece.split(|b| *b == b'\n'))
+                    .any(|row| row_key(row, &key_positions).is_some_and(|key| incomplete.contains(&key)));
+            if unmergeable {
+                return Err(AssembleError::ChunkUnmergeable { lsn, table: chunk.table.clone() });
             }
         }
+        Ok(ChunkPlace {
+            table,
+            stale,
+            key_positions,
+            progress_key_positions: chunk.key_positions.clone(),
+            since: chunk.progress.since.clone(),
+        })
+    }
+
+    /// Writes a piece of a chunk's COPY text as `snapshot` changes of the
+    /// marker's transaction, leaving out the stale rows (a transaction the
+    /// chunk's query did not see changed their key: the stream has the newer version).
+    pub fn write_chunk_rows(
+        &mut self,
+        lsn: Lsn,
+        place: &ChunkPlace,
+        piece: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<ChunkWritten, AssembleError> {
+        let Some(txn) = &self.open else {
+            return Err(AssembleError::Sequence {
+                lsn,
+                what: "a chunk outside its marker's transaction".into(),
+            });
+        };
+        let mut written = ChunkWritten::default();
+        for row in piece.split(|b| *b == b'\n').filter(|row| !row.is_empty()) {
+            let verdict = match (&place.stale, row_key(row, &place.key_positions)) {
+                (Some(stale), Some(key)) => stale.verdict(&key),
+                _ => Verdict::Write,
+            };
+            match verdict {
+                Verdict::Write => {}
+                Verdict::LeaveOut => {
+                    written.stale += 1;
+                    continue;
+                }
+                Verdict::Unmergeable => {
+                    return Err(AssembleError::ChunkUnmergeable { lsn, table: place.table.qualified_name() });
+                }
+            }
+            // The row's own id: the copy, the table and its key, the same if the chunk is read again.
+            self.encoding.write_copied_header(&txn.fields, out, lsn, |out| {
+                let mut id = format!("{}:{}:", place.since, place.table.qualified_name());
+                let key = row_key_text(row, &place.progress_key_positions).unwrap_or_default();
+                id.push_str(&serde_json::to_string(&key).unwrap_or_default());
+                write_str(out, &id);
+            });
+            self.encoding
+                .write_copied_row(out, &place.table, row)
+                .map_err(|error| AssembleError::Sequence { lsn, what: error.to_string() })?;
+            written.rows += 1;
+        }
+        Ok(written)
+    }
+
+    /// The chunk is written: what its snapshot saw is no longer needed, nor
+    /// the table's changes once its last chunk is in.
+    pub fn end_chunk(&mut self, chunk: &ChunkRead) {
         if let Some(watch) = &mut self.watch {
             watch.forget_seen(&chunk.snapshot);
             if chunk.progress.done {
                 watch.unwatch(&chunk.table);
             }
         }
-        Ok(written)
     }
 }
 
