@@ -39,6 +39,8 @@ UPDATE t SET amount = amount + 1, status = 'paid' WHERE id = :id;
 INSERT INTO ticks DEFAULT VALUES;
 SQL
 now() { date +%s.%N; }
+# A count on the sink that never waits: an exported copy holds its table's lock until it commits.
+sink_count() { psql_at "$SINK_PORT" "$1" -c "SET lock_timeout = '50ms'" -c "SELECT count(*) FROM $2" 2>/dev/null || echo 0; }
 
 # run STRATEGY LOADED LABEL: one copy into a fresh sink database; prints a result line.
 run() {
@@ -65,10 +67,10 @@ run() {
     xmin_s=$(echo "if ($hold > $xmin_s) $hold else $xmin_s" | bc); xmin_xids=$(( xids > xmin_xids ? xids : xmin_xids ))
     retained=$(echo "if ($kept > $retained) $kept else $retained" | bc)
     if [ "$loaded" = yes ] && [ -z "$first" ] && \
-       [ "$(psql_at "$SINK_PORT" "$db" -c "SELECT count(*) FROM ticks WHERE id > $start_tick" 2>/dev/null || echo 0)" -gt 0 ]; then
+       [ "$(sink_count "$db" "ticks WHERE id > $start_tick")" -gt 0 ]; then
       first=$(echo "$(now) - $t0" | bc)
     fi
-    if [ "$(psql_at "$SINK_PORT" "$db" -c "SELECT count(*) FROM t" 2>/dev/null || echo 0)" = "$ROWS" ]; then
+    if [ "$(sink_count "$db" t)" = "$ROWS" ]; then
       done_at=$(now)
     fi
     sleep 0.5
@@ -80,7 +82,7 @@ run() {
   if [ -n "$load_pid" ]; then
     [ "$(echo "$done_at - $t0 + 10 < $LOAD_SECONDS" | bc)" = 1 ] || { echo "the copy outlasted the load: raise LOAD_SECONDS" >&2; exit 1; }
     while [ -z "$first" ]; do
-      [ "$(psql_at "$SINK_PORT" "$db" -c "SELECT count(*) FROM ticks WHERE id > $start_tick")" -gt 0 ] && first=$(echo "$(now) - $t0" | bc)
+      [ "$(sink_count "$db" "ticks WHERE id > $start_tick")" -gt 0 ] && first=$(echo "$(now) - $t0" | bc)
       sleep 0.2
     done
     wait "$load_pid"
@@ -90,6 +92,8 @@ run() {
     p99_during=$(p99 "$t0" "$done_at")
   fi
   kill -TERM "$pid"; wait "$pid" || true
+  # An idle slot left behind would hold WAL through the next runs.
+  src -c "SELECT pg_drop_replication_slot('walpipe_$label')" >/dev/null
   printf '%-22s copy %7.1f s  xmin held %6.1f s (%s xids)  retained WAL %6.1f MB  p99 write before/during %s / %s ms  first streamed change %s s  peak RSS %.1f MB\n' \
     "$label" "$copy_s" "$xmin_s" "$xmin_xids" "$(echo "$retained / 1048576" | bc -l)" "$p99_before" "$p99_during" "${first:--}" "$(echo "$rss / 1024" | bc -l)"
   echo "$copy_s" > "$WORK/$label.copy_seconds"

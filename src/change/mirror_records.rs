@@ -12,7 +12,8 @@
 //! ```
 //!
 //! - `op`: `I` insert, `U` update, `D` delete, `T` truncate, `M` message
-//!   (ignored by mirrors), `S` the table's shape: it comes before the first
+//!   (ignored by mirrors), `C` a row of a chunked copy (its values are the
+//!   source's COPY text as read), `S` the table's shape: it comes before the first
 //!   change of each shape, and the values of every later record of the
 //!   table are in its column order.
 //! - `old`: `-` none, `K` the old key (other old columns `\N`), `O` the full old row.
@@ -140,15 +141,17 @@ impl Encoding for MirrorRecords {
         out.extend_from_slice(b"M\t\t-\t\n");
     }
 
-    /// An `I` record whose values are the COPY text as read: the source's
+    /// A `C` record whose values are the COPY text as read: the source's
     /// COPY escaping is the records' own, so nothing is decoded.
     fn write_copied_row(&self, out: &mut Vec<u8>, table: &Table, row: &[u8]) -> Result<(), ShapeError> {
         let got = row.iter().filter(|b| **b == b'\t').count() + 1;
         if got != table.columns.len() {
             return Err(ShapeError { table: table.qualified_name(), got, expected: table.columns.len() });
         }
-        out.extend_from_slice(b"I\t");
-        escape(out, table.qualified_name().as_bytes());
+        out.extend_from_slice(b"C\t");
+        escape(out, table.schema.as_bytes());
+        out.push(b'.');
+        escape(out, table.name.as_bytes());
         out.extend_from_slice(b"\t-\t\t");
         out.extend_from_slice(row);
         out.push(b'\n');
@@ -255,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    fn a_copied_row_passes_through_as_the_record_of_the_same_values() {
+    fn a_copied_row_passes_through_as_a_record_of_the_same_values() {
         let values = [Some("7"), Some("tab\there\\"), None];
         let mut row = Vec::new();
         for (i, value) in values.iter().enumerate() {
@@ -276,7 +279,9 @@ mod tests {
         let (mut copied, mut encoded) = (Vec::new(), Vec::new());
         MirrorRecords.write_copied_row(&mut copied, &table(), &row).expect("shape");
         MirrorRecords.write_row(&mut encoded, &table(), Op::Snapshot, None, Some(&tuple)).expect("shape");
-        assert_eq!(String::from_utf8_lossy(&copied), String::from_utf8_lossy(&encoded));
+        // The same record but for its op: C (a copied row) where the decoded row says I.
+        assert_eq!(copied.first(), Some(&b'C'));
+        assert_eq!(String::from_utf8_lossy(&copied[1..]), String::from_utf8_lossy(&encoded[1..]));
         assert!(MirrorRecords.write_copied_row(&mut copied, &table(), b"1\t2").is_err(), "too narrow");
     }
 

@@ -8,6 +8,7 @@ use futures_util::SinkExt;
 use tokio_postgres::Client;
 
 use super::batch::{Admit, Record, TableBatch};
+use super::copied::{CopiedRecord, CopiedRows};
 use super::follow::{Follower, Place};
 use super::schema::Destination;
 use super::{SinkError, Writer};
@@ -21,6 +22,8 @@ struct Target {
     /// that comes before the table's first change in a session.
     destination: Option<Destination>,
     batch: TableBatch,
+    /// Rows of a chunked copy, applied before anything staged after them.
+    copied: CopiedRows,
 }
 
 pub struct MirrorWriter {
@@ -31,6 +34,8 @@ pub struct MirrorWriter {
     /// table of its schema (`None`: only the tables it started with).
     discovery: Option<Discovery>,
     pending: usize,
+    /// Some target holds copied rows: they go in before any other record is staged.
+    copied_pending: bool,
 }
 
 /// The destination of a source table the job did not know when it started.
@@ -44,10 +49,10 @@ impl MirrorWriter {
             .map(|(table, place)| {
                 let mut escaped = Vec::new();
                 crate::change::mirror_records::escape(&mut escaped, table.as_bytes());
-                (escaped, Target { place, destination: None, batch: TableBatch::default() })
+                (escaped, Target::new(place))
             })
             .collect();
-        MirrorWriter { targets, follower, discovery, pending: 0 }
+        MirrorWriter { targets, follower, discovery, pending: 0, copied_pending: false }
     }
 
     /// A shape of a table the job does not know yet: with discovery on, its
@@ -63,7 +68,7 @@ impl MirrorWriter {
         let place = Place { destination: discovery(&source), source, stage_index: self.targets.len() };
         // Without a key it is not mirrored: its rows are skipped like any table the job does not take.
         if let Some(destination) = self.follower.create_from_record(client, &place, record).await? {
-            let target = Target { place, destination: Some(destination), batch: TableBatch::default() };
+            let target = Target { destination: Some(destination), ..Target::new(place) };
             self.targets.insert(record.table().to_vec(), target);
         }
         Ok(())
@@ -82,8 +87,74 @@ impl MirrorWriter {
     }
 }
 
+impl Target {
+    fn new(place: Place) -> Target {
+        Target { place, destination: None, batch: TableBatch::default(), copied: CopiedRows::default() }
+    }
+}
+
+impl MirrorWriter {
+    /// Keeps a copied row for its table's next apply; what was staged before it goes in first.
+    async fn add_copied(&mut self, client: &Client, line: &Bytes) -> Result<(), SinkError> {
+        let record = CopiedRecord::parse(line)
+            .ok_or_else(|| SinkError::Record(String::from_utf8_lossy(&line[..line.len().min(80)]).into()))?;
+        if self.pending > 0 && !self.copied_pending {
+            self.apply(client).await?;
+        }
+        // A table the job does not mirror: skip it.
+        if let Some(target) = self.targets.get_mut(record.table) {
+            target.copied.push(line, &record);
+            self.pending += 1;
+            self.copied_pending = true;
+        }
+        Ok(())
+    }
+
+    /// A target's copied rows: COPY them straight in; if some exist already
+    /// (the stream wrote them first), stage them all as guarded upserts.
+    async fn apply_copied(client: &Client, target: &mut Target) -> Result<(), SinkError> {
+        let (rows, lines) = target.copied.take();
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let Some(destination) = &target.destination else {
+            return Err(SinkError::Record(format!(
+                "a copied row of {} came before its shape",
+                target.place.source
+            )));
+        };
+        client.batch_execute("SAVEPOINT walpipe_copied_rows").await?;
+        match copy(client, &destination.copy_new_rows, rows).await {
+            Ok(()) => {
+                client.batch_execute("RELEASE SAVEPOINT walpipe_copied_rows").await?;
+                return Ok(());
+            }
+            Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                client.batch_execute("ROLLBACK TO SAVEPOINT walpipe_copied_rows").await?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        for line in lines {
+            let record = Record::parse(line).map_err(SinkError::Record)?;
+            target
+                .batch
+                .add(&record, destination.width, &destination.key_positions)
+                .map_err(SinkError::Record)?;
+        }
+        target.batch.guarded_only();
+        Ok(())
+    }
+}
+
 impl Writer for MirrorWriter {
     async fn add(&mut self, client: &Client, line: Bytes) -> Result<bool, SinkError> {
+        if CopiedRecord::parse(&line).is_some() {
+            self.add_copied(client, &line).await?;
+            return Ok(true);
+        }
+        if self.copied_pending {
+            self.apply(client).await?;
+        }
         let record = Record::parse(line).map_err(SinkError::Record)?;
         match record.op() {
             b'M' => {}
@@ -122,7 +193,9 @@ impl Writer for MirrorWriter {
             return Ok(());
         }
         self.pending = 0;
+        self.copied_pending = false;
         for target in self.targets.values_mut() {
+            Self::apply_copied(client, target).await?;
             let Some(destination) = &target.destination else { continue };
             if target.batch.is_empty() {
                 continue;

@@ -19,6 +19,7 @@ pub mod batch;
 pub mod changelog;
 pub mod checkpoint;
 mod commit_loop;
+mod copied;
 mod copy;
 pub mod evolve;
 pub mod follow;
