@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Cluster, fingerprint, run_log, spawn_run, stop_run, wait_for};
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 const COLUMNS: &str = "region, id, balance, note";
@@ -52,29 +52,6 @@ COMMIT;
 UPDATE accounts SET balance = balance - 1, note = md5(random()::text) WHERE region = :r AND id BETWEEN :i AND :i + 30;
 \endif
 ";
-
-/// pgbench running [`WORKLOAD`] on `db` for `seconds`, 4 clients.
-fn start_workload(cluster: &Cluster, db: &str, rows: u32, seconds: u32) -> Child {
-    let script = cluster.base().join(format!("workload-{db}.sql"));
-    std::fs::write(&script, WORKLOAD).expect("write the workload");
-    let pgbench = [cluster.bindir.join("pgbench"), common::pg15_bindir().join("pgbench")]
-        .into_iter()
-        .find(|p| p.exists());
-    Command::new(pgbench.expect("pgbench"))
-        .args(["-n", "-c", "4", "-j", "2", "--max-tries=20", "-D", &format!("rows={rows}")])
-        .args(["-T", &seconds.to_string(), "-f"])
-        .arg(&script)
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-p", &cluster.port.to_string(), db])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start pgbench")
-}
-
-fn finish_workload(workload: Child) {
-    let output = workload.wait_with_output().expect("pgbench");
-    assert!(output.status.success(), "pgbench: {}", String::from_utf8_lossy(&output.stderr));
-}
 
 fn run(
     cluster: &Cluster,
@@ -126,11 +103,11 @@ fn chunks_and_a_heavy_workload_in_their_ranges_converge_exactly() {
     for cluster in common::clusters() {
         let (source, sink) = setup(cluster, "chunk_merge", ROWS);
         let job = format!("chunk_merge_{}_{}", cluster.major, std::process::id());
-        let workload = start_workload(cluster, &source, ROWS, 25);
+        let workload = common::Workload::start(cluster, &source, WORKLOAD, 4, ROWS, 25);
         // The copy starts while the workload runs.
         std::thread::sleep(Duration::from_secs(1));
         let child = run(cluster, &source, &sink, &job, false, &[]);
-        finish_workload(workload);
+        workload.finish();
         wait_same(cluster, &source, &sink, &job);
         assert!(stop_run(child).success(), "graceful stop; log:\n{}", run_log(&job));
         let log = run_log(&job);

@@ -701,21 +701,13 @@ fn a_chunked_copy_under_writes_replays_at_the_webhook_in_arrival_order_to_the_so
              INSERT INTO items SELECT i, 'v' || i, 0 FROM generate_series(1, {ROWS}) i"
         ),
     );
-    let script = cluster.base().join(format!("items-workload-{db}.sql"));
-    std::fs::write(&script, ITEMS_WORKLOAD).expect("write the workload");
-    let workload = std::process::Command::new(cluster.bindir.join("pgbench"))
-        .args(["-n", "-c", "3", "-j", "2", "--max-tries=20", "-D", &format!("rows={ROWS}"), "-T", "12", "-f"])
-        .arg(&script)
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-p", &cluster.port.to_string(), &db])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("pgbench");
+    let workload = common::Workload::start(cluster, &db, ITEMS_WORKLOAD, 3, ROWS, 12);
     std::thread::sleep(Duration::from_secs(1));
     let receiver = WebhookReceiver::start(Mode::Flaky(0.1));
     let job = format!("hook_chunks_{}", std::process::id());
     let vars = job_vars(cluster, &db, &receiver.url, &job, &[("WALPIPE_BATCH_SIZE", "500")]);
     let mut walpipe = run(&job, &vars);
-    assert!(workload.wait_with_output().expect("pgbench").status.success());
+    workload.finish();
     // Everything received, each change once, in the order it first arrived.
     let arrived = || {
         let mut seen = HashSet::new();

@@ -718,3 +718,52 @@ pub fn metric(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
         matches.then(|| value.parse().ok()).flatten()
     })
 }
+
+/// A pgbench write load on a test database (deadlocks and serialization
+/// failures retried), running until its time is up.
+pub struct Workload(std::process::Child);
+
+impl Workload {
+    /// Runs `script` on `db` for `seconds` with `clients` clients; the script
+    /// sees `:rows` = `rows`. The cluster's own pgbench, or PG15's.
+    pub fn start(
+        cluster: &Cluster,
+        db: &str,
+        script: &str,
+        clients: u32,
+        rows: u32,
+        seconds: u32,
+    ) -> Workload {
+        let file = cluster.base().join(format!("workload-{db}.sql"));
+        std::fs::write(&file, script).expect("write the workload");
+        let pgbench = [cluster.bindir.join("pgbench"), pg15_bindir().join("pgbench")]
+            .into_iter()
+            .find(|p| p.exists())
+            .expect("pgbench");
+        let child = Command::new(pgbench)
+            .args([
+                "-n",
+                "-c",
+                &clients.to_string(),
+                "-j",
+                "2",
+                "--max-tries=20",
+                "-D",
+                &format!("rows={rows}"),
+            ])
+            .args(["-T", &seconds.to_string(), "-f"])
+            .arg(&file)
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-p", &cluster.port.to_string(), db])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pgbench");
+        Workload(child)
+    }
+
+    /// Waits for the load to end; it must have succeeded.
+    pub fn finish(self) {
+        let output = self.0.wait_with_output().expect("pgbench");
+        assert!(output.status.success(), "pgbench: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
