@@ -79,21 +79,32 @@ fn a_running_mirror_follows_schema_changes_by_name() {
         );
         converges(cluster, &source, &sink, "evolve", "DDL and DML in one transaction");
 
-        // A volatile default: existing rows cannot be known; the table is marked.
+        // A volatile default: existing rows cannot be known; the table is
+        // marked, and the running job copies it again.
         cluster.psql(&source, "ALTER TABLE evolve ADD COLUMN r float8 DEFAULT random()");
         cluster.psql(&source, "INSERT INTO evolve (id, bee, c) VALUES (70, 'z', 3)");
-        wait_for(Duration::from_secs(60), "the table marked as needing a re-copy", || {
-            let Some(addr) = http_addr(&job) else { return false };
-            metric(
-                &http_get(&addr, "/metrics").1,
-                "walpipe_table_needs_recopy",
-                &[("table", "public.evolve")],
-            ) == Some(1.0)
+        wait_for(Duration::from_secs(60), "the table copied again", || {
+            // Only a copy that reconciles removes rows; this job's first copy emptied the destination.
+            let log = run_log(&job);
+            log.contains(
+                "snapshot public.evolve: copying it in chunks while streaming, because it needs a re-copy",
+            ) && log.contains("snapshot public.evolve: removed 0 rows the source no longer has")
         });
-        let reason = cluster
-            .psql(&sink, "SELECT reason FROM walpipe.recopy_needed WHERE source_table = 'public.evolve'");
-        assert!(reason.contains("column r"), "{reason}");
-        assert!(run_log(&job).contains("copy the table again"));
+        let log = run_log(&job);
+        let warning = log.lines().find(|l| l.contains("copy the table again")).expect("the mark's warning");
+        assert!(warning.contains("column r"), "{warning}");
+        converges(
+            cluster,
+            &source,
+            &sink,
+            "evolve",
+            "the re-copy, with the random defaults of existing rows",
+        );
+        let addr = http_addr(&job).expect("the job's HTTP address");
+        wait_for(Duration::from_secs(30), "the mark cleared", || {
+            let scrape = http_get(&addr, "/metrics").1;
+            metric(&scrape, "walpipe_table_needs_recopy", &[("table", "public.evolve")]) == Some(0.0)
+        });
         assert_eq!(
             cluster.psql(&sink, "SELECT bee || ':' || c FROM evolve WHERE id = 70"),
             "z:3",
@@ -269,14 +280,22 @@ fn a_partitioned_table_is_captured_through_its_root_and_quoted_names_work() {
         wait_for(Duration::from_secs(60), "the detach found", || {
             reason().contains("public.events_us was detached")
         });
+        assert!(run_log(&job).contains("copying the table again"));
+        // The job copies the root again while it streams, and the copy
+        // removes the rows of the detached partition.
+        wait_for(Duration::from_secs(90), "the root copied again", || root(&sink) == root(&source));
+        assert_eq!(cluster.psql(&sink, "SELECT count(*) FROM events WHERE region = 'us'"), "0");
+        assert_eq!(cluster.psql(&sink, "SELECT v FROM events WHERE region = 'ap'"), "g");
+        let log = run_log(&job);
+        assert!(log.contains(
+            "snapshot public.events: copying it in chunks while streaming, because it needs a re-copy"
+        ));
+        assert!(log.contains("snapshot public.events: removed"), "the copy reconciles the destination");
         let addr = http_addr(&job).expect("the job's HTTP address");
-        let marked = metric(
-            &http_get(&addr, "/metrics").1,
-            "walpipe_table_needs_recopy",
-            &[("table", "public.events")],
-        );
-        assert_eq!(marked, Some(1.0));
-        assert!(run_log(&job).contains("copy the table again"));
+        wait_for(Duration::from_secs(30), "the mark cleared", || {
+            let scrape = http_get(&addr, "/metrics").1;
+            metric(&scrape, "walpipe_table_needs_recopy", &[("table", "public.events")]) == Some(0.0)
+        });
         assert!(stop_run(child).success());
     }
 }

@@ -13,7 +13,9 @@
 //!
 //! - `op`: `I` insert, `U` update, `D` delete, `T` truncate, `M` message
 //!   (ignored by mirrors), `C` a row of a chunked copy (its values are the
-//!   source's COPY text as read), `S` the table's shape: it comes before the first
+//!   source's COPY text as read), `R` the end of a copy that reconciles
+//!   (its one value: the copy's start LSN; rows older than it that the copy
+//!   did not write are to be removed), `S` the table's shape: it comes before the first
 //!   change of each shape, and the values of every later record of the
 //!   table are in its column order.
 //! - `old`: `-` none, `K` the old key (other old columns `\N`), `O` the full old row.
@@ -135,6 +137,15 @@ impl Encoding for MirrorRecords {
         out.extend_from_slice(b"T\t");
         escape(out, table.qualified_name().as_bytes());
         out.extend_from_slice(b"\t-\t\n");
+    }
+
+    fn write_copy_end(&self, txn: &String, out: &mut Vec<u8>, table: &Table, since: &str) {
+        self.write_header(txn, out, 0, Lsn(0));
+        out.extend_from_slice(b"R\t");
+        escape(out, table.qualified_name().as_bytes());
+        out.extend_from_slice(b"\t-\t\t");
+        out.extend_from_slice(since.as_bytes());
+        out.push(b'\n');
     }
 
     fn write_message(&self, out: &mut Vec<u8>, _message: &LogicalMessage) {
@@ -283,6 +294,20 @@ mod tests {
         assert_eq!(copied.first(), Some(&b'C'));
         assert_eq!(String::from_utf8_lossy(&copied[1..]), String::from_utf8_lossy(&encoded[1..]));
         assert!(MirrorRecords.write_copied_row(&mut copied, &table(), b"1\t2").is_err(), "too narrow");
+    }
+
+    #[test]
+    fn the_end_of_a_reconciling_copy_names_its_table_and_start() {
+        let mut out = Vec::new();
+        MirrorRecords.write_copy_end(&"0/90".to_string(), &mut out, &table(), "0/5");
+        let line = String::from_utf8(out).expect("utf8");
+        let name = table().qualified_name();
+        assert_eq!(line, format!("0/90\tR\t{name}\t-\t\t0/5\n"));
+        // A change stream has no rows to remove: nothing is written.
+        let mut json = Vec::new();
+        let txn = crate::change::encode::JsonLines.txn(Lsn(0x90), Some(1), None);
+        crate::change::encode::JsonLines.write_copy_end(&txn, &mut json, &table(), "0/5");
+        assert!(json.is_empty());
     }
 
     #[test]

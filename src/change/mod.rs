@@ -57,6 +57,11 @@ pub trait Encoding: Clone + Send + Sync + 'static {
         lsn: Lsn,
         write_id: impl FnOnce(&mut Vec<u8>),
     );
+    /// The line that ends a reconciling copy of `table` (`TableCopy::reconcile`):
+    /// the destination's rows older than `since` that the copy did not write
+    /// are gone from the source. Only a mirror holds rows to remove; a
+    /// change stream has nothing to say.
+    fn write_copy_end(&self, _txn: &Self::Txn, _out: &mut Vec<u8>, _table: &Table, _since: &str) {}
     /// The body of a copied row (`snapshot`), from its COPY text (fields in
     /// the table's column order, escaped, no newline), ending the line.
     fn write_copied_row(&self, out: &mut Vec<u8>, table: &Table, row: &[u8]) -> Result<(), ShapeError> {

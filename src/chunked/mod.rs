@@ -76,6 +76,7 @@
 
 pub mod copier;
 pub mod keyset;
+pub mod plan;
 pub mod progress;
 pub mod reader;
 pub mod visibility;

@@ -20,6 +20,18 @@ pub struct TableCopy {
     pub after: Option<Vec<String>>,
     /// Every chunk is copied.
     pub done: bool,
+    /// When the last chunk is in, destination rows this copy did not
+    /// write and the stream did not change since `since` are removed: the
+    /// source no longer has them (a copy into a destination that was not
+    /// emptied first: a re-copy, an added table, a lost slot).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconcile: bool,
+    /// The newest copy request (`POST .../snapshot`) this copy answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<i64>,
+    /// The newest "needs a re-copy" mark this copy answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<i64>,
 }
 
 /// By table (`schema.name`). A later entry for a table replaces the earlier one.
@@ -52,9 +64,14 @@ mod tests {
         let mut progress = CopyProgress::new();
         progress.insert(
             "public.a".into(),
-            TableCopy { since: String::new(), after: Some(vec!["7".into(), "x\ty".into()]), done: false },
+            TableCopy {
+                after: Some(vec!["7".into(), "x\ty".into()]),
+                reconcile: true,
+                request: Some(3),
+                ..TableCopy::default()
+            },
         );
-        progress.insert("public.b".into(), TableCopy { since: String::new(), after: None, done: true });
+        progress.insert("public.b".into(), TableCopy { done: true, ..TableCopy::default() });
         let json = to_json(&progress).expect("json");
         assert_eq!(parse(Some(&json)), progress);
         assert_eq!(parse(Some("not json")), CopyProgress::new());
@@ -65,12 +82,10 @@ mod tests {
     #[test]
     fn unfinished_tables_come_in_the_jobs_order() {
         let mut progress = CopyProgress::new();
-        progress.insert("public.a".into(), TableCopy { since: String::new(), after: None, done: false });
-        progress.insert("public.b".into(), TableCopy { since: String::new(), after: None, done: true });
-        progress.insert(
-            "public.c".into(),
-            TableCopy { since: String::new(), after: Some(vec!["3".into()]), done: false },
-        );
+        progress.insert("public.a".into(), TableCopy::default());
+        progress.insert("public.b".into(), TableCopy { done: true, ..TableCopy::default() });
+        progress
+            .insert("public.c".into(), TableCopy { after: Some(vec!["3".into()]), ..TableCopy::default() });
         let order = ["public.c".to_string(), "public.b".into(), "public.a".into()];
         let names: Vec<String> = unfinished(&progress, &order).into_iter().map(|(t, _)| t).collect();
         assert_eq!(names, ["public.c", "public.a"]);

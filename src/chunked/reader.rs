@@ -119,9 +119,9 @@ pub async fn read_chunk(
     let last_key =
         rows.last().and_then(|piece| last_row(piece)).and_then(|row| row_key_text(row, &key_positions));
     let progress = TableCopy {
-        since: start.since.clone(),
         after: last_key.or_else(|| after.map(<[String]>::to_vec)),
         done: row_count < limit,
+        ..start.clone()
     };
     let bytes = rows.iter().map(Bytes::len).sum();
     Ok(ChunkRead {

@@ -53,6 +53,20 @@ enum JobsCommand {
     Delete { name: String },
     /// The job's runs: start, duration, final status, records and bytes.
     History { name: String },
+    /// Copy tables again while the job streams (a deleted source row also leaves a Postgres mirror).
+    Snapshot {
+        name: String,
+        /// Tables of the job, as in WALPIPE_TABLES (schema.table, "Quoted"."Names").
+        #[arg(required = true)]
+        tables: Vec<String>,
+    },
+    /// Replace the job's tables: added ones are copied while it streams, removed ones stop (their destinations stay).
+    Edit {
+        name: String,
+        /// The new table list, as in WALPIPE_TABLES.
+        #[arg(long, required = true)]
+        tables: String,
+    },
 }
 
 /// Settings whose values are numbers in the API's JSON.
@@ -90,6 +104,13 @@ pub async fn run(args: JobsArgs, http_addr: &str, token: Option<String>) -> anyh
         JobsCommand::Retry { name } => (api.action(&name, "retry", None).await?, print_job),
         JobsCommand::Delete { name } => {
             (api.call(reqwest::Method::DELETE, &format!("{jobs}/{name}"), None).await?, print_deleted)
+        }
+        JobsCommand::Snapshot { name, tables } => {
+            (api.action(&name, "snapshot", Some(json!({ "tables": tables }))).await?, print_job)
+        }
+        JobsCommand::Edit { name, tables } => {
+            let path = format!("{jobs}/{name}");
+            (api.call(reqwest::Method::PATCH, &path, Some(json!({ "tables": tables }))).await?, print_job)
         }
         JobsCommand::History { name } => {
             (api.call(reqwest::Method::GET, &format!("{jobs}/{name}/history"), None).await?, print_history)

@@ -6,6 +6,8 @@
 //!  GET    /api/v1/jobs/{name}             state, phase, error, worker, records, bytes, events/s, lag, snapshot progress
 //!  DELETE /api/v1/jobs/{name}             drops slot and publication, keeps the destination tables
 //!  POST   /api/v1/jobs/{name}/{action}    start pause resume stop restart retry; stop takes {"cleanup":true}
+//!  POST   /api/v1/jobs/{name}/snapshot    {"tables":[..]}: copy tables again while streaming (`edits`)
+//!  PATCH  /api/v1/jobs/{name}             {"tables":..}: add or remove tables (`edits`)
 //!  GET    /api/v1/jobs/{name}/history     the job's runs, newest first
 //! ```
 //!
@@ -22,7 +24,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::App;
+use super::{App, edits};
 use crate::job::lifecycle::{self, Action, State};
 use crate::job::runner;
 use crate::job::spec::{JobDefinition, JobSpec, Naming};
@@ -31,7 +33,7 @@ use crate::job::store::{JobRow, Store, StoreError};
 /// Request bodies are job definitions: small.
 const MAX_BODY: usize = 1024 * 1024;
 
-type Reply = Response<Full<Bytes>>;
+pub type Reply = Response<Full<Bytes>>;
 
 pub async fn handle(request: Request<Incoming>, app: &App) -> Reply {
     if let Some(token) = &app.token {
@@ -68,6 +70,14 @@ pub async fn handle(request: Request<Incoming>, app: &App) -> Reply {
                 Err(e) => store_error(&e),
             },
             Err(e) => store_error(&e),
+        },
+        (Method::POST, ["api", "v1", "jobs", name, "snapshot"]) => match body(request).await {
+            Ok(body) => edits::copy_again(store, name, &body).await,
+            Err(reply) => reply,
+        },
+        (Method::PATCH, ["api", "v1", "jobs", name]) => match body(request).await {
+            Ok(body) => edits::edit(store, name, &body).await,
+            Err(reply) => reply,
         },
         (Method::POST, ["api", "v1", "jobs", name, action]) => {
             let name = name.to_string();
@@ -239,6 +249,8 @@ pub fn view(job: &JobRow, live_workers: i64) -> Value {
         "checkpoint_lsn": job.checkpoint_lsn,
         "from_environment": job.from_environment,
         "definition": job.definition.redacted(),
+        "copy_requests": job.copy_requests,
+        "revision": job.revision,
     });
     for field in STATUS_FIELDS {
         shown[field] = job.status.get(field).cloned().unwrap_or(Value::Null);
@@ -261,7 +273,7 @@ pub fn view(job: &JobRow, live_workers: i64) -> Value {
     shown
 }
 
-fn store_error(e: &StoreError) -> Reply {
+pub fn store_error(e: &StoreError) -> Reply {
     match e {
         StoreError::NotFound(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
         StoreError::Exists(_) => error(StatusCode::CONFLICT, &e.to_string()),
@@ -277,11 +289,11 @@ fn store_error(e: &StoreError) -> Reply {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Reply {
+pub fn error(status: StatusCode, message: &str) -> Reply {
     reply(status, &json!({ "error": message }))
 }
 
-fn reply(status: StatusCode, body: &Value) -> Reply {
+pub fn reply(status: StatusCode, body: &Value) -> Reply {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response

@@ -8,6 +8,7 @@
 //! when `WALPIPE_API_TOKEN` is set, and 503 until the state store is open.
 
 pub mod api;
+mod edits;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -23,6 +23,8 @@
 //!   will hold their rows. (A change between this and the copy's snapshot
 //!   marks the root once too often, never too rarely.)
 //! - A failed poll never stops the job; it is logged and tried again.
+//! - The job hears of a mark (and starts its session again to copy the
+//!   root) only after the mark and the new set are recorded.
 //! - The dropped tables are those captured when the job started (tables
 //!   discovered later are not watched for this).
 
@@ -166,14 +168,18 @@ async fn poll(
 ) -> Result<(), tokio_postgres::Error> {
     let current = leaves(source, &spec.tables).await?;
     let recorded = recorded(store, &spec.name).await?;
-    for change in diff(&recorded, &current) {
+    let changes = diff(&recorded, &current);
+    for change in &changes {
         let reason = change.reason();
-        tracing::warn!(job = %spec.name, table = %change.root().qualified(), "{reason}: copy the table again");
-        metrics.needs_recopy(&change.root().qualified(), &reason);
+        tracing::warn!(job = %spec.name, table = %change.root().qualified(), "{reason}: copying the table again");
         follow::mark_recopy(store, &spec.name, change.root(), &reason).await?;
     }
     if recorded != current {
         record(store, &spec.name, &current).await?;
+    }
+    // Told last: it ends the session, whose next one copies what is marked.
+    for change in &changes {
+        metrics.needs_recopy(&change.root().qualified(), &change.reason());
     }
     Ok(())
 }

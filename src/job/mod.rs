@@ -1,6 +1,7 @@
 //! Jobs: a source, a sink, tables and settings, run to completion or failure.
 
 pub mod catalog_watch;
+mod copies;
 pub mod error;
 mod heartbeat;
 pub mod lifecycle;

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::copies::{self, SessionEnd, SessionEnds};
 use super::heartbeat::heartbeat;
 use super::lifecycle::{Phase, State};
 use super::outbox_cleanup::OutboxCleanup;
@@ -30,7 +31,8 @@ use super::{JobError, catalog_watch, snapshot};
 use crate::backoff;
 use crate::change::Encoding;
 use crate::chunked::copier::Copier;
-use crate::chunked::progress::{self, CopyProgress, TableCopy};
+use crate::chunked::plan;
+use crate::chunked::progress::CopyProgress;
 use crate::chunked::watch::KeyWatch;
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
@@ -63,24 +65,40 @@ pub enum Ended {
 }
 
 /// Runs the job until `stop` turns true or a permanent failure; its state,
-/// phase, errors and retries go to `metrics`.
+/// phase, errors and retries go to `metrics`. A new revision of the job in
+/// `edits` (tables edited, a copy requested) ends the session gracefully
+/// and the next one runs it.
 pub async fn run(
     spec: &JobSpec,
     metrics: &Arc<JobMetrics>,
     stop: watch::Receiver<bool>,
+    mut edits: watch::Receiver<JobSpec>,
 ) -> Result<Ended, JobError> {
     let mut failures = 0;
     let mut delays = backoff::delays(Duration::from_secs(1), Duration::from_secs(30));
+    let mut spec = spec.clone();
     loop {
         metrics.set_state(State::Starting, None);
-        let outcome = attempt(spec, metrics, stop.clone()).await;
+        if edits.has_changed().unwrap_or(false) {
+            spec = edits.borrow_and_update().clone();
+        }
+        let ends = Session { stop: stop.clone(), edits: edits.clone() };
+        let outcome = attempt(&spec, metrics, ends).await;
         metrics.source_connected.set(0);
         let error = match outcome {
-            Ok(Start::Finished) => {
+            Ok(Attempted::Copied) => {
                 metrics.set_state(State::Succeeded, None);
                 return Ok(Ended::Copied);
             }
-            Ok(Start::At(_)) => {
+            Ok(Attempted::Ended(SessionEnd::Revised)) if !*stop.borrow() => {
+                tracing::info!(job = %spec.name, "the job was edited or a copy requested: starting the session again");
+                continue;
+            }
+            Ok(Attempted::Ended(SessionEnd::Marked)) if !*stop.borrow() => {
+                tracing::info!(job = %spec.name, "a table needs a re-copy: starting the session again to copy it");
+                continue;
+            }
+            Ok(Attempted::Ended(_)) => {
                 metrics.set_state(State::Stopped, None);
                 return Ok(Ended::Stopped);
             }
@@ -149,22 +167,28 @@ enum Start {
     Finished,
 }
 
-/// One try at the job: set up, copy if needed, stream until stopped.
-/// `Start::Finished` when `initial_only` copied everything.
-async fn attempt(
-    spec: &JobSpec,
-    metrics: &Arc<JobMetrics>,
+/// How an attempt that did not fail ended.
+enum Attempted {
+    /// `initial_only`: the copy is done.
+    Copied,
+    /// The session ended gracefully, for this reason.
+    Ended(SessionEnd),
+}
+
+/// What can end a session: a stop, a new revision of the job.
+struct Session {
     stop: watch::Receiver<bool>,
-) -> Result<Start, JobError> {
+    edits: watch::Receiver<JobSpec>,
+}
+
+/// One try at the job: set up, copy if needed, stream until the session ends.
+async fn attempt(spec: &JobSpec, metrics: &Arc<JobMetrics>, session: Session) -> Result<Attempted, JobError> {
     let source_sql = sql_client::connect(&spec.source, "the source").await?;
     let tables = catalog::tables(&source_sql, &spec.tables).await?;
     check_select(&source_sql, &tables).await?;
     // The Postgres sink, or the state store for the other sinks: where the checkpoint is.
     let sink = sql_client::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
-    for (table, reason) in follow::recopy_needed(&sink, &spec.name).await.map_err(JobError::SinkSetup)? {
-        metrics.needs_recopy(&table, &reason);
-    }
     let opening = Opening { spec, metrics, checkpoint_db: &sink, tables: &tables };
     let mut out = AnySink::open(&spec.sink, &opening).await?;
     publication::ensure(&source_sql, &spec.publication, &tables, spec.tables.is_empty())
@@ -182,11 +206,11 @@ async fn attempt(
         Start::At(lsn) => lsn,
         Start::Finished => {
             tracing::info!(job = %spec.name, "initial_only: the copy is done; not streaming");
-            return Ok(Start::Finished);
+            return Ok(Attempted::Copied);
         }
     };
     drop(source_sql);
-    let copier = chunked_copy(spec, metrics, &sink, &tables).await?;
+    let copier = copies::plan_session(spec, metrics, &sink, &tables, start).await?;
     let captured = tables.iter().map(|t| TableName::new(&t.schema, &t.name)).collect();
     let _catalog_watch = catalog_watch::spawn(spec, metrics, captured);
 
@@ -199,8 +223,10 @@ async fn attempt(
     metrics.set_state(State::Running, Some(phase));
     metrics.source_connected.set(1);
     drop(sink);
+    let ends = SessionEnds::watch(session.stop, session.edits, metrics);
+    let stop = ends.stop.clone();
     out.stream(Streaming { spec, metrics, primary_keys, stop, stream, copier }).await?;
-    Ok(Start::At(start))
+    Ok(Attempted::Ended(ends.why()))
 }
 
 /// What a start has open: the job, its metrics, a SQL session to the
@@ -246,9 +272,9 @@ async fn decide_start(
                 .map_err(JobError::SinkSetup)?;
             metrics.data_gap(gap_from.map(|lsn| lsn.0));
             repl.drop_slot(&spec.slot).await?;
-            // Exported: the destinations keep their rows until each table's
-            // copy replaces them, deletes made during the gap included.
-            start_fresh(setup, repl, out, SnapshotStrategy::Exported).await?
+            // The destinations keep their rows while the tables are copied
+            // again; each copy then removes what the gap deleted.
+            start_fresh(setup, repl, out, Destinations::Keep).await?
         }
         (Some(_), Some(applied)) => {
             // Outbox rows are deleted after the ledger moved and before the
@@ -271,7 +297,7 @@ async fn decide_start(
                 }
                 repl.drop_slot(&spec.slot).await?;
             }
-            start_fresh(setup, repl, out, spec.snapshot_strategy).await?
+            start_fresh(setup, repl, out, Destinations::StartOver).await?
         }
     })
 }
@@ -362,6 +388,16 @@ impl Driving for Streaming<'_> {
     }
 }
 
+/// What a fresh start does with the destinations' rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Destinations {
+    /// A first start or a restart: a chunked copy empties them first.
+    StartOver,
+    /// After a lost slot: they keep serving while each table's chunked copy
+    /// reconciles them (an exported copy replaces them table by table).
+    Keep,
+}
+
 /// A new slot, the copy the mode asks for (exported: now, under the
 /// slot's snapshot; chunked: recorded as to do, beside the stream), and the
 /// checkpoint that marks the start as complete.
@@ -369,7 +405,7 @@ async fn start_fresh(
     setup: &SetUp<'_>,
     repl: &mut Connection,
     out: &mut AnySink,
-    strategy: SnapshotStrategy,
+    destinations: Destinations,
 ) -> Result<Start, JobError> {
     let SetUp { spec, metrics, source_sql, sink, tables } = *setup;
     checkpoint::forget_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
@@ -385,14 +421,16 @@ async fn start_fresh(
         }
         // initial_only has no stream for chunks to join.
         (SnapshotMode::Initial | SnapshotMode::WhenNeeded, Some(_))
-            if strategy == SnapshotStrategy::Chunked =>
+            if spec.snapshot_strategy == SnapshotStrategy::Chunked =>
         {
-            out.start_over().await?;
-            let since = created.consistent_point.to_string();
-            to_copy = tables
-                .iter()
-                .map(|t| (t.qualified(), TableCopy { since: since.clone(), ..TableCopy::default() }))
-                .collect();
+            let reconcile = destinations == Destinations::Keep;
+            if !reconcile {
+                out.start_over().await?;
+            }
+            let order: Vec<String> = tables.iter().map(catalog::SourceTable::qualified).collect();
+            let wanted = plan::Wanted { requests: &spec.copy_requests, ..plan::Wanted::default() };
+            to_copy = plan::fresh(&order, wanted, created.consistent_point);
+            to_copy.values_mut().for_each(|copy| copy.reconcile = reconcile);
             tracing::info!(job = %spec.name, tables = to_copy.len(), "the tables will be copied in chunks while the slot streams");
             follow::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
             metrics.recopied();
@@ -427,29 +465,6 @@ async fn start_fresh(
         .await
         .map_err(JobError::SinkSetup)?;
     Ok(Start::At(start))
-}
-
-/// The tables whose chunked copy is not finished, with where each resumes.
-async fn chunked_copy(
-    spec: &JobSpec,
-    metrics: &Arc<JobMetrics>,
-    sink: &tokio_postgres::Client,
-    tables: &[catalog::SourceTable],
-) -> Result<Option<Copier>, JobError> {
-    let recorded = checkpoint::read_copy_progress(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
-    let order: Vec<String> = tables.iter().map(catalog::SourceTable::qualified).collect();
-    let unfinished: Vec<(catalog::SourceTable, TableCopy)> = progress::unfinished(&recorded, &order)
-        .into_iter()
-        .filter_map(|(name, copy)| {
-            let table = tables.iter().find(|t| t.qualified() == name)?;
-            Some((table.clone(), copy.clone()))
-        })
-        .collect();
-    Ok((!unfinished.is_empty()).then(|| Copier {
-        source: spec.source.clone(),
-        metrics: metrics.clone(),
-        tables: unfinished,
-    }))
 }
 
 /// Every table must be readable: a copy (initial, or after a lost slot)

@@ -83,6 +83,8 @@ pub struct Finished {
 
 struct Owned {
     control: watch::Sender<Desired>,
+    /// The job as its latest revision in the store defines it.
+    edits: watch::Sender<JobSpec>,
     task: JoinHandle<()>,
     monitor: JoinHandle<()>,
     /// Passes the job's state changes on to the supervisor.
@@ -205,6 +207,9 @@ impl Supervisor {
             self.store.renew(name, &self.worker, observed, phase, &owned.metrics.summary(), checkpoint).await;
         let desired = match renewed {
             Ok(Some(renewed)) => {
+                if renewed.revision > owned.edits.borrow().revision {
+                    self.revise(name, owned).await;
+                }
                 Desired::from_store(renewed.state, renewed.requested, renewed.cleanup_requested)
             }
             Ok(None) => {
@@ -223,17 +228,41 @@ impl Supervisor {
         });
     }
 
+    /// Hands a newer revision of an owned job (tables edited, copies
+    /// requested) to its task; a definition that no longer holds is logged
+    /// and the job keeps running as it was.
+    async fn revise(&self, name: &str, owned: &Owned) {
+        match self.store.get(name).await.map(|job| (self.spec_of(&job), job.revision)) {
+            Ok((Ok(spec), _)) => {
+                tracing::info!(job = %name, revision = spec.revision, "the job was edited or a copy requested");
+                owned.edits.send_replace(spec);
+            }
+            Ok((Err(error), revision)) => {
+                tracing::warn!(job = %name, revision, "the job's new definition cannot run, keeping the one it runs: {error}");
+                owned.edits.send_modify(|spec| spec.revision = revision);
+            }
+            Err(error) => tracing::warn!(job = %name, "could not read the job's new revision: {error}"),
+        }
+    }
+
+    /// The spec a job row defines: checkpoints outside a Postgres sink live
+    /// in the state store, and copy requests come from the row.
+    fn spec_of(&self, job: &JobRow) -> Result<JobSpec, spec::SpecError> {
+        let naming = if job.from_environment { Naming::Environment } else { Naming::Api };
+        let mut spec = JobSpec::from_definition(&job.definition, naming)?;
+        if !spec.sink.holds_checkpoint() {
+            spec.checkpoint_db = self.store.info().clone();
+        }
+        spec.copy_requests = job.copy_requests.clone();
+        spec.revision = job.revision;
+        Ok(spec)
+    }
+
     /// Starts a task for a job this worker just claimed.
     fn take(&mut self, job: JobRow) {
         let name = job.definition.name.clone();
-        let naming = if job.from_environment { Naming::Environment } else { Naming::Api };
-        let spec = match JobSpec::from_definition(&job.definition, naming) {
-            Ok(mut spec) => {
-                if !spec.sink.holds_checkpoint() {
-                    spec.checkpoint_db = self.store.info().clone();
-                }
-                spec
-            }
+        let spec = match self.spec_of(&job) {
+            Ok(spec) => spec,
             Err(error) => {
                 let store = self.store.clone();
                 let worker = self.worker.clone();
@@ -258,6 +287,7 @@ impl Supervisor {
         metrics.set_state(if job.state == State::Paused { State::Paused } else { State::Starting }, None);
         let desired = Desired::from_store(job.state, job.requested, job.cleanup_requested);
         let (control, control_rx) = watch::channel(desired);
+        let (edits, edits_rx) = watch::channel(spec.clone());
         let monitor = tokio::spawn(monitor::run(spec.source.clone(), metrics.clone()));
         let observer = tokio::spawn(observe(name.clone(), metrics.clone(), self.observed_tx.clone()));
         let run = JobTask {
@@ -268,10 +298,11 @@ impl Supervisor {
             reset: job.reset_requested,
             metrics: metrics.clone(),
             control: control_rx,
+            edits: edits_rx,
             finished: self.finished_tx.clone(),
         };
         let task = tokio::spawn(run.run());
-        self.owned.insert(name, Owned { control, task, monitor, observer, metrics });
+        self.owned.insert(name, Owned { control, edits, task, monitor, observer, metrics });
     }
 
     /// The state and phase of the jobs other workers hold (or nobody does), as metrics.
@@ -339,6 +370,7 @@ struct JobTask {
     reset: bool,
     metrics: Arc<JobMetrics>,
     control: watch::Receiver<Desired>,
+    edits: watch::Receiver<JobSpec>,
     finished: mpsc::UnboundedSender<Finished>,
 }
 
@@ -386,7 +418,7 @@ impl JobTask {
             let _ = control.wait_for(|desired| *desired != Desired::Run).await;
             let _ = stop.send(true);
         });
-        let outcome = runner::run(&self.spec, &self.metrics, stop_rx).await;
+        let outcome = runner::run(&self.spec, &self.metrics, stop_rx, self.edits.clone()).await;
         forward.abort();
         let (status, ended) = match &outcome {
             Ok(Ended::Copied) => (RunEnd::Succeeded, Some((State::Succeeded, None))),

@@ -54,6 +54,9 @@ pub struct JobMetrics {
     snapshot_tables: Mutex<HashMap<String, (u64, i64, std::time::Instant)>>,
     /// Tables that need a re-copy, with the reason.
     recopy: Mutex<std::collections::BTreeMap<String, String>>,
+    /// Counts the tables newly marked as needing a re-copy (a running job
+    /// starts its session again to begin their copy).
+    pub recopy_marks: tokio::sync::watch::Sender<u64>,
     /// Changes received, and their count at the last status (for events/s).
     received_events: AtomicU64,
     last_rate: Mutex<Option<(std::time::Instant, u64)>>,
@@ -89,6 +92,7 @@ impl JobMetrics {
             last_sample: Mutex::new(None),
             snapshot_tables: Mutex::new(HashMap::new()),
             recopy: Mutex::new(std::collections::BTreeMap::new()),
+            recopy_marks: tokio::sync::watch::Sender::new(0),
             received_events: AtomicU64::new(0),
             last_rate: Mutex::new(None),
         };
@@ -182,6 +186,7 @@ impl JobMetrics {
     /// A schema change left `table`'s destination rows unknown (see `sink::postgres::evolve`).
     pub fn needs_recopy(&self, table: &str, reason: &str) {
         lock(&self.recopy).insert(table.to_string(), reason.to_string());
+        self.recopy_marks.send_modify(|marks| *marks += 1);
         self.family.table_needs_recopy.with_label_values(&[&self.name, table]).set(1);
     }
 
@@ -189,6 +194,13 @@ impl JobMetrics {
     pub fn columns_missing(&self, table: &str, count: usize) {
         let count = i64::try_from(count).unwrap_or(i64::MAX);
         self.family.sink_columns_missing.with_label_values(&[&self.name, table]).set(count);
+    }
+
+    /// `table` was copied again.
+    pub fn recopied_table(&self, table: &str) {
+        if lock(&self.recopy).remove(table).is_some() {
+            self.family.table_needs_recopy.with_label_values(&[&self.name, table]).set(0);
+        }
     }
 
     /// Every table was copied again.

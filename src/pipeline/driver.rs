@@ -321,6 +321,9 @@ impl<R: Replication> Driver<R> {
                 self.send_pending(false).await?;
             }
         }
+        if chunk.progress.done && chunk.progress.reconcile {
+            assembler.end_copy(&place, &mut self.pending);
+        }
         assembler.end_chunk(&chunk);
         let after = chunk.progress.after.as_deref().unwrap_or_default().join(", ");
         if written.stale > 0 {
@@ -330,6 +333,7 @@ impl<R: Replication> Driver<R> {
             tracing::debug!(%lsn, table = %chunk.table, rows = written.rows, %after, "a chunk took its place in the stream");
         }
         if chunk.progress.done {
+            self.metrics.recopied_table(&chunk.table);
             tracing::info!(table = %chunk.table, "snapshot {}: its last chunk took its place in the stream", chunk.table);
         }
         self.chunk_copied.insert(chunk.table, chunk.progress);

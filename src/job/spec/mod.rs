@@ -81,6 +81,11 @@ pub struct JobSpec {
     /// Confirm keepalive positions while nothing is in flight, so that a
     /// quiet database does not pin WAL written by others.
     pub confirm_keepalives: bool,
+    /// The newest copy request per table (`schema.table`), from the state store.
+    pub copy_requests: std::collections::BTreeMap<String, i64>,
+    /// The state store's revision of the definition and requests this spec
+    /// was made from: a newer one makes a running job start its session again.
+    pub revision: i64,
 }
 
 /// The slot (and publication) of a job that names none: `walpipe_<job>`,
@@ -302,6 +307,8 @@ impl JobSpec {
             heartbeat_interval: (def.heartbeat_interval_ms > 0)
                 .then(|| Duration::from_millis(def.heartbeat_interval_ms)),
             confirm_keepalives: def.keepalive_confirm,
+            copy_requests: std::collections::BTreeMap::new(),
+            revision: 0,
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{Store, StoreError};
 
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     "CREATE SCHEMA IF NOT EXISTS walpipe;
      CREATE TABLE walpipe.jobs (
          name text PRIMARY KEY,
@@ -40,6 +40,9 @@ const MIGRATIONS: [&str; 2] = [
      CREATE INDEX ON walpipe.job_instances (job_name, id)",
     // The action asked of a job a worker runs, until the worker reaches its state.
     "ALTER TABLE walpipe.jobs ADD COLUMN requested text",
+    // Edits of a job's tables and copy requests, which its owner picks up by revision.
+    "ALTER TABLE walpipe.jobs ADD COLUMN revision bigint NOT NULL DEFAULT 0,
+         ADD COLUMN copy_requests jsonb NOT NULL DEFAULT '{}'",
 ];
 
 impl Store {

@@ -29,6 +29,7 @@ use std::time::Duration;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::Client;
 
+mod edits;
 mod history;
 mod migrations;
 
@@ -121,6 +122,10 @@ pub struct JobRow {
     pub checkpoint_lsn: Option<String>,
     /// The action asked of the job's owner and not reached yet.
     pub requested: Option<Action>,
+    /// Grows with every edit of the tables and every copy request.
+    pub revision: i64,
+    /// The newest copy request (a revision) per table (`schema.table`).
+    pub copy_requests: std::collections::BTreeMap<String, i64>,
 }
 
 /// What the owner of a job learns when it renews its lease.
@@ -129,6 +134,7 @@ pub struct Renewed {
     pub state: State,
     pub requested: Option<Action>,
     pub cleanup_requested: bool,
+    pub revision: i64,
 }
 
 pub struct Store {
@@ -138,7 +144,7 @@ pub struct Store {
 }
 
 const JOB_COLUMNS: &str = "definition, from_environment, state, phase, error, worker_id, \
-     coalesce(lease_until > now(), false), reset_requested, cleanup_requested, status, checkpoint_lsn, requested";
+     coalesce(lease_until > now(), false), reset_requested, cleanup_requested, status, checkpoint_lsn, requested, revision, copy_requests";
 
 impl Store {
     /// Connects and applies the migrations this version has and the store lacks.
@@ -360,6 +366,9 @@ impl Store {
             status: row.try_get(offset + 9)?,
             checkpoint_lsn: row.try_get(offset + 10)?,
             requested: parse_requested(requested)?,
+            revision: row.try_get(offset + 12)?,
+            copy_requests: serde_json::from_value(row.try_get(offset + 13)?)
+                .map_err(|e| StoreError::Corrupt(format!("copy requests: {e}")))?,
         })
     }
 
@@ -393,7 +402,7 @@ impl Store {
                         phase = $5, status = $6, checkpoint_lsn = coalesce($7, j.checkpoint_lsn), updated_at = now()
                    FROM (SELECT name, state FROM walpipe.jobs WHERE name = $1 AND worker_id = $2 FOR UPDATE) previous
                   WHERE j.name = previous.name
-                 RETURNING previous.state, j.state, j.cleanup_requested, j.requested",
+                 RETURNING previous.state, j.state, j.cleanup_requested, j.requested, j.revision",
                 &[&name, &worker, &lease, &observed.as_str(), &phase, status, &checkpoint_lsn],
             )
             .await?;
@@ -407,6 +416,7 @@ impl Store {
             state,
             requested: parse_requested(row.try_get(3)?)?,
             cleanup_requested: row.try_get(2)?,
+            revision: row.try_get(4)?,
         }))
     }
 

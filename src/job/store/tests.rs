@@ -16,6 +16,8 @@ fn job(state: State, leased: bool) -> JobRow {
         status: serde_json::json!({}),
         checkpoint_lsn: None,
         requested: None,
+        revision: 0,
+        copy_requests: Default::default(),
     }
 }
 

@@ -173,6 +173,14 @@ impl<E: Encoding> Assembler<E> {
         Ok(written)
     }
 
+    /// After the last chunk of a copy that reconciles: the line that has
+    /// the destination drop what the copy did not write ([`Encoding::write_copy_end`]).
+    pub fn end_copy(&self, place: &ChunkPlace, out: &mut Vec<u8>) {
+        if let Some(txn) = &self.open {
+            self.encoding.write_copy_end(&txn.fields, out, &place.table, &place.since);
+        }
+    }
+
     /// The chunk is written: what its snapshot saw is no longer needed, nor
     /// the table's changes once its last chunk is in.
     pub fn end_chunk(&mut self, chunk: &ChunkRead) {

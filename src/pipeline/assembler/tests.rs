@@ -205,6 +205,7 @@ fn chunk(snapshot: &str, rows: &str) -> crate::chunked::reader::ChunkRead {
             since: "0/5".into(),
             after: Some(vec!["3".into()]),
             done: true,
+            ..Default::default()
         },
         took: std::time::Duration::from_millis(5),
     }

@@ -59,6 +59,21 @@ pub async fn read_copy_progress(client: &Client, job: &str) -> Result<CopyProgre
     Ok(progress::parse(row.and_then(|row| row.get::<_, Option<String>>(0)).as_deref()))
 }
 
+/// Forgets the copy progress of `tables` (the job no longer captures them).
+pub async fn forget_copies(
+    client: &Client,
+    job: &str,
+    tables: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE walpipe.checkpoints SET copy_progress = copy_progress - $2::text[] WHERE job_name = $1",
+            &[&job, &tables],
+        )
+        .await
+        .map(drop)
+}
+
 /// Records that changes after `gap_from` (unknown: None) were lost with an invalidated slot.
 pub async fn record_data_gap(
     client: &Client,

@@ -421,19 +421,46 @@ pub async fn mark_recopy(
 ) -> Result<(), tokio_postgres::Error> {
     sink.execute(
         "INSERT INTO walpipe.recopy_needed (job_name, source_table, reason) VALUES ($1, $2, $3) \
-         ON CONFLICT (job_name, source_table) DO UPDATE SET reason = EXCLUDED.reason, since = now()",
+         ON CONFLICT (job_name, source_table) DO UPDATE SET reason = EXCLUDED.reason, since = now(), \
+             mark = nextval('walpipe.recopy_marks')",
         &[&job, &table.qualified(), &reason],
     )
     .await
     .map(drop)
 }
 
-/// The tables of `job` marked as needing a re-copy, with the reasons.
-pub async fn recopy_needed(sink: &Client, job: &str) -> Result<Vec<(String, String)>, tokio_postgres::Error> {
+/// A table marked as needing a re-copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecopyMark {
+    pub table: String,
+    pub reason: String,
+    /// Newer marks have larger numbers: a copy answers the marks up to the one it started after.
+    pub mark: i64,
+}
+
+/// The tables of `job` marked as needing a re-copy.
+pub async fn recopy_needed(sink: &Client, job: &str) -> Result<Vec<RecopyMark>, tokio_postgres::Error> {
     let rows = sink
-        .query("SELECT source_table, reason FROM walpipe.recopy_needed WHERE job_name = $1", &[&job])
+        .query("SELECT source_table, reason, mark FROM walpipe.recopy_needed WHERE job_name = $1", &[&job])
         .await?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|row| RecopyMark { table: row.get(0), reason: row.get(1), mark: row.get(2) })
+        .collect())
+}
+
+/// A finished copy of each of `tables` answered its mark.
+pub async fn clear_recopy_of(
+    sink: &Client,
+    job: &str,
+    tables: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    sink.execute(
+        "DELETE FROM walpipe.recopy_needed WHERE job_name = $1 AND source_table = ANY($2)",
+        &[&job, &tables],
+    )
+    .await
+    .map(drop)
 }
 
 /// After a copy of every table: none needs a re-copy.

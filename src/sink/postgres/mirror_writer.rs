@@ -170,6 +170,12 @@ impl Writer for MirrorWriter {
                 }
                 return Ok(false);
             }
+            b'R' => {
+                self.apply(client).await?;
+                if let Some(target) = self.targets.get(record.table()) {
+                    remove_uncopied(client, target, &record).await?;
+                }
+            }
             b'T' => {
                 self.apply(client).await?;
                 if let Some(target) = self.targets.get(record.table()) {
@@ -239,6 +245,32 @@ impl Writer for MirrorWriter {
     fn pending(&self) -> usize {
         self.pending
     }
+}
+
+/// The end of a copy that reconciles: the rows it did not write and the
+/// stream did not change since the copy's start (`_walpipe_lsn` older, or
+/// NULL) are gone from the source.
+async fn remove_uncopied(client: &Client, target: &Target, record: &Record) -> Result<(), SinkError> {
+    let since = record.values_from_start().first().map(|v| String::from_utf8_lossy(v).into_owned());
+    let Some(since) = since.filter(|since| since.parse::<crate::lsn::Lsn>().is_ok()) else {
+        return Err(SinkError::Record(format!(
+            "the end of a copy of {} names no position",
+            target.place.source
+        )));
+    };
+    let removed = client
+        .execute(
+            &format!(
+                "DELETE FROM {} WHERE {lsn} IS NULL OR {lsn} < $1::text::pg_lsn",
+                target.place.destination.quoted(),
+                lsn = super::schema::LSN_COLUMN
+            ),
+            &[&since],
+        )
+        .await?;
+    tracing::info!(table = %target.place.source, removed, %since,
+        "snapshot {}: removed {removed} rows the source no longer has", target.place.source);
+    Ok(())
 }
 
 /// `COPY ... FROM STDIN` of `rows` (COPY text).

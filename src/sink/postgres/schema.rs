@@ -219,6 +219,12 @@ pub async fn ensure_state(client: &Client) -> Result<(), tokio_postgres::Error> 
                          ADD COLUMN IF NOT EXISTS in_flight jsonb, ADD COLUMN IF NOT EXISTS shapes jsonb, \
                          ADD COLUMN IF NOT EXISTS copy_progress jsonb; \
                  END IF; \
+                 IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'walpipe' \
+                                AND table_name = 'recopy_needed' AND column_name = 'mark') THEN \
+                     CREATE SEQUENCE IF NOT EXISTS walpipe.recopy_marks; \
+                     ALTER TABLE walpipe.recopy_needed \
+                         ADD COLUMN IF NOT EXISTS mark bigint NOT NULL DEFAULT nextval('walpipe.recopy_marks'); \
+                 END IF; \
              END $$;",
         )
         .await

@@ -1,0 +1,154 @@
+//! The copies a session runs beside its stream, and what ends a session
+//! early so that new ones can start.
+//!
+//! ```text
+//!  session start: copy progress + "needs a re-copy" marks + the spec's copy requests
+//!       ──> chunked::plan ──> written with the checkpoint ──> the copier of every unfinished table
+//!  while streaming: a stop, a new revision of the job (tables edited, copy requested),
+//!       or a new mark ──> the session ends gracefully; the next one plans again
+//! ```
+//!
+//! Invariants:
+//! - A copy starts only at a session start, so the stream's key watch
+//!   (`chunked::watch`) begins before its first chunk, as the merge rule needs.
+//! - The plan is durable before the stream starts: a crash right after it
+//!   resumes the same copies, and requests and marks are answered once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::JobError;
+use super::spec::{JobSpec, SnapshotMode};
+use crate::chunked::copier::Copier;
+use crate::chunked::plan::{self, Wanted};
+use crate::chunked::progress::{self, TableCopy};
+use crate::lsn::Lsn;
+use crate::metrics::JobMetrics;
+use crate::sink::postgres::{checkpoint, follow};
+use crate::source::catalog::SourceTable;
+
+/// Plans the session's copies, records the plan, and returns the copier of
+/// the tables whose copy is unfinished (`None`: nothing to copy).
+pub async fn plan_session(
+    spec: &JobSpec,
+    metrics: &Arc<JobMetrics>,
+    sink: &tokio_postgres::Client,
+    tables: &[SourceTable],
+    start: Lsn,
+) -> Result<Option<Copier>, JobError> {
+    let setup = JobError::SinkSetup;
+    let mut recorded = checkpoint::read_copy_progress(sink, &spec.name).await.map_err(setup)?;
+    let marks = follow::recopy_needed(sink, &spec.name).await.map_err(setup)?;
+    let marked: BTreeMap<String, i64> = marks.iter().map(|m| (m.table.clone(), m.mark)).collect();
+    let order: Vec<String> = tables.iter().map(SourceTable::qualified).collect();
+    let wanted = Wanted {
+        requests: &spec.copy_requests,
+        marks: &marked,
+        copy_added: spec.snapshot_mode != SnapshotMode::Never,
+    };
+    let plan = plan::plan(&recorded, &order, wanted, start);
+    if !plan.forget.is_empty() {
+        checkpoint::forget_copies(sink, &spec.name, &plan.forget).await.map_err(setup)?;
+        tracing::info!(job = %spec.name, tables = ?plan.forget, "no longer captured: their destinations are kept as they are");
+    }
+    if !plan.write.is_empty() {
+        checkpoint::write_checkpoint(sink, &spec.name, &spec.slot, start, &plan.write)
+            .await
+            .map_err(setup)?;
+    }
+    if !plan.answered_marks.is_empty() {
+        follow::clear_recopy_of(sink, &spec.name, &plan.answered_marks).await.map_err(setup)?;
+    }
+    for (table, cause) in &plan.started {
+        tracing::info!(job = %spec.name, %table, "snapshot {table}: copying it in chunks while streaming, because {}", cause.as_str());
+    }
+    for mark in marks.iter().filter(|m| !plan.answered_marks.contains(&m.table)) {
+        metrics.needs_recopy(&mark.table, &mark.reason);
+    }
+    recorded.retain(|table, _| !plan.forget.contains(table));
+    recorded.extend(plan.write);
+    let unfinished: Vec<(SourceTable, TableCopy)> = progress::unfinished(&recorded, &order)
+        .into_iter()
+        .filter_map(|(name, copy)| {
+            let table = tables.iter().find(|t| t.qualified() == name)?;
+            Some((table.clone(), copy.clone()))
+        })
+        .collect();
+    Ok((!unfinished.is_empty()).then(|| Copier {
+        source: spec.source.clone(),
+        metrics: metrics.clone(),
+        tables: unfinished,
+    }))
+}
+
+/// Why a session ended without a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// Still running (the receiver's initial value).
+    Running,
+    /// The job is to stop.
+    Stop,
+    /// A newer revision of the job (tables edited, a copy requested).
+    Revised,
+    /// A table was marked as needing a re-copy.
+    Marked,
+}
+
+/// Watches what ends a session: `stop`, a new revision in `edits`, a new
+/// mark in `metrics`. Dropping it stops watching.
+pub struct SessionEnds {
+    /// Turns true when the session is to end.
+    pub stop: watch::Receiver<bool>,
+    why: watch::Receiver<SessionEnd>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for SessionEnds {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SessionEnds {
+    /// Starts watching; call it once the session has loaded its marks, so
+    /// that loading them does not end it.
+    pub fn watch(
+        mut stop: watch::Receiver<bool>,
+        mut edits: watch::Receiver<JobSpec>,
+        metrics: &JobMetrics,
+    ) -> SessionEnds {
+        let (tell_stop, session_stop) = watch::channel(false);
+        let (tell_why, why) = watch::channel(SessionEnd::Running);
+        // Subscribed now: a mark from here on is seen, however late the task runs.
+        let mut marks = metrics.recopy_marks.subscribe();
+        let task = tokio::spawn(async move {
+            // A closed channel (the worker let go of the job) ends nothing.
+            let revised = async {
+                if edits.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let marked = async {
+                if marks.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let end = tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => SessionEnd::Stop,
+                () = revised => SessionEnd::Revised,
+                () = marked => SessionEnd::Marked,
+            };
+            let _ = tell_why.send(end);
+            let _ = tell_stop.send(true);
+        });
+        SessionEnds { stop: session_stop, why, task }
+    }
+
+    /// Why the session ended (`Running`: it has not, or it failed).
+    pub fn why(&self) -> SessionEnd {
+        *self.why.borrow()
+    }
+}
