@@ -700,3 +700,114 @@ fn a_pending_job_without_a_live_worker_says_why() {
         );
     });
 }
+
+/// Writes to `t` on random keys of 1..=:rows: updates, deletes, re-inserts.
+const T_WORKLOAD: &str = "\\set id random(1, :rows)
+BEGIN;
+UPDATE t SET v = 'w' || :id || '-' || now() WHERE id = :id;
+DELETE FROM t WHERE id = :id + 1;
+INSERT INTO t VALUES (:id + 1, 'back') ON CONFLICT (id) DO UPDATE SET v = 'again';
+END;
+";
+
+fn walpipe_jobs(worker: &Worker, args: &[&str]) -> String {
+    let output = common::walpipe()
+        .args(["jobs", "--url", &format!("http://{}", worker.addr)])
+        .args(args)
+        .output()
+        .expect("walpipe jobs");
+    assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn a_running_job_copies_a_table_again_takes_an_added_table_and_lets_one_go_while_streaming() {
+    let cluster = cluster();
+    let (source, sink, name, mut definition) = setup(cluster, "edits");
+    cluster.psql(&source, "INSERT INTO t SELECT i, 'v' || i FROM generate_series(101, 3000) i");
+    cluster.psql(
+        &source,
+        "CREATE TABLE u (id int PRIMARY KEY, v text); INSERT INTO u SELECT i, 'u' || i FROM generate_series(1, 5000) i",
+    );
+    definition["tables"] = json!("public.t");
+    let worker = Worker::start(cluster, &sink, &name, &[]);
+    assert_eq!(worker.call("POST", "/api/v1/jobs", Some(definition)).0, 201);
+    worker.act(&name, "start", None);
+    worker.wait_state(&name, "running");
+    wait_for(Duration::from_secs(30), "the first copy", || same(cluster, &source, &sink));
+    let slot_before = cluster.psql(&source, "SELECT count(*) FROM pg_replication_slots");
+
+    // Edited by hand in the sink: a changed value, missing rows, a row the source never had.
+    cluster.psql(
+        &sink,
+        "UPDATE t SET v = 'by hand' WHERE id <= 10; DELETE FROM t WHERE id BETWEEN 11 AND 20; \
+         INSERT INTO t VALUES (100000, 'stray')",
+    );
+    // Bad requests are refused with the fix, and change nothing.
+    let (status, refused) =
+        worker.call("POST", &format!("/api/v1/jobs/{name}/snapshot"), Some(json!({"tables": ["public.u"]})));
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"].as_str().is_some_and(|e| e.contains("not one of the job's tables")),
+        "{refused}"
+    );
+    let (status, refused) =
+        worker.call("PATCH", &format!("/api/v1/jobs/{name}"), Some(json!({"batch_size": 5})));
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(worker.call("POST", &format!("/api/v1/jobs/{name}/snapshot"), Some(json!({}))).0, 400);
+
+    // The copy again runs while writes go on; the CLI asks for it.
+    let workload = common::Workload::start(cluster, &source, T_WORKLOAD, 2, 3000, 8);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(walpipe_jobs(&worker, &["snapshot", &name, "public.t"]).contains(&name));
+    workload.finish();
+    wait_for(Duration::from_secs(90), "the hand-edited table copied again", || {
+        run_log(&name).contains("snapshot public.t: removed") && same(cluster, &source, &sink)
+    });
+    let log = run_log(&name);
+    assert!(
+        log.contains("snapshot public.t: copying it in chunks while streaming, because a copy was requested")
+    );
+    assert!(log.contains("snapshot public.t: removed 1 rows the source no longer has"), "the stray row");
+    assert_eq!(cluster.psql(&sink, "SELECT count(*) FROM t WHERE v = 'by hand'"), "0");
+
+    // Added: its destination is created and it is copied while t streams.
+    let edited = walpipe_jobs(&worker, &["edit", &name, "--tables", "public.t, public.u"]);
+    assert!(edited.contains(&name), "{edited}");
+    cluster
+        .psql(&source, "UPDATE u SET v = 'changed' WHERE id % 7 = 0; INSERT INTO t VALUES (5000, 'during')");
+    let same_u = || {
+        let rows = fingerprint(cluster, &source, "u", "id, v", "id");
+        rows.is_some() && rows == fingerprint(cluster, &sink, "u", "id, v", "id")
+    };
+    wait_for(Duration::from_secs(90), "the added table", || same_u() && same(cluster, &source, &sink));
+    assert!(run_log(&name).contains(
+        "snapshot public.u: copying it in chunks while streaming, because it was added to the job"
+    ));
+    let publication = |c: &Cluster| {
+        c.psql(&source, &format!("SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'walpipe_{name}'"))
+    };
+    assert_eq!(publication(cluster), "t,u");
+
+    // Removed: its changes stop, its destination stays; t goes on.
+    let (status, job) =
+        worker.call("PATCH", &format!("/api/v1/jobs/{name}"), Some(json!({"tables": ["public.t"]})));
+    assert_eq!(status, 200, "{job}");
+    wait_for(Duration::from_secs(30), "the publication without u", || publication(cluster) == "t");
+    cluster.psql(
+        &source,
+        "INSERT INTO u VALUES (900000, 'not captured'); INSERT INTO t VALUES (900000, 'after')",
+    );
+    wait_for(Duration::from_secs(30), "t after the removal", || same(cluster, &source, &sink));
+    assert_eq!(cluster.psql(&sink, "SELECT count(*) FROM u WHERE id = 900000"), "0", "u's changes stopped");
+    assert_eq!(cluster.psql(&sink, "SELECT count(*) FROM u"), "5000", "u's destination is kept");
+
+    assert_eq!(
+        cluster.psql(&source, "SELECT count(*) FROM pg_replication_slots"),
+        slot_before,
+        "the same slot"
+    );
+    assert_eq!(run_log(&name).matches("created the slot").count(), 1, "never a fresh start");
+    worker.wait_state(&name, "running");
+    worker.stop();
+}

@@ -1,6 +1,13 @@
 //! The job's publication on the source: created before the slot (a slot
 //! can miss a publication created after it), publishing partitioned tables
-//! through their root.
+//! through their root, and following the job's table list when it is edited.
+//!
+//! Invariant: when tables are added to an existing publication, every
+//! transaction in progress at that moment has ended before `ensure`
+//! returns. Such a transaction may be decoded under the catalog it began
+//! with, which did not publish the table, so its changes of it may never
+//! reach the stream; once it has ended, the table's copy (which starts
+//! later) reads them instead.
 
 use tokio_postgres::Client;
 
@@ -67,5 +74,79 @@ pub async fn ensure(
         }
         Some(_) => {}
     }
+    if !whole_schema && via_root.is_some() {
+        follow_table_list(source, publication, tables).await?;
+    }
     Ok(())
+}
+
+/// Sets the tables of a publication that lists tables to the job's, when
+/// they differ; waits out the transactions running when tables were added.
+async fn follow_table_list(
+    source: &Client,
+    publication: &str,
+    tables: &[SourceTable],
+) -> Result<(), tokio_postgres::Error> {
+    let published: Vec<(String, String)> = source
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 \
+             AND NOT EXISTS (SELECT 1 FROM pg_publication p WHERE p.pubname = $1 AND p.puballtables) \
+             AND NOT EXISTS (SELECT 1 FROM pg_publication_namespace n JOIN pg_publication p ON p.oid = n.pnpubid WHERE p.pubname = $1)",
+            &[&publication],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    if published.is_empty() {
+        // FOR ALL TABLES, or a schema: not a list to follow (or an empty one, which walpipe never makes).
+        return Ok(());
+    }
+    let wanted: Vec<(String, String)> = tables.iter().map(|t| (t.schema.clone(), t.name.clone())).collect();
+    let name = |(schema, table): &(String, String)| format!("{schema}.{table}");
+    let added: Vec<String> = wanted.iter().filter(|t| !published.contains(t)).map(name).collect();
+    let removed: Vec<String> = published.iter().filter(|t| !wanted.contains(t)).map(name).collect();
+    if added.is_empty() && removed.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = tables.iter().map(SourceTable::quoted).collect();
+    source
+        .batch_execute(&format!(
+            "ALTER PUBLICATION {} SET TABLE {}",
+            quote_ident(publication),
+            list.join(", ")
+        ))
+        .await?;
+    tracing::info!(%publication, ?added, ?removed, "the publication follows the job's tables");
+    if !added.is_empty() {
+        wait_for_running_transactions(source).await?;
+    }
+    Ok(())
+}
+
+/// Waits until every transaction running now has ended.
+async fn wait_for_running_transactions(source: &Client) -> Result<(), tokio_postgres::Error> {
+    let snapshot: String = source.query_one("SELECT pg_current_snapshot()::text", &[]).await?.get(0);
+    let started = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        let running: i64 = source
+            .query_one(
+                "SELECT count(*) FROM pg_snapshot_xip($1::text::pg_snapshot) x WHERE pg_xact_status(x) = 'in progress'",
+                &[&snapshot],
+            )
+            .await?
+            .get(0);
+        if running == 0 {
+            return Ok(());
+        }
+        if !told && started.elapsed() > std::time::Duration::from_secs(5) {
+            told = true;
+            tracing::warn!(
+                running,
+                "waiting for transactions that began before tables were added to the publication to end (see pg_stat_activity)"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
