@@ -22,9 +22,11 @@
 # process exports nothing); the slot is invalidated at a checkpoint
 # (wal_status lost and the server's log line); the volume never fills and
 # the source keeps answering; walpipe classifies the loss (SQLSTATE 55000),
-# re-creates the slot, records the data gap and copies again, so rows
-# deleted during the gap are gone from the sink; the sink equals the source;
-# every alert resolves in Alertmanager (drills/lib/judge.py).
+# re-creates the slot, records the data gap, streams from the new slot at
+# once and copies the tables again in chunks beside it, so rows deleted
+# during the gap are gone from the sink; the sink equals the source (the
+# time from the stall's end is reported); every alert resolves in
+# Alertmanager (drills/lib/judge.py).
 #
 # Output in drills/out/<variant>/: evidence.log, series.csv, plot.png,
 # notifications.jsonl, walpipe.log. Runs as root (it mounts a loop volume);
@@ -88,11 +90,18 @@ run_variant() {
     kill -CONT "$WALPIPE_PID"
     evidence "stall over: walpipe continued (SIGCONT)"
   fi
+  local stall_over
+  stall_over=$(date +%s.%N)
   sleep 4
   kill "$WRITER_PID"; wait "$WRITER_PID" 2>/dev/null || true
   evidence "writer stopped: $(src -c "SELECT count(*) FROM orders") rows at the source"
   wait_until 180 "the sink equals the source again" converged
   evidence "the sink equals the source: $(fingerprint sink)"
+  evidence "time to convergence: $(awk -v from="$stall_over" -v now="$(date +%s.%N)" 'BEGIN { printf "%.1f", now - from }') s after the stall ended (the writer ran 4 s of it)"
+  local removed
+  removed=$(grep -o 'snapshot public.orders: removed [0-9]* rows the source no longer has' "$OUT/walpipe.log" | tail -1 || true)
+  [ -n "$removed" ] || fail "the copy after the lost slot did not reconcile the sink"
+  evidence "walpipe: the new slot streamed while the copy ran; ${removed#snapshot public.orders: } (deleted during the gap)"
   grep -q "the slot was invalidated" "$OUT/walpipe.log" || fail "walpipe did not report the invalidated slot"
   local gap
   gap=$(sink -c "SELECT gap_from FROM walpipe.data_gaps WHERE job_name = 'drill' ORDER BY detected_at DESC LIMIT 1")

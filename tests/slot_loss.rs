@@ -60,7 +60,7 @@ fn a_lost_slot_fails_clearly_or_is_recovered_when_needed() {
         "{log}"
     );
 
-    // when_needed: the gap is recorded, the slot re-created, the tables copied again.
+    // when_needed: the gap is recorded, the slot re-created, the tables copied again in chunks.
     let child = start_run(cluster, &source, &sink, &job, &[only_t, ("WALPIPE_SNAPSHOT_MODE", "when_needed")]);
     wait_for(Duration::from_secs(60), "the re-copy", || same(cluster, &source, &sink));
     cluster.psql(&source, "UPDATE t SET note = 'after recovery' WHERE id = 500");
@@ -74,6 +74,13 @@ fn a_lost_slot_fails_clearly_or_is_recovered_when_needed() {
     );
     assert_eq!(gaps, "1|t", "one gap recorded, with its start");
     assert!(run_log(&job).contains("the slot was invalidated"), "{}", run_log(&job));
+    // The new slot streamed while the copy ran beside it, and the copy
+    // removed the rows deleted during the gap.
+    assert!(
+        run_log(&job).contains("snapshot public.t: removed 100 rows the source no longer has"),
+        "{}",
+        run_log(&job)
+    );
 }
 
 #[test]
