@@ -1,7 +1,8 @@
 //! The chunked copy (WALPIPE_SNAPSHOT_STRATEGY=chunked, the default), end
 //! to end on real servers: chunks merged with a heavy concurrent workload
-//! in the very ranges being copied (PG15 and PG18), and kill -9 during a
-//! copy, which resumes from its last recorded chunk with the same slot.
+//! in the very ranges being copied (PG15 and PG18), kill -9 during a copy,
+//! which resumes from its last recorded chunk with the same slot, and the
+//! slot's retained WAL staying bounded while a copy is held up.
 
 mod common;
 
@@ -211,4 +212,76 @@ fn updates_that_leave_toasted_values_unsent_during_a_chunked_copy_converge() {
     assert!(stop_run(child).success(), "graceful stop; log:\n{}", run_log(&job));
     let retried = run_log(&job).matches("cannot be merged").count();
     eprintln!("chunks read again because an update left a TOASTed value unsent: {retried}");
+}
+
+/// A frozen backend, continued when dropped (also when a test fails).
+struct Frozen(String);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}
+
+/// Freezes the copy's session on the source (SIGSTOP of its backend) while
+/// it is idle between statements, so that it holds no lock another session
+/// could wait for.
+fn freeze_the_copy(cluster: &Cluster, source: &str, sink: &str, job: &str) -> Frozen {
+    let signal = |sig: &str, pid: &str| {
+        let _ = std::process::Command::new("kill").args([sig, pid]).status();
+    };
+    let mut frozen = None;
+    wait_for(Duration::from_secs(60), "the copy's session frozen while idle", || {
+        assert!(
+            !recorded(cluster, sink, job).contains("\"done\": true"),
+            "the copy ended before it was frozen"
+        );
+        let pid =
+            cluster.psql(source, "SELECT pid FROM pg_stat_activity WHERE application_name = 'walpipe-copy'");
+        if pid.is_empty() {
+            return false;
+        }
+        signal("-STOP", &pid);
+        let state = cluster.psql(source, &format!("SELECT state FROM pg_stat_activity WHERE pid = {pid}"));
+        if state.starts_with("idle") {
+            frozen = Some(pid);
+            return true;
+        }
+        signal("-CONT", &pid);
+        false
+    });
+    Frozen(frozen.expect("frozen"))
+}
+
+#[test]
+fn the_slot_retains_a_bounded_amount_of_wal_while_a_copy_is_held_up_however_much_is_written() {
+    const BOUND: u64 = 16 * 1024 * 1024;
+    let cluster = common::pg15_with(&common::options());
+    let (source, sink) = setup(cluster, "chunk_wal", 300_000);
+    cluster.psql(&source, "CREATE TABLE filler (pad text)");
+    let job = format!("chunk_wal_{}", std::process::id());
+    let extra = [("WALPIPE_TABLES", "public.accounts"), ("WALPIPE_HEARTBEAT_INTERVAL_MS", "500")];
+    let child = run(cluster, &source, &sink, &job, false, &extra);
+    let copier = freeze_the_copy(cluster, &source, &sink, &job);
+
+    let slot = format!("walpipe_{job}");
+    let lsn = |sql: &str| common::lsn(&cluster.psql(&source, sql));
+    let written_from = lsn("SELECT pg_current_wal_lsn()");
+    cluster
+        .psql(&source, "INSERT INTO filler SELECT repeat(md5(i::text), 30) FROM generate_series(1, 70000) i");
+    cluster.psql(&source, "CHECKPOINT");
+    let written = lsn("SELECT pg_current_wal_lsn()") - written_from;
+    assert!(written > 4 * BOUND, "{written} bytes of WAL written while the copy is held up");
+    // Observable, not sampled: the slot's restart position moves on (at a
+    // running-transactions record) while the copy cannot finish.
+    let retained = format!(
+        "SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    );
+    wait_for(Duration::from_secs(120), "the retained WAL under the bound", || {
+        cluster.psql(&source, &retained).parse::<u64>().is_ok_and(|bytes| bytes < BOUND)
+    });
+    assert!(!recorded(cluster, &sink, &job).contains("\"done\": true"), "the copy was held up");
+    drop(copier);
+    wait_same(cluster, &source, &sink, &job);
+    assert!(stop_run(child).success(), "graceful stop; log:\n{}", run_log(&job));
 }

@@ -108,7 +108,10 @@ impl Copier {
     }
 
     async fn run(self, run: &str, chunks: mpsc::Sender<ChunkRead>) -> Result<(), ChunkError> {
-        let mut source = Connection::connect_plain(&self.source).await.map_err(ChunkError::Connect)?;
+        // Named apart in pg_stat_activity: the session whose transactions last one chunk each.
+        let mut info = self.source.clone();
+        info.application_name.push_str("-copy");
+        let mut source = Connection::connect_plain(&info).await.map_err(ChunkError::Connect)?;
         let mut sequence = 0u64;
         for (table, start) in &self.tables {
             let name = table.qualified();
