@@ -46,7 +46,8 @@ fn problems_are_errors_with_their_fix() {
     let source = cluster.fresh_db("check_bad_src");
     cluster.psql(
         &source,
-        "CREATE TABLE events (at timestamptz, what text); CREATE TABLE fine (id int PRIMARY KEY)",
+        "CREATE TABLE events (at timestamptz, what text); CREATE TABLE fine (id int PRIMARY KEY); \
+         CREATE TABLE audit (at int, what text); ALTER TABLE audit REPLICA IDENTITY FULL",
     );
     cluster.psql(&source, "CREATE ROLE check_plain LOGIN");
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
@@ -59,6 +60,12 @@ fn problems_are_errors_with_their_fix() {
         "{text}"
     );
     assert!(text.contains("ok      table public.fine can be replicated"), "{text}");
+    // A mirror writes by key; the error names the sinks that do not need one.
+    assert!(
+        text.contains("error   table public.audit has REPLICA IDENTITY FULL but no primary key")
+            && text.contains("WALPIPE_SINK_MODE=changelog"),
+        "{text}"
+    );
     assert!(
         text.contains("lacks the REPLICATION privilege: run ALTER ROLE check_plain REPLICATION"),
         "{text}"

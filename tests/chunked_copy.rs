@@ -285,3 +285,49 @@ fn the_slot_retains_a_bounded_amount_of_wal_while_a_copy_is_held_up_however_much
     wait_same(cluster, &source, &sink, &job);
     assert!(stop_run(child).success(), "graceful stop; log:\n{}", run_log(&job));
 }
+
+#[test]
+fn a_table_without_a_key_is_copied_under_the_exported_snapshot_and_streams_into_a_changelog() {
+    let cluster = common::pg15_with(&common::options());
+    let (source, sink) = setup(cluster, "chunk_keyless", 20_000);
+    cluster.psql(
+        &source,
+        "CREATE TABLE audit (at int, what text); ALTER TABLE audit REPLICA IDENTITY FULL; \
+         INSERT INTO audit SELECT i, 'event ' || i FROM generate_series(1, 500) i",
+    );
+    let job = format!("chunk_keyless_{}", std::process::id());
+    let tables = ("WALPIPE_TABLES", "public.accounts, public.audit");
+
+    // A mirror writes by key: refused at the start with the fix.
+    let mirror = cluster.fresh_db("chunk_keyless_mirror");
+    let mut refused = run(cluster, &source, &mirror, &format!("{job}_mirror"), false, &[tables]);
+    assert!(!refused.wait().expect("wait").success());
+    let log = run_log(&format!("{job}_mirror"));
+    assert!(log.contains("table public.audit has REPLICA IDENTITY FULL but no primary key"), "{log}");
+    assert!(log.contains("WALPIPE_SINK_MODE=changelog"), "{log}");
+
+    // A changelog takes it: copied under the slot's snapshot, the keyed table in chunks.
+    let child = run(cluster, &source, &sink, &job, false, &[tables, ("WALPIPE_SINK_MODE", "changelog")]);
+    let count = |sql: &str| cluster.try_psql(&sink, sql).unwrap_or_default();
+    wait_for(Duration::from_secs(90), "both copies", || {
+        count("SELECT count(*) FROM audit WHERE _walpipe_op = 'snapshot'") == "500"
+            && count("SELECT count(*) FROM accounts WHERE _walpipe_op = 'snapshot'") == "20000"
+    });
+    cluster.psql(&source, "UPDATE audit SET what = 'changed' WHERE at = 7; DELETE FROM audit WHERE at = 8");
+    wait_for(Duration::from_secs(30), "the streamed changes", || {
+        count("SELECT count(*) FROM audit WHERE _walpipe_op IN ('update', 'delete')") == "2"
+    });
+    // REPLICA IDENTITY FULL: the whole old row comes with each change.
+    assert_eq!(count("SELECT old->>'what' FROM audit WHERE _walpipe_op = 'delete'"), "event 8");
+    assert_eq!(
+        count("SELECT old->>'what' || '>' || (new->>'what') FROM audit WHERE _walpipe_op = 'update'"),
+        "event 7>changed"
+    );
+    assert!(stop_run(child).success(), "graceful stop; log:\n{}", run_log(&job));
+    let log = run_log(&job);
+    assert!(
+        log.contains("snapshot public.audit: it has no primary key (REPLICA IDENTITY FULL), so it is copied under the slot's exported snapshot before streaming"),
+        "{log}"
+    );
+    assert!(log.contains("snapshot public.accounts: copying in chunks"), "{log}");
+}

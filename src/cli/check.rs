@@ -133,6 +133,16 @@ async fn check_access(source: &tokio_postgres::Client, spec: &JobSpec, findings:
         Ok(names) => {
             for name in names {
                 match catalog::table(source, &name.schema, &name.name).await {
+                    Ok(table) if table.is_keyless() => findings.push(match catalog::require_keys(&[table.clone()]) {
+                        Err(error) if spec.needs_keys() => finding(Level::Error, error.to_string()),
+                        _ => finding(
+                            Level::Ok,
+                            format!(
+                                "table {} can be replicated (no primary key, REPLICA IDENTITY FULL: each change carries the whole old row; copied under the slot's exported snapshot before streaming, since there is no key to copy in chunks by, and never copied again while streaming)",
+                                table.qualified()
+                            ),
+                        ),
+                    }),
                     Ok(table) => findings.push(finding(
                         Level::Ok,
                         format!(

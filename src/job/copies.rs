@@ -13,6 +13,8 @@
 //!   (`chunked::watch`) begins before its first chunk, as the merge rule needs.
 //! - The plan is durable before the stream starts: a crash right after it
 //!   resumes the same copies, and requests and marks are answered once.
+//! - A table without a key (REPLICA IDENTITY FULL) is never copied beside
+//!   the stream: there is no key to page through or to merge by.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,7 +51,19 @@ pub async fn plan_session(
         marks: &marked,
         copy_added: spec.snapshot_mode != SnapshotMode::Never,
     };
-    let plan = plan::plan(&recorded, &order, wanted, start);
+    let mut plan = plan::plan(&recorded, &order, wanted, start);
+    // A table without a key cannot be copied beside the stream: the request
+    // or mark is answered with a warning, once.
+    plan.started.retain(|(table, cause)| {
+        let keyless = tables.iter().any(|t| &t.qualified() == table && t.is_keyless());
+        if keyless {
+            tracing::warn!(job = %spec.name, %table, "{table} cannot be copied while streaming ({}): it has no primary key; `walpipe jobs restart` copies every table under a new slot", cause.as_str());
+            if let Some(copy) = plan.write.get_mut(table) {
+                (copy.done, copy.reconcile) = (true, false);
+            }
+        }
+        !keyless
+    });
     if !plan.forget.is_empty() {
         checkpoint::forget_copies(sink, &spec.name, &plan.forget).await.map_err(setup)?;
         tracing::info!(job = %spec.name, tables = ?plan.forget, "no longer captured: their destinations are kept as they are");

@@ -3,6 +3,7 @@
 pub mod catalog_watch;
 mod copies;
 pub mod error;
+mod fresh_start;
 mod heartbeat;
 pub mod lifecycle;
 pub mod notify;

@@ -5,10 +5,13 @@
 //!  source catalog ──> destination tables + walpipe.checkpoints in the sink
 //!  publication (before the slot) ──> checkpoint?
 //!       yes, and its slot exists ──> stream from the applied position
-//!       no ──> (drop a leftover slot) create slot ──> chunked: checkpoint at the slot's start, every table to copy
-//!                                                └─> exported: copy tables under its snapshot ──> checkpoint
+//!       no ──> (drop a leftover slot) fresh_start: create slot ──> chunked: checkpoint at the slot's start, every table to copy
+//!                                                             └─> exported: copy tables under its snapshot ──> checkpoint
+//!       lost (when_needed) ──> record the gap ──> fresh_start, keeping the destinations (the copies reconcile them)
+//!  copies::plan_session: requests, marks, added tables ──> copies to run beside the stream
 //!  START_REPLICATION ──> driver ──> the sink (makes rows + checkpoint durable, then acknowledges)
 //!       └─ tables still to copy: the copier's chunks, written at their markers (crate::chunked)
+//!  a stop, an edit, a copy request or a new mark ends the session gracefully; the next one plans again
 //! ```
 //!
 //! Invariants: the publication exists before the slot; a slot without a
@@ -23,16 +26,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::copies::{self, SessionEnd, SessionEnds};
+use super::fresh_start::{Destinations, start_fresh};
 use super::heartbeat::heartbeat;
 use super::lifecycle::{Phase, State};
 use super::outbox_cleanup::OutboxCleanup;
-use super::spec::{JobSpec, SnapshotMode, SnapshotStrategy};
-use super::{JobError, catalog_watch, snapshot};
+use super::spec::{JobSpec, SnapshotMode};
+use super::{JobError, catalog_watch};
 use crate::backoff;
 use crate::change::Encoding;
 use crate::chunked::copier::Copier;
-use crate::chunked::plan;
-use crate::chunked::progress::CopyProgress;
 use crate::chunked::watch::KeyWatch;
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
@@ -42,7 +44,6 @@ use crate::pipeline::assembler::Assembler;
 use crate::pipeline::driver::{self};
 use crate::sink::contract::{self, SinkEnds};
 use crate::sink::postgres::checkpoint;
-use crate::sink::postgres::follow::{self};
 use crate::sink::postgres::schema;
 use crate::sink::{AnySink, Driving, Opening, SinkError};
 use crate::source::catalog::{self};
@@ -161,7 +162,7 @@ pub async fn drop_slot_and_publication(spec: &JobSpec) -> Result<(), JobError> {
 }
 
 /// Where streaming starts, or that there is nothing to stream.
-enum Start {
+pub(super) enum Start {
     At(Lsn),
     /// `initial_only`: the copy is done.
     Finished,
@@ -185,6 +186,9 @@ struct Session {
 async fn attempt(spec: &JobSpec, metrics: &Arc<JobMetrics>, session: Session) -> Result<Attempted, JobError> {
     let source_sql = sql_client::connect(&spec.source, "the source").await?;
     let tables = catalog::tables(&source_sql, &spec.tables).await?;
+    if spec.needs_keys() {
+        catalog::require_keys(&tables)?;
+    }
     check_select(&source_sql, &tables).await?;
     // The Postgres sink, or the state store for the other sinks: where the checkpoint is.
     let sink = sql_client::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
@@ -232,12 +236,12 @@ async fn attempt(spec: &JobSpec, metrics: &Arc<JobMetrics>, session: Session) ->
 /// What a start has open: the job, its metrics, a SQL session to the
 /// source, the connection holding the checkpoint, and the captured tables.
 #[derive(Clone, Copy)]
-struct SetUp<'a> {
-    spec: &'a JobSpec,
-    metrics: &'a Arc<JobMetrics>,
-    source_sql: &'a tokio_postgres::Client,
-    sink: &'a tokio_postgres::Client,
-    tables: &'a [catalog::SourceTable],
+pub(super) struct SetUp<'a> {
+    pub spec: &'a JobSpec,
+    pub metrics: &'a Arc<JobMetrics>,
+    pub source_sql: &'a tokio_postgres::Client,
+    pub sink: &'a tokio_postgres::Client,
+    pub tables: &'a [catalog::SourceTable],
 }
 
 /// Where streaming starts: the checkpoint when its slot is there, else a
@@ -388,85 +392,6 @@ impl Driving for Streaming<'_> {
     }
 }
 
-/// What a fresh start does with the destinations' rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Destinations {
-    /// A first start or a restart: a chunked copy empties them first.
-    StartOver,
-    /// After a lost slot: they keep serving while each table's chunked copy
-    /// reconciles them (an exported copy replaces them table by table).
-    Keep,
-}
-
-/// A new slot, the copy the mode asks for (exported: now, under the
-/// slot's snapshot; chunked: recorded as to do, beside the stream), and the
-/// checkpoint that marks the start as complete.
-async fn start_fresh(
-    setup: &SetUp<'_>,
-    repl: &mut Connection,
-    out: &mut AnySink,
-    destinations: Destinations,
-) -> Result<Start, JobError> {
-    let SetUp { spec, metrics, source_sql, sink, tables } = *setup;
-    checkpoint::forget_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
-    catalog_watch::record_current(spec, source_sql, sink).await.map_err(JobError::SinkSetup)?;
-    // initial_only needs the slot only for its snapshot: a temporary one goes away with the connection.
-    let only_copy = spec.snapshot_mode == SnapshotMode::InitialOnly;
-    let created = repl.create_slot(&spec.slot, only_copy).await?;
-    tracing::info!(slot = %spec.slot, consistent_point = %created.consistent_point, "created the slot");
-    let mut to_copy = CopyProgress::new();
-    let start = match (spec.snapshot_mode, &created.snapshot_name) {
-        (SnapshotMode::Never, _) | (_, None) => {
-            spec.start_position.unwrap_or(created.consistent_point).max(created.consistent_point)
-        }
-        // initial_only has no stream for chunks to join.
-        (SnapshotMode::Initial | SnapshotMode::WhenNeeded, Some(_))
-            if spec.snapshot_strategy == SnapshotStrategy::Chunked =>
-        {
-            let reconcile = destinations == Destinations::Keep;
-            if !reconcile {
-                out.start_over().await?;
-            }
-            let order: Vec<String> = tables.iter().map(catalog::SourceTable::qualified).collect();
-            let wanted = plan::Wanted { requests: &spec.copy_requests, ..plan::Wanted::default() };
-            to_copy = plan::fresh(&order, wanted, created.consistent_point);
-            to_copy.values_mut().for_each(|copy| copy.reconcile = reconcile);
-            tracing::info!(job = %spec.name, tables = to_copy.len(), "the tables will be copied in chunks while the slot streams");
-            follow::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
-            metrics.recopied();
-            created.consistent_point
-        }
-        (_, Some(snapshot)) => {
-            metrics.set_state(State::Running, Some(Phase::Snapshot));
-            metrics.source_connected.set(1);
-            let cleanup = outbox_cleanup(spec);
-            let copy = snapshot::Snapshot {
-                source: &spec.source,
-                catalog: source_sql,
-                parallel_tables: spec.parallel_tables,
-                metrics,
-                tables,
-                name: snapshot,
-                consistent_point: created.consistent_point,
-                outbox_cleanup: cleanup.as_ref(),
-            };
-            let rows = out.copy(&copy).await?;
-            tracing::info!(job = %spec.name, rows, "snapshot done");
-            // Every table was copied again: none needs a re-copy any more.
-            follow::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
-            metrics.recopied();
-            created.consistent_point
-        }
-    };
-    if only_copy {
-        return Ok(Start::Finished);
-    }
-    checkpoint::write_checkpoint(sink, &spec.name, &spec.slot, start, &to_copy)
-        .await
-        .map_err(JobError::SinkSetup)?;
-    Ok(Start::At(start))
-}
-
 /// Every table must be readable: a copy (initial, or after a lost slot)
 /// needs it, and failing at start is clearer than failing mid-incident.
 async fn check_select(
@@ -494,6 +419,6 @@ fn checkpoint_db_role(spec: &JobSpec) -> &'static str {
 }
 
 /// The deletion of delivered outbox rows, when the job asks for it.
-fn outbox_cleanup(spec: &JobSpec) -> Option<OutboxCleanup> {
+pub(super) fn outbox_cleanup(spec: &JobSpec) -> Option<OutboxCleanup> {
     spec.outbox_delete.then(|| OutboxCleanup::new(spec.outbox.clone(), spec.source.clone()))
 }

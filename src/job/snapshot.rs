@@ -104,8 +104,10 @@ impl Snapshot<'_> {
                     .collect::<Vec<_>>(),
             );
             let columns = table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
+            // In key order, so ids count rows the same way; a table without a key in the order it is stored.
             let order = table.key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
-            let sql = format!("COPY (SELECT {columns} FROM {} ORDER BY {order}) TO STDOUT", table.quoted());
+            let order = if order.is_empty() { String::new() } else { format!(" ORDER BY {order}") };
+            let sql = format!("COPY (SELECT {columns} FROM {}{order}) TO STDOUT", table.quoted());
             let mut progress = TableProgress::start(plan, table).await?;
             into.begin_table().await?;
             let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);

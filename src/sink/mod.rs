@@ -67,6 +67,9 @@ pub trait Sink: Sized + Send + 'static {
     /// Whether the checkpoint lives in the sink itself, with the rows
     /// (otherwise in the state store).
     const HOLDS_CHECKPOINT: bool;
+    /// Whether every table needs a key (a primary key or a replica identity
+    /// index) to be written; without one a table is refused at the start.
+    const NEEDS_KEYS: bool;
 
     /// Reads a URL with one of [`Sink::SCHEMES`]; the error says what to write instead.
     fn parse(url: &str) -> Result<Self::Target, String>;

@@ -29,6 +29,13 @@ macro_rules! registry {
                 Err(not_a_sink(&scheme, &[$(<$sink as Sink>::URL_FORM),+]))
             }
 
+            /// Whether every table needs a key to be written ([`Sink::NEEDS_KEYS`]).
+            pub fn needs_keys(&self) -> bool {
+                match self {
+                    $(SinkTarget::$variant(_) => <$sink as Sink>::NEEDS_KEYS),+
+                }
+            }
+
             /// Whether the checkpoint lives in the sink (else in the state store).
             pub fn holds_checkpoint(&self) -> bool {
                 match self {

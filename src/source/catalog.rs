@@ -52,6 +52,20 @@ impl SourceTable {
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
+
+    /// No key to page through or write by: REPLICA IDENTITY FULL without a
+    /// primary key. Copied only under a new slot's exported snapshot.
+    pub fn is_keyless(&self) -> bool {
+        self.key.is_empty()
+    }
+}
+
+/// Refuses the first table without a key, for a sink that writes by key.
+pub fn require_keys(tables: &[SourceTable]) -> Result<(), CatalogError> {
+    match tables.iter().find(|t| t.is_keyless()) {
+        Some(table) => Err(CatalogError::NoKey { table: table.qualified(), quoted: table.quoted() }),
+        None => Ok(()),
+    }
 }
 
 /// The catalog did not hold what the job needs; the message says what to fix.
@@ -70,7 +84,7 @@ pub enum CatalogError {
     )]
     NoIdentity { table: String, quoted: String },
     #[error(
-        "table {table} has REPLICA IDENTITY FULL but no primary key, which mirror mode needs to upsert rows: add a primary key (or a unique index and ALTER TABLE {quoted} REPLICA IDENTITY USING INDEX ...)"
+        "table {table} has REPLICA IDENTITY FULL but no primary key, which a Postgres mirror and StarRocks need to write rows by key: add a primary key (or a unique index and ALTER TABLE {quoted} REPLICA IDENTITY USING INDEX ...), or use WALPIPE_SINK_MODE=changelog, a webhook or stdout:"
     )]
     NoKey { table: String, quoted: String },
     #[error("reading the source catalog failed: {}", crate::sql_client::describe(.0))]
@@ -179,13 +193,10 @@ pub async fn table(client: &Client, schema: &str, name: &str) -> Result<SourceTa
         .map(|row| row.get(0))
         .collect();
     let replica_identity = replica_identity.chars().next().unwrap_or('d');
-    let table = format!("{schema}.{name}");
-    if key.is_empty() {
-        return Err(if replica_identity == 'f' {
-            CatalogError::NoKey { table, quoted }
-        } else {
-            CatalogError::NoIdentity { table, quoted }
-        });
+    // REPLICA IDENTITY FULL without a key: every change carries the whole
+    // old row, which is enough for every sink that does not write by key.
+    if key.is_empty() && replica_identity != 'f' {
+        return Err(CatalogError::NoIdentity { table: format!("{schema}.{name}"), quoted });
     }
     Ok(SourceTable {
         schema: schema.to_string(),

@@ -88,6 +88,15 @@ pub struct JobSpec {
     pub revision: i64,
 }
 
+impl JobSpec {
+    /// Whether every table needs a key: a Postgres mirror and StarRocks
+    /// write by key; a changelog, a webhook and `stdout:` take a table with
+    /// REPLICA IDENTITY FULL and no key.
+    pub fn needs_keys(&self) -> bool {
+        self.sink.needs_keys() && self.sink_mode == SinkMode::Mirror
+    }
+}
+
 /// The slot (and publication) of a job that names none: `walpipe_<job>`,
 /// lower case, `-` as `_`.
 pub fn default_slot_name(job: &str) -> String {

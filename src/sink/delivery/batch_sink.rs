@@ -48,6 +48,7 @@ impl<T: Transport> Sink for BatchSink<T> {
     const SCHEMES: &'static [&'static str] = T::SCHEMES;
     const URL_FORM: &'static str = T::URL_FORM;
     const HOLDS_CHECKPOINT: bool = false;
+    const NEEDS_KEYS: bool = T::NEEDS_KEYS;
 
     fn parse(url: &str) -> Result<T::Target, String> {
         T::parse(url)

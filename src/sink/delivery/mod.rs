@@ -53,6 +53,8 @@ pub trait Transport: Sized + Send + 'static {
     type Target: Clone + std::fmt::Display + Send + Sync + 'static;
     const SCHEMES: &'static [&'static str];
     const URL_FORM: &'static str;
+    /// As [`Sink::NEEDS_KEYS`](crate::sink::Sink::NEEDS_KEYS).
+    const NEEDS_KEYS: bool = false;
     fn parse(url: &str) -> Result<Self::Target, String>;
     /// The transport for a run (no I/O: a receiver that is down fails the first send).
     fn connect(target: &Self::Target, opening: &Opening<'_>) -> Result<Self, SinkError>;

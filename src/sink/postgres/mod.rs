@@ -68,6 +68,9 @@ impl Sink for Postgres {
     const SCHEMES: &'static [&'static str] = &["postgres", "postgresql"];
     const URL_FORM: &'static str = "postgres://...";
     const HOLDS_CHECKPOINT: bool = true;
+    /// A mirror upserts and deletes by key (a changelog does not need one:
+    /// see [`crate::job::spec::JobSpec::needs_keys`]).
+    const NEEDS_KEYS: bool = true;
 
     fn parse(url: &str) -> Result<ConnInfo, String> {
         ConnInfo::parse(url).map_err(|e| e.to_string())

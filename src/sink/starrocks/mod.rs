@@ -297,6 +297,8 @@ impl Transport for StarRocks {
     type Target = StarRocksTarget;
     const SCHEMES: &'static [&'static str] = &["starrocks"];
     const URL_FORM: &'static str = "starrocks://user:password@fe-host:8030/db";
+    /// Rows go into primary key tables.
+    const NEEDS_KEYS: bool = true;
 
     fn parse(url: &str) -> Result<StarRocksTarget, String> {
         StarRocksTarget::parse(url)
