@@ -133,7 +133,7 @@ async fn check_access(source: &tokio_postgres::Client, spec: &JobSpec, findings:
         Ok(names) => {
             for name in names {
                 match catalog::table(source, &name.schema, &name.name).await {
-                    Ok(table) if table.is_keyless() => findings.push(match catalog::require_keys(&[table.clone()]) {
+                    Ok(table) if table.is_keyless() => findings.push(match catalog::require_keys(std::slice::from_ref(&table)) {
                         Err(error) if spec.needs_keys() => finding(Level::Error, error.to_string()),
                         _ => finding(
                             Level::Ok,
