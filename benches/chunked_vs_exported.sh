@@ -13,6 +13,7 @@
 #     sink; walpipe's peak RSS (VmHWM).
 #
 #   bash benches/chunked_vs_exported.sh     # ROWS=5000000 RATE=200 LOAD_SECONDS=240
+#   RUNS=idle bash benches/chunked_vs_exported.sh   # the idle pair only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/prereqs.sh
@@ -100,9 +101,16 @@ run() {
 }
 
 echo "== rows=$ROWS, load RATE=$RATE tps (pgbench -R, 4 clients) while loaded"
-run exported no idle_exported
-run chunked no idle_chunked
-run exported yes loaded_exported
-run chunked yes loaded_chunked
-printf 'idle source: chunked speed / exported speed = %.2fx\n' \
-  "$(echo "$(cat "$WORK/idle_exported.copy_seconds") / $(cat "$WORK/idle_chunked.copy_seconds")" | bc -l)"
+RUNS=${RUNS:-idle loaded}
+if [[ " $RUNS " == *" idle "* ]]; then
+  run exported no idle_exported
+  run chunked no idle_chunked
+fi
+if [[ " $RUNS " == *" loaded "* ]]; then
+  run exported yes loaded_exported
+  run chunked yes loaded_chunked
+fi
+if [[ " $RUNS " == *" idle "* ]]; then
+  printf 'idle source: chunked speed / exported speed = %.2fx\n' \
+    "$(echo "$(cat "$WORK/idle_exported.copy_seconds") / $(cat "$WORK/idle_chunked.copy_seconds")" | bc -l)"
+fi
