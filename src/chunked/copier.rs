@@ -133,6 +133,8 @@ impl Copier {
                 let token = format!("{run}/{sequence}");
                 let chunk = read_chunk(&mut source, table, &next, sizer.rows(), &token).await?;
                 sizer.observe(chunk.row_count, chunk.bytes, chunk.took);
+                tracing::debug!(table = %name, rows = chunk.row_count, bytes = chunk.bytes,
+                    took_ms = chunk.took.as_millis() as u64, "read a chunk");
                 chunk.rows.iter().for_each(|piece| progress.advance(piece));
                 next = chunk.progress.clone();
                 let done = chunk.progress.done;

@@ -313,6 +313,7 @@ impl<R: Replication> Driver<R> {
         if chunk.token != token {
             return Err(DriveError::ChunkOrder { expected: chunk.token, got: token.to_string() });
         }
+        tracing::debug!(%lsn, table = %chunk.table, rows = chunk.row_count, "placing a chunk at its marker");
         let place = assembler.begin_chunk(lsn, &chunk, &mut self.pending)?;
         let mut written = ChunkWritten::default();
         for piece in &chunk.rows {

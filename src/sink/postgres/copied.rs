@@ -1,7 +1,7 @@
 //! Copied rows (`C` mirror records, from a chunked copy) on their way into
-//! a destination: kept as the COPY text the destination takes, so that a
-//! chunk of new rows goes in with one `COPY`, without the per-key staging
-//! of changes. Pure: no I/O.
+//! a destination: turned into the COPY text the destination takes, so that
+//! a chunk of new rows goes in with one `COPY` (`copied_in`), without the
+//! per-key staging of changes. Pure: no I/O.
 //!
 //! Invariant: the lines are kept too, so that when some of the rows exist
 //! already (the stream wrote them first) the caller can stage them as
@@ -9,10 +9,10 @@
 
 use bytes::Bytes;
 
-/// The copied rows of one table since its last apply.
+/// The copied rows of one open copy.
 #[derive(Debug, Default)]
 pub struct CopiedRows {
-    /// `values...\t_walpipe_lsn\n` per row, for `COPY destination FROM STDIN`.
+    /// `values...\t_walpipe_lsn\n` per row not sent yet, for `COPY destination FROM STDIN`.
     rows: Vec<u8>,
     lines: Vec<Bytes>,
 }
@@ -45,9 +45,19 @@ impl CopiedRows {
         self.lines.push(line.clone());
     }
 
-    /// The COPY text and the lines it came from, leaving nothing behind.
-    pub fn take(&mut self) -> (Vec<u8>, Vec<Bytes>) {
-        (std::mem::take(&mut self.rows), std::mem::take(&mut self.lines))
+    /// Bytes of COPY text not taken yet.
+    pub fn text_len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The COPY text not taken yet.
+    pub fn take_text(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.rows)
+    }
+
+    /// Every line pushed, in order.
+    pub fn take_lines(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.lines)
     }
 }
 
@@ -62,10 +72,11 @@ mod tests {
         assert_eq!(record.table, b"public.t");
         let mut rows = CopiedRows::default();
         rows.push(&line, &record);
-        let (text, lines) = rows.take();
-        assert_eq!(text, b"7\tx\\ty\t\\N\t0/90\n");
-        assert_eq!(lines, [line]);
-        assert_eq!(rows.take(), (Vec::new(), Vec::new()), "taken");
+        assert_eq!(rows.text_len(), 14);
+        assert_eq!(rows.take_text(), b"7\tx\\ty\t\\N\t0/90\n");
+        assert_eq!(rows.take_text(), b"", "taken");
+        rows.push(&line, &record);
+        assert_eq!(rows.take_lines(), [line.clone(), line], "every line, for a fallback");
         assert!(CopiedRecord::parse(b"0/90\tI\tpublic.t\t-\t\t7").is_none());
         assert!(CopiedRecord::parse(b"0/90\tC\tpublic.t").is_none());
     }

@@ -8,7 +8,8 @@ use futures_util::SinkExt;
 use tokio_postgres::Client;
 
 use super::batch::{Admit, Record, TableBatch};
-use super::copied::{CopiedRecord, CopiedRows};
+use super::copied::CopiedRecord;
+use super::copied_in::{CopyIn, Finished};
 use super::follow::{Follower, Place};
 use super::schema::Destination;
 use super::{SinkError, Writer};
@@ -22,8 +23,6 @@ struct Target {
     /// that comes before the table's first change in a session.
     destination: Option<Destination>,
     batch: TableBatch,
-    /// Rows of a chunked copy, applied before anything staged after them.
-    copied: CopiedRows,
 }
 
 pub struct MirrorWriter {
@@ -34,8 +33,9 @@ pub struct MirrorWriter {
     /// table of its schema (`None`: only the tables it started with).
     discovery: Option<Discovery>,
     pending: usize,
-    /// Some target holds copied rows: they go in before any other record is staged.
-    copied_pending: bool,
+    /// Copied rows streaming into their destination; finished before any
+    /// other statement, so before anything staged after them is applied.
+    copying: Option<CopyIn>,
 }
 
 /// The destination of a source table the job did not know when it started.
@@ -52,7 +52,7 @@ impl MirrorWriter {
                 (escaped, Target::new(place))
             })
             .collect();
-        MirrorWriter { targets, follower, discovery, pending: 0, copied_pending: false }
+        MirrorWriter { targets, follower, discovery, pending: 0, copying: None }
     }
 
     /// A shape of a table the job does not know yet: with discovery on, its
@@ -89,57 +89,59 @@ impl MirrorWriter {
 
 impl Target {
     fn new(place: Place) -> Target {
-        Target { place, destination: None, batch: TableBatch::default(), copied: CopiedRows::default() }
+        Target { place, destination: None, batch: TableBatch::default() }
     }
 }
 
 impl MirrorWriter {
-    /// Keeps a copied row for its table's next apply; what was staged before it goes in first.
+    /// Streams a copied row into its destination's open copy (opened
+    /// here); what was staged before it goes in first.
     async fn add_copied(&mut self, client: &Client, line: &Bytes) -> Result<(), SinkError> {
         let record = CopiedRecord::parse(line)
             .ok_or_else(|| SinkError::Record(String::from_utf8_lossy(&line[..line.len().min(80)]).into()))?;
-        if self.pending > 0 && !self.copied_pending {
-            self.apply(client).await?;
+        if self.copying.as_ref().is_some_and(|copy| copy.table != record.table) {
+            self.finish_copy(client).await?;
         }
-        // A table the job does not mirror: skip it.
-        if let Some(target) = self.targets.get_mut(record.table) {
-            target.copied.push(line, &record);
-            self.pending += 1;
-            self.copied_pending = true;
+        if self.copying.is_none() {
+            // A table the job does not mirror: skip it.
+            let Some(target) = self.targets.get(record.table) else { return Ok(()) };
+            let Some(destination) = &target.destination else {
+                return Err(SinkError::Record(format!(
+                    "a copied row of {} came before its shape",
+                    target.place.source
+                )));
+            };
+            let statement = destination.copy_new_rows.clone();
+            self.apply(client).await?;
+            self.copying = Some(CopyIn::start(client, record.table, &statement).await?);
+        }
+        if let Some(copy) = &mut self.copying {
+            copy.push(line, &record).await;
         }
         Ok(())
     }
 
-    /// A target's copied rows: COPY them straight in; if some exist already
-    /// (the stream wrote them first), stage them all as guarded upserts.
-    async fn apply_copied(client: &Client, target: &mut Target) -> Result<(), SinkError> {
-        let (rows, lines) = target.copied.take();
-        if lines.is_empty() {
-            return Ok(());
-        }
-        let Some(destination) = &target.destination else {
-            return Err(SinkError::Record(format!(
-                "a copied row of {} came before its shape",
-                target.place.source
-            )));
-        };
-        client.batch_execute("SAVEPOINT walpipe_copied_rows").await?;
-        match copy(client, &destination.copy_new_rows, rows).await {
-            Ok(()) => {
-                client.batch_execute("RELEASE SAVEPOINT walpipe_copied_rows").await?;
-                return Ok(());
-            }
-            Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                client.batch_execute("ROLLBACK TO SAVEPOINT walpipe_copied_rows").await?;
-            }
-            Err(error) => return Err(error.into()),
-        }
+    /// Ends the open copy; if some of its rows exist already (the stream
+    /// wrote them first), stages them all as guarded upserts instead.
+    async fn finish_copy(&mut self, client: &Client) -> Result<(), SinkError> {
+        let Some(copy) = self.copying.take() else { return Ok(()) };
+        let table = copy.table.clone();
+        let Finished::KeyExists(lines) = copy.finish(client).await? else { return Ok(()) };
+        let target = self
+            .targets
+            .get_mut(&table)
+            .ok_or_else(|| SinkError::Record("a copy without its table".into()))?;
+        let destination = target
+            .destination
+            .as_ref()
+            .ok_or_else(|| SinkError::Record("a copy without its shape".into()))?;
         for line in lines {
             let record = Record::parse(line).map_err(SinkError::Record)?;
             target
                 .batch
                 .add(&record, destination.width, &destination.key_positions)
                 .map_err(SinkError::Record)?;
+            self.pending += 1;
         }
         target.batch.guarded_only();
         Ok(())
@@ -152,7 +154,7 @@ impl Writer for MirrorWriter {
             self.add_copied(client, &line).await?;
             return Ok(true);
         }
-        if self.copied_pending {
+        if self.copying.is_some() {
             self.apply(client).await?;
         }
         let record = Record::parse(line).map_err(SinkError::Record)?;
@@ -195,13 +197,12 @@ impl Writer for MirrorWriter {
 
     /// Per table: COPY into its staging table, then one statement per kind present.
     async fn apply(&mut self, client: &Client) -> Result<(), SinkError> {
+        self.finish_copy(client).await?;
         if self.pending == 0 {
             return Ok(());
         }
         self.pending = 0;
-        self.copied_pending = false;
         for target in self.targets.values_mut() {
-            Self::apply_copied(client, target).await?;
             let Some(destination) = &target.destination else { continue };
             if target.batch.is_empty() {
                 continue;
@@ -242,8 +243,9 @@ impl Writer for MirrorWriter {
         Ok(())
     }
 
+    /// Staged changes, and an open copy as one (its rows are on their way already).
     fn pending(&self) -> usize {
-        self.pending
+        self.pending + usize::from(self.copying.is_some())
     }
 }
 

@@ -20,6 +20,7 @@ pub mod changelog;
 pub mod checkpoint;
 mod commit_loop;
 mod copied;
+mod copied_in;
 mod copy;
 pub mod evolve;
 pub mod follow;
