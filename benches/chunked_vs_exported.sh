@@ -42,6 +42,19 @@ SQL
 now() { date +%s.%N; }
 # A count on the sink that never waits: an exported copy holds its table's lock until it commits.
 sink_count() { psql_at "$SINK_PORT" "$1" -c "SET lock_timeout = '50ms'" -c "SELECT count(*) FROM $2" 2>/dev/null || echo 0; }
+# Whether the copy of t is committed in the sink, read from the checkpoint written
+# in the same transaction (exported: after every table; chunked: t's progress
+# done). A count(*) of t every 0.5 s would scan the chunked copy's rows while
+# they arrive, and compete with it for the CPUs.
+copied() {
+  local db=$1 label=$2 strategy=$3 sql
+  if [ "$strategy" = exported ]; then
+    sql="SELECT count(*) FROM walpipe.checkpoints WHERE job_name = '$label'"
+  else
+    sql="SELECT count(*) FROM walpipe.checkpoints WHERE job_name = '$label' AND copy_progress->'public.t'->>'done' = 'true'"
+  fi
+  [ "$(psql_at "$SINK_PORT" "$db" -c "SET lock_timeout = '50ms'" -c "$sql" 2>/dev/null)" = 1 ]
+}
 
 # run STRATEGY LOADED LABEL: one copy into a fresh sink database; prints a result line.
 run() {
@@ -55,6 +68,8 @@ run() {
     start_tick=$(src -c "SELECT coalesce(max(id), 0) FROM ticks")
   fi
   t0=$(now)
+  local wal_from
+  wal_from=$(src -c "SELECT pg_current_wal_lsn() - '0/0'")
   WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable" \
   WALPIPE_SINK_URL="postgres://postgres@127.0.0.1:$SINK_PORT/$db?sslmode=disable" \
   WALPIPE_JOB_NAME="$label" WALPIPE_SNAPSHOT_STRATEGY="$strategy" WALPIPE_TABLES=public.t,public.ticks \
@@ -71,13 +86,15 @@ run() {
        [ "$(sink_count "$db" "ticks WHERE id > $start_tick")" -gt 0 ]; then
       first=$(echo "$(now) - $t0" | bc)
     fi
-    if [ "$(sink_count "$db" t)" = "$ROWS" ]; then
+    if copied "$db" "$label" "$strategy"; then
       done_at=$(now)
     fi
     sleep 0.5
   done
-  local copy_s rss
+  local copy_s rss written
   copy_s=$(echo "$done_at - $t0" | bc)
+  written=$(src -c "SELECT pg_current_wal_lsn() - '0/0' - $wal_from")
+  [ "$(sink_count "$db" t)" = "$ROWS" ] || { echo "$label: the sink does not hold $ROWS rows" >&2; exit 1; }
   rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
   local p99_before=- p99_during=-
   if [ -n "$load_pid" ]; then
@@ -95,8 +112,8 @@ run() {
   kill -TERM "$pid"; wait "$pid" || true
   # An idle slot left behind would hold WAL through the next runs.
   src -c "SELECT pg_drop_replication_slot('walpipe_$label')" >/dev/null
-  printf '%-22s copy %7.1f s  xmin held %6.1f s (%s xids)  retained WAL %6.1f MB  p99 write before/during %s / %s ms  first streamed change %s s  peak RSS %.1f MB\n' \
-    "$label" "$copy_s" "$xmin_s" "$xmin_xids" "$(echo "$retained / 1048576" | bc -l)" "$p99_before" "$p99_during" "${first:--}" "$(echo "$rss / 1024" | bc -l)"
+  printf '%-22s copy %7.1f s  xmin held %6.1f s (%s xids)  retained WAL %6.1f MB of %6.1f MB written  p99 write before/during %s / %s ms  first streamed change %s s  peak RSS %.1f MB\n' \
+    "$label" "$copy_s" "$xmin_s" "$xmin_xids" "$(echo "$retained / 1048576" | bc -l)" "$(echo "$written / 1048576" | bc -l)" "$p99_before" "$p99_during" "${first:--}" "$(echo "$rss / 1024" | bc -l)"
   echo "$copy_s" > "$WORK/$label.copy_seconds"
 }
 

@@ -38,6 +38,9 @@ pub struct MirrorWriter {
     copying: Option<CopyIn>,
 }
 
+/// Copied rows that met existing keys are staged and applied this many at a time.
+const FALLBACK_ROWS: usize = 10_000;
+
 /// The destination of a source table the job did not know when it started.
 pub type Discovery = Box<dyn Fn(&TableName) -> TableName + Send + Sync>;
 
@@ -122,28 +125,32 @@ impl MirrorWriter {
     }
 
     /// Ends the open copy; if some of its rows exist already (the stream
-    /// wrote them first), stages them all as guarded upserts instead.
+    /// wrote them first), stages them all as guarded upserts instead and
+    /// applies them, `FALLBACK_ROWS` at a time so that memory stays bounded.
     async fn finish_copy(&mut self, client: &Client) -> Result<(), SinkError> {
         let Some(copy) = self.copying.take() else { return Ok(()) };
         let table = copy.table.clone();
         let Finished::KeyExists(lines) = copy.finish(client).await? else { return Ok(()) };
-        let target = self
-            .targets
-            .get_mut(&table)
-            .ok_or_else(|| SinkError::Record("a copy without its table".into()))?;
-        let destination = target
-            .destination
-            .as_ref()
-            .ok_or_else(|| SinkError::Record("a copy without its shape".into()))?;
-        for line in lines {
-            let record = Record::parse(line).map_err(SinkError::Record)?;
-            target
-                .batch
-                .add(&record, destination.width, &destination.key_positions)
-                .map_err(SinkError::Record)?;
-            self.pending += 1;
+        for some in lines.chunks(FALLBACK_ROWS) {
+            let target = self
+                .targets
+                .get_mut(&table)
+                .ok_or_else(|| SinkError::Record("a copy without its table".into()))?;
+            let destination = target
+                .destination
+                .as_ref()
+                .ok_or_else(|| SinkError::Record("a copy without its shape".into()))?;
+            for line in some {
+                let record = Record::parse(line.clone()).map_err(SinkError::Record)?;
+                target
+                    .batch
+                    .add(&record, destination.width, &destination.key_positions)
+                    .map_err(SinkError::Record)?;
+                self.pending += 1;
+            }
+            target.batch.guarded_only();
+            self.apply_staged(client).await?;
         }
-        target.batch.guarded_only();
         Ok(())
     }
 }
@@ -195,9 +202,21 @@ impl Writer for MirrorWriter {
         Ok(true)
     }
 
-    /// Per table: COPY into its staging table, then one statement per kind present.
+    /// The open copy, then what is staged.
     async fn apply(&mut self, client: &Client) -> Result<(), SinkError> {
         self.finish_copy(client).await?;
+        self.apply_staged(client).await
+    }
+
+    /// Staged changes and copied rows, and an open copy as one (its rows are on their way already).
+    fn pending(&self) -> usize {
+        self.pending + usize::from(self.copying.is_some())
+    }
+}
+
+impl MirrorWriter {
+    /// Per table: COPY into its staging table, then one statement per kind present.
+    async fn apply_staged(&mut self, client: &Client) -> Result<(), SinkError> {
         if self.pending == 0 {
             return Ok(());
         }
@@ -241,11 +260,6 @@ impl Writer for MirrorWriter {
             client.batch_execute(&format!("TRUNCATE {}", destination.stage)).await?;
         }
         Ok(())
-    }
-
-    /// Staged changes, and an open copy as one (its rows are on their way already).
-    fn pending(&self) -> usize {
-        self.pending + usize::from(self.copying.is_some())
     }
 }
 
