@@ -72,7 +72,7 @@ mod tests {
         assert_eq!(record.table, b"public.t");
         let mut rows = CopiedRows::default();
         rows.push(&line, &record);
-        assert_eq!(rows.text_len(), 14);
+        assert_eq!(rows.text_len(), 15);
         assert_eq!(rows.take_text(), b"7\tx\\ty\t\\N\t0/90\n");
         assert_eq!(rows.take_text(), b"", "taken");
         rows.push(&line, &record);
