@@ -55,6 +55,11 @@ impl Record {
         self.field(1).first().copied().unwrap_or(b'?')
     }
 
+    /// The record without its commit LSN: what two announcements of the same shape share.
+    pub fn after_commit_lsn(&self) -> &[u8] {
+        &self.line[self.fields[1].start..]
+    }
+
     /// The table, as escaped `schema.name`.
     pub fn table(&self) -> &[u8] {
         self.field(2)

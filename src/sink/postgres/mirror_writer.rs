@@ -22,6 +22,8 @@ struct Target {
     /// Its statements for the table's current shape: set by the shape record
     /// that comes before the table's first change in a session.
     destination: Option<Destination>,
+    /// The shape record `destination` was made for (without its commit LSN).
+    shape: Vec<u8>,
     batch: TableBatch,
 }
 
@@ -71,7 +73,8 @@ impl MirrorWriter {
         let place = Place { destination: discovery(&source), source, stage_index: self.targets.len() };
         // Without a key it is not mirrored: its rows are skipped like any table the job does not take.
         if let Some(destination) = self.follower.create_from_record(client, &place, record).await? {
-            let target = Target { destination: Some(destination), ..Target::new(place) };
+            let shape = record.after_commit_lsn().to_vec();
+            let target = Target { destination: Some(destination), shape, ..Target::new(place) };
             self.targets.insert(record.table().to_vec(), target);
         }
         Ok(())
@@ -92,7 +95,7 @@ impl MirrorWriter {
 
 impl Target {
     fn new(place: Place) -> Target {
-        Target { place, destination: None, batch: TableBatch::default() }
+        Target { place, destination: None, shape: Vec::new(), batch: TableBatch::default() }
     }
 }
 
@@ -171,9 +174,13 @@ impl Writer for MirrorWriter {
                 // Rows staged under the old shape are written with its statements first.
                 self.apply(client).await?;
                 match self.targets.get_mut(record.table()) {
+                    // The same shape again (each chunk of a copy and each reconnect announce it).
+                    Some(target)
+                        if target.destination.is_some() && target.shape == record.after_commit_lsn() => {}
                     Some(target) => {
                         let destination = self.follower.follow_record(client, &target.place, &record).await?;
                         target.destination = Some(destination);
+                        target.shape = record.after_commit_lsn().to_vec();
                     }
                     None => self.discover(client, &record).await?,
                 }
