@@ -14,7 +14,8 @@
 //! - The plan is durable before the stream starts: a crash right after it
 //!   resumes the same copies, and requests and marks are answered once.
 //! - A table without a key (REPLICA IDENTITY FULL) is never copied beside
-//!   the stream: there is no key to page through or to merge by.
+//!   the stream: there is no key to page through or to merge by. Its mark
+//!   stays until a restart copies every table.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,14 +53,16 @@ pub async fn plan_session(
         copy_added: spec.snapshot_mode != SnapshotMode::Never,
     };
     let mut plan = plan::plan(&recorded, &order, wanted, start);
-    // A table without a key cannot be copied beside the stream: the request
-    // or mark is answered with a warning, once.
+    // A table without a key cannot be copied beside the stream: a request
+    // is answered with a warning, once; a mark stays (and alerts) until a
+    // restart copies every table.
     plan.started.retain(|(table, cause)| {
         let keyless = tables.iter().any(|t| &t.qualified() == table && t.is_keyless());
         if keyless {
             tracing::warn!(job = %spec.name, %table, "{table} cannot be copied while streaming ({}): it has no primary key; `walpipe jobs restart` copies every table under a new slot", cause.as_str());
             if let Some(copy) = plan.write.get_mut(table) {
                 (copy.done, copy.reconcile) = (true, false);
+                copy.mark = recorded.get(table).and_then(|answered| answered.mark);
             }
         }
         !keyless
