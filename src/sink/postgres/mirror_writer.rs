@@ -102,9 +102,12 @@ impl Target {
 impl MirrorWriter {
     /// Streams a copied row into its destination's open copy (opened
     /// here); what was staged before it goes in first.
-    async fn add_copied(&mut self, client: &Client, line: &Bytes) -> Result<(), SinkError> {
-        let record = CopiedRecord::parse(line)
-            .ok_or_else(|| SinkError::Record(String::from_utf8_lossy(&line[..line.len().min(80)]).into()))?;
+    async fn add_copied(
+        &mut self,
+        client: &Client,
+        line: &Bytes,
+        record: CopiedRecord<'_>,
+    ) -> Result<(), SinkError> {
         if self.copying.as_ref().is_some_and(|copy| copy.table != record.table) {
             self.finish_copy(client).await?;
         }
@@ -160,8 +163,8 @@ impl MirrorWriter {
 
 impl Writer for MirrorWriter {
     async fn add(&mut self, client: &Client, line: Bytes) -> Result<bool, SinkError> {
-        if CopiedRecord::parse(&line).is_some() {
-            self.add_copied(client, &line).await?;
+        if let Some(record) = CopiedRecord::parse(&line) {
+            self.add_copied(client, &line, record).await?;
             return Ok(true);
         }
         if self.copying.is_some() {
