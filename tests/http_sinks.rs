@@ -657,7 +657,11 @@ fn the_stdout_sink_prints_each_change_once() {
         );
     command.envs(vars);
     let mut walpipe = command.spawn().expect("walpipe run");
-    wait_for(Duration::from_secs(30), "walpipe streams", || run_log(&job).contains("streaming"));
+    // "streaming" is logged before the copy's chunk is read; a write before
+    // the read would land in the chunk too, so the order would depend on timing.
+    wait_for(Duration::from_secs(30), "walpipe has read the copy", || {
+        run_log(&job).contains("every chunk is read")
+    });
     cluster.psql(&db, "INSERT INTO items VALUES (2, 'b', 0); DELETE FROM items WHERE id = 1");
     let changes = || -> Vec<Value> {
         std::fs::read_to_string(&out)
@@ -666,7 +670,7 @@ fn the_stdout_sink_prints_each_change_once() {
             .map(|line| serde_json::from_str(line).expect("a change per line"))
             .collect()
     };
-    wait_for(Duration::from_secs(60), "the changes on stdout", || changes().len() == 4);
+    wait_for(Duration::from_secs(60), "the changes on stdout", || changes().len() >= 4);
     stop(&mut walpipe);
     let ops: Vec<String> =
         changes().iter().map(|c| c["op"].as_str().unwrap_or_default().to_string()).collect();
