@@ -15,6 +15,7 @@ use std::time::Duration;
 use common::fakes::{Delivery, FakeStarRocks, Mode, WebhookReceiver};
 use common::{
     Cluster, http_addr, http_get, http_request, metric, run_log, spawn_run, start_worker, wait_for,
+    wait_for_showing,
 };
 use serde_json::{Value, json};
 
@@ -670,7 +671,12 @@ fn the_stdout_sink_prints_each_change_once() {
             .map(|line| serde_json::from_str(line).expect("a change per line"))
             .collect()
     };
-    wait_for(Duration::from_secs(60), "the changes on stdout", || changes().len() >= 4);
+    wait_for_showing(
+        Duration::from_secs(60),
+        "the changes on stdout",
+        || changes().len() >= 4,
+        || format!("stdout:\n{}\nlog:\n{}", std::fs::read_to_string(&out).unwrap_or_default(), run_log(&job)),
+    );
     stop(&mut walpipe);
     let ops: Vec<String> =
         changes().iter().map(|c| c["op"].as_str().unwrap_or_default().to_string()).collect();

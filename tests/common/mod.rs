@@ -584,6 +584,21 @@ pub fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// `wait_for`, and on a timeout the panic shows `evidence()` (what arrived,
+/// a log), so that a failure on CI can be read without a rerun.
+pub fn wait_for_showing(
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> bool,
+    evidence: impl Fn() -> String,
+) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}:\n{}", evidence());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `X/Y` as a number, for comparing LSNs in tests.
 pub fn lsn(text: &str) -> u64 {
     let (high, low) = text.trim().split_once('/').unwrap_or_else(|| panic!("not an LSN: {text:?}"));
