@@ -14,6 +14,7 @@
 #
 #   bash benches/chunked_vs_exported.sh     # ROWS=5000000 RATE=200 LOAD_SECONDS=240
 #   RUNS=idle bash benches/chunked_vs_exported.sh   # the idle pair only
+#   BENCH_LOG=walpipe=debug KEEP_WORK=1 ...   # walpipe's log level; the logs stay in the work dir
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/prereqs.sh
@@ -73,7 +74,7 @@ run() {
   WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable" \
   WALPIPE_SINK_URL="postgres://postgres@127.0.0.1:$SINK_PORT/$db?sslmode=disable" \
   WALPIPE_JOB_NAME="$label" WALPIPE_SNAPSHOT_STRATEGY="$strategy" WALPIPE_TABLES=public.t,public.ticks \
-  WALPIPE_HTTP_ADDR=127.0.0.1:0 WALPIPE_LOG=info "$WALPIPE" run 2>"$log" &
+  WALPIPE_HTTP_ADDR=127.0.0.1:0 WALPIPE_LOG="${BENCH_LOG:-info}" "$WALPIPE" run 2>"$log" &
   local pid=$! first= done_at= xmin_s=0 xmin_xids=0 retained=0
   while [ -z "$done_at" ]; do
     kill -0 "$pid" 2>/dev/null || { echo "walpipe exited; log:" >&2; cat "$log" >&2; exit 1; }

@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod job;
+pub mod lines;
 pub mod lsn;
 pub mod metrics;
 pub mod monitor;

@@ -155,7 +155,7 @@ impl Encoding for MirrorRecords {
     /// A `C` record whose values are the COPY text as read: the source's
     /// COPY escaping is the records' own, so nothing is decoded.
     fn write_copied_row(&self, out: &mut Vec<u8>, table: &Table, row: &[u8]) -> Result<(), ShapeError> {
-        let got = row.iter().filter(|b| **b == b'\t').count() + 1;
+        let got = crate::lines::count(b'\t', row) + 1;
         if got != table.columns.len() {
             return Err(ShapeError { table: table.qualified_name(), got, expected: table.columns.len() });
         }

@@ -117,7 +117,7 @@ impl Snapshot<'_> {
                 let mut rows: u64 = 0;
                 let mut line = Vec::with_capacity(512);
                 while let Some(chunk) = incoming.recv().await {
-                    for row in chunk.split(|b| *b == b'\n').filter(|row| !row.is_empty()) {
+                    for row in crate::lines::lines(&chunk).filter(|row| !row.is_empty()) {
                         line.clear();
                         shape
                             .write_line(&mut line, row, consistent_point, rows)
@@ -217,7 +217,7 @@ impl<'a> TableProgress<'a> {
 
     /// A chunk of COPY text (a line per row) was read.
     pub fn advance(&mut self, chunk: &[u8]) {
-        let rows = chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        let rows = crate::lines::count(b'\n', chunk) as u64;
         self.rows += rows;
         self.metrics.snapshot_rows(&self.name, rows);
         if self.last_report.elapsed() >= PROGRESS_EVERY {

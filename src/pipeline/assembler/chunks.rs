@@ -111,7 +111,7 @@ impl<E: Encoding> Assembler<E> {
                 && chunk
                     .rows
                     .iter()
-                    .flat_map(|piece| piece.split(|b| *b == b'\n'))
+                    .flat_map(|piece| crate::lines::lines(piece))
                     .any(|row| row_key(row, &key_positions).is_some_and(|key| incomplete.contains(&key)));
             if unmergeable {
                 return Err(AssembleError::ChunkUnmergeable { lsn, table: chunk.table.clone() });
@@ -143,10 +143,13 @@ impl<E: Encoding> Assembler<E> {
             });
         };
         let mut written = ChunkWritten::default();
-        for row in piece.split(|b| *b == b'\n').filter(|row| !row.is_empty()) {
-            let verdict = match (&place.stale, row_key(row, &place.key_positions)) {
-                (Some(stale), Some(key)) => stale.verdict(&key),
-                _ => Verdict::Write,
+        for row in crate::lines::lines(piece).filter(|row| !row.is_empty()) {
+            // Only a chunk with stale keys needs each row's key.
+            let verdict = match &place.stale {
+                Some(stale) => {
+                    row_key(row, &place.key_positions).map_or(Verdict::Write, |key| stale.verdict(&key))
+                }
+                None => Verdict::Write,
             };
             match verdict {
                 Verdict::Write => {}

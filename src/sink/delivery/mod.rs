@@ -210,14 +210,11 @@ impl<T: Transport> Delivery<T> {
             };
             let Some(chunk) = chunk else { break };
             let Chunk { lines, confirm, commit_times, caught_up, copied, receipt } = chunk;
-            let count = lines.iter().filter(|b| **b == b'\n').count();
+            let count = crate::lines::line_ranges(&lines).count();
             self.open.push(count, confirm, commit_times, copied, receipt);
             let bytes = Bytes::from(lines);
-            let mut start = 0;
-            while let Some(end) = bytes[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
-                let line = bytes.slice(start..end);
-                start = end + 1;
-                self.push_streamed(line, &ends).await?;
+            for line in crate::lines::line_ranges(&bytes) {
+                self.push_streamed(bytes.slice(line), &ends).await?;
             }
             if self.batcher.is_full() || (caught_up || Instant::now() >= due) && self.batcher.can_cut() {
                 self.flush_and_settle(&ends).await?;

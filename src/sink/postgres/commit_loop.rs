@@ -108,12 +108,10 @@ impl<W: Writer> CommitLoop<W> {
             self.uncommitted.chunk(lines.len(), confirm, &commit_times, receipt);
             self.uncommitted.copied(copied);
             let lines = Bytes::from(lines);
-            let mut start = 0;
-            while let Some(end) = lines[start..].iter().position(|b| *b == b'\n').map(|i| start + i) {
-                if self.writer.add(&self.client, lines.slice(start..end)).await? {
+            for line in crate::lines::line_ranges(&lines) {
+                if self.writer.add(&self.client, lines.slice(line)).await? {
                     self.uncommitted.change();
                 }
-                start = end + 1;
             }
             if self.writer.pending() >= self.batch_size {
                 self.writer.apply(&self.client).await?;
