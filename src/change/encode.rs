@@ -124,6 +124,7 @@ impl super::Encoding for JsonLines {
         txn: &TxnFields,
         out: &mut Vec<u8>,
         lsn: Lsn,
+        _positioned: bool,
         write_id: impl FnOnce(&mut Vec<u8>),
     ) {
         txn.write_header_with_id(out, lsn, write_id);

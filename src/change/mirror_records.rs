@@ -13,7 +13,8 @@
 //!
 //! - `op`: `I` insert, `U` update, `D` delete, `T` truncate, `M` message
 //!   (ignored by mirrors), `C` a row of a chunked copy (its values are the
-//!   source's COPY text as read), `R` the end of a copy that reconciles
+//!   source's COPY text as read; its commit LSN is `\N` when the copy keeps
+//!   no positions, see `crate::chunked`), `R` the end of a copy that reconciles
 //!   (its one value: the copy's start LSN; rows older than it that the copy
 //!   did not write are to be removed), `S` the table's shape: it comes before the first
 //!   change of each shape, and the values of every later record of the
@@ -52,15 +53,21 @@ impl Encoding for MirrorRecords {
         self.write_header(txn, out, ordinal, lsn);
     }
 
-    /// A mirror needs no id: a row's key names it.
+    /// A mirror needs no id: a row's key names it. A row that keeps no
+    /// position has `\N` (NULL) for its commit LSN, which becomes its `_walpipe_lsn`.
     fn write_copied_header(
         &self,
         txn: &String,
         out: &mut Vec<u8>,
         lsn: Lsn,
+        positioned: bool,
         _write_id: impl FnOnce(&mut Vec<u8>),
     ) {
-        self.write_header(txn, out, 0, lsn);
+        if positioned {
+            self.write_header(txn, out, 0, lsn);
+        } else {
+            out.extend_from_slice(b"\\N\t");
+        }
     }
 
     fn write_schema(&self, out: &mut Vec<u8>, table: &Table) {
@@ -294,6 +301,16 @@ mod tests {
         assert_eq!(copied.first(), Some(&b'C'));
         assert_eq!(String::from_utf8_lossy(&copied[1..]), String::from_utf8_lossy(&encoded[1..]));
         assert!(MirrorRecords.write_copied_row(&mut copied, &table(), b"1\t2").is_err(), "too narrow");
+    }
+
+    #[test]
+    fn a_copied_row_keeps_its_position_only_when_asked() {
+        let (mut kept, mut none) = (Vec::new(), Vec::new());
+        let txn = "0/90".to_string();
+        MirrorRecords.write_copied_header(&txn, &mut kept, Lsn(0x90), true, |_| {});
+        MirrorRecords.write_copied_header(&txn, &mut none, Lsn(0x90), false, |_| {});
+        assert_eq!(kept, b"0/90\t");
+        assert_eq!(none, b"\\N\t", "NULL: the destination's _walpipe_lsn stays NULL");
     }
 
     #[test]

@@ -50,11 +50,14 @@ pub trait Encoding: Clone + Send + Sync + 'static {
     fn write_message(&self, out: &mut Vec<u8>, message: &LogicalMessage);
     /// The header of a copied row: its id is not a position in the
     /// transaction but the row's own, which `write_id` writes (as JSON text).
+    /// `positioned`: whether the row keeps its chunk's position; a copy into
+    /// an emptied destination does not need it (see `crate::chunked`).
     fn write_copied_header(
         &self,
         txn: &Self::Txn,
         out: &mut Vec<u8>,
         lsn: Lsn,
+        positioned: bool,
         write_id: impl FnOnce(&mut Vec<u8>),
     );
     /// The line that ends a reconciling copy of `table` (`TableCopy::reconcile`):

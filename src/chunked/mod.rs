@@ -56,6 +56,20 @@
 //!   transaction S did not see) hit a row of the chunk, neither side has
 //!   that row's new version, so the chunk is not written (this is found
 //!   before any of its rows is) and the copy resumes from its last chunk.
+//! - Positions (a mirror's `_walpipe_lsn`): a copy that reconciles writes
+//!   its rows with their marker's commit LSN, because reconciling removes
+//!   what is older than the copy's start. A copy into destinations emptied
+//!   at the slot's creation (a fresh start) writes them with none (NULL, as
+//!   the exported copy does), which spares the sink parsing a position per
+//!   row. Nothing older is ever written over such a row for good: a stream
+//!   change after M is newer; one before M that S did not see left the row
+//!   out; a replay from a checkpoint before M (a crash) means the chunk was
+//!   not recorded, so it is read again and lands again after the replay.
+//!   And when such a row meets a key the stream wrote first, it is not
+//!   written (the guard keeps any row with a position): every transaction
+//!   that changed that key since the slot's creation came before M, and S
+//!   saw them all (or the row would be left out), so the sink holds the
+//!   chunk's version already.
 //! - A copied row's id names the copy, the table and the key, so a chunk
 //!   read again after a crash repeats its ids: a changelog that already
 //!   has some of its rows skips them.

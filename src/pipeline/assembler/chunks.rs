@@ -37,6 +37,8 @@ pub struct ChunkPlace {
     progress_key_positions: Vec<usize>,
     /// The copy's start, in the ids.
     since: String,
+    /// Whether the rows keep the chunk's position (a copy that reconciles).
+    positioned: bool,
 }
 
 impl<E: Encoding> Assembler<E> {
@@ -123,6 +125,7 @@ impl<E: Encoding> Assembler<E> {
             key_positions,
             progress_key_positions: chunk.key_positions.clone(),
             since: chunk.progress.since.clone(),
+            positioned: chunk.progress.reconcile,
         })
     }
 
@@ -162,7 +165,7 @@ impl<E: Encoding> Assembler<E> {
                 }
             }
             // The row's own id: the copy, the table and its key, the same if the chunk is read again.
-            self.encoding.write_copied_header(&txn.fields, out, lsn, |out| {
+            self.encoding.write_copied_header(&txn.fields, out, lsn, place.positioned, |out| {
                 let mut id = format!("{}:{}:", place.since, place.table.qualified_name());
                 let key = row_key_text(row, &place.progress_key_positions).unwrap_or_default();
                 id.push_str(&serde_json::to_string(&key).unwrap_or_default());
