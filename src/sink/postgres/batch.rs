@@ -132,11 +132,11 @@ impl TableBatch {
         self.rows.is_empty()
     }
 
-    /// Adds an `I`, `C` (a copied row, upserted as an insert), `U` or `D`
-    /// record of a table `width` columns wide.
+    /// Adds an `I`, `U` or `D` record of a table `width` columns wide
+    /// (copied rows, `C`, go their own way: `copied_in`).
     pub fn add(&mut self, record: &Record, width: usize, key_positions: &[usize]) -> Result<Admit, String> {
         let (old, new) = match (record.op(), record.has_old()) {
-            (b'I' | b'C', false) => (None, Some(record.values(0, width))),
+            (b'I', false) => (None, Some(record.values(0, width))),
             (b'U', false) => (None, Some(record.values(0, width))),
             (b'U', true) => (Some(record.values(0, width)), Some(record.values(1, width))),
             (b'D', true) => (Some(record.values(0, width)), None),
@@ -157,7 +157,7 @@ impl TableBatch {
                 expected * width
             ));
         }
-        self.only_inserts &= matches!(record.op(), b'I' | b'C');
+        self.only_inserts &= record.op() == b'I';
         let keeps_toast = !record.toast().is_empty();
         let old_key = old.clone().map(|values| record.key(values, key_positions));
         let new_key = new.clone().map(|values| record.key(values, key_positions));
@@ -204,12 +204,6 @@ impl TableBatch {
             out.push(b'\n');
         }
         Some(out)
-    }
-
-    /// The rows are known to exist in part: skip the COPY of new rows, go
-    /// straight to the guarded statements.
-    pub fn guarded_only(&mut self) {
-        self.only_inserts = false;
     }
 
     /// Forgets every pending row (after they were written).

@@ -35,13 +35,28 @@ impl CopiedRecord<'_> {
     }
 }
 
+impl CopiedRecord<'_> {
+    /// The row as the destination's COPY text: its values, then its position (`_walpipe_lsn`).
+    pub fn write_new_row(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.values);
+        out.push(b'\t');
+        out.extend_from_slice(self.commit_lsn);
+        out.push(b'\n');
+    }
+
+    /// The row as the staging table's COPY text, to be upserted (op `u`).
+    pub fn write_upsert(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.values);
+        out.push(b'\t');
+        out.extend_from_slice(self.commit_lsn);
+        out.extend_from_slice(b"\tu\n");
+    }
+}
+
 impl CopiedRows {
     /// Adds a `C` record (already parsed as `record`, from `line`).
     pub fn push(&mut self, line: &Bytes, record: &CopiedRecord<'_>) {
-        self.rows.extend_from_slice(record.values);
-        self.rows.push(b'\t');
-        self.rows.extend_from_slice(record.commit_lsn);
-        self.rows.push(b'\n');
+        record.write_new_row(&mut self.rows);
         self.lines.push(line.clone());
     }
 
@@ -76,6 +91,9 @@ mod tests {
         assert_eq!(rows.take_text(), b"7\tx\\ty\t\\N\t0/90\n");
         assert_eq!(rows.take_text(), b"", "taken");
         rows.push(&line, &record);
+        let mut upsert = Vec::new();
+        record.write_upsert(&mut upsert);
+        assert_eq!(upsert, b"7\tx\\ty\t\\N\t0/90\tu\n", "the same row, to upsert");
         assert_eq!(rows.take_lines(), [line.clone(), line], "every line, for a fallback");
         assert!(CopiedRecord::parse(b"0/90\tI\tpublic.t\t-\t\t7").is_none());
         assert!(CopiedRecord::parse(b"0/90\tC\tpublic.t").is_none());

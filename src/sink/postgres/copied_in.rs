@@ -7,6 +7,8 @@
 //!  each C record ──> its COPY text (sent every 256 KiB) + the line, kept
 //!  any other record, an apply, a commit ──> finish: RELEASE, or on a key that
 //!      exists (the stream wrote it first) ROLLBACK TO SAVEPOINT and hand the lines back
+//!  lines handed back ──> stage_upserts: one COPY into the staging table, for
+//!      the destination's guarded upsert
 //! ```
 //!
 //! Invariants:
@@ -90,4 +92,25 @@ impl CopyIn {
             Err(error) => Err(error.into()),
         }
     }
+}
+
+/// Copied rows whose `COPY` met an existing key, into the staging table
+/// with one `COPY` (`copy_upserts`), sent in pieces as they are written.
+pub async fn stage_upserts(client: &Client, copy_upserts: &str, lines: &[Bytes]) -> Result<(), SinkError> {
+    let sink = client.copy_in::<_, Bytes>(copy_upserts).await?;
+    futures_util::pin_mut!(sink);
+    let mut text = Vec::with_capacity(SEND_BYTES + 4096);
+    for line in lines {
+        let record = CopiedRecord::parse(line)
+            .ok_or_else(|| SinkError::Record("a line kept for a copy is not a copied row".into()))?;
+        record.write_upsert(&mut text);
+        if text.len() >= SEND_BYTES {
+            sink.send(Bytes::from(std::mem::take(&mut text))).await?;
+        }
+    }
+    if !text.is_empty() {
+        sink.send(Bytes::from(text)).await?;
+    }
+    sink.finish().await?;
+    Ok(())
 }

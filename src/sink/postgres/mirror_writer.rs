@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 
 use super::batch::{Admit, Record, TableBatch};
 use super::copied::CopiedRecord;
-use super::copied_in::{CopyIn, Finished};
+use super::copied_in::{CopyIn, Finished, stage_upserts};
 use super::follow::{Follower, Place};
 use super::schema::Destination;
 use super::{SinkError, Writer};
@@ -39,9 +39,6 @@ pub struct MirrorWriter {
     /// other statement, so before anything staged after them is applied.
     copying: Option<CopyIn>,
 }
-
-/// Copied rows that met existing keys are staged and applied this many at a time.
-const FALLBACK_ROWS: usize = 10_000;
 
 /// The destination of a source table the job did not know when it started.
 pub type Discovery = Box<dyn Fn(&TableName) -> TableName + Send + Sync>;
@@ -131,32 +128,22 @@ impl MirrorWriter {
     }
 
     /// Ends the open copy; if some of its rows exist already (the stream
-    /// wrote them first), stages them all as guarded upserts instead and
-    /// applies them, `FALLBACK_ROWS` at a time so that memory stays bounded.
+    /// wrote them first), they all go into the staging table with one
+    /// `COPY` and in with the guarded upsert: a row with a newer position
+    /// stays. The staging table is empty here: `apply_staged` empties it,
+    /// and a copy is finished before anything is staged after it.
     async fn finish_copy(&mut self, client: &Client) -> Result<(), SinkError> {
         let Some(copy) = self.copying.take() else { return Ok(()) };
         let table = copy.table.clone();
         let Finished::KeyExists(lines) = copy.finish(client).await? else { return Ok(()) };
-        for some in lines.chunks(FALLBACK_ROWS) {
-            let target = self
-                .targets
-                .get_mut(&table)
-                .ok_or_else(|| SinkError::Record("a copy without its table".into()))?;
-            let destination = target
-                .destination
-                .as_ref()
-                .ok_or_else(|| SinkError::Record("a copy without its shape".into()))?;
-            for line in some {
-                let record = Record::parse(line.clone()).map_err(SinkError::Record)?;
-                target
-                    .batch
-                    .add(&record, destination.width, &destination.key_positions)
-                    .map_err(SinkError::Record)?;
-                self.pending += 1;
-            }
-            target.batch.guarded_only();
-            self.apply_staged(client).await?;
-        }
+        let destination = self
+            .targets
+            .get(&table)
+            .and_then(|target| target.destination.as_ref())
+            .ok_or_else(|| SinkError::Record("a copy without its table's shape".into()))?;
+        stage_upserts(client, &destination.copy_upserts, &lines).await?;
+        client.execute(&destination.upserts, &[]).await?;
+        client.batch_execute(&format!("TRUNCATE {}", destination.stage)).await?;
         Ok(())
     }
 }

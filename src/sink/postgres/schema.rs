@@ -33,6 +33,9 @@ pub struct Destination {
     pub copy_in: String,
     /// `COPY <destination> (columns, _walpipe_lsn) FROM STDIN`: new rows only.
     pub copy_new_rows: String,
+    /// `COPY <staging> (columns, _walpipe_lsn, _walpipe_op) FROM STDIN`:
+    /// copied rows to upsert (op `u`), when some of their keys exist.
+    pub copy_upserts: String,
     pub stage: String,
     pub moves: Statement,
     pub deletes: Statement,
@@ -165,6 +168,7 @@ pub async fn prepare(
     Ok(Destination {
         copy_in: format!("COPY {stage} FROM STDIN"),
         copy_new_rows: format!("COPY {quoted} ({cols}, {lsn}) FROM STDIN"),
+        copy_upserts: format!("COPY {stage} ({cols}, {lsn}, _walpipe_op) FROM STDIN"),
         moves: client.prepare(&moves).await?,
         deletes: client.prepare(&deletes).await?,
         upserts: client.prepare(&upserts).await?,
