@@ -682,7 +682,12 @@ fn the_stdout_sink_prints_each_change_once() {
         changes().iter().map(|c| c["op"].as_str().unwrap_or_default().to_string()).collect();
     // The chunked copy announces the table's shape before its rows; the
     // stream's own announcement of the same shape is nothing new.
-    assert_eq!(ops, ["schema", "snapshot", "insert", "delete"], "the table's shape before its first row");
+    assert_eq!(
+        ops,
+        ["schema", "snapshot", "insert", "delete"],
+        "the table's shape before its first row; log:\n{}",
+        run_log(&job)
+    );
 }
 
 /// Updates, deletes and re-inserts on random keys of `items` (`rows` ids).
