@@ -257,7 +257,11 @@ fn freeze_the_copy(cluster: &Cluster, source: &str, sink: &str, job: &str) -> Fr
 fn the_slot_retains_a_bounded_amount_of_wal_while_a_copy_is_held_up_however_much_is_written() {
     const BOUND: u64 = 16 * 1024 * 1024;
     let cluster = common::pg15_with(&common::options());
-    let (source, sink) = setup(cluster, "chunk_wal", 300_000);
+    // Three chunks can be in flight when the copy's session is frozen (one
+    // read ahead, one waiting, one being written), up to 6 MiB each: about
+    // 750,000 rows of this table. Twice that leaves the copy unfinished
+    // however late the freeze lands.
+    let (source, sink) = setup(cluster, "chunk_wal", 1_500_000);
     cluster.psql(&source, "CREATE TABLE filler (pad text)");
     let job = format!("chunk_wal_{}", std::process::id());
     let extra = [("WALPIPE_TABLES", "public.accounts"), ("WALPIPE_HEARTBEAT_INTERVAL_MS", "500")];
