@@ -236,8 +236,11 @@ fn freeze_the_copy(cluster: &Cluster, source: &str, sink: &str, job: &str) -> Fr
             !recorded(cluster, sink, job).contains("\"done\": true"),
             "the copy ended before it was frozen"
         );
-        let pid =
-            cluster.psql(source, "SELECT pid FROM pg_stat_activity WHERE application_name = 'walpipe-copy'");
+        // This job's copy only: the other tests' jobs copy in the same cluster.
+        let pid = cluster.psql(
+            source,
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'walpipe-copy' AND datname = current_database()",
+        );
         if pid.is_empty() {
             return false;
         }
