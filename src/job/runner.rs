@@ -53,8 +53,13 @@ use crate::sql_client;
 
 /// Streamed transactions kept in memory before spilling to disk.
 const SPILL_MEMORY_CAP: usize = 16 * 1024 * 1024;
-/// Transient failures in a row before the job gives up.
+/// Transient failures in a row before the job gives up. "In a row": a
+/// session that committed a new checkpoint was healthy, and the count and
+/// the backoff start over after it.
 const MAX_RETRIES: u32 = 10;
+/// The first and the longest wait before a retry.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// How a run that did not fail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +81,7 @@ pub async fn run(
     mut edits: watch::Receiver<JobSpec>,
 ) -> Result<Ended, JobError> {
     let mut failures = 0;
-    let mut delays = backoff::delays(Duration::from_secs(1), Duration::from_secs(30));
+    let mut delays = backoff::delays(RETRY_FIRST, RETRY_CAP);
     let mut spec = spec.clone();
     loop {
         metrics.set_state(State::Starting, None);
@@ -84,8 +89,15 @@ pub async fn run(
             spec = edits.borrow_and_update().clone();
         }
         let ends = Session { stop: stop.clone(), edits: edits.clone() };
+        let checkpoint_before = metrics.checkpoint();
         let outcome = attempt(&spec, metrics, ends).await;
         metrics.source_connected.set(0);
+        if failures > 0 && metrics.checkpoint() > checkpoint_before {
+            tracing::info!(job = %spec.name, after = failures,
+                "the job committed a new position after its retries: it was healthy, so its retry budget and backoff start over");
+            failures = 0;
+            delays = backoff::delays(RETRY_FIRST, RETRY_CAP);
+        }
         let error = match outcome {
             Ok(Attempted::Copied) => {
                 metrics.set_state(State::Succeeded, None);
@@ -113,7 +125,7 @@ pub async fn run(
         } else if error.is_transient() && failures < MAX_RETRIES && !*stop.borrow() {
             failures += 1;
             metrics.retried(error.kind());
-            let wait = delays.next().unwrap_or(Duration::from_secs(30));
+            let wait = delays.next().unwrap_or(RETRY_CAP);
             tracing::warn!(job = %spec.name, attempt = failures, "transient failure, retrying in {:.1} s: {error}", wait.as_secs_f64());
             let mut stop = stop.clone();
             tokio::select! {

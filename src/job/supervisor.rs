@@ -269,7 +269,10 @@ impl Supervisor {
                 let finished = self.finished_tx.clone();
                 tokio::spawn(async move {
                     let message = error.to_string();
-                    let _ = store.finish(&name, &worker, Some(State::Failed), Some(&message)).await;
+                    if let Err(e) = store.finish(&name, &worker, Some(State::Failed), Some(&message)).await {
+                        tracing::warn!(job = %name, "could not record the job's failure in the state store: {e}");
+                    }
+                    // Err only when the supervisor has already shut down: nobody is left to tell.
                     let _ = finished.send(Finished {
                         job: name,
                         from_environment: job.from_environment,
@@ -383,7 +386,7 @@ impl JobTask {
                     .end(Some(State::Failed), Some(format!("the restart could not reset the job: {error}")))
                     .await;
             }
-            let _ = self.store.reset_done(&self.spec.name).await;
+            self.record_reset().await;
         }
         loop {
             let desired = *self.control.borrow_and_update();
@@ -491,5 +494,6 @@ impl JobTask {
     }
 }
 
+mod reset;
 #[cfg(test)]
 mod tests;

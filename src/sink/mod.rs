@@ -130,6 +130,10 @@ pub enum SinkError {
     Rejected { target: String, status: String, body: String },
     #[error("could not write to stdout: {0}")]
     Stdout(std::io::Error),
+    #[error(
+        "the state store's record of the {what} for job {job} cannot be read ({detail}), so the batch in flight cannot be sent again under its key; set walpipe.checkpoints.{column} to NULL for the job (the receiver may then see that batch twice, under a new key), then retry the job"
+    )]
+    Ledger { job: String, what: &'static str, column: &'static str, detail: String },
     #[error("could not delete delivered outbox rows on the source: {}; grant DELETE on the outbox table to the source user, or set WALPIPE_OUTBOX_DELETE=false", crate::sql_client::describe(.0))]
     OutboxCleanup(tokio_postgres::Error),
 }
@@ -145,6 +149,7 @@ impl SinkError {
             SinkError::Record(_)
             | SinkError::Rejected { .. }
             | SinkError::Stdout(_)
+            | SinkError::Ledger { .. }
             | SinkError::Schema { .. } => false,
         }
     }

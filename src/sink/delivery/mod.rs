@@ -106,11 +106,18 @@ impl Ledger {
         let Some(row) = row else { return Ok((None, None, Shapes::new())) };
         let in_flight: Option<String> = row.get(1);
         let shapes: Option<String> = row.get(2);
-        Ok((
-            row.get(0),
-            in_flight.and_then(|text| serde_json::from_str(&text).ok()),
-            shapes.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default(),
-        ))
+        let unreadable = |what, column| {
+            move |e: serde_json::Error| SinkError::Ledger { job: self.job.clone(), what, column, detail: e.to_string() }
+        };
+        let in_flight = match in_flight {
+            Some(text) => Some(serde_json::from_str(&text).map_err(unreadable("batch in flight", "in_flight"))?),
+            None => None,
+        };
+        let shapes = match shapes {
+            Some(text) => serde_json::from_str(&text).map_err(unreadable("shapes delivered", "shapes"))?,
+            None => Shapes::new(),
+        };
+        Ok((row.get(0), in_flight, shapes))
     }
 
     async fn sending(&self, in_flight: &InFlight) -> Result<(), SinkError> {
@@ -126,7 +133,10 @@ impl Ledger {
         copied: &CopyProgress,
     ) -> Result<(), SinkError> {
         let applied = applied.map(|lsn| lsn.to_string());
-        let shapes = shapes.map(|shapes| serde_json::to_string(shapes).unwrap_or_default());
+        let shapes = shapes
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| SinkError::Record(e.to_string()))?;
         let copied = progress::to_json(copied);
         self.client
             .execute(&self.delivered, &[&self.job, &applied, &through, &shapes, &copied])
