@@ -74,6 +74,16 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `stem` then `suffix`, the stem cut (on a character boundary) so that
+/// the whole fits PostgreSQL's 63-byte identifiers.
+pub fn with_suffix(stem: &str, suffix: &str) -> String {
+    let mut cut = 63usize.saturating_sub(suffix.len()).min(stem.len());
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &stem[..cut])
+}
+
 /// `'text'`, with quotes doubled: a string literal for SQL.
 pub fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))

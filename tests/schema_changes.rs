@@ -115,6 +115,118 @@ fn a_running_mirror_follows_schema_changes_by_name() {
     }
 }
 
+/// The relation id of `table` in `db`.
+fn relid(cluster: &Cluster, db: &str, table: &str) -> String {
+    cluster.psql(db, &format!("SELECT '{table}'::regclass::oid"))
+}
+
+#[test]
+fn a_column_dropped_and_added_again_a_renamed_table_and_a_table_made_again_are_followed() {
+    for cluster in common::clusters() {
+        let tag = format!("ident{}", cluster.major);
+        let (source, sink) =
+            (cluster.fresh_db(&format!("{tag}_src")), cluster.fresh_db(&format!("{tag}_sink")));
+        cluster.psql(
+            &source,
+            "CREATE TABLE da (id int PRIMARY KEY, a text); INSERT INTO da SELECT i, 'keep' FROM generate_series(1, 20) i; \
+             CREATE TABLE same (id int PRIMARY KEY, b text); INSERT INTO same SELECT i, 'old b' FROM generate_series(1, 20) i; \
+             CREATE TABLE oldname (id int PRIMARY KEY, v text); INSERT INTO oldname SELECT i, 'v' || i FROM generate_series(1, 20) i; \
+             CREATE TABLE again (id int PRIMARY KEY, x text); INSERT INTO again SELECT i, 'dropped ' || i FROM generate_series(1, 20) i;",
+        );
+        let job = format!("{tag}_{}", std::process::id());
+        let child = start_run(cluster, &source, &sink, &job, &[]);
+        for table in ["da", "same", "oldname", "again"] {
+            converges(cluster, &source, &sink, table, &format!("the copy of {table}"));
+        }
+
+        // Rails' change of a column's type: remove it, add it back. A new column, never a cast.
+        cluster.psql(&source, "ALTER TABLE da DROP COLUMN a; ALTER TABLE da ADD COLUMN a int");
+        cluster.psql(&source, "INSERT INTO da VALUES (21, 21); UPDATE da SET a = 2 WHERE id = 2");
+        converges(cluster, &source, &sink, "da", "DROP COLUMN a; ADD COLUMN a int");
+        assert_eq!(cluster.psql(&sink, "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'da'::regclass AND attname = 'a'"), "integer");
+        assert_eq!(
+            cluster.psql(&sink, "SELECT count(*) FROM da WHERE a IS NULL"),
+            "19",
+            "the old values are gone, as at the source"
+        );
+        // The same name and type: the shape looks unchanged, the old values are gone all the same.
+        cluster.psql(&source, "ALTER TABLE same DROP COLUMN b; ALTER TABLE same ADD COLUMN b text");
+        cluster.psql(&source, "INSERT INTO same VALUES (21, 'new b')");
+        converges(cluster, &source, &sink, "same", "DROP COLUMN b; ADD COLUMN b text");
+        assert_eq!(cluster.psql(&sink, "SELECT count(*) FROM same WHERE b = 'old b'"), "0");
+
+        // A renamed table keeps its rows: its destination is renamed with it.
+        cluster.psql(&source, "ALTER TABLE oldname RENAME TO newname");
+        cluster.psql(
+            &source,
+            "INSERT INTO newname VALUES (21, 'after'); UPDATE newname SET v = 'moved' WHERE id = 1",
+        );
+        converges(cluster, &source, &sink, "newname", "the renamed table, old rows included");
+        assert_eq!(cluster.psql(&sink, "SELECT count(*) FROM newname"), "21");
+        assert_eq!(
+            cluster.psql(&sink, "SELECT to_regclass('public.oldname') IS NULL"),
+            "t",
+            "renamed, not copied"
+        );
+
+        // Dropped and made again under its name, with other columns: a new table.
+        cluster.psql(&source, "DROP TABLE again; CREATE TABLE again (id int PRIMARY KEY, y int)");
+        cluster.psql(&source, "INSERT INTO again VALUES (1, 10), (100, 1000)");
+        converges(cluster, &source, &sink, "again", "the table made again");
+        assert_eq!(columns(cluster, &sink, "again"), columns(cluster, &source, "again"));
+        assert_eq!(
+            cluster.psql(&sink, "SELECT count(*) FROM again"),
+            "2",
+            "no row of the dropped table survives"
+        );
+
+        // They hold after a restart, and later changes still arrive.
+        assert!(stop_run(child).success(), "{}", run_log(&job));
+        let child = start_run(cluster, &source, &sink, &job, &[]);
+        cluster.psql(&source, "INSERT INTO da VALUES (22, 22); INSERT INTO newname VALUES (22, 'x'); INSERT INTO again VALUES (2, 20)");
+        for table in ["da", "same", "newname", "again"] {
+            converges(cluster, &source, &sink, table, &format!("{table} after a restart"));
+        }
+        assert!(stop_run(child).success());
+        let log = run_log(&job);
+        assert!(!log.contains("please report") && !log.contains("the job failed"), "{log}");
+    }
+}
+
+#[test]
+fn under_schema_drop_keep_the_dropped_column_and_table_are_kept_aside() {
+    let cluster = common::pg15_with(&common::options());
+    let (source, sink) = (cluster.fresh_db("aside_src"), cluster.fresh_db("aside_sink"));
+    cluster.psql(
+        &source,
+        "CREATE TABLE da (id int PRIMARY KEY, a text); INSERT INTO da VALUES (1, 'keep'); \
+         CREATE TABLE again (id int PRIMARY KEY, x text); INSERT INTO again VALUES (1, 'dropped');",
+    );
+    let dropped = relid(cluster, &source, "again");
+    let job = format!("aside_{}", std::process::id());
+    let keep = [("WALPIPE_SCHEMA_DROP", "keep")];
+    let child = start_run(cluster, &source, &sink, &job, &keep);
+    converges(cluster, &source, &sink, "da", "the copy of da");
+    converges(cluster, &source, &sink, "again", "the copy of again");
+    cluster.psql(
+        &source,
+        "ALTER TABLE da DROP COLUMN a; ALTER TABLE da ADD COLUMN a int; INSERT INTO da VALUES (2, 2)",
+    );
+    cluster.psql(
+        &source,
+        "DROP TABLE again; CREATE TABLE again (id int PRIMARY KEY, y int); INSERT INTO again VALUES (5, 50)",
+    );
+    converges(cluster, &source, &sink, "da", "the new column a");
+    converges(cluster, &source, &sink, "again", "the table made again");
+    assert_eq!(
+        cluster.psql(&sink, "SELECT a_dropped_2 || ':' || coalesce(a::text, 'null') FROM da WHERE id = 1"),
+        "keep:null"
+    );
+    assert_eq!(cluster.psql(&sink, &format!("SELECT x FROM again_dropped_{dropped}")), "dropped");
+    assert_eq!(cluster.psql(&sink, "SELECT count(*) FROM again"), "1");
+    assert!(stop_run(child).success(), "{}", run_log(&job));
+}
+
 #[test]
 fn a_change_made_while_walpipe_was_down_is_followed_at_restart_and_kill_9_mid_change_converges() {
     let cluster = common::pg15_with(&common::options());

@@ -393,7 +393,10 @@ fn a_job_outlives_more_transient_failures_than_its_retry_budget_when_it_is_healt
     let slot = format!("walpipe_{job}");
     let walsender = || {
         cluster
-            .try_psql(&source, &format!("SELECT active_pid FROM pg_replication_slots WHERE slot_name = '{slot}'"))
+            .try_psql(
+                &source,
+                &format!("SELECT active_pid FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+            )
             .unwrap_or_default()
     };
     // Twelve cuts, two more than the budget of ten in a row. Before each
@@ -403,8 +406,12 @@ fn a_job_outlives_more_transient_failures_than_its_retry_budget_when_it_is_healt
         cluster.psql(&source, &workload_step(cut));
         let written = common::lsn(&cluster.current_lsn(&source));
         wait_for(Duration::from_secs(60), "the change's position confirmed", || {
-            query_lsn(cluster, &source, &format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"))
-                .is_some_and(|confirmed| confirmed >= written)
+            query_lsn(
+                cluster,
+                &source,
+                &format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+            )
+            .is_some_and(|confirmed| confirmed >= written)
         });
         let pid = walsender();
         cluster.psql(&source, &format!("SELECT pg_terminate_backend({pid})"));
@@ -418,13 +425,18 @@ fn a_job_outlives_more_transient_failures_than_its_retry_budget_when_it_is_healt
     let scrape = common::http_get(&addr, "/metrics").1;
     let retries: f64 = scrape
         .lines()
-        .filter(|line| line.starts_with("walpipe_job_retries_total{") && line.contains(&format!("job_name=\"{job}\"")))
+        .filter(|line| {
+            line.starts_with("walpipe_job_retries_total{") && line.contains(&format!("job_name=\"{job}\""))
+        })
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum();
     #[allow(clippy::cast_precision_loss)]
     let cuts = CUTS as f64;
     assert!(retries >= cuts, "every cut was retried ({retries} retries): {}", run_log(&job));
-    assert_eq!(common::metric(&scrape, "walpipe_job_state", &[("job_name", &job), ("state", "running")]), Some(1.0));
+    assert_eq!(
+        common::metric(&scrape, "walpipe_job_state", &[("job_name", &job), ("state", "running")]),
+        Some(1.0)
+    );
     assert!(stop_run(child).success(), "{}", run_log(&job));
 }
 

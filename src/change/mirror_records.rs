@@ -24,8 +24,10 @@
 //!   value did not change (their new value is `\N` and must be kept), or empty.
 //! - Old values (when `old` is not `-`) and new values (for `I` and `U`) come
 //!   in the order of the table's columns, as the Relation message gave them.
-//! - An `S` record has, after the empty toast field, four fields per column:
-//!   name, type OID, type modifier, and `t` or `f` for a key column.
+//! - An `S` record has the source's relation id in place of `old` (`0` when
+//!   a copy announced the shape: only the stream's Relation messages tell
+//!   a table's identity), then, after the empty toast field, four fields per
+//!   column: name, type OID, type modifier, and `t` or `f` for a key column.
 
 use super::Encoding;
 use super::encode::{Op, ShapeError, check_shape};
@@ -73,7 +75,7 @@ impl Encoding for MirrorRecords {
     fn write_schema(&self, out: &mut Vec<u8>, table: &Table) {
         out.extend_from_slice(b"S\t");
         escape(out, table.qualified_name().as_bytes());
-        out.extend_from_slice(b"\t-\t");
+        out.extend_from_slice(format!("\t{}\t", table.id).as_bytes());
         for column in &table.columns {
             out.push(b'\t');
             escape(out, column.name.as_bytes());
@@ -325,6 +327,16 @@ mod tests {
         let txn = crate::change::encode::JsonLines.txn(Lsn(0x90), Some(1), None);
         crate::change::encode::JsonLines.write_copy_end(&txn, &mut json, &table(), "0/5");
         assert!(json.is_empty());
+    }
+
+    #[test]
+    fn a_shape_names_its_relation_id_and_columns() {
+        let mut out = Vec::new();
+        MirrorRecords.write_schema(&mut out, &table());
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "S\tpublic.t\t1\t\tid\t25\t-1\tt\tbody\t25\t-1\tf\tnote\t25\t-1\tf\n"
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ use tokio_postgres::Client;
 use crate::job::spec::JobSpec;
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
-use crate::sink::postgres::follow;
+use crate::sink::postgres::recopy_marks;
 use crate::sql_client;
 
 /// How often the partitions are read.
@@ -172,7 +172,7 @@ async fn poll(
     for change in &changes {
         let reason = change.reason();
         tracing::warn!(job = %spec.name, table = %change.root().qualified(), "{reason}: copying the table again");
-        follow::mark_recopy(store, &spec.name, change.root(), &reason).await?;
+        recopy_marks::mark_recopy(store, &spec.name, change.root(), &reason).await?;
     }
     if recorded != current {
         record(store, &spec.name, &current).await?;

@@ -30,7 +30,7 @@ use crate::chunked::plan::{self, Wanted};
 use crate::chunked::progress::{self, TableCopy};
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
-use crate::sink::postgres::{checkpoint, follow};
+use crate::sink::postgres::{checkpoint, recopy_marks};
 use crate::source::catalog::SourceTable;
 
 /// Plans the session's copies, records the plan, and returns the copier of
@@ -44,7 +44,7 @@ pub async fn plan_session(
 ) -> Result<Option<Copier>, JobError> {
     let setup = JobError::SinkSetup;
     let mut recorded = checkpoint::read_copy_progress(sink, &spec.name).await.map_err(setup)?;
-    let marks = follow::recopy_needed(sink, &spec.name).await.map_err(setup)?;
+    let marks = recopy_marks::recopy_needed(sink, &spec.name).await.map_err(setup)?;
     let marked: BTreeMap<String, i64> = marks.iter().map(|m| (m.table.clone(), m.mark)).collect();
     let order: Vec<String> = tables.iter().map(SourceTable::qualified).collect();
     let wanted = Wanted {
@@ -77,7 +77,7 @@ pub async fn plan_session(
             .map_err(setup)?;
     }
     if !plan.answered_marks.is_empty() {
-        follow::clear_recopy_of(sink, &spec.name, &plan.answered_marks).await.map_err(setup)?;
+        recopy_marks::clear_recopy_of(sink, &spec.name, &plan.answered_marks).await.map_err(setup)?;
     }
     for (table, cause) in &plan.started {
         tracing::info!(job = %spec.name, %table, "snapshot {table}: copying it in chunks while streaming, because {}", cause.as_str());

@@ -20,7 +20,7 @@ use crate::chunked::plan;
 use crate::chunked::progress::CopyProgress;
 use crate::lsn::Lsn;
 use crate::sink::AnySink;
-use crate::sink::postgres::{checkpoint, follow};
+use crate::sink::postgres::{checkpoint, recopy_marks};
 use crate::source::Connection;
 use crate::source::catalog;
 
@@ -82,14 +82,14 @@ pub(super) async fn start_fresh(
                 copy.done = keyless.iter().any(|t| &t.qualified() == table);
             }
             tracing::info!(job = %spec.name, tables = to_copy.len() - keyless.len(), "the tables will be copied in chunks while the slot streams");
-            follow::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
+            recopy_marks::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
             metrics.recopied();
             created.consistent_point
         }
         (_, Some(snapshot)) => {
             exported_copy(setup, out, tables, snapshot, created.consistent_point).await?;
             // Every table was copied again: none needs a re-copy any more.
-            follow::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
+            recopy_marks::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
             metrics.recopied();
             created.consistent_point
         }

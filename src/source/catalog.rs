@@ -9,6 +9,8 @@ use crate::names::{TableName, quote_ident};
 pub struct SourceTable {
     pub schema: String,
     pub name: String,
+    /// Its relation id (`pg_class.oid`); 0 where not read from the catalog.
+    pub relid: u32,
     pub columns: Vec<SourceColumn>,
     /// The primary key, else the replica identity index; empty if neither.
     pub key: Vec<String>,
@@ -201,6 +203,7 @@ pub async fn table(client: &Client, schema: &str, name: &str) -> Result<SourceTa
     Ok(SourceTable {
         schema: schema.to_string(),
         name: name.to_string(),
+        relid: oid,
         columns,
         key,
         replica_identity,

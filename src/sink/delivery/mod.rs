@@ -107,10 +107,17 @@ impl Ledger {
         let in_flight: Option<String> = row.get(1);
         let shapes: Option<String> = row.get(2);
         let unreadable = |what, column| {
-            move |e: serde_json::Error| SinkError::Ledger { job: self.job.clone(), what, column, detail: e.to_string() }
+            move |e: serde_json::Error| SinkError::Ledger {
+                job: self.job.clone(),
+                what,
+                column,
+                detail: e.to_string(),
+            }
         };
         let in_flight = match in_flight {
-            Some(text) => Some(serde_json::from_str(&text).map_err(unreadable("batch in flight", "in_flight"))?),
+            Some(text) => {
+                Some(serde_json::from_str(&text).map_err(unreadable("batch in flight", "in_flight"))?)
+            }
             None => None,
         };
         let shapes = match shapes {
@@ -133,10 +140,8 @@ impl Ledger {
         copied: &CopyProgress,
     ) -> Result<(), SinkError> {
         let applied = applied.map(|lsn| lsn.to_string());
-        let shapes = shapes
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| SinkError::Record(e.to_string()))?;
+        let shapes =
+            shapes.map(serde_json::to_string).transpose().map_err(|e| SinkError::Record(e.to_string()))?;
         let copied = progress::to_json(copied);
         self.client
             .execute(&self.delivered, &[&self.job, &applied, &through, &shapes, &copied])

@@ -65,6 +65,11 @@ impl Record {
         self.field(2)
     }
 
+    /// An `S` record's source relation id; `None` when a copy announced it.
+    pub fn relation_id(&self) -> Option<u32> {
+        std::str::from_utf8(self.field(3)).ok()?.parse().ok().filter(|id| *id != 0)
+    }
+
     fn has_old(&self) -> bool {
         self.field(3) != b"-"
     }

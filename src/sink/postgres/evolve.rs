@@ -76,7 +76,8 @@ pub fn origins<'a>(
     for column in shape {
         let by_name = attributes.iter().find(|a| !a.dropped && a.name == column.name).copied();
         match by_name {
-            Some(attribute) if attribute.attnum > last => {
+            // Another type: the catalog has moved on since this shape (a new column took the name).
+            Some(attribute) if attribute.attnum > last && attribute.type_oid == column.type_oid => {
                 last = attribute.attnum;
                 found.push(Some(attribute));
             }
@@ -150,6 +151,22 @@ pub enum Step {
     Keep {
         name: String,
     },
+    /// Kept, but a new column takes its name: renamed to `aside` and made nullable.
+    KeepAside {
+        name: String,
+        aside: String,
+    },
+}
+
+impl Step {
+    /// Whether after this step a column named `name` is a new one or another's.
+    pub fn adds_or_renames_to(&self, name: &str) -> bool {
+        match self {
+            Step::Add { name: added, .. } => added == name,
+            Step::Rename { to, .. } => to == name,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -163,6 +180,12 @@ pub struct Plan {
 /// `origins`: for each shape column, the source attribute it is now ([`origins`]).
 /// `cast_is_plain(from, to)`: whether the source could change a column's
 /// type from `from` to `to` without a `USING` expression.
+///
+/// A destination column is a shape column of its name unless the attribute
+/// numbers disagree: then the source dropped (or renamed away) the old
+/// column and added a new one under the same name, and the old values are
+/// not cast into it. Steps come in the order they can run: what goes away
+/// first (freeing its name), then renames, then type changes and additions.
 pub fn plan(
     destination: &[DestinationColumn],
     shape: &[ShapeColumn],
@@ -170,45 +193,72 @@ pub fn plan(
     drops: DropPolicy,
     cast_is_plain: impl Fn(&str, &str) -> bool,
 ) -> Plan {
-    let mut plan = Plan::default();
-    let in_shape = |name: &str| shape.iter().any(|c| c.name == name);
-    let mut gone: Vec<&DestinationColumn> = destination.iter().filter(|d| !in_shape(&d.name)).collect();
+    let same_column = |d: &DestinationColumn, origin: Option<&SourceAttribute>| match (d.attnum, origin) {
+        (Some(recorded), Some(now)) => recorded == now.attnum,
+        _ => true,
+    };
+    let matched: Vec<Option<&DestinationColumn>> = shape
+        .iter()
+        .zip(origins)
+        .map(|(column, origin)| destination.iter().find(|d| d.name == column.name && same_column(d, *origin)))
+        .collect();
+    let mut gone: Vec<&DestinationColumn> =
+        destination.iter().filter(|d| !matched.iter().flatten().any(|m| m.name == d.name)).collect();
     let unknown_origin = gone.iter().any(|d| d.attnum.is_none());
 
-    for (column, origin) in shape.iter().zip(origins) {
-        if let Some(existing) = destination.iter().find(|d| d.name == column.name) {
-            retype(&mut plan, &existing.name, &existing.sql_type, column, &cast_is_plain);
+    let (mut renames, mut changes) = (Plan::default(), Plan::default());
+    for ((column, origin), matched) in shape.iter().zip(origins).zip(matched) {
+        if let Some(existing) = matched {
+            retype(&mut changes, &existing.name, &existing.sql_type, column, &cast_is_plain);
             continue;
         }
         let attnum = origin.map(|a| a.attnum);
         if let Some(at) = gone.iter().position(|d| d.attnum.is_some() && d.attnum == attnum) {
             let renamed = gone.remove(at);
-            plan.steps.push(Step::Rename { from: renamed.name.clone(), to: column.name.clone() });
-            retype(&mut plan, &column.name, &renamed.sql_type, column, &cast_is_plain);
+            renames.steps.push(Step::Rename { from: renamed.name.clone(), to: column.name.clone() });
+            retype(&mut changes, &column.name, &renamed.sql_type, column, &cast_is_plain);
             continue;
         }
         let mut existing = origin.map_or(Existing::Unknown, |a| a.existing.clone());
         if unknown_origin && existing != Existing::Unknown {
-            plan.recopy_reasons.push(format!(
+            changes.recopy_reasons.push(format!(
                 "column {} was added while a column of unknown origin went away: it may be a rename",
                 column.name
             ));
             existing = Existing::Unknown;
         } else if existing == Existing::Unknown {
-            plan.recopy_reasons.push(format!(
+            changes.recopy_reasons.push(format!(
                 "column {} was added with values walpipe cannot know for existing rows (a volatile default, or the catalog changed again since)",
                 column.name
             ));
         }
-        plan.steps.push(Step::Add { name: column.name.clone(), sql_type: column.sql_type.clone(), existing });
-    }
-    for column in gone {
-        plan.steps.push(match drops {
-            DropPolicy::Drop => Step::Drop { name: column.name.clone() },
-            DropPolicy::Keep => Step::Keep { name: column.name.clone() },
+        changes.steps.push(Step::Add {
+            name: column.name.clone(),
+            sql_type: column.sql_type.clone(),
+            existing,
         });
     }
+    let mut plan = Plan::default();
+    for column in gone {
+        let name_reused = shape.iter().any(|c| c.name == column.name);
+        plan.steps.push(match (drops, column.attnum) {
+            (DropPolicy::Drop, _) => Step::Drop { name: column.name.clone() },
+            (DropPolicy::Keep, Some(attnum)) if name_reused => {
+                Step::KeepAside { name: column.name.clone(), aside: aside_name(&column.name, attnum) }
+            }
+            (DropPolicy::Keep, _) => Step::Keep { name: column.name.clone() },
+        });
+    }
+    plan.steps.extend(renames.steps);
+    plan.steps.extend(changes.steps);
+    plan.recopy_reasons = changes.recopy_reasons;
     plan
+}
+
+/// Where `WALPIPE_SCHEMA_DROP=keep` keeps a dropped column whose name a new
+/// column takes: `<name>_dropped_<its attribute number>`.
+pub fn aside_name(name: &str, attnum: i16) -> String {
+    crate::names::with_suffix(name, &format!("_dropped_{attnum}"))
 }
 
 fn retype(
@@ -231,202 +281,4 @@ fn retype(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn shape(columns: &[(&str, &str)]) -> Vec<ShapeColumn> {
-        columns
-            .iter()
-            .map(|(name, sql_type)| ShapeColumn {
-                name: name.to_string(),
-                type_oid: 0,
-                type_modifier: -1,
-                is_key: *name == "id",
-                sql_type: sql_type.to_string(),
-            })
-            .collect()
-    }
-
-    fn dest(columns: &[(&str, &str, i16)]) -> Vec<DestinationColumn> {
-        columns
-            .iter()
-            .map(|(name, sql_type, attnum)| DestinationColumn {
-                name: name.to_string(),
-                sql_type: sql_type.to_string(),
-                attnum: (*attnum > 0).then_some(*attnum),
-            })
-            .collect()
-    }
-
-    fn now(columns: &[(&str, i16, Existing)]) -> Vec<SourceAttribute> {
-        columns
-            .iter()
-            .map(|(name, attnum, existing)| SourceAttribute {
-                name: name.to_string(),
-                attnum: *attnum,
-                type_oid: 0,
-                dropped: name.is_empty(),
-                existing: existing.clone(),
-            })
-            .collect()
-    }
-
-    /// `plan` with the origins `origins` finds.
-    fn plan_now(
-        d: &[DestinationColumn],
-        s: &[ShapeColumn],
-        n: &[SourceAttribute],
-        drops: DropPolicy,
-        cast_is_plain: impl Fn(&str, &str) -> bool,
-    ) -> Plan {
-        plan(d, s, &origins(s, n), drops, cast_is_plain)
-    }
-
-    #[test]
-    fn origins_are_found_by_name_then_by_order_never_guessed() {
-        let s = shape(&[("id", "integer"), ("k1", "integer"), ("v", "text"), ("tail", "text")]);
-        let names = |found: Vec<Option<&SourceAttribute>>| -> Vec<Option<String>> {
-            found.into_iter().map(|a| a.map(|a| a.name.clone())).collect()
-        };
-        // k1 renamed to kk1 since, tail renamed to t2, a column added after.
-        let n = now(&[
-            ("id", 1, Existing::Null),
-            ("kk1", 2, Existing::Null),
-            ("v", 3, Existing::Null),
-            ("t2", 4, Existing::Null),
-            ("added", 5, Existing::Null),
-        ]);
-        assert_eq!(
-            names(origins(&s, &n)),
-            [Some("id"), Some("kk1"), Some("v"), Some("t2")].map(|n| n.map(str::to_string))
-        );
-        // A dropped attribute right after the last known one: the trailing column may be it.
-        let n = now(&[
-            ("id", 1, Existing::Null),
-            ("kk1", 2, Existing::Null),
-            ("v", 3, Existing::Null),
-            ("", 4, Existing::Null),
-            ("added", 5, Existing::Null),
-        ]);
-        assert_eq!(origins(&s, &n)[3], None);
-        // Between two known columns, a dropped attribute is skipped (dropped before or after).
-        let n = now(&[
-            ("id", 1, Existing::Null),
-            ("", 2, Existing::Null),
-            ("kk1", 3, Existing::Null),
-            ("v", 4, Existing::Null),
-            ("tail", 5, Existing::Null),
-        ]);
-        assert_eq!(origins(&s, &n)[1].map(|a| a.attnum), Some(3));
-        // Two candidates for one column: unknown.
-        let n = now(&[
-            ("id", 1, Existing::Null),
-            ("x", 2, Existing::Null),
-            ("y", 3, Existing::Null),
-            ("v", 4, Existing::Null),
-            ("tail", 5, Existing::Null),
-        ]);
-        assert_eq!(origins(&s, &n)[1], None);
-    }
-
-    fn plain(_: &str, _: &str) -> bool {
-        true
-    }
-
-    #[test]
-    fn the_same_shape_needs_nothing() {
-        let d = dest(&[("id", "integer", 1), ("a", "text", 2)]);
-        let plan = plan_now(&d, &shape(&[("id", "integer"), ("a", "text")]), &[], DropPolicy::Drop, plain);
-        assert_eq!(plan, Plan::default());
-    }
-
-    #[test]
-    fn an_added_column_gets_the_value_existing_source_rows_have() {
-        let d = dest(&[("id", "integer", 1)]);
-        let s = shape(&[("id", "integer"), ("b", "integer"), ("c", "text"), ("r", "double precision")]);
-        let n = now(&[
-            ("id", 1, Existing::Null),
-            ("b", 2, Existing::Value("{7}".into())),
-            ("c", 3, Existing::Null),
-            ("r", 4, Existing::Unknown),
-        ]);
-        let plan = plan_now(&d, &s, &n, DropPolicy::Drop, plain);
-        assert_eq!(
-            plan.steps,
-            vec![
-                Step::Add {
-                    name: "b".into(),
-                    sql_type: "integer".into(),
-                    existing: Existing::Value("{7}".into())
-                },
-                Step::Add { name: "c".into(), sql_type: "text".into(), existing: Existing::Null },
-                Step::Add {
-                    name: "r".into(),
-                    sql_type: "double precision".into(),
-                    existing: Existing::Unknown
-                },
-            ]
-        );
-        assert_eq!(plan.recopy_reasons.len(), 1, "only the volatile default: {:?}", plan.recopy_reasons);
-    }
-
-    #[test]
-    fn a_drop_and_an_add_of_the_same_width_never_shift_values() {
-        // DROP COLUMN a; ADD COLUMN c: b keeps its values, a goes, c is new.
-        let d = dest(&[("id", "integer", 1), ("a", "text", 2), ("b", "text", 3)]);
-        let s = shape(&[("id", "integer"), ("b", "text"), ("c", "text")]);
-        let n = now(&[("id", 1, Existing::Null), ("b", 3, Existing::Null), ("c", 4, Existing::Null)]);
-        let drop = plan_now(&d, &s, &n, DropPolicy::Drop, plain);
-        assert_eq!(
-            drop.steps,
-            vec![
-                Step::Add { name: "c".into(), sql_type: "text".into(), existing: Existing::Null },
-                Step::Drop { name: "a".into() },
-            ]
-        );
-        assert!(drop.recopy_reasons.is_empty());
-        let keep = plan_now(&d, &s, &n, DropPolicy::Keep, plain);
-        assert_eq!(keep.steps[1], Step::Keep { name: "a".into() });
-    }
-
-    #[test]
-    fn a_rename_is_known_by_its_attribute_number() {
-        let d = dest(&[("id", "integer", 1), ("status", "text", 2)]);
-        let s = shape(&[("id", "integer"), ("state", "text")]);
-        let n = now(&[("id", 1, Existing::Null), ("state", 2, Existing::Null)]);
-        let plan = plan_now(&d, &s, &n, DropPolicy::Drop, plain);
-        assert_eq!(plan.steps, vec![Step::Rename { from: "status".into(), to: "state".into() }]);
-        assert!(plan.recopy_reasons.is_empty());
-    }
-
-    #[test]
-    fn a_column_of_unknown_origin_next_to_an_add_marks_a_recopy() {
-        let d = dest(&[("id", "integer", 1), ("old", "text", 0)]);
-        let s = shape(&[("id", "integer"), ("new", "text")]);
-        let n = now(&[("id", 1, Existing::Null), ("new", 2, Existing::Null)]);
-        let plan = plan_now(&d, &s, &n, DropPolicy::Drop, plain);
-        assert_eq!(
-            plan.steps[0],
-            Step::Add { name: "new".into(), sql_type: "text".into(), existing: Existing::Unknown }
-        );
-        assert_eq!(plan.steps[1], Step::Drop { name: "old".into() });
-        assert_eq!(plan.recopy_reasons.len(), 1);
-    }
-
-    #[test]
-    fn a_type_change_follows_and_one_that_needed_using_marks_a_recopy() {
-        let d = dest(&[("id", "integer", 1), ("n", "integer", 2), ("t", "text", 3)]);
-        let s = shape(&[("id", "integer"), ("n", "bigint"), ("t", "integer")]);
-        let n = now(&[("id", 1, Existing::Null), ("n", 2, Existing::Null), ("t", 3, Existing::Null)]);
-        let plan = plan_now(&d, &s, &n, DropPolicy::Drop, |from, _| from != "text");
-        assert_eq!(
-            plan.steps,
-            vec![
-                Step::Retype { name: "n".into(), sql_type: "bigint".into() },
-                Step::Retype { name: "t".into(), sql_type: "integer".into() },
-            ]
-        );
-        assert_eq!(plan.recopy_reasons.len(), 1, "{:?}", plan.recopy_reasons);
-        assert!(plan.recopy_reasons[0].contains("USING"));
-    }
-}
+mod tests;

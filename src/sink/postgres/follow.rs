@@ -4,12 +4,18 @@
 //! replays the shape and converges).
 //!
 //! ```text
-//!  S record ──> Shape (names, types, key) ──> compare with the destination's columns
-//!     ├─ same names and types: nothing to alter
-//!     └─ else: source catalog now (attribute numbers, missing values, defaults)
-//!              ──> evolve::plan ──> ALTER TABLE ... ──> walpipe.source_columns
+//!  S record ──> Shape (names, types, key) + source catalog now (attribute
+//!     numbers, missing values, defaults) + the destination's columns with
+//!     the attribute numbers recorded for them
+//!     ──> evolve::plan ──> ALTER TABLE ... ──> walpipe.source_columns
 //!  then: the destination's statements rebuilt for the shape's column order
+//!  (a shape announced again unchanged by the stream keeps them when the plan is empty)
 //! ```
+//!
+//! The catalog is read for every shape the stream announces, even one that
+//! looks unchanged: `DROP COLUMN a; ADD COLUMN a` with the same type gives
+//! the same Relation message, and only the attribute number tells that the
+//! existing values are gone.
 //!
 //! Invariant: after [`Follower::follow`] the destination's statements take
 //! rows in the order of the shape's columns, each value going to the
@@ -69,6 +75,30 @@ impl Follower {
         self.follow(sink, place, shape).await
     }
 
+    /// Makes the destination at `place` follow the shape in `record`, which
+    /// it had taken before: `true` when that changed the destination (its
+    /// statements must be made again), for instance a column dropped and
+    /// added again under its name.
+    pub async fn refollow_record(
+        &mut self,
+        sink: &Client,
+        place: &Place,
+        record: &Record,
+    ) -> Result<bool, SinkError> {
+        let shape = parse_shape(record).map_err(SinkError::Record)?;
+        self.evolve(sink, place, shape).await.map(|(changed, _)| changed)
+    }
+
+    /// The job whose destinations these are.
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
+    /// What a dropped source column (or table) does to its destination.
+    pub fn drops(&self) -> DropPolicy {
+        self.drops
+    }
+
     /// Creates the destination of a table first seen in the stream (created
     /// on the source after the job started) from the shape in `record`, and
     /// returns its statements; `None` when the shape has no key, which a
@@ -118,41 +148,60 @@ impl Follower {
         &mut self,
         sink: &Client,
         place: &Place,
-        mut shape: Vec<ShapeColumn>,
+        shape: Vec<ShapeColumn>,
     ) -> Result<Destination, SinkError> {
+        let (_, shape) = self.evolve(sink, place, shape).await?;
+        let table = source_table(place, &shape);
+        schema::prepare(sink, &table, &place.destination, place.stage_index).await.map_err(SinkError::from)
+    }
+
+    /// Alters the destination at `place` to take `shape`; `true` when it
+    /// changed (or what walpipe knows of its columns did). Returns the shape
+    /// with its destination types.
+    async fn evolve(
+        &mut self,
+        sink: &Client,
+        place: &Place,
+        mut shape: Vec<ShapeColumn>,
+    ) -> Result<(bool, Vec<ShapeColumn>), SinkError> {
         let quoted = place.destination.quoted();
         let destination = destination_columns(sink, &self.job, place).await?;
         resolve_types(sink, &mut shape, &destination).await?;
-        let unchanged = destination.len() == shape.len()
-            && shape.iter().all(|c| destination.iter().any(|d| d.name == c.name && d.sql_type == c.sql_type))
-            && destination.iter().all(|d| d.attnum.is_some());
-        if !unchanged {
-            let catalog = self.source_now(&place.source).await?;
-            let origins = evolve::origins(&shape, &catalog);
-            let pairs = cast_pairs(&destination, &shape);
-            let plain = plain_casts(sink, &pairs).await?;
-            let plan = evolve::plan(&destination, &shape, &origins, self.drops, |from, to| {
-                plain.iter().any(|(f, t)| f == from && t == to)
-            });
-            for step in &plan.steps {
-                let sql = step_sql(&quoted, step);
-                sink.batch_execute(&sql).await.map_err(|error| SinkError::Schema {
-                    table: place.source.qualified(),
-                    statement: sql.clone(),
-                    detail: crate::sql_client::describe(&error),
-                })?;
-                tracing::info!(job = %self.job, table = %place.source, destination = %place.destination, step = ?step, "followed a schema change");
-            }
-            remember_attnums(sink, &self.job, place, &shape, &origins).await?;
-            for reason in &plan.recopy_reasons {
-                tracing::warn!(job = %self.job, table = %place.source, %reason,
-                    "existing rows of the destination may differ from the source: copy the table again");
-                mark_recopy(sink, &self.job, &place.source, reason).await?;
-                self.metrics.needs_recopy(&place.source.qualified(), reason);
-            }
+        // Always the catalog: a column dropped and added again under its
+        // name and type looks the same in the shape, and only its attribute
+        // number tells that its existing values are gone.
+        let catalog = self.source_now(&place.source).await?;
+        let origins = evolve::origins(&shape, &catalog);
+        let pairs = cast_pairs(&destination, &shape);
+        let plain = plain_casts(sink, &pairs).await?;
+        let plan = evolve::plan(&destination, &shape, &origins, self.drops, |from, to| {
+            plain.iter().any(|(f, t)| f == from && t == to)
+        });
+        for step in &plan.steps {
+            let sql = step_sql(&quoted, step);
+            sink.batch_execute(&sql).await.map_err(|error| SinkError::Schema {
+                table: place.source.qualified(),
+                statement: sql.clone(),
+                detail: crate::sql_client::describe(&error),
+            })?;
+            tracing::info!(job = %self.job, table = %place.source, destination = %place.destination, step = ?step, "followed a schema change");
         }
-        let table = source_table(place, &shape);
-        schema::prepare(sink, &table, &place.destination, place.stage_index).await.map_err(SinkError::from)
+        let attnums = known_attnums(&shape, &origins, &destination, &plan);
+        let recorded: Vec<Option<i16>> = shape
+            .iter()
+            .map(|c| destination.iter().find(|d| d.name == c.name).and_then(|d| d.attnum))
+            .collect();
+        let changed = !plan.steps.is_empty() || attnums != recorded;
+        if changed {
+            remember_attnums(sink, &self.job, place, &shape, &attnums).await?;
+        }
+        for reason in &plan.recopy_reasons {
+            tracing::warn!(job = %self.job, table = %place.source, %reason,
+                "existing rows of the destination may differ from the source: copy the table again");
+            super::recopy_marks::mark_recopy(sink, &self.job, &place.source, reason).await?;
+            self.metrics.needs_recopy(&place.source.qualified(), reason);
+        }
+        Ok((changed, shape))
     }
 
     /// The source catalog's attributes of `table` now, dropped ones included.
@@ -202,6 +251,7 @@ fn source_table(place: &Place, shape: &[ShapeColumn]) -> SourceTable {
     SourceTable {
         schema: place.source.schema.clone(),
         name: place.source.name.clone(),
+        relid: 0,
         key: shape.iter().filter(|c| c.is_key).map(|c| c.name.clone()).collect(),
         columns: shape
             .iter()
@@ -361,7 +411,32 @@ fn step_sql(table: &str, step: &Step) -> String {
         Step::Keep { name } => {
             format!("ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL", quote_ident(name))
         }
+        Step::KeepAside { name, aside } => format!(
+            "ALTER TABLE {table} RENAME COLUMN {0} TO {1}; ALTER TABLE {table} ALTER COLUMN {1} DROP NOT NULL",
+            quote_ident(name),
+            quote_ident(aside)
+        ),
     }
+}
+
+/// The source attribute number of each shape column: where the catalog
+/// tells it now, else what walpipe recorded for the destination column it
+/// stays (a shape older than the catalog does not forget what was known).
+fn known_attnums(
+    shape: &[ShapeColumn],
+    origins: &[Option<&SourceAttribute>],
+    destination: &[DestinationColumn],
+    plan: &evolve::Plan,
+) -> Vec<Option<i16>> {
+    shape
+        .iter()
+        .zip(origins)
+        .map(|(column, origin)| match origin {
+            Some(attribute) => Some(attribute.attnum),
+            None if plan.steps.iter().any(|step| step.adds_or_renames_to(&column.name)) => None,
+            None => destination.iter().find(|d| d.name == column.name).and_then(|d| d.attnum),
+        })
+        .collect()
 }
 
 /// Records, for each column of the shape the destination now has, the
@@ -371,10 +446,10 @@ async fn remember_attnums(
     job: &str,
     place: &Place,
     shape: &[ShapeColumn],
-    origins: &[Option<&SourceAttribute>],
+    attnums: &[Option<i16>],
 ) -> Result<(), SinkError> {
     let known: Vec<(&str, i16)> =
-        shape.iter().zip(origins).filter_map(|(c, o)| o.map(|a| (c.name.as_str(), a.attnum))).collect();
+        shape.iter().zip(attnums).filter_map(|(c, a)| a.map(|a| (c.name.as_str(), a))).collect();
     let names: Vec<&str> = known.iter().map(|(name, _)| *name).collect();
     let attnums: Vec<i16> = known.iter().map(|(_, attnum)| *attnum).collect();
     sink.execute(
@@ -410,60 +485,4 @@ pub async fn seed_attnums(
     )
     .await
     .map(drop)
-}
-
-/// Records, in the sink transaction, that `table` needs a re-copy and why.
-pub async fn mark_recopy(
-    sink: &Client,
-    job: &str,
-    table: &TableName,
-    reason: &str,
-) -> Result<(), tokio_postgres::Error> {
-    sink.execute(
-        "INSERT INTO walpipe.recopy_needed (job_name, source_table, reason) VALUES ($1, $2, $3) \
-         ON CONFLICT (job_name, source_table) DO UPDATE SET reason = EXCLUDED.reason, since = now(), \
-             mark = nextval('walpipe.recopy_marks')",
-        &[&job, &table.qualified(), &reason],
-    )
-    .await
-    .map(drop)
-}
-
-/// A table marked as needing a re-copy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecopyMark {
-    pub table: String,
-    pub reason: String,
-    /// Newer marks have larger numbers: a copy answers the marks up to the one it started after.
-    pub mark: i64,
-}
-
-/// The tables of `job` marked as needing a re-copy.
-pub async fn recopy_needed(sink: &Client, job: &str) -> Result<Vec<RecopyMark>, tokio_postgres::Error> {
-    let rows = sink
-        .query("SELECT source_table, reason, mark FROM walpipe.recopy_needed WHERE job_name = $1", &[&job])
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|row| RecopyMark { table: row.get(0), reason: row.get(1), mark: row.get(2) })
-        .collect())
-}
-
-/// A finished copy of each of `tables` answered its mark.
-pub async fn clear_recopy_of(
-    sink: &Client,
-    job: &str,
-    tables: &[String],
-) -> Result<(), tokio_postgres::Error> {
-    sink.execute(
-        "DELETE FROM walpipe.recopy_needed WHERE job_name = $1 AND source_table = ANY($2)",
-        &[&job, &tables],
-    )
-    .await
-    .map(drop)
-}
-
-/// After a copy of every table: none needs a re-copy.
-pub async fn clear_recopy(sink: &Client, job: &str) -> Result<(), tokio_postgres::Error> {
-    sink.execute("DELETE FROM walpipe.recopy_needed WHERE job_name = $1", &[&job]).await.map(drop)
 }

@@ -16,6 +16,11 @@ use super::{SinkError, Writer};
 use crate::change::mirror_records::unescape;
 use crate::names::TableName;
 
+mod identity;
+
+use identity::{Identified, Identities};
+pub use identity::{Mapping, seed as seed_identity};
+
 /// One destination and its pending rows.
 struct Target {
     place: Place,
@@ -38,6 +43,10 @@ pub struct MirrorWriter {
     /// Copied rows streaming into their destination; finished before any
     /// other statement, so before anything staged after them is applied.
     copying: Option<CopyIn>,
+    /// The source relation id of each table, read at the first shape.
+    identities: Option<Identities>,
+    /// The destinations mappings give (a renamed table keeps a mapped one).
+    mapping: Mapping,
 }
 
 /// The destination of a source table the job did not know when it started.
@@ -45,7 +54,12 @@ pub type Discovery = Box<dyn Fn(&TableName) -> TableName + Send + Sync>;
 
 impl MirrorWriter {
     /// `places`: by source table `schema.name`.
-    pub fn new(places: HashMap<String, Place>, follower: Follower, discovery: Option<Discovery>) -> Self {
+    pub fn new(
+        places: HashMap<String, Place>,
+        follower: Follower,
+        discovery: Option<Discovery>,
+        mapping: Mapping,
+    ) -> Self {
         let targets = places
             .into_iter()
             .map(|(table, place)| {
@@ -54,7 +68,7 @@ impl MirrorWriter {
                 (escaped, Target::new(place))
             })
             .collect();
-        MirrorWriter { targets, follower, discovery, pending: 0, copying: None }
+        MirrorWriter { targets, follower, discovery, pending: 0, copying: None, identities: None, mapping }
     }
 
     /// A shape of a table the job does not know yet: with discovery on, its
@@ -163,10 +177,29 @@ impl Writer for MirrorWriter {
             b'S' => {
                 // Rows staged under the old shape are written with its statements first.
                 self.apply(client).await?;
+                let relation = record.relation_id();
+                if let Some(relation) = relation {
+                    if self.identify(client, &record, relation).await? == Identified::Recreated {
+                        return Ok(false);
+                    }
+                }
                 match self.targets.get_mut(record.table()) {
-                    // The same shape again (each chunk of a copy and each reconnect announce it).
+                    // The same shape again, announced by a copy (each chunk does).
                     Some(target)
-                        if target.destination.is_some() && target.shape == record.after_commit_lsn() => {}
+                        if target.destination.is_some()
+                            && target.shape == record.after_commit_lsn()
+                            && relation.is_none() => {}
+                    // The same shape from the stream (after a reconnect, or a
+                    // column dropped and added again under its name and type):
+                    // the statements stay unless the destination had to change.
+                    Some(target)
+                        if target.destination.is_some() && target.shape == record.after_commit_lsn() =>
+                    {
+                        if self.follower.refollow_record(client, &target.place, &record).await? {
+                            target.destination =
+                                Some(self.follower.follow_record(client, &target.place, &record).await?);
+                        }
+                    }
                     Some(target) => {
                         let destination = self.follower.follow_record(client, &target.place, &record).await?;
                         target.destination = Some(destination);

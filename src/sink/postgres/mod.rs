@@ -25,6 +25,7 @@ mod copy;
 pub mod evolve;
 pub mod follow;
 pub mod mirror_writer;
+pub mod recopy_marks;
 pub mod schema;
 mod uncommitted;
 
@@ -37,7 +38,7 @@ use self::changelog::ChangelogWriter;
 use self::commit_loop::CommitLoop;
 use self::commit_loop::Writer;
 use self::follow::{Follower, Place};
-use self::mirror_writer::{Discovery, MirrorWriter};
+use self::mirror_writer::{Discovery, Mapping, MirrorWriter};
 use crate::change::encode::JsonLines;
 use crate::change::mirror_records::MirrorRecords;
 use crate::job::snapshot::{Snapshot, SnapshotError};
@@ -119,7 +120,8 @@ impl Sink for Postgres {
         let Postgres { client, mode, spec, metrics, .. } = self;
         match mode {
             Mode::Mirror(places) => {
-                let writer = MirrorWriter::new(places, follower(&spec, &metrics), discovery(&spec));
+                let writer =
+                    MirrorWriter::new(places, follower(&spec, &metrics), discovery(&spec), mapping(&spec));
                 let sink = commit_loop(client, &spec, writer, metrics);
                 driving.drive(MirrorRecords, |ends| sink.run(ends)).await
             }
@@ -156,6 +158,7 @@ async fn ensure_mirror(
         };
         schema::create(sink, table, &place.destination).await?;
         follow::seed_attnums(sink, &spec.name, &place, table).await?;
+        mirror_writer::seed_identity(sink, &spec.name, &table.qualified(), table.relid).await?;
         places.insert(table.qualified(), place);
     }
     Ok(places)
@@ -184,6 +187,14 @@ fn discovery(spec: &JobSpec) -> Option<Discovery> {
             let (schema, name) = spec.destination(&source.schema, &source.name);
             TableName { schema, name }
         }) as Discovery
+    })
+}
+
+/// The destination a mapping gives a source table, if one does.
+fn mapping(spec: &JobSpec) -> Mapping {
+    let mappings = spec.table_mappings.clone();
+    Box::new(move |source: &TableName| {
+        mappings.get(&source.qualified()).map(|(schema, name)| TableName::new(schema, name))
     })
 }
 

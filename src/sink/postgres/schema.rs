@@ -204,6 +204,11 @@ pub async fn ensure_state(client: &Client) -> Result<(), tokio_postgres::Error> 
                  column_name text NOT NULL, \
                  attnum int2 NOT NULL, \
                  PRIMARY KEY (job_name, source_table, column_name)); \
+             CREATE TABLE IF NOT EXISTS walpipe.source_tables ( \
+                 job_name text NOT NULL, \
+                 source_table text NOT NULL, \
+                 relid oid NOT NULL, \
+                 PRIMARY KEY (job_name, source_table)); \
              CREATE TABLE IF NOT EXISTS walpipe.recopy_needed ( \
                  job_name text NOT NULL, \
                  source_table text NOT NULL, \
