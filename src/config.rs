@@ -17,7 +17,7 @@ enum Kind {
 }
 
 /// Every variable, without its `WALPIPE_` prefix, lower case: the fields of [`Config`].
-const VARIABLES: [(&str, Kind); 28] = [
+const VARIABLES: [(&str, Kind); 29] = [
     ("source_url", Kind::Text),
     ("sink_url", Kind::Text),
     ("job_name", Kind::Text),
@@ -33,6 +33,7 @@ const VARIABLES: [(&str, Kind); 28] = [
     ("sink_mode", Kind::Text),
     ("table_mappings", Kind::Text),
     ("schema_drop", Kind::Text),
+    ("on_table_error", Kind::Text),
     ("heartbeat_interval_ms", Kind::Number),
     ("http_addr", Kind::Text),
     ("api_token", Kind::Text),
@@ -80,6 +81,9 @@ pub struct Config {
     /// What a column dropped on the source does to a Postgres destination: `drop` or `keep`.
     #[serde(default = "default_schema_drop")]
     pub schema_drop: String,
+    /// What a change the sink cannot apply to one table does: `isolate` or `fail`.
+    #[serde(default = "default_on_table_error")]
+    pub on_table_error: String,
     #[serde(default = "default_heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u64,
     #[serde(default = "default_http_addr")]
@@ -129,6 +133,9 @@ pub fn default_start_position() -> String {
 }
 pub fn default_schema_drop() -> String {
     "drop".into()
+}
+pub fn default_on_table_error() -> String {
+    "isolate".into()
 }
 pub fn default_parallel_tables() -> usize {
     1

@@ -413,7 +413,8 @@ fn a_partitioned_table_is_captured_through_its_root_and_quoted_names_work() {
 }
 
 #[test]
-fn a_schema_change_the_sink_cannot_apply_fails_the_job_with_the_fix_and_shifts_nothing() {
+fn under_on_table_error_fail_a_schema_change_the_sink_cannot_apply_fails_the_job_with_the_fix_and_shifts_nothing()
+ {
     let cluster = common::pg15_with(&common::options());
     let (source, sink) = (cluster.fresh_db("cast_src"), cluster.fresh_db("cast_sink"));
     cluster.psql(
@@ -421,7 +422,8 @@ fn a_schema_change_the_sink_cannot_apply_fails_the_job_with_the_fix_and_shifts_n
         "CREATE TABLE counts (id int PRIMARY KEY, v text); INSERT INTO counts VALUES (1, '12'), (2, '34')",
     );
     let job = format!("cast_{}", std::process::id());
-    let mut child = start_run(cluster, &source, &sink, &job, &[]);
+    let fail = [("WALPIPE_ON_TABLE_ERROR", "fail")];
+    let mut child = start_run(cluster, &source, &sink, &job, &fail);
     converges(cluster, &source, &sink, "counts", "the copy");
 
     // The sink drifted (an edit by hand): the source's cast cannot apply there.
@@ -448,7 +450,7 @@ fn a_schema_change_the_sink_cannot_apply_fails_the_job_with_the_fix_and_shifts_n
 
     // The fix the error names: make the destination fit, start again.
     cluster.psql(&sink, "UPDATE counts SET v = '34' WHERE id = 2");
-    child = start_run(cluster, &source, &sink, &job, &[]);
+    child = start_run(cluster, &source, &sink, &job, &fail);
     converges(cluster, &source, &sink, "counts", "the change applied after the fix");
     assert!(stop_run(child).success());
 }

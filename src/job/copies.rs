@@ -45,7 +45,9 @@ pub async fn plan_session(
     let setup = JobError::SinkSetup;
     let mut recorded = checkpoint::read_copy_progress(sink, &spec.name).await.map_err(setup)?;
     let marks = recopy_marks::recopy_needed(sink, &spec.name).await.map_err(setup)?;
-    let marked: BTreeMap<String, i64> = marks.iter().map(|m| (m.table.clone(), m.mark)).collect();
+    // An isolated table whose rebuild would drop columns waits for a copy request.
+    let marked: BTreeMap<String, i64> =
+        marks.iter().filter(|m| !m.waits_for_request).map(|m| (m.table.clone(), m.mark)).collect();
     let order: Vec<String> = tables.iter().map(SourceTable::qualified).collect();
     let wanted = Wanted {
         requests: &spec.copy_requests,

@@ -88,9 +88,9 @@ impl JobError {
             JobError::Catalog(CatalogError::Query(error))
             | JobError::SinkSetup(error)
             | JobError::SourceSetup(error)
-            | JobError::Sink(SinkError::Postgres(error) | SinkError::State(error)) => {
-                sql_client::is_timeout(error)
-            }
+            | JobError::Sink(
+                SinkError::Postgres(error) | SinkError::State(error) | SinkError::Write { error, .. },
+            ) => sql_client::is_timeout(error),
             JobError::Source(error) | JobError::Drive(DriveError::Source(error)) => error.is_timeout(),
             JobError::Sink(SinkError::Unavailable { timed_out, .. }) => *timed_out,
             _ => false,

@@ -128,6 +128,8 @@ pub enum SinkError {
         "{target} rejected a batch with {status}: {body}; fix the receiver or what it refuses, then retry the job (walpipe jobs retry), which sends the same batch again"
     )]
     Rejected { target: String, status: String, body: String },
+    #[error("the sink failed: {statement} failed: {}", crate::sql_client::describe(.error))]
+    Write { statement: String, error: tokio_postgres::Error },
     #[error("could not write to stdout: {0}")]
     Stdout(std::io::Error),
     #[error(
@@ -141,9 +143,10 @@ pub enum SinkError {
 impl SinkError {
     pub fn is_transient(&self) -> bool {
         match self {
-            SinkError::Postgres(error) | SinkError::State(error) | SinkError::OutboxCleanup(error) => {
-                crate::sql_client::is_transient(error)
-            }
+            SinkError::Postgres(error)
+            | SinkError::State(error)
+            | SinkError::OutboxCleanup(error)
+            | SinkError::Write { error, .. } => crate::sql_client::is_transient(error),
             SinkError::Connect(error) => error.is_transient(),
             SinkError::Unavailable { .. } | SinkError::SchemaSource(_) => true,
             SinkError::Record(_)

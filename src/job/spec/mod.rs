@@ -11,6 +11,7 @@ use crate::names::{self, TableName};
 use crate::secret::Secret;
 use crate::sink::SinkTarget;
 use crate::sink::postgres::evolve::DropPolicy;
+use crate::sink::postgres::isolation::OnTableError;
 use crate::source::conninfo::ConnInfo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,8 @@ pub struct JobSpec {
     pub table_mappings: HashMap<String, (String, String)>,
     /// What a column dropped on the source does to a Postgres destination.
     pub schema_drop: DropPolicy,
+    /// What a change the sink cannot apply to one table does.
+    pub on_table_error: OnTableError,
     /// How often to emit a heartbeat into the source's WAL; `None`: never.
     pub heartbeat_interval: Option<Duration>,
     /// Confirm keepalive positions while nothing is in flight, so that a
@@ -141,6 +144,8 @@ pub struct JobDefinition {
     pub table_mappings: Option<String>,
     #[serde(default = "crate::config::default_schema_drop")]
     pub schema_drop: String,
+    #[serde(default = "crate::config::default_on_table_error")]
+    pub on_table_error: String,
     #[serde(default = "crate::config::default_heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u64,
     #[serde(default = "crate::config::default_keepalive_confirm")]
@@ -198,6 +203,7 @@ impl JobDefinition {
             sink_mode: config.sink_mode.clone(),
             table_mappings: config.table_mappings.clone(),
             schema_drop: config.schema_drop.clone(),
+            on_table_error: config.on_table_error.clone(),
             heartbeat_interval_ms: config.heartbeat_interval_ms,
             keepalive_confirm: config.keepalive_confirm,
             sink_signing_secret: config.sink_signing_secret.clone(),
@@ -269,6 +275,16 @@ impl JobSpec {
             )));
         }
         let (snapshot_mode, sink_mode, schema_drop) = choices(def, &var)?;
+        let on_table_error = match def.on_table_error.as_str() {
+            "isolate" => OnTableError::Isolate,
+            "fail" => OnTableError::Fail,
+            other => {
+                return Err(bad(format!(
+                    "{}={other} is not a choice: use isolate (the other tables stream on while the table is rebuilt) or fail (the job stops)",
+                    var("on_table_error")
+                )));
+            }
+        };
         let snapshot_strategy = match def.snapshot_strategy.as_str() {
             "chunked" => SnapshotStrategy::Chunked,
             "exported" => SnapshotStrategy::Exported,
@@ -297,6 +313,7 @@ impl JobSpec {
                 .map(|(from, to)| (from.qualified(), (to.schema, to.name)))
                 .collect(),
             schema_drop,
+            on_table_error,
             publication: def.publication_name.clone().unwrap_or(default_name),
             name,
             source,

@@ -12,6 +12,8 @@
 //!    arrives.
 //!
 //! Invariants:
+//! - A destination column that no source attribute is known to have made
+//!   (one a person added) is never dropped.
 //! - A value is never written to another column: rows are matched to
 //!   columns by name (the destination's statements are rebuilt for each
 //!   shape), and a column is renamed only when the attribute numbers prove it.
@@ -239,14 +241,17 @@ pub fn plan(
         });
     }
     let mut plan = Plan::default();
+    // A column walpipe cannot tie to a source attribute (a person added it,
+    // or it predates the records) is left as it is: it is not the source's to drop.
     for column in gone {
+        let Some(attnum) = column.attnum else { continue };
         let name_reused = shape.iter().any(|c| c.name == column.name);
-        plan.steps.push(match (drops, column.attnum) {
-            (DropPolicy::Drop, _) => Step::Drop { name: column.name.clone() },
-            (DropPolicy::Keep, Some(attnum)) if name_reused => {
+        plan.steps.push(match drops {
+            DropPolicy::Drop => Step::Drop { name: column.name.clone() },
+            DropPolicy::Keep if name_reused => {
                 Step::KeepAside { name: column.name.clone(), aside: aside_name(&column.name, attnum) }
             }
-            (DropPolicy::Keep, _) => Step::Keep { name: column.name.clone() },
+            DropPolicy::Keep => Step::Keep { name: column.name.clone() },
         });
     }
     plan.steps.extend(renames.steps);

@@ -42,6 +42,9 @@ pub struct Place {
     pub source: TableName,
     pub destination: TableName,
     pub stage_index: usize,
+    /// While an isolated table is rebuilt, `destination` is its shadow and
+    /// this is the destination it replaces at the end of its copy.
+    pub replaces: Option<TableName>,
 }
 
 pub struct Follower {
@@ -87,6 +90,24 @@ impl Follower {
     ) -> Result<bool, SinkError> {
         let shape = parse_shape(record).map_err(SinkError::Record)?;
         self.evolve(sink, place, shape).await.map(|(changed, _)| changed)
+    }
+
+    /// The destination's columns that the source does not have (added by a
+    /// person, or kept under `WALPIPE_SCHEMA_DROP=keep`): not in `record`'s
+    /// shape, and not known to come from a source attribute.
+    pub async fn columns_the_source_lacks(
+        &self,
+        sink: &Client,
+        place: &Place,
+        record: &Record,
+    ) -> Result<Vec<String>, SinkError> {
+        let shape = parse_shape(record).map_err(SinkError::Record)?;
+        let destination = destination_columns(sink, &self.job, place).await?;
+        Ok(destination
+            .into_iter()
+            .filter(|d| d.attnum.is_none() && !shape.iter().any(|c| c.name == d.name))
+            .map(|d| d.name)
+            .collect())
     }
 
     /// The job whose destinations these are.

@@ -11,12 +11,14 @@ use super::batch::{Admit, Record, TableBatch};
 use super::copied::CopiedRecord;
 use super::copied_in::{CopyIn, Finished, stage_upserts};
 use super::follow::{Follower, Place};
+use super::isolation::OnTableError;
 use super::schema::Destination;
 use super::{SinkError, Writer};
 use crate::change::mirror_records::unescape;
 use crate::names::TableName;
 
 mod identity;
+mod isolate;
 
 use identity::{Identified, Identities};
 pub use identity::{Mapping, seed as seed_identity};
@@ -30,6 +32,8 @@ struct Target {
     /// The shape record `destination` was made for (without its commit LSN).
     shape: Vec<u8>,
     batch: TableBatch,
+    /// Its changes are skipped: the sink could not apply one (see `isolation`).
+    isolated: bool,
 }
 
 pub struct MirrorWriter {
@@ -47,6 +51,18 @@ pub struct MirrorWriter {
     identities: Option<Identities>,
     /// The destinations mappings give (a renamed table keeps a mapped one).
     mapping: Mapping,
+    /// What a table's own trouble does: isolate it (savepoints around each
+    /// table's work), or fail the job.
+    on_error: OnTableError,
+    metrics: std::sync::Arc<crate::metrics::JobMetrics>,
+}
+
+/// How a [`MirrorWriter`] names destinations and meets a table's trouble.
+pub struct Options {
+    pub discovery: Option<Discovery>,
+    pub mapping: Mapping,
+    pub on_error: OnTableError,
+    pub metrics: std::sync::Arc<crate::metrics::JobMetrics>,
 }
 
 /// The destination of a source table the job did not know when it started.
@@ -54,12 +70,8 @@ pub type Discovery = Box<dyn Fn(&TableName) -> TableName + Send + Sync>;
 
 impl MirrorWriter {
     /// `places`: by source table `schema.name`.
-    pub fn new(
-        places: HashMap<String, Place>,
-        follower: Follower,
-        discovery: Option<Discovery>,
-        mapping: Mapping,
-    ) -> Self {
+    pub fn new(places: HashMap<String, Place>, follower: Follower, options: Options) -> Self {
+        let Options { discovery, mapping, on_error, metrics } = options;
         let targets = places
             .into_iter()
             .map(|(table, place)| {
@@ -68,7 +80,17 @@ impl MirrorWriter {
                 (escaped, Target::new(place))
             })
             .collect();
-        MirrorWriter { targets, follower, discovery, pending: 0, copying: None, identities: None, mapping }
+        MirrorWriter {
+            targets,
+            follower,
+            discovery,
+            pending: 0,
+            copying: None,
+            identities: None,
+            mapping,
+            on_error,
+            metrics,
+        }
     }
 
     /// A shape of a table the job does not know yet: with discovery on, its
@@ -81,7 +103,12 @@ impl MirrorWriter {
         else {
             return Ok(());
         };
-        let place = Place { destination: discovery(&source), source, stage_index: self.targets.len() };
+        let place = Place {
+            destination: discovery(&source),
+            source,
+            stage_index: self.targets.len(),
+            replaces: None,
+        };
         // Without a key it is not mirrored: its rows are skipped like any table the job does not take.
         if let Some(destination) = self.follower.create_from_record(client, &place, record).await? {
             let shape = record.after_commit_lsn().to_vec();
@@ -92,8 +119,10 @@ impl MirrorWriter {
     }
 
     fn stage(&mut self, record: &Record) -> Result<Admit, SinkError> {
-        // A table the job does not mirror (the publication has more): skip it.
-        let Some(target) = self.targets.get_mut(record.table()) else { return Ok(Admit::Added) };
+        // A table the job does not mirror (the publication has more), or an isolated one: skip it.
+        let Some(target) = self.targets.get_mut(record.table()).filter(|t| !t.isolated) else {
+            return Ok(Admit::Added);
+        };
         let Some(destination) = &target.destination else {
             return Err(SinkError::Record(format!(
                 "a change of {} came before its table's shape",
@@ -106,7 +135,7 @@ impl MirrorWriter {
 
 impl Target {
     fn new(place: Place) -> Target {
-        Target { place, destination: None, shape: Vec::new(), batch: TableBatch::default() }
+        Target { place, destination: None, shape: Vec::new(), batch: TableBatch::default(), isolated: false }
     }
 }
 
@@ -123,8 +152,8 @@ impl MirrorWriter {
             self.finish_copy(client).await?;
         }
         if self.copying.is_none() {
-            // A table the job does not mirror: skip it.
-            let Some(target) = self.targets.get(record.table) else { return Ok(()) };
+            // A table the job does not mirror, or an isolated one: skip it.
+            let Some(target) = self.targets.get(record.table).filter(|t| !t.isolated) else { return Ok(()) };
             let Some(destination) = &target.destination else {
                 return Err(SinkError::Record(format!(
                     "a copied row of {} came before its shape",
@@ -133,7 +162,11 @@ impl MirrorWriter {
             };
             let statement = destination.copy_new_rows.clone();
             self.apply(client).await?;
-            self.copying = Some(CopyIn::start(client, record.table, &statement).await?);
+            self.savepoint(client).await?;
+            match CopyIn::start(client, record.table, &statement).await {
+                Ok(copy) => self.copying = Some(copy),
+                Err(error) => return self.settle(client, record.table, Err(error)).await,
+            }
         }
         if let Some(copy) = &mut self.copying {
             copy.push(line, &record).await;
@@ -148,6 +181,12 @@ impl MirrorWriter {
     /// and a copy is finished before anything is staged after it.
     async fn finish_copy(&mut self, client: &Client) -> Result<(), SinkError> {
         let Some(copy) = self.copying.take() else { return Ok(()) };
+        let table = copy.table.clone();
+        let finished = self.finish_copy_of(client, copy).await;
+        self.settle(client, &table, finished).await
+    }
+
+    async fn finish_copy_of(&mut self, client: &Client, copy: CopyIn) -> Result<(), SinkError> {
         let table = copy.table.clone();
         let Finished::KeyExists(lines) = copy.finish(client).await? else { return Ok(()) };
         let destination = self
@@ -177,47 +216,23 @@ impl Writer for MirrorWriter {
             b'S' => {
                 // Rows staged under the old shape are written with its statements first.
                 self.apply(client).await?;
-                let relation = record.relation_id();
-                if let Some(relation) = relation {
-                    if self.identify(client, &record, relation).await? == Identified::Recreated {
-                        return Ok(false);
-                    }
-                }
-                match self.targets.get_mut(record.table()) {
-                    // The same shape again, announced by a copy (each chunk does).
-                    Some(target)
-                        if target.destination.is_some()
-                            && target.shape == record.after_commit_lsn()
-                            && relation.is_none() => {}
-                    // The same shape from the stream (after a reconnect, or a
-                    // column dropped and added again under its name and type):
-                    // the statements stay unless the destination had to change.
-                    Some(target)
-                        if target.destination.is_some() && target.shape == record.after_commit_lsn() =>
-                    {
-                        if self.follower.refollow_record(client, &target.place, &record).await? {
-                            target.destination =
-                                Some(self.follower.follow_record(client, &target.place, &record).await?);
-                        }
-                    }
-                    Some(target) => {
-                        let destination = self.follower.follow_record(client, &target.place, &record).await?;
-                        target.destination = Some(destination);
-                        target.shape = record.after_commit_lsn().to_vec();
-                    }
-                    None => self.discover(client, &record).await?,
-                }
+                self.savepoint(client).await?;
+                let followed = self.take_shape(client, &record).await;
+                self.settle(client, record.table(), followed).await?;
                 return Ok(false);
             }
             b'R' => {
                 self.apply(client).await?;
-                if let Some(target) = self.targets.get(record.table()) {
+                if let Some(target) = self.targets.get(record.table()).filter(|t| !t.isolated) {
                     remove_uncopied(client, target, &record).await?;
+                    if target.place.replaces.is_some() {
+                        self.swap_in_rebuild(client, record.table()).await?;
+                    }
                 }
             }
             b'T' => {
                 self.apply(client).await?;
-                if let Some(target) = self.targets.get(record.table()) {
+                if let Some(target) = self.targets.get(record.table()).filter(|t| !t.isolated) {
                     client.batch_execute(&format!("TRUNCATE {}", target.place.destination.quoted())).await?;
                 }
             }
@@ -245,52 +260,112 @@ impl Writer for MirrorWriter {
 }
 
 impl MirrorWriter {
+    /// Takes a table's shape: works out which table it is, then makes the
+    /// destination follow it (or creates one for a table first seen).
+    async fn take_shape(&mut self, client: &Client, record: &Record) -> Result<(), SinkError> {
+        if self.targets.get(record.table()).is_some_and(|t| t.isolated) {
+            return Ok(());
+        }
+        let relation = record.relation_id();
+        if let Some(relation) = relation {
+            if self.identify(client, record, relation).await? == Identified::Recreated {
+                return Ok(());
+            }
+        }
+        match self.targets.get_mut(record.table()) {
+            // The same shape again, announced by a copy (each chunk does).
+            Some(target)
+                if target.destination.is_some()
+                    && target.shape == record.after_commit_lsn()
+                    && relation.is_none() => {}
+            // The same shape from the stream (after a reconnect, or a
+            // column dropped and added again under its name and type):
+            // the statements stay unless the destination had to change.
+            Some(target) if target.destination.is_some() && target.shape == record.after_commit_lsn() => {
+                if self.follower.refollow_record(client, &target.place, record).await? {
+                    target.destination =
+                        Some(self.follower.follow_record(client, &target.place, record).await?);
+                }
+            }
+            Some(target) => {
+                let destination = self.follower.follow_record(client, &target.place, record).await?;
+                target.destination = Some(destination);
+                target.shape = record.after_commit_lsn().to_vec();
+            }
+            None => self.discover(client, record).await?,
+        }
+        Ok(())
+    }
+
     /// Per table: COPY into its staging table, then one statement per kind present.
     async fn apply_staged(&mut self, client: &Client) -> Result<(), SinkError> {
         if self.pending == 0 {
             return Ok(());
         }
         self.pending = 0;
-        for target in self.targets.values_mut() {
-            let Some(destination) = &target.destination else { continue };
-            if target.batch.is_empty() {
-                continue;
-            }
-            if let Some(rows) = target.batch.insert_rows() {
-                // New rows: COPY them straight in. A row that exists (a replay)
-                // fails the COPY on the key, and the batch takes the guarded path.
-                client.batch_execute("SAVEPOINT walpipe_new_rows").await?;
-                match copy(client, &destination.copy_new_rows, rows).await {
-                    Ok(()) => {
-                        client.batch_execute("RELEASE SAVEPOINT walpipe_new_rows").await?;
-                        target.batch.clear();
-                        continue;
-                    }
-                    Err(error)
-                        if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
-                    {
-                        client.batch_execute("ROLLBACK TO SAVEPOINT walpipe_new_rows").await?;
-                    }
-                    Err(error) => return Err(error.into()),
+        let tables: Vec<Vec<u8>> = self
+            .targets
+            .iter()
+            .filter(|(_, target)| target.destination.is_some() && !target.batch.is_empty())
+            .map(|(table, _)| table.clone())
+            .collect();
+        for table in tables {
+            self.savepoint(client).await?;
+            let applied = match self.targets.get_mut(&table) {
+                Some(Target { destination: Some(destination), batch, .. }) => {
+                    apply_table(client, destination, batch).await
                 }
-            }
-            let (rows, kinds) = target.batch.take_staging(&destination.key_positions);
-            copy(client, &destination.copy_in, rows).await?;
-            // Moves read the rows under their old keys, so they go before the deletes.
-            for (count, statement) in [
-                (kinds.moves, &destination.moves),
-                (kinds.deletes, &destination.deletes),
-                (kinds.upserts, &destination.upserts),
-                (kinds.keeping_toast, &destination.updates_keeping_toast),
-            ] {
-                if count > 0 {
-                    client.execute(statement, &[]).await?;
-                }
-            }
-            client.batch_execute(&format!("TRUNCATE {}", destination.stage)).await?;
+                _ => Ok(()),
+            };
+            self.settle(client, &table, applied).await?;
         }
         Ok(())
     }
+}
+
+/// One table's staged changes: new rows straight in with `COPY`, else
+/// `COPY` into its staging table and one statement per kind present. An
+/// error names the statement that failed, for the isolation's reason.
+async fn apply_table(
+    client: &Client,
+    destination: &Destination,
+    batch: &mut TableBatch,
+) -> Result<(), SinkError> {
+    let failed = |what: &str| {
+        let statement = format!("{what} {}", destination.quoted);
+        move |error| SinkError::Write { statement, error }
+    };
+    if let Some(rows) = batch.insert_rows() {
+        // New rows: COPY them straight in. A row that exists (a replay)
+        // fails the COPY on the key, and the batch takes the guarded path.
+        client.batch_execute("SAVEPOINT walpipe_new_rows").await?;
+        match copy(client, &destination.copy_new_rows, rows).await {
+            Ok(()) => {
+                client.batch_execute("RELEASE SAVEPOINT walpipe_new_rows").await?;
+                batch.clear();
+                return Ok(());
+            }
+            Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                client.batch_execute("ROLLBACK TO SAVEPOINT walpipe_new_rows").await?;
+            }
+            Err(error) => return Err(failed("the COPY of new rows into")(error)),
+        }
+    }
+    let (rows, kinds) = batch.take_staging(&destination.key_positions);
+    copy(client, &destination.copy_in, rows).await.map_err(failed("the COPY into the staging table of"))?;
+    // Moves read the rows under their old keys, so they go before the deletes.
+    for (count, statement, what) in [
+        (kinds.moves, &destination.moves, "the key changes of"),
+        (kinds.deletes, &destination.deletes, "the deletes from"),
+        (kinds.upserts, &destination.upserts, "the upserts into"),
+        (kinds.keeping_toast, &destination.updates_keeping_toast, "the updates keeping TOAST values of"),
+    ] {
+        if count > 0 {
+            client.execute(statement, &[]).await.map_err(failed(what))?;
+        }
+    }
+    client.batch_execute(&format!("TRUNCATE {}", destination.stage)).await?;
+    Ok(())
 }
 
 /// The end of a copy that reconciles: the rows it did not write and the

@@ -24,6 +24,7 @@ mod copied_in;
 mod copy;
 pub mod evolve;
 pub mod follow;
+pub mod isolation;
 pub mod mirror_writer;
 pub mod recopy_marks;
 pub mod schema;
@@ -107,10 +108,18 @@ impl Sink for Postgres {
     }
 
     async fn start_over(&mut self) -> Result<(), SinkError> {
-        if let Mode::Mirror(places) = &self.mode {
+        if let Mode::Mirror(places) = &mut self.mode {
             let destinations: Vec<String> = places.values().map(|place| place.destination.quoted()).collect();
             if !destinations.is_empty() {
                 self.client.batch_execute(&format!("TRUNCATE {}", destinations.join(", "))).await?;
+            }
+            // Every table is copied again: an isolated one's empty rebuild replaces it now.
+            for place in places.values_mut() {
+                if let Some(live) = place.replaces.take() {
+                    isolation::swap(&self.client, &place.destination, &live).await?;
+                    recopy_marks::end_isolation(&self.client, &self.spec.name, &place.source).await?;
+                    place.destination = live;
+                }
             }
         }
         Ok(())
@@ -120,8 +129,13 @@ impl Sink for Postgres {
         let Postgres { client, mode, spec, metrics, .. } = self;
         match mode {
             Mode::Mirror(places) => {
-                let writer =
-                    MirrorWriter::new(places, follower(&spec, &metrics), discovery(&spec), mapping(&spec));
+                let options = mirror_writer::Options {
+                    discovery: discovery(&spec),
+                    mapping: mapping(&spec),
+                    on_error: spec.on_table_error,
+                    metrics: metrics.clone(),
+                };
+                let writer = MirrorWriter::new(places, follower(&spec, &metrics), options);
                 let sink = commit_loop(client, &spec, writer, metrics);
                 driving.drive(MirrorRecords, |ends| sink.run(ends)).await
             }
@@ -149,12 +163,26 @@ async fn ensure_mirror(
     tables: &[SourceTable],
 ) -> Result<HashMap<String, Place>, tokio_postgres::Error> {
     let mut places = HashMap::new();
+    let isolated: Vec<String> = recopy_marks::recopy_needed(sink, &spec.name)
+        .await?
+        .into_iter()
+        .filter(|mark| mark.isolated)
+        .map(|mark| mark.table)
+        .collect();
     for (index, table) in tables.iter().enumerate() {
         let (schema_name, name) = spec.destination(&table.schema, &table.name);
+        let live = TableName::new(&schema_name, &name);
+        // An isolated table is rebuilt beside its destination (see `isolation`).
+        let (destination, replaces) = if isolated.contains(&table.qualified()) {
+            (isolation::shadow_of(&live), Some(live))
+        } else {
+            (live, None)
+        };
         let place = Place {
             source: TableName::new(&table.schema, &table.name),
-            destination: TableName::new(&schema_name, &name),
+            destination,
             stage_index: index,
+            replaces,
         };
         schema::create(sink, table, &place.destination).await?;
         follow::seed_attnums(sink, &spec.name, &place, table).await?;

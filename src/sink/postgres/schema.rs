@@ -234,6 +234,12 @@ pub async fn ensure_state(client: &Client) -> Result<(), tokio_postgres::Error> 
                      ALTER TABLE walpipe.recopy_needed \
                          ADD COLUMN IF NOT EXISTS mark bigint NOT NULL DEFAULT nextval('walpipe.recopy_marks'); \
                  END IF; \
+                 IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'walpipe' \
+                                AND table_name = 'recopy_needed' AND column_name = 'isolated') THEN \
+                     ALTER TABLE walpipe.recopy_needed \
+                         ADD COLUMN IF NOT EXISTS isolated boolean NOT NULL DEFAULT false, \
+                         ADD COLUMN IF NOT EXISTS waits_for_request boolean NOT NULL DEFAULT false; \
+                 END IF; \
              END $$;",
         )
         .await
