@@ -278,10 +278,14 @@ fn tail_and_changelog_announce_each_shape_before_its_first_change() {
     cluster.psql(&db, "INSERT INTO t VALUES (1, 'one')");
     cluster.psql(&db, "ALTER TABLE t ADD COLUMN w numeric(5,2)");
     cluster.psql(&db, "INSERT INTO t VALUES (2, 'two', 2.5)");
+    cluster.psql(&db, "ALTER TABLE t RENAME TO t2; INSERT INTO t2 VALUES (3, 'three', 3)");
     let end = cluster.current_lsn(&db);
     let lines = common::tail_to(cluster, &db, &db, &db, &end);
     let ops: Vec<&str> = lines.iter().map(|l| l["op"].as_str().expect("op")).collect();
-    assert_eq!(ops, ["schema", "insert", "schema", "insert"]);
+    assert_eq!(ops, ["schema", "insert", "schema", "insert", "schema", "insert"]);
+    // A rename: the shape names the table's new name and its old one.
+    assert_eq!((&lines[4]["table"], &lines[4]["renamed_from"]), (&"public.t2".into(), &"public.t".into()));
+    assert!(lines[2].get("renamed_from").is_none(), "only a rename names an old name: {}", lines[2]);
     let names = |line: &serde_json::Value| -> Vec<String> {
         line["columns"]
             .as_array()
@@ -318,6 +322,16 @@ fn tail_and_changelog_announce_each_shape_before_its_first_change() {
     wait_for(Duration::from_secs(60), "walpipe to stream again", || run_log(&job).contains("streaming"));
     cluster.psql(&source, "INSERT INTO t VALUES (3, 'three', 3)");
     wait_for(Duration::from_secs(60), "the third insert", || count("insert").as_deref() == Some("3"));
+    // A rename: the new name's changelog starts with a schema row that names the old name.
+    cluster.psql(&source, "ALTER TABLE t RENAME TO t2; INSERT INTO t2 VALUES (4, 'four', 4)");
+    wait_for(Duration::from_secs(60), "the renamed table's insert", || {
+        cluster.try_psql(&sink, "SELECT count(*) FROM t2 WHERE _walpipe_op = 'insert'").as_deref()
+            == Some("1")
+    });
+    assert_eq!(
+        cluster.psql(&sink, "SELECT new ->> 'renamed_from' FROM t2 WHERE _walpipe_op = 'schema'"),
+        "public.t"
+    );
     assert!(stop_run(child).success());
     assert_eq!(count("schema").as_deref(), Some("2"), "one row per shape");
     assert_eq!(

@@ -238,7 +238,12 @@ pub fn write_schema_body(out: &mut Vec<u8>, table: &Table) {
         write_str(out, &column.type_name);
         out.extend_from_slice(if column.is_key { b",\"key\":true}" } else { b",\"key\":false}" });
     }
-    out.extend_from_slice(b"]}\n");
+    out.push(b']');
+    if let Some(before) = &table.renamed_from {
+        out.extend_from_slice(b",\"renamed_from\":");
+        write_str(out, before);
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// The body of a TRUNCATE of one table, ending the line.

@@ -26,6 +26,9 @@ pub struct Table {
     pub columns: Vec<TableColumn>,
     /// `"schema.name"`, already a JSON string.
     pub(super) qualified_json: Vec<u8>,
+    /// The name this relation had when the stream last described it in this
+    /// session, when that differs: the table was renamed.
+    pub renamed_from: Option<String>,
 }
 
 #[derive(Debug)]
@@ -89,6 +92,7 @@ impl Table {
             replica_identity: message.replica_identity,
             columns,
             qualified_json,
+            renamed_from: None,
         }
     }
 
@@ -133,7 +137,12 @@ impl RelationCache {
     }
 
     pub fn apply(&mut self, message: &pgoutput::Relation) {
-        let table = Table::from_message(message, &self.primary_keys, &self.types);
+        let mut table = Table::from_message(message, &self.primary_keys, &self.types);
+        table.renamed_from = self
+            .tables
+            .get(&message.id)
+            .filter(|before| before.schema != table.schema || before.name != table.name)
+            .map(|before| before.qualified_name());
         self.tables.insert(message.id, Arc::new(table));
     }
 

@@ -60,10 +60,11 @@ pub async fn ensure(
             "INSERT INTO {quoted} (_walpipe_id, _walpipe_op, _walpipe_lsn, _walpipe_commit_lsn, _walpipe_xid, \
                  _walpipe_commit_time, key, old, new, unchanged_toast) \
              SELECT x.id, x.op, x.lsn::pg_lsn, x.commit_lsn::pg_lsn, x.xid, x.commit_time, x.key, x.old, \
-                 coalesce(x.new, CASE WHEN x.op = 'schema' THEN jsonb_build_object('columns', x.columns) END), \
+                 coalesce(x.new, CASE WHEN x.op = 'schema' THEN jsonb_build_object('columns', x.columns) \
+                     || CASE WHEN x.renamed_from IS NULL THEN '{{}}'::jsonb ELSE jsonb_build_object('renamed_from', x.renamed_from) END END), \
                  x.unchanged_toast \
              FROM jsonb_to_recordset($1::text::jsonb) AS x(id text, op text, lsn text, commit_lsn text, xid bigint, \
-                 commit_time timestamptz, key jsonb, old jsonb, new jsonb, unchanged_toast text[], columns jsonb) \
+                 commit_time timestamptz, key jsonb, old jsonb, new jsonb, unchanged_toast text[], columns jsonb, renamed_from text) \
              ON CONFLICT (_walpipe_id) DO NOTHING"
         ))
         .await?;
