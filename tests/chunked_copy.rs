@@ -104,11 +104,15 @@ fn chunks_and_a_heavy_workload_in_their_ranges_converge_exactly() {
     for cluster in common::clusters() {
         let (source, sink) = setup(cluster, "chunk_merge", ROWS);
         let job = format!("chunk_merge_{}_{}", cluster.major, std::process::id());
-        let workload = common::Workload::start(cluster, &source, WORKLOAD, 4, ROWS, 25);
-        // The copy starts while the workload runs.
-        std::thread::sleep(Duration::from_secs(1));
+        // The workload runs over the whole copy: it writes before the copy
+        // starts and stops only after the copy's last chunk is in.
+        let workload = common::Workload::start(cluster, &source, WORKLOAD, 4, ROWS, 600);
+        workload.wait_writing(cluster, &source);
         let child = run(cluster, &source, &sink, &job, false, &[]);
-        workload.finish();
+        wait_for(Duration::from_secs(180), "the copy's last chunk", || {
+            recorded(cluster, &sink, &job).contains("\"done\": true")
+        });
+        workload.stop();
         wait_same(cluster, &source, &sink, &job);
         assert!(stop_run(child).success(), "graceful stop; log:\n{}", run_log(&job));
         let log = run_log(&job);

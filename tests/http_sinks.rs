@@ -716,13 +716,18 @@ fn a_chunked_copy_under_writes_replays_at_the_webhook_in_arrival_order_to_the_so
              INSERT INTO items SELECT i, 'v' || i, 0 FROM generate_series(1, {ROWS}) i"
         ),
     );
-    let workload = common::Workload::start(cluster, &db, ITEMS_WORKLOAD, 3, ROWS, 12);
-    std::thread::sleep(Duration::from_secs(1));
+    // The workload runs over the whole copy: it writes before the copy
+    // starts and stops only after the copy's last chunk is in the stream.
+    let workload = common::Workload::start(cluster, &db, ITEMS_WORKLOAD, 3, ROWS, 600);
+    workload.wait_writing(cluster, &db);
     let receiver = WebhookReceiver::start(Mode::Flaky(0.1));
     let job = format!("hook_chunks_{}", std::process::id());
     let vars = job_vars(cluster, &db, &receiver.url, &job, &[("WALPIPE_BATCH_SIZE", "500")]);
     let mut walpipe = run(&job, &vars);
-    workload.finish();
+    wait_for(Duration::from_secs(180), "the copy's last chunk in the stream", || {
+        run_log(&job).contains("its last chunk took its place in the stream")
+    });
+    workload.stop();
     // Everything received, each change once, in the order it first arrived.
     let arrived = || {
         let mut seen = HashSet::new();

@@ -316,8 +316,10 @@ fn a_paused_job_holds_its_position_and_resumes_without_loss() {
     };
     let before = confirmed(cluster);
     cluster.psql(&source, "INSERT INTO t SELECT i, 'while paused' FROM generate_series(200, 299) i");
-    std::thread::sleep(Duration::from_secs(6));
+    // The worker has had every chance to act: it ran its loop twice since.
+    wait_for_renewals(cluster, &sink, &name, 2);
     assert_eq!(confirmed(cluster), before, "confirmed_flush_lsn does not move while paused");
+    assert_eq!(pending_changes(cluster, &source, &name), "100", "the slot still holds every change made while paused");
     assert_eq!(
         cluster.psql(&sink, "SELECT count(*) FROM t WHERE id >= 200"),
         "0",
@@ -372,7 +374,13 @@ fn two_workers_share_a_job_and_one_takes_over_after_kill_9() {
     assert_eq!(a.call("POST", "/api/v1/jobs", Some(definition)).0, 201);
     a.act(&name, "start", None);
     a.wait_state(&name, "running");
-    std::thread::sleep(Duration::from_secs(5));
+    // Both workers have run their loop twice since: either could have claimed it.
+    for _ in 0..2 {
+        let since = cluster.psql(&sink, "SELECT now()");
+        wait_for(Duration::from_secs(30), "both workers' heartbeats", || {
+            cluster.psql(&sink, &format!("SELECT count(*) FROM walpipe.workers WHERE heartbeat_at > '{since}'")) == "2"
+        });
+    }
     let owner = a.job(&name)["worker"].as_str().expect("an owner").to_string();
     let claimed_by = |w: &Worker| run_log(&w.label).contains(&format!("claimed the job job={name}"));
     assert!(claimed_by(&a) ^ claimed_by(&b), "exactly one worker claimed the job");
@@ -400,7 +408,9 @@ fn two_workers_share_a_job_and_one_takes_over_after_kill_9() {
             }
         })
     };
-    std::thread::sleep(Duration::from_secs(2));
+    let written_by_the_writer =
+        || cluster.psql(&sink, "SELECT count(*) FROM t WHERE id >= 1000").parse::<u32>().unwrap_or(0);
+    wait_for(Duration::from_secs(30), "the writer's rows applied", || written_by_the_writer() >= 5);
     let _ = owner_worker.child.kill();
     let _ = owner_worker.child.wait();
     let killed = Instant::now();
@@ -413,11 +423,41 @@ fn two_workers_share_a_job_and_one_takes_over_after_kill_9() {
     let takeover = killed.elapsed();
     assert!(takeover < Duration::from_secs(60), "took {takeover:?}");
     eprintln!("takeover after kill -9: {:.1} s", takeover.as_secs_f64());
-    std::thread::sleep(Duration::from_secs(2));
+    let at_takeover = cluster.psql(&source, "SELECT max(id) FROM t");
+    wait_for(Duration::from_secs(30), "a row written after the takeover applied by the new owner", || {
+        cluster.psql(&sink, &format!("SELECT count(*) FROM t WHERE id > {at_takeover}")) != "0"
+    });
     writing.store(false, std::sync::atomic::Ordering::Relaxed);
     writer.join().expect("writer");
     wait_for(Duration::from_secs(60), "the sink equals the source", || same(cluster, &source, &sink));
     other.stop();
+}
+
+/// Waits until the job's owner has renewed its lease `times` times from
+/// now: it has run its loop (and could have acted) since.
+fn wait_for_renewals(cluster: &Cluster, state_db: &str, job: &str, times: usize) {
+    let lease = || cluster.psql(state_db, &format!("SELECT lease_until FROM walpipe.jobs WHERE name = '{job}'"));
+    let mut seen = lease();
+    for _ in 0..times {
+        wait_for(Duration::from_secs(30), "the owner to renew the job's lease", || {
+            let now = lease();
+            let renewed = now != seen;
+            seen = now;
+            renewed
+        });
+    }
+}
+
+/// How many inserts the job's slot still holds unconfirmed (peeked: the
+/// slot must be free, which it is while the job is paused).
+fn pending_changes(cluster: &Cluster, db: &str, job: &str) -> String {
+    cluster.psql(
+        db,
+        &format!(
+            "SELECT count(*) FROM pg_logical_slot_peek_binary_changes('walpipe_{job}', NULL, NULL, \
+             'proto_version', '1', 'publication_names', 'walpipe_{job}') WHERE get_byte(data, 0) = 73"
+        ),
+    )
 }
 
 /// Whether a walsender holds the job's slot.
@@ -466,8 +506,9 @@ fn an_action_answers_with_the_state_reached_and_its_session_has_ended() {
     };
     let at_pause = confirmed();
     cluster.psql(&source, "INSERT INTO t VALUES (500, 'after the answer')");
-    std::thread::sleep(Duration::from_secs(3));
+    wait_for_renewals(cluster, &sink, &name, 2);
     assert_eq!(confirmed(), at_pause, "nothing is confirmed to the slot after the answer");
+    assert_eq!(pending_changes(cluster, &source, &name), "1", "the slot still holds the change");
 
     // wait=0: 202 with the request pending; the job shows it until it runs.
     let (status, resuming) = other.call("POST", &format!("/api/v1/jobs/{name}/resume?wait=0"), None);
@@ -756,13 +797,14 @@ fn a_running_job_copies_a_table_again_takes_an_added_table_and_lets_one_go_while
     assert_eq!(worker.call("POST", &format!("/api/v1/jobs/{name}/snapshot"), Some(json!({}))).0, 400);
 
     // The copy again runs while writes go on; the CLI asks for it.
-    let workload = common::Workload::start(cluster, &source, T_WORKLOAD, 2, 3000, 8);
-    std::thread::sleep(Duration::from_secs(1));
+    // The workload runs over the whole copy: it writes before the copy is
+    // asked for and stops only after the copy has ended.
+    let workload = common::Workload::start(cluster, &source, T_WORKLOAD, 2, 3000, 600);
+    workload.wait_writing(cluster, &source);
     assert!(walpipe_jobs(&worker, &["snapshot", &name, "public.t"]).contains(&name));
-    workload.finish();
-    wait_for(Duration::from_secs(90), "the hand-edited table copied again", || {
-        run_log(&name).contains("snapshot public.t: removed") && same(cluster, &source, &sink)
-    });
+    wait_for(Duration::from_secs(90), "the copy's end", || run_log(&name).contains("snapshot public.t: removed"));
+    workload.stop();
+    wait_for(Duration::from_secs(90), "the hand-edited table copied again", || same(cluster, &source, &sink));
     let log = run_log(&name);
     assert!(
         log.contains("snapshot public.t: copying it in chunks while streaming, because a copy was requested")

@@ -776,6 +776,27 @@ impl Workload {
         Workload(child)
     }
 
+    /// Waits until the load's clients are connected and have committed
+    /// writes on `db` (so that what starts next overlaps with it).
+    pub fn wait_writing(&self, cluster: &Cluster, db: &str) {
+        wait_for(Duration::from_secs(60), "the workload writing", || {
+            cluster
+                .try_psql(
+                    db,
+                    "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name = 'pgbench' AND xact_start IS NOT NULL",
+                )
+                .as_deref()
+                == Some("t")
+        });
+    }
+
+    /// Ends a load started for longer than it was needed (it ran, by
+    /// construction, over all that happened since it started).
+    pub fn stop(mut self) {
+        let _ = Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+
     /// Waits for the load to end; it must have succeeded.
     pub fn finish(self) {
         let output = self.0.wait_with_output().expect("pgbench");
