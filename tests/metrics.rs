@@ -191,11 +191,14 @@ fn the_monitor_keeps_reporting_while_the_sink_is_blocked() {
     });
     cluster.psql(&source, "INSERT INTO t VALUES (1001, 'blocked')");
     // Blocked: walpipe's write of the change waits for the lock, the change queued before it.
+    // And the monitor has reported the slot at least once.
+    let mut before = String::new();
     wait_for(Duration::from_secs(30), "walpipe's write waiting for the lock", || {
+        before = scrape(&job);
         cluster.psql(&sink, "SELECT count(*) FROM pg_locks WHERE relation = 't'::regclass AND NOT granted") != "0"
-            && metric(&scrape(&job), "walpipe_sink_queue_chunks", &[job_label]).is_some_and(|queued| queued >= 1.0)
+            && metric(&before, "walpipe_sink_queue_chunks", &[job_label]).is_some_and(|queued| queued >= 1.0)
+            && metric(&before, "walpipe_slot_retained_wal_bytes", &[job_label, slot]).is_some()
     });
-    let before = scrape(&job);
     let frozen_lag = metric(&before, "walpipe_emit_event_time_lag_seconds", &[job_label]).expect("emit lag");
     let value = |body: &str, name: &str, labels: &[(&str, &str)]| metric(body, name, labels).expect(name);
 
