@@ -319,7 +319,11 @@ fn a_paused_job_holds_its_position_and_resumes_without_loss() {
     // The worker has had every chance to act: it ran its loop twice since.
     wait_for_renewals(cluster, &sink, &name, 2);
     assert_eq!(confirmed(cluster), before, "confirmed_flush_lsn does not move while paused");
-    assert_eq!(pending_changes(cluster, &source, &name), "100", "the slot still holds every change made while paused");
+    assert_eq!(
+        pending_changes(cluster, &source, &name),
+        "100",
+        "the slot still holds every change made while paused"
+    );
     assert_eq!(
         cluster.psql(&sink, "SELECT count(*) FROM t WHERE id >= 200"),
         "0",
@@ -378,7 +382,9 @@ fn two_workers_share_a_job_and_one_takes_over_after_kill_9() {
     for _ in 0..2 {
         let since = cluster.psql(&sink, "SELECT now()");
         wait_for(Duration::from_secs(30), "both workers' heartbeats", || {
-            cluster.psql(&sink, &format!("SELECT count(*) FROM walpipe.workers WHERE heartbeat_at > '{since}'")) == "2"
+            cluster
+                .psql(&sink, &format!("SELECT count(*) FROM walpipe.workers WHERE heartbeat_at > '{since}'"))
+                == "2"
         });
     }
     let owner = a.job(&name)["worker"].as_str().expect("an owner").to_string();
@@ -436,7 +442,8 @@ fn two_workers_share_a_job_and_one_takes_over_after_kill_9() {
 /// Waits until the job's owner has renewed its lease `times` times from
 /// now: it has run its loop (and could have acted) since.
 fn wait_for_renewals(cluster: &Cluster, state_db: &str, job: &str, times: usize) {
-    let lease = || cluster.psql(state_db, &format!("SELECT lease_until FROM walpipe.jobs WHERE name = '{job}'"));
+    let lease =
+        || cluster.psql(state_db, &format!("SELECT lease_until FROM walpipe.jobs WHERE name = '{job}'"));
     let mut seen = lease();
     for _ in 0..times {
         wait_for(Duration::from_secs(30), "the owner to renew the job's lease", || {
@@ -802,7 +809,9 @@ fn a_running_job_copies_a_table_again_takes_an_added_table_and_lets_one_go_while
     let workload = common::Workload::start(cluster, &source, T_WORKLOAD, 2, 3000, 600);
     workload.wait_writing(cluster, &source);
     assert!(walpipe_jobs(&worker, &["snapshot", &name, "public.t"]).contains(&name));
-    wait_for(Duration::from_secs(90), "the copy's end", || run_log(&name).contains("snapshot public.t: removed"));
+    wait_for(Duration::from_secs(90), "the copy's end", || {
+        run_log(&name).contains("snapshot public.t: removed")
+    });
     workload.stop();
     wait_for(Duration::from_secs(90), "the hand-edited table copied again", || same(cluster, &source, &sink));
     let log = run_log(&name);

@@ -195,7 +195,8 @@ fn the_monitor_keeps_reporting_while_the_sink_is_blocked() {
     let mut before = String::new();
     wait_for(Duration::from_secs(30), "walpipe's write waiting for the lock", || {
         before = scrape(&job);
-        cluster.psql(&sink, "SELECT count(*) FROM pg_locks WHERE relation = 't'::regclass AND NOT granted") != "0"
+        cluster.psql(&sink, "SELECT count(*) FROM pg_locks WHERE relation = 't'::regclass AND NOT granted")
+            != "0"
             && metric(&before, "walpipe_sink_queue_chunks", &[job_label]).is_some_and(|queued| queued >= 1.0)
             && metric(&before, "walpipe_slot_retained_wal_bytes", &[job_label, slot]).is_some()
     });

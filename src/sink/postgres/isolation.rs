@@ -74,22 +74,38 @@ fn own_trouble(error: &tokio_postgres::Error) -> bool {
     error.code().is_some_and(|code| matches!(&code.code()[..2], "22" | "23" | "42" | "0A" | "44" | "P0"))
 }
 
+/// Whether an isolated table's rebuild starts by itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebuild {
+    /// It starts at the next session.
+    Starts,
+    /// It would drop these destination columns, which the source does not have.
+    WouldDrop(Vec<String>),
+    /// The rebuild itself failed: trying again by itself would loop.
+    Failed,
+}
+
+impl Rebuild {
+    /// Whether it waits for `walpipe jobs snapshot`.
+    pub fn waits(&self) -> bool {
+        *self != Rebuild::Starts
+    }
+}
+
 /// Why `table` is isolated, with the fix, for the mark, the API and the log.
-pub fn reason(
-    job: &str,
-    table: &TableName,
-    statement: &str,
-    detail: &str,
-    waits: Option<&[String]>,
-) -> String {
+pub fn reason(job: &str, table: &TableName, statement: &str, detail: &str, rebuild: &Rebuild) -> String {
     let table = table.qualified();
-    match waits {
-        None => format!(
-            "isolated: {statement} failed: {detail}; walpipe rebuilds {table} from the source beside its destination and swaps it in when complete (the other tables stream on)"
+    let failed = format!("isolated: {statement} failed: {detail}");
+    match rebuild {
+        Rebuild::Starts => format!(
+            "{failed}; walpipe rebuilds {table} from the source beside its destination and swaps it in when complete (the other tables stream on)"
         ),
-        Some(columns) => format!(
-            "isolated: {statement} failed: {detail}; a rebuild from the source would drop the destination's columns {} that the source does not have, so it waits for you: run `walpipe jobs snapshot {job} {table}` to rebuild it without them",
+        Rebuild::WouldDrop(columns) => format!(
+            "{failed}; a rebuild from the source would drop the destination's columns {} that the source does not have, so it waits for you: run `walpipe jobs snapshot {job} {table}` to rebuild it without them",
             columns.join(", ")
+        ),
+        Rebuild::Failed => format!(
+            "{failed}, while {table} was being rebuilt from the source; fix what the error names in the sink, then run `walpipe jobs snapshot {job} {table}` to rebuild it again"
         ),
     }
 }
@@ -118,6 +134,27 @@ mod tests {
     fn a_shadow_sits_beside_its_destination_and_fits_a_name() {
         assert_eq!(shadow_of(&TableName::new("s", "t")), TableName::new("s", "t_walpipe_rebuild"));
         assert_eq!(shadow_of(&TableName::new("s", &"x".repeat(63))).name.len(), 63);
+    }
+
+    #[test]
+    fn each_reason_names_the_statement_and_the_fix() {
+        let table = TableName::new("public", "t");
+        let reason = |rebuild| reason("j", &table, "the upserts into t", "bad value", &rebuild);
+        assert!(reason(Rebuild::Starts).contains("rebuilds public.t from the source"));
+        let waits = reason(Rebuild::WouldDrop(vec!["extra".into()]));
+        assert!(
+            waits.contains("columns extra") && waits.contains("walpipe jobs snapshot j public.t"),
+            "{waits}"
+        );
+        let failed = reason(Rebuild::Failed);
+        assert!(
+            failed.contains("while public.t was being rebuilt")
+                && failed.contains("walpipe jobs snapshot j public.t")
+        );
+        for rebuild in [Rebuild::Starts, Rebuild::Failed] {
+            assert!(reason(rebuild).starts_with("isolated: the upserts into t failed: bad value"));
+        }
+        assert!(!Rebuild::Starts.waits() && Rebuild::Failed.waits());
     }
 
     #[test]

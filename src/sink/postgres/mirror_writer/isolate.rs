@@ -8,7 +8,7 @@ use tokio_postgres::Client;
 use super::MirrorWriter;
 use crate::sink::postgres::SinkError;
 use crate::sink::postgres::batch::Record;
-use crate::sink::postgres::isolation::{self, OnTableError};
+use crate::sink::postgres::isolation::{self, OnTableError, Rebuild};
 use crate::sink::postgres::recopy_marks;
 
 impl MirrorWriter {
@@ -59,20 +59,16 @@ impl MirrorWriter {
         let live = target.place.replaces.clone().unwrap_or_else(|| target.place.destination.clone());
         let rebuilding = target.place.replaces.is_some();
         let shape = Record::parse(Bytes::from([b"0/0\t".as_slice(), &target.shape].concat()));
-        let lacks = match shape {
-            Ok(shape) if !rebuilding && !target.shape.is_empty() => {
-                self.follower.columns_the_source_lacks(client, &target.place, &shape).await?
+        let rebuild = match shape {
+            _ if rebuilding => Rebuild::Failed,
+            Ok(shape) if !target.shape.is_empty() => {
+                let lacks = self.follower.columns_the_source_lacks(client, &target.place, &shape).await?;
+                if lacks.is_empty() { Rebuild::Starts } else { Rebuild::WouldDrop(lacks) }
             }
-            _ => Vec::new(),
+            _ => Rebuild::Starts,
         };
-        // A rebuild that failed too waits for a person rather than looping.
-        let waits = if rebuilding {
-            Some(vec!["(none: the rebuild itself failed)".to_string()])
-        } else {
-            (!lacks.is_empty()).then_some(lacks)
-        };
-        let reason = isolation::reason(&job, &source, statement, detail, waits.as_deref());
-        recopy_marks::mark_isolated(client, &job, &source, &reason, waits.is_some()).await?;
+        let reason = isolation::reason(&job, &source, statement, detail, &rebuild);
+        recopy_marks::mark_isolated(client, &job, &source, &reason, rebuild.waits()).await?;
         client
             .execute(
                 "DELETE FROM walpipe.source_columns WHERE job_name = $1 AND source_table = $2",
