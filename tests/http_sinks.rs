@@ -359,7 +359,7 @@ fn stream_load_into_a_fake_starrocks_gives_exactly_the_source_through_failures_a
     let mut walpipe = run(&job, &vars);
     wait_for(Duration::from_secs(120), "the snapshot loaded", same);
     // Killed mid-stream, not mid-copy: a copy interrupted starts over with a new slot (see README).
-    wait_for(Duration::from_secs(30), "walpipe streams", || run_log(&job).contains("streaming"));
+    common::wait_running(&job);
     let mut killed = false;
     for round in 0..30 {
         cluster.psql(
@@ -486,7 +486,7 @@ fn outbox_rows_and_messages_become_events_whose_contract_survives_a_schema_chang
         ],
     );
     let mut walpipe = run(&job, &vars);
-    wait_for(Duration::from_secs(60), "walpipe streams", || run_log(&job).contains("streaming"));
+    common::wait_running(&job);
     let place_order = |id: i32, columns: &str, values: &str| {
         cluster.psql(
             &db,
@@ -589,7 +589,7 @@ fn delivered_outbox_rows_are_deleted_and_every_event_arrives_through_kill_9s() {
             .collect()
     };
     let mut walpipe = run(&job, &vars);
-    wait_for(Duration::from_secs(60), "walpipe streams", || run_log(&job).contains("streaming"));
+    common::wait_running(&job);
     for round in 0..3 {
         for _ in 0..10 {
             cluster.psql(

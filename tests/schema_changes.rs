@@ -83,16 +83,12 @@ fn a_running_mirror_follows_schema_changes_by_name() {
         // marked, and the running job copies it again.
         cluster.psql(&source, "ALTER TABLE evolve ADD COLUMN r float8 DEFAULT random()");
         cluster.psql(&source, "INSERT INTO evolve (id, bee, c) VALUES (70, 'z', 3)");
-        wait_for(Duration::from_secs(60), "the table copied again", || {
-            // Only a copy that reconciles removes rows; this job's first copy emptied the destination.
-            let log = run_log(&job);
-            log.contains(
-                "snapshot public.evolve: copying it in chunks while streaming, because it needs a re-copy",
-            ) && log.contains("snapshot public.evolve: removed 0 rows the source no longer has")
+        // The mark and its reason: the log is the durable trace (the API and
+        // the metric show it only until the re-copy, which may take a moment).
+        wait_for(Duration::from_secs(60), "the table marked", || {
+            run_log(&job).lines().any(|l| l.contains("copy the table again") && l.contains("column r"))
         });
-        let log = run_log(&job);
-        let warning = log.lines().find(|l| l.contains("copy the table again")).expect("the mark's warning");
-        assert!(warning.contains("column r"), "{warning}");
+        let addr = http_addr(&job).expect("the job's HTTP address");
         converges(
             cluster,
             &source,
@@ -100,7 +96,6 @@ fn a_running_mirror_follows_schema_changes_by_name() {
             "evolve",
             "the re-copy, with the random defaults of existing rows",
         );
-        let addr = http_addr(&job).expect("the job's HTTP address");
         wait_for(Duration::from_secs(30), "the mark cleared", || {
             let scrape = http_get(&addr, "/metrics").1;
             metric(&scrape, "walpipe_table_needs_recopy", &[("table", "public.evolve")]) == Some(0.0)
@@ -307,7 +302,7 @@ fn tail_and_changelog_announce_each_shape_before_its_first_change() {
     let job = format!("shape_log_{}", std::process::id());
     let extra = [("WALPIPE_SINK_MODE", "changelog")];
     let child = start_run(cluster, &source, &sink, &job, &extra);
-    wait_for(Duration::from_secs(60), "walpipe to stream", || run_log(&job).contains("streaming"));
+    common::wait_running(&job);
     cluster.psql(&source, "INSERT INTO t VALUES (1, 'one')");
     cluster.psql(&source, "ALTER TABLE t ADD COLUMN w int");
     cluster.psql(&source, "INSERT INTO t VALUES (2, 'two', 2)");
@@ -319,7 +314,7 @@ fn tail_and_changelog_announce_each_shape_before_its_first_change() {
     assert!(stop_run(child).success());
     let child = start_run(cluster, &source, &sink, &job, &extra);
     // start_run begins a new log.
-    wait_for(Duration::from_secs(60), "walpipe to stream again", || run_log(&job).contains("streaming"));
+    common::wait_running(&job);
     cluster.psql(&source, "INSERT INTO t VALUES (3, 'three', 3)");
     wait_for(Duration::from_secs(60), "the third insert", || count("insert").as_deref() == Some("3"));
     // A rename: the new name's changelog starts with a schema row that names the old name.
@@ -484,7 +479,6 @@ fn a_table_created_after_the_job_started_is_captured_from_its_first_change() {
          INSERT INTO later VALUES (1, 'x', '{a,b}'), (2, 'y', NULL); UPDATE later SET \"Note\" = 'z' WHERE id = 2",
     );
     converges(cluster, &source, &sink, "later", "the new table's rows");
-    assert!(run_log(&job).contains("mirrored from its first change"));
 
     // A dropped source table leaves its destination in place, and is logged.
     cluster.psql(&source, "DROP TABLE first");

@@ -83,9 +83,7 @@ fn a_million_row_transaction_is_applied_in_bounded_memory() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
     };
-    wait_for(Duration::from_secs(60), "walpipe to start streaming", || {
-        common::run_log(&job).contains("streaming")
-    });
+    common::wait_running(&job);
     cluster.psql(
         &source,
         &format!("INSERT INTO big SELECT i, 'row ' || i, i * 1.5, now() FROM generate_series(1, {ROWS}) i"),

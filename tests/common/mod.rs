@@ -681,6 +681,22 @@ pub fn http_addr(job: &str) -> Option<String> {
     Some(log[start..end].to_string())
 }
 
+/// Waits until the `walpipe run` that last logged to `job`'s log reports
+/// the job running (its replication stream started), from its `/metrics`.
+pub fn wait_running(job: &str) {
+    wait_for(Duration::from_secs(60), &format!("job {job} running"), || {
+        // An address from an earlier run in the same log does not answer.
+        let Some(addr) = http_addr(job).filter(|addr| std::net::TcpStream::connect(addr).is_ok()) else {
+            return false;
+        };
+        metric(
+            &http_get(&addr, "/metrics").1,
+            "walpipe_job_state",
+            &[("job_name", job), ("state", "running")],
+        ) == Some(1.0)
+    });
+}
+
 /// `GET path` on `addr`: the status code and the body.
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     http_request(addr, "GET", path, None, None)
