@@ -181,6 +181,22 @@ fn the_webhook_gets_every_change_once_per_key_in_commit_order_through_failures_a
     for round in 0..15 {
         churn(cluster, &db, 3000 + round * 10);
     }
+    // A ledger whose batch in flight cannot be read stops the job with the
+    // fix, rather than sending that batch under a new key.
+    let ledger = |sql: &str| cluster.psql(&db, &format!("{sql} WHERE job_name = '{job}'"));
+    let in_flight = ledger("SELECT in_flight::text FROM walpipe.checkpoints");
+    assert!(!in_flight.is_empty(), "the held batch is recorded as in flight");
+    ledger("UPDATE walpipe.checkpoints SET in_flight = '{\"not\": \"a batch\"}'");
+    let mut refused = run(&job, &vars);
+    wait_for(Duration::from_secs(60), "the job to fail on the unreadable ledger", || {
+        refused.try_wait().ok().flatten().is_some()
+    });
+    assert!(
+        run_log(&job).contains("set walpipe.checkpoints.in_flight to NULL for the job"),
+        "{}",
+        run_log(&job)
+    );
+    ledger(&format!("UPDATE walpipe.checkpoints SET in_flight = '{}'", in_flight.replace('\'', "''")));
     let mut walpipe = run(&job, &vars);
     converged("every change at the receiver after the restart");
     stop(&mut walpipe);

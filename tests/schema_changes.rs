@@ -126,11 +126,12 @@ fn a_column_dropped_and_added_again_a_renamed_table_and_a_table_made_again_are_f
             "CREATE TABLE da (id int PRIMARY KEY, a text); INSERT INTO da SELECT i, 'keep' FROM generate_series(1, 20) i; \
              CREATE TABLE same (id int PRIMARY KEY, b text); INSERT INTO same SELECT i, 'old b' FROM generate_series(1, 20) i; \
              CREATE TABLE oldname (id int PRIMARY KEY, v text); INSERT INTO oldname SELECT i, 'v' || i FROM generate_series(1, 20) i; \
-             CREATE TABLE again (id int PRIMARY KEY, x text); INSERT INTO again SELECT i, 'dropped ' || i FROM generate_series(1, 20) i;",
+             CREATE TABLE again (id int PRIMARY KEY, x text); INSERT INTO again SELECT i, 'dropped ' || i FROM generate_series(1, 20) i; \
+             CREATE TABLE ren (id int PRIMARY KEY, a text); INSERT INTO ren SELECT i, 'was a' FROM generate_series(1, 20) i;",
         );
         let job = format!("{tag}_{}", std::process::id());
         let child = start_run(cluster, &source, &sink, &job, &[]);
-        for table in ["da", "same", "oldname", "again"] {
+        for table in ["da", "same", "oldname", "again", "ren"] {
             converges(cluster, &source, &sink, table, &format!("the copy of {table}"));
         }
 
@@ -149,6 +150,13 @@ fn a_column_dropped_and_added_again_a_renamed_table_and_a_table_made_again_are_f
         cluster.psql(&source, "INSERT INTO same VALUES (21, 'new b')");
         converges(cluster, &source, &sink, "same", "DROP COLUMN b; ADD COLUMN b text");
         assert_eq!(cluster.psql(&sink, "SELECT count(*) FROM same WHERE b = 'old b'"), "0");
+        // A rename, then an add that takes the old name: the values go with the rename.
+        cluster.psql(&source, "ALTER TABLE ren RENAME COLUMN a TO b; ALTER TABLE ren ADD COLUMN a int; INSERT INTO ren VALUES (21, 'new b', 21)");
+        converges(cluster, &source, &sink, "ren", "RENAME COLUMN a TO b; ADD COLUMN a int");
+        assert_eq!(
+            cluster.psql(&sink, "SELECT b || ':' || coalesce(a::text, 'null') FROM ren WHERE id = 1"),
+            "was a:null"
+        );
 
         // A renamed table keeps its rows: its destination is renamed with it.
         cluster.psql(&source, "ALTER TABLE oldname RENAME TO newname");
@@ -179,7 +187,7 @@ fn a_column_dropped_and_added_again_a_renamed_table_and_a_table_made_again_are_f
         assert!(stop_run(child).success(), "{}", run_log(&job));
         let child = start_run(cluster, &source, &sink, &job, &[]);
         cluster.psql(&source, "INSERT INTO da VALUES (22, 22); INSERT INTO newname VALUES (22, 'x'); INSERT INTO again VALUES (2, 20)");
-        for table in ["da", "same", "newname", "again"] {
+        for table in ["da", "same", "newname", "again", "ren"] {
             converges(cluster, &source, &sink, table, &format!("{table} after a restart"));
         }
         assert!(stop_run(child).success());
@@ -195,11 +203,13 @@ fn under_schema_drop_keep_the_dropped_column_and_table_are_kept_aside() {
     cluster.psql(
         &source,
         "CREATE TABLE da (id int PRIMARY KEY, a text); INSERT INTO da VALUES (1, 'keep'); \
-         CREATE TABLE again (id int PRIMARY KEY, x text); INSERT INTO again VALUES (1, 'dropped');",
+         CREATE TABLE again (id int PRIMARY KEY, x text); INSERT INTO again VALUES (1, 'dropped'); \
+         CREATE TABLE mapped (id int PRIMARY KEY, v text); INSERT INTO mapped VALUES (1, 'one');",
     );
     let dropped = relid(cluster, &source, "again");
     let job = format!("aside_{}", std::process::id());
-    let keep = [("WALPIPE_SCHEMA_DROP", "keep")];
+    let keep =
+        [("WALPIPE_SCHEMA_DROP", "keep"), ("WALPIPE_TABLE_MAPPINGS", "public.mapped=public.mapped_copy")];
     let child = start_run(cluster, &source, &sink, &job, &keep);
     converges(cluster, &source, &sink, "da", "the copy of da");
     converges(cluster, &source, &sink, "again", "the copy of again");
@@ -219,6 +229,12 @@ fn under_schema_drop_keep_the_dropped_column_and_table_are_kept_aside() {
     );
     assert_eq!(cluster.psql(&sink, &format!("SELECT x FROM again_dropped_{dropped}")), "dropped");
     assert_eq!(cluster.psql(&sink, "SELECT count(*) FROM again"), "1");
+    // A destination a mapping names keeps its name when its table is renamed.
+    cluster.psql(&source, "ALTER TABLE mapped RENAME TO moved; INSERT INTO moved VALUES (2, 'two')");
+    wait_for(Duration::from_secs(60), "the renamed table's row in the mapped destination", || {
+        cluster.try_psql(&sink, "SELECT count(*) FROM mapped_copy").as_deref() == Some("2")
+    });
+    assert_eq!(cluster.psql(&sink, "SELECT to_regclass('public.moved') IS NULL"), "t");
     assert!(stop_run(child).success(), "{}", run_log(&job));
 }
 
