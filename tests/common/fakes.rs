@@ -1,5 +1,5 @@
 //! Local HTTP receivers for the sink tests: a webhook receiver that fails
-//! a share of requests at random (or refuses, or holds them), and a fake
+//! a share of requests, evenly spaced (or refuses, or holds them), and a fake
 //! StarRocks that follows the documented Stream Load protocol (FE 307 to a
 //! BE, Basic auth, `label`, `format: json`, `strip_outer_array`, `columns`
 //! with `__op`, the result JSON with `Status`, `Label Already Exists` for a
@@ -113,29 +113,39 @@ fn connection(stream: TcpStream, handler: &Handler) {
     }
 }
 
-/// A small xorshift generator: the fakes fail at random without a crate.
-struct Dice(u64);
+/// Which requests a fake fails: exactly `ratio` of them, evenly spaced
+/// (request n fails when n * ratio passes a whole number), so that a test
+/// counting failures never depends on luck; and, for each failure, which
+/// kind, in turn.
+struct Dice {
+    rolls: u64,
+    failures: u64,
+}
 
 impl Dice {
     fn new() -> Dice {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        Dice(seed | 1)
+        Dice { rolls: 0, failures: 0 }
     }
 
-    /// True with probability `ratio`.
+    /// Whether this request fails.
     fn roll(&mut self, ratio: f64) -> bool {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % 10_000) as f64 / 10_000.0 < ratio
+        self.rolls += 1;
+        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let share = |n: u64| (n as f64 * ratio).floor() as u64;
+        let fails = share(self.rolls) > share(self.rolls - 1);
+        self.failures += u64::from(fails);
+        fails
+    }
+
+    /// The kind of the last failure, cycling through `kinds` of them.
+    fn kind(&self, kinds: u64) -> u64 {
+        self.failures % kinds
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
-    /// Fails this share of requests with a 500 or a 503, at random.
+    /// Fails this share of requests, evenly spaced, with a 500 or a 503 in turn.
     Flaky(f64),
     /// Answers every request with this status and body.
     Refuse(u16, String),
@@ -203,7 +213,7 @@ impl WebhookReceiver {
                 let failed = match mode {
                     Mode::Flaky(ratio) => {
                         let mut dice = dice.lock().expect("dice");
-                        dice.roll(ratio).then(|| if dice.roll(0.5) { 500 } else { 503 })
+                        dice.roll(ratio).then(|| if dice.kind(2) == 0 { 500 } else { 503 })
                     }
                     _ => None,
                 };
@@ -271,7 +281,7 @@ pub struct FakeStarRocks {
 }
 
 impl FakeStarRocks {
-    /// A FE and a BE; the BE fails `fail_ratio` of the loads at random (a
+    /// A FE and a BE; the BE fails `fail_ratio` of the loads, evenly spaced (a
     /// third of those after loading the rows: the answer is lost), and loses
     /// the answer to the first load.
     pub fn start(user: &str, password: &str, database: &str, fail_ratio: f64) -> FakeStarRocks {
@@ -336,7 +346,7 @@ impl FakeStarRocks {
             // A third of the failures loads the rows and loses the answer: the retry meets its label.
             let failure = {
                 let mut dice = dice.lock().expect("dice");
-                dice.roll(fail_ratio).then(|| dice.0 % 3)
+                dice.roll(fail_ratio).then(|| dice.kind(3))
             };
             match failure {
                 Some(0) => {
