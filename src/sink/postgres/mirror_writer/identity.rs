@@ -16,7 +16,8 @@
 //!     │                                   WALPIPE_SCHEMA_DROP=keep)
 //!     ├─ R recorded under another name M ─> renamed: M's destination is renamed with
 //!     │                                   it (unless a mapping named it), and
-//!     │                                   walpipe's records of M follow
+//!     │                                   walpipe's records of M (columns, marks,
+//!     │                                   copy progress) follow
 //!     └─ neither ──────────────────────> recorded
 //! ```
 //!
@@ -174,6 +175,14 @@ impl MirrorWriter {
                 )
                 .await?;
         }
+        // Its copy's progress too, so that the next session does not take it for an added table.
+        client
+            .execute(
+                "UPDATE walpipe.checkpoints SET copy_progress = (copy_progress - $2) || jsonb_build_object($3::text, copy_progress -> $2) \
+                 WHERE job_name = $1 AND copy_progress ? $2",
+                &[&job, &from, &to.qualified()],
+            )
+            .await?;
         tracing::info!(job = %job, table = %to, renamed_from = %from, destination = %destination, previous_destination = %old_destination,
             "followed a table rename");
         target.place.source = to.clone();
