@@ -14,7 +14,6 @@ use super::follow::{Follower, Place};
 use super::isolation::OnTableError;
 use super::schema::Destination;
 use super::{SinkError, Writer};
-use crate::change::mirror_records::unescape;
 use crate::names::TableName;
 
 mod identity;
@@ -97,12 +96,7 @@ impl MirrorWriter {
     /// destination is created and the table mirrored from here on.
     async fn discover(&mut self, client: &Client, record: &Record) -> Result<(), SinkError> {
         let Some(discovery) = &self.discovery else { return Ok(()) };
-        let Some(source) = unescape(record.table())
-            .and_then(|name| String::from_utf8(name.into_owned()).ok())
-            .and_then(|name| name.split_once('.').map(|(schema, table)| TableName::new(schema, table)))
-        else {
-            return Ok(());
-        };
+        let Some(source) = identity::source_name(record) else { return Ok(()) };
         let place = Place {
             destination: discovery(&source),
             source,

@@ -196,7 +196,7 @@ impl MirrorWriter {
 }
 
 /// The source table an `S` record names.
-fn source_name(record: &Record) -> Option<TableName> {
+pub(super) fn source_name(record: &Record) -> Option<TableName> {
     let text = crate::change::mirror_records::unescape(record.table())?;
     let text = std::str::from_utf8(&text).ok()?;
     let (schema, name) = text.split_once('.')?;
