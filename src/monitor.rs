@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{Client, Statement};
 
 use crate::metrics::{JobMetrics, SlotSample, SlotState};
-use crate::source::ConnInfo;
-use crate::sql_client;
+use crate::pg::ConnInfo;
+use crate::pg::sql;
 
 /// How often the source is polled.
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
@@ -125,7 +125,7 @@ const DECODING_STATS: [&str; 8] = [
 
 impl Session {
     async fn open(source: &ConnInfo) -> Result<Session, PollError> {
-        let client = sql_client::connect(source, "the source").await.map_err(|e| PollError(e.to_string()))?;
+        let client = sql::connect(source, "the source").await.map_err(|e| PollError(e.to_string()))?;
         let version: i32 = client
             .query_one("SELECT current_setting('server_version_num')::int4", &[])
             .await
@@ -207,6 +207,6 @@ struct PollError(String);
 
 impl PollError {
     fn sql(error: tokio_postgres::Error) -> PollError {
-        PollError(sql_client::describe(&error))
+        PollError(sql::describe(&error))
     }
 }

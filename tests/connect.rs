@@ -10,8 +10,8 @@ mod common;
 
 use common::{Cluster, ClusterOptions, publication_and_slot, run_with_timeout, walpipe};
 use std::time::Duration;
-use walpipe::source::conninfo::ConnInfo;
-use walpipe::source::{Connection, SourceError};
+use walpipe::pg::conninfo::ConnInfo;
+use walpipe::pg::{Connection, SourceError};
 
 fn pg15() -> &'static Cluster {
     common::pg15_with(&ClusterOptions { tls: true, ..ClusterOptions::default() })

@@ -721,7 +721,7 @@ fn a_pending_job_without_a_live_worker_says_why() {
     let state = cluster.fresh_db("noworker_state");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let info = walpipe::source::ConnInfo::parse(&cluster.url(&state)).expect("url");
+        let info = walpipe::pg::ConnInfo::parse(&cluster.url(&state)).expect("url");
         let store = walpipe::job::store::Store::open(info, walpipe::job::notify::Notifier::new(None))
             .await
             .expect("store");

@@ -21,9 +21,9 @@ use crate::job::lifecycle::{Phase, State};
 use crate::job::snapshot::TableProgress;
 use crate::metrics::JobMetrics;
 use crate::names::quote_literal;
-use crate::source::Connection;
+use crate::pg::Connection;
+use crate::pg::conninfo::ConnInfo;
 use crate::source::catalog::SourceTable;
-use crate::source::conninfo::ConnInfo;
 
 /// The time a chunk's transaction aims at.
 const CHUNK_BUDGET: Duration = Duration::from_secs(1);

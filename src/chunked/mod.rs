@@ -96,7 +96,7 @@ pub mod reader;
 pub mod visibility;
 pub mod watch;
 
-use crate::source::SourceError;
+use crate::pg::SourceError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkError {

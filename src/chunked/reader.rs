@@ -24,8 +24,8 @@ use super::keyset::{chunk_query, row_key_text};
 use super::progress::TableCopy;
 use super::visibility::XidSnapshot;
 use crate::names::{quote_ident, quote_literal};
+use crate::pg::Connection;
 use crate::protocol::pgoutput::{ColumnDef, Relation};
-use crate::source::Connection;
 use crate::source::catalog::SourceTable;
 
 /// The prefix of the messages that mark a chunk's place in the stream.

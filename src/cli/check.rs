@@ -8,8 +8,8 @@ use anyhow::bail;
 use crate::config::Config;
 use crate::job::spec::{JobSpec, SnapshotStrategy};
 use crate::names::quote_literal;
+use crate::pg::sql;
 use crate::source::catalog;
-use crate::sql_client;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -45,7 +45,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     };
     if let (Some(url), false) = (&config.state_url, spec.sink.holds_checkpoint()) {
         spec.checkpoint_db =
-            crate::source::ConnInfo::parse(url).map_err(|e| anyhow::anyhow!("WALPIPE_STATE_URL: {e}"))?;
+            crate::pg::ConnInfo::parse(url).map_err(|e| anyhow::anyhow!("WALPIPE_STATE_URL: {e}"))?;
     }
     let findings = check(&spec).await;
     for f in &findings {
@@ -60,7 +60,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
 
 pub async fn check(spec: &JobSpec) -> Vec<Finding> {
     let mut findings = Vec::new();
-    match sql_client::connect(&spec.source, "the source").await {
+    match sql::connect(&spec.source, "the source").await {
         Ok(source) => {
             findings.push(finding(Level::Ok, format!("the source {} is reachable", spec.source)));
             check_source(&source, spec, &mut findings).await;
@@ -76,7 +76,7 @@ pub async fn check(spec: &JobSpec) -> Vec<Finding> {
         ));
         "the state store"
     };
-    match sql_client::connect(&spec.checkpoint_db, role).await {
+    match sql::connect(&spec.checkpoint_db, role).await {
         Ok(sink) => match sink.simple_query("SELECT 1").await {
             Ok(_) => findings.push(finding(Level::Ok, format!("{role} {} is reachable", spec.checkpoint_db))),
             Err(error) => {

@@ -20,8 +20,8 @@ use crate::job::notify::Notifier;
 use crate::job::spec::{JobDefinition, JobSpec, Naming};
 use crate::job::store::Store;
 use crate::job::supervisor::Supervisor;
+use crate::pg::ConnInfo;
 use crate::sink::SinkTarget;
-use crate::source::ConnInfo;
 use crate::{backoff, http, metrics};
 
 pub async fn run(config: &Config) -> anyhow::Result<()> {

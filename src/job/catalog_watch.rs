@@ -37,8 +37,8 @@ use tokio_postgres::Client;
 use crate::job::spec::JobSpec;
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
+use crate::pg::sql;
 use crate::sink::postgres::recopy_marks;
-use crate::sql_client;
 
 /// How often the partitions are read.
 pub const POLL_EVERY: Duration = Duration::from_secs(5);
@@ -136,7 +136,7 @@ async fn run(spec: JobSpec, metrics: Arc<JobMetrics>, mut captured: Vec<TableNam
         match polled.await {
             Ok(()) => {}
             Err(error) => {
-                tracing::warn!(job = %spec.name, "could not compare the partitions of the captured tables: {}", sql_client::describe(&error));
+                tracing::warn!(job = %spec.name, "could not compare the partitions of the captured tables: {}", sql::describe(&error));
                 sessions = None;
             }
         }
@@ -147,9 +147,9 @@ async fn open(spec: &JobSpec) -> Option<(Client, Client)> {
     let mut source = spec.source.clone();
     source.application_name.push_str("-partitions");
     let opened = async {
-        let source = sql_client::connect(&source, "the source").await?;
-        let store = sql_client::connect(&spec.checkpoint_db, "the checkpoint database").await?;
-        Ok::<_, sql_client::ConnectError>((source, store))
+        let source = sql::connect(&source, "the source").await?;
+        let store = sql::connect(&spec.checkpoint_db, "the checkpoint database").await?;
+        Ok::<_, sql::ConnectError>((source, store))
     };
     match opened.await {
         Ok(sessions) => Some(sessions),

@@ -5,12 +5,12 @@
 //! inside it), never from the text of a message.
 
 use crate::chunked::ChunkError;
+use crate::pg::SourceError;
+use crate::pg::sql::{self, ConnectError};
 use crate::pipeline::assembler::AssembleError;
 use crate::pipeline::driver::DriveError;
 use crate::sink::SinkError;
-use crate::source::SourceError;
 use crate::source::catalog::CatalogError;
-use crate::sql_client::{self, ConnectError};
 
 use super::snapshot;
 
@@ -50,9 +50,9 @@ pub enum JobError {
     Snapshot(#[from] snapshot::SnapshotError),
     #[error(transparent)]
     Copy(#[from] ChunkError),
-    #[error("the sink's SQL failed during set-up: {}", crate::sql_client::describe(.0))]
+    #[error("the sink's SQL failed during set-up: {}", crate::pg::sql::describe(.0))]
     SinkSetup(tokio_postgres::Error),
-    #[error("the source's SQL failed during set-up: {}", crate::sql_client::describe(.0))]
+    #[error("the source's SQL failed during set-up: {}", crate::pg::sql::describe(.0))]
     SourceSetup(tokio_postgres::Error),
     #[error("the sink task failed: {0}; this is a bug, please report it")]
     SinkTask(String),
@@ -84,13 +84,13 @@ impl JobError {
             return ErrorKind::SlotInvalidated;
         }
         let timed_out = match self {
-            JobError::Connect(ConnectError::Postgres { source, .. }) => sql_client::is_timeout(source),
+            JobError::Connect(ConnectError::Postgres { source, .. }) => sql::is_timeout(source),
             JobError::Catalog(CatalogError::Query(error))
             | JobError::SinkSetup(error)
             | JobError::SourceSetup(error)
             | JobError::Sink(
                 SinkError::Postgres(error) | SinkError::State(error) | SinkError::Write { error, .. },
-            ) => sql_client::is_timeout(error),
+            ) => sql::is_timeout(error),
             JobError::Source(error) | JobError::Drive(DriveError::Source(error)) => error.is_timeout(),
             JobError::Sink(SinkError::Unavailable { timed_out, .. }) => *timed_out,
             _ => false,
@@ -101,7 +101,7 @@ impl JobError {
     pub fn is_transient(&self) -> bool {
         match self {
             JobError::Connect(error) => error.is_transient(),
-            JobError::Catalog(CatalogError::Query(error)) => sql_client::is_transient(error),
+            JobError::Catalog(CatalogError::Query(error)) => sql::is_transient(error),
             JobError::Catalog(_) => false,
             JobError::Source(error) => error.is_transient(),
             JobError::Sink(error) => error.is_transient(),
@@ -116,7 +116,7 @@ impl JobError {
                 ),
             ) => true,
             JobError::Drive(_) => false,
-            JobError::SinkSetup(error) | JobError::SourceSetup(error) => sql_client::is_transient(error),
+            JobError::SinkSetup(error) | JobError::SourceSetup(error) => sql::is_transient(error),
             JobError::Snapshot(error) => error.is_transient(),
             JobError::Copy(error) => error.is_transient(),
             JobError::SinkTask(_) | JobError::SlotLost { .. } | JobError::NoSelect { .. } => false,
@@ -127,7 +127,7 @@ impl JobError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::error::ServerError;
+    use crate::pg::error::ServerError;
 
     #[test]
     fn a_chunk_that_cannot_be_written_is_read_again_after_a_retry() {

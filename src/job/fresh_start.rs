@@ -19,9 +19,9 @@ use super::{catalog_watch, snapshot};
 use crate::chunked::plan;
 use crate::chunked::progress::CopyProgress;
 use crate::lsn::Lsn;
+use crate::pg::Connection;
 use crate::sink::AnySink;
 use crate::sink::postgres::{checkpoint, recopy_marks};
-use crate::source::Connection;
 use crate::source::catalog;
 
 /// What a fresh start does with the destinations' rows.

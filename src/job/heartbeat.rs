@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::spec::JobSpec;
 use crate::metrics::{JobMetrics, unix_seconds};
+use crate::pg::sql;
 use crate::pipeline::assembler::HEARTBEAT_PREFIX;
-use crate::sql_client;
 
 /// Emits a heartbeat into the source's WAL every `every`, and warns when
 /// they stop coming back through the stream (the consumer is stalled).
@@ -20,7 +20,7 @@ pub(super) async fn heartbeat(spec: JobSpec, every: Duration, metrics: Arc<JobMe
     loop {
         ticker.tick().await;
         if client.is_none() {
-            client = sql_client::connect(&spec.source, "the source").await.ok();
+            client = sql::connect(&spec.source, "the source").await.ok();
         }
         if let Some(source) = &client {
             let sent = source

@@ -24,9 +24,9 @@ use tokio_postgres::Client;
 
 use crate::change::outbox::{OutboxRules, Routed};
 use crate::names::quote_ident;
+use crate::pg::conninfo::ConnInfo;
 use crate::sink::SinkError;
 use crate::sink::contract::{Chunk, DriverEnds, Receipt, Settled, SinkEnds};
-use crate::source::conninfo::ConnInfo;
 
 /// Outbox rows to delete, by table `schema.name`: each a JSON object of key columns.
 pub type OutboxRows = HashMap<String, Vec<String>>;
@@ -117,7 +117,7 @@ impl OutboxCleanup {
             return Ok(());
         }
         if self.session.as_ref().is_none_or(Client::is_closed) {
-            let client = crate::sql_client::connect(&self.source, "the source").await.map_err(|e| {
+            let client = crate::pg::sql::connect(&self.source, "the source").await.map_err(|e| {
                 SinkError::Unavailable {
                     target: "the source (to delete delivered outbox rows)".into(),
                     attempts: 1,

@@ -40,6 +40,8 @@ use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
 use crate::names::{quote_ident, quote_literal};
+use crate::pg::Connection;
+use crate::pg::sql;
 use crate::pipeline::assembler::Assembler;
 use crate::pipeline::driver::{self};
 use crate::sink::contract::{self, SinkEnds};
@@ -47,9 +49,8 @@ use crate::sink::postgres::checkpoint;
 use crate::sink::postgres::schema;
 use crate::sink::{AnySink, Driving, Opening, SinkError};
 use crate::source::catalog::{self};
+use crate::source::preflight;
 use crate::source::publication;
-use crate::source::{Connection, preflight};
-use crate::sql_client;
 
 /// Streamed transactions kept in memory before spilling to disk.
 const SPILL_MEMORY_CAP: usize = 16 * 1024 * 1024;
@@ -145,7 +146,7 @@ pub async fn run(
 /// Forgets the job's progress (a restart): without a checkpoint the next
 /// run drops the old slot and starts over with a new slot and a new copy.
 pub async fn reset(spec: &JobSpec) -> Result<(), JobError> {
-    let sink = sql_client::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
+    let sink = sql::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
     checkpoint::forget_checkpoint(&sink, &spec.name).await.map_err(JobError::SinkSetup)
 }
@@ -164,7 +165,7 @@ pub async fn drop_slot_and_publication(spec: &JobSpec) -> Result<(), JobError> {
     if exists {
         repl.drop_slot(&spec.slot).await?;
     }
-    let source = sql_client::connect(&spec.source, "the source").await?;
+    let source = sql::connect(&spec.source, "the source").await?;
     source
         .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&spec.publication)))
         .await
@@ -196,14 +197,14 @@ struct Session {
 
 /// One try at the job: set up, copy if needed, stream until the session ends.
 async fn attempt(spec: &JobSpec, metrics: &Arc<JobMetrics>, session: Session) -> Result<Attempted, JobError> {
-    let source_sql = sql_client::connect(&spec.source, "the source").await?;
+    let source_sql = sql::connect(&spec.source, "the source").await?;
     let tables = catalog::tables(&source_sql, &spec.tables).await?;
     if spec.needs_keys() {
         catalog::require_keys(&tables)?;
     }
     check_select(&source_sql, &tables).await?;
     // The Postgres sink, or the state store for the other sinks: where the checkpoint is.
-    let sink = sql_client::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
+    let sink = sql::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
     let opening = Opening { spec, metrics, checkpoint_db: &sink, tables: &tables };
     let mut out = AnySink::open(&spec.sink, &opening).await?;

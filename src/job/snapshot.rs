@@ -28,10 +28,10 @@ use crate::change::encode::SnapshotRows;
 use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
 use crate::names::{quote_ident, quote_literal};
+use crate::pg::conninfo::ConnInfo;
+use crate::pg::{Connection, SourceError};
 use crate::sink::SinkError;
 use crate::source::catalog::SourceTable;
-use crate::source::conninfo::ConnInfo;
-use crate::source::{Connection, SourceError};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -42,7 +42,7 @@ pub enum SnapshotError {
     Connect(String),
     #[error("reading the snapshot from the source failed: {0}")]
     Source(#[from] SourceError),
-    #[error("writing the snapshot into the sink failed: {}", crate::sql_client::describe(.0))]
+    #[error("writing the snapshot into the sink failed: {}", crate::pg::sql::describe(.0))]
     Sink(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Writer(#[from] SinkError),
@@ -54,7 +54,7 @@ impl SnapshotError {
             // Connection failures: the sink was reachable a moment ago.
             SnapshotError::Connect(_) => true,
             SnapshotError::Source(error) => error.is_transient(),
-            SnapshotError::Sink(error) => crate::sql_client::is_transient(error),
+            SnapshotError::Sink(error) => crate::pg::sql::is_transient(error),
             SnapshotError::Writer(error) => error.is_transient(),
         }
     }

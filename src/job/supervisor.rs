@@ -345,11 +345,11 @@ async fn observe(job: String, metrics: Arc<JobMetrics>, changes: mpsc::Sender<St
 
 /// Hears of actions at once (`LISTEN walpipe_jobs`), reconnecting with
 /// backoff when the connection breaks; the supervisor's tick is the fallback.
-async fn listen(store: crate::source::ConnInfo, actions: mpsc::Sender<String>) {
+async fn listen(store: crate::pg::ConnInfo, actions: mpsc::Sender<String>) {
     let mut delays = crate::backoff::delays(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         let (tx, mut notifications) = mpsc::channel(OBSERVED_QUEUE);
-        match crate::sql_client::listen(&store, "the state store", super::store::CHANNEL, tx).await {
+        match crate::pg::sql::listen(&store, "the state store", super::store::CHANNEL, tx).await {
             Ok(_client) => {
                 while let Some(job) = notifications.recv().await {
                     if actions.send(job).await.is_err() {

@@ -38,8 +38,9 @@ use crate::chunked::copier::ChunkFeed;
 use crate::chunked::progress::CopyProgress;
 use crate::lsn::Lsn;
 use crate::metrics::{JobMetrics, unix_seconds};
+use crate::pg::SourceError;
 use crate::sink::contract::{DriverEnds, Settled};
-use crate::source::{ReplicationStream, SourceError, StreamEvent};
+use crate::source::{ReplicationStream, StreamEvent};
 
 /// Lines are handed to the sink in chunks of about this size.
 pub const CHUNK_BYTES: usize = 256 * 1024;

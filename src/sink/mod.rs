@@ -107,8 +107,8 @@ pub trait Driving: Send {
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error(transparent)]
-    Connect(#[from] crate::sql_client::ConnectError),
-    #[error("the sink failed: {}", crate::sql_client::describe(.0))]
+    Connect(#[from] crate::pg::sql::ConnectError),
+    #[error("the sink failed: {}", crate::pg::sql::describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("the sink received a change line it cannot read ({0}); this is a bug, please report it")]
     Record(String),
@@ -118,7 +118,7 @@ pub enum SinkError {
     Schema { table: String, statement: String, detail: String },
     #[error("could not read the source's catalog to follow a schema change: {0}")]
     SchemaSource(String),
-    #[error("could not record the delivery in the state store: {}", crate::sql_client::describe(.0))]
+    #[error("could not record the delivery in the state store: {}", crate::pg::sql::describe(.0))]
     State(tokio_postgres::Error),
     #[error(
         "{target} did not take a batch after {attempts} attempts (last: {reason}); walpipe keeps retrying with backoff"
@@ -128,7 +128,7 @@ pub enum SinkError {
         "{target} rejected a batch with {status}: {body}; fix the receiver or what it refuses, then retry the job (walpipe jobs retry), which sends the same batch again"
     )]
     Rejected { target: String, status: String, body: String },
-    #[error("the sink failed: {statement} failed: {}", crate::sql_client::describe(.error))]
+    #[error("the sink failed: {statement} failed: {}", crate::pg::sql::describe(.error))]
     Write { statement: String, error: tokio_postgres::Error },
     #[error("could not write to stdout: {0}")]
     Stdout(std::io::Error),
@@ -136,7 +136,7 @@ pub enum SinkError {
         "the state store's record of the {what} for job {job} cannot be read ({detail}), so the batch in flight cannot be sent again under its key; set walpipe.checkpoints.{column} to NULL for the job (the receiver may then see that batch twice, under a new key), then retry the job"
     )]
     Ledger { job: String, what: &'static str, column: &'static str, detail: String },
-    #[error("could not delete delivered outbox rows on the source: {}; grant DELETE on the outbox table to the source user, or set WALPIPE_OUTBOX_DELETE=false", crate::sql_client::describe(.0))]
+    #[error("could not delete delivered outbox rows on the source: {}; grant DELETE on the outbox table to the source user, or set WALPIPE_OUTBOX_DELETE=false", crate::pg::sql::describe(.0))]
     OutboxCleanup(tokio_postgres::Error),
 }
 
@@ -146,7 +146,7 @@ impl SinkError {
             SinkError::Postgres(error)
             | SinkError::State(error)
             | SinkError::OutboxCleanup(error)
-            | SinkError::Write { error, .. } => crate::sql_client::is_transient(error),
+            | SinkError::Write { error, .. } => crate::pg::sql::is_transient(error),
             SinkError::Connect(error) => error.is_transient(),
             SinkError::Unavailable { .. } | SinkError::SchemaSource(_) => true,
             SinkError::Record(_)

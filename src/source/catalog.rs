@@ -89,7 +89,7 @@ pub enum CatalogError {
         "table {table} has REPLICA IDENTITY FULL but no primary key, which a Postgres mirror and StarRocks need to write rows by key: add a primary key (or a unique index and ALTER TABLE {quoted} REPLICA IDENTITY USING INDEX ...), or use WALPIPE_SINK_MODE=changelog, a webhook or stdout:"
     )]
     NoKey { table: String, quoted: String },
-    #[error("reading the source catalog failed: {}", crate::sql_client::describe(.0))]
+    #[error("reading the source catalog failed: {}", crate::pg::sql::describe(.0))]
     Query(#[from] tokio_postgres::Error),
 }
 

@@ -25,10 +25,10 @@ use bytes::Bytes;
 use postgres_protocol::message::backend::Message;
 use tokio::time::Instant;
 
-use super::connection::{Connection, Incoming, log_notice};
-use super::error::{ServerError, SourceError};
 use super::feedback::Feedback;
 use crate::lsn::Lsn;
+use crate::pg::connection::{Connection, Incoming, log_notice};
+use crate::pg::error::{ServerError, SourceError};
 use crate::protocol::time::to_pg_micros;
 use crate::protocol::walsender::{self, Keepalive, WalsenderMessage};
 

@@ -8,11 +8,11 @@ use crate::change::outbox::OutboxRules;
 use crate::config::Config;
 use crate::lsn::Lsn;
 use crate::names::{self, TableName};
+use crate::pg::conninfo::ConnInfo;
 use crate::secret::Secret;
 use crate::sink::SinkTarget;
 use crate::sink::postgres::evolve::DropPolicy;
 use crate::sink::postgres::isolation::OnTableError;
-use crate::source::conninfo::ConnInfo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotMode {

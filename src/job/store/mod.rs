@@ -38,8 +38,8 @@ pub use history::{Instance, RunEnd};
 use super::lifecycle::{self, Action, Refused, State};
 use super::notify::Notifier;
 use super::spec::JobDefinition;
-use crate::source::ConnInfo;
-use crate::sql_client;
+use crate::pg::ConnInfo;
+use crate::pg::sql;
 
 /// How long a claim lasts without renewal: a dead worker's jobs are taken over after this.
 pub const LEASE: Duration = Duration::from_secs(15);
@@ -52,8 +52,8 @@ pub const CHANNEL: &str = "walpipe_jobs";
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the state store: {0}")]
-    Connect(#[from] sql_client::ConnectError),
-    #[error("the state store's SQL failed: {}", crate::sql_client::describe(.0))]
+    Connect(#[from] sql::ConnectError),
+    #[error("the state store's SQL failed: {}", crate::pg::sql::describe(.0))]
     Sql(#[from] tokio_postgres::Error),
     #[error("there is no job named {0:?}")]
     NotFound(String),
@@ -69,7 +69,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Connect(error) => error.is_transient(),
-            StoreError::Sql(error) => sql_client::is_transient(error),
+            StoreError::Sql(error) => sql::is_transient(error),
             _ => false,
         }
     }
@@ -164,7 +164,7 @@ impl Store {
     async fn client(&self) -> Result<MappedMutexGuard<'_, Client>, StoreError> {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
-            *guard = Some(sql_client::connect(&self.info, "the state store").await?);
+            *guard = Some(sql::connect(&self.info, "the state store").await?);
         }
         MutexGuard::try_map(guard, Option::as_mut).map_err(|_| StoreError::Corrupt("no connection".into()))
     }

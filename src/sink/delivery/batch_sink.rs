@@ -12,8 +12,8 @@ use crate::change::encode::JsonLines;
 use crate::job::snapshot::{Snapshot, SnapshotError};
 use crate::job::spec::JobSpec;
 use crate::metrics::JobMetrics;
+use crate::pg::sql;
 use crate::sink::{Driving, Opening, Sink, SinkError};
-use crate::sql_client;
 
 pub struct BatchSink<T: Transport> {
     /// Lent to the copy's delivery, and back once the copy is done.
@@ -29,7 +29,7 @@ impl<T: Transport> BatchSink<T> {
         let transport =
             self.transport.take().ok_or_else(|| SinkError::Record("the transport is in use".into()))?;
         let spec = &self.spec;
-        let state = sql_client::connect(&spec.checkpoint_db, "the state store").await?;
+        let state = sql::connect(&spec.checkpoint_db, "the state store").await?;
         Delivery::open(
             &spec.name,
             transport,

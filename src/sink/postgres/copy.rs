@@ -23,10 +23,10 @@ use super::commit_loop::Writer;
 use super::follow::Place;
 use crate::job::snapshot::{Snapshot, SnapshotError, SnapshotLines, TableProgress, read_copy};
 use crate::names::quote_ident;
+use crate::pg::Connection;
+use crate::pg::conninfo::ConnInfo;
 use crate::sink::SinkError;
-use crate::source::Connection;
 use crate::source::catalog::SourceTable;
-use crate::source::conninfo::ConnInfo;
 
 /// Snapshot rows per changelog insert.
 const CHANGELOG_BATCH: usize = 5_000;
@@ -50,7 +50,7 @@ pub async fn copy_mirror(
     let workers = snapshot.parallel_tables.clamp(1, snapshot.tables.len().max(1));
     let worker = || async {
         let mut reader = snapshot.session().await?;
-        let sink = crate::sql_client::connect(sink, "the sink")
+        let sink = crate::pg::sql::connect(sink, "the sink")
             .await
             .map_err(|error| SnapshotError::Connect(error.to_string()))?;
         let mut rows = 0;

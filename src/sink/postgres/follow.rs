@@ -30,8 +30,8 @@ use super::schema::{self, Destination};
 use crate::change::mirror_records::unescape;
 use crate::metrics::JobMetrics;
 use crate::names::{TableName, quote_ident, quote_literal};
+use crate::pg::conninfo::ConnInfo;
 use crate::source::catalog::{SourceColumn, SourceTable};
-use crate::source::conninfo::ConnInfo;
 
 mod columns;
 
@@ -208,7 +208,7 @@ impl Follower {
             sink.batch_execute(&sql).await.map_err(|error| SinkError::Schema {
                 table: place.source.qualified(),
                 statement: sql.clone(),
-                detail: crate::sql_client::describe(&error),
+                detail: crate::pg::sql::describe(&error),
             })?;
             tracing::info!(job = %self.job, table = %place.source, destination = %place.destination, step = ?step, "followed a schema change");
         }
@@ -233,7 +233,7 @@ impl Follower {
     /// The source catalog's attributes of `table` now, dropped ones included.
     async fn source_now(&mut self, table: &TableName) -> Result<Vec<SourceAttribute>, SinkError> {
         if self.source.is_none() {
-            let client = crate::sql_client::connect(&self.source_info, "the source")
+            let client = crate::pg::sql::connect(&self.source_info, "the source")
                 .await
                 .map_err(|error| SinkError::SchemaSource(error.to_string()))?;
             self.source = Some(client);
@@ -248,7 +248,7 @@ impl Follower {
                 &[&table.quoted()],
             )
             .await
-            .map_err(|error| SinkError::SchemaSource(crate::sql_client::describe(&error)))?;
+            .map_err(|error| SinkError::SchemaSource(crate::pg::sql::describe(&error)))?;
         Ok(rows
             .iter()
             .map(|row| {

@@ -59,10 +59,11 @@ pub fn table_trouble(error: &SinkError) -> Option<(String, String)> {
     match error {
         SinkError::Schema { statement, detail, .. } => Some((statement.clone(), detail.clone())),
         SinkError::Write { statement, error } => {
-            own_trouble(error).then(|| (statement.clone(), crate::sql_client::describe(error)))
+            own_trouble(error).then(|| (statement.clone(), crate::pg::sql::describe(error)))
         }
-        SinkError::Postgres(error) => own_trouble(error)
-            .then(|| ("a write to the table".to_string(), crate::sql_client::describe(error))),
+        SinkError::Postgres(error) => {
+            own_trouble(error).then(|| ("a write to the table".to_string(), crate::pg::sql::describe(error)))
+        }
         _ => None,
     }
 }

@@ -46,10 +46,10 @@ use crate::job::snapshot::{Snapshot, SnapshotError};
 use crate::job::spec::{JobSpec, SinkMode};
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
+use crate::pg::conninfo::ConnInfo;
 pub use crate::sink::SinkError;
 use crate::sink::{Driving, Opening, Sink};
 use crate::source::catalog::SourceTable;
-use crate::source::conninfo::ConnInfo;
 
 /// Where a job's rows go, by mode.
 enum Mode {
@@ -81,7 +81,7 @@ impl Sink for Postgres {
 
     async fn open(target: &ConnInfo, opening: &Opening<'_>) -> Result<Self, SinkError> {
         let Opening { spec, metrics, tables, .. } = *opening;
-        let client = crate::sql_client::connect(target, "the sink").await?;
+        let client = crate::pg::sql::connect(target, "the sink").await?;
         let mode = match spec.sink_mode {
             SinkMode::Mirror => Mode::Mirror(ensure_mirror(spec, &client, tables).await?),
             SinkMode::Changelog => Mode::Changelog(ensure_changelog(spec, &client, tables).await?),

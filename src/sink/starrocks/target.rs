@@ -7,7 +7,7 @@ use std::fmt;
 
 use url::Url;
 
-use crate::source::conninfo::percent_decode;
+use crate::pg::conninfo::percent_decode;
 
 /// `starrocks://user:password@fe-host:8030/db`
 #[derive(Clone)]

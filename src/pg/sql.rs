@@ -7,8 +7,8 @@ use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 use tokio_postgres::config::SslMode as PgSslMode;
 
-use crate::source::conninfo::{ConnInfo, Host, SslMode};
-use crate::source::tls;
+use super::conninfo::{ConnInfo, Host, SslMode};
+use super::tls;
 
 /// A failure to open a SQL connection: the sentence names the target.
 #[derive(Debug, thiserror::Error)]

@@ -124,7 +124,7 @@ impl SourceError {
             | SourceError::ConnectTimeout { .. }
             | SourceError::ConnectionLost(_) => true,
             SourceError::Server { error } | SourceError::Refused { error } => {
-                crate::sql_client::is_transient_sqlstate(&error.code)
+                crate::pg::sql::is_transient_sqlstate(&error.code)
             }
             _ => false,
         }

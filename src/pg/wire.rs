@@ -15,27 +15,27 @@ use super::error::SourceError;
 use super::transport::Transport;
 
 /// One message from the server.
-pub(super) enum Incoming {
+pub(crate) enum Incoming {
     CopyData(Bytes),
     CopyBothResponse,
     Other(Message),
 }
 
 /// The receiving half: bytes read but not yet taken as messages.
-pub(super) struct Inbox {
-    pub(super) reader: ReadHalf<Transport>,
-    pub(super) buf: BytesMut,
+pub(crate) struct Inbox {
+    pub(crate) reader: ReadHalf<Transport>,
+    pub(crate) buf: BytesMut,
 }
 
 /// The sending half: messages queued but not yet taken by the socket.
-pub(super) struct Outbox {
-    pub(super) writer: WriteHalf<Transport>,
-    pub(super) buf: BytesMut,
+pub(crate) struct Outbox {
+    pub(crate) writer: WriteHalf<Transport>,
+    pub(crate) buf: BytesMut,
 }
 
 impl Outbox {
     /// Queued writes go out; cancel-safe.
-    pub(super) async fn flush(&mut self) -> Result<(), SourceError> {
+    pub(crate) async fn flush(&mut self) -> Result<(), SourceError> {
         while !self.buf.is_empty() {
             self.writer.write_buf(&mut self.buf).await?;
         }
@@ -43,25 +43,25 @@ impl Outbox {
         Ok(())
     }
 
-    pub(super) fn has_pending_writes(&self) -> bool {
+    pub(crate) fn has_pending_writes(&self) -> bool {
         !self.buf.is_empty()
     }
 
-    pub(super) fn queue_copy_data(&mut self, payload: &[u8]) -> Result<(), SourceError> {
+    pub(crate) fn queue_copy_data(&mut self, payload: &[u8]) -> Result<(), SourceError> {
         let data =
             frontend::CopyData::new(payload).map_err(|error| SourceError::Protocol(error.to_string()))?;
         data.write(&mut self.buf);
         Ok(())
     }
 
-    pub(super) fn queue_copy_done(&mut self) {
+    pub(crate) fn queue_copy_done(&mut self) {
         frontend::copy_done(&mut self.buf);
     }
 }
 
 impl Inbox {
     /// Reads more bytes; cancel-safe. End of stream is a lost connection.
-    pub(super) async fn read_more(&mut self) -> Result<(), SourceError> {
+    pub(crate) async fn read_more(&mut self) -> Result<(), SourceError> {
         if self.buf.capacity() - self.buf.len() < 64 * 1024 {
             self.buf.reserve(256 * 1024);
         }
@@ -76,7 +76,7 @@ impl Inbox {
     }
 
     /// A whole message from the buffer, if one is there.
-    pub(super) fn try_incoming(&mut self) -> Result<Option<Incoming>, SourceError> {
+    pub(crate) fn try_incoming(&mut self) -> Result<Option<Incoming>, SourceError> {
         if self.buf.len() < 5 {
             return Ok(None);
         }
