@@ -71,7 +71,7 @@ async fn every_auth_method_connects_and_identifies_the_system() {
                 let identity = conn.identify_system().await.expect("IDENTIFY_SYSTEM");
                 assert_eq!(identity.timeline, 1);
                 assert_eq!(identity.dbname.as_deref(), Some("postgres"));
-                assert!(identity.xlog_position.0 > 0);
+                assert!(identity.xlog_position.value() > 0);
                 assert_eq!(conn.server_version_num() / 10000, cluster.major);
             }
         }
@@ -134,7 +134,7 @@ async fn replication_commands_create_use_and_drop_a_slot() {
         assert_eq!(conn.protocol_version(), expected_version);
 
         let slot = conn.create_slot(&format!("{db}_slot"), false).await.expect("CREATE_REPLICATION_SLOT");
-        assert!(slot.consistent_point.0 > 0);
+        assert!(slot.consistent_point.value() > 0);
         let snapshot = slot.snapshot_name.clone().expect("an exported snapshot");
 
         // Rows written after the slot's consistent point are not in its snapshot.

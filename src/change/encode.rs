@@ -15,7 +15,7 @@
 use super::json::{write_plain_str, write_str};
 use super::relation::Table;
 use super::value::{write_binary_value, write_text_value};
-use crate::lsn::Lsn;
+use crate::position::Position;
 use crate::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
 use crate::protocol::time::format_rfc3339;
 
@@ -51,13 +51,13 @@ pub struct ShapeError {
 /// What every change of one transaction shares, pre-rendered.
 #[derive(Debug, Clone)]
 pub struct TxnFields {
-    pub commit_lsn: Lsn,
+    pub commit_lsn: Position,
     /// `,"commit_lsn":"..","xid":..,"commit_time":"..",`
     shared: Vec<u8>,
 }
 
 impl TxnFields {
-    pub fn new(commit_lsn: Lsn, xid: Option<u32>, commit_time: Option<i64>) -> TxnFields {
+    pub fn new(commit_lsn: Position, xid: Option<u32>, commit_time: Option<i64>) -> TxnFields {
         let mut shared = Vec::with_capacity(96);
         shared.extend_from_slice(b",\"commit_lsn\":");
         write_plain_str(&mut shared, &commit_lsn.to_string());
@@ -76,7 +76,7 @@ impl TxnFields {
     }
 
     /// `{"id":..,"lsn":..,"commit_lsn":..,"xid":..,"commit_time":..,`
-    pub fn write_header(&self, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn) {
+    pub fn write_header(&self, out: &mut Vec<u8>, ordinal: u64, lsn: Position) {
         use std::io::Write;
         // Writing into a Vec cannot fail.
         let _ = write!(out, "{{\"id\":\"{}:{ordinal}\",\"lsn\":\"{lsn}\"", self.commit_lsn);
@@ -84,7 +84,12 @@ impl TxnFields {
     }
 
     /// As [`TxnFields::write_header`], with the id `write_id` writes (JSON text).
-    pub fn write_header_with_id(&self, out: &mut Vec<u8>, lsn: Lsn, write_id: impl FnOnce(&mut Vec<u8>)) {
+    pub fn write_header_with_id(
+        &self,
+        out: &mut Vec<u8>,
+        lsn: Position,
+        write_id: impl FnOnce(&mut Vec<u8>),
+    ) {
         use std::io::Write;
         out.extend_from_slice(b"{\"id\":");
         write_id(out);
@@ -93,7 +98,7 @@ impl TxnFields {
     }
 
     /// As [`TxnFields::write_header`], with the id `<commit_lsn>:<ordinal>:schema`.
-    pub fn write_schema_header(&self, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn) {
+    pub fn write_schema_header(&self, out: &mut Vec<u8>, ordinal: u64, lsn: Position) {
         use std::io::Write;
         let _ = write!(out, "{{\"id\":\"{}:{ordinal}:schema\",\"lsn\":\"{lsn}\"", self.commit_lsn);
         out.extend_from_slice(&self.shared);
@@ -107,15 +112,15 @@ pub struct JsonLines;
 impl super::Encoding for JsonLines {
     type Txn = TxnFields;
 
-    fn txn(&self, commit_lsn: Lsn, xid: Option<u32>, commit_time: Option<i64>) -> TxnFields {
+    fn txn(&self, commit_lsn: Position, xid: Option<u32>, commit_time: Option<i64>) -> TxnFields {
         TxnFields::new(commit_lsn, xid, commit_time)
     }
 
-    fn write_header(&self, txn: &TxnFields, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn) {
+    fn write_header(&self, txn: &TxnFields, out: &mut Vec<u8>, ordinal: u64, lsn: Position) {
         txn.write_header(out, ordinal, lsn);
     }
 
-    fn write_schema_header(&self, txn: &TxnFields, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn) {
+    fn write_schema_header(&self, txn: &TxnFields, out: &mut Vec<u8>, ordinal: u64, lsn: Position) {
         txn.write_schema_header(out, ordinal, lsn);
     }
 
@@ -123,7 +128,7 @@ impl super::Encoding for JsonLines {
         &self,
         txn: &TxnFields,
         out: &mut Vec<u8>,
-        lsn: Lsn,
+        lsn: Position,
         _positioned: bool,
         write_id: impl FnOnce(&mut Vec<u8>),
     ) {
@@ -329,7 +334,7 @@ impl SnapshotRows {
         &self,
         out: &mut Vec<u8>,
         row: &[u8],
-        commit_lsn: Lsn,
+        commit_lsn: Position,
         ordinal: u64,
     ) -> Result<(), ShapeError> {
         let fields: Vec<&[u8]> = row.split(|b| *b == b'\t').collect();

@@ -32,7 +32,7 @@
 use super::Encoding;
 use super::encode::{Op, ShapeError, check_shape};
 use super::relation::Table;
-use crate::lsn::Lsn;
+use crate::position::Position;
 use crate::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,16 +42,16 @@ impl Encoding for MirrorRecords {
     /// The commit LSN, as text.
     type Txn = String;
 
-    fn txn(&self, commit_lsn: Lsn, _xid: Option<u32>, _commit_time: Option<i64>) -> String {
+    fn txn(&self, commit_lsn: Position, _xid: Option<u32>, _commit_time: Option<i64>) -> String {
         commit_lsn.to_string()
     }
 
-    fn write_header(&self, txn: &String, out: &mut Vec<u8>, _ordinal: u64, _lsn: Lsn) {
+    fn write_header(&self, txn: &String, out: &mut Vec<u8>, _ordinal: u64, _lsn: Position) {
         out.extend_from_slice(txn.as_bytes());
         out.push(b'\t');
     }
 
-    fn write_schema_header(&self, txn: &String, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn) {
+    fn write_schema_header(&self, txn: &String, out: &mut Vec<u8>, ordinal: u64, lsn: Position) {
         self.write_header(txn, out, ordinal, lsn);
     }
 
@@ -61,7 +61,7 @@ impl Encoding for MirrorRecords {
         &self,
         txn: &String,
         out: &mut Vec<u8>,
-        lsn: Lsn,
+        lsn: Position,
         positioned: bool,
         _write_id: impl FnOnce(&mut Vec<u8>),
     ) {
@@ -149,7 +149,7 @@ impl Encoding for MirrorRecords {
     }
 
     fn write_copy_end(&self, txn: &String, out: &mut Vec<u8>, table: &Table, since: &str) {
-        self.write_header(txn, out, 0, Lsn(0));
+        self.write_header(txn, out, 0, Position::new(0));
         out.extend_from_slice(b"R\t");
         escape(out, table.qualified_name().as_bytes());
         out.extend_from_slice(b"\t-\t\t");
@@ -256,8 +256,8 @@ mod tests {
     #[test]
     fn records_escape_values_and_mark_unchanged_toast() {
         let mut out = Vec::new();
-        let txn = MirrorRecords.txn(Lsn(0x10), Some(1), None);
-        MirrorRecords.write_header(&txn, &mut out, 0, Lsn(8));
+        let txn = MirrorRecords.txn(Position::new(0x10), Some(1), None);
+        MirrorRecords.write_header(&txn, &mut out, 0, Position::new(8));
         let new = Tuple(vec![text("1"), Column::UnchangedToast, text("tab\there\nnew\\line")]);
         let old = OldTuple::Key(Tuple(vec![text("0"), Column::Null, Column::Null]));
         MirrorRecords.write_row(&mut out, &table(), Op::Update, Some(&old), Some(&new)).expect("shape");
@@ -309,8 +309,8 @@ mod tests {
     fn a_copied_row_keeps_its_position_only_when_asked() {
         let (mut kept, mut none) = (Vec::new(), Vec::new());
         let txn = "0/90".to_string();
-        MirrorRecords.write_copied_header(&txn, &mut kept, Lsn(0x90), true, |_| {});
-        MirrorRecords.write_copied_header(&txn, &mut none, Lsn(0x90), false, |_| {});
+        MirrorRecords.write_copied_header(&txn, &mut kept, Position::new(0x90), true, |_| {});
+        MirrorRecords.write_copied_header(&txn, &mut none, Position::new(0x90), false, |_| {});
         assert_eq!(kept, b"0/90\t");
         assert_eq!(none, b"\\N\t", "NULL: the destination's _walpipe_lsn stays NULL");
     }
@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(line, format!("0/90\tR\t{name}\t-\t\t0/5\n"));
         // A change stream has no rows to remove: nothing is written.
         let mut json = Vec::new();
-        let txn = crate::change::encode::JsonLines.txn(Lsn(0x90), Some(1), None);
+        let txn = crate::change::encode::JsonLines.txn(Position::new(0x90), Some(1), None);
         crate::change::encode::JsonLines.write_copy_end(&txn, &mut json, &table(), "0/5");
         assert!(json.is_empty());
     }

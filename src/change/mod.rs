@@ -15,7 +15,7 @@ pub mod outbox;
 pub mod relation;
 pub mod value;
 
-use crate::lsn::Lsn;
+use crate::position::Position;
 use crate::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
 use encode::{Op, ShapeError};
 use relation::Table;
@@ -29,13 +29,13 @@ pub trait Encoding: Clone + Send + Sync + 'static {
     /// What every change of one transaction shares, rendered once.
     type Txn: Send + Sync + std::fmt::Debug;
 
-    fn txn(&self, commit_lsn: Lsn, xid: Option<u32>, commit_time: Option<i64>) -> Self::Txn;
-    fn write_header(&self, txn: &Self::Txn, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn);
+    fn txn(&self, commit_lsn: Position, xid: Option<u32>, commit_time: Option<i64>) -> Self::Txn;
+    fn write_header(&self, txn: &Self::Txn, out: &mut Vec<u8>, ordinal: u64, lsn: Position);
     /// The header of a schema line. A schema line goes just before the
     /// change with `ordinal` (the first of its table's new shape) and takes
     /// no ordinal itself, so that announcing a shape, which the server does
     /// again after every reconnect, never moves a change's id.
-    fn write_schema_header(&self, txn: &Self::Txn, out: &mut Vec<u8>, ordinal: u64, lsn: Lsn);
+    fn write_schema_header(&self, txn: &Self::Txn, out: &mut Vec<u8>, ordinal: u64, lsn: Position);
     /// A table's shape (columns by name, types, key), ending the line.
     fn write_schema(&self, out: &mut Vec<u8>, table: &Table);
     fn write_row(
@@ -56,7 +56,7 @@ pub trait Encoding: Clone + Send + Sync + 'static {
         &self,
         txn: &Self::Txn,
         out: &mut Vec<u8>,
-        lsn: Lsn,
+        lsn: Position,
         positioned: bool,
         write_id: impl FnOnce(&mut Vec<u8>),
     );

@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 
 use super::progress::{CopyProgress, TableCopy};
-use crate::lsn::Lsn;
+use crate::position::Position;
 
 /// What asks for copies, by table (`schema.name`).
 #[derive(Debug, Clone, Copy)]
@@ -80,7 +80,7 @@ pub struct Plan {
 }
 
 /// The plan for a session streaming from `since`, over the captured `tables`.
-pub fn plan(progress: &CopyProgress, tables: &[String], wanted: Wanted<'_>, since: Lsn) -> Plan {
+pub fn plan(progress: &CopyProgress, tables: &[String], wanted: Wanted<'_>, since: Position) -> Plan {
     let mut plan = Plan {
         forget: progress.keys().filter(|t| !tables.contains(t)).cloned().collect(),
         ..Plan::default()
@@ -126,7 +126,7 @@ pub fn plan(progress: &CopyProgress, tables: &[String], wanted: Wanted<'_>, sinc
 
 /// The entries of a fresh start that copies every table: each answers the
 /// requests and marks there are now.
-pub fn fresh(tables: &[String], wanted: Wanted<'_>, since: Lsn) -> CopyProgress {
+pub fn fresh(tables: &[String], wanted: Wanted<'_>, since: Position) -> CopyProgress {
     tables
         .iter()
         .map(|table| {
@@ -145,7 +145,7 @@ pub fn fresh(tables: &[String], wanted: Wanted<'_>, since: Lsn) -> CopyProgress 
 mod tests {
     use super::*;
 
-    const SINCE: Lsn = Lsn(0x1_0000_0000);
+    const SINCE: Position = Position::new(0x1_0000_0000);
 
     fn tables(names: &[&str]) -> Vec<String> {
         names.iter().map(|n| n.to_string()).collect()

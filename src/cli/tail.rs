@@ -11,10 +11,10 @@ use std::io::Write;
 use anyhow::bail;
 
 use crate::change::encode::JsonLines;
-use crate::lsn::Lsn;
 use crate::pg::{ConnInfo, Connection};
 use crate::pipeline::assembler::Assembler;
 use crate::pipeline::driver::{self, Ended};
+use crate::position::Position;
 use crate::sink::contract::{self, SinkEnds};
 use crate::source::preflight;
 
@@ -31,7 +31,7 @@ pub struct TailArgs {
     publication: String,
     /// Stop after the last transaction committed at or before this LSN, and exit 0.
     #[arg(long)]
-    endpos: Option<Lsn>,
+    endpos: Option<Position>,
     /// The source database URL (default: WALPIPE_SOURCE_URL).
     #[arg(long)]
     source: Option<String>,
@@ -50,7 +50,7 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
     let status_interval = conn.status_interval().await?;
     tracing::info!(source = %info, slot = %args.slot, publication = %args.publication,
         protocol = conn.protocol_version(), "streaming");
-    let stream = conn.start_stream(&args.slot, &args.publication, Lsn::ZERO, status_interval).await?;
+    let stream = conn.start_stream(&args.slot, &args.publication, Position::ZERO, status_interval).await?;
 
     let (ends, sink) = contract::channel();
     let writer = std::thread::spawn(move || write_chunks(sink));

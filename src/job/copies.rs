@@ -28,8 +28,8 @@ use super::spec::{JobSpec, SnapshotMode};
 use crate::chunked::copier::Copier;
 use crate::chunked::plan::{self, Wanted};
 use crate::chunked::progress::{self, TableCopy};
-use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
+use crate::position::Position;
 use crate::sink::postgres::{checkpoint, recopy_marks};
 use crate::source::catalog::SourceTable;
 
@@ -40,7 +40,7 @@ pub async fn plan_session(
     metrics: &Arc<JobMetrics>,
     sink: &tokio_postgres::Client,
     tables: &[SourceTable],
-    start: Lsn,
+    start: Position,
 ) -> Result<Option<Copier>, JobError> {
     let setup = JobError::SinkSetup;
     let mut recorded = checkpoint::read_copy_progress(sink, &spec.name).await.map_err(setup)?;

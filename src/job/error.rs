@@ -131,15 +131,15 @@ mod tests {
 
     #[test]
     fn a_chunk_that_cannot_be_written_is_read_again_after_a_retry() {
-        let lsn = crate::lsn::Lsn(1);
+        let lsn = crate::position::Position::new(1);
         for error in [
-            AssembleError::ChunkShape { lsn, table: "public.t".into() },
-            AssembleError::ChunkUnmergeable { lsn, table: "public.t".into() },
+            AssembleError::ChunkShape { lsn: lsn.into(), table: "public.t".into() },
+            AssembleError::ChunkUnmergeable { lsn: lsn.into(), table: "public.t".into() },
         ] {
             assert!(JobError::Drive(DriveError::Assemble(error)).is_transient());
         }
         assert!(JobError::Drive(DriveError::CopyStopped).is_transient());
-        let malformed = AssembleError::Sequence { lsn, what: "x".into() };
+        let malformed = AssembleError::Sequence { lsn: lsn.into(), what: "x".into() };
         assert!(!JobError::Drive(DriveError::Assemble(malformed)).is_transient());
     }
 

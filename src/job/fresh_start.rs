@@ -18,8 +18,8 @@ use super::spec::{SnapshotMode, SnapshotStrategy};
 use super::{catalog_watch, snapshot};
 use crate::chunked::plan;
 use crate::chunked::progress::CopyProgress;
-use crate::lsn::Lsn;
 use crate::pg::Connection;
+use crate::position::Position;
 use crate::sink::AnySink;
 use crate::sink::postgres::{checkpoint, recopy_marks};
 use crate::source::catalog;
@@ -109,7 +109,7 @@ async fn exported_copy(
     out: &mut AnySink,
     tables: &[catalog::SourceTable],
     name: &str,
-    consistent_point: Lsn,
+    consistent_point: Position,
 ) -> Result<(), JobError> {
     let SetUp { spec, metrics, source_sql, .. } = *setup;
     metrics.set_state(State::Running, Some(Phase::Snapshot));

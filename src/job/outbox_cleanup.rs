@@ -158,7 +158,7 @@ fn delete_statement(table: &str, keys: &[String]) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lsn::Lsn;
+    use crate::position::Position;
     use crate::sink::contract;
 
     #[tokio::test]
@@ -172,16 +172,19 @@ mod tests {
         let line = br#"{"id":"0/10:0","op":"insert","table":"public.orders","key":{"id":1},"new":{"id":1}}"#;
         driver.reserve().await.expect("open").send(
             line.to_vec(),
-            Some(Lsn(0x20)),
+            Some(Position::new(0x20)),
             Vec::new(),
             Default::default(),
             true,
         );
         let chunk = sink.next().await.expect("passed on");
-        assert_eq!((chunk.lines.as_slice(), chunk.confirm), (&line[..], Some(Lsn(0x20))));
+        assert_eq!((chunk.lines.as_slice(), chunk.confirm), (&line[..], Some(Position::new(0x20))));
         assert_eq!(driver.unacknowledged(), 1, "not acknowledged before the sink did");
         sink.acknowledge(chunk.receipt);
-        assert_eq!(driver.acknowledged().await, Some(Settled { chunks: 1, confirm: Some(Lsn(0x20)) }));
+        assert_eq!(
+            driver.acknowledged().await,
+            Some(Settled { chunks: 1, confirm: Some(Position::new(0x20)) })
+        );
         driver.close();
         assert!(sink.next().await.is_none(), "the end is passed on");
         drop(sink);

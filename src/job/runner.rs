@@ -36,7 +36,6 @@ use crate::backoff;
 use crate::change::Encoding;
 use crate::chunked::copier::Copier;
 use crate::chunked::watch::KeyWatch;
-use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
 use crate::names::{quote_ident, quote_literal};
@@ -44,6 +43,7 @@ use crate::pg::Connection;
 use crate::pg::sql;
 use crate::pipeline::assembler::Assembler;
 use crate::pipeline::driver::{self};
+use crate::position::Position;
 use crate::sink::contract::{self, SinkEnds};
 use crate::sink::postgres::checkpoint;
 use crate::sink::postgres::schema;
@@ -176,7 +176,7 @@ pub async fn drop_slot_and_publication(spec: &JobSpec) -> Result<(), JobError> {
 
 /// Where streaming starts, or that there is nothing to stream.
 pub(super) enum Start {
-    At(Lsn),
+    At(Position),
     /// `initial_only`: the copy is done.
     Finished,
 }
@@ -273,7 +273,7 @@ async fn decide_start(
         ))
         .await?;
     let slot_status = slot.first("wal_status").map(str::to_string);
-    let slot_confirmed: Option<Lsn> = slot.first("confirmed").and_then(|lsn| lsn.parse().ok());
+    let slot_confirmed: Option<Position> = slot.first("confirmed").and_then(|lsn| lsn.parse().ok());
     let checkpoint = checkpoint::read_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
     let applied = checkpoint.as_ref().filter(|(slot, _)| slot == &spec.slot).map(|(_, lsn)| *lsn);
     Ok(match (slot_status.as_deref(), applied) {
@@ -287,7 +287,7 @@ async fn decide_start(
             checkpoint::record_data_gap(sink, &spec.name, &spec.slot, gap_from)
                 .await
                 .map_err(JobError::SinkSetup)?;
-            metrics.data_gap(gap_from.map(|lsn| lsn.0));
+            metrics.data_gap(gap_from.map(|lsn| lsn.value()));
             repl.drop_slot(&spec.slot).await?;
             // The destinations keep their rows while the tables are copied
             // again; each copy then removes what the gap deleted.

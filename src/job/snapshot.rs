@@ -25,11 +25,11 @@ use tokio_postgres::Client;
 
 use super::outbox_cleanup::{OutboxCleanup, OutboxRows};
 use crate::change::encode::SnapshotRows;
-use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
 use crate::names::{quote_ident, quote_literal};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::{Connection, SourceError};
+use crate::position::Position;
 use crate::sink::SinkError;
 use crate::source::catalog::SourceTable;
 
@@ -72,7 +72,7 @@ pub struct Snapshot<'a> {
     /// The exported snapshot's name.
     pub name: &'a str,
     /// The slot's consistent point: the copied rows' position.
-    pub consistent_point: Lsn,
+    pub consistent_point: Position,
     /// Deletes the outbox rows copied as events, once each table is delivered.
     pub outbox_cleanup: Option<&'a OutboxCleanup>,
 }

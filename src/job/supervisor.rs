@@ -32,9 +32,9 @@ use super::lifecycle::{Action, Phase, State};
 use super::runner::{self, Ended};
 use super::spec::{self, JobSpec, Naming};
 use super::store::{JobRow, RunEnd, Store};
-use crate::lsn::Lsn;
 use crate::metrics::{self, JobMetrics};
 use crate::monitor;
+use crate::position::Position;
 
 /// How often the supervisor renews leases, claims jobs and follows the store.
 pub const TICK: Duration = Duration::from_secs(2);
@@ -202,7 +202,7 @@ impl Supervisor {
         let (observed, phase) = owned.metrics.state();
         let phase = phase.map(Phase::as_str);
         let checkpoint =
-            Some(owned.metrics.checkpoint()).filter(|lsn| *lsn > 0).map(|lsn| Lsn(lsn).to_string());
+            Some(owned.metrics.checkpoint()).filter(|lsn| *lsn > 0).map(|lsn| Position::new(lsn).to_string());
         let renewed =
             self.store.renew(name, &self.worker, observed, phase, &owned.metrics.summary(), checkpoint).await;
         let desired = match renewed {

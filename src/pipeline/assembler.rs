@@ -46,10 +46,11 @@ use crate::change::encode::Op;
 use crate::change::relation::{PrimaryKeys, RelationCache, Table};
 use crate::chunked::reader::CHUNK_PREFIX;
 use crate::chunked::watch::KeyWatch;
-use crate::lsn::Lsn;
+use crate::position::Position;
 use crate::protocol::DecodeError;
 use crate::protocol::pgoutput::{Decoder, Message, OldTuple, Tuple};
 use crate::protocol::time::to_system_time;
+use crate::source::lsn::Lsn;
 
 /// What handling one message produced.
 #[derive(Debug)]
@@ -57,9 +58,9 @@ pub enum Step<E: Encoding> {
     /// Nothing that can be confirmed yet (lines may have been written).
     Continue,
     /// A transaction's lines are complete in `out`.
-    Committed { end_lsn: Lsn, commit_time: SystemTime },
+    Committed { end: Position, commit_time: SystemTime },
     /// A streamed transaction committed: write its lines with
-    /// [`CommittedStream::replay_into`], then confirm `end_lsn`.
+    /// [`CommittedStream::replay_into`], then confirm `end`.
     Replay(Box<CommittedStream<E>>),
     /// The stream has passed the end position.
     PastEnd,
@@ -74,7 +75,7 @@ pub const HEARTBEAT_PREFIX: &str = "walpipe_heartbeat";
 
 #[derive(Debug)]
 pub struct CommittedStream<E: Encoding> {
-    pub end_lsn: Lsn,
+    pub end: Position,
     pub commit_time: SystemTime,
     encoding: E,
     fields: E::Txn,
@@ -137,7 +138,7 @@ pub struct Assembler<E: Encoding> {
     streamed: StreamedTxns,
     /// The top-level xid of the current stream block.
     stream_xid: Option<u32>,
-    end_at: Option<Lsn>,
+    end_at: Option<Position>,
     tally: Tally,
     /// The keys changed in tables being copied in chunks.
     watch: Option<KeyWatch>,
@@ -151,7 +152,7 @@ impl<E: Encoding> Assembler<E> {
     pub fn new(
         encoding: E,
         spill_cap: usize,
-        end_at: Option<Lsn>,
+        end_at: Option<Position>,
         primary_keys: PrimaryKeys,
     ) -> Assembler<E> {
         Assembler {
@@ -197,7 +198,7 @@ impl<E: Encoding> Assembler<E> {
     }
 
     fn past_end(&self, lsn: Lsn) -> bool {
-        self.end_at.is_some_and(|end| lsn > end)
+        self.end_at.is_some_and(|end| Position::from(lsn) > end)
     }
 
     /// Handles one XLogData. Lines go to `out`.
@@ -213,7 +214,11 @@ impl<E: Encoding> Assembler<E> {
                     return Ok(Step::PastEnd);
                 }
                 self.open = Some(OpenTxn {
-                    fields: self.encoding.txn(begin.final_lsn, Some(begin.xid), Some(begin.commit_time)),
+                    fields: self.encoding.txn(
+                        begin.final_lsn.into(),
+                        Some(begin.xid),
+                        Some(begin.commit_time),
+                    ),
                     xid: begin.xid,
                     next_ordinal: 0,
                     marker: false,
@@ -224,7 +229,7 @@ impl<E: Encoding> Assembler<E> {
                 Some(open) => {
                     self.tally.transactions += u64::from(!open.marker);
                     Ok(Step::Committed {
-                        end_lsn: commit.end_lsn,
+                        end: commit.end_lsn.into(),
                         commit_time: to_system_time(commit.commit_time),
                     })
                 }
@@ -275,8 +280,8 @@ impl<E: Encoding> Assembler<E> {
                 if self.past_end(m.lsn) {
                     return Ok(Step::PastEnd);
                 }
-                let fields = self.encoding.txn(m.lsn, None, None);
-                self.encoding.write_header(&fields, out, 0, lsn);
+                let fields = self.encoding.txn(m.lsn.into(), None, None);
+                self.encoding.write_header(&fields, out, 0, lsn.into());
                 self.encoding.write_message(out, &m);
                 Ok(Step::Continue)
             }
@@ -314,10 +319,14 @@ impl<E: Encoding> Assembler<E> {
                     .map_err(|source| AssembleError::Spill { lsn, source })?;
                 self.tally.transactions += 1;
                 Ok(Step::Replay(Box::new(CommittedStream {
-                    end_lsn: commit.end_lsn,
+                    end: commit.end_lsn.into(),
                     commit_time: to_system_time(commit.commit_time),
                     encoding: self.encoding.clone(),
-                    fields: self.encoding.txn(commit.commit_lsn, Some(commit.xid), Some(commit.commit_time)),
+                    fields: self.encoding.txn(
+                        commit.commit_lsn.into(),
+                        Some(commit.xid),
+                        Some(commit.commit_time),
+                    ),
                     replay,
                     next_ordinal: 0,
                 })))
@@ -400,11 +409,11 @@ impl<E: Encoding> Assembler<E> {
             (Some(txn), None, None) => {
                 match kind {
                     RecordKind::Change => {
-                        self.encoding.write_header(&txn.fields, out, txn.next_ordinal, lsn);
+                        self.encoding.write_header(&txn.fields, out, txn.next_ordinal, lsn.into());
                         txn.next_ordinal += 1;
                     }
                     RecordKind::Schema => {
-                        self.encoding.write_schema_header(&txn.fields, out, txn.next_ordinal, lsn)
+                        self.encoding.write_schema_header(&txn.fields, out, txn.next_ordinal, lsn.into())
                     }
                 }
                 write_body(out);
@@ -429,10 +438,12 @@ impl<E: Encoding> CommittedStream<E> {
             .for_each_until(|record| {
                 match record.kind {
                     RecordKind::Change => {
-                        encoding.write_header(fields, out, *ordinal, record.lsn);
+                        encoding.write_header(fields, out, *ordinal, record.lsn.into());
                         *ordinal += 1;
                     }
-                    RecordKind::Schema => encoding.write_schema_header(fields, out, *ordinal, record.lsn),
+                    RecordKind::Schema => {
+                        encoding.write_schema_header(fields, out, *ordinal, record.lsn.into())
+                    }
                 }
                 out.extend_from_slice(record.body);
                 out.len() < max_bytes

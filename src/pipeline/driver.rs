@@ -36,9 +36,9 @@ use super::assembler::{AssembleError, Assembler, ChunkWritten, Step};
 use crate::change::Encoding;
 use crate::chunked::copier::ChunkFeed;
 use crate::chunked::progress::CopyProgress;
-use crate::lsn::Lsn;
 use crate::metrics::{JobMetrics, unix_seconds};
 use crate::pg::SourceError;
+use crate::position::Position;
 use crate::sink::contract::{DriverEnds, Settled};
 use crate::source::{ReplicationStream, StreamEvent};
 
@@ -59,7 +59,7 @@ pub trait Replication: Send {
     /// Whether a whole message is already buffered (more is waiting).
     fn has_buffered_message(&self) -> bool;
     /// Tells the server that everything up to `lsn` is durable.
-    fn confirm(&mut self, lsn: Lsn);
+    fn confirm(&mut self, lsn: Position);
     /// Keeps the session alive (status updates) for `wait` without reading data.
     fn keep_alive(&mut self, wait: Duration) -> impl Future<Output = Result<(), SourceError>> + Send;
 }
@@ -73,8 +73,8 @@ impl Replication for ReplicationStream {
         ReplicationStream::has_buffered_message(self)
     }
 
-    fn confirm(&mut self, lsn: Lsn) {
-        ReplicationStream::confirm(self, lsn);
+    fn confirm(&mut self, position: Position) {
+        ReplicationStream::confirm(self, position);
     }
 
     async fn keep_alive(&mut self, wait: Duration) -> Result<(), SourceError> {
@@ -119,7 +119,7 @@ pub enum Ended {
 #[derive(Default)]
 pub struct Options {
     /// Stop after the last transaction that commits at or before it.
-    pub end_at: Option<Lsn>,
+    pub end_at: Option<Position>,
     /// Confirm a keepalive's position when nothing is in flight (off only
     /// to show, in drills/idle-database.sh, what it prevents).
     pub confirm_keepalives: bool,
@@ -135,7 +135,7 @@ struct Driver<R> {
     confirm_keepalives: bool,
     ends: DriverEnds,
     pending: Vec<u8>,
-    pending_confirm: Option<Lsn>,
+    pending_confirm: Option<Position>,
     pending_commits: Vec<SystemTime>,
     /// The progress of the chunks written: with the confirm of their markers' transactions.
     pending_copied: CopyProgress,
@@ -218,7 +218,7 @@ impl<R: Replication> Driver<R> {
     async fn pump<E: Encoding>(
         &mut self,
         mut assembler: Assembler<E>,
-        end_at: Option<Lsn>,
+        end_at: Option<Position>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<Ended, DriveError> {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -245,9 +245,9 @@ impl<R: Replication> Driver<R> {
                         self.uncounted_bytes += data.len() as u64;
                         match assembler.handle(lsn, data, &mut self.pending)? {
                         Step::Continue => self.data_arrived = true,
-                        Step::Committed { end_lsn, commit_time } => {
+                        Step::Committed { end, commit_time } => {
                             self.data_arrived = true;
-                            self.pending_confirm = Some(end_lsn);
+                            self.pending_confirm = Some(end);
                             self.pending_commits.push(commit_time);
                             self.pending_copied.append(&mut self.chunk_copied);
                         }
@@ -260,7 +260,7 @@ impl<R: Replication> Driver<R> {
                             while committed.replay_into(&mut self.pending, CHUNK_BYTES).await.map_err(DriveError::Replay)? {
                                 self.send_pending(false).await?;
                             }
-                            self.pending_confirm = Some(committed.end_lsn);
+                            self.pending_confirm = Some(committed.end);
                             self.pending_commits.push(committed.commit_time);
                         }
                         Step::Heartbeat => {
@@ -274,12 +274,13 @@ impl<R: Replication> Driver<R> {
                     }},
                     Some(StreamEvent::Keepalive(keepalive)) => {
                         tracing::debug!(wal_end = %keepalive.wal_end, reply = keepalive.reply_requested, "keepalive");
+                        let wal_end = Position::from(keepalive.wal_end);
                         let settled = !assembler.in_transaction()
                             && self.pending.is_empty()
                             && self.pending_confirm.is_none()
                             && self.ends.unacknowledged() == 0;
                         if settled && self.confirm_keepalives {
-                            let position = end_at.map_or(keepalive.wal_end, |end| end.min(keepalive.wal_end));
+                            let position = end_at.map_or(wal_end, |end| end.min(wal_end));
                             if self.last_chunk.elapsed() >= CHECKPOINT_EVERY {
                                 // Let the sink record the position too (its checkpoint), then confirm it.
                                 self.pending_confirm = Some(position);
@@ -288,7 +289,7 @@ impl<R: Replication> Driver<R> {
                                 self.stream.confirm(position);
                             }
                         }
-                        if !assembler.in_transaction() && end_at.is_some_and(|end| keepalive.wal_end >= end) {
+                        if !assembler.in_transaction() && end_at.is_some_and(|end| wal_end >= end) {
                             tracing::debug!(wal_end = %keepalive.wal_end, "a keepalive reached the end position");
                             return Ok(Ended::EndPosition);
                         }
@@ -303,7 +304,7 @@ impl<R: Replication> Driver<R> {
     async fn place_chunk<E: Encoding>(
         &mut self,
         assembler: &mut Assembler<E>,
-        lsn: Lsn,
+        lsn: crate::source::lsn::Lsn,
         token: &str,
     ) -> Result<(), DriveError> {
         let Some(feed) = self.chunks.as_mut().filter(|feed| feed.is_ours(token)) else {

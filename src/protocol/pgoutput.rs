@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::DecodeError;
 use super::reader::Reader;
-use crate::lsn::Lsn;
+use crate::source::lsn::Lsn;
 
 /// One pgoutput message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,7 +28,7 @@ use std::time::SystemTime;
 use tokio::sync::mpsc;
 
 use crate::chunked::progress::CopyProgress;
-use crate::lsn::Lsn;
+use crate::position::Position;
 
 /// Chunks in flight between the driver and the sink.
 const CHUNKS_IN_FLIGHT: usize = 8;
@@ -39,7 +39,7 @@ pub struct Chunk {
     pub lines: Vec<u8>,
     /// The end of the last transaction these lines complete, if any: the
     /// checkpoint a sink records before acknowledging the chunk.
-    pub confirm: Option<Lsn>,
+    pub confirm: Option<Position>,
     /// Source commit times of the transactions these lines complete.
     pub commit_times: Vec<SystemTime>,
     /// Nothing more was waiting from the source when this chunk was sent:
@@ -96,7 +96,7 @@ pub struct DriverEnds {
     receipts: mpsc::UnboundedReceiver<Receipt>,
     next_receipt: u64,
     /// The chunks sent and not acknowledged, oldest first: receipt, confirm.
-    unacknowledged: VecDeque<(u64, Option<Lsn>)>,
+    unacknowledged: VecDeque<(u64, Option<Position>)>,
 }
 
 /// What one acknowledgement settled.
@@ -105,21 +105,21 @@ pub struct Settled {
     /// Chunks it acknowledged.
     pub chunks: usize,
     /// The last position those chunks complete: now safe to confirm.
-    pub confirm: Option<Lsn>,
+    pub confirm: Option<Position>,
 }
 
 /// A place in the channel, reserved: sending cannot wait any more.
 pub struct Slot<'a> {
     permit: mpsc::Permit<'a, Chunk>,
     next_receipt: &'a mut u64,
-    unacknowledged: &'a mut VecDeque<(u64, Option<Lsn>)>,
+    unacknowledged: &'a mut VecDeque<(u64, Option<Position>)>,
 }
 
 impl Slot<'_> {
     pub fn send(
         self,
         lines: Vec<u8>,
-        confirm: Option<Lsn>,
+        confirm: Option<Position>,
         commit_times: Vec<SystemTime>,
         copied: CopyProgress,
         caught_up: bool,
@@ -191,7 +191,7 @@ mod tests {
     async fn send(driver: &mut DriverEnds, confirm: Option<u64>) {
         driver.reserve().await.expect("open").send(
             Vec::new(),
-            confirm.map(Lsn),
+            confirm.map(Position::new),
             Vec::new(),
             CopyProgress::new(),
             false,
@@ -212,7 +212,10 @@ mod tests {
         let fourth = receipts.pop().expect("4");
         let third = receipts.pop().expect("3");
         sink.acknowledge(third);
-        assert_eq!(driver.acknowledged().await, Some(Settled { chunks: 3, confirm: Some(Lsn(30)) }));
+        assert_eq!(
+            driver.acknowledged().await,
+            Some(Settled { chunks: 3, confirm: Some(Position::new(30)) })
+        );
         assert_eq!(driver.unacknowledged(), 1);
         sink.acknowledge(fourth);
         // A chunk completing no transaction confirms nothing new.

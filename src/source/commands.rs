@@ -4,24 +4,25 @@
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
-use crate::lsn::Lsn;
 use crate::names::{quote_ident, quote_literal};
 use crate::pg::Connection;
 use crate::pg::connection::{Incoming, log_notice};
 use crate::pg::error::{ServerError, SourceError};
+use crate::position::Position;
+use crate::source::lsn::Lsn;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemIdentity {
     pub system_id: String,
     pub timeline: u32,
-    pub xlog_position: Lsn,
+    pub xlog_position: Position,
     pub dbname: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatedSlot {
     pub name: String,
-    pub consistent_point: Lsn,
+    pub consistent_point: Position,
     /// Usable with `SET TRANSACTION SNAPSHOT` while this connection stays idle.
     pub snapshot_name: Option<String>,
 }

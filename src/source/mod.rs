@@ -12,6 +12,7 @@
 pub mod catalog;
 pub mod commands;
 pub mod feedback;
+pub mod lsn;
 pub mod preflight;
 pub mod publication;
 pub mod stream;

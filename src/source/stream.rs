@@ -26,11 +26,12 @@ use postgres_protocol::message::backend::Message;
 use tokio::time::Instant;
 
 use super::feedback::Feedback;
-use crate::lsn::Lsn;
 use crate::pg::connection::{Connection, Incoming, log_notice};
 use crate::pg::error::{ServerError, SourceError};
+use crate::position::Position;
 use crate::protocol::time::to_pg_micros;
 use crate::protocol::walsender::{self, Keepalive, WalsenderMessage};
+use crate::source::lsn::Lsn;
 
 #[derive(Debug)]
 pub enum StreamEvent {
@@ -53,12 +54,12 @@ impl ReplicationStream {
     }
 
     /// The position the server may consider durable (never lowered).
-    pub fn confirm(&mut self, lsn: Lsn) {
-        self.feedback.confirm(lsn);
+    pub fn confirm(&mut self, position: Position) {
+        self.feedback.confirm(position.into());
     }
 
-    pub fn confirmed(&self) -> Lsn {
-        self.feedback.confirmed()
+    pub fn confirmed(&self) -> Position {
+        self.feedback.confirmed().into()
     }
 
     /// Whether a whole message is buffered, so `next` returns without waiting.
@@ -194,10 +195,10 @@ impl Connection {
         mut self,
         slot: &str,
         publication: &str,
-        start: Lsn,
+        start: Position,
         status_interval: Duration,
     ) -> Result<ReplicationStream, SourceError> {
-        self.start_replication(slot, publication, start).await?;
-        Ok(ReplicationStream::new(self, start, status_interval))
+        self.start_replication(slot, publication, start.into()).await?;
+        Ok(ReplicationStream::new(self, start.into(), status_interval))
     }
 }

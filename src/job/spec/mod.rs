@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crate::change::outbox::OutboxRules;
 use crate::config::Config;
-use crate::lsn::Lsn;
 use crate::names::{self, TableName};
 use crate::pg::conninfo::ConnInfo;
+use crate::position::Position;
 use crate::secret::Secret;
 use crate::sink::SinkTarget;
 use crate::sink::postgres::evolve::DropPolicy;
@@ -72,7 +72,7 @@ pub struct JobSpec {
     pub snapshot_strategy: SnapshotStrategy,
     pub sink_mode: SinkMode,
     /// Where a new slot's stream starts when there is no checkpoint.
-    pub start_position: Option<Lsn>,
+    pub start_position: Option<Position>,
     /// Source `schema.table` to destination (schema, table).
     pub table_mappings: HashMap<String, (String, String)>,
     /// What a column dropped on the source does to a Postgres destination.

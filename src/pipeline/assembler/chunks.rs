@@ -9,8 +9,8 @@ use crate::change::relation::{PrimaryKeys, Table};
 use crate::chunked::keyset::{row_key, row_key_text};
 use crate::chunked::reader::ChunkRead;
 use crate::chunked::watch::{Key, Stale, Touch, Verdict, push_key_value};
-use crate::lsn::Lsn;
 use crate::protocol::pgoutput::{Column, OldTuple, Tuple};
+use crate::source::lsn::Lsn;
 
 /// What a chunk put in the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,7 +165,7 @@ impl<E: Encoding> Assembler<E> {
                 }
             }
             // The row's own id: the copy, the table and its key, the same if the chunk is read again.
-            self.encoding.write_copied_header(&txn.fields, out, lsn, place.positioned, |out| {
+            self.encoding.write_copied_header(&txn.fields, out, lsn.into(), place.positioned, |out| {
                 let mut id = format!("{}:{}:", place.since, place.table.qualified_name());
                 let key = row_key_text(row, &place.progress_key_positions).unwrap_or_default();
                 id.push_str(&serde_json::to_string(&key).unwrap_or_default());

@@ -71,7 +71,7 @@ fn plain_transaction_becomes_lines_with_stable_ids() {
         Message::Commit(Commit { flags: 0, commit_lsn: Lsn(0x50), end_lsn: Lsn(0x58), commit_time: 0 }),
         &mut out,
     );
-    assert!(matches!(step, Step::Committed { end_lsn: Lsn(0x58), .. }));
+    assert!(matches!(step, Step::Committed { end, .. } if end == Position::new(0x58)));
     assert!(!asm.in_transaction());
     let lines = lines(&out);
     assert_eq!(lines.len(), 3, "the shape, then two inserts");
@@ -146,7 +146,7 @@ async fn streamed_transaction_waits_for_commit_and_drops_aborted_subtransactions
     let Step::Replay(mut stream) = feed(&mut asm, 12, Message::StreamCommit(commit), &mut out) else {
         panic!("expected a replay");
     };
-    assert_eq!(stream.end_lsn, Lsn(0x98));
+    assert_eq!(stream.end, Position::new(0x98));
     while stream.replay_into(&mut out, 1).await.expect("replay") {}
     let lines = lines(&out);
     assert_eq!(lines[0]["id"], "0/90:0:schema", "the shape, announced inside the stream");
@@ -157,7 +157,7 @@ async fn streamed_transaction_waits_for_commit_and_drops_aborted_subtransactions
 
 #[test]
 fn stops_at_the_end_position() {
-    let mut asm = Assembler::new(JsonLines, 1 << 20, Some(Lsn(0x40)), Default::default());
+    let mut asm = Assembler::new(JsonLines, 1 << 20, Some(Position::new(0x40)), Default::default());
     let mut out = Vec::new();
     let step =
         feed(&mut asm, 1, Message::Begin(Begin { final_lsn: Lsn(0x41), commit_time: 0, xid: 1 }), &mut out);

@@ -12,13 +12,14 @@ use crate::protocol::pgoutput::encode::encode;
 use crate::protocol::pgoutput::{Begin, Column, ColumnDef, Commit, Insert, Message, Relation, Tuple};
 use crate::protocol::walsender::Keepalive;
 use crate::sink::contract::{self, SinkEnds};
+use crate::source::lsn::Lsn;
 
 /// Messages to hand out, then nothing (the source is quiet) until the test ends.
 struct FakeStream {
     events: VecDeque<StreamEvent>,
     /// Claims that more is buffered, so the driver does not hand over pending lines early.
     always_more: bool,
-    confirmed: Arc<Mutex<Vec<Lsn>>>,
+    confirmed: Arc<Mutex<Vec<Position>>>,
     /// Told when every event was handed out.
     exhausted: Arc<Notify>,
 }
@@ -38,7 +39,7 @@ impl Replication for FakeStream {
         self.always_more || !self.events.is_empty()
     }
 
-    fn confirm(&mut self, lsn: Lsn) {
+    fn confirm(&mut self, lsn: Position) {
         self.confirmed.lock().expect("lock").push(lsn);
     }
 
@@ -81,7 +82,7 @@ fn keepalive(wal_end: u64) -> StreamEvent {
 
 struct Run {
     stream: FakeStream,
-    confirmed: Arc<Mutex<Vec<Lsn>>>,
+    confirmed: Arc<Mutex<Vec<Position>>>,
     exhausted: Arc<Notify>,
 }
 
@@ -108,7 +109,7 @@ async fn drive_until(
     drive(stream, assembler, ends, metrics, options, stop).await
 }
 
-fn confirmed(list: &Mutex<Vec<Lsn>>) -> Vec<Lsn> {
+fn confirmed(list: &Mutex<Vec<Position>>) -> Vec<Position> {
     list.lock().expect("lock").clone()
 }
 
@@ -121,9 +122,9 @@ async fn a_transaction_is_confirmed_only_once_the_sink_hands_its_receipt_back() 
     let (stream, outcome) = drive_until(stream, ends, stop.notified()).await;
     assert_eq!(outcome.expect("ended"), Ended::Signal);
     assert!(stream.is_some(), "a stream that ended well is handed back to be finished");
-    assert_eq!(confirmed(&seen), vec![Lsn(0x100)]);
+    assert_eq!(confirmed(&seen), vec![Position::new(0x100)]);
     let held = sink_task.await.expect("sink");
-    assert_eq!(held.confirm, Some(Lsn(0x100)));
+    assert_eq!(held.confirm, Some(Position::new(0x100)));
     assert!(String::from_utf8_lossy(&held.lines).contains("\"op\":\"insert\""));
     assert!(held.confirmed_before.is_empty(), "nothing is confirmed before the receipt");
     assert_eq!(held.chunks_after, 0, "nothing more after the stop");
@@ -140,7 +141,7 @@ async fn a_keepalive_is_confirmed_when_nothing_is_in_flight_and_not_while_a_chun
     let sink_task = hold_first_chunk(sink, exhausted, seen.clone(), stop.clone());
     let (_, outcome) = drive_until(stream, ends, stop.notified()).await;
     outcome.expect("ended");
-    assert_eq!(confirmed(&seen), vec![Lsn(0x100)]);
+    assert_eq!(confirmed(&seen), vec![Position::new(0x100)]);
     let held = sink_task.await.expect("sink");
     assert!(held.confirmed_before.is_empty(), "a keepalive past an unacknowledged chunk is not confirmed");
     assert_eq!(held.chunks_after, 0, "nothing more after the stop");
@@ -151,7 +152,7 @@ async fn a_keepalive_is_confirmed_when_nothing_is_in_flight_and_not_while_a_chun
     let sink_task = tokio::spawn(take_everything(sink));
     let (_, outcome) = drive_until(stream, ends, exhausted.notified()).await;
     outcome.expect("ended");
-    assert_eq!(confirmed(&seen), vec![Lsn(0x300)]);
+    assert_eq!(confirmed(&seen), vec![Position::new(0x300)]);
     assert_eq!(sink_task.await.expect("sink"), 0);
 }
 
@@ -164,7 +165,11 @@ async fn on_stop_the_pending_lines_go_to_the_sink_and_are_acknowledged_before_th
     let (stream, outcome) = drive_until(stream, ends, exhausted.notified()).await;
     assert_eq!(outcome.expect("ended"), Ended::Signal);
     assert!(stream.is_some());
-    assert_eq!(confirmed(&seen), vec![Lsn(0x100)], "the final position is confirmed before returning");
+    assert_eq!(
+        confirmed(&seen),
+        vec![Position::new(0x100)],
+        "the final position is confirmed before returning"
+    );
     assert_eq!(sink_task.await.expect("sink"), 1);
 }
 
@@ -182,9 +187,9 @@ async fn a_sink_that_stops_ends_the_session_with_an_error() {
 /// What [`hold_first_chunk`] saw.
 struct Held {
     lines: Vec<u8>,
-    confirm: Option<Lsn>,
+    confirm: Option<Position>,
     /// What the stream had confirmed when every event was handed out.
-    confirmed_before: Vec<Lsn>,
+    confirmed_before: Vec<Position>,
     chunks_after: usize,
 }
 
@@ -193,7 +198,7 @@ struct Held {
 fn hold_first_chunk(
     mut sink: SinkEnds,
     exhausted: Arc<Notify>,
-    seen: Arc<Mutex<Vec<Lsn>>>,
+    seen: Arc<Mutex<Vec<Position>>>,
     stop: Arc<Notify>,
 ) -> tokio::task::JoinHandle<Held> {
     tokio::spawn(async move {

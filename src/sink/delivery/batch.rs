@@ -23,22 +23,22 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use crate::lsn::Lsn;
+use crate::position::Position;
 
 /// Where a change sits in the stream: the commit LSN of its transaction
 /// and its ordinal inside it. Snapshot rows have no stream position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Position {
-    pub commit_lsn: Lsn,
+pub struct ChangePosition {
+    pub commit_lsn: Position,
     pub ordinal: u64,
 }
 
-impl Position {
+impl ChangePosition {
     /// `0/1A3E700:3`, or `0/1A3E700:3:schema` (the shape announced before
     /// change 3); `None` for a snapshot id (`0/1A3E700:public.t:3`).
-    pub fn parse(id: &str) -> Option<Position> {
+    pub fn parse(id: &str) -> Option<ChangePosition> {
         let (lsn, ordinal) = id.strip_suffix(SCHEMA_SUFFIX).unwrap_or(id).split_once(':')?;
-        Some(Position { commit_lsn: lsn.parse().ok()?, ordinal: ordinal.parse().ok()? })
+        Some(ChangePosition { commit_lsn: lsn.parse().ok()?, ordinal: ordinal.parse().ok()? })
     }
 }
 
@@ -88,7 +88,7 @@ pub struct Batch {
     pub first_id: String,
     pub last_id: String,
     /// The stream position of the last line; `None` for snapshot rows.
-    pub last_position: Option<Position>,
+    pub last_position: Option<ChangePosition>,
     /// Every table's shape once this batch is delivered, when a line of it announced one.
     pub shapes: Option<Shapes>,
     /// How many of its lines announce a shape (the rest are changes).
@@ -125,11 +125,11 @@ pub enum Pushed {
 #[derive(Debug)]
 pub struct Batcher {
     max_lines: usize,
-    delivered_through: Option<Position>,
+    delivered_through: Option<ChangePosition>,
     in_flight: Option<InFlight>,
     lines: Vec<Bytes>,
     first_id: Option<String>,
-    last: Option<(String, Option<Position>)>,
+    last: Option<(String, Option<ChangePosition>)>,
     /// The batch being re-formed reached its last line.
     replayed: bool,
     shapes: Shapes,
@@ -150,7 +150,7 @@ impl Batcher {
     ) -> Batcher {
         Batcher {
             max_lines: max_lines.max(1),
-            delivered_through: delivered_through.and_then(Position::parse),
+            delivered_through: delivered_through.and_then(ChangePosition::parse),
             in_flight,
             lines: Vec::new(),
             first_id: None,
@@ -164,7 +164,7 @@ impl Batcher {
     pub fn push(&mut self, line: Bytes) -> Result<Pushed, NoId> {
         let id = change_id(&line)
             .ok_or_else(|| NoId(String::from_utf8_lossy(&line[..line.len().min(80)]).into()))?;
-        let position = Position::parse(id);
+        let position = ChangePosition::parse(id);
         if let (Some(done), Some(here)) = (self.delivered_through, position) {
             if here <= done {
                 return Ok(Pushed::Skipped);
@@ -181,7 +181,7 @@ impl Batcher {
             return Ok(Pushed::Added);
         }
         if let Some(in_flight) = &self.in_flight {
-            let last = Position::parse(&in_flight.last);
+            let last = ChangePosition::parse(&in_flight.last);
             if id == in_flight.last {
                 self.replayed = true;
             } else if matches!((position, last), (Some(here), Some(last)) if here > last) {
@@ -250,9 +250,9 @@ mod tests {
         assert_eq!(change_id(br#"{"id":"0/1A:3","lsn":"0/1"}"#), Some("0/1A:3"));
         assert_eq!(change_id(br#"{"id":"0/1A:public.\"t\":3","lsn":"0/1"}"#), Some(r#"0/1A:public.\"t\":3"#));
         assert_eq!(change_id(b"{\"op\":1}"), None);
-        assert!(Position::parse("0/1A:3") < Position::parse("0/1B:0"));
-        assert!(Position::parse("0/1A:3") < Position::parse("0/1A:10"));
-        assert_eq!(Position::parse("0/1A:public.t:3"), None);
+        assert!(ChangePosition::parse("0/1A:3") < ChangePosition::parse("0/1B:0"));
+        assert!(ChangePosition::parse("0/1A:3") < ChangePosition::parse("0/1A:10"));
+        assert_eq!(ChangePosition::parse("0/1A:public.t:3"), None);
     }
 
     #[test]
@@ -263,7 +263,7 @@ mod tests {
             if batcher.is_full() {
                 let batch = batcher.cut().expect("batch");
                 assert_eq!(ids(&batch), ["0/10:0", "0/10:1"]);
-                assert_eq!(batch.last_position, Position::parse("0/10:1"));
+                assert_eq!(batch.last_position, ChangePosition::parse("0/10:1"));
             }
         }
         let rest = batcher.cut().expect("rest");
@@ -344,6 +344,6 @@ mod tests {
         let batch = again.cut().expect("batch");
         assert_eq!(ids(&batch), ["0/20:0"]);
         assert_eq!(batch.shapes, None);
-        assert_eq!(Position::parse("0/20:0:schema"), Position::parse("0/20:0"));
+        assert_eq!(ChangePosition::parse("0/20:0:schema"), ChangePosition::parse("0/20:0"));
     }
 }

@@ -42,8 +42,8 @@ use super::{Opening, SinkError};
 use crate::change::outbox::{OutboxRules, Routed};
 use crate::chunked::progress::{self, CopyProgress};
 use crate::job::snapshot::SnapshotLines;
-use crate::lsn::Lsn;
 use crate::metrics::JobMetrics;
+use crate::position::Position;
 use crate::sink::contract::{Chunk, SinkEnds};
 
 /// A sink that takes batches: how its URL reads, how it is made ready,
@@ -134,7 +134,7 @@ impl Ledger {
 
     async fn delivered(
         &self,
-        applied: Option<Lsn>,
+        applied: Option<Position>,
         through: Option<&str>,
         shapes: Option<&Shapes>,
         copied: &CopyProgress,
@@ -300,7 +300,7 @@ impl<T: Transport> Delivery<T> {
             self.ledger.delivered(applied, through.as_deref(), shapes.as_ref(), &copied).await?;
         }
         if let Some(lsn) = applied {
-            self.metrics.checkpointed(lsn.0);
+            self.metrics.checkpointed(lsn.value());
         }
         self.metrics.emitted(&commit_times, changes as u64, 0);
         if let Some(receipt) = receipt {

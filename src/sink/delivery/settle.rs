@@ -13,13 +13,13 @@ use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use crate::chunked::progress::CopyProgress;
-use crate::lsn::Lsn;
+use crate::position::Position;
 use crate::sink::contract::Receipt;
 
 /// A chunk from the driver, until its lines are delivered.
 struct OpenChunk {
     lines_left: usize,
-    confirm: Option<Lsn>,
+    confirm: Option<Position>,
     commit_times: Vec<SystemTime>,
     copied: CopyProgress,
     receipt: Receipt,
@@ -29,7 +29,7 @@ struct OpenChunk {
 #[derive(Debug, Default, PartialEq)]
 pub struct Finished {
     /// The position to record as applied.
-    pub applied: Option<Lsn>,
+    pub applied: Option<Position>,
     /// Source commit times of the transactions the finished chunks complete.
     pub commit_times: Vec<SystemTime>,
     /// The chunked copy's progress the finished chunks bring, recorded with `applied`.
@@ -50,7 +50,7 @@ impl OpenChunks {
     pub fn push(
         &mut self,
         lines: usize,
-        confirm: Option<Lsn>,
+        confirm: Option<Position>,
         commit_times: Vec<SystemTime>,
         copied: CopyProgress,
         receipt: Receipt,
@@ -95,7 +95,13 @@ mod tests {
         let mut open = OpenChunks::default();
         for (n, (lines, confirm)) in shape.iter().enumerate() {
             let receipt = Receipt::of_chunk(n as u64);
-            open.push(*lines, confirm.map(Lsn), vec![SystemTime::UNIX_EPOCH], CopyProgress::new(), receipt);
+            open.push(
+                *lines,
+                confirm.map(Position::new),
+                vec![SystemTime::UNIX_EPOCH],
+                CopyProgress::new(),
+                receipt,
+            );
         }
         open
     }
@@ -105,12 +111,12 @@ mod tests {
         let mut open = chunks(&[(3, Some(10)), (4, None), (2, Some(30))]);
         // 5 lines: the first chunk, and 2 of the second's 4.
         let finished = open.settle(5);
-        assert_eq!(finished.applied, Some(Lsn(10)));
+        assert_eq!(finished.applied, Some(Position::new(10)));
         assert_eq!(finished.receipt, Some(Receipt::of_chunk(0)));
         assert_eq!(finished.commit_times.len(), 1);
         // The rest: the second chunk completes no transaction, the third does.
         let finished = open.settle(4);
-        assert_eq!(finished.applied, Some(Lsn(30)));
+        assert_eq!(finished.applied, Some(Position::new(30)));
         assert_eq!(finished.receipt, Some(Receipt::of_chunk(2)));
         assert_eq!(open.settle(0), Finished::default());
     }
@@ -122,7 +128,10 @@ mod tests {
         open.skip();
         open.skip();
         let finished = open.settle(1);
-        assert_eq!((finished.applied, finished.receipt), (Some(Lsn(20)), Some(Receipt::of_chunk(1))));
+        assert_eq!(
+            (finished.applied, finished.receipt),
+            (Some(Position::new(20)), Some(Receipt::of_chunk(1)))
+        );
     }
 
     #[test]
@@ -130,13 +139,19 @@ mod tests {
         let mut open = chunks(&[(2, None), (0, Some(40))]);
         assert_eq!(open.settle(1), Finished::default());
         let finished = open.settle(1);
-        assert_eq!((finished.applied, finished.receipt), (Some(Lsn(40)), Some(Receipt::of_chunk(1))));
+        assert_eq!(
+            (finished.applied, finished.receipt),
+            (Some(Position::new(40)), Some(Receipt::of_chunk(1)))
+        );
     }
 
     #[test]
     fn nothing_delivered_finishes_a_leading_empty_chunk_only() {
         let mut open = chunks(&[(0, Some(5)), (1, Some(6))]);
         let finished = open.settle(0);
-        assert_eq!((finished.applied, finished.receipt), (Some(Lsn(5)), Some(Receipt::of_chunk(0))));
+        assert_eq!(
+            (finished.applied, finished.receipt),
+            (Some(Position::new(5)), Some(Receipt::of_chunk(0)))
+        );
     }
 }

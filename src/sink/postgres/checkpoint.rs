@@ -9,13 +9,13 @@
 use tokio_postgres::Client;
 
 use crate::chunked::progress::{self, CopyProgress};
-use crate::lsn::Lsn;
+use crate::position::Position;
 
 /// Where the job's applied position is kept (`walpipe.checkpoints`).
 pub async fn read_checkpoint(
     client: &Client,
     job: &str,
-) -> Result<Option<(String, Lsn)>, tokio_postgres::Error> {
+) -> Result<Option<(String, Position)>, tokio_postgres::Error> {
     let row = client
         .query_opt(
             "SELECT slot_name, applied_lsn::text FROM walpipe.checkpoints WHERE job_name = $1",
@@ -33,7 +33,7 @@ pub async fn write_checkpoint(
     client: &Client,
     job: &str,
     slot: &str,
-    lsn: Lsn,
+    lsn: Position,
     copied: &CopyProgress,
 ) -> Result<(), tokio_postgres::Error> {
     client
@@ -79,7 +79,7 @@ pub async fn record_data_gap(
     client: &Client,
     job: &str,
     slot: &str,
-    gap_from: Option<Lsn>,
+    gap_from: Option<Position>,
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(

@@ -367,7 +367,7 @@ async fn apply_table(
 /// NULL) are gone from the source.
 async fn remove_uncopied(client: &Client, target: &Target, record: &Record) -> Result<(), SinkError> {
     let since = record.values_from_start().first().map(|v| String::from_utf8_lossy(v).into_owned());
-    let Some(since) = since.filter(|since| since.parse::<crate::lsn::Lsn>().is_ok()) else {
+    let Some(since) = since.filter(|since| since.parse::<crate::position::Position>().is_ok()) else {
         return Err(SinkError::Record(format!(
             "the end of a copy of {} names no position",
             target.place.source

@@ -12,13 +12,13 @@
 use std::time::SystemTime;
 
 use crate::chunked::progress::CopyProgress;
-use crate::lsn::Lsn;
+use crate::position::Position;
 use crate::sink::contract::Receipt;
 
 #[derive(Debug, Default)]
 pub struct Uncommitted {
     /// The last transaction end among the chunks received.
-    boundary: Option<Lsn>,
+    boundary: Option<Position>,
     /// The receipt of the last chunk received.
     receipt: Option<Receipt>,
     /// Changes (not shapes) applied since the last commit.
@@ -33,7 +33,7 @@ pub struct Uncommitted {
 #[derive(Debug, Default, PartialEq)]
 pub struct Commit {
     /// Recorded as the applied position, in the same transaction.
-    pub boundary: Option<Lsn>,
+    pub boundary: Option<Position>,
     /// Handed back after COMMIT.
     pub receipt: Option<Receipt>,
     pub changes: usize,
@@ -57,7 +57,7 @@ impl Uncommitted {
     pub fn chunk(
         &mut self,
         bytes: usize,
-        confirm: Option<Lsn>,
+        confirm: Option<Position>,
         commit_times: &[SystemTime],
         receipt: Receipt,
     ) {
@@ -114,10 +114,10 @@ mod tests {
             open.change();
         }
         assert!(!open.commit_due(5, Pressure { caught_up: true, due: true }));
-        open.chunk(50, Some(Lsn(70)), &[SystemTime::UNIX_EPOCH], Receipt::of_chunk(1));
+        open.chunk(50, Some(Position::new(70)), &[SystemTime::UNIX_EPOCH], Receipt::of_chunk(1));
         assert!(open.commit_due(5, CALM), "a full batch at a boundary");
         let commit = open.take();
-        assert_eq!(commit.boundary, Some(Lsn(70)));
+        assert_eq!(commit.boundary, Some(Position::new(70)));
         assert_eq!(commit.receipt, Some(Receipt::of_chunk(1)), "the last receipt covers both chunks");
         assert_eq!((commit.changes, commit.bytes, commit.commit_times.len()), (10, 150, 1));
     }
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn below_a_batch_a_boundary_commits_when_caught_up_or_due() {
         let mut open = Uncommitted::default();
-        open.chunk(10, Some(Lsn(5)), &[], Receipt::of_chunk(0));
+        open.chunk(10, Some(Position::new(5)), &[], Receipt::of_chunk(0));
         open.change();
         assert!(!open.commit_due(100, CALM));
         assert!(open.commit_due(100, Pressure { caught_up: true, due: false }));
@@ -135,9 +135,13 @@ mod tests {
     #[test]
     fn the_boundary_is_the_last_transaction_end_and_a_commit_starts_afresh() {
         let mut open = Uncommitted::default();
-        open.chunk(1, Some(Lsn(10)), &[], Receipt::of_chunk(0));
+        open.chunk(1, Some(Position::new(10)), &[], Receipt::of_chunk(0));
         open.chunk(1, None, &[], Receipt::of_chunk(1));
-        assert_eq!(open.take().boundary, Some(Lsn(10)), "a chunk without an end keeps the earlier one");
+        assert_eq!(
+            open.take().boundary,
+            Some(Position::new(10)),
+            "a chunk without an end keeps the earlier one"
+        );
         assert!(!open.at_boundary());
         assert_eq!(open.take(), Commit::default());
     }
