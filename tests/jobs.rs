@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, fingerprint, http_addr, http_request, run_log, start_worker, wait_for};
 use serde_json::{Value, json};
-use walpipe::job::lifecycle::{self, ALL_ACTIONS, Action, State};
+use walpipe::lifecycle::{self, ALL_ACTIONS, Action, State};
 
 fn cluster() -> &'static Cluster {
     common::pg15_with(&common::options())

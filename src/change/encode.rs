@@ -16,8 +16,8 @@ use super::json::{write_plain_str, write_str};
 use super::relation::Table;
 use super::value::{write_binary_value, write_text_value};
 use crate::position::Position;
-use crate::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
-use crate::protocol::time::format_rfc3339;
+use crate::source::postgres::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
+use crate::source::postgres::protocol::time::format_rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {

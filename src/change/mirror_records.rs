@@ -33,7 +33,7 @@ use super::Encoding;
 use super::encode::{Op, ShapeError, check_shape};
 use super::relation::Table;
 use crate::position::Position;
-use crate::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
+use crate::source::postgres::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MirrorRecords;
@@ -229,7 +229,7 @@ pub fn unescape(field: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::pgoutput::{ColumnDef, Relation};
+    use crate::source::postgres::protocol::pgoutput::{ColumnDef, Relation};
     use bytes::Bytes;
 
     fn table() -> Table {

@@ -16,7 +16,7 @@ pub mod relation;
 pub mod value;
 
 use crate::position::Position;
-use crate::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
+use crate::source::postgres::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
 use encode::{Op, ShapeError};
 use relation::Table;
 

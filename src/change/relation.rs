@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::json::write_str;
 use super::value::ValueKind;
-use crate::protocol::pgoutput;
+use crate::source::postgres::protocol::pgoutput;
 
 #[derive(Debug)]
 pub struct Table {

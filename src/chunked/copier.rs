@@ -17,13 +17,13 @@ use super::ChunkError;
 use super::keyset::ChunkSizer;
 use super::progress::TableCopy;
 use super::reader::{ChunkRead, read_chunk};
-use crate::job::lifecycle::{Phase, State};
 use crate::job::snapshot::TableProgress;
+use crate::lifecycle::{Phase, State};
 use crate::metrics::JobMetrics;
 use crate::names::quote_literal;
 use crate::pg::Connection;
 use crate::pg::conninfo::ConnInfo;
-use crate::source::catalog::SourceTable;
+use crate::source::postgres::catalog::SourceTable;
 
 /// The time a chunk's transaction aims at.
 const CHUNK_BUDGET: Duration = Duration::from_secs(1);

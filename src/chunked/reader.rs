@@ -25,8 +25,8 @@ use super::progress::TableCopy;
 use super::visibility::XidSnapshot;
 use crate::names::{quote_ident, quote_literal};
 use crate::pg::Connection;
-use crate::protocol::pgoutput::{ColumnDef, Relation};
-use crate::source::catalog::SourceTable;
+use crate::source::postgres::catalog::SourceTable;
+use crate::source::postgres::protocol::pgoutput::{ColumnDef, Relation};
 
 /// The prefix of the messages that mark a chunk's place in the stream.
 pub const CHUNK_PREFIX: &str = "walpipe_chunk";

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::job::spec::{JobSpec, SnapshotStrategy};
 use crate::names::quote_literal;
 use crate::pg::sql;
-use crate::source::catalog;
+use crate::source::postgres::catalog;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {

@@ -15,11 +15,11 @@ use anyhow::{anyhow, bail};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::job::lifecycle::State;
 use crate::job::notify::Notifier;
 use crate::job::spec::{JobDefinition, JobSpec, Naming};
 use crate::job::store::Store;
 use crate::job::supervisor::Supervisor;
+use crate::lifecycle::State;
 use crate::pg::ConnInfo;
 use crate::sink::SinkTarget;
 use crate::{backoff, http, metrics};

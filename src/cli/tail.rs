@@ -12,11 +12,11 @@ use anyhow::bail;
 
 use crate::change::encode::JsonLines;
 use crate::pg::{ConnInfo, Connection};
-use crate::pipeline::assembler::Assembler;
 use crate::pipeline::driver::{self, Ended};
 use crate::position::Position;
 use crate::sink::contract::{self, SinkEnds};
-use crate::source::preflight;
+use crate::source::postgres::assembler::Assembler;
+use crate::source::postgres::preflight;
 
 /// Streamed transactions kept in memory before spilling to disk.
 const SPILL_MEMORY_CAP: usize = 16 * 1024 * 1024;

@@ -25,10 +25,10 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::{App, edits};
-use crate::job::lifecycle::{self, Action, State};
 use crate::job::runner;
 use crate::job::spec::{JobDefinition, JobSpec, Naming};
 use crate::job::store::{JobRow, Store, StoreError};
+use crate::lifecycle::{self, Action, State};
 
 /// Request bodies are job definitions: small.
 const MAX_BODY: usize = 1024 * 1024;

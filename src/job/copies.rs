@@ -31,7 +31,7 @@ use crate::chunked::progress::{self, TableCopy};
 use crate::metrics::JobMetrics;
 use crate::position::Position;
 use crate::sink::postgres::{checkpoint, recopy_marks};
-use crate::source::catalog::SourceTable;
+use crate::source::postgres::catalog::SourceTable;
 
 /// Plans the session's copies, records the plan, and returns the copier of
 /// the tables whose copy is unfinished (`None`: nothing to copy).

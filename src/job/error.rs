@@ -7,32 +7,14 @@
 use crate::chunked::ChunkError;
 use crate::pg::SourceError;
 use crate::pg::sql::{self, ConnectError};
-use crate::pipeline::assembler::AssembleError;
 use crate::pipeline::driver::DriveError;
 use crate::sink::SinkError;
-use crate::source::catalog::CatalogError;
+use crate::source::postgres::assembler::AssembleError;
+use crate::source::postgres::catalog::CatalogError;
 
 use super::snapshot;
 
-/// What the metrics count a failure as (`walpipe_job_errors_total{kind}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    SlotInvalidated,
-    Timeout,
-    Other,
-}
-
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 3] = [ErrorKind::SlotInvalidated, ErrorKind::Timeout, ErrorKind::Other];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::SlotInvalidated => "slot_invalidated",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Other => "other",
-        }
-    }
-}
+pub use crate::lifecycle::ErrorKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::spec::JobSpec;
 use crate::metrics::{JobMetrics, unix_seconds};
 use crate::pg::sql;
-use crate::pipeline::assembler::HEARTBEAT_PREFIX;
+use crate::source::postgres::assembler::HEARTBEAT_PREFIX;
 
 /// Emits a heartbeat into the source's WAL every `every`, and warns when
 /// they stop coming back through the stream (the consumer is stalled).

@@ -5,7 +5,6 @@ mod copies;
 pub mod error;
 mod fresh_start;
 mod heartbeat;
-pub mod lifecycle;
 pub mod notify;
 pub mod outbox_cleanup;
 pub mod runner;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::lifecycle::State;
+use crate::lifecycle::State;
 
 const ATTEMPTS: u32 = 5;
 /// Events waiting for the webhook at most.
@@ -42,7 +42,7 @@ impl Notifier {
             "previous_state": previous.map(State::as_str),
             "new_state": new.as_str(),
             "error": error,
-            "timestamp": crate::protocol::time::format_rfc3339(crate::protocol::time::to_pg_micros(std::time::SystemTime::now())),
+            "timestamp": crate::source::postgres::protocol::time::format_rfc3339(crate::source::postgres::protocol::time::to_pg_micros(std::time::SystemTime::now())),
         });
         if let Err(mpsc::error::TrySendError::Full(event)) = events.try_send(event) {
             tracing::warn!(job = %event["job"], new_state = %event["new_state"],

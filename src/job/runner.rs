@@ -28,7 +28,6 @@ use tokio::sync::watch;
 use super::copies::{self, SessionEnd, SessionEnds};
 use super::fresh_start::{Destinations, start_fresh};
 use super::heartbeat::heartbeat;
-use super::lifecycle::{Phase, State};
 use super::outbox_cleanup::OutboxCleanup;
 use super::spec::{JobSpec, SnapshotMode};
 use super::{JobError, catalog_watch};
@@ -36,21 +35,22 @@ use crate::backoff;
 use crate::change::Encoding;
 use crate::chunked::copier::Copier;
 use crate::chunked::watch::KeyWatch;
+use crate::lifecycle::{Phase, State};
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
 use crate::names::{quote_ident, quote_literal};
 use crate::pg::Connection;
 use crate::pg::sql;
-use crate::pipeline::assembler::Assembler;
 use crate::pipeline::driver::{self};
 use crate::position::Position;
 use crate::sink::contract::{self, SinkEnds};
 use crate::sink::postgres::checkpoint;
 use crate::sink::postgres::schema;
 use crate::sink::{AnySink, Driving, Opening, SinkError};
-use crate::source::catalog::{self};
-use crate::source::preflight;
-use crate::source::publication;
+use crate::source::postgres::assembler::Assembler;
+use crate::source::postgres::catalog::{self};
+use crate::source::postgres::preflight;
+use crate::source::postgres::publication;
 
 /// Streamed transactions kept in memory before spilling to disk.
 const SPILL_MEMORY_CAP: usize = 16 * 1024 * 1024;
@@ -325,7 +325,7 @@ struct Streaming<'a> {
     metrics: &'a Arc<JobMetrics>,
     primary_keys: crate::change::relation::PrimaryKeys,
     stop: watch::Receiver<bool>,
-    stream: crate::source::ReplicationStream,
+    stream: crate::source::postgres::ReplicationStream,
     /// The tables still to copy in chunks, beside the stream.
     copier: Option<Copier>,
 }

@@ -31,7 +31,7 @@ use crate::pg::conninfo::ConnInfo;
 use crate::pg::{Connection, SourceError};
 use crate::position::Position;
 use crate::sink::SinkError;
-use crate::source::catalog::SourceTable;
+use crate::source::postgres::catalog::SourceTable;
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const CHUNK_BYTES: usize = 256 * 1024;

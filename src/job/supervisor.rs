@@ -28,10 +28,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::lifecycle::{Action, Phase, State};
 use super::runner::{self, Ended};
 use super::spec::{self, JobSpec, Naming};
 use super::store::{JobRow, RunEnd, Store};
+use crate::lifecycle::{Action, Phase, State};
 use crate::metrics::{self, JobMetrics};
 use crate::monitor;
 use crate::position::Position;

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use prometheus::{Gauge, Histogram, IntCounter, IntGauge, IntGaugeVec};
 
-use crate::job::lifecycle::{ALL_PHASES, ALL_STATES, Phase, State};
+use crate::lifecycle::{ALL_PHASES, ALL_STATES, Phase, State};
 
 use super::{
     INVALIDATION_REASONS, Metrics, SlotSample, WAL_STATUSES, lock, set_state, unix_ms_now, unix_seconds,
@@ -96,7 +96,7 @@ impl JobMetrics {
             received_events: AtomicU64::new(0),
             last_rate: Mutex::new(None),
         };
-        for kind in crate::job::error::ErrorKind::ALL {
+        for kind in crate::lifecycle::ErrorKind::ALL {
             family.job_errors.with_label_values(&[name, kind.as_str()]);
             family.job_retries.with_label_values(&[name, kind.as_str()]);
         }
@@ -155,12 +155,12 @@ impl JobMetrics {
         self.sink_bytes.inc_by(bytes);
     }
 
-    pub fn failed(&self, kind: crate::job::error::ErrorKind) {
+    pub fn failed(&self, kind: crate::lifecycle::ErrorKind) {
         let kind = kind.as_str();
         self.family.job_errors.with_label_values(&[&self.name, kind]).inc();
     }
 
-    pub fn retried(&self, kind: crate::job::error::ErrorKind) {
+    pub fn retried(&self, kind: crate::lifecycle::ErrorKind) {
         let kind = kind.as_str();
         self.family.job_retries.with_label_values(&[&self.name, kind]).inc();
     }

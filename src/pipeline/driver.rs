@@ -32,7 +32,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::assembler::{AssembleError, Assembler, ChunkWritten, Step};
 use crate::change::Encoding;
 use crate::chunked::copier::ChunkFeed;
 use crate::chunked::progress::CopyProgress;
@@ -40,7 +39,8 @@ use crate::metrics::{JobMetrics, unix_seconds};
 use crate::pg::SourceError;
 use crate::position::Position;
 use crate::sink::contract::{DriverEnds, Settled};
-use crate::source::{ReplicationStream, StreamEvent};
+use crate::source::postgres::assembler::{AssembleError, Assembler, ChunkWritten, Step};
+use crate::source::postgres::{ReplicationStream, StreamEvent};
 
 /// Lines are handed to the sink in chunks of about this size.
 pub const CHUNK_BYTES: usize = 256 * 1024;
@@ -304,7 +304,7 @@ impl<R: Replication> Driver<R> {
     async fn place_chunk<E: Encoding>(
         &mut self,
         assembler: &mut Assembler<E>,
-        lsn: crate::source::lsn::Lsn,
+        lsn: crate::source::postgres::lsn::Lsn,
         token: &str,
     ) -> Result<(), DriveError> {
         let Some(feed) = self.chunks.as_mut().filter(|feed| feed.is_ours(token)) else {

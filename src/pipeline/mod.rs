@@ -1,6 +1,4 @@
-//! From decoded messages to committed, ordered change lines.
+//! From the source's change stream to the sink, in order, confirming
+//! only what the sink made durable.
 
-pub mod assembler;
 pub mod driver;
-pub mod spill;
-mod spill_io;

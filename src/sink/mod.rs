@@ -34,7 +34,7 @@ use crate::change::Encoding;
 use crate::job::snapshot::{Snapshot, SnapshotError};
 use crate::job::spec::JobSpec;
 use crate::metrics::JobMetrics;
-use crate::source::catalog::SourceTable;
+use crate::source::postgres::catalog::SourceTable;
 use contract::SinkEnds;
 
 /// What a sink is opened with, for one run of a job.

@@ -1,20 +1,12 @@
-//! The source: a logical replication session on PostgreSQL, on the
-//! client in `crate::pg`.
+//! Sources: where changes come from.
+//!
+//! Each source lives in its own folder and is the only code that knows its
+//! database's replication protocol, positions and snapshots. Above it,
+//! changes are change lines ([`crate::change`]) and places in the stream
+//! are [`crate::position::Position`]s.
 //!
 //! ```text
-//!  pg::Connection (replication=database) ──> commands (IDENTIFY_SYSTEM, slots, START_REPLICATION)
-//!                                        └──> stream (CopyBoth: messages in, status out;
-//!                                                     feedback decides what and when)
-//!  preflight: checks with a clear fix before streaming
-//!  publication: the job's publication (tables, partitions through their root)
+//!  postgres/   a logical replication slot (pgoutput) on PostgreSQL
 //! ```
 
-pub mod catalog;
-pub mod commands;
-pub mod feedback;
-pub mod lsn;
-pub mod preflight;
-pub mod publication;
-pub mod stream;
-
-pub use stream::{ReplicationStream, StreamEvent};
+pub mod postgres;

@@ -35,9 +35,9 @@ mod migrations;
 
 pub use history::{Instance, RunEnd};
 
-use super::lifecycle::{self, Action, Refused, State};
 use super::notify::Notifier;
 use super::spec::JobDefinition;
+use crate::lifecycle::{self, Action, Refused, State};
 use crate::pg::ConnInfo;
 use crate::pg::sql;
 

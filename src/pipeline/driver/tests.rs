@@ -8,11 +8,13 @@ use tokio::sync::Notify;
 
 use super::*;
 use crate::change::encode::JsonLines;
-use crate::protocol::pgoutput::encode::encode;
-use crate::protocol::pgoutput::{Begin, Column, ColumnDef, Commit, Insert, Message, Relation, Tuple};
-use crate::protocol::walsender::Keepalive;
 use crate::sink::contract::{self, SinkEnds};
-use crate::source::lsn::Lsn;
+use crate::source::postgres::lsn::Lsn;
+use crate::source::postgres::protocol::pgoutput::encode::encode;
+use crate::source::postgres::protocol::pgoutput::{
+    Begin, Column, ColumnDef, Commit, Insert, Message, Relation, Tuple,
+};
+use crate::source::postgres::protocol::walsender::Keepalive;
 
 /// Messages to hand out, then nothing (the source is quiet) until the test ends.
 struct FakeStream {

@@ -26,7 +26,7 @@ use crate::names::quote_ident;
 use crate::pg::Connection;
 use crate::pg::conninfo::ConnInfo;
 use crate::sink::SinkError;
-use crate::source::catalog::SourceTable;
+use crate::source::postgres::catalog::SourceTable;
 
 /// Snapshot rows per changelog insert.
 const CHANGELOG_BATCH: usize = 5_000;

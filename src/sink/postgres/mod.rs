@@ -49,7 +49,7 @@ use crate::names::TableName;
 use crate::pg::conninfo::ConnInfo;
 pub use crate::sink::SinkError;
 use crate::sink::{Driving, Opening, Sink};
-use crate::source::catalog::SourceTable;
+use crate::source::postgres::catalog::SourceTable;
 
 /// Where a job's rows go, by mode.
 enum Mode {

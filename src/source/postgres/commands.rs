@@ -9,7 +9,7 @@ use crate::pg::Connection;
 use crate::pg::connection::{Incoming, log_notice};
 use crate::pg::error::{ServerError, SourceError};
 use crate::position::Position;
-use crate::source::lsn::Lsn;
+use crate::source::postgres::lsn::Lsn;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemIdentity {

@@ -2,8 +2,8 @@ use bytes::Bytes;
 
 use super::*;
 use crate::change::encode::JsonLines;
-use crate::protocol::pgoutput::encode::encode;
-use crate::protocol::pgoutput::{
+use crate::source::postgres::protocol::pgoutput::encode::encode;
+use crate::source::postgres::protocol::pgoutput::{
     Begin, Column, ColumnDef, Commit, Insert, Relation, StreamAbort, StreamCommit, StreamStart,
 };
 
@@ -238,7 +238,7 @@ fn committed_insert(asm: &mut Assembler<JsonLines>, at: u64, xid: u32, id: &str,
 #[test]
 fn a_chunk_takes_its_markers_place_without_the_rows_an_unseen_transaction_changed() {
     use crate::chunked::reader::CHUNK_PREFIX;
-    use crate::protocol::pgoutput::LogicalMessage;
+    use crate::source::postgres::protocol::pgoutput::LogicalMessage;
     let watch = crate::chunked::watch::KeyWatch::new(["public.t".to_string()]);
     let mut asm = Assembler::new(JsonLines, 1 << 20, None, Default::default()).watching(watch);
     let mut out = Vec::new();

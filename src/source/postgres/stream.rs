@@ -29,9 +29,9 @@ use super::feedback::Feedback;
 use crate::pg::connection::{Connection, Incoming, log_notice};
 use crate::pg::error::{ServerError, SourceError};
 use crate::position::Position;
-use crate::protocol::time::to_pg_micros;
-use crate::protocol::walsender::{self, Keepalive, WalsenderMessage};
-use crate::source::lsn::Lsn;
+use crate::source::postgres::lsn::Lsn;
+use crate::source::postgres::protocol::time::to_pg_micros;
+use crate::source::postgres::protocol::walsender::{self, Keepalive, WalsenderMessage};
 
 #[derive(Debug)]
 pub enum StreamEvent {

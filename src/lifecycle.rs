@@ -21,6 +21,26 @@
 
 use std::fmt;
 
+/// What the metrics count a failure as (`walpipe_job_errors_total{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    SlotInvalidated,
+    Timeout,
+    Other,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 3] = [ErrorKind::SlotInvalidated, ErrorKind::Timeout, ErrorKind::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::SlotInvalidated => "slot_invalidated",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
 /// Job states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {

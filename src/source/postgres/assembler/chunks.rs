@@ -9,8 +9,8 @@ use crate::change::relation::{PrimaryKeys, Table};
 use crate::chunked::keyset::{row_key, row_key_text};
 use crate::chunked::reader::ChunkRead;
 use crate::chunked::watch::{Key, Stale, Touch, Verdict, push_key_value};
-use crate::protocol::pgoutput::{Column, OldTuple, Tuple};
-use crate::source::lsn::Lsn;
+use crate::source::postgres::lsn::Lsn;
+use crate::source::postgres::protocol::pgoutput::{Column, OldTuple, Tuple};
 
 /// What a chunk put in the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

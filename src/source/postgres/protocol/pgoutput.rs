@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::DecodeError;
 use super::reader::Reader;
-use crate::source::lsn::Lsn;
+use crate::source::postgres::lsn::Lsn;
 
 /// One pgoutput message.
 #[derive(Debug, Clone, PartialEq, Eq)]

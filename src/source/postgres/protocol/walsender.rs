@@ -7,7 +7,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::DecodeError;
 use super::reader::Reader;
-use crate::source::lsn::Lsn;
+use crate::source::postgres::lsn::Lsn;
 
 /// One message from the walsender.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 
 use super::spill_io::{SpillReader, SpillWriter};
-use crate::source::lsn::Lsn;
+use crate::source::postgres::lsn::Lsn;
 
 /// Record header: subxid u32, lsn u64, body length u32, kind u8.
 const HEADER_LEN: usize = 17;

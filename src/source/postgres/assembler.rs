@@ -47,10 +47,10 @@ use crate::change::relation::{PrimaryKeys, RelationCache, Table};
 use crate::chunked::reader::CHUNK_PREFIX;
 use crate::chunked::watch::KeyWatch;
 use crate::position::Position;
-use crate::protocol::DecodeError;
-use crate::protocol::pgoutput::{Decoder, Message, OldTuple, Tuple};
-use crate::protocol::time::to_system_time;
-use crate::source::lsn::Lsn;
+use crate::source::postgres::lsn::Lsn;
+use crate::source::postgres::protocol::DecodeError;
+use crate::source::postgres::protocol::pgoutput::{Decoder, Message, OldTuple, Tuple};
+use crate::source::postgres::protocol::time::to_system_time;
 
 /// What handling one message produced.
 #[derive(Debug)]

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::protocol::walsender::StandbyStatus;
-use crate::source::lsn::Lsn;
+use crate::source::postgres::lsn::Lsn;
+use crate::source::postgres::protocol::walsender::StandbyStatus;
 
 /// Never let a moved position wait longer than this to be reported.
 pub const PROMPT_REPORT: Duration = Duration::from_secs(1);
