@@ -14,9 +14,9 @@
 
 use super::json::{write_plain_str, write_str};
 use super::relation::Table;
+use super::row::{AppMessage, Column, OldTuple, Tuple};
 use super::value::{write_binary_value, write_text_value};
 use crate::position::Position;
-use crate::source::postgres::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
 use crate::source::postgres::protocol::time::format_rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +154,7 @@ impl super::Encoding for JsonLines {
         write_truncate_body(out, table);
     }
 
-    fn write_message(&self, out: &mut Vec<u8>, message: &LogicalMessage) {
+    fn write_message(&self, out: &mut Vec<u8>, message: &AppMessage<'_>) {
         write_message_body(out, message);
     }
 }
@@ -214,7 +214,7 @@ pub fn write_row_body(
     if let Some(tuple) = new {
         let mut first = true;
         for (column, value) in table.columns.iter().zip(&tuple.0) {
-            if matches!(value, Column::UnchangedToast) {
+            if matches!(value, Column::Unchanged) {
                 if !first {
                     out.push(b',');
                 }
@@ -240,7 +240,7 @@ pub fn write_schema_body(out: &mut Vec<u8>, table: &Table) {
         out.extend_from_slice(b"{\"name\":");
         write_str(out, &column.name);
         out.extend_from_slice(b",\"type\":");
-        write_str(out, &column.type_name);
+        write_str(out, &column.ty.name);
         out.extend_from_slice(if column.is_key { b",\"key\":true}" } else { b",\"key\":false}" });
     }
     out.push(b']');
@@ -260,13 +260,13 @@ pub fn write_truncate_body(out: &mut Vec<u8>, table: &Table) {
 
 /// The body of a logical decoding message, ending the line. The content is
 /// written as text when it is UTF-8, else as PostgreSQL prints bytea.
-pub fn write_message_body(out: &mut Vec<u8>, message: &LogicalMessage) {
+pub fn write_message_body(out: &mut Vec<u8>, message: &AppMessage<'_>) {
     out.extend_from_slice(b"\"op\":\"message\",\"table\":null,\"prefix\":");
-    write_str(out, &message.prefix);
+    write_str(out, message.prefix);
     out.extend_from_slice(b",\"content\":");
-    match std::str::from_utf8(&message.content) {
+    match std::str::from_utf8(message.content) {
         Ok(text) => write_str(out, text),
-        Err(_) => write_binary_value(out, &message.content),
+        Err(_) => write_binary_value(out, message.content),
     }
     out.extend_from_slice(b",\"transactional\":");
     out.extend_from_slice(if message.transactional { b"true" } else { b"false" });
@@ -281,7 +281,7 @@ fn write_row(out: &mut Vec<u8>, table: &Table, tuple: &Tuple, key_only: bool) {
         if key_only && !column.is_key {
             continue;
         }
-        if matches!(value, Column::UnchangedToast) {
+        if matches!(value, Column::Unchanged) {
             continue;
         }
         if !first {
@@ -291,9 +291,9 @@ fn write_row(out: &mut Vec<u8>, table: &Table, tuple: &Tuple, key_only: bool) {
         out.extend_from_slice(&column.json_key);
         match value {
             Column::Null => out.extend_from_slice(b"null"),
-            Column::Text(text) => write_text_value(out, column.kind, text),
+            Column::Text(text) => write_text_value(out, column.ty.kind, text),
             Column::Binary(bytes) => write_binary_value(out, bytes),
-            Column::UnchangedToast => {}
+            Column::Unchanged => {}
         }
     }
     out.push(b'}');
@@ -312,18 +312,22 @@ pub struct SnapshotRows {
 }
 
 impl SnapshotRows {
-    /// `columns`: (name, type oid, in the key), in the order of the copied rows.
-    pub fn new(schema: &str, name: &str, columns: &[(String, u32, bool)]) -> SnapshotRows {
+    /// `columns`: (name, how its values are written, in the key), in the order of the copied rows.
+    pub fn new(
+        schema: &str,
+        name: &str,
+        columns: &[(String, super::value::ValueKind, bool)],
+    ) -> SnapshotRows {
         let qualified = format!("{schema}.{name}");
         let mut table_json = Vec::new();
         write_str(&mut table_json, &qualified);
         let columns = columns
             .iter()
-            .map(|(name, oid, is_key)| {
+            .map(|(name, kind, is_key)| {
                 let mut key = Vec::new();
                 write_str(&mut key, name);
                 key.push(b':');
-                (key, super::value::ValueKind::for_type(*oid), *is_key)
+                (key, *kind, *is_key)
             })
             .collect();
         SnapshotRows { qualified, table_json, columns }

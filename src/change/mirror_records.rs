@@ -31,9 +31,9 @@
 
 use super::Encoding;
 use super::encode::{Op, ShapeError, check_shape};
-use super::relation::Table;
+use super::relation::{PostgresType, Table};
+use super::row::{AppMessage, Column, OldTuple, Tuple};
 use crate::position::Position;
-use crate::source::postgres::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MirrorRecords;
@@ -79,10 +79,12 @@ impl Encoding for MirrorRecords {
         for column in &table.columns {
             out.push(b'\t');
             escape(out, column.name.as_bytes());
+            // A type a Postgres destination cannot declare exactly is text (OID 25).
+            let postgres = column.ty.postgres.unwrap_or(PostgresType { oid: 25, modifier: -1 });
             let fields = format!(
                 "\t{}\t{}\t{}",
-                column.type_oid,
-                column.type_modifier,
+                postgres.oid,
+                postgres.modifier,
                 if column.is_key { 't' } else { 'f' }
             );
             out.extend_from_slice(fields.as_bytes());
@@ -116,7 +118,7 @@ impl Encoding for MirrorRecords {
         if let Some(tuple) = new {
             let mut first = true;
             for (position, column) in tuple.0.iter().enumerate() {
-                if matches!(column, Column::UnchangedToast) {
+                if matches!(column, Column::Unchanged) {
                     if !first {
                         out.push(b',');
                     }
@@ -132,9 +134,7 @@ impl Encoding for MirrorRecords {
                     Column::Text(text) => escape(out, text),
                     // Values the server did not send (unchanged TOAST) or sent as binary
                     // (walpipe asks for text) carry no text form.
-                    Column::Null | Column::UnchangedToast | Column::Binary(_) => {
-                        out.extend_from_slice(b"\\N")
-                    }
+                    Column::Null | Column::Unchanged | Column::Binary(_) => out.extend_from_slice(b"\\N"),
                 }
             }
         }
@@ -157,7 +157,7 @@ impl Encoding for MirrorRecords {
         out.push(b'\n');
     }
 
-    fn write_message(&self, out: &mut Vec<u8>, _message: &LogicalMessage) {
+    fn write_message(&self, out: &mut Vec<u8>, _message: &AppMessage<'_>) {
         out.extend_from_slice(b"M\t\t-\t\n");
     }
 
@@ -229,24 +229,17 @@ pub fn unescape(field: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::postgres::protocol::pgoutput::{ColumnDef, Relation};
+    use crate::change::relation::{ColumnType, TableColumn};
+    use crate::change::value::{Scalar, ValueKind};
     use bytes::Bytes;
 
     fn table() -> Table {
-        let column =
-            |name: &str, flags| ColumnDef { flags, name: name.into(), type_oid: 25, type_modifier: -1 };
-        Table::from_message(
-            &Relation {
-                xid: None,
-                id: 1,
-                namespace: "public".into(),
-                name: "t".into(),
-                replica_identity: b'd',
-                columns: vec![column("id", 1), column("body", 0), column("note", 0)],
-            },
-            &Default::default(),
-            &Default::default(),
-        )
+        let column = |name: &str, is_key| {
+            let postgres = Some(PostgresType { oid: 25, modifier: -1 });
+            let ty = ColumnType { name: "text".into(), kind: ValueKind::Scalar(Scalar::Text), postgres };
+            TableColumn::new(name, is_key, ty)
+        };
+        Table::new(1, "public", "t", vec![column("id", true), column("body", false), column("note", false)])
     }
 
     fn text(value: &str) -> Column {
@@ -258,7 +251,7 @@ mod tests {
         let mut out = Vec::new();
         let txn = MirrorRecords.txn(Position::new(0x10), Some(1), None);
         MirrorRecords.write_header(&txn, &mut out, 0, Position::new(8));
-        let new = Tuple(vec![text("1"), Column::UnchangedToast, text("tab\there\nnew\\line")]);
+        let new = Tuple(vec![text("1"), Column::Unchanged, text("tab\there\nnew\\line")]);
         let old = OldTuple::Key(Tuple(vec![text("0"), Column::Null, Column::Null]));
         MirrorRecords.write_row(&mut out, &table(), Op::Update, Some(&old), Some(&new)).expect("shape");
         assert_eq!(

@@ -13,12 +13,13 @@ pub mod json;
 pub mod mirror_records;
 pub mod outbox;
 pub mod relation;
+pub mod row;
 pub mod value;
 
 use crate::position::Position;
-use crate::source::postgres::protocol::pgoutput::{Column, LogicalMessage, OldTuple, Tuple};
 use encode::{Op, ShapeError};
 use relation::Table;
+use row::{AppMessage, Column, OldTuple, Tuple};
 
 /// How changes are written as lines: the change JSON ([`encode::JsonLines`])
 /// for people, webhooks and changelogs, or COPY-text records
@@ -47,7 +48,7 @@ pub trait Encoding: Clone + Send + Sync + 'static {
         new: Option<&Tuple>,
     ) -> Result<(), ShapeError>;
     fn write_truncate(&self, out: &mut Vec<u8>, table: &Table);
-    fn write_message(&self, out: &mut Vec<u8>, message: &LogicalMessage);
+    fn write_message(&self, out: &mut Vec<u8>, message: &AppMessage<'_>);
     /// The header of a copied row: its id is not a position in the
     /// transaction but the row's own, which `write_id` writes (as JSON text).
     /// `positioned`: whether the row keeps its chunk's position; a copy into

@@ -323,7 +323,7 @@ async fn decide_start(
 struct Streaming<'a> {
     spec: &'a JobSpec,
     metrics: &'a Arc<JobMetrics>,
-    primary_keys: crate::change::relation::PrimaryKeys,
+    primary_keys: crate::source::postgres::relations::PrimaryKeys,
     stop: watch::Receiver<bool>,
     stream: crate::source::postgres::ReplicationStream,
     /// The tables still to copy in chunks, beside the stream.

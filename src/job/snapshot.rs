@@ -32,6 +32,7 @@ use crate::pg::{Connection, SourceError};
 use crate::position::Position;
 use crate::sink::SinkError;
 use crate::source::postgres::catalog::SourceTable;
+use crate::source::postgres::types::value_kind;
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -100,7 +101,7 @@ impl Snapshot<'_> {
                 &table
                     .columns
                     .iter()
-                    .map(|c| (c.name.clone(), c.type_oid, table.key.contains(&c.name)))
+                    .map(|c| (c.name.clone(), value_kind(c.type_oid, None), table.key.contains(&c.name)))
                     .collect::<Vec<_>>(),
             );
             let columns = table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");

@@ -43,14 +43,16 @@ use std::collections::HashSet;
 use super::spill::{RecordKind, Replay, StreamedTxns};
 use crate::change::Encoding;
 use crate::change::encode::Op;
-use crate::change::relation::{PrimaryKeys, RelationCache, Table};
+use crate::change::relation::Table;
+use crate::change::row::AppMessage;
 use crate::chunked::reader::CHUNK_PREFIX;
 use crate::chunked::watch::KeyWatch;
 use crate::position::Position;
 use crate::source::postgres::lsn::Lsn;
 use crate::source::postgres::protocol::DecodeError;
-use crate::source::postgres::protocol::pgoutput::{Decoder, Message, OldTuple, Tuple};
+use crate::source::postgres::protocol::pgoutput::{Decoder, LogicalMessage, Message, OldTuple, Tuple};
 use crate::source::postgres::protocol::time::to_system_time;
+use crate::source::postgres::relations::{PrimaryKeys, RelationCache};
 
 /// What handling one message produced.
 #[derive(Debug)]
@@ -271,7 +273,9 @@ impl<E: Encoding> Assembler<E> {
             }
             Message::Message(m) if m.transactional => {
                 let encoding = self.encoding.clone();
-                self.emit(lsn, m.xid, out, RecordKind::Change, |body| encoding.write_message(body, &m))?;
+                self.emit(lsn, m.xid, out, RecordKind::Change, |body| {
+                    encoding.write_message(body, &app_message(&m))
+                })?;
                 Ok(Step::Continue)
             }
             Message::Message(m) if m.prefix == HEARTBEAT_PREFIX => Ok(Step::Heartbeat),
@@ -282,7 +286,7 @@ impl<E: Encoding> Assembler<E> {
                 }
                 let fields = self.encoding.txn(m.lsn.into(), None, None);
                 self.encoding.write_header(&fields, out, 0, lsn.into());
-                self.encoding.write_message(out, &m);
+                self.encoding.write_message(out, &app_message(&m));
                 Ok(Step::Continue)
             }
             Message::StreamStart(start) => {
@@ -456,3 +460,8 @@ mod chunks;
 pub use chunks::{ChunkPlace, ChunkWritten};
 #[cfg(test)]
 mod tests;
+
+/// A logical decoding message as the change lines know it.
+fn app_message(message: &LogicalMessage) -> AppMessage<'_> {
+    AppMessage { prefix: &message.prefix, content: &message.content, transactional: message.transactional }
+}

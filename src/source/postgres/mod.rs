@@ -21,8 +21,10 @@ pub mod lsn;
 pub mod preflight;
 pub mod protocol;
 pub mod publication;
+pub mod relations;
 pub mod spill;
 mod spill_io;
 pub mod stream;
+pub mod types;
 
 pub use stream::{ReplicationStream, StreamEvent};

@@ -4,10 +4,10 @@
 //! (a missing publication only shows when the first change is decoded,
 //! and PostgreSQL 18 merely warns), so walpipe asks first.
 
-use crate::change::relation::PrimaryKeys;
 use crate::names::quote_literal;
 use crate::pg::Connection;
 use crate::pg::SourceError;
+use crate::source::postgres::relations::PrimaryKeys;
 
 /// Checks that `slot` and `publication` can be streamed on this connection's database.
 pub async fn check_stream(conn: &mut Connection, slot: &str, publication: &str) -> Result<(), SourceError> {

@@ -5,12 +5,13 @@
 use super::{AssembleError, Assembler, RecordKind};
 use crate::change::Encoding;
 use crate::change::json::write_str;
-use crate::change::relation::{PrimaryKeys, Table};
+use crate::change::relation::Table;
 use crate::chunked::keyset::{row_key, row_key_text};
 use crate::chunked::reader::ChunkRead;
 use crate::chunked::watch::{Key, Stale, Touch, Verdict, push_key_value};
 use crate::source::postgres::lsn::Lsn;
 use crate::source::postgres::protocol::pgoutput::{Column, OldTuple, Tuple};
+use crate::source::postgres::relations::{PrimaryKeys, table_of};
 
 /// What a chunk put in the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -61,8 +62,7 @@ impl<E: Encoding> Assembler<E> {
             vec![Touch::Truncate]
         } else {
             // An update sends no TOASTed value it left unchanged.
-            let complete =
-                !new.is_some_and(|tuple| tuple.0.iter().any(|c| matches!(c, Column::UnchangedToast)));
+            let complete = !new.is_some_and(|tuple| tuple.0.iter().any(|c| matches!(c, Column::Unchanged)));
             old.map(OldTuple::tuple)
                 .into_iter()
                 .chain(new)
@@ -91,7 +91,7 @@ impl<E: Encoding> Assembler<E> {
         chunk: &ChunkRead,
         out: &mut Vec<u8>,
     ) -> Result<ChunkPlace, AssembleError> {
-        let table = Table::from_message(&chunk.shape, &PrimaryKeys::default(), &chunk.types);
+        let table = table_of(&chunk.shape, &PrimaryKeys::default(), &chunk.types);
         if let Some(streamed) = self.relations.by_name(&table.schema, &table.name) {
             if !same_columns(streamed, &table) {
                 return Err(AssembleError::ChunkShape { lsn, table: chunk.table.clone() });
@@ -207,7 +207,7 @@ fn key_of(table: &Table, tuple: &Tuple) -> Option<Key> {
             match value {
                 Column::Text(text) | Column::Binary(text) => push_key_value(&mut key, text),
                 // A null or unsent key value names no row of a copy.
-                Column::Null | Column::UnchangedToast => return None,
+                Column::Null | Column::Unchanged => return None,
             }
         }
     }
@@ -217,8 +217,5 @@ fn key_of(table: &Table, tuple: &Tuple) -> Option<Key> {
 /// The same columns, in the same order, of the same types.
 fn same_columns(a: &Table, b: &Table) -> bool {
     a.columns.len() == b.columns.len()
-        && a.columns
-            .iter()
-            .zip(&b.columns)
-            .all(|(a, b)| a.name == b.name && a.type_oid == b.type_oid && a.type_modifier == b.type_modifier)
+        && a.columns.iter().zip(&b.columns).all(|(a, b)| a.name == b.name && a.ty.postgres == b.ty.postgres)
 }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use super::DecodeError;
 use super::reader::Reader;
+pub use crate::change::row::{Column, OldTuple, Tuple};
 use crate::source::postgres::lsn::Lsn;
 
 /// One pgoutput message.
@@ -115,22 +116,6 @@ pub struct Delete {
     pub old: OldTuple,
 }
 
-/// The old row of an update or delete: only its key columns (`K`, the other
-/// columns are null), or the whole row (`O`, REPLICA IDENTITY FULL).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OldTuple {
-    Key(Tuple),
-    Full(Tuple),
-}
-
-impl OldTuple {
-    pub fn tuple(&self) -> &Tuple {
-        match self {
-            OldTuple::Key(tuple) | OldTuple::Full(tuple) => tuple,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Truncate {
     pub xid: Option<u32>,
@@ -170,19 +155,6 @@ pub struct StreamAbort {
     pub subxid: u32,
     /// Abort LSN and time, sent with parallel streaming (protocol 4).
     pub abort: Option<(Lsn, i64)>,
-}
-
-/// A row as the server sent it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Tuple(pub Vec<Column>);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Column {
-    Null,
-    /// A TOASTed value that did not change and was not sent.
-    UnchangedToast,
-    Text(Bytes),
-    Binary(Bytes),
 }
 
 /// Decodes pgoutput messages, tracking whether it is inside a stream block.
@@ -352,7 +324,7 @@ fn tuple(r: &mut Reader) -> Result<Tuple, DecodeError> {
     for _ in 0..count {
         columns.push(match r.u8("tuple column kind")? {
             b'n' => Column::Null,
-            b'u' => Column::UnchangedToast,
+            b'u' => Column::Unchanged,
             b't' => {
                 let len = length32(r, "text value length")?;
                 Column::Text(r.bytes(len, "text value")?)

@@ -145,7 +145,7 @@ fn tuple(out: &mut BytesMut, tuple: &Tuple) {
     for column in &tuple.0 {
         match column {
             Column::Null => out.put_u8(b'n'),
-            Column::UnchangedToast => out.put_u8(b'u'),
+            Column::Unchanged => out.put_u8(b'u'),
             Column::Text(value) => {
                 out.put_u8(b't');
                 out.put_i32(value.len() as i32);

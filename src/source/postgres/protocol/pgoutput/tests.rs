@@ -44,7 +44,7 @@ fn stream_block_switches_xid_prefix() {
     let start = encode(&Message::StreamStart(StreamStart { xid: 7, first_segment: true }));
     decoder.decode(start).expect("stream start");
     let insert =
-        Message::Insert(Insert { xid: Some(9), relation_id: 1, new: Tuple(vec![Column::UnchangedToast]) });
+        Message::Insert(Insert { xid: Some(9), relation_id: 1, new: Tuple(vec![Column::Unchanged]) });
     assert_eq!(decoder.decode(encode(&insert)), Ok(insert));
     decoder.decode(encode(&Message::StreamStop)).expect("stream stop");
     let plain = Message::Insert(Insert { xid: None, relation_id: 1, new: Tuple(vec![]) });
@@ -90,7 +90,7 @@ fn text() -> impl Strategy<Value = String> {
 fn column() -> impl Strategy<Value = Column> {
     prop_oneof![
         Just(Column::Null),
-        Just(Column::UnchangedToast),
+        Just(Column::Unchanged),
         proptest::collection::vec(any::<u8>(), 0..40).prop_map(|v| Column::Text(Bytes::from(v))),
         proptest::collection::vec(any::<u8>(), 0..40).prop_map(|v| Column::Binary(Bytes::from(v))),
     ]
