@@ -15,9 +15,9 @@
 use super::json::{write_plain_str, write_str};
 use super::relation::Table;
 use super::row::{AppMessage, Column, OldTuple, Tuple};
+use super::time::format_rfc3339;
 use super::value::{write_binary_value, write_text_value};
 use crate::position::Position;
-use crate::source::postgres::protocol::time::format_rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -57,7 +57,7 @@ pub struct TxnFields {
 }
 
 impl TxnFields {
-    pub fn new(commit_lsn: Position, xid: Option<u32>, commit_time: Option<i64>) -> TxnFields {
+    pub fn new(commit_lsn: Position, xid: Option<u64>, commit_time: Option<i64>) -> TxnFields {
         let mut shared = Vec::with_capacity(96);
         shared.extend_from_slice(b",\"commit_lsn\":");
         write_plain_str(&mut shared, &commit_lsn.to_string());
@@ -112,7 +112,7 @@ pub struct JsonLines;
 impl super::Encoding for JsonLines {
     type Txn = TxnFields;
 
-    fn txn(&self, commit_lsn: Position, xid: Option<u32>, commit_time: Option<i64>) -> TxnFields {
+    fn txn(&self, commit_lsn: Position, xid: Option<u64>, commit_time: Option<i64>) -> TxnFields {
         TxnFields::new(commit_lsn, xid, commit_time)
     }
 

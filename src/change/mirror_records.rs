@@ -42,7 +42,7 @@ impl Encoding for MirrorRecords {
     /// The commit LSN, as text.
     type Txn = String;
 
-    fn txn(&self, commit_lsn: Position, _xid: Option<u32>, _commit_time: Option<i64>) -> String {
+    fn txn(&self, commit_lsn: Position, _xid: Option<u64>, _commit_time: Option<i64>) -> String {
         commit_lsn.to_string()
     }
 

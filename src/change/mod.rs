@@ -14,6 +14,7 @@ pub mod mirror_records;
 pub mod outbox;
 pub mod relation;
 pub mod row;
+pub mod time;
 pub mod value;
 
 use crate::position::Position;
@@ -30,7 +31,10 @@ pub trait Encoding: Clone + Send + Sync + 'static {
     /// What every change of one transaction shares, rendered once.
     type Txn: Send + Sync + std::fmt::Debug;
 
-    fn txn(&self, commit_lsn: Position, xid: Option<u32>, commit_time: Option<i64>) -> Self::Txn;
+    /// `commit`: where the transaction commits in the stream; `xid`: the
+    /// source's id for it, if it has one; `commit_time`: microseconds since
+    /// the Unix epoch.
+    fn txn(&self, commit: Position, xid: Option<u64>, commit_time: Option<i64>) -> Self::Txn;
     fn write_header(&self, txn: &Self::Txn, out: &mut Vec<u8>, ordinal: u64, lsn: Position);
     /// The header of a schema line. A schema line goes just before the
     /// change with `ordinal` (the first of its table's new shape) and takes

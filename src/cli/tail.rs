@@ -15,7 +15,9 @@ use crate::pg::{ConnInfo, Connection};
 use crate::pipeline::driver::{self, Ended};
 use crate::position::Position;
 use crate::sink::contract::{self, SinkEnds};
+use crate::source::ChangeStream;
 use crate::source::postgres::assembler::Assembler;
+use crate::source::postgres::changes::Changes;
 use crate::source::postgres::preflight;
 
 /// Streamed transactions kept in memory before spilling to disk.
@@ -57,9 +59,9 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
     let assembler = Assembler::new(JsonLines, SPILL_MEMORY_CAP, args.endpos, primary_keys);
     // tail serves no metrics; the driver counts into a registry nobody scrapes.
     let metrics = crate::metrics::global().job("tail", &args.slot);
-    let options = driver::Options { end_at: args.endpos, confirm_keepalives: true, chunks: None };
-    let (stream, outcome) =
-        driver::drive(stream, assembler, ends, metrics, options, super::shutdown_signal()).await;
+    let options = driver::Options { end_at: args.endpos, confirm_keepalives: true };
+    let changes = Changes::new(stream, assembler, None);
+    let (stream, outcome) = driver::drive(changes, ends, metrics, options, super::shutdown_signal()).await;
 
     let written = writer.join().map_err(|_| anyhow::anyhow!("the output thread failed"))?;
     if let Err(error) = written {

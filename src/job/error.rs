@@ -9,7 +9,7 @@ use crate::pg::SourceError;
 use crate::pg::sql::{self, ConnectError};
 use crate::pipeline::driver::DriveError;
 use crate::sink::SinkError;
-use crate::source::postgres::assembler::AssembleError;
+use crate::source::StreamError;
 use crate::source::postgres::catalog::CatalogError;
 
 use super::snapshot;
@@ -28,6 +28,8 @@ pub enum JobError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Drive(#[from] DriveError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     #[error(transparent)]
     Snapshot(#[from] snapshot::SnapshotError),
     #[error(transparent)]
@@ -53,9 +55,8 @@ impl JobError {
     pub fn is_slot_lost(&self) -> bool {
         match self {
             JobError::SlotLost { .. } => true,
-            JobError::Source(error) | JobError::Drive(DriveError::Source(error)) => {
-                error.sqlstate() == Some("55000")
-            }
+            JobError::Source(error) => error.sqlstate() == Some("55000"),
+            JobError::Drive(DriveError::Source(error)) => error.kind == ErrorKind::SlotInvalidated,
             _ => false,
         }
     }
@@ -73,7 +74,8 @@ impl JobError {
             | JobError::Sink(
                 SinkError::Postgres(error) | SinkError::State(error) | SinkError::Write { error, .. },
             ) => sql::is_timeout(error),
-            JobError::Source(error) | JobError::Drive(DriveError::Source(error)) => error.is_timeout(),
+            JobError::Source(error) => error.is_timeout(),
+            JobError::Drive(DriveError::Source(error)) => error.kind == ErrorKind::Timeout,
             JobError::Sink(SinkError::Unavailable { timed_out, .. }) => *timed_out,
             _ => false,
         };
@@ -87,17 +89,9 @@ impl JobError {
             JobError::Catalog(_) => false,
             JobError::Source(error) => error.is_transient(),
             JobError::Sink(error) => error.is_transient(),
-            JobError::Drive(DriveError::Source(error)) => error.is_transient(),
+            JobError::Drive(DriveError::Source(error)) | JobError::Stream(error) => error.transient,
             // The sink task reports its own error; the driver only saw it stop.
             JobError::Drive(DriveError::SinkStopped | DriveError::SinkStalled) => true,
-            // The copier reports its own error; else the copy resumes from its last chunk.
-            JobError::Drive(
-                DriveError::CopyStopped
-                | DriveError::Assemble(
-                    AssembleError::ChunkShape { .. } | AssembleError::ChunkUnmergeable { .. },
-                ),
-            ) => true,
-            JobError::Drive(_) => false,
             JobError::SinkSetup(error) | JobError::SourceSetup(error) => sql::is_transient(error),
             JobError::Snapshot(error) => error.is_transient(),
             JobError::Copy(error) => error.is_transient(),
@@ -112,17 +106,15 @@ mod tests {
     use crate::pg::error::ServerError;
 
     #[test]
-    fn a_chunk_that_cannot_be_written_is_read_again_after_a_retry() {
-        let lsn = crate::position::Position::new(1);
-        for error in [
-            AssembleError::ChunkShape { lsn: lsn.into(), table: "public.t".into() },
-            AssembleError::ChunkUnmergeable { lsn: lsn.into(), table: "public.t".into() },
-        ] {
-            assert!(JobError::Drive(DriveError::Assemble(error)).is_transient());
-        }
-        assert!(JobError::Drive(DriveError::CopyStopped).is_transient());
-        let malformed = AssembleError::Sequence { lsn: lsn.into(), what: "x".into() };
-        assert!(!JobError::Drive(DriveError::Assemble(malformed)).is_transient());
+    fn a_stream_error_is_retried_and_counted_as_its_source_classified_it() {
+        let io = || std::io::Error::other("x");
+        let lost = StreamError::new(false, ErrorKind::SlotInvalidated, io());
+        let job = JobError::Drive(DriveError::Source(lost));
+        assert!(job.is_slot_lost() && !job.is_transient());
+        assert_eq!(job.kind(), ErrorKind::SlotInvalidated);
+        let timeout = JobError::Drive(DriveError::Source(StreamError::new(true, ErrorKind::Timeout, io())));
+        assert!(timeout.is_transient());
+        assert_eq!(timeout.kind(), ErrorKind::Timeout);
     }
 
     #[test]

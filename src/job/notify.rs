@@ -42,7 +42,7 @@ impl Notifier {
             "previous_state": previous.map(State::as_str),
             "new_state": new.as_str(),
             "error": error,
-            "timestamp": crate::source::postgres::protocol::time::format_rfc3339(crate::source::postgres::protocol::time::to_pg_micros(std::time::SystemTime::now())),
+            "timestamp": crate::change::time::format_rfc3339(crate::change::time::unix_micros(std::time::SystemTime::now())),
         });
         if let Err(mpsc::error::TrySendError::Full(event)) = events.try_send(event) {
             tracing::warn!(job = %event["job"], new_state = %event["new_state"],

@@ -47,8 +47,10 @@ use crate::sink::contract::{self, SinkEnds};
 use crate::sink::postgres::checkpoint;
 use crate::sink::postgres::schema;
 use crate::sink::{AnySink, Driving, Opening, SinkError};
+use crate::source::ChangeStream;
 use crate::source::postgres::assembler::Assembler;
 use crate::source::postgres::catalog::{self};
+use crate::source::postgres::changes::Changes;
 use crate::source::postgres::preflight;
 use crate::source::postgres::publication;
 
@@ -377,9 +379,9 @@ impl Driving for Streaming<'_> {
         let heartbeat = spec
             .heartbeat_interval
             .map(|every| tokio::spawn(heartbeat(spec.clone(), every, metrics.clone())));
-        let options = driver::Options { end_at: None, confirm_keepalives: spec.confirm_keepalives, chunks };
-        let (stream, outcome) =
-            driver::drive(stream, assembler, ends, metrics.clone(), options, stopped).await;
+        let options = driver::Options { end_at: None, confirm_keepalives: spec.confirm_keepalives };
+        let changes = Changes::new(stream, assembler, chunks);
+        let (stream, outcome) = driver::drive(changes, ends, metrics.clone(), options, stopped).await;
         if let Some(task) = heartbeat {
             task.abort();
         }

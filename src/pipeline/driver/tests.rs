@@ -1,24 +1,18 @@
-//! The driver against a fake stream and a sink made of the contract's ends.
+//! The driver against a fake change stream and a sink made of the contract's ends.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::*;
-use crate::change::encode::JsonLines;
 use crate::sink::contract::{self, SinkEnds};
-use crate::source::postgres::lsn::Lsn;
-use crate::source::postgres::protocol::pgoutput::encode::encode;
-use crate::source::postgres::protocol::pgoutput::{
-    Begin, Column, ColumnDef, Commit, Insert, Message, Relation, Tuple,
-};
-use crate::source::postgres::protocol::walsender::Keepalive;
+use crate::source::Received;
 
-/// Messages to hand out, then nothing (the source is quiet) until the test ends.
+/// Events to hand out (with the lines each writes), then nothing (the
+/// source is quiet) until the test ends.
 struct FakeStream {
-    events: VecDeque<StreamEvent>,
+    events: VecDeque<(&'static [u8], Event)>,
     /// Claims that more is buffered, so the driver does not hand over pending lines early.
     always_more: bool,
     confirmed: Arc<Mutex<Vec<Position>>>,
@@ -26,10 +20,13 @@ struct FakeStream {
     exhausted: Arc<Notify>,
 }
 
-impl Replication for FakeStream {
-    async fn next(&mut self) -> Result<Option<StreamEvent>, SourceError> {
+impl ChangeStream for FakeStream {
+    async fn next(&mut self, out: &mut Vec<u8>) -> Result<Event, StreamError> {
         match self.events.pop_front() {
-            Some(event) => Ok(Some(event)),
+            Some((lines, event)) => {
+                out.extend_from_slice(lines);
+                Ok(event)
+            }
             None => {
                 self.exhausted.notify_one();
                 std::future::pending().await
@@ -37,49 +34,46 @@ impl Replication for FakeStream {
         }
     }
 
-    fn has_buffered_message(&self) -> bool {
+    fn has_more(&self) -> bool {
         self.always_more || !self.events.is_empty()
     }
 
-    fn confirm(&mut self, lsn: Position) {
-        self.confirmed.lock().expect("lock").push(lsn);
+    fn is_busy(&self) -> bool {
+        false
     }
 
-    async fn keep_alive(&mut self, wait: Duration) -> Result<(), SourceError> {
+    fn in_transaction(&self) -> bool {
+        false
+    }
+
+    fn confirm(&mut self, position: Position) {
+        self.confirmed.lock().expect("lock").push(position);
+    }
+
+    async fn keep_alive(&mut self, wait: Duration) -> Result<(), StreamError> {
         tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    fn take_received(&mut self, _visit: impl FnMut(&str, &str, u64)) -> Received {
+        Received::default()
+    }
+
+    async fn finish(self) -> Result<(), StreamError> {
         Ok(())
     }
 }
 
-fn data(lsn: u64, message: Message) -> StreamEvent {
-    StreamEvent::Data { lsn: Lsn(lsn), data: encode(&message) }
-}
-
-/// One transaction inserting a row into `public.t`, ending at `end`.
-fn transaction(end: u64) -> Vec<StreamEvent> {
-    let relation = Relation {
-        xid: None,
-        id: 1,
-        namespace: "public".into(),
-        name: "t".into(),
-        replica_identity: b'd',
-        columns: vec![ColumnDef { flags: 1, name: "id".into(), type_oid: 23, type_modifier: -1 }],
-    };
-    let insert =
-        Insert { xid: None, relation_id: 1, new: Tuple(vec![Column::Text(Bytes::from_static(b"7"))]) };
+/// One transaction inserting a row, ending at `end`.
+fn transaction(end: u64) -> Vec<(&'static [u8], Event)> {
     vec![
-        data(end - 3, Message::Begin(Begin { final_lsn: Lsn(end - 1), commit_time: 0, xid: 9 })),
-        data(end - 2, Message::Relation(relation)),
-        data(end - 2, Message::Insert(insert)),
-        data(
-            end - 1,
-            Message::Commit(Commit { flags: 0, commit_lsn: Lsn(end - 1), end_lsn: Lsn(end), commit_time: 0 }),
-        ),
+        (br#"{"op":"insert","table":"public.t","new":{"id":7}}"#.as_slice(), Event::Data),
+        (b"\n".as_slice(), Event::Committed { end: Position::new(end), commit_time: SystemTime::UNIX_EPOCH }),
     ]
 }
 
-fn keepalive(wal_end: u64) -> StreamEvent {
-    StreamEvent::Keepalive(Keepalive { wal_end: Lsn(wal_end), send_time: 0, reply_requested: false })
+fn keepalive(wal_end: u64) -> (&'static [u8], Event) {
+    (b"".as_slice(), Event::Idle { position: Position::new(wal_end) })
 }
 
 struct Run {
@@ -88,7 +82,7 @@ struct Run {
     exhausted: Arc<Notify>,
 }
 
-fn fake(events: Vec<StreamEvent>, always_more: bool) -> Run {
+fn fake(events: Vec<(&'static [u8], Event)>, always_more: bool) -> Run {
     let confirmed = Arc::new(Mutex::new(Vec::new()));
     let exhausted = Arc::new(Notify::new());
     let stream = FakeStream {
@@ -106,9 +100,8 @@ async fn drive_until(
     stop: impl Future<Output = ()>,
 ) -> (Option<FakeStream>, Result<Ended, DriveError>) {
     let metrics = crate::metrics::global().job("driver-test", "driver_test");
-    let assembler = Assembler::new(JsonLines, 1 << 20, None, Default::default());
     let options = super::Options { confirm_keepalives: true, ..Default::default() };
-    drive(stream, assembler, ends, metrics, options, stop).await
+    drive(stream, ends, metrics, options, stop).await
 }
 
 fn confirmed(list: &Mutex<Vec<Position>>) -> Vec<Position> {

@@ -51,7 +51,7 @@ use crate::position::Position;
 use crate::source::postgres::lsn::Lsn;
 use crate::source::postgres::protocol::DecodeError;
 use crate::source::postgres::protocol::pgoutput::{Decoder, LogicalMessage, Message, OldTuple, Tuple};
-use crate::source::postgres::protocol::time::to_system_time;
+use crate::source::postgres::protocol::time::{pg_micros_to_unix_micros, to_system_time};
 use crate::source::postgres::relations::{PrimaryKeys, RelationCache};
 
 /// What handling one message produced.
@@ -218,8 +218,8 @@ impl<E: Encoding> Assembler<E> {
                 self.open = Some(OpenTxn {
                     fields: self.encoding.txn(
                         begin.final_lsn.into(),
-                        Some(begin.xid),
-                        Some(begin.commit_time),
+                        Some(u64::from(begin.xid)),
+                        Some(pg_micros_to_unix_micros(begin.commit_time)),
                     ),
                     xid: begin.xid,
                     next_ordinal: 0,
@@ -328,8 +328,8 @@ impl<E: Encoding> Assembler<E> {
                     encoding: self.encoding.clone(),
                     fields: self.encoding.txn(
                         commit.commit_lsn.into(),
-                        Some(commit.xid),
-                        Some(commit.commit_time),
+                        Some(u64::from(commit.xid)),
+                        Some(pg_micros_to_unix_micros(commit.commit_time)),
                     ),
                     replay,
                     next_ordinal: 0,

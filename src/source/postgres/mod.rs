@@ -15,6 +15,7 @@
 
 pub mod assembler;
 pub mod catalog;
+pub mod changes;
 pub mod commands;
 pub mod feedback;
 pub mod lsn;

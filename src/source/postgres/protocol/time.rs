@@ -28,50 +28,9 @@ pub fn to_system_time(pg_micros: i64) -> SystemTime {
     }
 }
 
-/// RFC 3339 in UTC with microseconds, e.g. `2026-11-21T10:30:00.123456Z`.
-pub fn format_rfc3339(pg_micros: i64) -> String {
-    let unix_micros = pg_micros_to_unix_micros(pg_micros);
-    let seconds = unix_micros.div_euclid(1_000_000);
-    let micros = unix_micros.rem_euclid(1_000_000);
-    let days = seconds.div_euclid(86_400);
-    let of_day = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_known_instants() {
-        assert_eq!(format_rfc3339(0), "2000-01-01T00:00:00.000000Z");
-        assert_eq!(format_rfc3339(-1), "1999-12-31T23:59:59.999999Z");
-        // 2026-11-21T10:30:00.123456Z
-        let unix = 1_795_257_000i64;
-        let pg = (unix - PG_EPOCH_UNIX_SECONDS as i64) * 1_000_000 + 123_456;
-        assert_eq!(format_rfc3339(pg), "2026-11-21T10:30:00.123456Z");
-        assert_eq!(format_rfc3339(60 * 86_400 * 1_000_000), "2000-03-01T00:00:00.000000Z");
-    }
 
     #[test]
     fn round_trips_system_time() {
@@ -79,12 +38,5 @@ mod tests {
         let pg = to_pg_micros(now);
         let unix = now.duration_since(UNIX_EPOCH).expect("after 1970").as_micros() as i64;
         assert_eq!(pg_micros_to_unix_micros(pg), unix);
-    }
-
-    #[test]
-    fn extreme_values_do_not_panic() {
-        for value in [i64::MIN, i64::MAX, i64::MIN + 1] {
-            let _ = format_rfc3339(value);
-        }
     }
 }

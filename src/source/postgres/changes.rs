@@ -1,0 +1,305 @@
+//! The Postgres source's change stream: the replication stream read
+//! through the [`Assembler`], with the chunks of a copy placed at their
+//! markers, behind [`ChangeStream`].
+//!
+//! Invariants, beyond the trait's:
+//! - A large transaction read back from its spill file, and a chunk's
+//!   rows, are written a piece of about [`PIECE_BYTES`] per call, so the
+//!   driver hands them to the sink as they come; meanwhile the stream is
+//!   busy ([`ChangeStream::is_busy`]) and reads nothing from the server.
+//! - A chunk is written only at this run's marker; an earlier run's marker,
+//!   replayed after a restart, stands for nothing.
+
+use std::future::Future;
+use std::time::Duration;
+
+use super::assembler::{AssembleError, Assembler, ChunkPlace, ChunkWritten, CommittedStream, Step};
+use super::lsn::Lsn;
+use super::{ReplicationStream, StreamEvent};
+use crate::change::Encoding;
+use crate::chunked::copier::ChunkFeed;
+use crate::chunked::reader::ChunkRead;
+use crate::lifecycle::ErrorKind;
+use crate::pg::SourceError;
+use crate::position::Position;
+use crate::source::{ChangeStream, Event, Received, StreamError};
+
+/// Lines written per call while the stream is busy.
+pub const PIECE_BYTES: usize = 256 * 1024;
+
+/// What the change stream reads from: the replication stream (a fake one
+/// in the driver's unit tests).
+pub trait Replication: Send {
+    /// The next message; `None` when the server ended the stream.
+    fn next(&mut self) -> impl Future<Output = Result<Option<StreamEvent>, SourceError>> + Send;
+    /// Whether a whole message is already buffered (more is waiting).
+    fn has_buffered_message(&self) -> bool;
+    /// Tells the server that everything up to `position` is durable.
+    fn confirm(&mut self, position: Position);
+    /// Keeps the session alive (status updates) for `wait` without reading data.
+    fn keep_alive(&mut self, wait: Duration) -> impl Future<Output = Result<(), SourceError>> + Send;
+    /// Ends the session cleanly.
+    fn finish(self) -> impl Future<Output = Result<(), SourceError>> + Send;
+}
+
+impl Replication for ReplicationStream {
+    async fn next(&mut self) -> Result<Option<StreamEvent>, SourceError> {
+        ReplicationStream::next(self).await
+    }
+
+    fn has_buffered_message(&self) -> bool {
+        ReplicationStream::has_buffered_message(self)
+    }
+
+    fn confirm(&mut self, position: Position) {
+        ReplicationStream::confirm(self, position);
+    }
+
+    async fn keep_alive(&mut self, wait: Duration) -> Result<(), SourceError> {
+        ReplicationStream::keep_alive(self, wait).await
+    }
+
+    async fn finish(self) -> Result<(), SourceError> {
+        ReplicationStream::finish(self).await
+    }
+}
+
+/// Why the Postgres change stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangesError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Assemble(#[from] AssembleError),
+    #[error(
+        "could not read back a streamed transaction from its temporary file ({0}): check the space in TMPDIR"
+    )]
+    Replay(std::io::Error),
+    #[error("the chunked copy stopped before the stream reached its chunk")]
+    CopyStopped,
+    #[error(
+        "the stream reached chunk {got} while chunk {expected} was next; this is a bug, please report it"
+    )]
+    ChunkOrder { expected: String, got: String },
+}
+
+impl ChangesError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ChangesError::Source(error) => error.is_transient(),
+            // The copier reports its own error; else the copy resumes from its last chunk.
+            ChangesError::CopyStopped
+            | ChangesError::Assemble(
+                AssembleError::ChunkShape { .. } | AssembleError::ChunkUnmergeable { .. },
+            ) => true,
+            ChangesError::Assemble(_) | ChangesError::Replay(_) | ChangesError::ChunkOrder { .. } => false,
+        }
+    }
+
+    /// The kind the metrics count it as.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ChangesError::Source(error) if error.sqlstate() == Some("55000") => ErrorKind::SlotInvalidated,
+            ChangesError::Source(error) if error.is_timeout() => ErrorKind::Timeout,
+            _ => ErrorKind::Other,
+        }
+    }
+}
+
+impl From<ChangesError> for StreamError {
+    fn from(error: ChangesError) -> StreamError {
+        StreamError::new(error.is_transient(), error.kind(), error)
+    }
+}
+
+/// What the stream is writing out of what it already received.
+enum Busy<E: Encoding> {
+    Idle,
+    /// A large transaction, read back from its spill file.
+    Replaying(Box<CommittedStream<E>>),
+    /// A chunk's rows, at its marker.
+    Placing(Box<Placing>),
+}
+
+struct Placing {
+    lsn: Lsn,
+    chunk: ChunkRead,
+    place: ChunkPlace,
+    next_piece: usize,
+    written: ChunkWritten,
+}
+
+/// The Postgres change stream; see the module.
+pub struct Changes<R: Replication, E: Encoding> {
+    stream: R,
+    assembler: Assembler<E>,
+    chunks: Option<ChunkFeed>,
+    busy: Busy<E>,
+    received: Received,
+}
+
+impl<R: Replication, E: Encoding> Changes<R, E> {
+    /// `chunks`: the chunks of a copy running beside the stream, written at their markers.
+    pub fn new(stream: R, assembler: Assembler<E>, chunks: Option<ChunkFeed>) -> Self {
+        Changes { stream, assembler, chunks, busy: Busy::Idle, received: Received::default() }
+    }
+
+    async fn read(&mut self, out: &mut Vec<u8>) -> Result<Event, ChangesError> {
+        match std::mem::replace(&mut self.busy, Busy::Idle) {
+            Busy::Idle => {}
+            Busy::Replaying(mut committed) => {
+                if committed.replay_into(out, PIECE_BYTES).await.map_err(ChangesError::Replay)? {
+                    self.busy = Busy::Replaying(committed);
+                    return Ok(Event::Data);
+                }
+                return Ok(Event::Committed { end: committed.end, commit_time: committed.commit_time });
+            }
+            Busy::Placing(placing) => return Ok(self.place(placing, out)?),
+        }
+        let Some(event) = self.stream.next().await? else { return Ok(Event::Ended) };
+        let (lsn, data) = match event {
+            StreamEvent::Data { lsn, data } => (lsn, data),
+            StreamEvent::Keepalive(keepalive) => {
+                tracing::debug!(wal_end = %keepalive.wal_end, reply = keepalive.reply_requested, "keepalive");
+                return Ok(Event::Idle { position: keepalive.wal_end.into() });
+            }
+        };
+        self.received.bytes += data.len() as u64;
+        Ok(match self.assembler.handle(lsn, data, out)? {
+            Step::Continue => {
+                self.received.data = true;
+                Event::Data
+            }
+            Step::Committed { end, commit_time } => {
+                self.received.data = true;
+                Event::Committed { end, commit_time }
+            }
+            Step::Replay(committed) => {
+                self.received.data = true;
+                self.busy = Busy::Replaying(committed);
+                Event::Data
+            }
+            Step::Chunk { token } => {
+                self.received.data = true;
+                self.begin_chunk(lsn, &token, out).await?;
+                Event::Data
+            }
+            Step::Heartbeat => {
+                tracing::debug!(%lsn, "heartbeat returned");
+                Event::Heartbeat
+            }
+            Step::PastEnd => {
+                tracing::debug!(%lsn, "reached the end position");
+                Event::PastEnd
+            }
+        })
+    }
+
+    /// Takes this run's chunk for the marker at `lsn` and starts writing it.
+    async fn begin_chunk(&mut self, lsn: Lsn, token: &str, out: &mut Vec<u8>) -> Result<(), ChangesError> {
+        let Some(feed) = self.chunks.as_mut().filter(|feed| feed.is_ours(token)) else {
+            tracing::debug!(%lsn, token, "skipped the chunk marker of an earlier run");
+            return Ok(());
+        };
+        let chunk = feed.next().await.ok_or(ChangesError::CopyStopped)?;
+        if chunk.token != token {
+            return Err(ChangesError::ChunkOrder { expected: chunk.token, got: token.to_string() });
+        }
+        tracing::debug!(%lsn, table = %chunk.table, rows = chunk.row_count, "placing a chunk at its marker");
+        let place = self.assembler.begin_chunk(lsn, &chunk, out)?;
+        let placing = Placing { lsn, chunk, place, next_piece: 0, written: ChunkWritten::default() };
+        self.busy = Busy::Placing(Box::new(placing));
+        Ok(())
+    }
+
+    /// Writes the chunk's rows until `out` holds about [`PIECE_BYTES`], then its end.
+    fn place(&mut self, mut placing: Box<Placing>, out: &mut Vec<u8>) -> Result<Event, AssembleError> {
+        while let Some(piece) = placing.chunk.rows.get(placing.next_piece) {
+            placing.written += self.assembler.write_chunk_rows(placing.lsn, &placing.place, piece, out)?;
+            placing.next_piece += 1;
+            if out.len() >= PIECE_BYTES {
+                self.busy = Busy::Placing(placing);
+                return Ok(Event::Data);
+            }
+        }
+        let Placing { lsn, chunk, place, written, .. } = *placing;
+        if chunk.progress.done && chunk.progress.reconcile {
+            self.assembler.end_copy(&place, out);
+        }
+        self.assembler.end_chunk(&chunk);
+        let after = chunk.progress.after.as_deref().unwrap_or_default().join(", ");
+        if written.stale > 0 {
+            tracing::info!(%lsn, table = %chunk.table, rows = written.rows, %after,
+                "a chunk left out {} rows: newer in the stream", written.stale);
+        } else {
+            tracing::debug!(%lsn, table = %chunk.table, rows = written.rows, %after, "a chunk took its place in the stream");
+        }
+        Ok(Event::ChunkPlaced { table: chunk.table, progress: chunk.progress })
+    }
+}
+
+impl<R: Replication, E: Encoding> ChangeStream for Changes<R, E> {
+    async fn next(&mut self, out: &mut Vec<u8>) -> Result<Event, StreamError> {
+        Ok(self.read(out).await?)
+    }
+
+    fn has_more(&self) -> bool {
+        self.is_busy() || self.stream.has_buffered_message()
+    }
+
+    fn is_busy(&self) -> bool {
+        !matches!(self.busy, Busy::Idle)
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.assembler.in_transaction()
+    }
+
+    fn confirm(&mut self, position: Position) {
+        self.stream.confirm(position);
+    }
+
+    async fn keep_alive(&mut self, wait: Duration) -> Result<(), StreamError> {
+        Ok(self.stream.keep_alive(wait).await.map_err(ChangesError::Source)?)
+    }
+
+    fn take_received(&mut self, visit: impl FnMut(&str, &str, u64)) -> Received {
+        let tally = self.assembler.take_tally(visit);
+        Received { transactions: tally.transactions, ..std::mem::take(&mut self.received) }
+    }
+
+    async fn finish(self) -> Result<(), StreamError> {
+        Ok(self.stream.finish().await.map_err(ChangesError::Source)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::error::ServerError;
+    use crate::position::Position;
+
+    #[test]
+    fn a_chunk_that_cannot_be_written_is_read_again_after_a_retry() {
+        let lsn = Lsn::from(Position::new(1));
+        for error in [
+            AssembleError::ChunkShape { lsn, table: "public.t".into() },
+            AssembleError::ChunkUnmergeable { lsn, table: "public.t".into() },
+        ] {
+            assert!(StreamError::from(ChangesError::Assemble(error)).transient);
+        }
+        assert!(StreamError::from(ChangesError::CopyStopped).transient);
+        let malformed = AssembleError::Sequence { lsn, what: "x".into() };
+        assert!(!StreamError::from(ChangesError::Assemble(malformed)).transient);
+    }
+
+    #[test]
+    fn an_invalidated_slot_and_a_timeout_are_told_apart_by_sqlstate() {
+        let server = |code: &str| SourceError::Server {
+            error: ServerError { code: code.into(), ..ServerError::default() },
+        };
+        assert_eq!(StreamError::from(ChangesError::Source(server("55000"))).kind, ErrorKind::SlotInvalidated);
+        assert_eq!(StreamError::from(ChangesError::Source(server("57014"))).kind, ErrorKind::Timeout);
+        assert_eq!(StreamError::from(ChangesError::Source(server("42P01"))).kind, ErrorKind::Other);
+    }
+}
