@@ -208,7 +208,8 @@ async fn attempt(spec: &JobSpec, metrics: &Arc<JobMetrics>, session: Session) ->
     // The Postgres sink, or the state store for the other sinks: where the checkpoint is.
     let sink = sql::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
     schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
-    let opening = Opening { spec, metrics, checkpoint_db: &sink, tables: &tables };
+    let settings = spec.sink_settings();
+    let opening = Opening { settings: &settings, metrics, checkpoint_db: &sink, tables: &tables };
     let mut out = AnySink::open(&spec.sink, &opening).await?;
     publication::ensure(&source_sql, &spec.publication, &tables, spec.tables.is_empty())
         .await

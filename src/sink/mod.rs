@@ -20,6 +20,7 @@ pub mod delivery;
 pub mod http;
 pub mod postgres;
 mod registry;
+pub mod settings;
 pub mod starrocks;
 pub mod stdout;
 pub mod webhook;
@@ -32,14 +33,14 @@ use std::sync::Arc;
 
 use crate::change::Encoding;
 use crate::job::snapshot::{Snapshot, SnapshotError};
-use crate::job::spec::JobSpec;
 use crate::metrics::JobMetrics;
+use crate::sink::settings::SinkSettings;
 use crate::source::postgres::catalog::SourceTable;
 use contract::SinkEnds;
 
 /// What a sink is opened with, for one run of a job.
 pub struct Opening<'a> {
-    pub spec: &'a JobSpec,
+    pub settings: &'a SinkSettings,
     pub metrics: &'a Arc<JobMetrics>,
     /// The database that holds the checkpoint: the Postgres sink itself, or the state store.
     pub checkpoint_db: &'a tokio_postgres::Client,

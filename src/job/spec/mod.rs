@@ -13,6 +13,7 @@ use crate::secret::Secret;
 use crate::sink::SinkTarget;
 use crate::sink::postgres::evolve::DropPolicy;
 use crate::sink::postgres::isolation::OnTableError;
+use crate::sink::settings::SinkSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotMode {
@@ -38,13 +39,7 @@ pub enum SnapshotStrategy {
     Exported,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkMode {
-    /// The current state of each source row.
-    Mirror,
-    /// One row per change.
-    Changelog,
-}
+pub use crate::sink::settings::SinkMode;
 
 #[derive(Debug, Clone)]
 pub struct JobSpec {
@@ -424,10 +419,26 @@ fn choices(
 impl JobSpec {
     /// Where the rows of source table `schema.table` go.
     pub fn destination(&self, schema: &str, table: &str) -> (String, String) {
-        self.table_mappings
-            .get(&format!("{schema}.{table}"))
-            .cloned()
-            .unwrap_or_else(|| (schema.to_string(), table.to_string()))
+        self.sink_settings().destination(schema, table)
+    }
+
+    /// What the sink is told of the job.
+    pub fn sink_settings(&self) -> SinkSettings {
+        SinkSettings {
+            name: self.name.clone(),
+            slot: self.slot.clone(),
+            source: self.source.clone(),
+            checkpoint_db: self.checkpoint_db.clone(),
+            signing_secret: self.signing_secret.clone(),
+            outbox: self.outbox.clone(),
+            captures_all_tables: self.tables.is_empty(),
+            batch_size: self.batch_size,
+            flush_interval: self.flush_interval,
+            sink_mode: self.sink_mode,
+            table_mappings: self.table_mappings.clone(),
+            schema_drop: self.schema_drop,
+            on_table_error: self.on_table_error,
+        }
     }
 }
 

@@ -10,15 +10,15 @@ use std::sync::Arc;
 use super::{Delivery, Transport};
 use crate::change::encode::JsonLines;
 use crate::job::snapshot::{Snapshot, SnapshotError};
-use crate::job::spec::JobSpec;
 use crate::metrics::JobMetrics;
 use crate::pg::sql;
+use crate::sink::settings::SinkSettings;
 use crate::sink::{Driving, Opening, Sink, SinkError};
 
 pub struct BatchSink<T: Transport> {
     /// Lent to the copy's delivery, and back once the copy is done.
     transport: Option<T>,
-    spec: JobSpec,
+    spec: SinkSettings,
     metrics: Arc<JobMetrics>,
 }
 
@@ -57,7 +57,7 @@ impl<T: Transport> Sink for BatchSink<T> {
     async fn open(target: &T::Target, opening: &Opening<'_>) -> Result<Self, SinkError> {
         Ok(BatchSink {
             transport: Some(T::connect(target, opening)?),
-            spec: opening.spec.clone(),
+            spec: opening.settings.clone(),
             metrics: opening.metrics.clone(),
         })
     }

@@ -40,10 +40,10 @@ use self::commit_loop::CommitLoop;
 use self::commit_loop::Writer;
 use self::follow::{Follower, Place};
 use self::mirror_writer::{Discovery, Mapping, MirrorWriter};
+use super::settings::{SinkMode, SinkSettings};
 use crate::change::encode::JsonLines;
 use crate::change::mirror_records::MirrorRecords;
 use crate::job::snapshot::{Snapshot, SnapshotError};
-use crate::job::spec::{JobSpec, SinkMode};
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
 use crate::pg::conninfo::ConnInfo;
@@ -62,7 +62,7 @@ pub struct Postgres {
     info: ConnInfo,
     client: Client,
     mode: Mode,
-    spec: JobSpec,
+    spec: SinkSettings,
     metrics: Arc<JobMetrics>,
 }
 
@@ -72,7 +72,7 @@ impl Sink for Postgres {
     const URL_FORM: &'static str = "postgres://...";
     const HOLDS_CHECKPOINT: bool = true;
     /// A mirror upserts and deletes by key (a changelog does not need one:
-    /// see [`crate::job::spec::JobSpec::needs_keys`]).
+    /// see [`crate::job::spec::SinkSettings::needs_keys`]).
     const NEEDS_KEYS: bool = true;
 
     fn parse(url: &str) -> Result<ConnInfo, String> {
@@ -80,7 +80,7 @@ impl Sink for Postgres {
     }
 
     async fn open(target: &ConnInfo, opening: &Opening<'_>) -> Result<Self, SinkError> {
-        let Opening { spec, metrics, tables, .. } = *opening;
+        let Opening { settings: spec, metrics, tables, .. } = *opening;
         let client = crate::pg::sql::connect(target, "the sink").await?;
         let mode = match spec.sink_mode {
             SinkMode::Mirror => Mode::Mirror(ensure_mirror(spec, &client, tables).await?),
@@ -149,7 +149,7 @@ impl Sink for Postgres {
 
 fn commit_loop<W: Writer>(
     client: Client,
-    spec: &JobSpec,
+    spec: &SinkSettings,
     writer: W,
     metrics: Arc<JobMetrics>,
 ) -> CommitLoop<W> {
@@ -158,7 +158,7 @@ fn commit_loop<W: Writer>(
 
 /// The mirror destinations, created when missing.
 async fn ensure_mirror(
-    spec: &JobSpec,
+    spec: &SinkSettings,
     sink: &Client,
     tables: &[SourceTable],
 ) -> Result<HashMap<String, Place>, tokio_postgres::Error> {
@@ -194,7 +194,7 @@ async fn ensure_mirror(
 
 /// The changelog tables, created when missing.
 async fn ensure_changelog(
-    spec: &JobSpec,
+    spec: &SinkSettings,
     sink: &Client,
     tables: &[SourceTable],
 ) -> Result<ChangelogWriter, tokio_postgres::Error> {
@@ -208,9 +208,9 @@ async fn ensure_changelog(
 
 /// Where a table first seen in the stream goes, when the job takes every
 /// table of schema public (its publication then captures tables created later).
-fn discovery(spec: &JobSpec) -> Option<Discovery> {
+fn discovery(spec: &SinkSettings) -> Option<Discovery> {
     let spec = spec.clone();
-    spec.tables.is_empty().then(|| {
+    spec.captures_all_tables.then(|| {
         Box::new(move |source: &TableName| {
             let (schema, name) = spec.destination(&source.schema, &source.name);
             TableName { schema, name }
@@ -219,7 +219,7 @@ fn discovery(spec: &JobSpec) -> Option<Discovery> {
 }
 
 /// The destination a mapping gives a source table, if one does.
-fn mapping(spec: &JobSpec) -> Mapping {
+fn mapping(spec: &SinkSettings) -> Mapping {
     let mappings = spec.table_mappings.clone();
     Box::new(move |source: &TableName| {
         mappings.get(&source.qualified()).map(|(schema, name)| TableName::new(schema, name))
@@ -227,6 +227,6 @@ fn mapping(spec: &JobSpec) -> Mapping {
 }
 
 /// What makes mirror destinations follow their source tables' shapes.
-fn follower(spec: &JobSpec, metrics: &Arc<JobMetrics>) -> Follower {
+fn follower(spec: &SinkSettings, metrics: &Arc<JobMetrics>) -> Follower {
     Follower::new(&spec.name, spec.source.clone(), spec.schema_drop, metrics.clone())
 }

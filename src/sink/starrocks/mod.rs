@@ -306,7 +306,7 @@ impl Transport for StarRocks {
 
     /// Loads into the URL's database and the source table's name, unless mapped.
     fn connect(target: &StarRocksTarget, opening: &Opening<'_>) -> Result<StarRocks, SinkError> {
-        let spec = opening.spec;
+        let spec = opening.settings;
         let destinations = opening
             .tables
             .iter()

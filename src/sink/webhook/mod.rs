@@ -97,8 +97,8 @@ impl Transport for Webhook {
     }
 
     fn connect(target: &WebhookUrl, opening: &Opening<'_>) -> Result<Webhook, SinkError> {
-        let secret = opening.spec.signing_secret.as_ref().map(Secret::expose);
-        Webhook::new(target.0.clone(), &opening.spec.name, secret)
+        let secret = opening.settings.signing_secret.as_ref().map(Secret::expose);
+        Webhook::new(target.0.clone(), &opening.settings.name, secret)
     }
 
     async fn send(&mut self, key: &str, batch: &Batch) -> Result<u64, SinkError> {
