@@ -14,7 +14,7 @@
 //! - `op`: `I` insert, `U` update, `D` delete, `T` truncate, `M` message
 //!   (ignored by mirrors), `C` a row of a chunked copy (its values are the
 //!   source's COPY text as read; its commit LSN is `\N` when the copy keeps
-//!   no positions, see `crate::chunked`), `R` the end of a copy that reconciles
+//!   no positions, see `source::postgres::chunks`), `R` the end of a copy that reconciles
 //!   (its one value: the copy's start LSN; rows older than it that the copy
 //!   did not write are to be removed), `S` the table's shape: it comes before the first
 //!   change of each shape, and the values of every later record of the

@@ -56,7 +56,7 @@ pub trait Encoding: Clone + Send + Sync + 'static {
     /// The header of a copied row: its id is not a position in the
     /// transaction but the row's own, which `write_id` writes (as JSON text).
     /// `positioned`: whether the row keeps its chunk's position; a copy into
-    /// an emptied destination does not need it (see `crate::chunked`).
+    /// an emptied destination does not need it (see `source::postgres::chunks`).
     fn write_copied_header(
         &self,
         txn: &Self::Txn,

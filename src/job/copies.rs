@@ -25,13 +25,13 @@ use tokio::task::JoinHandle;
 
 use super::JobError;
 use super::spec::{JobSpec, SnapshotMode};
-use crate::chunked::copier::Copier;
 use crate::chunked::plan::{self, Wanted};
 use crate::chunked::progress::{self, TableCopy};
 use crate::metrics::JobMetrics;
 use crate::position::Position;
 use crate::sink::postgres::{checkpoint, recopy_marks};
 use crate::source::postgres::catalog::SourceTable;
+use crate::source::postgres::chunks::copier::Copier;
 
 /// Plans the session's copies, records the plan, and returns the copier of
 /// the tables whose copy is unfinished (`None`: nothing to copy).

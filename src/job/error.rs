@@ -4,13 +4,13 @@
 //! [`JobError::is_transient`] decides from the variant (and the SQLSTATE
 //! inside it), never from the text of a message.
 
-use crate::chunked::ChunkError;
 use crate::pg::SourceError;
 use crate::pg::sql::{self, ConnectError};
 use crate::pipeline::driver::DriveError;
 use crate::sink::SinkError;
 use crate::source::StreamError;
 use crate::source::postgres::catalog::CatalogError;
+use crate::source::postgres::chunks::ChunkError;
 
 use super::snapshot;
 

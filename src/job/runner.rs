@@ -33,8 +33,6 @@ use super::spec::{JobSpec, SnapshotMode};
 use super::{JobError, catalog_watch};
 use crate::backoff;
 use crate::change::Encoding;
-use crate::chunked::copier::Copier;
-use crate::chunked::watch::KeyWatch;
 use crate::lifecycle::{Phase, State};
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
@@ -51,6 +49,8 @@ use crate::source::ChangeStream;
 use crate::source::postgres::assembler::Assembler;
 use crate::source::postgres::catalog::{self};
 use crate::source::postgres::changes::Changes;
+use crate::source::postgres::chunks::copier::Copier;
+use crate::source::postgres::chunks::watch::KeyWatch;
 use crate::source::postgres::preflight;
 use crate::source::postgres::publication;
 

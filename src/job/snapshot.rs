@@ -17,7 +17,6 @@
 //! as fast as a `psql | psql` pipe.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -26,6 +25,7 @@ use tokio_postgres::Client;
 use super::outbox_cleanup::{OutboxCleanup, OutboxRows};
 use crate::change::encode::SnapshotRows;
 use crate::metrics::JobMetrics;
+pub use crate::metrics::copy_progress::TableProgress;
 use crate::names::{quote_ident, quote_literal};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::{Connection, SourceError};
@@ -34,7 +34,6 @@ use crate::sink::SinkError;
 use crate::source::postgres::catalog::SourceTable;
 use crate::source::postgres::types::value_kind;
 
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const CHUNK_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +108,7 @@ impl Snapshot<'_> {
             let order = table.key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ");
             let order = if order.is_empty() { String::new() } else { format!(" ORDER BY {order}") };
             let sql = format!("COPY (SELECT {columns} FROM {}{order}) TO STDOUT", table.quoted());
-            let mut progress = TableProgress::start(plan, table).await?;
+            let mut progress = table_progress(plan, table).await?;
             into.begin_table().await?;
             let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
             let read = read_copy(&mut reader, &sql, &mut progress, chunks);
@@ -185,65 +184,18 @@ async fn forward(chunks: mpsc::Sender<Bytes>, chunk: Bytes) -> Result<(), Source
         .map_err(|_| SourceError::Protocol("the sink side of the snapshot copy stopped".into()))
 }
 
-/// One table's copy as the user sees it: a progress line every
-/// `PROGRESS_EVERY` and at the end, and the snapshot metrics.
-pub struct TableProgress<'a> {
-    name: String,
-    metrics: &'a JobMetrics,
-    estimate: i64,
-    rows: u64,
-    started: Instant,
-    last_report: Instant,
-}
-
-impl<'a> TableProgress<'a> {
-    pub async fn start(plan: &Snapshot<'a>, table: &SourceTable) -> Result<TableProgress<'a>, SnapshotError> {
-        let estimate: i64 = plan
-            .catalog
-            .query_one(
-                "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
-                &[&table.quoted()],
-            )
-            .await?
-            .try_get(0)?;
-        Ok(TableProgress::new(plan.metrics, table.qualified(), estimate))
-    }
-
-    /// The copy of table `name` (`schema.name`), of about `estimate` rows, begins.
-    pub fn new(metrics: &'a JobMetrics, name: String, estimate: i64) -> TableProgress<'a> {
-        metrics.snapshot_started(&name, estimate);
-        let now = Instant::now();
-        TableProgress { name, metrics, estimate, rows: 0, started: now, last_report: now }
-    }
-
-    /// A chunk of COPY text (a line per row) was read.
-    pub fn advance(&mut self, chunk: &[u8]) {
-        let rows = crate::lines::count(b'\n', chunk) as u64;
-        self.rows += rows;
-        self.metrics.snapshot_rows(&self.name, rows);
-        if self.last_report.elapsed() >= PROGRESS_EVERY {
-            self.last_report = Instant::now();
-            self.log();
-        }
-    }
-
-    /// The table is committed in the sink: the last line. Returns the rows copied.
-    pub fn finish(mut self) -> u64 {
-        self.estimate = self.rows as i64;
-        self.log();
-        self.rows
-    }
-
-    /// `snapshot public.orders: 120000/1000000 rows (12%), 60000 rows/s, ETA 15 s`
-    fn log(&self) {
-        let rows = self.rows;
-        let rate = rows as f64 / self.started.elapsed().as_secs_f64().max(0.001);
-        let total = (self.estimate.max(0) as u64).max(rows);
-        let percent = if total == 0 { 100.0 } else { rows as f64 * 100.0 / total as f64 };
-        let eta = if rate > 0.0 { (total - rows) as f64 / rate } else { 0.0 };
-        tracing::info!(
-            "snapshot {}: {rows}/{total} rows ({percent:.0}%), {rate:.0} rows/s, ETA {eta:.0} s",
-            self.name
-        );
-    }
+/// The progress of `table`'s copy, with the catalog's estimate of its rows.
+pub async fn table_progress<'a>(
+    plan: &Snapshot<'a>,
+    table: &SourceTable,
+) -> Result<TableProgress<'a>, SnapshotError> {
+    let estimate: i64 = plan
+        .catalog
+        .query_one(
+            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
+            &[&table.quoted()],
+        )
+        .await?
+        .try_get(0)?;
+    Ok(TableProgress::new(plan.metrics, table.qualified(), estimate))
 }

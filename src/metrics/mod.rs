@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod copy_progress;
 mod families;
 mod job;
 

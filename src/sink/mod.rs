@@ -53,7 +53,7 @@ pub struct Opening<'a> {
 ///   rows already there, so a restart keeps them.
 /// - `copy` writes the initial copy of every table, as of the snapshot
 ///   (the exported strategy); a chunked copy comes in the stream instead,
-///   as `snapshot` changes at each chunk's marker (`crate::chunked`).
+///   as `snapshot` changes at each chunk's marker (`source::postgres::chunks`).
 /// - `stream` takes chunks in order (with the tables' shapes announced in
 ///   them before their first change of each shape, and again after each
 ///   reconnect) and hands a chunk's receipt back only once its lines and

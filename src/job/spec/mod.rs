@@ -32,7 +32,7 @@ pub enum SnapshotMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotStrategy {
     /// In key-ordered chunks, each in a short transaction, while the slot
-    /// streams; resumable (`crate::chunked`).
+    /// streams; resumable (`source::postgres::chunks`).
     Chunked,
     /// Each table in one transaction under the new slot's exported snapshot,
     /// before streaming starts.

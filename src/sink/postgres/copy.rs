@@ -21,7 +21,7 @@ use tokio_postgres::Client;
 use super::changelog::ChangelogWriter;
 use super::commit_loop::Writer;
 use super::follow::Place;
-use crate::job::snapshot::{Snapshot, SnapshotError, SnapshotLines, TableProgress, read_copy};
+use crate::job::snapshot::{Snapshot, SnapshotError, SnapshotLines, read_copy, table_progress};
 use crate::names::quote_ident;
 use crate::pg::Connection;
 use crate::pg::conninfo::ConnInfo;
@@ -75,7 +75,7 @@ async fn copy_table(
     place: &Place,
 ) -> Result<u64, SnapshotError> {
     let columns = table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
-    let mut progress = TableProgress::start(snapshot, table).await?;
+    let mut progress = table_progress(snapshot, table).await?;
     let quoted = place.destination.quoted();
     sink.batch_execute(&format!("BEGIN; TRUNCATE {quoted}")).await?;
     let writer = sink.copy_in::<_, Bytes>(&format!("COPY {quoted} ({columns}) FROM STDIN")).await?;

@@ -72,7 +72,7 @@ impl Sink for Postgres {
     const URL_FORM: &'static str = "postgres://...";
     const HOLDS_CHECKPOINT: bool = true;
     /// A mirror upserts and deletes by key (a changelog does not need one:
-    /// see [`crate::job::spec::SinkSettings::needs_keys`]).
+    /// see `JobSpec::needs_keys`).
     const NEEDS_KEYS: bool = true;
 
     fn parse(url: &str) -> Result<ConnInfo, String> {

@@ -17,11 +17,11 @@ use super::assembler::{AssembleError, Assembler, ChunkPlace, ChunkWritten, Commi
 use super::lsn::Lsn;
 use super::{ReplicationStream, StreamEvent};
 use crate::change::Encoding;
-use crate::chunked::copier::ChunkFeed;
-use crate::chunked::reader::ChunkRead;
 use crate::lifecycle::ErrorKind;
 use crate::pg::SourceError;
 use crate::position::Position;
+use crate::source::postgres::chunks::copier::ChunkFeed;
+use crate::source::postgres::chunks::reader::ChunkRead;
 use crate::source::{ChangeStream, Event, Received, StreamError};
 
 /// Lines written per call while the stream is busy.

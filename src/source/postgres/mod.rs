@@ -16,6 +16,7 @@
 pub mod assembler;
 pub mod catalog;
 pub mod changes;
+pub mod chunks;
 pub mod commands;
 pub mod feedback;
 pub mod lsn;

@@ -1,14 +1,14 @@
 //! The assembler's side of a chunked copy: noting the keys that committed
 //! transactions change in the tables being copied, and writing a chunk's
-//! rows in place of its marker (the merge rule is in `crate::chunked`).
+//! rows in place of its marker (the merge rule is in `super::super::chunks`).
 
 use super::{AssembleError, Assembler, RecordKind};
 use crate::change::Encoding;
 use crate::change::json::write_str;
 use crate::change::relation::Table;
-use crate::chunked::keyset::{row_key, row_key_text};
-use crate::chunked::reader::ChunkRead;
-use crate::chunked::watch::{Key, Stale, Touch, Verdict, push_key_value};
+use crate::source::postgres::chunks::keyset::{row_key, row_key_text};
+use crate::source::postgres::chunks::reader::ChunkRead;
+use crate::source::postgres::chunks::watch::{Key, Stale, Touch, Verdict, push_key_value};
 use crate::source::postgres::lsn::Lsn;
 use crate::source::postgres::protocol::pgoutput::{Column, OldTuple, Tuple};
 use crate::source::postgres::relations::{PrimaryKeys, table_of};

@@ -189,15 +189,16 @@ fn out_of_sequence_messages_are_errors_naming_the_lsn() {
 }
 
 /// A chunk of `public.t` (id int key, v text) read as of `snapshot`.
-fn chunk(snapshot: &str, rows: &str) -> crate::chunked::reader::ChunkRead {
+fn chunk(snapshot: &str, rows: &str) -> crate::source::postgres::chunks::reader::ChunkRead {
     let Message::Relation(shape) = relation(None) else { unreachable!("a relation") };
-    crate::chunked::reader::ChunkRead {
+    crate::source::postgres::chunks::reader::ChunkRead {
         token: "run/1".into(),
         table: "public.t".into(),
         shape,
         types: Default::default(),
         key_positions: vec![0],
-        snapshot: crate::chunked::visibility::XidSnapshot::parse(snapshot).expect("snapshot"),
+        snapshot: crate::source::postgres::chunks::visibility::XidSnapshot::parse(snapshot)
+            .expect("snapshot"),
         rows: vec![Bytes::from(rows.to_string())],
         row_count: rows.lines().count(),
         bytes: rows.len(),
@@ -215,7 +216,7 @@ fn chunk(snapshot: &str, rows: &str) -> crate::chunked::reader::ChunkRead {
 fn write_chunk(
     asm: &mut Assembler<JsonLines>,
     lsn: u64,
-    chunk: &crate::chunked::reader::ChunkRead,
+    chunk: &crate::source::postgres::chunks::reader::ChunkRead,
     out: &mut Vec<u8>,
 ) -> super::chunks::ChunkWritten {
     let place = asm.begin_chunk(Lsn(lsn), chunk, out).expect("begun");
@@ -237,9 +238,9 @@ fn committed_insert(asm: &mut Assembler<JsonLines>, at: u64, xid: u32, id: &str,
 
 #[test]
 fn a_chunk_takes_its_markers_place_without_the_rows_an_unseen_transaction_changed() {
-    use crate::chunked::reader::CHUNK_PREFIX;
+    use crate::source::postgres::chunks::reader::CHUNK_PREFIX;
     use crate::source::postgres::protocol::pgoutput::LogicalMessage;
-    let watch = crate::chunked::watch::KeyWatch::new(["public.t".to_string()]);
+    let watch = crate::source::postgres::chunks::watch::KeyWatch::new(["public.t".to_string()]);
     let mut asm = Assembler::new(JsonLines, 1 << 20, None, Default::default()).watching(watch);
     let mut out = Vec::new();
     // 790 committed before the chunk's snapshot; 800 was running when it was taken.
@@ -282,7 +283,7 @@ fn a_chunk_takes_its_markers_place_without_the_rows_an_unseen_transaction_change
 
 #[test]
 fn a_chunk_whose_shape_differs_from_the_streams_is_not_written() {
-    let watch = crate::chunked::watch::KeyWatch::new(["public.t".to_string()]);
+    let watch = crate::source::postgres::chunks::watch::KeyWatch::new(["public.t".to_string()]);
     let mut asm = Assembler::new(JsonLines, 1 << 20, None, Default::default()).watching(watch);
     let mut out = Vec::new();
     feed(&mut asm, 0x10, Message::Begin(Begin { final_lsn: Lsn(0x20), commit_time: 0, xid: 700 }), &mut out);

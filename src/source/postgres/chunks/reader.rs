@@ -21,8 +21,8 @@ use bytes::Bytes;
 
 use super::ChunkError;
 use super::keyset::{chunk_query, row_key_text};
-use super::progress::TableCopy;
 use super::visibility::XidSnapshot;
+use crate::chunked::progress::TableCopy;
 use crate::names::{quote_ident, quote_literal};
 use crate::pg::Connection;
 use crate::source::postgres::catalog::SourceTable;

@@ -15,11 +15,11 @@ use tokio::task::JoinHandle;
 
 use super::ChunkError;
 use super::keyset::ChunkSizer;
-use super::progress::TableCopy;
 use super::reader::{ChunkRead, read_chunk};
-use crate::job::snapshot::TableProgress;
+use crate::chunked::progress::TableCopy;
 use crate::lifecycle::{Phase, State};
 use crate::metrics::JobMetrics;
+use crate::metrics::copy_progress::TableProgress;
 use crate::names::quote_literal;
 use crate::pg::Connection;
 use crate::pg::conninfo::ConnInfo;
