@@ -1,21 +1,23 @@
-//! walpipe: stream a PostgreSQL logical replication slot into a sink.
+//! walpipe: stream a database's changes (a PostgreSQL logical replication
+//! slot) into a sink.
 //!
-//! Layers, from the wire up:
+//! The layers, from the bottom up. A module imports only from its own
+//! layer's modules and the layers below it (`tests/layers.rs` checks it):
 //!
 //! ```text
-//!  protocol/  pure bytes: walsender messages, pgoutput decoder
-//!  change/    pure: rows to the change JSON
-//!  source/    the replication connection: transport, auth, commands, stream
-//!  pipeline/  transactions in order, streamed ones held (and spilled) until commit
-//!  chunked/   tables copied in chunks beside the stream, merged at markers
-//!  sink/      the Postgres sink: batches applied with their checkpoint
-//!  job/       one job: set-up, snapshot, stream, retries
-//!  names      table names as users write them, quoting for SQL
+//!  position names secret backoff lines lifecycle config   the base: places in a stream, table names, secrets, retries, job states, settings
+//!  pg         the PostgreSQL client: connection strings, TLS, auth, a protocol client, tokio-postgres helpers
+//!  change     neutral: rows, table shapes with named types, the change JSON, mirror records
+//!  metrics    every metric name, a job's handles, a table copy's progress
+//!  chunked    which tables a chunked copy has left, and from where
+//!  source     the Source seam (ChangeStream, its events and guarantees); postgres/: the one
+//!             place that knows pgoutput, LSNs, slots and xid snapshots
+//!  sink       the sinks behind Sink; contract.rs: chunks in order, receipts once durable
+//!  pipeline   the driver: a ChangeStream into a sink, confirming only what is durable
 //!  monitor    the slot monitor (its own SQL connection)
-//!  metrics    every metric name; http: /metrics, /healthz, /readyz
-//!  secret     URLs made safe to show
-//!  backoff    the one retry backoff, with jitter
-//!  cli/       the commands
+//!  job        one job: set-up, copies, streaming, retries; the state store and the supervisor
+//!  http       /metrics, /healthz, /readyz, the control API
+//!  cli        the commands
 //! ```
 //!
 //! Each layer has its own `thiserror` errors; `anyhow` is used only by the
