@@ -57,7 +57,6 @@ fn reform_state(cluster: &Cluster, sink: &str, schema: &str) {
     cluster.psql(sink, "DROP SCHEMA walpipe CASCADE");
     cluster.psql(sink, schema);
     // Referenced tables first, so the foreign keys hold as the rows go back.
-    let mut restore = String::new();
     for table in tables.split_whitespace() {
         let columns = cluster.psql(
             sink,
