@@ -10,6 +10,7 @@
 //!  change     neutral: rows, table shapes with named types, the change JSON, mirror records
 //!  metrics    every metric name, a job's handles, a table copy's progress
 //!  chunked    which tables a chunked copy has left, and from where
+//!  checkpoint the checkpoint store: positions, copy progress, re-copy marks, wherever they are kept
 //!  source     the Source seam (ChangeStream, its events and guarantees); postgres/: the one
 //!             place that knows pgoutput, LSNs, slots and xid snapshots
 //!  sink       the sinks behind Sink; contract.rs: chunks in order, receipts once durable
@@ -25,6 +26,7 @@
 
 pub mod backoff;
 pub mod change;
+pub mod checkpoint;
 pub mod chunked;
 pub mod cli;
 pub mod config;

@@ -34,11 +34,11 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+use crate::checkpoint::marks as recopy_marks;
 use crate::job::spec::JobSpec;
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
 use crate::pg::sql;
-use crate::sink::postgres::recopy_marks;
 
 /// How often the partitions are read.
 pub const POLL_EVERY: Duration = Duration::from_secs(5);

@@ -25,11 +25,11 @@ use tokio::task::JoinHandle;
 
 use super::JobError;
 use super::spec::{JobSpec, SnapshotMode};
+use crate::checkpoint::{marks as recopy_marks, positions as checkpoint};
 use crate::chunked::plan::{self, Wanted};
 use crate::chunked::progress::{self, TableCopy};
 use crate::metrics::JobMetrics;
 use crate::position::Position;
-use crate::sink::postgres::{checkpoint, recopy_marks};
 use crate::source::postgres::catalog::SourceTable;
 use crate::source::postgres::chunks::copier::Copier;
 

@@ -15,13 +15,13 @@ use super::JobError;
 use super::runner::{SetUp, Start, outbox_cleanup};
 use super::spec::{SnapshotMode, SnapshotStrategy};
 use super::{catalog_watch, snapshot};
+use crate::checkpoint::{marks as recopy_marks, positions as checkpoint};
 use crate::chunked::plan;
 use crate::chunked::progress::CopyProgress;
 use crate::lifecycle::{Phase, State};
 use crate::pg::Connection;
 use crate::position::Position;
 use crate::sink::AnySink;
-use crate::sink::postgres::{checkpoint, recopy_marks};
 use crate::source::postgres::catalog;
 
 /// What a fresh start does with the destinations' rows.

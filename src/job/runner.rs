@@ -33,6 +33,7 @@ use super::spec::{JobSpec, SnapshotMode};
 use super::{JobError, catalog_watch};
 use crate::backoff;
 use crate::change::Encoding;
+use crate::checkpoint::positions as checkpoint;
 use crate::lifecycle::{Phase, State};
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
@@ -42,8 +43,6 @@ use crate::pg::sql;
 use crate::pipeline::driver::{self};
 use crate::position::Position;
 use crate::sink::contract::{self, SinkEnds};
-use crate::sink::postgres::checkpoint;
-use crate::sink::postgres::schema;
 use crate::sink::{AnySink, Driving, Opening, SinkError};
 use crate::source::ChangeStream;
 use crate::source::postgres::assembler::Assembler;
@@ -149,7 +148,7 @@ pub async fn run(
 /// run drops the old slot and starts over with a new slot and a new copy.
 pub async fn reset(spec: &JobSpec) -> Result<(), JobError> {
     let sink = sql::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
-    schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
+    crate::checkpoint::tables::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
     checkpoint::forget_checkpoint(&sink, &spec.name).await.map_err(JobError::SinkSetup)
 }
 
@@ -207,7 +206,7 @@ async fn attempt(spec: &JobSpec, metrics: &Arc<JobMetrics>, session: Session) ->
     check_select(&source_sql, &tables).await?;
     // The Postgres sink, or the state store for the other sinks: where the checkpoint is.
     let sink = sql::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
-    schema::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
+    crate::checkpoint::tables::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
     let settings = spec.sink_settings();
     let opening = Opening { settings: &settings, metrics, checkpoint_db: &sink, tables: &tables };
     let mut out = AnySink::open(&spec.sink, &opening).await?;

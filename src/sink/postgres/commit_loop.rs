@@ -25,8 +25,8 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
-use super::checkpoint::write_checkpoint;
 use super::uncommitted::{Commit, Pressure, Uncommitted};
+use crate::checkpoint::positions::write_checkpoint;
 use crate::metrics::JobMetrics;
 use crate::sink::SinkError;
 use crate::sink::contract::{Chunk, SinkEnds};

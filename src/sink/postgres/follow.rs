@@ -224,7 +224,7 @@ impl Follower {
         for reason in &plan.recopy_reasons {
             tracing::warn!(job = %self.job, table = %place.source, %reason,
                 "existing rows of the destination may differ from the source: copy the table again");
-            super::recopy_marks::mark_recopy(sink, &self.job, &place.source, reason).await?;
+            crate::checkpoint::marks::mark_recopy(sink, &self.job, &place.source, reason).await?;
             self.metrics.needs_recopy(&place.source.qualified(), reason);
         }
         Ok((changed, shape))

@@ -17,7 +17,6 @@
 
 pub mod batch;
 pub mod changelog;
-pub mod checkpoint;
 mod commit_loop;
 mod copied;
 mod copied_in;
@@ -26,7 +25,6 @@ pub mod evolve;
 pub mod follow;
 pub mod isolation;
 pub mod mirror_writer;
-pub mod recopy_marks;
 pub mod schema;
 mod uncommitted;
 
@@ -117,7 +115,8 @@ impl Sink for Postgres {
             for place in places.values_mut() {
                 if let Some(live) = place.replaces.take() {
                     isolation::swap(&self.client, &place.destination, &live).await?;
-                    recopy_marks::end_isolation(&self.client, &self.spec.name, &place.source).await?;
+                    crate::checkpoint::marks::end_isolation(&self.client, &self.spec.name, &place.source)
+                        .await?;
                     place.destination = live;
                 }
             }
@@ -163,7 +162,7 @@ async fn ensure_mirror(
     tables: &[SourceTable],
 ) -> Result<HashMap<String, Place>, tokio_postgres::Error> {
     let mut places = HashMap::new();
-    let isolated: Vec<String> = recopy_marks::recopy_needed(sink, &spec.name)
+    let isolated: Vec<String> = crate::checkpoint::marks::recopy_needed(sink, &spec.name)
         .await?
         .into_iter()
         .filter(|mark| mark.isolated)
