@@ -11,9 +11,10 @@
 //!  metrics    every metric name, a job's handles, a table copy's progress
 //!  chunked    which tables a chunked copy has left, and from where
 //!  checkpoint the checkpoint store: positions, copy progress, re-copy marks, wherever they are kept
+//!  contract   between the driver, its stages and a sink: chunks in order, receipts once durable, SinkError
 //!  source     the Source seam (ChangeStream, its events and guarantees); postgres/: the one
 //!             place that knows pgoutput, LSNs, slots and xid snapshots
-//!  sink       the sinks behind Sink; contract.rs: chunks in order, receipts once durable
+//!  sink       the sinks behind Sink, one folder each, and their registry
 //!  pipeline   the driver: a ChangeStream into a sink, confirming only what is durable
 //!  monitor    the slot monitor (its own SQL connection)
 //!  job        one job: set-up, copies, streaming, retries; the state store and the supervisor
@@ -30,6 +31,7 @@ pub mod checkpoint;
 pub mod chunked;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod http;
 pub mod job;
 pub mod lifecycle;

@@ -11,10 +11,10 @@ use std::io::Write;
 use anyhow::bail;
 
 use crate::change::encode::JsonLines;
+use crate::contract::{self, SinkEnds};
 use crate::pg::{ConnInfo, Connection};
 use crate::pipeline::driver::{self, Ended};
 use crate::position::Position;
-use crate::sink::contract::{self, SinkEnds};
 use crate::source::ChangeStream;
 use crate::source::postgres::assembler::Assembler;
 use crate::source::postgres::changes::Changes;

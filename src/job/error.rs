@@ -12,7 +12,7 @@ use crate::source::StreamError;
 use crate::source::postgres::catalog::CatalogError;
 use crate::source::postgres::chunks::ChunkError;
 
-use super::snapshot;
+use crate::source::postgres::snapshot;
 
 pub use crate::lifecycle::ErrorKind;
 

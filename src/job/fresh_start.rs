@@ -12,9 +12,9 @@
 //!   slot is idle, as the server requires.
 
 use super::JobError;
+use super::catalog_watch;
 use super::runner::{SetUp, Start, outbox_cleanup};
 use super::spec::{SnapshotMode, SnapshotStrategy};
-use super::{catalog_watch, snapshot};
 use crate::checkpoint::{marks as recopy_marks, positions as checkpoint};
 use crate::chunked::plan;
 use crate::chunked::progress::CopyProgress;
@@ -23,6 +23,7 @@ use crate::pg::Connection;
 use crate::position::Position;
 use crate::sink::AnySink;
 use crate::source::postgres::catalog;
+use crate::source::postgres::snapshot;
 
 /// What a fresh start does with the destinations' rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

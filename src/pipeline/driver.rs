@@ -33,9 +33,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::chunked::progress::CopyProgress;
+use crate::contract::{DriverEnds, Settled};
 use crate::metrics::{JobMetrics, unix_seconds};
 use crate::position::Position;
-use crate::sink::contract::{DriverEnds, Settled};
 use crate::source::{ChangeStream, Event, StreamError};
 
 /// Lines are handed to the sink in chunks of about this size.

@@ -15,7 +15,6 @@
 //! sink that takes batches, [`delivery::Transport`]), and its line in the
 //! registry.
 
-pub mod contract;
 pub mod delivery;
 pub mod http;
 pub mod postgres;
@@ -32,11 +31,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::change::Encoding;
-use crate::job::snapshot::{Snapshot, SnapshotError};
+use crate::contract::SinkEnds;
+pub use crate::contract::SinkError;
 use crate::metrics::JobMetrics;
 use crate::sink::settings::SinkSettings;
 use crate::source::postgres::catalog::SourceTable;
-use contract::SinkEnds;
+use crate::source::postgres::snapshot::{Snapshot, SnapshotError};
 
 /// What a sink is opened with, for one run of a job.
 pub struct Opening<'a> {
@@ -103,58 +103,4 @@ pub trait Driving: Send {
         F: Future<Output = Result<(), SinkError>> + Send + 'static;
     /// The outcome of a sink that could not start taking chunks.
     fn fail(self, error: SinkError) -> Self::Outcome;
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error(transparent)]
-    Connect(#[from] crate::pg::sql::ConnectError),
-    #[error("the sink failed: {}", crate::pg::sql::describe(.0))]
-    Postgres(#[from] tokio_postgres::Error),
-    #[error("the sink received a change line it cannot read ({0}); this is a bug, please report it")]
-    Record(String),
-    #[error(
-        "the destination of {table} could not follow the source's new shape: {statement} failed: {detail}; alter the destination by hand to match the source (or drop it and restart the job to copy it again), then retry the job (walpipe jobs retry)"
-    )]
-    Schema { table: String, statement: String, detail: String },
-    #[error("could not read the source's catalog to follow a schema change: {0}")]
-    SchemaSource(String),
-    #[error("could not record the delivery in the state store: {}", crate::pg::sql::describe(.0))]
-    State(tokio_postgres::Error),
-    #[error(
-        "{target} did not take a batch after {attempts} attempts (last: {reason}); walpipe keeps retrying with backoff"
-    )]
-    Unavailable { target: String, attempts: u32, reason: String, timed_out: bool },
-    #[error(
-        "{target} rejected a batch with {status}: {body}; fix the receiver or what it refuses, then retry the job (walpipe jobs retry), which sends the same batch again"
-    )]
-    Rejected { target: String, status: String, body: String },
-    #[error("the sink failed: {statement} failed: {}", crate::pg::sql::describe(.error))]
-    Write { statement: String, error: tokio_postgres::Error },
-    #[error("could not write to stdout: {0}")]
-    Stdout(std::io::Error),
-    #[error(
-        "the state store's record of the {what} for job {job} cannot be read ({detail}), so the batch in flight cannot be sent again under its key; set walpipe.checkpoints.{column} to NULL for the job (the receiver may then see that batch twice, under a new key), then retry the job"
-    )]
-    Ledger { job: String, what: &'static str, column: &'static str, detail: String },
-    #[error("could not delete delivered outbox rows on the source: {}; grant DELETE on the outbox table to the source user, or set WALPIPE_OUTBOX_DELETE=false", crate::pg::sql::describe(.0))]
-    OutboxCleanup(tokio_postgres::Error),
-}
-
-impl SinkError {
-    pub fn is_transient(&self) -> bool {
-        match self {
-            SinkError::Postgres(error)
-            | SinkError::State(error)
-            | SinkError::OutboxCleanup(error)
-            | SinkError::Write { error, .. } => crate::pg::sql::is_transient(error),
-            SinkError::Connect(error) => error.is_transient(),
-            SinkError::Unavailable { .. } | SinkError::SchemaSource(_) => true,
-            SinkError::Record(_)
-            | SinkError::Rejected { .. }
-            | SinkError::Stdout(_)
-            | SinkError::Ledger { .. }
-            | SinkError::Schema { .. } => false,
-        }
-    }
 }

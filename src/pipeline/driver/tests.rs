@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::*;
-use crate::sink::contract::{self, SinkEnds};
+use crate::contract::{self, SinkEnds};
 use crate::source::Received;
 
 /// Events to hand out (with the lines each writes), then nothing (the
@@ -96,7 +96,7 @@ fn fake(events: Vec<(&'static [u8], Event)>, always_more: bool) -> Run {
 
 async fn drive_until(
     stream: FakeStream,
-    ends: crate::sink::contract::DriverEnds,
+    ends: crate::contract::DriverEnds,
     stop: impl Future<Output = ()>,
 ) -> (Option<FakeStream>, Result<Ended, DriveError>) {
     let metrics = crate::metrics::global().job("driver-test", "driver_test");

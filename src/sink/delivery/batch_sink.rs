@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use super::{Delivery, Transport};
 use crate::change::encode::JsonLines;
-use crate::job::snapshot::{Snapshot, SnapshotError};
 use crate::metrics::JobMetrics;
 use crate::pg::sql;
 use crate::sink::settings::SinkSettings;
 use crate::sink::{Driving, Opening, Sink, SinkError};
+use crate::source::postgres::snapshot::{Snapshot, SnapshotError};
 
 pub struct BatchSink<T: Transport> {
     /// Lent to the copy's delivery, and back once the copy is done.

@@ -41,10 +41,10 @@ use self::settle::{Finished, OpenChunks};
 use super::{Opening, SinkError};
 use crate::change::outbox::{OutboxRules, Routed};
 use crate::chunked::progress::{self, CopyProgress};
-use crate::job::snapshot::SnapshotLines;
+use crate::contract::{Chunk, SinkEnds};
 use crate::metrics::JobMetrics;
 use crate::position::Position;
-use crate::sink::contract::{Chunk, SinkEnds};
+use crate::source::postgres::snapshot::SnapshotLines;
 
 /// A sink that takes batches: how its URL reads, how it is made ready,
 /// and how one batch is sent.

@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 use std::time::SystemTime;
 
 use crate::chunked::progress::CopyProgress;
+use crate::contract::Receipt;
 use crate::position::Position;
-use crate::sink::contract::Receipt;
 
 /// A chunk from the driver, until its lines are delivered.
 struct OpenChunk {

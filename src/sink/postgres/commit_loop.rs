@@ -27,9 +27,9 @@ use tokio_postgres::Client;
 
 use super::uncommitted::{Commit, Pressure, Uncommitted};
 use crate::checkpoint::positions::write_checkpoint;
+use crate::contract::{Chunk, SinkEnds};
 use crate::metrics::JobMetrics;
 use crate::sink::SinkError;
-use crate::sink::contract::{Chunk, SinkEnds};
 
 /// How a sink mode turns lines into rows. The loop ([`CommitLoop`]) owns
 /// the transaction: it has begun one before it calls `add` or `apply`, and

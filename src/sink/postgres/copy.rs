@@ -21,12 +21,12 @@ use tokio_postgres::Client;
 use super::changelog::ChangelogWriter;
 use super::commit_loop::Writer;
 use super::follow::Place;
-use crate::job::snapshot::{Snapshot, SnapshotError, SnapshotLines, read_copy, table_progress};
 use crate::names::quote_ident;
 use crate::pg::Connection;
 use crate::pg::conninfo::ConnInfo;
 use crate::sink::SinkError;
 use crate::source::postgres::catalog::SourceTable;
+use crate::source::postgres::snapshot::{Snapshot, SnapshotError, SnapshotLines, read_copy, table_progress};
 
 /// Snapshot rows per changelog insert.
 const CHANGELOG_BATCH: usize = 5_000;

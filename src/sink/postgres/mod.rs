@@ -41,13 +41,13 @@ use self::mirror_writer::{Discovery, Mapping, MirrorWriter};
 use super::settings::{SinkMode, SinkSettings};
 use crate::change::encode::JsonLines;
 use crate::change::mirror_records::MirrorRecords;
-use crate::job::snapshot::{Snapshot, SnapshotError};
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
 use crate::pg::conninfo::ConnInfo;
 pub use crate::sink::SinkError;
 use crate::sink::{Driving, Opening, Sink};
 use crate::source::postgres::catalog::SourceTable;
+use crate::source::postgres::snapshot::{Snapshot, SnapshotError};
 
 /// Where a job's rows go, by mode.
 enum Mode {

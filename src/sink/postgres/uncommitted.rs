@@ -12,8 +12,8 @@
 use std::time::SystemTime;
 
 use crate::chunked::progress::CopyProgress;
+use crate::contract::Receipt;
 use crate::position::Position;
-use crate::sink::contract::Receipt;
 
 #[derive(Debug, Default)]
 pub struct Uncommitted {

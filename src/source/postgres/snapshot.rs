@@ -24,13 +24,13 @@ use tokio_postgres::Client;
 
 use super::outbox_cleanup::{OutboxCleanup, OutboxRows};
 use crate::change::encode::SnapshotRows;
+use crate::contract::SinkError;
 use crate::metrics::JobMetrics;
 pub use crate::metrics::copy_progress::TableProgress;
 use crate::names::{quote_ident, quote_literal};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::{Connection, SourceError};
 use crate::position::Position;
-use crate::sink::SinkError;
 use crate::source::postgres::catalog::SourceTable;
 use crate::source::postgres::types::value_kind;
 

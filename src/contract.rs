@@ -1,6 +1,7 @@
 //! The contract between the driver and every sink, in types: chunks of
 //! change lines go out in order, each with a [`Receipt`]; a sink hands a
-//! receipt back once that chunk, and every chunk before it, is durable.
+//! receipt back once that chunk, and every chunk before it, is durable;
+//! a sink that fails says why with a [`SinkError`].
 //!
 //! ```text
 //!  driver ──Chunk{lines, confirm, receipt}──> sink   (bounded: the sink sets the pace)
@@ -57,6 +58,62 @@ pub struct Chunk {
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a chunk is acknowledged by handing its receipt back"]
 pub struct Receipt(u64);
+
+/// How a sink (or a stage before it) fails: what the driver and the job
+/// learn when a sink task ends.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Connect(#[from] crate::pg::sql::ConnectError),
+    #[error("the sink failed: {}", crate::pg::sql::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("the sink received a change line it cannot read ({0}); this is a bug, please report it")]
+    Record(String),
+    #[error(
+        "the destination of {table} could not follow the source's new shape: {statement} failed: {detail}; alter the destination by hand to match the source (or drop it and restart the job to copy it again), then retry the job (walpipe jobs retry)"
+    )]
+    Schema { table: String, statement: String, detail: String },
+    #[error("could not read the source's catalog to follow a schema change: {0}")]
+    SchemaSource(String),
+    #[error("could not record the delivery in the state store: {}", crate::pg::sql::describe(.0))]
+    State(tokio_postgres::Error),
+    #[error(
+        "{target} did not take a batch after {attempts} attempts (last: {reason}); walpipe keeps retrying with backoff"
+    )]
+    Unavailable { target: String, attempts: u32, reason: String, timed_out: bool },
+    #[error(
+        "{target} rejected a batch with {status}: {body}; fix the receiver or what it refuses, then retry the job (walpipe jobs retry), which sends the same batch again"
+    )]
+    Rejected { target: String, status: String, body: String },
+    #[error("the sink failed: {statement} failed: {}", crate::pg::sql::describe(.error))]
+    Write { statement: String, error: tokio_postgres::Error },
+    #[error("could not write to stdout: {0}")]
+    Stdout(std::io::Error),
+    #[error(
+        "the state store's record of the {what} for job {job} cannot be read ({detail}), so the batch in flight cannot be sent again under its key; set walpipe.checkpoints.{column} to NULL for the job (the receiver may then see that batch twice, under a new key), then retry the job"
+    )]
+    Ledger { job: String, what: &'static str, column: &'static str, detail: String },
+    #[error("could not delete delivered outbox rows on the source: {}; grant DELETE on the outbox table to the source user, or set WALPIPE_OUTBOX_DELETE=false", crate::pg::sql::describe(.0))]
+    OutboxCleanup(tokio_postgres::Error),
+}
+
+impl SinkError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SinkError::Postgres(error)
+            | SinkError::State(error)
+            | SinkError::OutboxCleanup(error)
+            | SinkError::Write { error, .. } => crate::pg::sql::is_transient(error),
+            SinkError::Connect(error) => error.is_transient(),
+            SinkError::Unavailable { .. } | SinkError::SchemaSource(_) => true,
+            SinkError::Record(_)
+            | SinkError::Rejected { .. }
+            | SinkError::Stdout(_)
+            | SinkError::Ledger { .. }
+            | SinkError::Schema { .. } => false,
+        }
+    }
+}
 
 #[cfg(test)]
 impl Receipt {

@@ -23,10 +23,10 @@ use std::collections::{HashMap, VecDeque};
 use tokio_postgres::Client;
 
 use crate::change::outbox::{OutboxRules, Routed};
+use crate::contract::SinkError;
+use crate::contract::{Chunk, DriverEnds, Receipt, Settled, SinkEnds};
 use crate::names::quote_ident;
 use crate::pg::conninfo::ConnInfo;
-use crate::sink::SinkError;
-use crate::sink::contract::{Chunk, DriverEnds, Receipt, Settled, SinkEnds};
 
 /// Outbox rows to delete, by table `schema.name`: each a JSON object of key columns.
 pub type OutboxRows = HashMap<String, Vec<String>>;
@@ -158,8 +158,8 @@ fn delete_statement(table: &str, keys: &[String]) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract;
     use crate::position::Position;
-    use crate::sink::contract;
 
     #[tokio::test]
     async fn a_chunk_is_acknowledged_upstream_only_after_the_sink_acknowledged_it() {
