@@ -8,7 +8,7 @@
 //!
 //! Invariants:
 //! - A position is confirmed only when the sink acknowledges the chunk that
-//!   completed that transaction (the contract of `sink::contract`: in order,
+//!   completed that transaction (the contract of `crate::contract`: in order,
 //!   once durable).
 //! - A keepalive's position is confirmed only when nothing received is
 //!   unacknowledged (no open transaction, nothing pending, no chunk in
