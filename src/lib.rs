@@ -5,7 +5,7 @@
 //! layer's modules and the layers below it (`tests/layers.rs` checks it):
 //!
 //! ```text
-//!  position names secret backoff lines lifecycle config   the base: places in a stream, table names, secrets, retries, job states, settings
+//!  position names secret backoff lines lifecycle status config   the base: places in a stream, table names, secrets, retries, job states and status, settings
 //!  pg         the PostgreSQL client: connection strings, TLS, auth, a protocol client, tokio-postgres helpers
 //!  change     neutral: rows, table shapes with named types, the change JSON, mirror records
 //!  metrics    every metric name, a job's handles, a table copy's progress
@@ -45,3 +45,4 @@ pub mod position;
 pub mod secret;
 pub mod sink;
 pub mod source;
+pub mod status;

@@ -54,7 +54,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     tokio::spawn(server.serve(app.clone()));
     if let Some(job) = &environment_job {
         let slot = JobSpec::from_definition(job, Naming::Environment)?.slot;
-        metrics::global().job(&job.name, &slot).set_state(State::Pending, None);
+        metrics::global().job(&job.name, &slot).status.set_state(State::Pending, None);
     }
 
     let (stop_tx, stop) = watch::channel(false);

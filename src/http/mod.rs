@@ -121,7 +121,7 @@ fn readiness() -> Reply {
         .iter()
         .filter(|job| !job.ready())
         .map(|job| {
-            let (state, phase) = job.state();
+            let (state, phase) = job.status.state();
             match phase {
                 Some(phase) => format!("{}: {state} ({}), not connected", job.name, phase.as_str()),
                 None => format!("{}: {state}", job.name),

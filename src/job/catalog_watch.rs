@@ -179,7 +179,7 @@ async fn poll(
     }
     // Told last: it ends the session, whose next one copies what is marked.
     for change in &changes {
-        metrics.needs_recopy(&change.root().qualified(), &change.reason());
+        metrics.status.needs_recopy(&change.root().qualified(), &change.reason());
     }
     Ok(())
 }

@@ -85,7 +85,7 @@ pub async fn plan_session(
         tracing::info!(job = %spec.name, %table, "snapshot {table}: copying it in chunks while streaming, because {}", cause.as_str());
     }
     for mark in marks.iter().filter(|m| !plan.answered_marks.contains(&m.table)) {
-        metrics.needs_recopy(&mark.table, &mark.reason);
+        metrics.status.needs_recopy(&mark.table, &mark.reason);
     }
     recorded.retain(|table, _| !plan.forget.contains(table));
     recorded.extend(plan.write);
@@ -142,7 +142,7 @@ impl SessionEnds {
         let (tell_stop, session_stop) = watch::channel(false);
         let (tell_why, why) = watch::channel(SessionEnd::Running);
         // Subscribed now: a mark from here on is seen, however late the task runs.
-        let mut marks = metrics.recopy_marks.subscribe();
+        let mut marks = metrics.status.watch_marks();
         let task = tokio::spawn(async move {
             // A closed channel (the worker let go of the job) ends nothing.
             let revised = async {

@@ -84,14 +84,14 @@ pub(super) async fn start_fresh(
             }
             tracing::info!(job = %spec.name, tables = to_copy.len() - keyless.len(), "the tables will be copied in chunks while the slot streams");
             recopy_marks::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
-            metrics.recopied();
+            metrics.status.recopied();
             created.consistent_point
         }
         (_, Some(snapshot)) => {
             exported_copy(setup, out, tables, snapshot, created.consistent_point).await?;
             // Every table was copied again: none needs a re-copy any more.
             recopy_marks::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
-            metrics.recopied();
+            metrics.status.recopied();
             created.consistent_point
         }
     };
@@ -113,7 +113,7 @@ async fn exported_copy(
     consistent_point: Position,
 ) -> Result<(), JobError> {
     let SetUp { spec, metrics, source_sql, .. } = *setup;
-    metrics.set_state(State::Running, Some(Phase::Snapshot));
+    metrics.status.set_state(State::Running, Some(Phase::Snapshot));
     metrics.source_connected.set(1);
     let cleanup = outbox_cleanup(spec);
     let copy = snapshot::Snapshot {

@@ -86,15 +86,15 @@ pub async fn run(
     let mut delays = backoff::delays(RETRY_FIRST, RETRY_CAP);
     let mut spec = spec.clone();
     loop {
-        metrics.set_state(State::Starting, None);
+        metrics.status.set_state(State::Starting, None);
         if edits.has_changed().unwrap_or(false) {
             spec = edits.borrow_and_update().clone();
         }
         let ends = Session { stop: stop.clone(), edits: edits.clone() };
-        let checkpoint_before = metrics.checkpoint();
+        let checkpoint_before = metrics.status.checkpoint();
         let outcome = attempt(&spec, metrics, ends).await;
         metrics.source_connected.set(0);
-        if failures > 0 && metrics.checkpoint() > checkpoint_before {
+        if failures > 0 && metrics.status.checkpoint() > checkpoint_before {
             tracing::info!(job = %spec.name, after = failures,
                 "the job committed a new position after its retries: it was healthy, so its retry budget and backoff start over");
             failures = 0;
@@ -102,7 +102,7 @@ pub async fn run(
         }
         let error = match outcome {
             Ok(Attempted::Copied) => {
-                metrics.set_state(State::Succeeded, None);
+                metrics.status.set_state(State::Succeeded, None);
                 return Ok(Ended::Copied);
             }
             Ok(Attempted::Ended(SessionEnd::Revised)) if !*stop.borrow() => {
@@ -114,7 +114,7 @@ pub async fn run(
                 continue;
             }
             Ok(Attempted::Ended(_)) => {
-                metrics.set_state(State::Stopped, None);
+                metrics.status.set_state(State::Stopped, None);
                 return Ok(Ended::Stopped);
             }
             Err(error) => error,
@@ -133,12 +133,12 @@ pub async fn run(
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|stopped| *stopped) => {
-                    metrics.set_state(State::Stopped, None);
+                    metrics.status.set_state(State::Stopped, None);
                     return Ok(Ended::Stopped);
                 }
             }
         } else {
-            metrics.set_state(State::Failed, None);
+            metrics.status.set_state(State::Failed, None);
             return Err(error);
         }
     }
@@ -239,7 +239,7 @@ async fn attempt(spec: &JobSpec, metrics: &Arc<JobMetrics>, session: Session) ->
     let stream = repl.start_stream(&spec.slot, &spec.publication, start, interval).await?;
     tracing::info!(job = %spec.name, from = %start, "streaming");
     let phase = if copier.is_some() { Phase::Snapshot } else { Phase::Streaming };
-    metrics.set_state(State::Running, Some(phase));
+    metrics.status.set_state(State::Running, Some(phase));
     metrics.source_connected.set(1);
     drop(sink);
     let ends = SessionEnds::watch(session.stop, session.edits, metrics);

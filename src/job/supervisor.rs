@@ -34,7 +34,6 @@ use super::store::{JobRow, RunEnd, Store};
 use crate::lifecycle::{Action, Phase, State};
 use crate::metrics::{self, JobMetrics};
 use crate::monitor;
-use crate::position::Position;
 
 /// How often the supervisor renews leases, claims jobs and follows the store.
 pub const TICK: Duration = Duration::from_secs(2);
@@ -199,10 +198,10 @@ impl Supervisor {
     /// passes on what the store says.
     async fn renew(&self, name: &str) {
         let Some(owned) = self.owned.get(name) else { return };
-        let (observed, phase) = owned.metrics.state();
+        let (observed, phase) = owned.metrics.status.state();
         let phase = phase.map(Phase::as_str);
         let checkpoint =
-            Some(owned.metrics.checkpoint()).filter(|lsn| *lsn > 0).map(|lsn| Position::new(lsn).to_string());
+            owned.metrics.status.checkpoint().filter(|at| at.value() > 0).map(|at| at.to_string());
         let renewed =
             self.store.renew(name, &self.worker, observed, phase, &owned.metrics.summary(), checkpoint).await;
         let desired = match renewed {
@@ -287,7 +286,9 @@ impl Supervisor {
         let metrics = metrics::global().job(&spec.name, &spec.slot);
         metrics.wal_volume.set(self.wal_volume_bytes);
         // What this worker observes from now on, not a state left from an earlier run here.
-        metrics.set_state(if job.state == State::Paused { State::Paused } else { State::Starting }, None);
+        metrics
+            .status
+            .set_state(if job.state == State::Paused { State::Paused } else { State::Starting }, None);
         let desired = Desired::from_store(job.state, job.requested, job.cleanup_requested);
         let (control, control_rx) = watch::channel(desired);
         let (edits, edits_rx) = watch::channel(spec.clone());
@@ -318,7 +319,7 @@ impl Supervisor {
                 .clone()
                 .unwrap_or_else(|| spec::default_slot_name(&job.definition.name));
             let phase = job.phase.as_deref().and_then(Phase::parse);
-            metrics::global().job(&job.definition.name, &slot).set_state(job.state, phase);
+            metrics::global().job(&job.definition.name, &slot).status.set_state(job.state, phase);
         }
     }
 
@@ -333,14 +334,12 @@ impl Supervisor {
     }
 }
 
-/// Passes each state change of `job` to the supervisor.
+/// Passes each state change of `job` to the supervisor (one made before
+/// this task ran too).
 async fn observe(job: String, metrics: Arc<JobMetrics>, changes: mpsc::Sender<String>) {
-    loop {
-        metrics.state_changed.notified().await;
-        if changes.send(job.clone()).await.is_err() {
-            return;
-        }
-    }
+    let mut states = metrics.status.watch_state();
+    states.mark_changed();
+    while states.changed().await.is_ok() && changes.send(job.clone()).await.is_ok() {}
 }
 
 /// Hears of actions at once (`LISTEN walpipe_jobs`), reconnecting with
@@ -459,7 +458,7 @@ impl JobTask {
     /// Paused: no replication session, the slot keeps the position; the
     /// monitor keeps reporting and the retained WAL is logged as a warning.
     async fn hold(&mut self) {
-        self.metrics.set_state(State::Paused, None);
+        self.metrics.status.set_state(State::Paused, None);
         tracing::info!(job = %self.spec.name, "paused: the slot keeps its position and retains WAL until resumed");
         loop {
             tokio::select! {
@@ -480,7 +479,7 @@ impl JobTask {
     /// Lets go of the job, setting `state` (or keeping the store's).
     async fn end(self, state: Option<State>, error: Option<String>) {
         if let Some(state) = state {
-            self.metrics.set_state(state, None);
+            self.metrics.status.set_state(state, None);
         }
         if let Err(e) = self.store.finish(&self.spec.name, &self.worker, state, error.as_deref()).await {
             tracing::warn!(job = %self.spec.name, "could not record the job's end in the state store: {e}");

@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use prometheus::{Gauge, Histogram, IntCounter, IntGauge, IntGaugeVec};
 
 use crate::lifecycle::{ALL_PHASES, ALL_STATES, Phase, State};
+use crate::status::{Change, JobStatus};
 
 use super::{
     INVALIDATION_REASONS, Metrics, SlotSample, WAL_STATUSES, lock, set_state, unix_ms_now, unix_seconds,
@@ -25,10 +26,8 @@ pub struct JobMetrics {
     family: &'static Metrics,
     /// Unix ms of the last data received (job start until then).
     last_data_unix_ms: AtomicU64,
-    state: Mutex<(State, Option<Phase>)>,
-    /// Woken on every state change, so that the owner's worker can record
-    /// the observed state in the store at once.
-    pub state_changed: tokio::sync::Notify,
+    /// The job's status, which these metrics observe (see `crate::status`).
+    pub status: Arc<JobStatus>,
 
     pub source_transactions: IntCounter,
     pub source_bytes: IntCounter,
@@ -45,18 +44,12 @@ pub struct JobMetrics {
     pub heartbeat_sent: Gauge,
     pub wal_volume: IntGauge,
     idle: Gauge,
-    checkpoint_lsn: IntGauge,
     /// Last raw values of the server's counters, to count their increase.
     server_counters: Mutex<HashMap<String, i64>>,
     /// The monitor's last sample, for the job's status.
     last_sample: Mutex<Option<SlotSample>>,
     /// Per table: rows copied, estimated total, when its copy started.
     snapshot_tables: Mutex<HashMap<String, (u64, i64, std::time::Instant)>>,
-    /// Tables that need a re-copy, with the reason.
-    recopy: Mutex<std::collections::BTreeMap<String, String>>,
-    /// Counts the tables newly marked as needing a re-copy (a running job
-    /// starts its session again to begin their copy).
-    pub recopy_marks: tokio::sync::watch::Sender<u64>,
     /// Changes received, and their count at the last status (for events/s).
     received_events: AtomicU64,
     last_rate: Mutex<Option<(std::time::Instant, u64)>>,
@@ -70,8 +63,7 @@ impl JobMetrics {
             slot: slot.to_string(),
             family,
             last_data_unix_ms: AtomicU64::new(unix_ms_now()),
-            state: Mutex::new((State::Created, None)),
-            state_changed: tokio::sync::Notify::new(),
+            status: Arc::new(JobStatus::default()),
             source_transactions: family.source_transactions.with_label_values(job),
             source_bytes: family.source_bytes.with_label_values(job),
             source_connected: family.source_connected.with_label_values(job),
@@ -87,12 +79,9 @@ impl JobMetrics {
             heartbeat_sent: family.heartbeat_sent.with_label_values(job),
             wal_volume: family.server_wal_volume.with_label_values(job),
             idle: family.source_idle.with_label_values(job),
-            checkpoint_lsn: family.sink_checkpoint_lsn.with_label_values(job),
             server_counters: Mutex::new(HashMap::new()),
             last_sample: Mutex::new(None),
             snapshot_tables: Mutex::new(HashMap::new()),
-            recopy: Mutex::new(std::collections::BTreeMap::new()),
-            recopy_marks: tokio::sync::watch::Sender::new(0),
             received_events: AtomicU64::new(0),
             last_rate: Mutex::new(None),
         };
@@ -107,28 +96,8 @@ impl JobMetrics {
         family.data_gaps.with_label_values(&[name, slot]);
         // 0 until a gap: dashboards and alerts can rely on the series.
         family.data_gap_start.with_label_values(&[name, slot]).set(0.0);
-        metrics.set_state(State::Created, None);
+        metrics.status.observe(observer(family, name));
         metrics
-    }
-
-    /// Moves the job to `state` (and `phase` while running).
-    pub fn set_state(&self, state: State, phase: Option<Phase>) {
-        let previous = std::mem::replace(
-            &mut *self.state.lock().unwrap_or_else(PoisonError::into_inner),
-            (state, phase),
-        );
-        let states = ALL_STATES.map(State::as_str);
-        set_state(&self.family.job_state, &[&self.name], &states, Some(state.as_str()));
-        let phases = ALL_PHASES.map(Phase::as_str);
-        set_state(&self.family.job_phase, &[&self.name], &phases, phase.map(Phase::as_str));
-        if previous.0 != state {
-            self.state_changed.notify_one();
-        }
-    }
-
-    /// The current state and phase.
-    pub fn state(&self) -> (State, Option<Phase>) {
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Data arrived from the source: Idle Time restarts.
@@ -183,31 +152,10 @@ impl JobMetrics {
             .add(i64::try_from(rows).unwrap_or(i64::MAX));
     }
 
-    /// A schema change left `table`'s destination rows unknown (see `sink::postgres::evolve`).
-    pub fn needs_recopy(&self, table: &str, reason: &str) {
-        lock(&self.recopy).insert(table.to_string(), reason.to_string());
-        self.recopy_marks.send_modify(|marks| *marks += 1);
-        self.family.table_needs_recopy.with_label_values(&[&self.name, table]).set(1);
-    }
-
     /// `count` source columns of `table` had no destination column in the last load.
     pub fn columns_missing(&self, table: &str, count: usize) {
         let count = i64::try_from(count).unwrap_or(i64::MAX);
         self.family.sink_columns_missing.with_label_values(&[&self.name, table]).set(count);
-    }
-
-    /// `table` was copied again.
-    pub fn recopied_table(&self, table: &str) {
-        if lock(&self.recopy).remove(table).is_some() {
-            self.family.table_needs_recopy.with_label_values(&[&self.name, table]).set(0);
-        }
-    }
-
-    /// Every table was copied again.
-    pub fn recopied(&self) {
-        for table in std::mem::take(&mut *lock(&self.recopy)).into_keys() {
-            self.family.table_needs_recopy.with_label_values(&[&self.name, &table]).set(0);
-        }
     }
 
     /// The slot was lost and re-created; changes after `from` were lost.
@@ -302,16 +250,6 @@ impl JobMetrics {
         self.idle.set(idle);
     }
 
-    /// The sink committed rows up to `lsn` with its checkpoint.
-    pub fn checkpointed(&self, lsn: u64) {
-        self.checkpoint_lsn.set(i64::try_from(lsn).unwrap_or(i64::MAX));
-    }
-
-    /// The last checkpoint committed to the sink by this process (0: none yet).
-    pub fn checkpoint(&self) -> u64 {
-        u64::try_from(self.checkpoint_lsn.get()).unwrap_or(0)
-    }
-
     /// What a user wants to see of the job: records and bytes applied,
     /// events/s since the last call, unconfirmed and retained WAL, and
     /// snapshot progress per table (rows, percent, rows/s, ETA).
@@ -350,7 +288,7 @@ impl JobMetrics {
             "retained_wal_bytes": slot.and_then(|s| s.retained_bytes),
             "wal_status": slot.map(|s| s.wal_status.clone()),
             "snapshot": snapshot,
-            "needs_recopy": lock(&self.recopy)
+            "needs_recopy": self.status.recopy()
                 .iter()
                 .map(|(table, reason)| serde_json::json!({"table": table, "reason": reason}))
                 .collect::<Vec<_>>(),
@@ -359,7 +297,7 @@ impl JobMetrics {
 
     /// Ready: running and connected, or intentionally not running.
     pub fn ready(&self) -> bool {
-        match self.state().0 {
+        match self.status.state().0 {
             State::Running => self.source_connected.get() == 1,
             State::Paused | State::Stopped | State::Succeeded => true,
             State::Created
@@ -369,5 +307,25 @@ impl JobMetrics {
             | State::Stopping
             | State::Failed => false,
         }
+    }
+}
+
+/// How the metrics follow a job's status: its state-set gauges, its tables'
+/// re-copy gauges and its checkpoint gauge.
+fn observer(family: &'static Metrics, name: &str) -> impl Fn(Change<'_>) + Send + Sync + 'static {
+    let name = name.to_string();
+    move |change| match change {
+        Change::State(state, phase) => {
+            let states = ALL_STATES.map(State::as_str);
+            set_state(&family.job_state, &[&name], &states, Some(state.as_str()));
+            let phases = ALL_PHASES.map(Phase::as_str);
+            set_state(&family.job_phase, &[&name], &phases, phase.map(Phase::as_str));
+        }
+        Change::NeedsRecopy { table } => family.table_needs_recopy.with_label_values(&[&name, table]).set(1),
+        Change::Recopied { table } => family.table_needs_recopy.with_label_values(&[&name, table]).set(0),
+        Change::Checkpoint(position) => family
+            .sink_checkpoint_lsn
+            .with_label_values(&[&name])
+            .set(i64::try_from(position.value()).unwrap_or(i64::MAX)),
     }
 }

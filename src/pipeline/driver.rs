@@ -201,7 +201,7 @@ impl<S: ChangeStream> Driver<S> {
                 }
                 Event::ChunkPlaced { table, progress } => {
                     if progress.done {
-                        self.metrics.recopied_table(&table);
+                        self.metrics.status.recopied_table(&table);
                         tracing::info!(table = %table, "snapshot {table}: its last chunk took its place in the stream");
                     }
                     self.chunk_copied.insert(table, progress);

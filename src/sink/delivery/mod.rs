@@ -300,7 +300,7 @@ impl<T: Transport> Delivery<T> {
             self.ledger.delivered(applied, through.as_deref(), shapes.as_ref(), &copied).await?;
         }
         if let Some(lsn) = applied {
-            self.metrics.checkpointed(lsn.value());
+            self.metrics.status.checkpointed(lsn);
         }
         self.metrics.emitted(&commit_times, changes as u64, 0);
         if let Some(receipt) = receipt {

@@ -150,7 +150,7 @@ impl<W: Writer> CommitLoop<W> {
             self.in_transaction = false;
             if let Some(lsn) = boundary {
                 tracing::debug!(applied = %lsn, changes, "sink commit");
-                self.metrics.checkpointed(lsn.value());
+                self.metrics.status.checkpointed(lsn);
             }
         }
         self.metrics.emitted(&commit_times, changes as u64, bytes);

@@ -225,7 +225,7 @@ impl Follower {
             tracing::warn!(job = %self.job, table = %place.source, %reason,
                 "existing rows of the destination may differ from the source: copy the table again");
             crate::checkpoint::marks::mark_recopy(sink, &self.job, &place.source, reason).await?;
-            self.metrics.needs_recopy(&place.source.qualified(), reason);
+            self.metrics.status.needs_recopy(&place.source.qualified(), reason);
         }
         Ok((changed, shape))
     }

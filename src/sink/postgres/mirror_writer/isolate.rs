@@ -80,7 +80,7 @@ impl MirrorWriter {
             .await?;
         tracing::warn!(job = %job, table = %source, destination = %live, %reason,
             "a change of {source} cannot be applied: the table is isolated, and the other tables stream on");
-        self.metrics.needs_recopy(&source.qualified(), &reason);
+        self.metrics.status.needs_recopy(&source.qualified(), &reason);
         Ok(())
     }
 

@@ -153,7 +153,7 @@ impl Copier {
             progress.finish();
         }
         tracing::info!("snapshot: every chunk is read; the last ones reach the sink with the stream");
-        self.metrics.set_state(State::Running, Some(Phase::Streaming));
+        self.metrics.status.set_state(State::Running, Some(Phase::Streaming));
         Ok(())
     }
 }
