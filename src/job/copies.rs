@@ -30,8 +30,8 @@ use crate::chunked::plan::{self, Wanted};
 use crate::chunked::progress::{self, TableCopy};
 use crate::metrics::JobMetrics;
 use crate::position::Position;
-use crate::source::postgres::catalog::SourceTable;
 use crate::source::postgres::chunks::copier::Copier;
+use crate::source::table::SourceTable;
 
 /// Plans the session's copies, records the plan, and returns the copier of
 /// the tables whose copy is unfinished (`None`: nothing to copy).

@@ -35,8 +35,8 @@ use crate::contract::SinkEnds;
 pub use crate::contract::SinkError;
 use crate::metrics::JobMetrics;
 use crate::sink::settings::SinkSettings;
-use crate::source::postgres::catalog::SourceTable;
 use crate::source::postgres::snapshot::{Snapshot, SnapshotError};
+use crate::source::table::SourceTable;
 
 /// What a sink is opened with, for one run of a job.
 pub struct Opening<'a> {

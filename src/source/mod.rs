@@ -30,6 +30,7 @@
 //!   after every reconnect; the sinks treat a known shape as nothing new.
 
 pub mod postgres;
+pub mod table;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};

@@ -25,8 +25,8 @@ use crate::names::quote_ident;
 use crate::pg::Connection;
 use crate::pg::conninfo::ConnInfo;
 use crate::sink::SinkError;
-use crate::source::postgres::catalog::SourceTable;
 use crate::source::postgres::snapshot::{Snapshot, SnapshotError, SnapshotLines, read_copy, table_progress};
+use crate::source::table::SourceTable;
 
 /// Snapshot rows per changelog insert.
 const CHANGELOG_BATCH: usize = 5_000;

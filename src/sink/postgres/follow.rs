@@ -31,7 +31,7 @@ use crate::change::mirror_records::unescape;
 use crate::metrics::JobMetrics;
 use crate::names::{TableName, quote_ident, quote_literal};
 use crate::pg::conninfo::ConnInfo;
-use crate::source::postgres::catalog::{SourceColumn, SourceTable};
+use crate::source::table::{SourceColumn, SourceTable};
 
 mod columns;
 

@@ -46,8 +46,8 @@ use crate::names::TableName;
 use crate::pg::conninfo::ConnInfo;
 pub use crate::sink::SinkError;
 use crate::sink::{Driving, Opening, Sink};
-use crate::source::postgres::catalog::SourceTable;
 use crate::source::postgres::snapshot::{Snapshot, SnapshotError};
+use crate::source::table::SourceTable;
 
 /// Where a job's rows go, by mode.
 enum Mode {

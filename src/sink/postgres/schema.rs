@@ -17,7 +17,7 @@
 use tokio_postgres::{Client, Statement};
 
 use crate::names::{TableName, quote_ident};
-use crate::source::postgres::catalog::SourceTable;
+use crate::source::table::SourceTable;
 
 pub const LSN_COLUMN: &str = "_walpipe_lsn";
 

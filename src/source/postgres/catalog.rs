@@ -4,63 +4,7 @@
 use tokio_postgres::Client;
 
 use crate::names::{TableName, quote_ident};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceTable {
-    pub schema: String,
-    pub name: String,
-    /// Its relation id (`pg_class.oid`); 0 where not read from the catalog.
-    pub relid: u32,
-    pub columns: Vec<SourceColumn>,
-    /// The primary key, else the replica identity index; empty if neither.
-    pub key: Vec<String>,
-    /// `d` default, `n` nothing, `f` full, `i` index.
-    pub replica_identity: char,
-    /// A partitioned table: its changes are published under its own name
-    /// only with `publish_via_partition_root`.
-    pub partitioned: bool,
-    /// Stored generated columns the server does not publish (before
-    /// PostgreSQL 18): a destination computes them with the same expression.
-    /// From 18 on they are published and are among `columns`.
-    pub generated: Vec<GeneratedColumn>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GeneratedColumn {
-    pub name: String,
-    pub sql_type: String,
-    pub expression: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceColumn {
-    pub name: String,
-    /// The type as SQL (`numeric(12,2)`, `integer[]`): a domain's base type;
-    /// `text` for other types outside `pg_catalog`, which a sink database may not have.
-    pub sql_type: String,
-    pub not_null: bool,
-    /// The source type, for writing its values as the change JSON does.
-    pub type_oid: u32,
-    /// Its attribute number: it stays when the column is renamed.
-    pub attnum: i16,
-}
-
-impl SourceTable {
-    /// `"schema"."name"`.
-    pub fn quoted(&self) -> String {
-        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
-    }
-
-    pub fn qualified(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
-    }
-
-    /// No key to page through or write by: REPLICA IDENTITY FULL without a
-    /// primary key. Copied only under a new slot's exported snapshot.
-    pub fn is_keyless(&self) -> bool {
-        self.key.is_empty()
-    }
-}
+pub use crate::source::table::{GeneratedColumn, SourceColumn, SourceTable};
 
 /// Refuses the first table without a key, for a sink that writes by key.
 pub fn require_keys(tables: &[SourceTable]) -> Result<(), CatalogError> {

@@ -11,7 +11,7 @@ use tokio_postgres::Client;
 use super::Place;
 use crate::sink::postgres::SinkError;
 use crate::sink::postgres::evolve::{self, DestinationColumn, ShapeColumn, SourceAttribute};
-use crate::source::postgres::catalog::SourceTable;
+use crate::source::table::SourceTable;
 
 /// The destination's columns (walpipe's own left out), with the source
 /// attribute numbers walpipe recorded for them.
