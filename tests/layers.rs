@@ -17,7 +17,6 @@ const NAMES_THE_POSTGRES_SOURCE: &[&str] = &[
     "job/copies.rs",
     "job/error.rs",
     "job/fresh_start.rs",
-    "job/heartbeat.rs",
     "job/runner.rs",
     "sink/delivery/batch_sink.rs",
     "sink/delivery/mod.rs",

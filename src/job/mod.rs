@@ -4,7 +4,6 @@ pub mod catalog_watch;
 mod copies;
 pub mod error;
 mod fresh_start;
-mod heartbeat;
 pub mod notify;
 pub mod runner;
 pub mod spec;

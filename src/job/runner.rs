@@ -27,7 +27,6 @@ use tokio::sync::watch;
 
 use super::copies::{self, SessionEnd, SessionEnds};
 use super::fresh_start::{Destinations, start_fresh};
-use super::heartbeat::heartbeat;
 use super::spec::{JobSpec, SnapshotMode};
 use super::{JobError, catalog_watch};
 use crate::backoff;
@@ -49,6 +48,7 @@ use crate::source::postgres::catalog::{self};
 use crate::source::postgres::changes::Changes;
 use crate::source::postgres::chunks::copier::Copier;
 use crate::source::postgres::chunks::watch::KeyWatch;
+use crate::source::postgres::heartbeat::heartbeat;
 use crate::source::postgres::outbox_cleanup::OutboxCleanup;
 use crate::source::postgres::preflight;
 use crate::source::postgres::publication;
@@ -376,9 +376,9 @@ impl Driving for Streaming<'_> {
                 () = copy_failed => {}
             }
         };
-        let heartbeat = spec
-            .heartbeat_interval
-            .map(|every| tokio::spawn(heartbeat(spec.clone(), every, metrics.clone())));
+        let heartbeat = spec.heartbeat_interval.map(|every| {
+            tokio::spawn(heartbeat(spec.source.clone(), spec.name.clone(), every, metrics.clone()))
+        });
         let options = driver::Options { end_at: None, confirm_keepalives: spec.confirm_keepalives };
         let changes = Changes::new(stream, assembler, chunks);
         let (stream, outcome) = driver::drive(changes, ends, metrics.clone(), options, stopped).await;

@@ -19,6 +19,7 @@ pub mod changes;
 pub mod chunks;
 pub mod commands;
 pub mod feedback;
+pub mod heartbeat;
 pub mod lsn;
 pub mod outbox_cleanup;
 pub mod preflight;
