@@ -7,6 +7,11 @@
 //!   rows, are written a piece of about [`PIECE_BYTES`] per call, so the
 //!   driver hands them to the sink as they come; meanwhile the stream is
 //!   busy ([`ChangeStream::is_busy`]) and reads nothing from the server.
+//! - A call that is not busy awaits nothing but the server's next message
+//!   (cancel-safe): what follows a message (a chunk to take from the
+//!   copier, a transaction to read back) waits for the next, busy, call,
+//!   which the driver does not race. A chunk taken in a raced call would
+//!   be lost with its dropped future, and its marker with it.
 //! - A chunk is written only at this run's marker; an earlier run's marker,
 //!   replayed after a restart, stands for nothing.
 
@@ -115,6 +120,12 @@ impl From<ChangesError> for StreamError {
 /// What the stream is writing out of what it already received.
 enum Busy<E: Encoding> {
     Idle,
+    /// A chunk's marker arrived: its chunk is taken from the copier next
+    /// (not in the call that read the marker, whose future may be dropped).
+    AwaitingChunk {
+        lsn: Lsn,
+        token: String,
+    },
     /// A large transaction, read back from its spill file.
     Replaying(Box<CommittedStream<E>>),
     /// A chunk's rows, at its marker.
@@ -154,6 +165,10 @@ impl<R: Replication, E: Encoding> Changes<R, E> {
                 }
                 return Ok(Event::Committed { end: committed.end, commit_time: committed.commit_time });
             }
+            Busy::AwaitingChunk { lsn, token } => {
+                self.begin_chunk(lsn, &token, out).await?;
+                return Ok(Event::Data);
+            }
             Busy::Placing(placing) => return Ok(self.place(placing, out)?),
         }
         let Some(event) = self.stream.next().await? else { return Ok(Event::Ended) };
@@ -181,7 +196,7 @@ impl<R: Replication, E: Encoding> Changes<R, E> {
             }
             Step::Chunk { token } => {
                 self.received.data = true;
-                self.begin_chunk(lsn, &token, out).await?;
+                self.busy = Busy::AwaitingChunk { lsn, token };
                 Event::Data
             }
             Step::Heartbeat => {
@@ -275,9 +290,81 @@ impl<R: Replication, E: Encoding> ChangeStream for Changes<R, E> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
+    use bytes::Bytes;
+
     use super::*;
+    use crate::change::encode::JsonLines;
     use crate::pg::error::ServerError;
     use crate::position::Position;
+    use crate::source::postgres::chunks::reader::CHUNK_PREFIX;
+    use crate::source::postgres::protocol::pgoutput::encode::encode;
+    use crate::source::postgres::protocol::pgoutput::{Begin, LogicalMessage, Message};
+
+    /// Messages to hand out, then a source that stays quiet.
+    struct Messages(VecDeque<StreamEvent>);
+
+    impl Replication for Messages {
+        async fn next(&mut self) -> Result<Option<StreamEvent>, SourceError> {
+            match self.0.pop_front() {
+                Some(event) => Ok(Some(event)),
+                None => std::future::pending().await,
+            }
+        }
+
+        fn has_buffered_message(&self) -> bool {
+            !self.0.is_empty()
+        }
+
+        fn confirm(&mut self, _position: Position) {}
+
+        async fn keep_alive(&mut self, _wait: Duration) -> Result<(), SourceError> {
+            Ok(())
+        }
+
+        async fn finish(self) -> Result<(), SourceError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_call_that_reads_a_marker_does_not_wait_for_its_chunk() {
+        let data = |lsn: u64, message: Message| StreamEvent::Data { lsn: Lsn(lsn), data: encode(&message) };
+        let marker = LogicalMessage {
+            xid: None,
+            transactional: true,
+            lsn: Lsn(0x31),
+            prefix: CHUNK_PREFIX.into(),
+            content: Bytes::from_static(b"run/1"),
+        };
+        let messages = Messages(VecDeque::from([
+            data(0x30, Message::Begin(Begin { final_lsn: Lsn(0x90), commit_time: 0, xid: 900 })),
+            data(0x31, Message::Message(marker)),
+        ]));
+        // The copier has not handed the chunk over yet.
+        let (_copier, chunks) = tokio::sync::mpsc::channel(1);
+        let assembler = Assembler::new(JsonLines, 1 << 20, None, Default::default());
+        let mut changes = Changes::new(messages, assembler, Some(ChunkFeed::of("run", chunks)));
+        let mut out = Vec::new();
+        let now = |changes: &mut Changes<Messages, JsonLines>, out: &mut Vec<u8>| {
+            let mut next = std::pin::pin!(changes.next(out));
+            let waker = std::task::Waker::noop();
+            match next.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
+                std::task::Poll::Ready(event) => {
+                    Some(event.map(|e| format!("{e:?}")).map_err(|e| e.to_string()))
+                }
+                std::task::Poll::Pending => None,
+            }
+        };
+        assert_eq!(now(&mut changes, &mut out), Some(Ok("Data".into())), "the Begin");
+        assert!(!changes.is_busy());
+        // Were this call to wait for the chunk, a driver racing it against the
+        // sink's receipts would drop it, and the marker with it.
+        assert_eq!(now(&mut changes, &mut out), Some(Ok("Data".into())), "the marker");
+        assert!(changes.is_busy(), "the chunk is taken by the next call, which is not raced");
+        assert_eq!(now(&mut changes, &mut out), None, "that call waits for the copier");
+    }
 
     #[test]
     fn a_chunk_that_cannot_be_written_is_read_again_after_a_retry() {

@@ -51,6 +51,12 @@ pub struct ChunkFeed {
 }
 
 impl ChunkFeed {
+    /// A feed of `chunks` for run `run`, for the unit tests of the stream.
+    #[cfg(test)]
+    pub(crate) fn of(run: &str, chunks: mpsc::Receiver<ChunkRead>) -> ChunkFeed {
+        ChunkFeed { run: run.to_string(), chunks }
+    }
+
     /// Whether a marker's token is this run's (an earlier run's replayed marker is not).
     pub fn is_ours(&self, token: &str) -> bool {
         token.split_once('/').is_some_and(|(run, _)| run == self.run)
