@@ -10,7 +10,7 @@
 //!
 //! Invariants:
 //! - A copy starts only at a session start, so the stream's key watch
-//!   (`chunked::watch`) begins before its first chunk, as the merge rule needs.
+//!   (`source::postgres::chunks::watch`) begins before its first chunk, as the merge rule needs.
 //! - The plan is durable before the stream starts: a crash right after it
 //!   resumes the same copies, and requests and marks are answered once.
 //! - A table without a key (REPLICA IDENTITY FULL) is never copied beside
