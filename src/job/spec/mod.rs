@@ -417,11 +417,6 @@ fn choices(
 }
 
 impl JobSpec {
-    /// Where the rows of source table `schema.table` go.
-    pub fn destination(&self, schema: &str, table: &str) -> (String, String) {
-        self.sink_settings().destination(schema, table)
-    }
-
     /// What the sink is told of the job.
     pub fn sink_settings(&self) -> SinkSettings {
         SinkSettings {

@@ -13,7 +13,7 @@ fn defaults_and_names() {
     assert_eq!(job.slot, "walpipe_default");
     assert_eq!(job.publication, "walpipe_default");
     assert_eq!(job.snapshot_mode, SnapshotMode::Initial);
-    assert_eq!(job.destination("public", "t"), ("public".into(), "t".into()));
+    assert_eq!(job.sink_settings().destination("public", "t"), ("public".into(), "t".into()));
     assert!(spec(&[]).expect("valid").is_none(), "no source, no environment job");
 }
 
@@ -28,8 +28,8 @@ fn mappings_and_tables() {
     .expect("valid")
     .expect("a job");
     assert_eq!(job.tables, vec![TableName::new("public", "orders"), TableName::new("public", "customers")]);
-    assert_eq!(job.destination("public", "orders"), ("raw".into(), "orders".into()));
-    assert_eq!(job.destination("public", "customers"), ("raw".into(), "people".into()));
+    assert_eq!(job.sink_settings().destination("public", "orders"), ("raw".into(), "orders".into()));
+    assert_eq!(job.sink_settings().destination("public", "customers"), ("raw".into(), "people".into()));
 }
 
 #[test]
