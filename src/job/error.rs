@@ -11,8 +11,7 @@ use crate::sink::SinkError;
 use crate::source::StreamError;
 use crate::source::postgres::catalog::CatalogError;
 use crate::source::postgres::chunks::ChunkError;
-
-use crate::source::postgres::snapshot;
+use crate::source::copy as snapshot;
 
 pub use crate::lifecycle::ErrorKind;
 

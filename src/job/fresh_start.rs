@@ -23,6 +23,7 @@ use crate::pg::Connection;
 use crate::position::Position;
 use crate::sink::AnySink;
 use crate::source::postgres::catalog;
+use crate::source::copy::Snapshot;
 use crate::source::postgres::snapshot;
 
 /// What a fresh start does with the destinations' rows.
@@ -116,14 +117,13 @@ async fn exported_copy(
     metrics.status.set_state(State::Running, Some(Phase::Snapshot));
     metrics.source_connected.set(1);
     let cleanup = outbox_cleanup(spec);
-    let copy = snapshot::Snapshot {
-        source: &spec.source,
-        catalog: source_sql,
+    let reader = snapshot::ExportedSnapshot { source: &spec.source, catalog: source_sql, name };
+    let copy = Snapshot {
         parallel_tables: spec.parallel_tables,
         metrics,
         tables,
-        name,
         consistent_point,
+        reader: &reader,
         outbox_cleanup: cleanup.as_ref(),
     };
     let rows = out.copy(&copy).await?;

@@ -43,13 +43,16 @@ use crate::pipeline::driver::{self};
 use crate::position::Position;
 use crate::sink::{AnySink, Driving, Opening, SinkError};
 use crate::source::ChangeStream;
+use crate::source::postgres::column_history::CatalogHistory;
+use crate::source::table::ColumnHistory;
 use crate::source::postgres::assembler::Assembler;
 use crate::source::postgres::catalog::{self};
 use crate::source::postgres::changes::Changes;
 use crate::source::postgres::chunks::copier::Copier;
 use crate::source::postgres::chunks::watch::KeyWatch;
 use crate::source::postgres::heartbeat::heartbeat;
-use crate::source::postgres::outbox_cleanup::OutboxCleanup;
+use crate::source::outbox_cleanup::OutboxCleanup;
+use crate::source::postgres::outbox_delete;
 use crate::source::postgres::preflight;
 use crate::source::postgres::publication;
 
@@ -208,7 +211,8 @@ async fn attempt(spec: &JobSpec, metrics: &Arc<JobMetrics>, session: Session) ->
     let sink = sql::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
     crate::checkpoint::tables::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
     let settings = spec.sink_settings();
-    let opening = Opening { settings: &settings, metrics, checkpoint_db: &sink, tables: &tables };
+    let history: Arc<dyn ColumnHistory> = Arc::new(CatalogHistory::new(spec.source.clone()));
+    let opening = Opening { settings: &settings, metrics, checkpoint_db: &sink, tables: &tables, history: &history };
     let mut out = AnySink::open(&spec.sink, &opening).await?;
     publication::ensure(&source_sql, &spec.publication, &tables, spec.tables.is_empty())
         .await
@@ -435,5 +439,5 @@ fn checkpoint_db_role(spec: &JobSpec) -> &'static str {
 
 /// The deletion of delivered outbox rows, when the job asks for it.
 pub(super) fn outbox_cleanup(spec: &JobSpec) -> Option<OutboxCleanup> {
-    spec.outbox_delete.then(|| OutboxCleanup::new(spec.outbox.clone(), spec.source.clone()))
+    spec.outbox_delete.then(|| OutboxCleanup::new(spec.outbox.clone(), outbox_delete::deleters(spec.source.clone())))
 }

@@ -35,8 +35,8 @@ use crate::contract::SinkEnds;
 pub use crate::contract::SinkError;
 use crate::metrics::JobMetrics;
 use crate::sink::settings::SinkSettings;
-use crate::source::postgres::snapshot::{Snapshot, SnapshotError};
-use crate::source::table::SourceTable;
+use crate::source::copy::{Snapshot, SnapshotError};
+use crate::source::table::{ColumnHistory, SourceTable};
 
 /// What a sink is opened with, for one run of a job.
 pub struct Opening<'a> {
@@ -46,6 +46,8 @@ pub struct Opening<'a> {
     pub checkpoint_db: &'a tokio_postgres::Client,
     /// The captured tables, as the source's catalog has them now.
     pub tables: &'a [SourceTable],
+    /// The source's catalog, for a sink that follows shapes (the Postgres mirror).
+    pub history: &'a Arc<dyn ColumnHistory>,
 }
 
 /// One kind of sink. The contract, beyond the signatures:
@@ -53,7 +55,7 @@ pub struct Opening<'a> {
 ///   rows already there, so a restart keeps them.
 /// - `copy` writes the initial copy of every table, as of the snapshot
 ///   (the exported strategy); a chunked copy comes in the stream instead,
-///   as `snapshot` changes at each chunk's marker (`source::postgres::chunks`).
+///   as `snapshot` changes where the source placed each chunk.
 /// - `stream` takes chunks in order (with the tables' shapes announced in
 ///   them before their first change of each shape, and again after each
 ///   reconnect) and hands a chunk's receipt back only once its lines and

@@ -9,7 +9,7 @@ use std::fmt;
 
 use super::delivery::BatchSink;
 use super::{Driving, Opening, Sink, SinkError};
-use crate::source::postgres::snapshot::{Snapshot, SnapshotError};
+use crate::source::copy::{Snapshot, SnapshotError};
 
 macro_rules! registry {
     ($($variant:ident => $sink:ty),+ $(,)?) => {

@@ -25,8 +25,6 @@ pub struct SinkSettings {
     /// The job's name: the key of its checkpoint and its records.
     pub name: String,
     pub slot: String,
-    /// The source, for a sink that follows its catalog (the Postgres mirror).
-    pub source: ConnInfo,
     /// Where the checkpoint is kept: the Postgres sink, or the state store.
     pub checkpoint_db: ConnInfo,
     pub signing_secret: Option<Secret>,

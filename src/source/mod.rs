@@ -29,15 +29,21 @@
 //!   its first change of that shape, in the same transaction, and again
 //!   after every reconnect; the sinks treat a known shape as nothing new.
 
+pub mod copy;
+pub mod outbox_cleanup;
 pub mod postgres;
 pub mod table;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use crate::chunked::progress::TableCopy;
 use crate::lifecycle::ErrorKind;
 use crate::position::Position;
+
+/// A boxed future, for the seam's object-safe traits (set-up calls, not per change).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a change stream did with one call of [`ChangeStream::next`]; any
 /// lines it wrote are in the caller's buffer.

@@ -2,8 +2,14 @@
 //! a Postgres destination would declare them, its key, and what identifies
 //! it and its columns across renames. Each source reads its catalog into
 //! it; the sinks create and follow their destinations from it.
+//!
+//! A change stream names a table's columns, not what became of them: a
+//! rename looks like a drop and an add. A sink that follows shapes asks
+//! the source's [`ColumnHistory`], which keeps a column's id across renames.
 
-use crate::names::quote_ident;
+use super::BoxFuture;
+use crate::change::value::ValueKind;
+use crate::names::{TableName, quote_ident};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceTable {
@@ -47,6 +53,8 @@ pub struct SourceColumn {
     /// own; another source names the nearest), for writing its values as
     /// the change JSON does.
     pub type_oid: u32,
+    /// How its values are written in change lines.
+    pub kind: ValueKind,
     /// Its attribute number: it stays when the column is renamed.
     pub attnum: i16,
 }
@@ -66,4 +74,33 @@ impl SourceTable {
     pub fn is_keyless(&self) -> bool {
         self.key.is_empty()
     }
+}
+
+/// A column of a source table in its catalog now, dropped ones included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceAttribute {
+    pub name: String,
+    /// The column's id ([`SourceColumn::attnum`]): it stays when the column is renamed.
+    pub attnum: i16,
+    pub type_oid: u32,
+    pub dropped: bool,
+    pub existing: Existing,
+}
+
+/// What existing rows hold in a column added on the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Existing {
+    Null,
+    /// One value for every existing row, as the text of a one-element
+    /// array (`{7}`): PostgreSQL's "missing value".
+    Value(String),
+    /// Each row has its own (a volatile default), or the catalog cannot tell.
+    Unknown,
+}
+
+/// The source's catalog, as a sink that follows shapes asks it.
+pub trait ColumnHistory: Send + Sync {
+    /// `table`'s columns in the catalog now, dropped ones included (none
+    /// when the table is gone). The error is a sentence for the log.
+    fn columns_now<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<Vec<SourceAttribute>, String>>;
 }

@@ -422,7 +422,6 @@ impl JobSpec {
         SinkSettings {
             name: self.name.clone(),
             slot: self.slot.clone(),
-            source: self.source.clone(),
             checkpoint_db: self.checkpoint_db.clone(),
             signing_secret: self.signing_secret.clone(),
             outbox: self.outbox.clone(),

@@ -13,7 +13,7 @@ use crate::metrics::JobMetrics;
 use crate::pg::sql;
 use crate::sink::settings::SinkSettings;
 use crate::sink::{Driving, Opening, Sink, SinkError};
-use crate::source::postgres::snapshot::{Snapshot, SnapshotError};
+use crate::source::copy::{Snapshot, SnapshotError};
 
 pub struct BatchSink<T: Transport> {
     /// Lent to the copy's delivery, and back once the copy is done.

@@ -44,7 +44,7 @@ use crate::chunked::progress::{self, CopyProgress};
 use crate::contract::{Chunk, SinkEnds};
 use crate::metrics::JobMetrics;
 use crate::position::Position;
-use crate::source::postgres::snapshot::SnapshotLines;
+use crate::source::copy::SnapshotLines;
 
 /// A sink that takes batches: how its URL reads, how it is made ready,
 /// and how one batch is sent.

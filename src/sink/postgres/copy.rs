@@ -22,10 +22,9 @@ use super::changelog::ChangelogWriter;
 use super::commit_loop::Writer;
 use super::follow::Place;
 use crate::names::quote_ident;
-use crate::pg::Connection;
 use crate::pg::conninfo::ConnInfo;
 use crate::sink::SinkError;
-use crate::source::postgres::snapshot::{Snapshot, SnapshotError, SnapshotLines, read_copy, table_progress};
+use crate::source::copy::{RowOrder, Snapshot, SnapshotError, SnapshotLines, SnapshotSession};
 use crate::source::table::SourceTable;
 
 /// Snapshot rows per changelog insert.
@@ -33,7 +32,7 @@ const CHANGELOG_BATCH: usize = 5_000;
 
 /// Copies the snapshot's tables into their mirror destinations (`places`,
 /// by source table), up to `parallel_tables` at a time, each worker with
-/// its own source session (all importing the one snapshot) and its own
+/// its own source session (all reading as of the one snapshot) and its own
 /// session to the sink at `sink`. Returns the rows copied.
 pub async fn copy_mirror(
     snapshot: &Snapshot<'_>,
@@ -49,7 +48,7 @@ pub async fn copy_mirror(
     );
     let workers = snapshot.parallel_tables.clamp(1, snapshot.tables.len().max(1));
     let worker = || async {
-        let mut reader = snapshot.session().await?;
+        let mut reader = snapshot.reader.session().await?;
         let sink = crate::pg::sql::connect(sink, "the sink")
             .await
             .map_err(|error| SnapshotError::Connect(error.to_string()))?;
@@ -58,9 +57,9 @@ pub async fn copy_mirror(
             // Taken in its own statement, so the lock is released before awaiting.
             let next = queue.lock().map_or(None, |mut queue| queue.pop_front());
             let Some((table, place)) = next else { break };
-            rows += copy_table(&mut reader, snapshot, &sink, table, place).await?;
+            rows += copy_table(reader.as_mut(), snapshot, &sink, table, place).await?;
         }
-        reader.simple_query("COMMIT").await?;
+        reader.finish().await?;
         Ok::<u64, SnapshotError>(rows)
     };
     let copied = futures_util::future::try_join_all((0..workers).map(|_| worker())).await?;
@@ -68,28 +67,28 @@ pub async fn copy_mirror(
 }
 
 async fn copy_table(
-    reader: &mut Connection,
+    reader: &mut dyn SnapshotSession,
     snapshot: &Snapshot<'_>,
     sink: &Client,
     table: &SourceTable,
     place: &Place,
 ) -> Result<u64, SnapshotError> {
     let columns = table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
-    let mut progress = table_progress(snapshot, table).await?;
+    let mut progress = snapshot.progress(table).await?;
     let quoted = place.destination.quoted();
     sink.batch_execute(&format!("BEGIN; TRUNCATE {quoted}")).await?;
     let writer = sink.copy_in::<_, Bytes>(&format!("COPY {quoted} ({columns}) FROM STDIN")).await?;
 
     let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
-    let write = async move {
+    let write = async {
         futures_util::pin_mut!(writer);
         while let Some(chunk) = incoming.recv().await {
+            progress.advance(&chunk);
             writer.send(chunk).await?;
         }
         writer.finish().await
     };
-    let sql = format!("COPY (SELECT {columns} FROM {}) TO STDOUT", table.quoted());
-    let read = read_copy(reader, &sql, &mut progress, chunks);
+    let read = reader.read(table, RowOrder::Stored, chunks);
     let (read, written) = tokio::join!(read, write);
     // A sink failure also stops the read: report the sink's error first.
     written?;

@@ -25,6 +25,8 @@
 //!   (no implicit or assignment cast), and for a destination column whose
 //!   origin is unknown next to an added column (it may be a rename).
 
+pub use crate::source::table::{Existing, SourceAttribute};
+
 /// One column of a shape, as the Relation message gave it, with the type
 /// the destination uses for it (resolved by the caller).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,16 +46,6 @@ pub struct DestinationColumn {
     pub sql_type: String,
     /// The source attribute number it came from, when known.
     pub attnum: Option<i16>,
-}
-
-/// An attribute of the source table in its catalog now, dropped ones included.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceAttribute {
-    pub name: String,
-    pub attnum: i16,
-    pub type_oid: u32,
-    pub dropped: bool,
-    pub existing: Existing,
 }
 
 /// For each column of `shape`, the source attribute it is now, when the
@@ -110,16 +102,6 @@ pub fn origins<'a>(
         start = end;
     }
     found
-}
-
-/// What existing rows hold in a column added on the source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Existing {
-    Null,
-    /// PostgreSQL's missing value, as the text of a one-element array (`{7}`).
-    Value(String),
-    /// Each row has its own (a volatile default), or the catalog cannot tell.
-    Unknown,
 }
 
 /// What a dropped source column does to its destination column.

@@ -21,6 +21,8 @@
 //! rows in the order of the shape's columns, each value going to the
 //! destination column of the same name.
 
+use std::sync::Arc;
+
 use tokio_postgres::Client;
 
 use super::SinkError;
@@ -28,10 +30,10 @@ use super::batch::Record;
 use super::evolve::{self, DestinationColumn, DropPolicy, Existing, ShapeColumn, SourceAttribute, Step};
 use super::schema::{self, Destination};
 use crate::change::mirror_records::unescape;
+use crate::change::value::{Scalar, ValueKind};
 use crate::metrics::JobMetrics;
 use crate::names::{TableName, quote_ident, quote_literal};
-use crate::pg::conninfo::ConnInfo;
-use crate::source::table::{SourceColumn, SourceTable};
+use crate::source::table::{ColumnHistory, SourceColumn, SourceTable};
 
 mod columns;
 
@@ -54,21 +56,20 @@ pub struct Place {
 
 pub struct Follower {
     job: String,
-    source_info: ConnInfo,
-    /// Opened the first time a shape needs the source's catalog.
-    source: Option<Client>,
+    /// The source's catalog, for what the shapes do not say (renames, defaults).
+    history: Arc<dyn ColumnHistory>,
     drops: DropPolicy,
-    metrics: std::sync::Arc<JobMetrics>,
+    metrics: Arc<JobMetrics>,
 }
 
 impl Follower {
     pub fn new(
         job: &str,
-        source_info: ConnInfo,
+        history: Arc<dyn ColumnHistory>,
         drops: DropPolicy,
-        metrics: std::sync::Arc<JobMetrics>,
+        metrics: Arc<JobMetrics>,
     ) -> Follower {
-        Follower { job: job.to_string(), source_info, source: None, drops, metrics }
+        Follower { job: job.to_string(), history, drops, metrics }
     }
 
     /// Makes the destination at `place` follow the shape in `record` (an
@@ -231,44 +232,8 @@ impl Follower {
     }
 
     /// The source catalog's attributes of `table` now, dropped ones included.
-    async fn source_now(&mut self, table: &TableName) -> Result<Vec<SourceAttribute>, SinkError> {
-        if self.source.is_none() {
-            let client = crate::pg::sql::connect(&self.source_info, "the source")
-                .await
-                .map_err(|error| SinkError::SchemaSource(error.to_string()))?;
-            self.source = Some(client);
-        }
-        let Some(source) = &self.source else { return Ok(Vec::new()) };
-        let rows = source
-            .query(
-                "SELECT a.attname::text, a.attnum, a.atthasmissing, a.attmissingval::text, \
-                        d.adbin IS NOT NULL, a.attgenerated <> '', a.atttypid, a.attisdropped \
-                 FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
-                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0",
-                &[&table.quoted()],
-            )
-            .await
-            .map_err(|error| SinkError::SchemaSource(crate::pg::sql::describe(&error)))?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let (has_missing, missing, has_default, generated): (bool, Option<String>, bool, bool) =
-                    (row.get(2), row.get(3), row.get(4), row.get(5));
-                let existing = match (generated, has_missing, missing, has_default) {
-                    (true, ..) => Existing::Unknown,
-                    (false, true, Some(value), _) => Existing::Value(value),
-                    (false, false, _, false) => Existing::Null,
-                    _ => Existing::Unknown,
-                };
-                SourceAttribute {
-                    name: row.get(0),
-                    attnum: row.get(1),
-                    type_oid: row.get(6),
-                    dropped: row.get(7),
-                    existing,
-                }
-            })
-            .collect())
+    async fn source_now(&self, table: &TableName) -> Result<Vec<SourceAttribute>, SinkError> {
+        self.history.columns_now(table).await.map_err(SinkError::SchemaSource)
     }
 }
 
@@ -286,6 +251,8 @@ fn source_table(place: &Place, shape: &[ShapeColumn]) -> SourceTable {
                 sql_type: c.sql_type.clone(),
                 not_null: c.is_key,
                 type_oid: c.type_oid,
+                // Destinations are declared by `sql_type`; no value is written from here.
+                kind: ValueKind::Scalar(Scalar::Text),
                 attnum: 0,
             })
             .collect(),

@@ -46,8 +46,8 @@ use crate::names::TableName;
 use crate::pg::conninfo::ConnInfo;
 pub use crate::sink::SinkError;
 use crate::sink::{Driving, Opening, Sink};
-use crate::source::postgres::snapshot::{Snapshot, SnapshotError};
-use crate::source::table::SourceTable;
+use crate::source::copy::{Snapshot, SnapshotError};
+use crate::source::table::{ColumnHistory, SourceTable};
 
 /// Where a job's rows go, by mode.
 enum Mode {
@@ -62,6 +62,7 @@ pub struct Postgres {
     mode: Mode,
     spec: SinkSettings,
     metrics: Arc<JobMetrics>,
+    history: Arc<dyn ColumnHistory>,
 }
 
 impl Sink for Postgres {
@@ -78,20 +79,27 @@ impl Sink for Postgres {
     }
 
     async fn open(target: &ConnInfo, opening: &Opening<'_>) -> Result<Self, SinkError> {
-        let Opening { settings: spec, metrics, tables, .. } = *opening;
+        let Opening { settings: spec, metrics, tables, history, .. } = opening;
         let client = crate::pg::sql::connect(target, "the sink").await?;
         let mode = match spec.sink_mode {
             SinkMode::Mirror => Mode::Mirror(ensure_mirror(spec, &client, tables).await?),
             SinkMode::Changelog => Mode::Changelog(ensure_changelog(spec, &client, tables).await?),
         };
-        Ok(Postgres { info: target.clone(), client, mode, spec: spec.clone(), metrics: metrics.clone() })
+        Ok(Postgres {
+            info: target.clone(),
+            client,
+            mode,
+            spec: (*spec).clone(),
+            metrics: (*metrics).clone(),
+            history: (*history).clone(),
+        })
     }
 
     async fn copy(&mut self, snapshot: &Snapshot<'_>) -> Result<u64, SnapshotError> {
         match &mut self.mode {
             Mode::Mirror(places) => {
                 // A copy replaces every row: the destination takes the catalog's shape first.
-                let mut follower = follower(&self.spec, &self.metrics);
+                let mut follower = follower(&self.spec, &self.metrics, &self.history);
                 for table in snapshot.tables {
                     if let Some(place) = places.get(&table.qualified()) {
                         follower.follow_catalog(&self.client, place, table).await?;
@@ -125,7 +133,7 @@ impl Sink for Postgres {
     }
 
     async fn stream<D: Driving>(self, driving: D) -> D::Outcome {
-        let Postgres { client, mode, spec, metrics, .. } = self;
+        let Postgres { client, mode, spec, metrics, history, .. } = self;
         match mode {
             Mode::Mirror(places) => {
                 let options = mirror_writer::Options {
@@ -134,7 +142,7 @@ impl Sink for Postgres {
                     on_error: spec.on_table_error,
                     metrics: metrics.clone(),
                 };
-                let writer = MirrorWriter::new(places, follower(&spec, &metrics), options);
+                let writer = MirrorWriter::new(places, follower(&spec, &metrics, &history), options);
                 let sink = commit_loop(client, &spec, writer, metrics);
                 driving.drive(MirrorRecords, |ends| sink.run(ends)).await
             }
@@ -226,6 +234,6 @@ fn mapping(spec: &SinkSettings) -> Mapping {
 }
 
 /// What makes mirror destinations follow their source tables' shapes.
-fn follower(spec: &SinkSettings, metrics: &Arc<JobMetrics>) -> Follower {
-    Follower::new(&spec.name, spec.source.clone(), spec.schema_drop, metrics.clone())
+fn follower(spec: &SinkSettings, metrics: &Arc<JobMetrics>, history: &Arc<dyn ColumnHistory>) -> Follower {
+    Follower::new(&spec.name, history.clone(), spec.schema_drop, metrics.clone())
 }

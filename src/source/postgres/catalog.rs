@@ -3,6 +3,7 @@
 
 use tokio_postgres::Client;
 
+use super::types::value_kind;
 use crate::names::{TableName, quote_ident};
 pub use crate::source::table::{GeneratedColumn, SourceColumn, SourceTable};
 
@@ -119,6 +120,7 @@ pub async fn table(client: &Client, schema: &str, name: &str) -> Result<SourceTa
                 sql_type: row.get(1),
                 not_null: row.get(2),
                 type_oid: row.get(3),
+                kind: value_kind(row.get(3), None),
                 attnum: row.get(4),
             });
         }

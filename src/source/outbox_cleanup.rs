@@ -1,5 +1,7 @@
 //! Deleting delivered outbox rows on the source (`WALPIPE_OUTBOX_DELETE`):
-//! a stage the job puts between the driver and the sink.
+//! a stage the job puts between the driver and the sink. Which rows is
+//! decided here, from the change lines; each source deletes them its own
+//! way ([`RowDeleter`]).
 //!
 //! ```text
 //!  driver ──chunk──> stage: note the chunk's outbox rows ──chunk──> sink
@@ -20,13 +22,12 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use tokio_postgres::Client;
+use std::sync::Arc;
 
+use super::BoxFuture;
 use crate::change::outbox::{OutboxRules, Routed};
 use crate::contract::SinkError;
 use crate::contract::{Chunk, DriverEnds, Receipt, Settled, SinkEnds};
-use crate::names::quote_ident;
-use crate::pg::conninfo::ConnInfo;
 
 /// Outbox rows to delete, by table `schema.name`: each a JSON object of key columns.
 pub type OutboxRows = HashMap<String, Vec<String>>;
@@ -36,20 +37,28 @@ type Rows = OutboxRows;
 /// event too, and is deleted once its table's copy was delivered.
 pub struct OutboxCleanup {
     rules: OutboxRules,
-    source: ConnInfo,
-    session: Option<Client>,
+    open: Arc<dyn Fn() -> Box<dyn RowDeleter> + Send + Sync>,
+    deleter: Box<dyn RowDeleter>,
 }
 
-/// A clone opens its own session to the source.
+/// Deletes rows of a source table by their keys: the source's own statement.
+pub trait RowDeleter: Send + Sync {
+    /// Deletes the rows of `table` (`schema.name`) whose keys (each a JSON
+    /// object of key columns) are `keys`; a row already gone is no error.
+    fn delete<'a>(&'a mut self, table: &'a str, keys: &'a [String]) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// A clone has its own deleter (its own session to the source).
 impl Clone for OutboxCleanup {
     fn clone(&self) -> OutboxCleanup {
-        OutboxCleanup::new(self.rules.clone(), self.source.clone())
+        OutboxCleanup { rules: self.rules.clone(), open: self.open.clone(), deleter: (self.open)() }
     }
 }
 
 impl OutboxCleanup {
-    pub fn new(rules: OutboxRules, source: ConnInfo) -> OutboxCleanup {
-        OutboxCleanup { rules, source, session: None }
+    /// `open` makes a deleter; it connects when it first deletes.
+    pub fn new(rules: OutboxRules, open: Arc<dyn Fn() -> Box<dyn RowDeleter> + Send + Sync>) -> OutboxCleanup {
+        OutboxCleanup { rules, deleter: open(), open }
     }
 
     /// Passes chunks from `upstream` (the driver) to `downstream` (the
@@ -111,48 +120,13 @@ impl OutboxCleanup {
         }
     }
 
-    /// Deletes rows by their keys, a statement per table.
+    /// Deletes rows by their keys, table by table.
     pub async fn delete(&mut self, rows: Rows) -> Result<(), SinkError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        if self.session.as_ref().is_none_or(Client::is_closed) {
-            let client = crate::pg::sql::connect(&self.source, "the source").await.map_err(|e| {
-                SinkError::Unavailable {
-                    target: "the source (to delete delivered outbox rows)".into(),
-                    attempts: 1,
-                    reason: e.to_string(),
-                    timed_out: false,
-                }
-            })?;
-            self.session = Some(client);
-        }
-        let Some(source) = &self.session else { return Ok(()) };
         for (table, keys) in rows {
-            let Some((sql, keys)) = delete_statement(&table, &keys) else { continue };
-            source.execute(&sql, &[&keys]).await.map_err(SinkError::OutboxCleanup)?;
+            self.deleter.delete(&table, &keys).await?;
         }
         Ok(())
     }
-}
-
-/// `DELETE FROM table WHERE (key columns) IN (the keys)`, with the keys as
-/// its one parameter; `None` for a table name or keys it cannot read.
-fn delete_statement(table: &str, keys: &[String]) -> Option<(String, String)> {
-    let (schema, name) = table.split_once('.')?;
-    let columns: Vec<String> = keys
-        .first()
-        .and_then(|key| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(key).ok())
-        .map(|key| key.keys().map(|c| quote_ident(c)).collect())?;
-    if columns.is_empty() {
-        return None;
-    }
-    let quoted = format!("{}.{}", quote_ident(schema), quote_ident(name));
-    let list = columns.join(", ");
-    let sql = format!(
-        "DELETE FROM {quoted} WHERE ({list}) IN (SELECT {list} FROM jsonb_populate_recordset(NULL::{quoted}, $1::text::jsonb))"
-    );
-    Some((sql, format!("[{}]", keys.join(","))))
 }
 
 #[cfg(test)]
@@ -161,14 +135,21 @@ mod tests {
     use crate::contract;
     use crate::position::Position;
 
+    struct NoRows;
+
+    impl RowDeleter for NoRows {
+        fn delete<'a>(&'a mut self, table: &'a str, _: &'a [String]) -> BoxFuture<'a, Result<(), SinkError>> {
+            panic!("nothing of {table} is to be deleted")
+        }
+    }
+
     #[tokio::test]
     async fn a_chunk_is_acknowledged_upstream_only_after_the_sink_acknowledged_it() {
         let (mut driver, stage_up) = contract::channel();
         let (stage_down, mut sink) = contract::channel();
         let rules = OutboxRules { tables: ["public.outbox".to_string()].into(), prefix: None };
-        let source = ConnInfo::parse("postgres://nobody@127.0.0.1:1/none").expect("url");
-        let stage = tokio::spawn(OutboxCleanup::new(rules, source).run(stage_up, stage_down));
-        // A change of another table: nothing to delete, so no source session is needed.
+        let stage = tokio::spawn(OutboxCleanup::new(rules, Arc::new(|| Box::new(NoRows))).run(stage_up, stage_down));
+        // A change of another table: nothing to delete.
         let line = br#"{"id":"0/10:0","op":"insert","table":"public.orders","key":{"id":1},"new":{"id":1}}"#;
         driver.reserve().await.expect("open").send(
             line.to_vec(),
@@ -189,18 +170,5 @@ mod tests {
         assert!(sink.next().await.is_none(), "the end is passed on");
         drop(sink);
         stage.await.expect("joined").expect("ended well");
-    }
-
-    #[test]
-    fn rows_are_deleted_by_their_key_columns_in_one_statement_per_table() {
-        let keys = vec![r#"{"id":1}"#.to_string(), r#"{"id":2}"#.to_string()];
-        let (sql, parameter) = delete_statement("public.Outbox", &keys).expect("a statement");
-        assert_eq!(
-            sql,
-            "DELETE FROM \"public\".\"Outbox\" WHERE (\"id\") IN (SELECT \"id\" FROM jsonb_populate_recordset(NULL::\"public\".\"Outbox\", $1::text::jsonb))"
-        );
-        assert_eq!(parameter, r#"[{"id":1},{"id":2}]"#);
-        assert!(delete_statement("no_schema", &keys).is_none());
-        assert!(delete_statement("public.outbox", &["not json".to_string()]).is_none());
     }
 }
