@@ -12,11 +12,11 @@
 //!  chunked    which tables a chunked copy has left, and from where
 //!  checkpoint the checkpoint store: positions, copy progress, re-copy marks, wherever they are kept
 //!  contract   between the driver, its stages and a sink: chunks in order, receipts once durable, SinkError
-//!  source     the Source seam (ChangeStream, its events and guarantees); postgres/: the one
-//!             place that knows pgoutput, LSNs, slots and xid snapshots
+//!  source     the Source seam: set-up and start (Source), the change stream (ChangeStream),
+//!             the copy's read side, the outbox stage, the registry of sources; postgres/:
+//!             the one place that knows pgoutput, LSNs, slots and xid snapshots
 //!  sink       the sinks behind Sink, one folder each, and their registry
 //!  pipeline   the driver: a ChangeStream into a sink, confirming only what is durable
-//!  monitor    the slot monitor (its own SQL connection)
 //!  job        one job: set-up, copies, streaming, retries; the state store and the supervisor
 //!  http       /metrics, /healthz, /readyz, the control API
 //!  cli        the commands
@@ -37,7 +37,6 @@ pub mod job;
 pub mod lifecycle;
 pub mod lines;
 pub mod metrics;
-pub mod monitor;
 pub mod names;
 pub mod pg;
 pub mod pipeline;

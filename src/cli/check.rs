@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::job::spec::{JobSpec, SnapshotStrategy};
 use crate::names::quote_literal;
 use crate::pg::sql;
+use crate::source::SourceTarget;
 use crate::source::postgres::catalog;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,7 +61,8 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
 
 pub async fn check(spec: &JobSpec) -> Vec<Finding> {
     let mut findings = Vec::new();
-    match sql::connect(&spec.source, "the source").await {
+    let SourceTarget::Postgres(source_info) = &spec.source;
+    match sql::connect(source_info, "the source").await {
         Ok(source) => {
             findings.push(finding(Level::Ok, format!("the source {} is reachable", spec.source)));
             check_source(&source, spec, &mut findings).await;
@@ -112,19 +114,20 @@ async fn check_access(source: &tokio_postgres::Client, spec: &JobSpec, findings:
         )
     });
 
+    let SourceTarget::Postgres(source_info) = &spec.source;
     let privileged = source
         .query_one("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user", &[])
         .await
         .map(|row| row.get::<_, bool>(0))
         .unwrap_or(false);
     findings.push(if privileged {
-        finding(Level::Ok, format!("user {} has the REPLICATION privilege", spec.source.user))
+        finding(Level::Ok, format!("user {} has the REPLICATION privilege", source_info.user))
     } else {
         finding(
             Level::Error,
             format!(
                 "user {} lacks the REPLICATION privilege: run ALTER ROLE {} REPLICATION",
-                spec.source.user, spec.source.user
+                source_info.user, source_info.user
             ),
         )
     });

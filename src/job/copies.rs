@@ -3,14 +3,14 @@
 //!
 //! ```text
 //!  session start: copy progress + "needs a re-copy" marks + the spec's copy requests
-//!       ──> chunked::plan ──> written with the checkpoint ──> the copier of every unfinished table
+//!       ──> chunked::plan ──> written with the checkpoint ──> every unfinished table, to the source's chunked copy
 //!  while streaming: a stop, a new revision of the job (tables edited, copy requested),
 //!       or a new mark ──> the session ends gracefully; the next one plans again
 //! ```
 //!
 //! Invariants:
-//! - A copy starts only at a session start, so the stream's key watch
-//!   (`source::postgres::chunks::watch`) begins before its first chunk, as the merge rule needs.
+//! - A copy starts only at a session start, so the source places its
+//!   chunks in a stream that began before the first one, as its merge rule needs.
 //! - The plan is durable before the stream starts: a crash right after it
 //!   resumes the same copies, and requests and marks are answered once.
 //! - A table without a key (REPLICA IDENTITY FULL) is never copied beside
@@ -30,18 +30,17 @@ use crate::chunked::plan::{self, Wanted};
 use crate::chunked::progress::{self, TableCopy};
 use crate::metrics::JobMetrics;
 use crate::position::Position;
-use crate::source::postgres::chunks::copier::Copier;
 use crate::source::table::SourceTable;
 
-/// Plans the session's copies, records the plan, and returns the copier of
-/// the tables whose copy is unfinished (`None`: nothing to copy).
+/// Plans the session's copies, records the plan, and returns the tables
+/// whose copy is unfinished, with where each resumes (none: nothing to copy).
 pub async fn plan_session(
     spec: &JobSpec,
     metrics: &Arc<JobMetrics>,
     sink: &tokio_postgres::Client,
     tables: &[SourceTable],
     start: Position,
-) -> Result<Option<Copier>, JobError> {
+) -> Result<Vec<(SourceTable, TableCopy)>, JobError> {
     let setup = JobError::SinkSetup;
     let mut recorded = checkpoint::read_copy_progress(sink, &spec.name).await.map_err(setup)?;
     let marks = recopy_marks::recopy_needed(sink, &spec.name).await.map_err(setup)?;
@@ -96,11 +95,7 @@ pub async fn plan_session(
             Some((table.clone(), copy.clone()))
         })
         .collect();
-    Ok((!unfinished.is_empty()).then(|| Copier {
-        source: spec.source.clone(),
-        metrics: metrics.clone(),
-        tables: unfinished,
-    }))
+    Ok(unfinished)
 }
 
 /// Why a session ended without a failure.

@@ -12,19 +12,17 @@
 //!   slot is idle, as the server requires.
 
 use super::JobError;
-use super::catalog_watch;
-use super::runner::{SetUp, Start, outbox_cleanup};
+use super::runner::{SetUp, Start};
 use super::spec::{SnapshotMode, SnapshotStrategy};
 use crate::checkpoint::{marks as recopy_marks, positions as checkpoint};
 use crate::chunked::plan;
 use crate::chunked::progress::CopyProgress;
 use crate::lifecycle::{Phase, State};
-use crate::pg::Connection;
 use crate::position::Position;
 use crate::sink::AnySink;
-use crate::source::postgres::catalog;
 use crate::source::copy::Snapshot;
-use crate::source::postgres::snapshot;
+use crate::source::setup::Source;
+use crate::source::table::SourceTable;
 
 /// What a fresh start does with the destinations' rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,21 +37,20 @@ pub(super) enum Destinations {
 /// A new slot, the copy the mode asks for (exported: now, under the
 /// slot's snapshot; chunked: recorded as to do, beside the stream), and the
 /// checkpoint that marks the start as complete.
-pub(super) async fn start_fresh(
+pub(super) async fn start_fresh<S: Source>(
     setup: &SetUp<'_>,
-    repl: &mut Connection,
+    source: &mut S,
     out: &mut AnySink,
     destinations: Destinations,
 ) -> Result<Start, JobError> {
-    let SetUp { spec, metrics, source_sql, sink, tables } = *setup;
+    let SetUp { spec, metrics, sink, tables, .. } = *setup;
     checkpoint::forget_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
-    catalog_watch::record_current(spec, source_sql, sink).await.map_err(JobError::SinkSetup)?;
+    source.record_catalog(sink).await?;
     // initial_only needs the slot only for its snapshot: a temporary one goes away with the connection.
     let only_copy = spec.snapshot_mode == SnapshotMode::InitialOnly;
-    let created = repl.create_slot(&spec.slot, only_copy).await?;
-    tracing::info!(slot = %spec.slot, consistent_point = %created.consistent_point, "created the slot");
+    let created = source.new_stream(only_copy).await?;
     let mut to_copy = CopyProgress::new();
-    let start = match (spec.snapshot_mode, &created.snapshot_name) {
+    let start = match (spec.snapshot_mode, &created.snapshot) {
         (SnapshotMode::Never, _) | (_, None) => {
             spec.start_position.unwrap_or(created.consistent_point).max(created.consistent_point)
         }
@@ -67,16 +64,15 @@ pub(super) async fn start_fresh(
             }
             // A table without a key has nothing to page through: it is copied
             // now, under the slot's snapshot, the others beside the stream.
-            let keyless: Vec<catalog::SourceTable> =
-                tables.iter().filter(|t| t.is_keyless()).cloned().collect();
+            let keyless: Vec<SourceTable> = tables.iter().filter(|t| t.is_keyless()).cloned().collect();
             if !keyless.is_empty() {
                 for table in &keyless {
                     tracing::info!(job = %spec.name, table = %table.qualified(),
                         "snapshot {}: it has no primary key (REPLICA IDENTITY FULL), so it is copied under the slot's exported snapshot before streaming", table.qualified());
                 }
-                exported_copy(setup, out, &keyless, snapshot, created.consistent_point).await?;
+                exported_copy(setup, &*source, out, &keyless, snapshot, created.consistent_point).await?;
             }
-            let order: Vec<String> = tables.iter().map(catalog::SourceTable::qualified).collect();
+            let order: Vec<String> = tables.iter().map(SourceTable::qualified).collect();
             let wanted = plan::Wanted { requests: &spec.copy_requests, ..plan::Wanted::default() };
             to_copy = plan::fresh(&order, wanted, created.consistent_point);
             for (table, copy) in &mut to_copy {
@@ -89,7 +85,7 @@ pub(super) async fn start_fresh(
             created.consistent_point
         }
         (_, Some(snapshot)) => {
-            exported_copy(setup, out, tables, snapshot, created.consistent_point).await?;
+            exported_copy(setup, &*source, out, tables, snapshot, created.consistent_point).await?;
             // Every table was copied again: none needs a re-copy any more.
             recopy_marks::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
             metrics.status.recopied();
@@ -106,25 +102,25 @@ pub(super) async fn start_fresh(
 }
 
 /// Copies `tables` under the new slot's exported snapshot `name`, before streaming.
-async fn exported_copy(
+async fn exported_copy<S: Source>(
     setup: &SetUp<'_>,
+    source: &S,
     out: &mut AnySink,
-    tables: &[catalog::SourceTable],
+    tables: &[SourceTable],
     name: &str,
     consistent_point: Position,
 ) -> Result<(), JobError> {
-    let SetUp { spec, metrics, source_sql, .. } = *setup;
+    let SetUp { spec, metrics, outbox, .. } = *setup;
     metrics.status.set_state(State::Running, Some(Phase::Snapshot));
     metrics.source_connected.set(1);
-    let cleanup = outbox_cleanup(spec);
-    let reader = snapshot::ExportedSnapshot { source: &spec.source, catalog: source_sql, name };
+    let reader = source.snapshot_reader(name);
     let copy = Snapshot {
         parallel_tables: spec.parallel_tables,
         metrics,
         tables,
         consistent_point,
-        reader: &reader,
-        outbox_cleanup: cleanup.as_ref(),
+        reader: reader.as_ref(),
+        outbox_cleanup: outbox,
     };
     let rows = out.copy(&copy).await?;
     tracing::info!(job = %spec.name, rows, "snapshot done");

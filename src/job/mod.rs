@@ -1,6 +1,5 @@
 //! Jobs: a source, a sink, tables and settings, run to completion or failure.
 
-pub mod catalog_watch;
 mod copies;
 pub mod error;
 mod fresh_start;

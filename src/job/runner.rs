@@ -9,8 +9,8 @@
 //!                                                             └─> exported: copy tables under its snapshot ──> checkpoint
 //!       lost (when_needed) ──> record the gap ──> fresh_start, keeping the destinations (the copies reconcile them)
 //!  copies::plan_session: requests, marks, added tables ──> copies to run beside the stream
-//!  START_REPLICATION ──> driver ──> the sink (makes rows + checkpoint durable, then acknowledges)
-//!       └─ tables still to copy: the copier's chunks, written at their markers (crate::chunked)
+//!  source.start ──> driver ──> the sink (makes rows + checkpoint durable, then acknowledges)
+//!       └─ tables still to copy: the source's chunks, placed in the stream (crate::chunked)
 //!  a stop, an edit, a copy request or a new mark ends the session gracefully; the next one plans again
 //! ```
 //!
@@ -25,39 +25,26 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::JobError;
 use super::copies::{self, SessionEnd, SessionEnds};
 use super::fresh_start::{Destinations, start_fresh};
 use super::spec::{JobSpec, SnapshotMode};
-use super::{JobError, catalog_watch};
 use crate::backoff;
 use crate::change::Encoding;
 use crate::checkpoint::positions as checkpoint;
+use crate::chunked::progress::TableCopy;
 use crate::contract::{self, SinkEnds};
 use crate::lifecycle::{Phase, State};
 use crate::metrics::JobMetrics;
-use crate::names::TableName;
-use crate::names::{quote_ident, quote_literal};
-use crate::pg::Connection;
 use crate::pg::sql;
 use crate::pipeline::driver::{self};
 use crate::position::Position;
 use crate::sink::{AnySink, Driving, Opening, SinkError};
-use crate::source::ChangeStream;
-use crate::source::postgres::column_history::CatalogHistory;
-use crate::source::table::ColumnHistory;
-use crate::source::postgres::assembler::Assembler;
-use crate::source::postgres::catalog::{self};
-use crate::source::postgres::changes::Changes;
-use crate::source::postgres::chunks::copier::Copier;
-use crate::source::postgres::chunks::watch::KeyWatch;
-use crate::source::postgres::heartbeat::heartbeat;
 use crate::source::outbox_cleanup::OutboxCleanup;
-use crate::source::postgres::outbox_delete;
-use crate::source::postgres::preflight;
-use crate::source::postgres::publication;
+use crate::source::setup::{SetupError, Source, Started, StreamState};
+use crate::source::table::SourceTable;
+use crate::source::{self, ChangeStream, WithSource};
 
-/// Streamed transactions kept in memory before spilling to disk.
-const SPILL_MEMORY_CAP: usize = 16 * 1024 * 1024;
 /// Transient failures in a row before the job gives up. "In a row": a
 /// session that committed a new checkpoint was healthy, and the count and
 /// the backoff start over after it.
@@ -157,25 +144,7 @@ pub async fn reset(spec: &JobSpec) -> Result<(), JobError> {
 
 /// Drops the job's slot and publication on the source (stop with cleanup, delete).
 pub async fn drop_slot_and_publication(spec: &JobSpec) -> Result<(), JobError> {
-    let mut repl = Connection::connect(&spec.source).await?;
-    let exists = repl
-        .simple_query(&format!(
-            "SELECT 1 AS present FROM pg_replication_slots WHERE slot_name = {}",
-            quote_literal(&spec.slot)
-        ))
-        .await?
-        .first("present")
-        .is_some();
-    if exists {
-        repl.drop_slot(&spec.slot).await?;
-    }
-    let source = sql::connect(&spec.source, "the source").await?;
-    source
-        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&spec.publication)))
-        .await
-        .map_err(JobError::SourceSetup)?;
-    tracing::info!(job = %spec.name, slot = %spec.slot, publication = %spec.publication, "dropped the slot and the publication");
-    Ok(())
+    Ok(spec.source.remove(&spec.source_settings()).await?)
 }
 
 /// Where streaming starts, or that there is nothing to stream.
@@ -201,142 +170,142 @@ struct Session {
 
 /// One try at the job: set up, copy if needed, stream until the session ends.
 async fn attempt(spec: &JobSpec, metrics: &Arc<JobMetrics>, session: Session) -> Result<Attempted, JobError> {
-    let source_sql = sql::connect(&spec.source, "the source").await?;
-    let tables = catalog::tables(&source_sql, &spec.tables).await?;
-    if spec.needs_keys() {
-        catalog::require_keys(&tables)?;
-    }
-    check_select(&source_sql, &tables).await?;
-    // The Postgres sink, or the state store for the other sinks: where the checkpoint is.
-    let sink = sql::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
-    crate::checkpoint::tables::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
-    let settings = spec.sink_settings();
-    let history: Arc<dyn ColumnHistory> = Arc::new(CatalogHistory::new(spec.source.clone()));
-    let opening = Opening { settings: &settings, metrics, checkpoint_db: &sink, tables: &tables, history: &history };
-    let mut out = AnySink::open(&spec.sink, &opening).await?;
-    publication::ensure(&source_sql, &spec.publication, &tables, spec.tables.is_empty())
-        .await
-        .map_err(JobError::SourceSetup)?;
-
-    let mut repl = Connection::connect(&spec.source).await?;
-    let start = match decide_start(
-        &SetUp { spec, metrics, source_sql: &source_sql, sink: &sink, tables: &tables },
-        &mut repl,
-        &mut out,
-    )
-    .await?
-    {
-        Start::At(lsn) => lsn,
-        Start::Finished => {
-            tracing::info!(job = %spec.name, "initial_only: the copy is done; not streaming");
-            return Ok(Attempted::Copied);
-        }
-    };
-    drop(source_sql);
-    let copier = copies::plan_session(spec, metrics, &sink, &tables, start).await?;
-    let captured = tables.iter().map(|t| TableName::new(&t.schema, &t.name)).collect();
-    let _catalog_watch = catalog_watch::spawn(spec, metrics, captured);
-
-    preflight::check_stream(&mut repl, &spec.slot, &spec.publication).await?;
-    let primary_keys = preflight::primary_keys(&mut repl, &spec.publication).await?;
-    let interval = repl.status_interval().await?;
-    let stream = repl.start_stream(&spec.slot, &spec.publication, start, interval).await?;
-    tracing::info!(job = %spec.name, from = %start, "streaming");
-    let phase = if copier.is_some() { Phase::Snapshot } else { Phase::Streaming };
-    metrics.status.set_state(State::Running, Some(phase));
-    metrics.source_connected.set(1);
-    drop(sink);
-    let ends = SessionEnds::watch(session.stop, session.edits, metrics);
-    let stop = ends.stop.clone();
-    out.stream(Streaming { spec, metrics, primary_keys, stop, stream, copier }).await?;
-    Ok(Attempted::Ended(ends.why()))
+    spec.source.open(&spec.source_settings(), Attempt { spec, metrics, session }).await
 }
 
-/// What a start has open: the job, its metrics, a SQL session to the
-/// source, the connection holding the checkpoint, and the captured tables.
+/// An attempt, run with the job's source once it is open.
+struct Attempt<'a> {
+    spec: &'a JobSpec,
+    metrics: &'a Arc<JobMetrics>,
+    session: Session,
+}
+
+impl WithSource for Attempt<'_> {
+    type Output = Result<Attempted, JobError>;
+
+    async fn with<S: Source>(self, mut source: S) -> Result<Attempted, JobError> {
+        let Attempt { spec, metrics, session } = self;
+        let tables = source.tables(spec.needs_keys()).await?;
+        // The Postgres sink, or the state store for the other sinks: where the checkpoint is.
+        let sink = sql::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
+        crate::checkpoint::tables::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
+        let settings = spec.sink_settings();
+        let history = source.history();
+        let opening = Opening {
+            settings: &settings,
+            metrics,
+            checkpoint_db: &sink,
+            tables: &tables,
+            history: &history,
+        };
+        let mut out = AnySink::open(&spec.sink, &opening).await?;
+        source.prepare(&tables).await?;
+
+        let outbox = outbox_cleanup(spec, &source);
+        let setup = SetUp { spec, metrics, sink: &sink, tables: &tables, outbox: outbox.as_ref() };
+        let start = match decide_start(&setup, &mut source, &mut out).await? {
+            Start::At(position) => position,
+            Start::Finished => {
+                tracing::info!(job = %spec.name, "initial_only: the copy is done; not streaming");
+                return Ok(Attempted::Copied);
+            }
+        };
+        let copies = copies::plan_session(spec, metrics, &sink, &tables, start).await?;
+        let _catalog_watch = source.watch_catalog(metrics, &tables);
+        let started = source.start(start, metrics).await?;
+        tracing::info!(job = %spec.name, from = %start, "streaming");
+        let phase = if copies.is_empty() { Phase::Streaming } else { Phase::Snapshot };
+        metrics.status.set_state(State::Running, Some(phase));
+        metrics.source_connected.set(1);
+        drop(sink);
+        let ends = SessionEnds::watch(session.stop, session.edits, metrics);
+        let stop = ends.stop.clone();
+        out.stream(Streaming { spec, metrics, stop, started, copies, outbox }).await?;
+        Ok(Attempted::Ended(ends.why()))
+    }
+
+    fn fail(self, error: SetupError) -> Result<Attempted, JobError> {
+        Err(error.into())
+    }
+}
+
+/// What a start has open: the job, its metrics, the connection holding
+/// the checkpoint, the captured tables, and the outbox stage.
 #[derive(Clone, Copy)]
 pub(super) struct SetUp<'a> {
     pub spec: &'a JobSpec,
     pub metrics: &'a Arc<JobMetrics>,
-    pub source_sql: &'a tokio_postgres::Client,
     pub sink: &'a tokio_postgres::Client,
-    pub tables: &'a [catalog::SourceTable],
+    pub tables: &'a [SourceTable],
+    pub outbox: Option<&'a OutboxCleanup>,
 }
 
 /// Where streaming starts: the checkpoint when its slot is there, else a
 /// new slot and a copy (after recording the data gap of a lost slot).
-async fn decide_start(
+async fn decide_start<S: Source>(
     setup: &SetUp<'_>,
-    repl: &mut Connection,
+    source: &mut S,
     out: &mut AnySink,
 ) -> Result<Start, JobError> {
     let SetUp { spec, metrics, sink, .. } = *setup;
-    let slot = repl
-        .simple_query(&format!(
-            "SELECT coalesce(wal_status, 'unknown') AS wal_status, confirmed_flush_lsn::text AS confirmed \
-             FROM pg_replication_slots WHERE slot_name = {}",
-            quote_literal(&spec.slot)
-        ))
-        .await?;
-    let slot_status = slot.first("wal_status").map(str::to_string);
-    let slot_confirmed: Option<Position> = slot.first("confirmed").and_then(|lsn| lsn.parse().ok());
+    let state = source.stream_state().await?;
     let checkpoint = checkpoint::read_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
-    let applied = checkpoint.as_ref().filter(|(slot, _)| slot == &spec.slot).map(|(_, lsn)| *lsn);
-    Ok(match (slot_status.as_deref(), applied) {
-        (Some("lost"), gap_from) => {
+    let applied = checkpoint.as_ref().filter(|(slot, _)| slot == &spec.slot).map(|(_, position)| *position);
+    Ok(match (state, applied) {
+        (StreamState::Lost, gap_from) => {
             if spec.snapshot_mode != SnapshotMode::WhenNeeded {
                 return Err(JobError::SlotLost { slot: spec.slot.clone() });
             }
-            let from = gap_from.map_or("an unknown position".to_string(), |lsn| lsn.to_string());
+            let from = gap_from.map_or("an unknown position".to_string(), |position| position.to_string());
             tracing::warn!(job = %spec.name, slot = %spec.slot, gap_from = %from,
                 "the slot was invalidated: changes after the gap start are lost; re-creating the slot and copying the tables again");
             checkpoint::record_data_gap(sink, &spec.name, &spec.slot, gap_from)
                 .await
                 .map_err(JobError::SinkSetup)?;
-            metrics.data_gap(gap_from.map(|lsn| lsn.value()));
-            repl.drop_slot(&spec.slot).await?;
+            metrics.data_gap(gap_from.map(|position| position.value()));
+            source.forget_stream().await?;
             // The destinations keep their rows while the tables are copied
             // again; each copy then removes what the gap deleted.
-            start_fresh(setup, repl, out, Destinations::Keep).await?
+            start_fresh(setup, source, out, Destinations::Keep).await?
         }
-        (Some(_), Some(applied)) => {
+        (StreamState::Ready { confirmed }, Some(applied)) => {
             // Outbox rows are deleted after the ledger moved and before the
             // slot's position does: resume from the slot's, so the rows of
             // changes delivered just before a crash are deleted too
-            // (`outbox_cleanup`); the delivery skips those changes itself.
-            let from = match slot_confirmed {
+            // (`source::outbox_cleanup`); the delivery skips those changes itself.
+            let from = match confirmed {
                 Some(confirmed) if spec.outbox_delete => confirmed.min(applied),
                 _ => applied,
             };
             tracing::info!(job = %spec.name, slot = %spec.slot, %applied, from = %from, "resuming from the checkpoint");
             Start::At(from)
         }
-        (exists, _) => {
-            if exists.is_some() {
+        (state, _) => {
+            if state != StreamState::Missing {
                 tracing::info!(slot = %spec.slot, "dropping a slot without a checkpoint (an unfinished start)");
                 if !spec.sink.holds_checkpoint() {
                     tracing::warn!(job = %spec.name, sink = %spec.sink,
                         "an earlier copy was interrupted: the sink may hold rows of it that are deleted on the source by now (the new copy's snapshot rows are complete; see README)");
                 }
-                repl.drop_slot(&spec.slot).await?;
+                source.forget_stream().await?;
             }
-            start_fresh(setup, repl, out, Destinations::StartOver).await?
+            start_fresh(setup, source, out, Destinations::StartOver).await?
         }
     })
 }
 
 /// Streaming, once the sink is ready: the driver between the stream and the sink.
-struct Streaming<'a> {
+struct Streaming<'a, T> {
     spec: &'a JobSpec,
     metrics: &'a Arc<JobMetrics>,
-    primary_keys: crate::source::postgres::relations::PrimaryKeys,
     stop: watch::Receiver<bool>,
-    stream: crate::source::postgres::ReplicationStream,
+    started: T,
     /// The tables still to copy in chunks, beside the stream.
-    copier: Option<Copier>,
+    copies: Vec<(SourceTable, TableCopy)>,
+    outbox: Option<OutboxCleanup>,
 }
 
-impl Driving for Streaming<'_> {
+impl<T: Started> Driving for Streaming<'_, T> {
     type Outcome = Result<(), JobError>;
 
     /// Streams into the sink task `take_chunks` makes, until stopped or a failure.
@@ -346,10 +315,10 @@ impl Driving for Streaming<'_> {
         S: FnOnce(SinkEnds) -> F + Send,
         F: std::future::Future<Output = Result<(), SinkError>> + Send + 'static,
     {
-        let Streaming { spec, metrics, primary_keys, mut stop, stream, copier } = self;
+        let Streaming { spec, metrics, mut stop, started, copies, outbox } = self;
         let (ends, sink_ends) = contract::channel();
         // With outbox deletion, the job's stage sits between the driver and the sink.
-        let (sink_ends, cleanup_task) = match outbox_cleanup(spec) {
+        let (sink_ends, cleanup_task) = match outbox {
             Some(cleanup) => {
                 let (stage_ends, stage_sink_ends) = contract::channel();
                 (stage_sink_ends, Some(tokio::spawn(cleanup.run(sink_ends, stage_ends))))
@@ -357,16 +326,7 @@ impl Driving for Streaming<'_> {
             None => (sink_ends, None),
         };
         let sink_task = tokio::spawn(take_chunks(sink_ends));
-        let mut assembler = Assembler::new(encoding, SPILL_MEMORY_CAP, None, primary_keys);
-        let (chunks, mut copying) = match copier {
-            Some(copier) => {
-                assembler =
-                    assembler.watching(KeyWatch::new(copier.tables.iter().map(|(t, _)| t.qualified())));
-                let (feed, task) = copier.spawn();
-                (Some(feed), Some(task))
-            }
-            None => (None, None),
-        };
+        let source::setup::Streaming { changes, mut copying, chores } = started.changes(encoding, copies);
         let copy_failed = copying.as_mut().map(|task| task.failed());
         let stopped = async move {
             let copy_failed = async move {
@@ -380,15 +340,9 @@ impl Driving for Streaming<'_> {
                 () = copy_failed => {}
             }
         };
-        let heartbeat = spec.heartbeat_interval.map(|every| {
-            tokio::spawn(heartbeat(spec.source.clone(), spec.name.clone(), every, metrics.clone()))
-        });
         let options = driver::Options { end_at: None, confirm_keepalives: spec.confirm_keepalives };
-        let changes = Changes::new(stream, assembler, chunks);
         let (stream, outcome) = driver::drive(changes, ends, metrics.clone(), options, stopped).await;
-        if let Some(task) = heartbeat {
-            task.abort();
-        }
+        drop(chores);
         let copied = match copying {
             Some(task) => task.finish().await,
             None => Ok(()),
@@ -411,33 +365,12 @@ impl Driving for Streaming<'_> {
     }
 }
 
-/// Every table must be readable: a copy (initial, or after a lost slot)
-/// needs it, and failing at start is clearer than failing mid-incident.
-async fn check_select(
-    source: &tokio_postgres::Client,
-    tables: &[catalog::SourceTable],
-) -> Result<(), JobError> {
-    let names: Vec<String> = tables.iter().map(catalog::SourceTable::quoted).collect();
-    let row = source
-        .query_one(
-            "SELECT current_user::text, string_agg(t, ', ') FROM unnest($1::text[]) t WHERE NOT has_table_privilege(t, 'SELECT')",
-            &[&names],
-        )
-        .await
-        .map_err(JobError::SourceSetup)?;
-    let user: String = row.try_get(0).map_err(JobError::SourceSetup)?;
-    match row.try_get::<_, Option<String>>(1).map_err(JobError::SourceSetup)? {
-        Some(tables) => Err(JobError::NoSelect { tables, user: quote_ident(&user) }),
-        None => Ok(()),
-    }
-}
-
 /// What the connection holding the checkpoint is called in messages.
 fn checkpoint_db_role(spec: &JobSpec) -> &'static str {
     if spec.sink.holds_checkpoint() { "the sink" } else { "the state store" }
 }
 
 /// The deletion of delivered outbox rows, when the job asks for it.
-pub(super) fn outbox_cleanup(spec: &JobSpec) -> Option<OutboxCleanup> {
-    spec.outbox_delete.then(|| OutboxCleanup::new(spec.outbox.clone(), outbox_delete::deleters(spec.source.clone())))
+fn outbox_cleanup<S: Source>(spec: &JobSpec, source: &S) -> Option<OutboxCleanup> {
+    spec.outbox_delete.then(|| OutboxCleanup::new(spec.outbox.clone(), source.row_deleters()))
 }

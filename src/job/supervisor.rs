@@ -33,7 +33,7 @@ use super::spec::{self, JobSpec, Naming};
 use super::store::{JobRow, RunEnd, Store};
 use crate::lifecycle::{Action, Phase, State};
 use crate::metrics::{self, JobMetrics};
-use crate::monitor;
+use crate::source::setup::Background;
 
 /// How often the supervisor renews leases, claims jobs and follows the store.
 pub const TICK: Duration = Duration::from_secs(2);
@@ -85,7 +85,8 @@ struct Owned {
     /// The job as its latest revision in the store defines it.
     edits: watch::Sender<JobSpec>,
     task: JoinHandle<()>,
-    monitor: JoinHandle<()>,
+    /// Stops when dropped.
+    monitor: Background,
     /// Passes the job's state changes on to the supervisor.
     observer: JoinHandle<()>,
     metrics: Arc<JobMetrics>,
@@ -292,7 +293,7 @@ impl Supervisor {
         let desired = Desired::from_store(job.state, job.requested, job.cleanup_requested);
         let (control, control_rx) = watch::channel(desired);
         let (edits, edits_rx) = watch::channel(spec.clone());
-        let monitor = tokio::spawn(monitor::run(spec.source.clone(), metrics.clone()));
+        let monitor = spec.source.monitor(&metrics);
         let observer = tokio::spawn(observe(name.clone(), metrics.clone(), self.observed_tx.clone()));
         let run = JobTask {
             store: self.store.clone(),

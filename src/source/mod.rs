@@ -32,7 +32,11 @@
 pub mod copy;
 pub mod outbox_cleanup;
 pub mod postgres;
+mod registry;
+pub mod setup;
 pub mod table;
+
+pub use registry::{SourceTarget, WithSource};
 
 use std::future::Future;
 use std::pin::Pin;

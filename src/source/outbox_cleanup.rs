@@ -57,7 +57,10 @@ impl Clone for OutboxCleanup {
 
 impl OutboxCleanup {
     /// `open` makes a deleter; it connects when it first deletes.
-    pub fn new(rules: OutboxRules, open: Arc<dyn Fn() -> Box<dyn RowDeleter> + Send + Sync>) -> OutboxCleanup {
+    pub fn new(
+        rules: OutboxRules,
+        open: Arc<dyn Fn() -> Box<dyn RowDeleter> + Send + Sync>,
+    ) -> OutboxCleanup {
         OutboxCleanup { rules, deleter: open(), open }
     }
 
@@ -148,7 +151,8 @@ mod tests {
         let (mut driver, stage_up) = contract::channel();
         let (stage_down, mut sink) = contract::channel();
         let rules = OutboxRules { tables: ["public.outbox".to_string()].into(), prefix: None };
-        let stage = tokio::spawn(OutboxCleanup::new(rules, Arc::new(|| Box::new(NoRows))).run(stage_up, stage_down));
+        let stage =
+            tokio::spawn(OutboxCleanup::new(rules, Arc::new(|| Box::new(NoRows))).run(stage_up, stage_down));
         // A change of another table: nothing to delete.
         let line = br#"{"id":"0/10:0","op":"insert","table":"public.orders","key":{"id":1},"new":{"id":1}}"#;
         driver.reserve().await.expect("open").send(

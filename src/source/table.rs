@@ -102,5 +102,6 @@ pub enum Existing {
 pub trait ColumnHistory: Send + Sync {
     /// `table`'s columns in the catalog now, dropped ones included (none
     /// when the table is gone). The error is a sentence for the log.
-    fn columns_now<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<Vec<SourceAttribute>, String>>;
+    fn columns_now<'a>(&'a self, table: &'a TableName)
+    -> BoxFuture<'a, Result<Vec<SourceAttribute>, String>>;
 }

@@ -14,6 +14,8 @@ use crate::sink::SinkTarget;
 use crate::sink::postgres::evolve::DropPolicy;
 use crate::sink::postgres::isolation::OnTableError;
 use crate::sink::settings::SinkSettings;
+use crate::source::SourceTarget;
+use crate::source::setup::SourceSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotMode {
@@ -32,7 +34,7 @@ pub enum SnapshotMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotStrategy {
     /// In key-ordered chunks, each in a short transaction, while the slot
-    /// streams; resumable (`source::postgres::chunks`).
+    /// streams; resumable (`crate::chunked`).
     Chunked,
     /// Each table in one transaction under the new slot's exported snapshot,
     /// before streaming starts.
@@ -44,7 +46,7 @@ pub use crate::sink::settings::SinkMode;
 #[derive(Debug, Clone)]
 pub struct JobSpec {
     pub name: String,
-    pub source: ConnInfo,
+    pub source: SourceTarget,
     pub sink: SinkTarget,
     /// Where the checkpoint lives: the sink when it is Postgres (committed
     /// with the rows), else the state store (see `sink::delivery`).
@@ -242,12 +244,14 @@ impl JobSpec {
             )));
         }
         let source =
-            ConnInfo::parse(&def.source_url).map_err(|e| bad(format!("{}: {e}", var("source_url"))))?;
+            SourceTarget::parse(&def.source_url).map_err(|e| bad(format!("{}: {e}", var("source_url"))))?;
         let sink = SinkTarget::parse(&def.sink_url).map_err(|e| bad(format!("{}: {e}", var("sink_url"))))?;
         let checkpoint_db = match &sink {
             SinkTarget::Postgres(info) => info.clone(),
             // The supervisor points it at the state store (the source unless WALPIPE_STATE_URL says otherwise).
-            _ => source.clone(),
+            _ => source.state_store().ok_or_else(|| {
+                bad(format!("the sink {sink} keeps its checkpoint in a state store: set WALPIPE_STATE_URL to a PostgreSQL database"))
+            })?,
         };
         let signing_secret = def.sink_signing_secret.clone().filter(|s| !s.is_empty()).map(Secret::new);
         if signing_secret.is_some() && !matches!(sink, SinkTarget::Webhook(_)) {
@@ -417,6 +421,18 @@ fn choices(
 }
 
 impl JobSpec {
+    /// What the source is told of the job.
+    pub fn source_settings(&self) -> SourceSettings {
+        SourceSettings {
+            job: self.name.clone(),
+            tables: self.tables.clone(),
+            slot: self.slot.clone(),
+            publication: self.publication.clone(),
+            checkpoint_db: self.checkpoint_db.clone(),
+            heartbeat: self.heartbeat_interval,
+        }
+    }
+
     /// What the sink is told of the job.
     pub fn sink_settings(&self) -> SinkSettings {
         SinkSettings {

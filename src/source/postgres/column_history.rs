@@ -24,7 +24,10 @@ impl CatalogHistory {
 }
 
 impl ColumnHistory for CatalogHistory {
-    fn columns_now<'a>(&'a self, table: &'a TableName) -> BoxFuture<'a, Result<Vec<SourceAttribute>, String>> {
+    fn columns_now<'a>(
+        &'a self,
+        table: &'a TableName,
+    ) -> BoxFuture<'a, Result<Vec<SourceAttribute>, String>> {
         Box::pin(async move {
             let mut session = self.session.lock().await;
             if session.as_ref().is_none_or(Client::is_closed) {
@@ -58,5 +61,11 @@ fn attribute(row: &tokio_postgres::Row) -> SourceAttribute {
         (false, false, _, false) => Existing::Null,
         _ => Existing::Unknown,
     };
-    SourceAttribute { name: row.get(0), attnum: row.get(1), type_oid: row.get(6), dropped: row.get(7), existing }
+    SourceAttribute {
+        name: row.get(0),
+        attnum: row.get(1),
+        type_oid: row.get(6),
+        dropped: row.get(7),
+        existing,
+    }
 }

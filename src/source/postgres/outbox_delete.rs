@@ -64,7 +64,6 @@ fn delete_statement(table: &str, keys: &[String]) -> Option<(String, String)> {
     Some((sql, format!("[{}]", keys.join(","))))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

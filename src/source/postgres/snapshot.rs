@@ -85,7 +85,10 @@ impl SnapshotSession for Session {
         let columns = table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
         let order = match order {
             RowOrder::Key if !table.key.is_empty() => {
-                format!(" ORDER BY {}", table.key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", "))
+                format!(
+                    " ORDER BY {}",
+                    table.key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")
+                )
             }
             _ => String::new(),
         };

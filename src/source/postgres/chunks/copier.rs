@@ -10,8 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
 use super::ChunkError;
 use super::keyset::ChunkSizer;
@@ -24,6 +23,7 @@ use crate::names::quote_literal;
 use crate::pg::Connection;
 use crate::pg::conninfo::ConnInfo;
 use crate::source::postgres::catalog::SourceTable;
+use crate::source::setup::Copying;
 
 /// The time a chunk's transaction aims at.
 const CHUNK_BUDGET: Duration = Duration::from_secs(1);
@@ -68,54 +68,14 @@ impl ChunkFeed {
     }
 }
 
-/// The running copier.
-pub struct CopierTask {
-    task: JoinHandle<Result<(), ChunkError>>,
-    failed: Option<oneshot::Receiver<()>>,
-}
-
-impl CopierTask {
-    /// Completes if the copier fails (never if it succeeds).
-    pub fn failed(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let failed = self.failed.take();
-        async move {
-            let failed = match failed {
-                Some(failed) => failed.await.is_ok(),
-                None => false,
-            };
-            if !failed {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-
-    /// Stops the copier; its error, if it failed.
-    pub async fn finish(self) -> Result<(), ChunkError> {
-        if !self.task.is_finished() {
-            self.task.abort();
-        }
-        match self.task.await {
-            Ok(result) => result,
-            Err(_) => Ok(()), // aborted: the stream stopped first
-        }
-    }
-}
-
 impl Copier {
     /// Starts copying; the driver takes the chunks from the feed.
-    pub fn spawn(self) -> (ChunkFeed, CopierTask) {
+    pub fn spawn(self) -> (ChunkFeed, Copying) {
         let run = run_id();
         let (sender, chunks) = mpsc::channel(1);
-        let (failing, failed) = oneshot::channel();
         let copy_run = run.clone();
-        let task = tokio::spawn(async move {
-            let result = self.run(&copy_run, sender).await;
-            if result.is_err() {
-                let _ = failing.send(());
-            }
-            result
-        });
-        (ChunkFeed { run, chunks }, CopierTask { task, failed: Some(failed) })
+        let task = Copying::spawn(async move { Ok(self.run(&copy_run, sender).await?) });
+        (ChunkFeed { run, chunks }, task)
     }
 
     async fn run(self, run: &str, chunks: mpsc::Sender<ChunkRead>) -> Result<(), ChunkError> {

@@ -118,3 +118,9 @@ impl ChunkError {
         }
     }
 }
+
+impl From<ChunkError> for crate::source::StreamError {
+    fn from(error: ChunkError) -> Self {
+        crate::source::StreamError::new(error.is_transient(), crate::lifecycle::ErrorKind::Other, error)
+    }
+}

@@ -35,10 +35,10 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use crate::checkpoint::marks as recopy_marks;
-use crate::job::spec::JobSpec;
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
-use crate::pg::sql;
+use crate::pg::{ConnInfo, sql};
+use crate::source::setup::{Background, SourceSettings};
 
 /// How often the partitions are read.
 pub const POLL_EVERY: Duration = Duration::from_secs(5);
@@ -95,56 +95,63 @@ pub fn diff(recorded: &Leaves, current: &Leaves) -> Vec<PartitionChange> {
     changes
 }
 
-/// The running watch; dropping it stops it.
-pub struct Watch(tokio::task::JoinHandle<()>);
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// What the watch reads and where it records.
+#[derive(Clone)]
+struct Watched {
+    source: ConnInfo,
+    settings: SourceSettings,
 }
 
-/// Starts watching; `captured`: the tables the job streams.
-pub fn spawn(spec: &JobSpec, metrics: &Arc<JobMetrics>, captured: Vec<TableName>) -> Watch {
-    Watch(tokio::spawn(run(spec.clone(), metrics.clone(), captured)))
+/// Starts watching `source`; `captured`: the tables the job streams. It
+/// stops when the returned task is dropped.
+pub fn spawn(
+    source: &ConnInfo,
+    settings: &SourceSettings,
+    metrics: &Arc<JobMetrics>,
+    captured: Vec<TableName>,
+) -> Background {
+    let watched = Watched { source: source.clone(), settings: settings.clone() };
+    Background::spawn(run(watched, metrics.clone(), captured))
 }
 
 /// Records the partitions as they are, before a full copy: an attach or
 /// detach after this point is found again, at worst once too often.
 pub async fn record_current(
-    spec: &JobSpec,
+    settings: &SourceSettings,
     source: &Client,
     store: &Client,
 ) -> Result<(), tokio_postgres::Error> {
-    record(store, &spec.name, &leaves(source, &spec.tables).await?).await
+    record(store, &settings.job, &leaves(source, &settings.tables).await?).await
 }
 
-async fn run(spec: JobSpec, metrics: Arc<JobMetrics>, mut captured: Vec<TableName>) {
+async fn run(watched: Watched, metrics: Arc<JobMetrics>, mut captured: Vec<TableName>) {
+    let spec = &watched.settings;
     let mut ticker = tokio::time::interval(POLL_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sessions: Option<(Client, Client)> = None;
     loop {
         ticker.tick().await;
         if sessions.is_none() {
-            sessions = open(&spec).await;
+            sessions = open(&watched).await;
         }
         let Some((source, store)) = sessions.as_ref() else { continue };
         let polled = async {
-            poll(&spec, &metrics, source, store).await?;
-            report_dropped(&spec, source, &mut captured).await
+            poll(spec, &metrics, source, store).await?;
+            report_dropped(spec, source, &mut captured).await
         };
         match polled.await {
             Ok(()) => {}
             Err(error) => {
-                tracing::warn!(job = %spec.name, "could not compare the partitions of the captured tables: {}", sql::describe(&error));
+                tracing::warn!(job = %spec.job, "could not compare the partitions of the captured tables: {}", sql::describe(&error));
                 sessions = None;
             }
         }
     }
 }
 
-async fn open(spec: &JobSpec) -> Option<(Client, Client)> {
-    let mut source = spec.source.clone();
+async fn open(watched: &Watched) -> Option<(Client, Client)> {
+    let spec = &watched.settings;
+    let mut source = watched.source.clone();
     source.application_name.push_str("-partitions");
     let opened = async {
         let source = sql::connect(&source, "the source").await?;
@@ -154,28 +161,28 @@ async fn open(spec: &JobSpec) -> Option<(Client, Client)> {
     match opened.await {
         Ok(sessions) => Some(sessions),
         Err(error) => {
-            tracing::debug!(job = %spec.name, "the partition watch could not connect: {error}");
+            tracing::debug!(job = %spec.job, "the partition watch could not connect: {error}");
             None
         }
     }
 }
 
 async fn poll(
-    spec: &JobSpec,
+    spec: &SourceSettings,
     metrics: &JobMetrics,
     source: &Client,
     store: &Client,
 ) -> Result<(), tokio_postgres::Error> {
     let current = leaves(source, &spec.tables).await?;
-    let recorded = recorded(store, &spec.name).await?;
+    let recorded = recorded(store, &spec.job).await?;
     let changes = diff(&recorded, &current);
     for change in &changes {
         let reason = change.reason();
-        tracing::warn!(job = %spec.name, table = %change.root().qualified(), "{reason}: copying the table again");
-        recopy_marks::mark_recopy(store, &spec.name, change.root(), &reason).await?;
+        tracing::warn!(job = %spec.job, table = %change.root().qualified(), "{reason}: copying the table again");
+        recopy_marks::mark_recopy(store, &spec.job, change.root(), &reason).await?;
     }
     if recorded != current {
-        record(store, &spec.name, &current).await?;
+        record(store, &spec.job, &current).await?;
     }
     // Told last: it ends the session, whose next one copies what is marked.
     for change in &changes {
@@ -186,7 +193,7 @@ async fn poll(
 
 /// Logs the tables of `captured` that no longer exist, and forgets them.
 async fn report_dropped(
-    spec: &JobSpec,
+    spec: &SourceSettings,
     source: &Client,
     captured: &mut Vec<TableName>,
 ) -> Result<(), tokio_postgres::Error> {
@@ -201,7 +208,7 @@ async fn report_dropped(
         .await?;
     for row in rows {
         let dropped = TableName::new(row.get(0), row.get(1));
-        tracing::warn!(job = %spec.name, table = %dropped.qualified(),
+        tracing::warn!(job = %spec.job, table = %dropped.qualified(),
             "the source table {} was dropped: its destination is kept as it is, and no more changes arrive for it", dropped.qualified());
         captured.retain(|table| table != &dropped);
     }

@@ -1,0 +1,219 @@
+//! The Postgres source behind [`Source`]: a SQL session for the catalog and
+//! the publication, a replication connection for the slot, and the stream.
+//!
+//! Invariants (beyond the seam's):
+//! - The replication connection that created a slot stays idle until
+//!   [`Source::start`], so the snapshot it exported stays usable for the copy.
+//! - The publication is ensured before a slot is created (`prepare` comes
+//!   first), so the slot sends every captured table's changes from its start.
+
+use std::sync::Arc;
+
+use tokio_postgres::Client;
+
+use super::assembler::Assembler;
+use super::changes::Changes;
+use super::chunks::copier::Copier;
+use super::chunks::watch::KeyWatch;
+use super::column_history::CatalogHistory;
+use super::heartbeat::heartbeat;
+use super::relations::PrimaryKeys;
+use super::setup_error::SetupFailure;
+use super::snapshot::ExportedSnapshot;
+use super::{
+    ReplicationStream, catalog, outbox_delete, partition_watch, preflight, publication, slot_monitor,
+};
+use crate::change::Encoding;
+use crate::chunked::progress::TableCopy;
+use crate::metrics::JobMetrics;
+use crate::names::{TableName, quote_ident, quote_literal};
+use crate::pg::{ConnInfo, Connection, sql};
+use crate::position::Position;
+use crate::source::ChangeStream;
+use crate::source::copy::SnapshotReader;
+use crate::source::outbox_cleanup::RowDeleter;
+use crate::source::setup::{
+    Background, NewStream, SetupError, Source, SourceSettings, Started, StreamState, Streaming,
+};
+use crate::source::table::{ColumnHistory, SourceTable};
+
+/// Streamed transactions kept in memory before spilling to disk.
+const SPILL_MEMORY_CAP: usize = 16 * 1024 * 1024;
+
+pub struct PostgresSource {
+    info: ConnInfo,
+    settings: SourceSettings,
+    /// The catalog, the publication, and the copy's estimates.
+    sql: Client,
+    /// Slots, and the stream.
+    replication: Connection,
+}
+
+/// A started stream: the slot's messages, not yet assembled into lines.
+pub struct PostgresStarted {
+    info: ConnInfo,
+    settings: SourceSettings,
+    metrics: Arc<JobMetrics>,
+    stream: ReplicationStream,
+    primary_keys: PrimaryKeys,
+}
+
+fn failed(failure: impl Into<SetupFailure>) -> SetupError {
+    SetupError::from(failure.into())
+}
+
+impl Source for PostgresSource {
+    type Target = ConnInfo;
+    const SCHEMES: &'static [&'static str] = &["postgres", "postgresql"];
+    const URL_FORM: &'static str = "postgres://user:password@host:5432/db";
+    type Started = PostgresStarted;
+
+    fn parse(url: &str) -> Result<ConnInfo, String> {
+        ConnInfo::parse(url).map_err(|e| e.to_string())
+    }
+
+    async fn open(target: &ConnInfo, settings: &SourceSettings) -> Result<Self, SetupError> {
+        let sql = sql::connect(target, "the source").await.map_err(failed)?;
+        let replication = Connection::connect(target).await.map_err(failed)?;
+        Ok(PostgresSource { info: target.clone(), settings: settings.clone(), sql, replication })
+    }
+
+    fn monitor(target: &ConnInfo, metrics: &Arc<JobMetrics>) -> Background {
+        Background::spawn(slot_monitor::run(target.clone(), metrics.clone()))
+    }
+
+    fn state_store(target: &ConnInfo) -> Option<ConnInfo> {
+        Some(target.clone())
+    }
+
+    async fn remove(target: &ConnInfo, settings: &SourceSettings) -> Result<(), SetupError> {
+        let mut source = PostgresSource::open(target, settings).await?;
+        if source.stream_state().await? != StreamState::Missing {
+            source.forget_stream().await?;
+        }
+        let drop = format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&settings.publication));
+        source.sql.batch_execute(&drop).await.map_err(failed)?;
+        tracing::info!(job = %settings.job, slot = %settings.slot, publication = %settings.publication, "dropped the slot and the publication");
+        Ok(())
+    }
+
+    async fn tables(&mut self, needs_keys: bool) -> Result<Vec<SourceTable>, SetupError> {
+        let tables = catalog::tables(&self.sql, &self.settings.tables).await.map_err(failed)?;
+        if needs_keys {
+            catalog::require_keys(&tables).map_err(failed)?;
+        }
+        check_select(&self.sql, &tables).await.map_err(failed)?;
+        Ok(tables)
+    }
+
+    async fn prepare(&mut self, tables: &[SourceTable]) -> Result<(), SetupError> {
+        let every_table = self.settings.tables.is_empty();
+        publication::ensure(&self.sql, &self.settings.publication, tables, every_table).await.map_err(failed)
+    }
+
+    async fn stream_state(&mut self) -> Result<StreamState, SetupError> {
+        let slot = self
+            .replication
+            .simple_query(&format!(
+                "SELECT coalesce(wal_status, 'unknown') AS wal_status, confirmed_flush_lsn::text AS confirmed \
+                 FROM pg_replication_slots WHERE slot_name = {}",
+                quote_literal(&self.settings.slot)
+            ))
+            .await
+            .map_err(failed)?;
+        Ok(match slot.first("wal_status") {
+            None => StreamState::Missing,
+            Some("lost") => StreamState::Lost,
+            Some(_) => {
+                StreamState::Ready { confirmed: slot.first("confirmed").and_then(|lsn| lsn.parse().ok()) }
+            }
+        })
+    }
+
+    async fn forget_stream(&mut self) -> Result<(), SetupError> {
+        self.replication.drop_slot(&self.settings.slot).await.map_err(failed)
+    }
+
+    async fn new_stream(&mut self, temporary: bool) -> Result<NewStream, SetupError> {
+        let created = self.replication.create_slot(&self.settings.slot, temporary).await.map_err(failed)?;
+        tracing::info!(slot = %self.settings.slot, consistent_point = %created.consistent_point, "created the slot");
+        Ok(NewStream { consistent_point: created.consistent_point, snapshot: created.snapshot_name })
+    }
+
+    fn snapshot_reader<'a>(&'a self, snapshot: &'a str) -> Box<dyn SnapshotReader + 'a> {
+        Box::new(ExportedSnapshot { source: &self.info, catalog: &self.sql, name: snapshot })
+    }
+
+    async fn record_catalog(&mut self, store: &Client) -> Result<(), SetupError> {
+        partition_watch::record_current(&self.settings, &self.sql, store).await.map_err(|error| {
+            SetupError::new(sql::is_transient(&error), crate::lifecycle::ErrorKind::Other, error)
+        })
+    }
+
+    fn watch_catalog(&self, metrics: &Arc<JobMetrics>, captured: &[SourceTable]) -> Background {
+        let captured = captured.iter().map(|t| TableName::new(&t.schema, &t.name)).collect();
+        partition_watch::spawn(&self.info, &self.settings, metrics, captured)
+    }
+
+    fn history(&self) -> Arc<dyn ColumnHistory> {
+        Arc::new(CatalogHistory::new(self.info.clone()))
+    }
+
+    fn row_deleters(&self) -> Arc<dyn Fn() -> Box<dyn RowDeleter> + Send + Sync> {
+        outbox_delete::deleters(self.info.clone())
+    }
+
+    async fn start(self, from: Position, metrics: &Arc<JobMetrics>) -> Result<PostgresStarted, SetupError> {
+        let PostgresSource { info, settings, sql, mut replication } = self;
+        drop(sql);
+        let (slot, publication) = (&settings.slot, &settings.publication);
+        preflight::check_stream(&mut replication, slot, publication).await.map_err(failed)?;
+        let primary_keys = preflight::primary_keys(&mut replication, publication).await.map_err(failed)?;
+        let interval = replication.status_interval().await.map_err(failed)?;
+        let stream = replication.start_stream(slot, publication, from, interval).await.map_err(failed)?;
+        Ok(PostgresStarted { info, settings, metrics: metrics.clone(), stream, primary_keys })
+    }
+}
+
+impl Started for PostgresStarted {
+    fn changes<E: Encoding>(
+        self,
+        encoding: E,
+        copies: Vec<(SourceTable, TableCopy)>,
+    ) -> Streaming<impl ChangeStream> {
+        let PostgresStarted { info, settings, metrics, stream, primary_keys } = self;
+        let mut assembler = Assembler::new(encoding, SPILL_MEMORY_CAP, None, primary_keys);
+        let (chunks, copying) = if copies.is_empty() {
+            (None, None)
+        } else {
+            // The key watch begins before the first chunk, as the merge rule needs.
+            assembler = assembler.watching(KeyWatch::new(copies.iter().map(|(t, _)| t.qualified())));
+            let (feed, task) =
+                Copier { source: info.clone(), metrics: metrics.clone(), tables: copies }.spawn();
+            (Some(feed), Some(task))
+        };
+        let chores = settings
+            .heartbeat
+            .map(|every| Background::spawn(heartbeat(info, settings.job.clone(), every, metrics)))
+            .into_iter()
+            .collect();
+        Streaming { changes: Changes::new(stream, assembler, chunks), copying, chores }
+    }
+}
+
+/// Every table must be readable: a copy (initial, or after a lost slot)
+/// needs it, and failing at start is clearer than failing mid-incident.
+async fn check_select(source: &Client, tables: &[SourceTable]) -> Result<(), SetupFailure> {
+    let names: Vec<String> = tables.iter().map(SourceTable::quoted).collect();
+    let row = source
+        .query_one(
+            "SELECT current_user::text, string_agg(t, ', ') FROM unnest($1::text[]) t WHERE NOT has_table_privilege(t, 'SELECT')",
+            &[&names],
+        )
+        .await?;
+    let user: String = row.try_get(0)?;
+    match row.try_get::<_, Option<String>>(1)? {
+        Some(tables) => Err(SetupFailure::NoSelect { tables, user: quote_ident(&user) }),
+        None => Ok(()),
+    }
+}
