@@ -97,3 +97,22 @@ macro_rules! registry {
 registry! {
     Postgres => super::postgres::setup::PostgresSource,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_read_by_its_scheme_and_a_wrong_one_says_what_to_write() {
+        let target = SourceTarget::parse("postgres://u:secret@h:5432/db").expect("a Postgres source");
+        assert!(!target.to_string().contains("secret"), "no password in {target}");
+        assert!(SourceTarget::parse("POSTGRESQL://u@h/db").is_ok(), "schemes are case-insensitive");
+        let wrong = SourceTarget::parse("oracle://u@h/db").err().expect("no such source");
+        assert_eq!(wrong, "the URL has scheme \"oracle\", expected postgres://user:password@host:5432/db");
+        let not_a_url = SourceTarget::parse("h:5432").err().expect("not a URL");
+        assert_eq!(
+            not_a_url,
+            "the URL is not a valid URL: write it as postgres://user:password@host:5432/db"
+        );
+    }
+}
