@@ -107,9 +107,9 @@ mod tests {
         let target = SourceTarget::parse("postgres://u:secret@h:5432/db").expect("a Postgres source");
         assert!(!target.to_string().contains("secret"), "no password in {target}");
         assert!(SourceTarget::parse("POSTGRESQL://u@h/db").is_ok(), "schemes are case-insensitive");
-        let wrong = SourceTarget::parse("oracle://u@h/db").err().expect("no such source");
+        let wrong = SourceTarget::parse("oracle://u@h/db").expect_err("no such source");
         assert_eq!(wrong, "the URL has scheme \"oracle\", expected postgres://user:password@host:5432/db");
-        let not_a_url = SourceTarget::parse("h:5432").err().expect("not a URL");
+        let not_a_url = SourceTarget::parse("h:5432").expect_err("not a URL");
         assert_eq!(
             not_a_url,
             "the URL is not a valid URL: write it as postgres://user:password@host:5432/db"
