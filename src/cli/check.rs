@@ -10,6 +10,8 @@ use crate::job::spec::{JobSpec, SnapshotStrategy};
 use crate::names::quote_literal;
 use crate::pg::sql;
 use crate::source::SourceTarget;
+use crate::source::mysql::setup::requirements as mysql_requirements;
+use crate::source::mysql::target::MysqlTarget;
 use crate::source::postgres::catalog;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -61,7 +63,14 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
 
 pub async fn check(spec: &JobSpec) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let SourceTarget::Postgres(source_info) = &spec.source;
+    let source_info = match &spec.source {
+        SourceTarget::Postgres(info) => info,
+        SourceTarget::Mysql(target) => {
+            check_mysql(target, &mut findings).await;
+            check_schema_following(spec, &mut findings);
+            return findings;
+        }
+    };
     match sql::connect(source_info, "the source").await {
         Ok(source) => {
             findings.push(finding(Level::Ok, format!("the source {} is reachable", spec.source)));
@@ -95,6 +104,30 @@ async fn setting(client: &tokio_postgres::Client, name: &str) -> Option<String> 
     Some(row.get(0))
 }
 
+/// A MySQL/MariaDB source: reachable, and its binlog settings and privileges.
+async fn check_mysql(target: &MysqlTarget, findings: &mut Vec<Finding>) {
+    let mut conn = match mysql_async::Conn::new(target.opts.clone()).await {
+        Ok(conn) => conn,
+        Err(error) => {
+            findings.push(finding(
+                Level::Error,
+                format!("could not connect to {target}: {error}: check WALPIPE_SOURCE_URL"),
+            ));
+            return;
+        }
+    };
+    findings.push(finding(Level::Ok, format!("the source {target} is reachable")));
+    match mysql_requirements(&mut conn).await {
+        Ok(found) => findings.extend(found.into_iter().map(|found| match found {
+            Ok(text) => finding(Level::Ok, text),
+            Err(fix) => finding(Level::Error, fix),
+        })),
+        Err(error) => {
+            findings.push(finding(Level::Error, format!("could not read the source's settings: {error}")))
+        }
+    }
+}
+
 async fn check_source(source: &tokio_postgres::Client, spec: &JobSpec, findings: &mut Vec<Finding>) {
     check_access(source, spec, findings).await;
     check_retention(source, findings).await;
@@ -114,21 +147,21 @@ async fn check_access(source: &tokio_postgres::Client, spec: &JobSpec, findings:
         )
     });
 
-    let SourceTarget::Postgres(source_info) = &spec.source;
+    let user = match &spec.source {
+        SourceTarget::Postgres(info) => info.user.as_str(),
+        SourceTarget::Mysql(_) => "",
+    };
     let privileged = source
         .query_one("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user", &[])
         .await
         .map(|row| row.get::<_, bool>(0))
         .unwrap_or(false);
     findings.push(if privileged {
-        finding(Level::Ok, format!("user {} has the REPLICATION privilege", source_info.user))
+        finding(Level::Ok, format!("user {} has the REPLICATION privilege", user))
     } else {
         finding(
             Level::Error,
-            format!(
-                "user {} lacks the REPLICATION privilege: run ALTER ROLE {} REPLICATION",
-                source_info.user, source_info.user
-            ),
+            format!("user {} lacks the REPLICATION privilege: run ALTER ROLE {} REPLICATION", user, user),
         )
     });
 

@@ -40,6 +40,7 @@ pub async fn plan_session(
     sink: &tokio_postgres::Client,
     tables: &[SourceTable],
     start: Position,
+    chunked: bool,
 ) -> Result<Vec<(SourceTable, TableCopy)>, JobError> {
     let setup = JobError::SinkSetup;
     let mut recorded = checkpoint::read_copy_progress(sink, &spec.name).await.map_err(setup)?;
@@ -54,13 +55,15 @@ pub async fn plan_session(
         copy_added: spec.snapshot_mode != SnapshotMode::Never,
     };
     let mut plan = plan::plan(&recorded, &order, wanted, start);
-    // A table without a key cannot be copied beside the stream: a request
-    // is answered with a warning, once; a mark stays (and alerts) until a
-    // restart copies every table.
+    // A table without a key cannot be copied beside the stream, nor any
+    // table of a source that places no chunks in its stream (`chunked`): a
+    // request is answered with a warning, once; a mark stays (and alerts)
+    // until a restart copies every table.
     plan.started.retain(|(table, cause)| {
-        let keyless = tables.iter().any(|t| &t.qualified() == table && t.is_keyless());
+        let keyless = !chunked || tables.iter().any(|t| &t.qualified() == table && t.is_keyless());
         if keyless {
-            tracing::warn!(job = %spec.name, %table, "{table} cannot be copied while streaming ({}): it has no primary key; `walpipe jobs restart` copies every table under a new slot", cause.as_str());
+            let why = if chunked { "it has no primary key" } else { "the source copies only under a new stream's snapshot" };
+            tracing::warn!(job = %spec.name, %table, "{table} cannot be copied while streaming ({}): {why}; `walpipe jobs restart` copies every table under a new slot", cause.as_str());
             if let Some(copy) = plan.write.get_mut(table) {
                 (copy.done, copy.reconcile) = (true, false);
                 copy.mark = recorded.get(table).and_then(|answered| answered.mark);

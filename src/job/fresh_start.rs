@@ -56,7 +56,7 @@ pub(super) async fn start_fresh<S: Source>(
         }
         // initial_only has no stream for chunks to join.
         (SnapshotMode::Initial | SnapshotMode::WhenNeeded, Some(snapshot))
-            if spec.snapshot_strategy == SnapshotStrategy::Chunked =>
+            if spec.snapshot_strategy == SnapshotStrategy::Chunked && S::CHUNKED_COPY =>
         {
             let reconcile = destinations == Destinations::Keep;
             if !reconcile {

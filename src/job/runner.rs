@@ -210,7 +210,7 @@ impl WithSource for Attempt<'_> {
                 return Ok(Attempted::Copied);
             }
         };
-        let copies = copies::plan_session(spec, metrics, &sink, &tables, start).await?;
+        let copies = copies::plan_session(spec, metrics, &sink, &tables, start, S::CHUNKED_COPY).await?;
         let _catalog_watch = source.watch_catalog(metrics, &tables);
         let started = source.start(start, metrics).await?;
         tracing::info!(job = %spec.name, from = %start, "streaming");
@@ -248,9 +248,9 @@ async fn decide_start<S: Source>(
     out: &mut AnySink,
 ) -> Result<Start, JobError> {
     let SetUp { spec, metrics, sink, .. } = *setup;
-    let state = source.stream_state().await?;
     let checkpoint = checkpoint::read_checkpoint(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
     let applied = checkpoint.as_ref().filter(|(slot, _)| slot == &spec.slot).map(|(_, position)| *position);
+    let state = source.stream_state(applied).await?;
     Ok(match (state, applied) {
         (StreamState::Lost, gap_from) => {
             if spec.snapshot_mode != SnapshotMode::WhenNeeded {

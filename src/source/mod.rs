@@ -7,6 +7,7 @@
 //!
 //! ```text
 //!  postgres/   a logical replication slot (pgoutput) on PostgreSQL
+//!  mysql/      the binlog of MySQL or MariaDB, read as a replica reads it
 //! ```
 //!
 //! What a source's change stream must guarantee (the driver, the sinks and
@@ -30,6 +31,7 @@
 //!   after every reconnect; the sinks treat a known shape as nothing new.
 
 pub mod copy;
+pub mod mysql;
 pub mod outbox_cleanup;
 pub mod postgres;
 mod registry;

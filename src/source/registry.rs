@@ -96,6 +96,7 @@ macro_rules! registry {
 
 registry! {
     Postgres => super::postgres::setup::PostgresSource,
+    Mysql => super::mysql::setup::MysqlSource,
 }
 
 #[cfg(test)]
@@ -108,11 +109,14 @@ mod tests {
         assert!(!target.to_string().contains("secret"), "no password in {target}");
         assert!(SourceTarget::parse("POSTGRESQL://u@h/db").is_ok(), "schemes are case-insensitive");
         let wrong = SourceTarget::parse("oracle://u@h/db").expect_err("no such source");
-        assert_eq!(wrong, "the URL has scheme \"oracle\", expected postgres://user:password@host:5432/db");
+        assert_eq!(
+            wrong,
+            "the URL has scheme \"oracle\", expected postgres://user:password@host:5432/db or mysql://user:password@host:3306/db"
+        );
         let not_a_url = SourceTarget::parse("h:5432").expect_err("not a URL");
         assert_eq!(
             not_a_url,
-            "the URL is not a valid URL: write it as postgres://user:password@host:5432/db"
+            "the URL is not a valid URL: write it as postgres://user:password@host:5432/db or mysql://user:password@host:3306/db"
         );
     }
 }

@@ -93,6 +93,9 @@ pub trait Source: Send + Sync + Sized {
     const SCHEMES: &'static [&'static str];
     /// How its URL is written, for the error when no source matches.
     const URL_FORM: &'static str;
+    /// Whether the source places chunked copies in its stream (the chunked
+    /// strategy); without, every copy runs under a new stream's snapshot.
+    const CHUNKED_COPY: bool;
     /// The stream, once started.
     type Started: Started;
 
@@ -124,7 +127,12 @@ pub trait Source: Send + Sync + Sized {
     ) -> impl Future<Output = Result<Vec<SourceTable>, SetupError>> + Send;
     /// Makes the source send the changes of `tables` (before a new stream).
     fn prepare(&mut self, tables: &[SourceTable]) -> impl Future<Output = Result<(), SetupError>> + Send;
-    fn stream_state(&mut self) -> impl Future<Output = Result<StreamState, SetupError>> + Send;
+    /// Where the job's stream stands, given the position its checkpoint
+    /// holds (`applied`), if any.
+    fn stream_state(
+        &mut self,
+        applied: Option<Position>,
+    ) -> impl Future<Output = Result<StreamState, SetupError>> + Send;
     /// Drops the job's stream (and what it kept).
     fn forget_stream(&mut self) -> impl Future<Output = Result<(), SetupError>> + Send;
     /// Creates the job's stream; a `temporary` one goes when this source does.

@@ -66,6 +66,7 @@ impl Source for PostgresSource {
     type Target = ConnInfo;
     const SCHEMES: &'static [&'static str] = &["postgres", "postgresql"];
     const URL_FORM: &'static str = "postgres://user:password@host:5432/db";
+    const CHUNKED_COPY: bool = true;
     type Started = PostgresStarted;
 
     fn parse(url: &str) -> Result<ConnInfo, String> {
@@ -88,7 +89,7 @@ impl Source for PostgresSource {
 
     async fn remove(target: &ConnInfo, settings: &SourceSettings) -> Result<(), SetupError> {
         let mut source = PostgresSource::open(target, settings).await?;
-        if source.stream_state().await? != StreamState::Missing {
+        if source.stream_state(None).await? != StreamState::Missing {
             source.forget_stream().await?;
         }
         let drop = format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&settings.publication));
@@ -111,7 +112,7 @@ impl Source for PostgresSource {
         publication::ensure(&self.sql, &self.settings.publication, tables, every_table).await.map_err(failed)
     }
 
-    async fn stream_state(&mut self) -> Result<StreamState, SetupError> {
+    async fn stream_state(&mut self, _applied: Option<Position>) -> Result<StreamState, SetupError> {
         let slot = self
             .replication
             .simple_query(&format!(

@@ -1,0 +1,122 @@
+//! What `information_schema` says about the captured tables: columns in
+//! their order, with walpipe's [`Format`] of each, and the primary key.
+
+use mysql_async::Conn;
+use mysql_async::prelude::Queryable;
+
+use super::types::Format;
+use crate::names::TableName;
+use crate::source::table::{SourceColumn, SourceTable};
+
+/// Why the catalog could not be read or a table cannot be captured.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("reading the source's catalog failed: {0}")]
+    Query(#[from] mysql_async::Error),
+    #[error(
+        "{table}.{column} has type {column_type}, which walpipe does not read: leave the table out of WALPIPE_TABLES"
+    )]
+    Unsupported { table: String, column: String, column_type: String },
+    #[error("no captured table was found: check WALPIPE_TABLES and the database in WALPIPE_SOURCE_URL")]
+    Nothing,
+}
+
+/// A column as `information_schema.columns` lists it: schema, table, column,
+/// data type, column type, nullable, ordinal, charset.
+type CatalogRow = (String, String, String, String, String, String, u32, String);
+
+/// The tables of `selection` (or every base table of `database` when it is
+/// empty), as the catalog describes them now.
+pub async fn tables(
+    conn: &mut Conn,
+    database: &str,
+    selection: &[TableName],
+) -> Result<Vec<SourceTable>, CatalogError> {
+    let rows: Vec<CatalogRow> = conn
+        .exec(
+            "SELECT c.table_schema, c.table_name, c.column_name, c.data_type, c.column_type, c.is_nullable, \
+                    c.ordinal_position, coalesce(c.character_set_name, '') \
+             FROM information_schema.columns c JOIN information_schema.tables t \
+               ON t.table_schema = c.table_schema AND t.table_name = c.table_name AND t.table_type = 'BASE TABLE' \
+             WHERE c.table_schema = ? ORDER BY c.table_schema, c.table_name, c.ordinal_position",
+            (database,),
+        )
+        .await?;
+    let keys: Vec<(String, String, String)> = conn
+        .exec(
+            "SELECT table_schema, table_name, column_name FROM information_schema.key_column_usage \
+             WHERE constraint_name = 'PRIMARY' AND table_schema = ? ORDER BY table_name, ordinal_position",
+            (database,),
+        )
+        .await?;
+    let wanted = |schema: &str, name: &str| {
+        selection.is_empty() || selection.iter().any(|t| t.schema == schema && t.name == name)
+    };
+    let mut tables: Vec<SourceTable> = Vec::new();
+    for (schema, name, column, data_type, column_type, nullable, ordinal, charset) in rows {
+        if !wanted(&schema, &name) {
+            continue;
+        }
+        let format = Format::of_catalog(&data_type, &column_type, charset == "binary").ok_or_else(|| {
+            CatalogError::Unsupported {
+                table: format!("{schema}.{name}"),
+                column: column.clone(),
+                column_type: column_type.clone(),
+            }
+        })?;
+        if tables.last().is_none_or(|t| t.schema != schema || t.name != name) {
+            let key = keys
+                .iter()
+                .filter(|(s, n, _)| *s == schema && *n == name)
+                .map(|(_, _, c)| c.clone())
+                .collect();
+            tables.push(SourceTable {
+                schema: schema.clone(),
+                name: name.clone(),
+                relid: 0,
+                columns: Vec::new(),
+                key,
+                // binlog_row_image=FULL: an update or delete carries the whole old row.
+                replica_identity: 'f',
+                partitioned: false,
+                generated: Vec::new(),
+            });
+        }
+        if let Some(table) = tables.last_mut() {
+            table.columns.push(SourceColumn {
+                name: column,
+                sql_type: format.sql_type(),
+                not_null: nullable == "NO",
+                type_oid: format.postgres_type().oid,
+                kind: format.kind(),
+                attnum: i16::try_from(ordinal).unwrap_or(i16::MAX),
+            });
+        }
+    }
+    if tables.is_empty() {
+        return Err(CatalogError::Nothing);
+    }
+    Ok(tables)
+}
+
+/// The formats of `schema.name`'s columns, by name.
+pub async fn formats(
+    conn: &mut Conn,
+    schema: &str,
+    name: &str,
+) -> Result<Vec<(String, Format)>, CatalogError> {
+    let rows: Vec<(String, String, String, String)> = conn
+        .exec(
+            "SELECT column_name, data_type, column_type, coalesce(character_set_name, '') FROM information_schema.columns \
+             WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            (schema, name),
+        )
+        .await?;
+    rows.into_iter()
+        .map(|(column, data_type, column_type, charset)| {
+            Format::of_catalog(&data_type, &column_type, charset == "binary")
+                .map(|format| (column.clone(), format))
+                .ok_or(CatalogError::Unsupported { table: format!("{schema}.{name}"), column, column_type })
+        })
+        .collect()
+}

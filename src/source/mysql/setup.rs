@@ -1,0 +1,326 @@
+//! The MySQL/MariaDB source behind [`Source`].
+//!
+//! - No server-side object keeps a binlog reader's place: the stream's
+//!   state is the job's checkpoint, and the stream is lost when the binlog
+//!   file it points into was purged (`stream_state`).
+//! - A new stream starts at the binlog position read under `FLUSH TABLES
+//!   WITH READ LOCK`, with a transaction `WITH CONSISTENT SNAPSHOT` opened
+//!   before the lock is released: the blocking snapshot. Writes wait for
+//!   the lock for as long as it is held (and, the classic outage, for as
+//!   long as any running query delays it).
+//! - Copies beside the stream (the chunked strategy) are not supported yet
+//!   ([`Source::CHUNKED_COPY`]): the job copies under the blocking snapshot.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStreamRequest, Conn};
+use tokio::sync::Mutex;
+
+use super::catalog::{self, CatalogError};
+use super::position::{BinlogPosition, base_name};
+use super::snapshot::BlockingSnapshot;
+use super::stream::BinlogChanges;
+use super::target::MysqlTarget;
+use crate::change::Encoding;
+use crate::chunked::progress::TableCopy;
+use crate::contract::SinkError;
+use crate::lifecycle::ErrorKind;
+use crate::metrics::JobMetrics;
+use crate::names::TableName;
+use crate::pg::ConnInfo;
+use crate::position::Position;
+use crate::source::copy::SnapshotReader;
+use crate::source::outbox_cleanup::RowDeleter;
+use crate::source::setup::{
+    Background, NewStream, SetupError, Source, SourceSettings, Started, StreamState, Streaming,
+};
+use crate::source::table::{ColumnHistory, SourceAttribute, SourceTable};
+use crate::source::{BoxFuture, ChangeStream};
+
+/// How often a quiet server sends a heartbeat event.
+const HEARTBEAT_NANOS: u64 = 1_000_000_000;
+
+/// Why setting the MySQL source up failed; one sentence with the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum MysqlSetupError {
+    #[error("the MySQL source failed: {0}")]
+    Server(#[from] mysql_async::Error),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("{0}")]
+    Requirement(String),
+}
+
+impl From<MysqlSetupError> for SetupError {
+    fn from(error: MysqlSetupError) -> SetupError {
+        let transient = match &error {
+            MysqlSetupError::Server(mysql_async::Error::Server(_)) => false,
+            MysqlSetupError::Server(_) => true,
+            MysqlSetupError::Catalog(CatalogError::Query(mysql_async::Error::Server(_))) => false,
+            MysqlSetupError::Catalog(CatalogError::Query(_)) => true,
+            _ => false,
+        };
+        SetupError::new(transient, ErrorKind::Other, error)
+    }
+}
+
+fn failed(error: impl Into<MysqlSetupError>) -> SetupError {
+    SetupError::from(error.into())
+}
+
+pub struct MysqlSource {
+    target: MysqlTarget,
+    settings: SourceSettings,
+    conn: Conn,
+    /// The binlog files' base name (`binlog` of `binlog.000042`).
+    base: String,
+    /// The blocking snapshot's transaction, until the stream starts.
+    snapshot: Option<Arc<Mutex<Conn>>>,
+}
+
+pub struct MysqlStarted {
+    target: MysqlTarget,
+    settings: SourceSettings,
+    binlog: mysql_async::BinlogStream,
+    from: Position,
+}
+
+/// Connects with the session settings every walpipe session uses: UTC, so
+/// that `TIMESTAMP` values read as text are in UTC.
+async fn connect(target: &MysqlTarget) -> Result<Conn, MysqlSetupError> {
+    let mut conn = Conn::new(target.opts.clone()).await?;
+    conn.query_drop("SET time_zone = '+00:00'").await?;
+    Ok(conn)
+}
+
+/// The settings a row-based CDC needs, each with its fix.
+pub async fn requirements(conn: &mut Conn) -> Result<Vec<Result<String, String>>, mysql_async::Error> {
+    let mut found = Vec::new();
+    let variables: Vec<(String, String)> = conn
+        .query(
+            "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata')",
+        )
+        .await?;
+    let value = |name: &str| {
+        variables.iter().find(|(n, _)| n == name).map_or(String::new(), |(_, v)| v.to_uppercase())
+    };
+    for (name, wanted) in [
+        ("log_bin", "ON"),
+        ("binlog_format", "ROW"),
+        ("binlog_row_image", "FULL"),
+        ("binlog_row_metadata", "FULL"),
+    ] {
+        let now = value(name);
+        found.push(if now == wanted {
+            Ok(format!("{name} = {wanted}"))
+        } else {
+            Err(format!(
+                "{name} = {now}, but walpipe needs {wanted}: set {name}={wanted} in the server's configuration (and restart it for log_bin)"
+            ))
+        });
+    }
+    let grants: Vec<String> = conn.query("SHOW GRANTS").await?;
+    let granted = |privilege: &str| {
+        grants.iter().any(|g| {
+            let g = g.to_uppercase();
+            g.contains("ALL PRIVILEGES ON *.*") || (g.contains(privilege) && g.contains(" ON *.*"))
+        })
+    };
+    for privilege in ["REPLICATION SLAVE", "REPLICATION CLIENT", "RELOAD"] {
+        found.push(
+            if granted(privilege) || (privilege == "REPLICATION CLIENT" && granted("BINLOG MONITOR")) {
+                Ok(format!("the user has {privilege}"))
+            } else {
+                Err(format!("the user lacks {privilege}: run GRANT {privilege} ON *.* TO the walpipe user"))
+            },
+        );
+    }
+    Ok(found)
+}
+
+/// The binlog position now: `SHOW MASTER STATUS`.
+async fn current_position(conn: &mut Conn) -> Result<(String, BinlogPosition), MysqlSetupError> {
+    let row: Option<mysql_async::Row> = conn.query_first("SHOW MASTER STATUS").await?;
+    let row = row.ok_or_else(|| {
+        MysqlSetupError::Requirement(
+            "the binlog is off: set log_bin=ON in the server's configuration and restart it".into(),
+        )
+    })?;
+    let file: String = row.get(0).unwrap_or_default();
+    let offset: u64 = row.get(1).unwrap_or_default();
+    let position = BinlogPosition::in_file(&file, offset).ok_or_else(|| {
+        MysqlSetupError::Requirement(format!(
+            "SHOW MASTER STATUS gave a binlog file walpipe cannot read: {file}"
+        ))
+    })?;
+    Ok((base_name(&file).to_string(), position))
+}
+
+/// A replica id for the binlog connection, stable per job and unlikely to
+/// be a real replica's.
+fn server_id(job: &str) -> u32 {
+    let hash = job.bytes().fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619));
+    1_000_000 + hash % 1_000_000_000
+}
+
+impl Source for MysqlSource {
+    type Target = MysqlTarget;
+    const SCHEMES: &'static [&'static str] = &["mysql", "mariadb"];
+    const URL_FORM: &'static str = "mysql://user:password@host:3306/db";
+    const CHUNKED_COPY: bool = false;
+    type Started = MysqlStarted;
+
+    fn parse(url: &str) -> Result<MysqlTarget, String> {
+        MysqlTarget::parse(url)
+    }
+
+    async fn open(target: &MysqlTarget, settings: &SourceSettings) -> Result<Self, SetupError> {
+        let mut conn = connect(target).await.map_err(failed)?;
+        for requirement in requirements(&mut conn).await.map_err(failed)? {
+            requirement.map_err(|fix| failed(MysqlSetupError::Requirement(fix)))?;
+        }
+        let (base, _) = current_position(&mut conn).await.map_err(failed)?;
+        Ok(MysqlSource { target: target.clone(), settings: settings.clone(), conn, base, snapshot: None })
+    }
+
+    fn monitor(_target: &MysqlTarget, _metrics: &Arc<JobMetrics>) -> Background {
+        // The binlog's own metrics (position, oldest retained file) are not written yet.
+        Background::spawn(std::future::pending())
+    }
+
+    fn state_store(_target: &MysqlTarget) -> Option<ConnInfo> {
+        None
+    }
+
+    async fn remove(_target: &MysqlTarget, _settings: &SourceSettings) -> Result<(), SetupError> {
+        // Nothing on the server keeps a binlog reader's place.
+        Ok(())
+    }
+
+    async fn tables(&mut self, needs_keys: bool) -> Result<Vec<SourceTable>, SetupError> {
+        let tables = catalog::tables(&mut self.conn, &self.target.database, &self.settings.tables)
+            .await
+            .map_err(failed)?;
+        if let Some(keyless) = tables.iter().find(|t| needs_keys && t.is_keyless()) {
+            return Err(failed(MysqlSetupError::Requirement(format!(
+                "table {} has no primary key, which the mirror needs to apply updates and deletes: add one, or capture it into a changelog (WALPIPE_SINK_MODE=changelog)",
+                keyless.qualified()
+            ))));
+        }
+        Ok(tables)
+    }
+
+    async fn prepare(&mut self, _tables: &[SourceTable]) -> Result<(), SetupError> {
+        Ok(())
+    }
+
+    async fn stream_state(&mut self, applied: Option<Position>) -> Result<StreamState, SetupError> {
+        let Some(applied) = applied else { return Ok(StreamState::Missing) };
+        let files: Vec<mysql_async::Row> = self.conn.query("SHOW BINARY LOGS").await.map_err(failed)?;
+        let wanted = BinlogPosition::from(applied).file_name(&self.base);
+        let kept = files.iter().any(|row| row.get::<String, _>(0).as_deref() == Some(wanted.as_str()));
+        Ok(if kept { StreamState::Ready { confirmed: None } } else { StreamState::Lost })
+    }
+
+    async fn forget_stream(&mut self) -> Result<(), SetupError> {
+        Ok(())
+    }
+
+    async fn new_stream(&mut self, _temporary: bool) -> Result<NewStream, SetupError> {
+        let mut snapshot = connect(&self.target).await.map_err(failed)?;
+        snapshot.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(failed)?;
+        let locked = async {
+            let (_, position) = current_position(&mut snapshot).await?;
+            snapshot.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY").await?;
+            Ok::<_, MysqlSetupError>(position)
+        }
+        .await;
+        snapshot.query_drop("UNLOCK TABLES").await.map_err(failed)?;
+        let position = locked.map_err(failed)?;
+        tracing::info!(job = %self.settings.job, at = %Position::from(position), "the blocking snapshot is open: writes waited for FLUSH TABLES WITH READ LOCK until the binlog position was read");
+        self.snapshot = Some(Arc::new(Mutex::new(snapshot)));
+        Ok(NewStream { consistent_point: position.into(), snapshot: Some("blocking".into()) })
+    }
+
+    fn snapshot_reader<'a>(&'a self, _snapshot: &'a str) -> Box<dyn SnapshotReader + 'a> {
+        Box::new(BlockingSnapshot { conn: self.snapshot.clone() })
+    }
+
+    async fn record_catalog(&mut self, _store: &tokio_postgres::Client) -> Result<(), SetupError> {
+        Ok(())
+    }
+
+    fn watch_catalog(&self, _metrics: &Arc<JobMetrics>, _captured: &[SourceTable]) -> Background {
+        Background::spawn(std::future::ready(()))
+    }
+
+    fn history(&self) -> Arc<dyn ColumnHistory> {
+        Arc::new(NoHistory)
+    }
+
+    fn row_deleters(&self) -> Arc<dyn Fn() -> Box<dyn RowDeleter> + Send + Sync> {
+        Arc::new(|| Box::new(NoDeletes))
+    }
+
+    async fn start(self, from: Position, _metrics: &Arc<JobMetrics>) -> Result<MysqlStarted, SetupError> {
+        let MysqlSource { target, settings, conn, base, snapshot } = self;
+        drop(snapshot);
+        drop(conn);
+        let mut binlog = connect(&target).await.map_err(failed)?;
+        // MariaDB sends its GTID events to a reader that says it reads them.
+        binlog.query_drop("SET @mariadb_slave_capability = 4").await.map_err(failed)?;
+        binlog
+            .query_drop(format!("SET @master_heartbeat_period = {HEARTBEAT_NANOS}"))
+            .await
+            .map_err(failed)?;
+        let at = BinlogPosition::from(from);
+        let file = at.file_name(&base);
+        let request = BinlogStreamRequest::new(server_id(&settings.job))
+            .with_filename(file.as_bytes())
+            .with_pos(u64::from(at.offset));
+        let binlog = binlog.get_binlog_stream(request).await.map_err(failed)?;
+        Ok(MysqlStarted { target, settings, binlog, from })
+    }
+}
+
+impl Started for MysqlStarted {
+    fn changes<E: Encoding>(
+        self,
+        encoding: E,
+        copies: Vec<(SourceTable, TableCopy)>,
+    ) -> Streaming<impl ChangeStream> {
+        // CHUNKED_COPY is false: the job never plans copies beside this stream.
+        debug_assert!(copies.is_empty(), "a MySQL stream takes no chunked copies");
+        let MysqlStarted { target, settings, binlog, from } = self;
+        let captured: HashSet<String> = settings.tables.iter().map(TableName::qualified).collect();
+        let changes = BinlogChanges::new(binlog, encoding, captured, target.database, from);
+        Streaming { changes, copying: None, chores: Vec::new() }
+    }
+}
+
+/// MySQL's catalog keeps no column identity across renames that walpipe
+/// reads: a renamed column is a drop and an add to the mirror, which marks
+/// the table for a copy when its values cannot be known.
+struct NoHistory;
+
+impl ColumnHistory for NoHistory {
+    fn columns_now<'a>(
+        &'a self,
+        _table: &'a TableName,
+    ) -> BoxFuture<'a, Result<Vec<SourceAttribute>, String>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+}
+
+/// Deleting delivered outbox rows is not written for MySQL yet.
+struct NoDeletes;
+
+impl RowDeleter for NoDeletes {
+    fn delete<'a>(&'a mut self, table: &'a str, _keys: &'a [String]) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(std::future::ready(Err(SinkError::Record(format!(
+            "WALPIPE_OUTBOX_DELETE is not supported for a MySQL source (outbox table {table}): set WALPIPE_OUTBOX_DELETE=false"
+        )))))
+    }
+}

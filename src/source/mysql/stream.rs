@@ -1,0 +1,376 @@
+//! The MySQL/MariaDB change stream: binlog events into change lines, a
+//! whole transaction at a time ([`ChangeStream`]).
+//!
+//! ```text
+//!  ROTATE ──> the file the positions are in
+//!  GTID (MariaDB 162, MySQL 33) | QUERY BEGIN ──> a transaction opens
+//!  TABLE_MAP ──> the table id's table      ROWS ──> rows, matched to columns by name
+//!  XID | QUERY COMMIT | a standalone DDL ──> lines written, Committed at the event's end
+//! ```
+//!
+//! Invariants:
+//! - A transaction's lines are written only at its end, whose position
+//!   (the end of its last event) is where a restarted stream resumes: the
+//!   next transaction, never half of one.
+//! - An event that may carry rows and that walpipe cannot read (MariaDB's
+//!   compressed or encrypted binlog, an unknown type) stops the stream with
+//!   the fix; nothing is skipped silently.
+//! - Only the captured tables' rows are written; the others' events still
+//!   move the position.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use mysql_async::BinlogStream;
+use mysql_async::binlog::EventType;
+use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
+use mysql_async::binlog::row::BinlogRow;
+use mysql_async::consts::ColumnFlags;
+
+use super::position::BinlogPosition;
+use super::transaction::{RowChange, Shape, Transactions, tuple};
+use super::types::Format;
+use crate::change::Encoding;
+use crate::change::encode::Op;
+use crate::lifecycle::ErrorKind;
+use crate::position::Position;
+use crate::source::{ChangeStream, Event as StreamEvent, Received, StreamError};
+
+/// MariaDB's own event types (MySQL's end at 40).
+const MARIADB_ANNOTATE_ROWS: u8 = 160;
+const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
+const MARIADB_GTID: u8 = 162;
+const MARIADB_GTID_LIST: u8 = 163;
+const MARIADB_START_ENCRYPTION: u8 = 164;
+/// A MariaDB GTID event's flag: a statement outside a transaction (DDL), which ends with its own QUERY event.
+const MARIADB_STANDALONE: u8 = 1;
+
+/// Why the stream stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BinlogError {
+    #[error("the binlog connection failed: {0}")]
+    Connection(#[from] mysql_async::Error),
+    #[error("reading a binlog event at {at} failed: {what}")]
+    Event { at: String, what: String },
+    #[error(
+        "the binlog holds an event walpipe cannot read ({what}) at {at}: {fix}; walpipe stops rather than skip rows"
+    )]
+    Unreadable { at: String, what: String, fix: &'static str },
+    #[error("the server ended the binlog stream")]
+    Ended,
+}
+
+impl From<BinlogError> for StreamError {
+    fn from(error: BinlogError) -> StreamError {
+        let transient = matches!(error, BinlogError::Connection(_) | BinlogError::Ended);
+        StreamError::new(transient, ErrorKind::Other, error)
+    }
+}
+
+/// The binlog of one session, as change lines.
+pub struct BinlogChanges<E: Encoding> {
+    binlog: Option<BinlogStream>,
+    encoding: E,
+    /// `schema.name` of the captured tables; empty: every table of `database`.
+    captured: HashSet<String>,
+    database: String,
+    file: u32,
+    /// The end of the last transaction given.
+    committed: Position,
+    shapes: HashMap<u64, Arc<Shape>>,
+    transactions: Transactions,
+    xid: Option<u64>,
+    received: Received,
+    counts: HashMap<(String, &'static str), u64>,
+}
+
+impl<E: Encoding> BinlogChanges<E> {
+    pub fn new(
+        binlog: BinlogStream,
+        encoding: E,
+        captured: HashSet<String>,
+        database: String,
+        from: Position,
+    ) -> Self {
+        BinlogChanges {
+            binlog: Some(binlog),
+            encoding,
+            captured,
+            database,
+            file: BinlogPosition::from(from).file,
+            committed: from,
+            shapes: HashMap::new(),
+            transactions: Transactions::default(),
+            xid: None,
+            received: Received::default(),
+            counts: HashMap::new(),
+        }
+    }
+
+    fn at(&self, event: &Event) -> BinlogPosition {
+        BinlogPosition { file: self.file, offset: event.header().log_pos() }
+    }
+
+    fn captures(&self, schema: &str, name: &str) -> bool {
+        if self.captured.is_empty() {
+            schema == self.database
+        } else {
+            self.captured.contains(&format!("{schema}.{name}"))
+        }
+    }
+
+    /// Handles one event; `Some` when it completes a step the caller reports.
+    fn handle(&mut self, event: Event, out: &mut Vec<u8>) -> Result<Option<StreamEvent>, BinlogError> {
+        let raw = event.header().event_type_raw();
+        let at = self.at(&event);
+        match raw {
+            MARIADB_GTID => {
+                let flags = event.data().get(12).copied().unwrap_or(0);
+                if flags & MARIADB_STANDALONE == 0 {
+                    self.transactions.begin();
+                }
+                return Ok(None);
+            }
+            MARIADB_ANNOTATE_ROWS | MARIADB_BINLOG_CHECKPOINT | MARIADB_GTID_LIST => return Ok(None),
+            MARIADB_START_ENCRYPTION => {
+                return Err(BinlogError::Unreadable {
+                    at: Position::from(at).to_string(),
+                    what: "an encrypted binlog".into(),
+                    fix: "set encrypt_binlog=OFF on the source",
+                });
+            }
+            165..=171 => {
+                return Err(BinlogError::Unreadable {
+                    at: Position::from(at).to_string(),
+                    what: format!("MariaDB compressed event type {raw}"),
+                    fix: "set log_bin_compress=OFF on the source",
+                });
+            }
+            _ => {}
+        }
+        let data = event.read_data().map_err(|e| self.bad(at, e))?;
+        let Some(data) = data else {
+            return Err(BinlogError::Unreadable {
+                at: Position::from(at).to_string(),
+                what: format!("event type {raw}"),
+                fix: "report the server version and its binlog settings",
+            });
+        };
+        match data {
+            EventData::RotateEvent(rotate) => {
+                if let Some(position) = BinlogPosition::in_file(&rotate.name(), rotate.position()) {
+                    self.file = position.file;
+                }
+            }
+            EventData::GtidEvent(_) => self.transactions.begin(),
+            EventData::QueryEvent(query) => {
+                let text = query.query();
+                let statement = text.trim_start().to_ascii_uppercase();
+                if statement.starts_with("BEGIN") {
+                    self.transactions.begin();
+                } else if statement.starts_with("COMMIT") || !self.transactions.is_open() {
+                    // COMMIT of a non-transactional table's statements, or a DDL statement:
+                    // its end is a place to resume from.
+                    return self.commit(at, event.header().timestamp(), out).map(Some);
+                }
+            }
+            EventData::XidEvent(xid) => {
+                self.xid = Some(xid.xid);
+                return self.commit(at, event.header().timestamp(), out).map(Some);
+            }
+            EventData::TableMapEvent(_) => {}
+            EventData::RowsEvent(rows) => self.rows(&rows, at)?,
+            EventData::TransactionPayloadEvent(_) => {}
+            EventData::HeartbeatEvent if !self.transactions.is_open() => {
+                return Ok(Some(StreamEvent::Idle { position: self.committed }));
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    fn bad(&self, at: BinlogPosition, error: impl std::fmt::Display) -> BinlogError {
+        BinlogError::Event { at: Position::from(at).to_string(), what: error.to_string() }
+    }
+
+    fn rows(&mut self, rows: &RowsEventData<'_>, at: BinlogPosition) -> Result<(), BinlogError> {
+        let Some(binlog) = self.binlog.as_ref() else { return Ok(()) };
+        let table_id = rows.table_id();
+        let Some(map) = binlog.get_tme(table_id) else {
+            return Err(self.bad(at, format!("rows of table id {table_id} before its TABLE_MAP event")));
+        };
+        if !self.captures(&map.database_name(), &map.table_name()) {
+            return Ok(());
+        }
+        let map = map.clone();
+        let op = match rows {
+            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Insert,
+            RowsEventData::UpdateRowsEvent(_)
+            | RowsEventData::UpdateRowsEventV1(_)
+            | RowsEventData::PartialUpdateRowsEvent(_) => Op::Update,
+            RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
+        };
+        for row in rows.rows(&map) {
+            let (before, after) = row.map_err(|e| self.bad(at, e))?;
+            let sample =
+                after.as_ref().or(before.as_ref()).ok_or_else(|| self.bad(at, "a row without an image"))?;
+            let shape = self.shape(table_id, &map, sample).map_err(|e| self.bad(at, e))?;
+            let old = before.map(|row| values(&shape, row)).transpose().map_err(|e| self.bad(at, e))?;
+            let new = after.map(|row| values(&shape, row)).transpose().map_err(|e| self.bad(at, e))?;
+            let label = match op {
+                Op::Insert => "insert",
+                Op::Update => "update",
+                _ => "delete",
+            };
+            *self.counts.entry((shape.table.qualified_name(), label)).or_default() += 1;
+            self.transactions.add(RowChange { shape, op, old: old.map(tuple), new: new.map(tuple) });
+        }
+        Ok(())
+    }
+
+    /// The shape of `table_id`'s rows: read from the TABLE_MAP event and its
+    /// first row's columns (names, signedness, charsets, key), kept while
+    /// the table id maps the same columns.
+    fn shape(
+        &mut self,
+        table_id: u64,
+        map: &TableMapEvent<'_>,
+        row: &BinlogRow,
+    ) -> Result<Arc<Shape>, String> {
+        let names: Vec<String> = row.columns_ref().iter().map(|c| c.name_str().into_owned()).collect();
+        if let Some(shape) = self.shapes.get(&table_id)
+            && shape.table.columns.iter().map(|c| &c.name).eq(names.iter())
+        {
+            return Ok(shape.clone());
+        }
+        if names.iter().any(|name| name.starts_with('@')) {
+            return Err(
+                "the binlog does not name the columns: set binlog_row_metadata=FULL on the source".into()
+            );
+        }
+        let mut enums = enum_values(map, true).into_iter();
+        let mut sets = enum_values(map, false).into_iter();
+        let mut columns = Vec::with_capacity(names.len());
+        for (index, column) in row.columns_ref().iter().enumerate() {
+            let kind = column.column_type();
+            let values = match kind {
+                mysql_async::consts::ColumnType::MYSQL_TYPE_ENUM => enums.next().unwrap_or_default(),
+                mysql_async::consts::ColumnType::MYSQL_TYPE_SET => sets.next().unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let meta = map.get_column_metadata(index).unwrap_or_default();
+            let unsigned = column.flags().contains(ColumnFlags::UNSIGNED_FLAG);
+            let format =
+                Format::of(kind, meta, unsigned, column.character_set(), values).ok_or_else(|| {
+                    format!("column {} has type {kind:?}, which walpipe does not read", names[index])
+                })?;
+            let is_key = column.flags().contains(ColumnFlags::PRI_KEY_FLAG);
+            columns.push((names[index].clone(), format, is_key));
+        }
+        let shape = Arc::new(Shape::new(table_id as u32, &map.database_name(), &map.table_name(), columns));
+        self.shapes.insert(table_id, shape.clone());
+        Ok(shape)
+    }
+
+    fn commit(
+        &mut self,
+        at: BinlogPosition,
+        timestamp: u32,
+        out: &mut Vec<u8>,
+    ) -> Result<StreamEvent, BinlogError> {
+        let end = Position::from(at);
+        let micros = i64::from(timestamp) * 1_000_000;
+        let xid = self.xid.take();
+        self.transactions.commit(&self.encoding, end, xid, micros, out).map_err(|e| self.bad(at, e))?;
+        self.committed = end;
+        self.received.transactions += 1;
+        let commit_time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(timestamp));
+        Ok(StreamEvent::Committed { end, commit_time })
+    }
+}
+
+/// A row's values as text, in its shape's column order.
+fn values(shape: &Shape, row: BinlogRow) -> Result<Vec<Option<String>>, String> {
+    let mut values = row.unwrap();
+    if values.len() != shape.formats.len() {
+        return Err(format!("a row with {} values for {} columns", values.len(), shape.formats.len()));
+    }
+    shape.formats.iter().zip(values.iter_mut()).map(|(format, value)| format.text(value)).collect()
+}
+
+/// The ENUM (`enums`) or SET column values the TABLE_MAP event lists, in column order.
+fn enum_values(map: &TableMapEvent<'_>, enums: bool) -> Vec<Vec<String>> {
+    use mysql_async::binlog::events::OptionalMetadataField as Field;
+    let mut found = Vec::new();
+    for field in map.iter_optional_meta().flatten() {
+        match field {
+            Field::EnumStrValue(list) if enums => {
+                for values in list.iter_values().flatten() {
+                    found.push(values.values().iter().map(|v| v.value().into_owned()).collect());
+                }
+            }
+            Field::SetStrValue(list) if !enums => {
+                for values in list.iter_values().flatten() {
+                    found.push(values.values().iter().map(|v| v.value().into_owned()).collect());
+                }
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+impl<E: Encoding> ChangeStream for BinlogChanges<E> {
+    async fn next(&mut self, out: &mut Vec<u8>) -> Result<StreamEvent, StreamError> {
+        loop {
+            let Some(binlog) = self.binlog.as_mut() else { return Ok(StreamEvent::Ended) };
+            let Some(event) = binlog.next().await else { return Err(BinlogError::Ended.into()) };
+            let event = event.map_err(BinlogError::from)?;
+            self.received.bytes += u64::from(event.header().event_size());
+            let is_rows = matches!(
+                event.header().event_type(),
+                Ok(EventType::WRITE_ROWS_EVENT | EventType::UPDATE_ROWS_EVENT | EventType::DELETE_ROWS_EVENT)
+            );
+            self.received.data |= is_rows;
+            if let Some(step) = self.handle(event, out)? {
+                return Ok(step);
+            }
+        }
+    }
+
+    fn has_more(&self) -> bool {
+        false
+    }
+
+    fn is_busy(&self) -> bool {
+        false
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.transactions.is_open()
+    }
+
+    /// The server keeps no position for a binlog reader: the checkpoint is the only record.
+    fn confirm(&mut self, _position: Position) {}
+
+    async fn keep_alive(&mut self, wait: Duration) -> Result<(), StreamError> {
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    fn take_received(&mut self, mut visit: impl FnMut(&str, &str, u64)) -> Received {
+        for ((table, op), count) in self.counts.drain() {
+            visit(&table, op, count);
+        }
+        std::mem::take(&mut self.received)
+    }
+
+    async fn finish(mut self) -> Result<(), StreamError> {
+        if let Some(binlog) = self.binlog.take() {
+            binlog.close().await.map_err(BinlogError::from)?;
+        }
+        Ok(())
+    }
+}
