@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod fakes;
+pub mod mariadb;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -267,6 +268,11 @@ const ROLES_SQL: &str = "SET password_encryption = 'md5'; \
     CREATE ROLE walpipe_trust LOGIN REPLICATION SUPERUSER;";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A number no other call in this process returns.
+pub fn unique() -> usize {
+    COUNTER.fetch_add(1, Ordering::SeqCst)
+}
 
 /// Stops the cluster and removes its files once this test process is gone.
 fn spawn_watchdog(bindir: &Path, base: &Path, dir: &Path) {

@@ -21,6 +21,19 @@ pub enum CatalogError {
     Nothing,
 }
 
+/// The table's id (`SourceTable::relid`, and the id in its shapes). A binlog table id is not one: the server
+/// hands out a new one whenever it opens the table again (after `FLUSH
+/// TABLES`, a restart, an eviction from the table cache), and a sink takes
+/// a new id for a table dropped and created again. So the id is the
+/// table's name, hashed (FNV-1a): the same in every session, and a table
+/// dropped and created again under its name is not told apart.
+pub fn stable_id(schema: &str, name: &str) -> u32 {
+    let hash = format!("{schema}.{name}")
+        .bytes()
+        .fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619));
+    hash.max(1)
+}
+
 /// A column as `information_schema.columns` lists it: schema, table, column,
 /// data type, column type, nullable, ordinal, charset.
 type CatalogRow = (String, String, String, String, String, String, u32, String);
@@ -73,7 +86,7 @@ pub async fn tables(
             tables.push(SourceTable {
                 schema: schema.clone(),
                 name: name.clone(),
-                relid: 0,
+                relid: stable_id(&schema, &name),
                 columns: Vec::new(),
                 key,
                 // binlog_row_image=FULL: an update or delete carries the whole old row.

@@ -245,7 +245,7 @@ impl Source for MysqlSource {
     }
 
     fn snapshot_reader<'a>(&'a self, _snapshot: &'a str) -> Box<dyn SnapshotReader + 'a> {
-        Box::new(BlockingSnapshot { conn: self.snapshot.clone() })
+        Box::new(BlockingSnapshot { conn: self.snapshot.clone(), opts: self.target.opts.clone() })
     }
 
     async fn record_catalog(&mut self, _store: &tokio_postgres::Client) -> Result<(), SetupError> {

@@ -29,6 +29,9 @@ const CHUNK_BYTES: usize = 256 * 1024;
 pub struct BlockingSnapshot {
     /// `None` when no snapshot was opened (a bug of the caller's).
     pub conn: Option<Arc<Mutex<Conn>>>,
+    /// For the row estimates, on a session of their own: the snapshot's
+    /// is held by the copy while it reads.
+    pub opts: mysql_async::Opts,
 }
 
 impl BlockingSnapshot {
@@ -57,8 +60,7 @@ impl SnapshotReader for BlockingSnapshot {
 
     fn estimate<'a>(&'a self, table: &'a SourceTable) -> BoxFuture<'a, Result<i64, SnapshotError>> {
         Box::pin(async move {
-            let conn = self.conn()?;
-            let mut conn = conn.lock().await;
+            let mut conn = Conn::new(self.opts.clone()).await.map_err(failed)?;
             let rows: Option<u64> = conn
                 .exec_first(
                     "SELECT coalesce(table_rows, 0) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
@@ -66,6 +68,7 @@ impl SnapshotReader for BlockingSnapshot {
                 )
                 .await
                 .map_err(failed)?;
+            conn.disconnect().await.map_err(failed)?;
             Ok(rows.unwrap_or(0) as i64)
         })
     }

@@ -29,6 +29,7 @@ use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::consts::ColumnFlags;
 
+use super::catalog::stable_id;
 use super::position::BinlogPosition;
 use super::transaction::{RowChange, Shape, Transactions, tuple};
 use super::types::Format;
@@ -269,7 +270,8 @@ impl<E: Encoding> BinlogChanges<E> {
             let is_key = column.flags().contains(ColumnFlags::PRI_KEY_FLAG);
             columns.push((names[index].clone(), format, is_key));
         }
-        let shape = Arc::new(Shape::new(table_id as u32, &map.database_name(), &map.table_name(), columns));
+        let (schema, name) = (map.database_name(), map.table_name());
+        let shape = Arc::new(Shape::new(stable_id(&schema, &name), &schema, &name, columns));
         self.shapes.insert(table_id, shape.clone());
         Ok(shape)
     }
