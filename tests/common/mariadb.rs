@@ -54,9 +54,13 @@ impl Mariadb {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut server = Command::new("mariadbd");
+        // `setsid -f` forks the server into its own session and returns at once;
+        // the watchdog finds it by its pid file.
+        let mut server = Command::new("setsid");
         server
+            .args(["-f", "mariadbd"])
             .arg("--no-defaults")
+            .arg(format!("--pid-file={}", dir.join("pid").display()))
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--socket={}", dir.join("sock").display()))
             .arg(format!("--port={port}"))
@@ -79,8 +83,9 @@ impl Mariadb {
         if !user.is_empty() {
             server.arg(format!("--user={user}"));
         }
-        let child = server.spawn().expect("start mariadbd");
-        spawn_watchdog(child.id(), &dir);
+        let started = server.status().expect("start mariadbd");
+        assert!(started.success(), "setsid failed to start mariadbd");
+        spawn_watchdog(&dir);
         let server = Mariadb { port, dir };
         super::wait_for(Duration::from_secs(60), "MariaDB to accept connections", || {
             server.try_sql_as_root("SELECT 1").is_some()
@@ -104,6 +109,7 @@ impl Mariadb {
             "--batch",
             "--skip-column-names",
             "--raw",
+            "--default-character-set=utf8mb4",
         ]);
         if !db.is_empty() {
             command.arg(db);
@@ -135,18 +141,19 @@ impl Mariadb {
     }
 }
 
-/// Kills the server and removes its directory when this process exits.
-fn spawn_watchdog(pid: u32, dir: &Path) {
+/// Kills the server and removes its directory once this test process is gone.
+fn spawn_watchdog(dir: &Path) {
     let script = format!(
-        "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -9 {pid} 2>/dev/null; sleep 1; rm -rf '{dir}'",
+        "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -9 $(cat '{dir}/pid') 2>/dev/null; sleep 1; rm -rf '{dir}'",
         parent = std::process::id(),
         dir = dir.display()
     );
-    Command::new("sh")
-        .args(["-c", &script])
+    let started = Command::new("setsid")
+        .args(["-f", "sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
         .expect("start the MariaDB watchdog");
+    assert!(started.success(), "setsid failed to start the MariaDB watchdog");
 }

@@ -88,10 +88,11 @@ pub struct MysqlStarted {
 }
 
 /// Connects with the session settings every walpipe session uses: UTC, so
-/// that `TIMESTAMP` values read as text are in UTC.
+/// that `TIMESTAMP` values read as text are in UTC, and utf8mb4, so that
+/// text is read as stored (a 3-byte utf8 session turns an emoji into `?`).
 async fn connect(target: &MysqlTarget) -> Result<Conn, MysqlSetupError> {
     let mut conn = Conn::new(target.opts.clone()).await?;
-    conn.query_drop("SET time_zone = '+00:00'").await?;
+    conn.query_drop("SET time_zone = '+00:00', NAMES utf8mb4").await?;
     Ok(conn)
 }
 

@@ -292,6 +292,7 @@ impl Format {
             (_, Value::Int(n)) if matches!(self, Format::Enum(_)) => return Ok(self.enum_value(*n)),
             (Format::Set(values), Value::Bytes(bits)) => set_value(&values[..], &bits[..]),
             (Format::Unsigned { bits }, Value::Int(n)) => unsigned(*n, *bits).to_string(),
+            (Format::Integer { bits }, Value::Int(n)) => signed(*n, *bits).to_string(),
             (_, Value::Int(n)) => n.to_string(),
             (_, Value::UInt(n)) => n.to_string(),
             (_, Value::Float(f)) => f.to_string(),
@@ -328,6 +329,12 @@ impl Format {
 /// storage the decoder gave it.
 fn unsigned(n: i64, bits: u8) -> u64 {
     if bits >= 64 { n as u64 } else { (n as u64) & ((1u64 << bits) - 1) }
+}
+
+/// A binlog integer of a signed column, sign-extended: the decoder hands
+/// a negative `mediumint` over as its 24-bit pattern.
+fn signed(n: i64, bits: u8) -> i64 {
+    if bits < 64 && n >= 1 << (bits - 1) && n < 1 << bits { n - (1 << bits) } else { n }
 }
 
 fn set_value(values: &[String], bits: &[u8]) -> String {

@@ -7,6 +7,8 @@ fn text(format: &Format, value: Value) -> Option<String> {
 #[test]
 fn integers_keep_their_sign_and_unsigned_ones_their_full_range() {
     assert_eq!(text(&Format::Integer { bits: 8 }, Value::Int(-5)).as_deref(), Some("-5"));
+    assert_eq!(text(&Format::Integer { bits: 24 }, Value::Int(8_388_608)).as_deref(), Some("-8388608"));
+    assert_eq!(text(&Format::Integer { bits: 24 }, Value::Int(8_388_607)).as_deref(), Some("8388607"));
     assert_eq!(text(&Format::Unsigned { bits: 8 }, Value::Int(-1)).as_deref(), Some("255"));
     assert_eq!(
         text(&Format::Unsigned { bits: 64 }, Value::UInt(u64::MAX)).as_deref(),
