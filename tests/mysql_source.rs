@@ -174,3 +174,98 @@ fn every_type_arrives_the_same_from_the_snapshot_and_from_the_binlog() {
     assert!(copied.ends_with(",,)"), "a zero datetime and a NULL are NULL: {copied}");
     drop(run);
 }
+
+/// MySQL's failure mode: the binlog expires under a stopped job. With
+/// `when_needed` the next start finds its position purged, records the gap,
+/// and copies every table again under a new snapshot, deletes made during
+/// the gap included.
+#[test]
+fn a_purged_binlog_position_is_a_recorded_gap_and_a_new_copy() {
+    let server = mariadb::Mariadb::start(&[]);
+    let cluster = common::pg15_with(&common::options());
+    let source_db = server.fresh_db("purged");
+    let sink_db = cluster.fresh_db("mysql_purged");
+    let job = format!("mysql_purged_{}", common::unique());
+    server.sql(
+        &source_db,
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int unsigned, price decimal(10,2), note varchar(50)); \
+         INSERT INTO orders SELECT seq, seq, 1.25, 'first' FROM seq_1_to_50",
+    );
+    let url = server.url(&source_db);
+    let start = |append| {
+        let vars = [
+            ("WALPIPE_SOURCE_URL", url.clone()),
+            ("WALPIPE_SINK_URL", cluster.url(&sink_db)),
+            ("WALPIPE_JOB_NAME", job.clone()),
+            ("WALPIPE_TABLES", format!("{source_db}.orders")),
+            ("WALPIPE_TABLE_MAPPINGS", format!("{source_db}.orders=public.orders")),
+            ("WALPIPE_SNAPSHOT_MODE", "when_needed".to_string()),
+            ("WALPIPE_FLUSH_INTERVAL_MS", "100".to_string()),
+        ];
+        Running(common::spawn_run(&job, append, &vars, &[]))
+    };
+    let same = || {
+        cluster
+            .try_psql(&sink_db, &format!("SELECT {COLUMNS} FROM public.orders ORDER BY id"))
+            .map(|t| t.replace('|', "\t"))
+            == Some(server.sql(&source_db, &format!("SELECT {COLUMNS} FROM orders ORDER BY id")))
+    };
+    let run = start(false);
+    common::wait_for_showing(Duration::from_secs(90), "the first copy", same, || common::run_log(&job));
+    server.sql(&source_db, "INSERT INTO orders VALUES (51, 51, 1.25, 'streamed')");
+    common::wait_for_showing(Duration::from_secs(60), "the streamed row", same, || common::run_log(&job));
+    let mut run = run;
+    let _ = std::process::Command::new("kill").args(["-TERM", &run.0.id().to_string()]).status();
+    assert!(run.0.wait().expect("exit").success(), "{}", common::run_log(&job));
+    // The gap: changes the stopped job never reads, then the binlog they are in is purged.
+    server.sql(&source_db, "DELETE FROM orders WHERE id <= 10; UPDATE orders SET note = 'in the gap' WHERE id = 20; INSERT INTO orders VALUES (60, 60, 9.99, 'in the gap')");
+    // MariaDB purges a file only once its transactions are durable in InnoDB
+    // (its binlog checkpoint): purge until the first file is gone.
+    common::wait_for(Duration::from_secs(60), "the first binlog file to be purged", || {
+        let current = server.sql("", "FLUSH BINARY LOGS; SHOW MASTER STATUS");
+        let file =
+            current.lines().last().and_then(|line| line.split('\t').next()).unwrap_or_default().to_string();
+        server.sql("", &format!("PURGE BINARY LOGS TO '{file}'"));
+        !server.sql("", "SHOW BINARY LOGS").contains("binlog.000001")
+    });
+    let run = start(true);
+    common::wait_for_showing(
+        Duration::from_secs(90),
+        "the sink to equal the source after the gap",
+        same,
+        || common::run_log(&job),
+    );
+    let log = common::run_log(&job);
+    assert!(log.contains("was purged (binlog_expire_logs_seconds, or PURGE BINARY LOGS): changes after the gap start are lost"), "{log}");
+    let gaps =
+        cluster.psql(&sink_db, &format!("SELECT count(*) FROM walpipe.data_gaps WHERE job_name = '{job}'"));
+    assert_eq!(gaps, "1", "the gap is recorded");
+    drop(run);
+}
+
+/// A server that logs statements, not rows, is refused with the fix, by
+/// `walpipe check` and by the job.
+#[test]
+fn a_statement_based_binlog_is_refused_with_the_fix() {
+    let server = mariadb::Mariadb::start(&["--binlog-format=STATEMENT"]);
+    let cluster = common::pg15_with(&common::options());
+    let source_db = server.fresh_db("statement");
+    let sink_db = cluster.fresh_db("mysql_statement");
+    server.sql(&source_db, "CREATE TABLE orders (id int PRIMARY KEY)");
+    let output = common::walpipe()
+        .arg("check")
+        .env("WALPIPE_SOURCE_URL", server.url(&source_db))
+        .env("WALPIPE_SINK_URL", cluster.url(&sink_db))
+        .output()
+        .expect("walpipe check");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{printed}");
+    assert!(
+        printed.contains("binlog_format = STATEMENT, but walpipe needs ROW: set binlog_format=ROW in the server's configuration"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("binlog_row_metadata = FULL"),
+        "the settings that hold are listed too: {printed}"
+    );
+}

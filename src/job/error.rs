@@ -31,16 +31,16 @@ pub enum JobError {
     #[error("the sink task failed: {0}; this is a bug, please report it")]
     SinkTask(String),
     #[error(
-        "replication slot {slot:?} was invalidated (wal_status = lost): the changes it held are gone; set WALPIPE_SNAPSHOT_MODE=when_needed to re-create it and copy the tables again automatically, or drop the slot and the job's checkpoint (DELETE FROM walpipe.checkpoints) and restart"
+        "{why}: the changes it held are gone; set WALPIPE_SNAPSHOT_MODE=when_needed to start over with a new stream and copy the tables again automatically, or {start_over} and restart"
     )]
-    SlotLost { slot: String },
+    StreamLost { why: String, start_over: String },
 }
 
 impl JobError {
     /// The source gave up on the job's stream (an invalidated slot).
     pub fn is_slot_lost(&self) -> bool {
         match self {
-            JobError::SlotLost { .. } => true,
+            JobError::StreamLost { .. } => true,
             JobError::Stream(error) | JobError::Drive(DriveError::Source(error)) => {
                 error.kind == ErrorKind::SlotInvalidated
             }
@@ -77,7 +77,7 @@ impl JobError {
             JobError::Drive(DriveError::SinkStopped | DriveError::SinkStalled) => true,
             JobError::SinkSetup(error) => sql::is_transient(error),
             JobError::Snapshot(error) => error.is_transient(),
-            JobError::SinkTask(_) | JobError::SlotLost { .. } => false,
+            JobError::SinkTask(_) | JobError::StreamLost { .. } => false,
         }
     }
 }
@@ -100,7 +100,7 @@ mod tests {
 
     #[test]
     fn the_kind_comes_from_the_error_type_not_its_text() {
-        let lost = JobError::SlotLost { slot: "s".into() };
+        let lost = JobError::StreamLost { why: "w".into(), start_over: "s".into() };
         assert_eq!(lost.kind(), ErrorKind::SlotInvalidated);
         let set_up = |kind| JobError::Stream(StreamError::new(true, kind, std::io::Error::other("x")));
         assert_eq!(set_up(ErrorKind::Timeout).kind(), ErrorKind::Timeout);

@@ -252,13 +252,13 @@ async fn decide_start<S: Source>(
     let applied = checkpoint.as_ref().filter(|(slot, _)| slot == &spec.slot).map(|(_, position)| *position);
     let state = source.stream_state(applied).await?;
     Ok(match (state, applied) {
-        (StreamState::Lost, gap_from) => {
+        (StreamState::Lost { why, start_over }, gap_from) => {
             if spec.snapshot_mode != SnapshotMode::WhenNeeded {
-                return Err(JobError::SlotLost { slot: spec.slot.clone() });
+                return Err(JobError::StreamLost { why, start_over });
             }
             let from = gap_from.map_or("an unknown position".to_string(), |position| position.to_string());
             tracing::warn!(job = %spec.name, slot = %spec.slot, gap_from = %from,
-                "the slot was invalidated: changes after the gap start are lost; re-creating the slot and copying the tables again");
+                "{why}: changes after the gap start are lost; starting a new stream and copying the tables again");
             checkpoint::record_data_gap(sink, &spec.name, &spec.slot, gap_from)
                 .await
                 .map_err(JobError::SinkSetup)?;

@@ -66,14 +66,15 @@ pub struct SourceSettings {
 }
 
 /// Where the job's stream stands on the source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamState {
     /// There is none.
     Missing,
     /// It is there; `confirmed`: the last position it was told durable.
     Ready { confirmed: Option<Position> },
-    /// The source gave up on it: the changes it held are gone.
-    Lost,
+    /// The source gave up on it: the changes it held are gone. `why` says
+    /// what happened, `start_over` how to start over by hand (a sentence each).
+    Lost { why: String, start_over: String },
 }
 
 /// A stream just created: where it starts, and the snapshot it agrees with.

@@ -19,7 +19,8 @@ pub const PASSWORD: &str = "walpipe-secret";
 
 static SERVER: OnceLock<Mariadb> = OnceLock::new();
 
-/// The server of this test binary (extra `--name=value` settings only on the first call).
+/// The server this test binary's tests share (a test that changes the
+/// server's binlog starts its own with [`Mariadb::start`]).
 pub fn server() -> &'static Mariadb {
     SERVER.get_or_init(|| Mariadb::start(&[]))
 }
@@ -30,7 +31,8 @@ fn is_root() -> bool {
 
 impl Mariadb {
     pub fn start(settings: &[&str]) -> Mariadb {
-        let dir = std::env::temp_dir().join(format!("walpipe-mariadb-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("walpipe-mariadb-{}-{}", std::process::id(), super::unique()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the MariaDB directory");
         let user = if is_root() { "mysql" } else { "" };

@@ -222,7 +222,16 @@ impl Source for MysqlSource {
         let files: Vec<mysql_async::Row> = self.conn.query("SHOW BINARY LOGS").await.map_err(failed)?;
         let wanted = BinlogPosition::from(applied).file_name(&self.base);
         let kept = files.iter().any(|row| row.get::<String, _>(0).as_deref() == Some(wanted.as_str()));
-        Ok(if kept { StreamState::Ready { confirmed: None } } else { StreamState::Lost })
+        Ok(if kept {
+            StreamState::Ready { confirmed: None }
+        } else {
+            StreamState::Lost {
+                why: format!(
+                    "the binlog file {wanted}, which holds the job's position {applied}, was purged (binlog_expire_logs_seconds, or PURGE BINARY LOGS)"
+                ),
+                start_over: "delete the job's checkpoint (DELETE FROM walpipe.checkpoints)".into(),
+            }
+        })
     }
 
     async fn forget_stream(&mut self) -> Result<(), SetupError> {

@@ -183,7 +183,20 @@ impl<E: Encoding> BinlogChanges<E> {
             }
             EventData::TableMapEvent(_) => {}
             EventData::RowsEvent(rows) => self.rows(&rows, at)?,
-            EventData::TransactionPayloadEvent(_) => {}
+            EventData::TransactionPayloadEvent(payload) => {
+                // The client reads the events inside after this one, but a payload
+                // it cannot decompress it drops without a word: check it first.
+                let readable = payload
+                    .decompressed()
+                    .and_then(|mut events| std::io::copy(&mut events, &mut std::io::sink()));
+                if let Err(error) = readable {
+                    return Err(BinlogError::Unreadable {
+                        at: Position::from(at).to_string(),
+                        what: format!("a compressed transaction payload that does not decompress ({error})"),
+                        fix: "set binlog_transaction_compression=OFF on the source and report the server version",
+                    });
+                }
+            }
             EventData::HeartbeatEvent if !self.transactions.is_open() => {
                 return Ok(Some(StreamEvent::Idle { position: self.committed }));
             }

@@ -124,7 +124,13 @@ impl Source for PostgresSource {
             .map_err(failed)?;
         Ok(match slot.first("wal_status") {
             None => StreamState::Missing,
-            Some("lost") => StreamState::Lost,
+            Some("lost") => StreamState::Lost {
+                why: "the slot was invalidated (wal_status = lost)".into(),
+                start_over: format!(
+                    "drop the slot {:?} and the job's checkpoint (DELETE FROM walpipe.checkpoints)",
+                    self.settings.slot
+                ),
+            },
             Some(_) => {
                 StreamState::Ready { confirmed: slot.first("confirmed").and_then(|lsn| lsn.parse().ok()) }
             }
