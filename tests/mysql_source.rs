@@ -269,3 +269,54 @@ fn a_statement_based_binlog_is_refused_with_the_fix() {
         "the settings that hold are listed too: {printed}"
     );
 }
+
+/// `ALTER TABLE` arrives as a query event; the next rows' TABLE_MAP names
+/// the new columns, and the mirror follows them by name: an added column
+/// fills, a dropped one goes, and a dropped and re-added one starts empty.
+#[test]
+fn the_mirror_follows_columns_added_and_dropped_on_mariadb() {
+    let server = mariadb::server();
+    let cluster = common::pg15_with(&common::options());
+    let source_db = server.fresh_db("alter");
+    let sink_db = cluster.fresh_db("mysql_alter");
+    let job = format!("mysql_alter_{}", common::unique());
+    server.sql(
+        &source_db,
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int unsigned, price decimal(10,2), note varchar(50), extra int); \
+         INSERT INTO orders VALUES (1, 1, 1.00, 'one', 7)",
+    );
+    let run = start(cluster, &source_db, &sink_db, &job, false);
+    let sink = |sql: &str| cluster.try_psql(&sink_db, sql).unwrap_or_default();
+    common::wait_for_showing(
+        Duration::from_secs(90),
+        "the copied row",
+        || sink("SELECT count(*) FROM public.orders") == "1",
+        || common::run_log(&job),
+    );
+    server.sql(
+        &source_db,
+        "ALTER TABLE orders ADD COLUMN colour varchar(10); INSERT INTO orders VALUES (2, 2, 2.00, 'two', 8, 'red'); \
+         ALTER TABLE orders DROP COLUMN extra; INSERT INTO orders VALUES (3, 3, 3.00, 'three', 'blue'); \
+         ALTER TABLE orders DROP COLUMN note; ALTER TABLE orders ADD COLUMN note varchar(50); \
+         INSERT INTO orders (id, qty, price, colour, note) VALUES (4, 4, 4.00, 'green', 'four again')",
+    );
+    common::wait_for_showing(
+        Duration::from_secs(60),
+        "the rows after the ALTERs",
+        || sink("SELECT count(*) FROM public.orders") == "4",
+        || common::run_log(&job),
+    );
+    let columns = sink(
+        "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name = 'orders' AND column_name NOT LIKE '\\_walpipe%'",
+    );
+    assert_eq!(columns, "colour,id,note,price,qty", "extra is dropped, colour added");
+    assert_eq!(
+        sink(
+            "SELECT id || ':' || coalesce(colour, '-') || ':' || coalesce(note, '-') FROM public.orders ORDER BY id"
+        ),
+        "1:-:-\n2:red:-\n3:blue:-\n4:green:four again",
+        "rows keep their values by column name; the re-added note starts empty"
+    );
+    drop(run);
+}

@@ -4,6 +4,7 @@
 //!  target     WALPIPE_SOURCE_URL=mysql://... (or mariadb://)
 //!  setup      Source: requirements, catalog, the blocking snapshot, the binlog request
 //!  catalog    information_schema: columns, formats, the primary key
+//!  ddl        the columns an ALTER TABLE removes (pure)
 //!  stream     binlog events to change lines (ChangeStream)
 //!  transaction  a transaction's rows, held until its end, as lines
 //!  types      MySQL types and values as neutral shapes and text (pure)
@@ -17,6 +18,7 @@
 //! and `xid` the transaction's XID.
 
 pub mod catalog;
+pub mod ddl;
 pub mod position;
 pub mod setup;
 pub mod snapshot;

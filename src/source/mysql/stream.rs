@@ -30,6 +30,7 @@ use mysql_async::binlog::row::BinlogRow;
 use mysql_async::consts::ColumnFlags;
 
 use super::catalog::stable_id;
+use super::ddl;
 use super::position::BinlogPosition;
 use super::transaction::{RowChange, Shape, Transactions, tuple};
 use super::types::Format;
@@ -81,6 +82,8 @@ pub struct BinlogChanges<E: Encoding> {
     /// The end of the last transaction given.
     committed: Position,
     shapes: HashMap<u64, Arc<Shape>>,
+    /// By `schema.name`: the shape last read, which a DDL's removed columns are taken from.
+    latest: HashMap<String, Arc<Shape>>,
     transactions: Transactions,
     xid: Option<u64>,
     received: Received,
@@ -103,6 +106,7 @@ impl<E: Encoding> BinlogChanges<E> {
             file: BinlogPosition::from(from).file,
             committed: from,
             shapes: HashMap::new(),
+            latest: HashMap::new(),
             transactions: Transactions::default(),
             xid: None,
             received: Received::default(),
@@ -174,6 +178,7 @@ impl<E: Encoding> BinlogChanges<E> {
                 } else if statement.starts_with("COMMIT") || !self.transactions.is_open() {
                     // COMMIT of a non-transactional table's statements, or a DDL statement:
                     // its end is a place to resume from.
+                    self.follow_ddl(&text, &query.schema());
                     return self.commit(at, event.header().timestamp(), out).map(Some);
                 }
             }
@@ -203,6 +208,21 @@ impl<E: Encoding> BinlogChanges<E> {
             _ => {}
         }
         Ok(None)
+    }
+
+    /// Announces, at the DDL, the shape without the columns an `ALTER TABLE`
+    /// of a captured table removed (see `ddl`).
+    fn follow_ddl(&mut self, statement: &str, schema: &str) {
+        let Some((schema, table, removed)) = ddl::removed_columns(statement, schema) else { return };
+        if removed.is_empty() || !self.captures(&schema, &table) {
+            return;
+        }
+        let qualified = format!("{schema}.{table}");
+        let Some(latest) = self.latest.get(&qualified) else { return };
+        let shape = Arc::new(latest.without(&removed));
+        self.shapes.retain(|_, cached| cached.table.qualified_name() != qualified);
+        self.latest.insert(qualified, shape.clone());
+        self.transactions.announce(shape);
     }
 
     fn bad(&self, at: BinlogPosition, error: impl std::fmt::Display) -> BinlogError {
@@ -286,6 +306,7 @@ impl<E: Encoding> BinlogChanges<E> {
         let (schema, name) = (map.database_name(), map.table_name());
         let shape = Arc::new(Shape::new(stable_id(&schema, &name), &schema, &name, columns));
         self.shapes.insert(table_id, shape.clone());
+        self.latest.insert(shape.table.qualified_name(), shape.clone());
         Ok(shape)
     }
 

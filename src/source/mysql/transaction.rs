@@ -27,6 +27,19 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// This shape without the columns named in `removed`.
+    pub fn without(&self, removed: &[String]) -> Shape {
+        let kept: Vec<(String, Format, bool)> = self
+            .table
+            .columns
+            .iter()
+            .zip(&self.formats)
+            .filter(|(c, _)| !removed.contains(&c.name))
+            .map(|(c, f)| (c.name.clone(), f.clone(), c.is_key))
+            .collect();
+        Shape::new(self.table.id, &self.table.schema, &self.table.name, kept)
+    }
+
     pub fn new(id: u32, schema: &str, name: &str, columns: Vec<(String, Format, bool)>) -> Shape {
         let formats = columns.iter().map(|(_, format, _)| format.clone()).collect();
         let columns = columns
@@ -60,6 +73,8 @@ pub fn tuple(values: Vec<Option<String>>) -> Tuple {
 #[derive(Default)]
 pub struct Transactions {
     open: Option<Vec<RowChange>>,
+    /// Shapes to announce at the next commit, rows or not (a DDL's).
+    shapes: Vec<Arc<Shape>>,
     /// By `schema.name`: the signature last announced in this session.
     announced: HashMap<String, Vec<(String, String, bool)>>,
 }
@@ -67,6 +82,11 @@ pub struct Transactions {
 impl Transactions {
     pub fn begin(&mut self) {
         self.open = Some(Vec::new());
+    }
+
+    /// Announces `shape` at the next commit, before its rows if any.
+    pub fn announce(&mut self, shape: Arc<Shape>) {
+        self.shapes.push(shape);
     }
 
     pub fn is_open(&self) -> bool {
@@ -91,21 +111,13 @@ impl Transactions {
     ) -> Result<usize, String> {
         let rows = self.open.take().unwrap_or_default();
         let txn = encoding.txn(end, xid, Some(commit_micros));
+        for shape in std::mem::take(&mut self.shapes) {
+            self.announce_once(encoding, &txn, &shape, 0, end, out);
+        }
         for (ordinal, row) in rows.iter().enumerate() {
             let ordinal = ordinal as u64;
             let table = &row.shape.table;
-            let signature: Vec<(String, String, bool)> = row
-                .shape
-                .signature()
-                .into_iter()
-                .map(|(n, t, k)| (n.to_string(), t.to_string(), k))
-                .collect();
-            let qualified = table.qualified_name();
-            if self.announced.get(&qualified) != Some(&signature) {
-                encoding.write_schema_header(&txn, out, ordinal, end);
-                encoding.write_schema(out, table);
-                self.announced.insert(qualified, signature);
-            }
+            self.announce_once(encoding, &txn, &row.shape, ordinal, end, out);
             encoding.write_header(&txn, out, ordinal, end);
             let old = row.old.clone().map(OldTuple::Full);
             encoding
@@ -113,6 +125,26 @@ impl Transactions {
                 .map_err(|e| e.to_string())?;
         }
         Ok(rows.len())
+    }
+
+    /// Writes `shape`'s schema line unless it is the one last announced.
+    fn announce_once<E: Encoding>(
+        &mut self,
+        encoding: &E,
+        txn: &E::Txn,
+        shape: &Shape,
+        ordinal: u64,
+        end: Position,
+        out: &mut Vec<u8>,
+    ) {
+        let signature: Vec<(String, String, bool)> =
+            shape.signature().into_iter().map(|(n, t, k)| (n.to_string(), t.to_string(), k)).collect();
+        let qualified = shape.table.qualified_name();
+        if self.announced.get(&qualified) != Some(&signature) {
+            encoding.write_schema_header(txn, out, ordinal, end);
+            encoding.write_schema(out, &shape.table);
+            self.announced.insert(qualified, signature);
+        }
     }
 }
 
