@@ -100,6 +100,27 @@ fn a_mariadb_table_is_copied_then_streamed_into_a_postgres_mirror_and_survives_k
          START TRANSACTION; INSERT INTO orders SELECT seq, seq, 1.5, NULL FROM seq_200_to_299; UPDATE orders SET qty = qty + 1 WHERE id > 250; COMMIT",
     );
     converge(cluster, &source_db, &sink_db, &job, "the streamed changes in the sink");
+    // The binlog monitor reports under the slot metrics' names.
+    common::wait_for_showing(
+        Duration::from_secs(30),
+        "the binlog monitor's wal_status",
+        || {
+            let Some(addr) = common::http_addr(&job) else { return false };
+            let scrape = common::http_get(&addr, "/metrics").1;
+            common::metric(&scrape, "walpipe_slot_wal_status", &[("job_name", &job), ("status", "reserved")])
+                == Some(1.0)
+                && common::metric(&scrape, "walpipe_slot_retained_wal_bytes", &[("job_name", &job)]).is_some()
+        },
+        || {
+            let scrape =
+                common::http_addr(&job).map(|addr| common::http_get(&addr, "/metrics").1).unwrap_or_default();
+            scrape
+                .lines()
+                .filter(|l| l.contains("slot_wal_status") || l.contains("monitor"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    );
     // kill -9 while writes go on; the restart resumes from the checkpoint and converges.
     server.sql(&source_db, "INSERT INTO orders SELECT seq, seq, 2.5, 'during' FROM seq_300_to_399");
     drop(run); // SIGKILL

@@ -5,6 +5,7 @@
 //!  setup      Source: requirements, catalog, the blocking snapshot, the binlog request
 //!  catalog    information_schema: columns, formats, the primary key
 //!  ddl        the columns an ALTER TABLE removes (pure)
+//!  monitor    the binlog files behind the job's checkpoint, as the slot metrics
 //!  stream     binlog events to change lines (ChangeStream)
 //!  transaction  a transaction's rows, held until its end, as lines
 //!  types      MySQL types and values as neutral shapes and text (pure)
@@ -19,6 +20,7 @@
 
 pub mod catalog;
 pub mod ddl;
+pub mod monitor;
 pub mod position;
 pub mod setup;
 pub mod snapshot;

@@ -23,6 +23,7 @@ use super::position::{BinlogPosition, base_name};
 use super::snapshot::BlockingSnapshot;
 use super::stream::BinlogChanges;
 use super::target::MysqlTarget;
+use super::transaction::Shape;
 use crate::change::Encoding;
 use crate::chunked::progress::TableCopy;
 use crate::contract::SinkError;
@@ -78,6 +79,8 @@ pub struct MysqlSource {
     base: String,
     /// The blocking snapshot's transaction, until the stream starts.
     snapshot: Option<Arc<Mutex<Conn>>>,
+    /// The captured tables, as `tables` read them.
+    captured: Vec<SourceTable>,
 }
 
 pub struct MysqlStarted {
@@ -85,6 +88,9 @@ pub struct MysqlStarted {
     settings: SourceSettings,
     binlog: mysql_async::BinlogStream,
     from: Position,
+    /// The captured tables' shapes as the catalog had them at the start
+    /// (see `BinlogChanges::new`).
+    shapes: Vec<Shape>,
 }
 
 /// Connects with the session settings every walpipe session uses: UTC, so
@@ -183,12 +189,18 @@ impl Source for MysqlSource {
             requirement.map_err(|fix| failed(MysqlSetupError::Requirement(fix)))?;
         }
         let (base, _) = current_position(&mut conn).await.map_err(failed)?;
-        Ok(MysqlSource { target: target.clone(), settings: settings.clone(), conn, base, snapshot: None })
+        Ok(MysqlSource {
+            target: target.clone(),
+            settings: settings.clone(),
+            conn,
+            base,
+            snapshot: None,
+            captured: Vec::new(),
+        })
     }
 
-    fn monitor(_target: &MysqlTarget, _metrics: &Arc<JobMetrics>) -> Background {
-        // The binlog's own metrics (position, oldest retained file) are not written yet.
-        Background::spawn(std::future::pending())
+    fn monitor(target: &MysqlTarget, metrics: &Arc<JobMetrics>) -> Background {
+        Background::spawn(super::monitor::run(target.clone(), metrics.clone()))
     }
 
     fn state_store(_target: &MysqlTarget) -> Option<ConnInfo> {
@@ -210,6 +222,7 @@ impl Source for MysqlSource {
                 keyless.qualified()
             ))));
         }
+        self.captured = tables.clone();
         Ok(tables)
     }
 
@@ -275,8 +288,17 @@ impl Source for MysqlSource {
     }
 
     async fn start(self, from: Position, _metrics: &Arc<JobMetrics>) -> Result<MysqlStarted, SetupError> {
-        let MysqlSource { target, settings, conn, base, snapshot } = self;
+        let MysqlSource { target, settings, mut conn, base, snapshot, captured } = self;
         drop(snapshot);
+        let mut shapes = Vec::with_capacity(captured.len());
+        for table in &captured {
+            let formats = catalog::formats(&mut conn, &table.schema, &table.name).await.map_err(failed)?;
+            let columns = formats.into_iter().map(|(name, format)| {
+                let is_key = table.key.contains(&name);
+                (name, format, is_key)
+            });
+            shapes.push(Shape::new(table.relid, &table.schema, &table.name, columns.collect()));
+        }
         drop(conn);
         let mut binlog = connect(&target).await.map_err(failed)?;
         // MariaDB sends its GTID events to a reader that says it reads them.
@@ -291,7 +313,7 @@ impl Source for MysqlSource {
             .with_filename(file.as_bytes())
             .with_pos(u64::from(at.offset));
         let binlog = binlog.get_binlog_stream(request).await.map_err(failed)?;
-        Ok(MysqlStarted { target, settings, binlog, from })
+        Ok(MysqlStarted { target, settings, binlog, from, shapes })
     }
 }
 
@@ -303,9 +325,9 @@ impl Started for MysqlStarted {
     ) -> Streaming<impl ChangeStream> {
         // CHUNKED_COPY is false: the job never plans copies beside this stream.
         debug_assert!(copies.is_empty(), "a MySQL stream takes no chunked copies");
-        let MysqlStarted { target, settings, binlog, from } = self;
+        let MysqlStarted { target, settings, binlog, from, shapes } = self;
         let captured: HashSet<String> = settings.tables.iter().map(TableName::qualified).collect();
-        let changes = BinlogChanges::new(binlog, encoding, captured, target.database, from);
+        let changes = BinlogChanges::new(binlog, encoding, captured, target.database, from, shapes);
         Streaming { changes, copying: None, chores: Vec::new() }
     }
 }

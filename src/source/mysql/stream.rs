@@ -97,6 +97,7 @@ impl<E: Encoding> BinlogChanges<E> {
         captured: HashSet<String>,
         database: String,
         from: Position,
+        catalog: Vec<Shape>,
     ) -> Self {
         BinlogChanges {
             binlog: Some(binlog),
@@ -106,7 +107,14 @@ impl<E: Encoding> BinlogChanges<E> {
             file: BinlogPosition::from(from).file,
             committed: from,
             shapes: HashMap::new(),
-            latest: HashMap::new(),
+            // A DDL replayed after a restart needs a shape to remove columns
+            // from before any row told one: the catalog's at the start, which
+            // may already hold later changes (a column announced early is
+            // only added early).
+            latest: catalog
+                .into_iter()
+                .map(|shape| (shape.table.qualified_name(), Arc::new(shape)))
+                .collect(),
             transactions: Transactions::default(),
             xid: None,
             received: Received::default(),
