@@ -18,6 +18,7 @@ pub const USER: &str = "walpipe";
 pub const PASSWORD: &str = "walpipe-secret";
 
 static SERVER: OnceLock<Mariadb> = OnceLock::new();
+static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The server this test binary's tests share (a test that changes the
 /// server's binlog starts its own with [`Mariadb::start`]).
@@ -45,13 +46,22 @@ impl Mariadb {
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.join("data").display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         if !user.is_empty() {
             install.arg(format!("--user={user}"));
         }
-        let status = install.status().expect("mariadb-install-db (apt-get install mariadb-server)");
-        assert!(status.success(), "mariadb-install-db failed");
+        // Two at once in one process trip over each other's bootstrap: one at a time.
+        let installed = {
+            let _one_at_a_time = INSTALLING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            install.output().expect("mariadb-install-db (apt-get install mariadb-server)")
+        };
+        assert!(
+            installed.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&installed.stdout),
+            String::from_utf8_lossy(&installed.stderr)
+        );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
