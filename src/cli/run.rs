@@ -44,7 +44,13 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
                 "there is no job to run: set WALPIPE_SOURCE_URL and WALPIPE_SINK_URL for a job, or WALPIPE_STATE_URL to run the jobs of a state store"
             )
         })?;
-    let state_info = ConnInfo::parse(&state_url).map_err(|e| anyhow!("WALPIPE_STATE_URL: {e}"))?;
+    let state_info = ConnInfo::parse(&state_url).map_err(|e| {
+        if config.state_url.is_none() {
+            anyhow!("this job's sink keeps its checkpoint in a state store, and its source is not PostgreSQL: set WALPIPE_STATE_URL to a PostgreSQL database")
+        } else {
+            anyhow!("WALPIPE_STATE_URL: {e}")
+        }
+    })?;
 
     let server = http::Server::bind(&config.http_addr).await?;
     if let Some(addr) = server.local_addr() {

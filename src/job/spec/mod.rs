@@ -249,9 +249,7 @@ impl JobSpec {
         let checkpoint_db = match &sink {
             SinkTarget::Postgres(info) => info.clone(),
             // The supervisor points it at the state store (the source unless WALPIPE_STATE_URL says otherwise).
-            _ => source.state_store().ok_or_else(|| {
-                bad(format!("the sink {sink} keeps its checkpoint in a state store: set WALPIPE_STATE_URL to a PostgreSQL database"))
-            })?,
+            _ => source.state_store().unwrap_or_else(state_store_not_yet_known),
         };
         let signing_secret = def.sink_signing_secret.clone().filter(|s| !s.is_empty()).map(Secret::new);
         if signing_secret.is_some() && !matches!(sink, SinkTarget::Webhook(_)) {
@@ -450,6 +448,15 @@ impl JobSpec {
             on_table_error: self.on_table_error,
         }
     }
+}
+
+/// Where the checkpoint of a job whose sink keeps none and whose source
+/// cannot hold the state store (MySQL) is, until the supervisor points it
+/// at the state store (`WALPIPE_STATE_URL`, which `walpipe run` requires for
+/// such a job): a name that resolves nowhere, never a database by accident.
+fn state_store_not_yet_known() -> ConnInfo {
+    ConnInfo::parse("postgres://walpipe@state-store.invalid/walpipe")
+        .unwrap_or_else(|_| unreachable!("a valid URL"))
 }
 
 /// A comma-separated list of table names (see [`crate::names`]).

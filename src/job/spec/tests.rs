@@ -123,3 +123,22 @@ fn the_signing_secret_is_never_shown() {
         assert!(!printed.contains(secret), "{printed}");
     }
 }
+
+#[test]
+fn a_mysql_source_is_read_by_its_scheme_and_its_state_store_is_set_later() {
+    let job = spec(&[
+        ("WALPIPE_SOURCE_URL", "mariadb://u:pw@h:3306/shop"),
+        ("WALPIPE_SINK_URL", "https://hook.example/in"),
+    ])
+    .expect("valid")
+    .expect("a job");
+    assert_eq!(job.source.to_string(), "mysql://u@h:3306/shop", "no password shown");
+    assert!(
+        job.checkpoint_db.to_string().contains("state-store.invalid"),
+        "the supervisor points it at the state store"
+    );
+    let error = spec(&[("WALPIPE_SOURCE_URL", "oracle://u@h/db"), ("WALPIPE_SINK_URL", "postgres://b@k/db")])
+        .expect_err("no such source")
+        .to_string();
+    assert!(error.contains("expected postgres://") && error.contains("mysql://"), "{error}");
+}
