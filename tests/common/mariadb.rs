@@ -160,12 +160,5 @@ fn spawn_watchdog(dir: &Path) {
         parent = std::process::id(),
         dir = dir.display()
     );
-    let started = Command::new("setsid")
-        .args(["-f", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("start the MariaDB watchdog");
-    assert!(started.success(), "setsid failed to start the MariaDB watchdog");
+    super::detach(&script, "the MariaDB watchdog");
 }

@@ -284,15 +284,20 @@ fn spawn_watchdog(bindir: &Path, base: &Path, dir: &Path) {
         dir = dir.display(),
         base = base.display(),
     );
-    // `setsid -f` forks the watchdog into its own session and returns at once.
+    detach(&script, "the cluster watchdog");
+}
+
+/// Runs `script` in a session of its own (`setsid -f` forks it and returns
+/// at once), so that it outlives this test process.
+pub fn detach(script: &str, what: &str) {
     let started = Command::new("setsid")
-        .args(["-f", "sh", "-c", &script])
+        .args(["-f", "sh", "-c", script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .expect("start the cluster watchdog");
-    assert!(started.success(), "setsid failed to start the cluster watchdog");
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    assert!(started.success(), "setsid failed to start {what}");
 }
 
 /// A throwaway CA and a server certificate for localhost/127.0.0.1 signed by it.
