@@ -341,3 +341,66 @@ fn the_mirror_follows_columns_added_and_dropped_on_mariadb() {
     );
     drop(run);
 }
+
+/// kill -9 five times while a mixed workload writes; after the last start
+/// the sink equals the source.
+#[test]
+fn five_kills_during_a_mixed_workload_lose_and_double_nothing() {
+    let server = mariadb::server();
+    let cluster = common::pg15_with(&common::options());
+    let source_db = server.fresh_db("kills");
+    let sink_db = cluster.fresh_db("mysql_kills");
+    let job = format!("mysql_kills_{}", common::unique());
+    server.sql(
+        &source_db,
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int unsigned, price decimal(10,2), note varchar(50)); \
+         INSERT INTO orders SELECT seq, seq, 1.00, 'start' FROM seq_1_to_1000",
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workload = {
+        let (stop, db) = (stop.clone(), source_db.clone());
+        std::thread::spawn(move || {
+            let mut round = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                round += 1;
+                let id = 1000 + round;
+                mariadb::server().sql(
+                    &db,
+                    &format!(
+                        "START TRANSACTION; INSERT INTO orders VALUES ({id}, {round}, 2.00, 'new'); \
+                         UPDATE orders SET qty = qty + 1, note = 'updated {round}' WHERE id = {}; \
+                         DELETE FROM orders WHERE id = {}; COMMIT",
+                        1 + round % 900,
+                        (round * 7) % 1000 + 1
+                    ),
+                );
+            }
+        })
+    };
+    // Progress: the position the sink committed with its rows.
+    let applied = || {
+        cluster
+            .try_psql(
+                &sink_db,
+                &format!("SELECT applied_lsn::text FROM walpipe.checkpoints WHERE job_name = '{job}'"),
+            )
+            .filter(|text| !text.is_empty())
+    };
+    let mut run = start(cluster, &source_db, &sink_db, &job, false);
+    for kill in 0..5 {
+        // Each run must have applied something before it is killed.
+        let before = applied();
+        common::wait_for_showing(
+            Duration::from_secs(90),
+            &format!("progress before kill {kill}"),
+            || applied().is_some_and(|now| Some(&now) != before.as_ref()),
+            || common::run_log(&job),
+        );
+        drop(run); // SIGKILL
+        run = start(cluster, &source_db, &sink_db, &job, true);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    workload.join().expect("the workload ends");
+    converge(cluster, &source_db, &sink_db, &job, "the sink to equal the source after five kills");
+    drop(run);
+}
