@@ -461,3 +461,60 @@ fn a_replay_from_a_rewound_checkpoint_leaves_the_sink_identical() {
     assert_eq!(after, before, "the replayed changes changed nothing");
     drop(run);
 }
+
+/// `walpipe tail` on a MariaDB source: the change JSON of every type, from
+/// a position to an end position.
+#[test]
+fn tail_prints_the_change_json_of_every_type() {
+    let server = mariadb::server();
+    let source_db = server.fresh_db("tail");
+    server.sql(
+        &source_db,
+        "CREATE TABLE kinds (id int PRIMARY KEY, bu bigint unsigned, de decimal(12,3), d double, bi bit(5), \
+           dt datetime(6), ts timestamp(6) NULL, v varchar(20) CHARACTER SET utf8mb4, bl blob, j json, e enum('s','l'), s set('x','y','z'))",
+    );
+    let position = |sql: &str| {
+        let status = server.sql(&source_db, sql);
+        let mut fields = status.lines().last().unwrap_or_default().split('\t');
+        let (file, offset) = (fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
+        let number: u64 = file.rsplit('.').next().and_then(|n| n.parse().ok()).expect("a binlog file");
+        format!("{number:X}/{:X}", offset.parse::<u64>().expect("an offset"))
+    };
+    let from = position("SHOW MASTER STATUS");
+    let to = position(
+        "INSERT INTO kinds VALUES (1, 18446744073709551615, -1234.567, 2.5, b'10101', '2024-02-29 13:14:15.123456', \
+           '2024-02-29 13:14:15.5', 'zwölf 🦀', x'00ff', '{\"a\": [1, 2]}', 'l', 'x,z'); \
+         UPDATE kinds SET v = 'changed' WHERE id = 1; DELETE FROM kinds WHERE id = 1; SHOW MASTER STATUS",
+    );
+    let output = common::run_with_timeout(
+        common::walpipe().args([
+            "tail",
+            "--source",
+            &server.url(&source_db),
+            "--from",
+            &from,
+            "--endpos",
+            &to,
+        ]),
+        Duration::from_secs(60),
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<serde_json::Value> =
+        printed.lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect();
+    let ops: Vec<&str> = lines.iter().filter_map(|l| l["op"].as_str()).collect();
+    assert_eq!(ops, ["schema", "insert", "update", "delete"], "{printed}");
+    let new = &lines[1]["new"];
+    assert_eq!(new["bu"], serde_json::json!(18446744073709551615u64));
+    assert_eq!(new["de"], "-1234.567");
+    assert_eq!(new["d"], 2.5);
+    assert_eq!(new["bi"], "10101");
+    assert_eq!(new["dt"], "2024-02-29T13:14:15.123456");
+    assert_eq!(new["ts"], "2024-02-29T13:14:15.500000Z");
+    assert_eq!(new["v"], "zwölf 🦀");
+    assert_eq!(new["bl"], "\\x00ff");
+    assert_eq!(new["e"], "l");
+    assert_eq!(new["s"], "x,z");
+    assert_eq!(lines[2]["old"]["v"], "zwölf 🦀", "the full old row (binlog_row_image=FULL)");
+    assert_eq!(lines[3]["old"]["id"], 1);
+}

@@ -1,4 +1,5 @@
-//! `walpipe tail`: a slot's changes as JSON lines on standard output.
+//! `walpipe tail`: a slot's changes as JSON lines on standard output; for a
+//! MySQL/MariaDB source, the binlog's, from `--from` (default: now).
 //!
 //! The protocol loop is `pipeline::driver`; the sink here is a thread that
 //! writes each chunk to stdout, flushes, and only then acknowledges it, so
@@ -15,22 +16,28 @@ use crate::contract::{self, SinkEnds};
 use crate::pg::{ConnInfo, Connection};
 use crate::pipeline::driver::{self, Ended};
 use crate::position::Position;
-use crate::source::ChangeStream;
+use crate::source::mysql::setup::{MysqlSource, position_now};
 use crate::source::postgres::assembler::Assembler;
 use crate::source::postgres::changes::Changes;
 use crate::source::postgres::preflight;
+use crate::source::setup::{Source, SourceSettings};
+use crate::source::{ChangeStream, SourceTarget};
 
 /// Streamed transactions kept in memory before spilling to disk.
 const SPILL_MEMORY_CAP: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, clap::Args)]
 pub struct TailArgs {
-    /// The logical replication slot to read (it must exist and use pgoutput).
+    /// The logical replication slot to read (it must exist and use pgoutput; PostgreSQL only).
     #[arg(long)]
-    slot: String,
-    /// The publication naming the tables to stream.
+    slot: Option<String>,
+    /// The publication naming the tables to stream (PostgreSQL only).
     #[arg(long)]
-    publication: String,
+    publication: Option<String>,
+    /// Where a MySQL/MariaDB binlog is read from, as walpipe writes binlog
+    /// positions (`2A/1F4`: file 42, offset 500); default: the position now.
+    #[arg(long)]
+    from: Option<Position>,
     /// Stop after the last transaction committed at or before this LSN, and exit 0.
     #[arg(long)]
     endpos: Option<Position>,
@@ -45,22 +52,57 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
             "no source given: set WALPIPE_SOURCE_URL or pass --source postgres://user:password@host:5432/dbname"
         );
     };
-    let info = ConnInfo::parse(&url)?;
-    let mut conn = Connection::connect(&info).await?;
-    preflight::check_stream(&mut conn, &args.slot, &args.publication).await?;
-    let primary_keys = preflight::primary_keys(&mut conn, &args.publication).await?;
-    let status_interval = conn.status_interval().await?;
-    tracing::info!(source = %info, slot = %args.slot, publication = %args.publication,
-        protocol = conn.protocol_version(), "streaming");
-    let stream = conn.start_stream(&args.slot, &args.publication, Position::ZERO, status_interval).await?;
+    let target = SourceTarget::parse(&url).map_err(|e| anyhow::anyhow!("the source URL: {e}"))?;
+    // tail serves no metrics; the driver counts into a registry nobody scrapes.
+    match target {
+        SourceTarget::Postgres(info) => {
+            let (Some(slot), Some(publication)) = (args.slot.clone(), args.publication.clone()) else {
+                bail!("walpipe tail reads a PostgreSQL slot: pass --slot and --publication");
+            };
+            let mut conn = Connection::connect(&info).await?;
+            preflight::check_stream(&mut conn, &slot, &publication).await?;
+            let primary_keys = preflight::primary_keys(&mut conn, &publication).await?;
+            let status_interval = conn.status_interval().await?;
+            tracing::info!(source = %info, slot = %slot, publication = %publication,
+                protocol = conn.protocol_version(), "streaming");
+            let stream = conn.start_stream(&slot, &publication, Position::ZERO, status_interval).await?;
+            let assembler = Assembler::new(JsonLines, SPILL_MEMORY_CAP, args.endpos, primary_keys);
+            let metrics = crate::metrics::global().job("tail", &slot);
+            tail(Changes::new(stream, assembler, None), metrics, args.endpos).await
+        }
+        SourceTarget::Mysql(target) => {
+            let settings = SourceSettings {
+                job: "tail".into(),
+                tables: Vec::new(),
+                slot: String::new(),
+                publication: String::new(),
+                // tail records nothing: no store is ever opened.
+                checkpoint_db: crate::job::spec::state_store_not_yet_known(),
+                heartbeat: None,
+            };
+            let from = match args.from {
+                Some(from) => from,
+                None => position_now(&target).await?,
+            };
+            let metrics = crate::metrics::global().job("tail", "binlog");
+            let mut source = MysqlSource::open(&target, &settings).await?;
+            source.tables(false).await?;
+            tracing::info!(source = %target, %from, "streaming");
+            let started = source.start(from, &metrics).await?;
+            tail(started.tail(JsonLines, args.endpos), metrics, args.endpos).await
+        }
+    }
+}
 
+/// Streams `changes` to standard output until the end position, a signal or the server's end.
+async fn tail(
+    changes: impl ChangeStream,
+    metrics: std::sync::Arc<crate::metrics::JobMetrics>,
+    end_at: Option<Position>,
+) -> anyhow::Result<()> {
     let (ends, sink) = contract::channel();
     let writer = std::thread::spawn(move || write_chunks(sink));
-    let assembler = Assembler::new(JsonLines, SPILL_MEMORY_CAP, args.endpos, primary_keys);
-    // tail serves no metrics; the driver counts into a registry nobody scrapes.
-    let metrics = crate::metrics::global().job("tail", &args.slot);
-    let options = driver::Options { end_at: args.endpos, confirm_keepalives: true };
-    let changes = Changes::new(stream, assembler, None);
+    let options = driver::Options { end_at, confirm_keepalives: true };
     let (stream, outcome) = driver::drive(changes, ends, metrics, options, super::shutdown_signal()).await;
 
     let written = writer.join().map_err(|_| anyhow::anyhow!("the output thread failed"))?;

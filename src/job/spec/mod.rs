@@ -454,7 +454,7 @@ impl JobSpec {
 /// cannot hold the state store (MySQL) is, until the supervisor points it
 /// at the state store (`WALPIPE_STATE_URL`, which `walpipe run` requires for
 /// such a job): a name that resolves nowhere, never a database by accident.
-fn state_store_not_yet_known() -> ConnInfo {
+pub fn state_store_not_yet_known() -> ConnInfo {
     ConnInfo::parse("postgres://walpipe@state-store.invalid/walpipe")
         .unwrap_or_else(|_| unreachable!("a valid URL"))
 }

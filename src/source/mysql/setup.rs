@@ -317,6 +317,22 @@ impl Source for MysqlSource {
     }
 }
 
+impl MysqlStarted {
+    /// The change stream of every table of the URL's database, up to
+    /// `end_at` (`walpipe tail`).
+    pub fn tail<E: Encoding>(self, encoding: E, end_at: Option<Position>) -> BinlogChanges<E> {
+        let MysqlStarted { target, binlog, from, shapes, .. } = self;
+        BinlogChanges::new(binlog, encoding, HashSet::new(), target.database, from, shapes).ending_at(end_at)
+    }
+}
+
+/// The binlog position being written now.
+pub async fn position_now(target: &MysqlTarget) -> Result<Position, SetupError> {
+    let mut conn = connect(target).await.map_err(failed)?;
+    let (_, position) = current_position(&mut conn).await.map_err(failed)?;
+    Ok(position.into())
+}
+
 impl Started for MysqlStarted {
     fn changes<E: Encoding>(
         self,

@@ -88,6 +88,8 @@ pub struct BinlogChanges<E: Encoding> {
     xid: Option<u64>,
     received: Received,
     counts: HashMap<(String, &'static str), u64>,
+    /// `walpipe tail --endpos`: transactions ending after it are not written.
+    end_at: Option<Position>,
 }
 
 impl<E: Encoding> BinlogChanges<E> {
@@ -119,7 +121,15 @@ impl<E: Encoding> BinlogChanges<E> {
             xid: None,
             received: Received::default(),
             counts: HashMap::new(),
+            end_at: None,
         }
+    }
+
+    /// Stops at `end`: a transaction ending after it is not written, and
+    /// the stream reports [`StreamEvent::PastEnd`] instead.
+    pub fn ending_at(mut self, end: Option<Position>) -> Self {
+        self.end_at = end;
+        self
     }
 
     fn at(&self, event: &Event) -> BinlogPosition {
@@ -327,6 +337,9 @@ impl<E: Encoding> BinlogChanges<E> {
         let end = Position::from(at);
         let micros = i64::from(timestamp) * 1_000_000;
         let xid = self.xid.take();
+        if self.end_at.is_some_and(|last| end > last) {
+            return Ok(StreamEvent::PastEnd);
+        }
         self.transactions.commit(&self.encoding, end, xid, micros, out).map_err(|e| self.bad(at, e))?;
         self.committed = end;
         self.received.transactions += 1;
