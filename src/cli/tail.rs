@@ -13,7 +13,7 @@ use anyhow::bail;
 
 use crate::change::encode::JsonLines;
 use crate::contract::{self, SinkEnds};
-use crate::pg::{ConnInfo, Connection};
+use crate::pg::Connection;
 use crate::pipeline::driver::{self, Ended};
 use crate::position::Position;
 use crate::source::mysql::setup::{MysqlSource, position_now};
