@@ -9,6 +9,11 @@
 //! | `walpipe_slot_retained_wal_bytes`, `walpipe_slot_confirmed_lag_bytes` | the binlog bytes from the job's checkpoint to the end |
 //! | `walpipe_slot_confirmed_flush_lsn_bytes` | the job's checkpoint |
 //! | `walpipe_slot_wal_status` | `reserved`, or `lost` once the checkpoint's file was purged |
+//! | `walpipe_slot_restart_lsn_bytes` | the checkpoint too: nothing holds a binlog reader further back |
+//! | `walpipe_server_max_slot_wal_keep_size_bytes` | 0: no size cap applies |
+//!
+//! So `WalpipeSlotLost` fires when the binlog under the checkpoint was
+//! purged, and the alerts about a Postgres slot's cap stay quiet.
 //!
 //! Invariant: a failed poll never stops it; it marks the monitor down,
 //! drops the session and tries again at the next tick.
@@ -90,12 +95,16 @@ fn sample(files: &[(String, u64)], now: BinlogPosition, checkpoint: Option<Binlo
             retained_bytes: kept.then_some(behind),
             confirmed_lag_bytes: kept.then_some(behind),
             confirmed_flush_lsn: Some(Position::from(at).value() as i64),
+            // A binlog reader restarts where it confirmed: nothing pins it further back.
+            restart_lsn: Some(Position::from(at).value() as i64),
             ..SlotState::default()
         }
     });
     SlotSample {
         wal_lsn: Position::from(now).value() as i64,
-        max_slot_wal_keep_size: -1,
+        // No cap applies (binlog_expire_logs_seconds is a time, not a size): 0
+        // keeps the retention alerts, which want a positive cap, quiet.
+        max_slot_wal_keep_size: 0,
         wal_directory: Some(files.iter().map(|(_, size)| *size as i64).sum()),
         slot,
         ..SlotSample::default()
