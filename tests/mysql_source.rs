@@ -518,3 +518,37 @@ fn tail_prints_the_change_json_of_every_type() {
     assert_eq!(lines[2]["old"]["v"], "zwölf 🦀", "the full old row (binlog_row_image=FULL)");
     assert_eq!(lines[3]["old"]["id"], 1);
 }
+
+/// A sink outside Postgres (stdout, with its state store in Postgres): the
+/// blocking snapshot's rows as `snapshot` change lines, then the job ends
+/// (`initial_only`).
+#[test]
+fn a_mariadb_table_is_copied_as_snapshot_lines_to_stdout() {
+    let server = mariadb::server();
+    let cluster = common::pg15_with(&common::options());
+    let source_db = server.fresh_db("stdout");
+    let state_db = cluster.fresh_db("mysql_state");
+    let job = format!("mysql_stdout_{}", common::unique());
+    server.sql(
+        &source_db,
+        "CREATE TABLE orders (id int PRIMARY KEY, note varchar(20)); INSERT INTO orders SELECT seq, concat('n', seq) FROM seq_1_to_30",
+    );
+    let output = common::run_with_timeout(
+        common::walpipe()
+            .arg("run")
+            .env("WALPIPE_SOURCE_URL", server.url(&source_db))
+            .env("WALPIPE_SINK_URL", "stdout://")
+            .env("WALPIPE_STATE_URL", cluster.url(&state_db))
+            .env("WALPIPE_JOB_NAME", &job)
+            .env("WALPIPE_SNAPSHOT_MODE", "initial_only")
+            .env("WALPIPE_HTTP_ADDR", "127.0.0.1:0"),
+        Duration::from_secs(90),
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}{}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<serde_json::Value> =
+        printed.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    assert_eq!(lines.len(), 30, "{printed}");
+    assert!(lines.iter().all(|l| l["op"] == "snapshot"), "{printed}");
+    assert_eq!(lines[29]["new"], serde_json::json!({"id": 30, "note": "n30"}));
+}

@@ -85,6 +85,10 @@ pub(super) async fn start_fresh<S: Source>(
             created.consistent_point
         }
         (_, Some(snapshot)) => {
+            if spec.snapshot_strategy == SnapshotStrategy::Chunked {
+                tracing::info!(job = %spec.name,
+                    "the source places no chunked copies in its stream: the tables are copied under the new stream's snapshot instead");
+            }
             exported_copy(setup, &*source, out, tables, snapshot, created.consistent_point).await?;
             // Every table was copied again: none needs a re-copy any more.
             recopy_marks::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
