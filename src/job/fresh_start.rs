@@ -85,7 +85,7 @@ pub(super) async fn start_fresh<S: Source>(
             created.consistent_point
         }
         (_, Some(snapshot)) => {
-            if spec.snapshot_strategy == SnapshotStrategy::Chunked {
+            if spec.snapshot_strategy == SnapshotStrategy::Chunked && !S::CHUNKED_COPY {
                 tracing::info!(job = %spec.name,
                     "the source places no chunked copies in its stream: the tables are copied under the new stream's snapshot instead");
             }
