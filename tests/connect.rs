@@ -220,8 +220,8 @@ fn a_role_without_replication_privilege_is_told_how_to_grant_it() {
 
 #[test]
 fn bad_input_on_the_command_line_is_one_clear_line() {
-    let stderr = tail_error("mysql://h/db", "s", "p");
-    assert!(stderr.contains("postgres://"), "{stderr}");
+    let stderr = tail_error("oracle://h/db", "s", "p");
+    assert!(stderr.contains("postgres://") && stderr.contains("mysql://"), "{stderr}");
     let output = run_with_timeout(
         walpipe().args(["tail", "--slot", "s", "--publication", "p"]),
         Duration::from_secs(10),
