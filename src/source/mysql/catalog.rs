@@ -28,10 +28,12 @@ pub enum CatalogError {
 /// table's name, hashed (FNV-1a): the same in every session, and a table
 /// dropped and created again under its name is not told apart.
 pub fn stable_id(schema: &str, name: &str) -> u32 {
-    let hash = format!("{schema}.{name}")
-        .bytes()
-        .fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619));
-    hash.max(1)
+    fnv1a(&format!("{schema}.{name}")).max(1)
+}
+
+/// The 32-bit FNV-1a hash of `text`: stable across builds and machines.
+pub fn fnv1a(text: &str) -> u32 {
+    text.bytes().fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619))
 }
 
 /// A column as `information_schema.columns` lists it: schema, table, column,

@@ -168,8 +168,7 @@ async fn current_position(conn: &mut Conn) -> Result<(String, BinlogPosition), M
 /// A replica id for the binlog connection, stable per job and unlikely to
 /// be a real replica's.
 fn server_id(job: &str) -> u32 {
-    let hash = job.bytes().fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619));
-    1_000_000 + hash % 1_000_000_000
+    1_000_000 + catalog::fnv1a(job) % 1_000_000_000
 }
 
 impl Source for MysqlSource {

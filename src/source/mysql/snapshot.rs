@@ -18,7 +18,7 @@ use mysql_async::{Conn, Value};
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 
 use super::catalog;
-use super::types::{Format, hex};
+use super::types::{Format, bit_string, hex};
 use crate::source::BoxFuture;
 use crate::source::copy::{RowOrder, SnapshotError, SnapshotReader, SnapshotSession};
 use crate::source::table::SourceTable;
@@ -170,10 +170,7 @@ fn text(format: &Format, value: Value) -> Option<String> {
     Some(match format {
         Format::Binary => hex(&bytes),
         Format::Geometry => hex(bytes.get(4..).unwrap_or_default()),
-        Format::Bit { bits } => {
-            let all: String = bytes.iter().map(|b| format!("{b:08b}")).collect();
-            all[all.len().saturating_sub(usize::from(*bits))..].to_string()
-        }
+        Format::Bit { bits } => bit_string(&bytes, *bits),
         Format::Date | Format::DateTime if bytes.starts_with(b"0000-00-00") => return None,
         Format::Timestamp if bytes.starts_with(b"0000-00-00") => return None,
         Format::Timestamp => format!("{}+00", text()),

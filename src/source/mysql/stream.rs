@@ -36,6 +36,7 @@ use super::transaction::{RowChange, Shape, Transactions, tuple};
 use super::types::Format;
 use crate::change::Encoding;
 use crate::change::encode::Op;
+use crate::change::row::OldTuple;
 use crate::lifecycle::ErrorKind;
 use crate::position::Position;
 use crate::source::{ChangeStream, Event as StreamEvent, Received, StreamError};
@@ -277,7 +278,8 @@ impl<E: Encoding> BinlogChanges<E> {
                 _ => "delete",
             };
             *self.counts.entry((shape.table.qualified_name(), label)).or_default() += 1;
-            self.transactions.add(RowChange { shape, op, old: old.map(tuple), new: new.map(tuple) });
+            let old = old.map(|values| OldTuple::Full(tuple(values)));
+            self.transactions.add(RowChange { shape, op, old, new: new.map(tuple) });
         }
         Ok(())
     }

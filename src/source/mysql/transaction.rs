@@ -49,9 +49,11 @@ impl Shape {
         Shape { table: Table::new(id, schema, name, columns), formats }
     }
 
-    /// The columns' names and types, which decide whether a shape is new.
-    fn signature(&self) -> Vec<(&str, &str, bool)> {
-        self.table.columns.iter().map(|c| (c.name.as_str(), c.ty.name.as_str(), c.is_key)).collect()
+    /// Whether `other` has the same columns (names, types, key): a shape
+    /// is new only when they differ.
+    fn same_columns(&self, other: &Shape) -> bool {
+        let column = |c: &TableColumn| (c.name.clone(), c.ty.name.clone(), c.is_key);
+        self.table.columns.iter().map(column).eq(other.table.columns.iter().map(column))
     }
 }
 
@@ -60,7 +62,8 @@ impl Shape {
 pub struct RowChange {
     pub shape: Arc<Shape>,
     pub op: Op,
-    pub old: Option<Tuple>,
+    /// The whole old row (`binlog_row_image=FULL`).
+    pub old: Option<OldTuple>,
     pub new: Option<Tuple>,
 }
 
@@ -75,8 +78,8 @@ pub struct Transactions {
     open: Option<Vec<RowChange>>,
     /// Shapes to announce at the next commit, rows or not (a DDL's).
     shapes: Vec<Arc<Shape>>,
-    /// By `schema.name`: the signature last announced in this session.
-    announced: HashMap<String, Vec<(String, String, bool)>>,
+    /// By table id: the shape last announced in this session.
+    announced: HashMap<u32, Arc<Shape>>,
 }
 
 impl Transactions {
@@ -119,32 +122,33 @@ impl Transactions {
             let table = &row.shape.table;
             self.announce_once(encoding, &txn, &row.shape, ordinal, end, out);
             encoding.write_header(&txn, out, ordinal, end);
-            let old = row.old.clone().map(OldTuple::Full);
             encoding
-                .write_row(out, table, row.op, old.as_ref(), row.new.as_ref())
+                .write_row(out, table, row.op, row.old.as_ref(), row.new.as_ref())
                 .map_err(|e| e.to_string())?;
         }
         Ok(rows.len())
     }
 
     /// Writes `shape`'s schema line unless it is the one last announced.
+    /// Rows of one table id share one `Arc`, so the usual check is a pointer's.
     fn announce_once<E: Encoding>(
         &mut self,
         encoding: &E,
         txn: &E::Txn,
-        shape: &Shape,
+        shape: &Arc<Shape>,
         ordinal: u64,
         end: Position,
         out: &mut Vec<u8>,
     ) {
-        let signature: Vec<(String, String, bool)> =
-            shape.signature().into_iter().map(|(n, t, k)| (n.to_string(), t.to_string(), k)).collect();
-        let qualified = shape.table.qualified_name();
-        if self.announced.get(&qualified) != Some(&signature) {
+        let known = self
+            .announced
+            .get(&shape.table.id)
+            .is_some_and(|last| Arc::ptr_eq(last, shape) || last.same_columns(shape));
+        if !known {
             encoding.write_schema_header(txn, out, ordinal, end);
             encoding.write_schema(out, &shape.table);
-            self.announced.insert(qualified, signature);
         }
+        self.announced.insert(shape.table.id, shape.clone());
     }
 }
 

@@ -348,7 +348,8 @@ fn set_value(values: &[String], bits: &[u8]) -> String {
         .join(",")
 }
 
-fn bit_string(bytes: &[u8], bits: u16) -> String {
+/// The low `bits` bits of `bytes` (big-endian) as `0` and `1`.
+pub fn bit_string(bytes: &[u8], bits: u16) -> String {
     let all: String = bytes.iter().map(|b| format!("{b:08b}")).collect();
     all[all.len().saturating_sub(usize::from(bits))..].to_string()
 }
