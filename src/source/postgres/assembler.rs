@@ -457,7 +457,8 @@ impl<E: Encoding> CommittedStream<E> {
 }
 
 mod chunks;
-pub use chunks::{ChunkPlace, ChunkWritten};
+pub use crate::chunked::rows::ChunkWritten;
+pub use chunks::ChunkPlace;
 #[cfg(test)]
 mod tests;
 

@@ -4,29 +4,14 @@
 
 use super::{AssembleError, Assembler, RecordKind};
 use crate::change::Encoding;
-use crate::change::json::write_str;
 use crate::change::relation::Table;
-use crate::source::postgres::chunks::keyset::{row_key, row_key_text};
+use crate::chunked::keys::{Key, push_key_value, row_key};
+use crate::chunked::rows::{ChunkWritten, CopiedRows, RowsError, Verdict, write_copied_rows};
 use crate::source::postgres::chunks::reader::ChunkRead;
-use crate::source::postgres::chunks::watch::{Key, Stale, Touch, Verdict, push_key_value};
+use crate::source::postgres::chunks::watch::{Stale, Touch};
 use crate::source::postgres::lsn::Lsn;
 use crate::source::postgres::protocol::pgoutput::{Column, OldTuple, Tuple};
 use crate::source::postgres::relations::{PrimaryKeys, table_of};
-
-/// What a chunk put in the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ChunkWritten {
-    pub rows: usize,
-    /// Rows left out: a transaction the chunk's query did not see changed their key.
-    pub stale: usize,
-}
-
-impl std::ops::AddAssign for ChunkWritten {
-    fn add_assign(&mut self, more: ChunkWritten) {
-        self.rows += more.rows;
-        self.stale += more.stale;
-    }
-}
 
 /// A chunk being written: its table's shape, its stale keys (`None`: none).
 pub struct ChunkPlace {
@@ -145,38 +130,27 @@ impl<E: Encoding> Assembler<E> {
                 what: "a chunk outside its marker's transaction".into(),
             });
         };
-        let mut written = ChunkWritten::default();
-        for row in crate::lines::lines(piece).filter(|row| !row.is_empty()) {
-            // Only a chunk with stale keys needs each row's key.
-            let verdict = match &place.stale {
-                Some(stale) => {
-                    row_key(row, &place.key_positions).map_or(Verdict::Write, |key| stale.verdict(&key))
-                }
-                None => Verdict::Write,
-            };
-            match verdict {
-                Verdict::Write => {}
-                Verdict::LeaveOut => {
-                    written.stale += 1;
-                    continue;
-                }
-                Verdict::Unmergeable => {
-                    return Err(AssembleError::ChunkUnmergeable { lsn, table: place.table.qualified_name() });
-                }
+        let chunk = CopiedRows {
+            table: &place.table,
+            since: &place.since,
+            positioned: place.positioned,
+            key_positions: &place.progress_key_positions,
+        };
+        // Only a chunk with stale keys needs each row's key.
+        let verdict = |row: &[u8]| match &place.stale {
+            Some(stale) => {
+                row_key(row, &place.key_positions).map_or(Verdict::Write, |key| stale.verdict(&key))
             }
-            // The row's own id: the copy, the table and its key, the same if the chunk is read again.
-            self.encoding.write_copied_header(&txn.fields, out, lsn.into(), place.positioned, |out| {
-                let mut id = format!("{}:{}:", place.since, place.table.qualified_name());
-                let key = row_key_text(row, &place.progress_key_positions).unwrap_or_default();
-                id.push_str(&serde_json::to_string(&key).unwrap_or_default());
-                write_str(out, &id);
-            });
-            self.encoding
-                .write_copied_row(out, &place.table, row)
-                .map_err(|error| AssembleError::Sequence { lsn, what: error.to_string() })?;
-            written.rows += 1;
-        }
-        Ok(written)
+            None => Verdict::Write,
+        };
+        write_copied_rows(&self.encoding, &txn.fields, lsn.into(), &chunk, piece, verdict, out).map_err(
+            |error| match error {
+                RowsError::Unmergeable => {
+                    AssembleError::ChunkUnmergeable { lsn, table: place.table.qualified_name() }
+                }
+                RowsError::Shape(error) => AssembleError::Sequence { lsn, what: error.to_string() },
+            },
+        )
     }
 
     /// After the last chunk of a copy that reconciles: the line that has

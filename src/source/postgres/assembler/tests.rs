@@ -218,9 +218,9 @@ fn write_chunk(
     lsn: u64,
     chunk: &crate::source::postgres::chunks::reader::ChunkRead,
     out: &mut Vec<u8>,
-) -> super::chunks::ChunkWritten {
+) -> crate::chunked::rows::ChunkWritten {
     let place = asm.begin_chunk(Lsn(lsn), chunk, out).expect("begun");
-    let mut written = super::chunks::ChunkWritten::default();
+    let mut written = crate::chunked::rows::ChunkWritten::default();
     for piece in &chunk.rows {
         written += asm.write_chunk_rows(Lsn(lsn), &place, piece, out).expect("written");
     }
@@ -258,7 +258,7 @@ fn a_chunk_takes_its_markers_place_without_the_rows_an_unseen_transaction_change
     let step = feed(&mut asm, 0x31, Message::Message(marker), &mut out);
     assert!(matches!(&step, Step::Chunk { token } if token == "run/1"), "{step:?}");
     let written = write_chunk(&mut asm, 0x31, &chunk("795:801:800", "1\ta\n2\tb\n3\t\\N\n"), &mut out);
-    assert_eq!(written, super::chunks::ChunkWritten { rows: 2, stale: 1 });
+    assert_eq!(written, crate::chunked::rows::ChunkWritten { rows: 2, stale: 1 });
     let commit = Commit { flags: 0, commit_lsn: Lsn(0x90), end_lsn: Lsn(0x98), commit_time: 0 };
     assert!(matches!(feed(&mut asm, 0x98, Message::Commit(commit), &mut out), Step::Committed { .. }));
     let lines = lines(&out);

@@ -13,9 +13,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::ChunkError;
-use super::keyset::ChunkSizer;
 use super::reader::{ChunkRead, read_chunk};
 use crate::chunked::progress::TableCopy;
+use crate::chunked::sizer::ChunkSizer;
+use crate::chunked::{is_run, run_id};
 use crate::lifecycle::{Phase, State};
 use crate::metrics::JobMetrics;
 use crate::metrics::copy_progress::TableProgress;
@@ -59,7 +60,7 @@ impl ChunkFeed {
 
     /// Whether a marker's token is this run's (an earlier run's replayed marker is not).
     pub fn is_ours(&self, token: &str) -> bool {
-        token.split_once('/').is_some_and(|(run, _)| run == self.run)
+        is_run(token, &self.run)
     }
 
     /// The next chunk; `None` once the copier stopped.
@@ -134,11 +135,4 @@ async fn estimate(source: &mut Connection, table: &SourceTable) -> Result<i64, C
         .await
         .map_err(|source| ChunkError::Source { table: table.qualified(), source })?;
     Ok(answer.first("estimate").and_then(|n| n.parse().ok()).unwrap_or(0))
-}
-
-/// Names this run's markers, so that a restart can tell them from an earlier run's.
-fn run_id() -> String {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-    format!("{:x}-{nanos:x}", std::process::id())
 }

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::ChunkError;
-use super::keyset::{chunk_query, row_key_text};
+use super::keyset::chunk_query;
 use super::visibility::XidSnapshot;
+use crate::chunked::keys::row_key_text;
 use crate::chunked::progress::TableCopy;
 use crate::names::{quote_ident, quote_literal};
 use crate::pg::Connection;

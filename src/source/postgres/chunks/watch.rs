@@ -16,15 +16,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::visibility::XidSnapshot;
-
-/// A row's key: its key columns' text values, each with its length in front.
-pub type Key = Vec<u8>;
-
-/// Appends one key column's text value to `key`.
-pub fn push_key_value(key: &mut Key, value: &[u8]) {
-    key.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    key.extend_from_slice(value);
-}
+use crate::chunked::keys::Key;
+use crate::chunked::rows::Verdict;
 
 /// What a change did to a table being copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,16 +67,6 @@ pub enum Stale {
         /// value: neither the stream nor the chunk has their whole new version.
         incomplete: HashSet<Key>,
     },
-}
-
-/// What becomes of one row of a chunk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Write,
-    /// The stream has a newer version.
-    LeaveOut,
-    /// The chunk must be read again (see [`Stale::Keys`]).
-    Unmergeable,
 }
 
 impl Stale {
@@ -194,6 +177,7 @@ impl KeyWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunked::keys::push_key_value;
 
     fn key(value: &str) -> Key {
         let mut key = Key::new();
