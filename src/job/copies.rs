@@ -13,9 +13,9 @@
 //!   chunks in a stream that began before the first one, as its merge rule needs.
 //! - The plan is durable before the stream starts: a crash right after it
 //!   resumes the same copies, and requests and marks are answered once.
-//! - A table without a key (REPLICA IDENTITY FULL) is never copied beside
-//!   the stream: there is no key to page through or to merge by. Its mark
-//!   stays until a restart copies every table.
+//! - A table whose key cannot be paged through (REPLICA IDENTITY FULL
+//!   without a key, or a key of a type the source does not page) is never
+//!   copied beside the stream. Its mark stays until a restart copies every table.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -60,16 +60,20 @@ pub async fn plan_session(
     // request is answered with a warning, once; a mark stays (and alerts)
     // until a restart copies every table.
     plan.started.retain(|(table, cause)| {
-        let keyless = !chunked || tables.iter().any(|t| &t.qualified() == table && t.is_keyless());
-        if keyless {
-            let why = if chunked { "it has no primary key" } else { "the source copies only under a new stream's snapshot" };
+        let unpaged = !chunked || tables.iter().any(|t| &t.qualified() == table && !t.pages_by_key);
+        if unpaged {
+            let why = if chunked {
+                "its key cannot be paged through (it has none, or of a type the chunked copy does not page)"
+            } else {
+                "the source copies only under a new stream's snapshot"
+            };
             tracing::warn!(job = %spec.name, %table, "{table} cannot be copied while streaming ({}): {why}; `walpipe jobs restart` copies every table under a new slot", cause.as_str());
             if let Some(copy) = plan.write.get_mut(table) {
                 (copy.done, copy.reconcile) = (true, false);
                 copy.mark = recorded.get(table).and_then(|answered| answered.mark);
             }
         }
-        !keyless
+        !unpaged
     });
     if !plan.forget.is_empty() {
         checkpoint::forget_copies(sink, &spec.name, &plan.forget).await.map_err(setup)?;

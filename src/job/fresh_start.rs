@@ -6,8 +6,10 @@
 //!   without a checkpoint, which the next start drops (an exported copy may
 //!   be incomplete).
 //! - A chunked start records every table as to copy in the same write, so
-//!   the copies resume after a crash; a table without a key is copied under
-//!   the slot's exported snapshot first, since it has nothing to page through.
+//!   the copies resume after a crash; a table whose key cannot be paged
+//!   through (none, or of a type the source cannot page) is copied under
+//!   the slot's exported snapshot first. A chunked start of tables that all
+//!   page asks the source for no snapshot (MySQL then takes no lock).
 //! - The exported snapshot is used while the connection that created the
 //!   slot is idle, as the server requires.
 
@@ -48,42 +50,45 @@ pub(super) async fn start_fresh<S: Source>(
     source.record_catalog(sink).await?;
     // initial_only needs the slot only for its snapshot: a temporary one goes away with the connection.
     let only_copy = spec.snapshot_mode == SnapshotMode::InitialOnly;
-    let created = source.new_stream(only_copy).await?;
+    // initial_only has no stream for chunks to join.
+    let chunked = matches!(spec.snapshot_mode, SnapshotMode::Initial | SnapshotMode::WhenNeeded)
+        && spec.snapshot_strategy == SnapshotStrategy::Chunked
+        && S::CHUNKED_COPY;
+    // A table whose key cannot be paged through is copied now, under the
+    // new stream's snapshot, the others beside the stream.
+    let unpaged: Vec<SourceTable> = tables.iter().filter(|t| !t.pages_by_key).cloned().collect();
+    let wants_snapshot = spec.snapshot_mode != SnapshotMode::Never && (!chunked || !unpaged.is_empty());
+    let created = source.new_stream(only_copy, wants_snapshot).await?;
     let mut to_copy = CopyProgress::new();
     let start = match (spec.snapshot_mode, &created.snapshot) {
-        (SnapshotMode::Never, _) | (_, None) => {
+        (SnapshotMode::Never, _) => {
             spec.start_position.unwrap_or(created.consistent_point).max(created.consistent_point)
         }
-        // initial_only has no stream for chunks to join.
-        (SnapshotMode::Initial | SnapshotMode::WhenNeeded, Some(snapshot))
-            if spec.snapshot_strategy == SnapshotStrategy::Chunked && S::CHUNKED_COPY =>
-        {
+        (_, snapshot) if chunked => {
             let reconcile = destinations == Destinations::Keep;
             if !reconcile {
                 out.start_over().await?;
             }
-            // A table without a key has nothing to page through: it is copied
-            // now, under the slot's snapshot, the others beside the stream.
-            let keyless: Vec<SourceTable> = tables.iter().filter(|t| t.is_keyless()).cloned().collect();
-            if !keyless.is_empty() {
-                for table in &keyless {
+            if let (false, Some(snapshot)) = (unpaged.is_empty(), snapshot) {
+                for table in &unpaged {
                     tracing::info!(job = %spec.name, table = %table.qualified(),
-                        "snapshot {}: it has no primary key (REPLICA IDENTITY FULL), so it is copied under the slot's exported snapshot before streaming", table.qualified());
+                        "snapshot {}: its key cannot be paged through (it has none, or of a type the chunked copy does not page), so it is copied under the new stream's snapshot before streaming", table.qualified());
                 }
-                exported_copy(setup, &*source, out, &keyless, snapshot, created.consistent_point).await?;
+                exported_copy(setup, &*source, out, &unpaged, snapshot, created.consistent_point).await?;
             }
             let order: Vec<String> = tables.iter().map(SourceTable::qualified).collect();
             let wanted = plan::Wanted { requests: &spec.copy_requests, ..plan::Wanted::default() };
             to_copy = plan::fresh(&order, wanted, created.consistent_point);
             for (table, copy) in &mut to_copy {
                 copy.reconcile = reconcile;
-                copy.done = keyless.iter().any(|t| &t.qualified() == table);
+                copy.done = unpaged.iter().any(|t| &t.qualified() == table);
             }
-            tracing::info!(job = %spec.name, tables = to_copy.len() - keyless.len(), "the tables will be copied in chunks while the slot streams");
+            tracing::info!(job = %spec.name, tables = to_copy.len() - unpaged.len(), "the tables will be copied in chunks while the slot streams");
             recopy_marks::clear_recopy(sink, &spec.name).await.map_err(JobError::SinkSetup)?;
             metrics.status.recopied();
             created.consistent_point
         }
+        (_, None) => spec.start_position.unwrap_or(created.consistent_point).max(created.consistent_point),
         (_, Some(snapshot)) => {
             if spec.snapshot_strategy == SnapshotStrategy::Chunked && !S::CHUNKED_COPY {
                 tracing::info!(job = %spec.name,

@@ -136,8 +136,15 @@ pub trait Source: Send + Sync + Sized {
     ) -> impl Future<Output = Result<StreamState, SetupError>> + Send;
     /// Drops the job's stream (and what it kept).
     fn forget_stream(&mut self) -> impl Future<Output = Result<(), SetupError>> + Send;
-    /// Creates the job's stream; a `temporary` one goes when this source does.
-    fn new_stream(&mut self, temporary: bool) -> impl Future<Output = Result<NewStream, SetupError>> + Send;
+    /// Creates the job's stream; a `temporary` one goes when this source
+    /// does. With `snapshot`, the stream comes with a snapshot to copy as of
+    /// ([`NewStream::snapshot`]); without, a source may skip making one
+    /// (MySQL then takes no lock).
+    fn new_stream(
+        &mut self,
+        temporary: bool,
+        snapshot: bool,
+    ) -> impl Future<Output = Result<NewStream, SetupError>> + Send;
     /// Reads the tables as of `snapshot` (a [`NewStream::snapshot`]), until `start`.
     fn snapshot_reader<'a>(&'a self, snapshot: &'a str) -> Box<dyn SnapshotReader + 'a>;
     /// Records in the checkpoint store (`store`) what the source's catalog

@@ -32,6 +32,10 @@ pub struct SourceTable {
     /// PostgreSQL 18): a destination computes them with the same expression.
     /// From 18 on they are published and are among `columns`.
     pub generated: Vec<GeneratedColumn>,
+    /// A chunked copy can page through its key: it has one, of types the
+    /// source reads alike from a query and from its stream. A table that
+    /// cannot is copied only under a new stream's snapshot.
+    pub pages_by_key: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,8 +73,7 @@ impl SourceTable {
         format!("{}.{}", self.schema, self.name)
     }
 
-    /// No key to page through or write by: REPLICA IDENTITY FULL without a
-    /// primary key. Copied only under a new slot's exported snapshot.
+    /// No key to write by: REPLICA IDENTITY FULL without a primary key.
     pub fn is_keyless(&self) -> bool {
         self.key.is_empty()
     }

@@ -259,6 +259,7 @@ fn source_table(place: &Place, shape: &[ShapeColumn]) -> SourceTable {
         replica_identity: 'd',
         partitioned: false,
         generated: Vec::new(),
+        pages_by_key: false,
     }
 }
 

@@ -4,6 +4,8 @@
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 
+use super::chunks::reader::pages;
+use super::chunks::signal::SIGNAL_TABLE;
 use super::types::Format;
 use crate::names::TableName;
 use crate::source::table::{SourceColumn, SourceTable};
@@ -64,8 +66,10 @@ pub async fn tables(
             (database,),
         )
         .await?;
+    // The chunked copy's signal table is walpipe's own, never captured.
     let wanted = |schema: &str, name: &str| {
-        selection.is_empty() || selection.iter().any(|t| t.schema == schema && t.name == name)
+        (selection.is_empty() && name != SIGNAL_TABLE)
+            || selection.iter().any(|t| t.schema == schema && t.name == name)
     };
     let mut tables: Vec<SourceTable> = Vec::new();
     for (schema, name, column, data_type, column_type, nullable, ordinal, charset) in rows {
@@ -80,7 +84,7 @@ pub async fn tables(
             }
         })?;
         if tables.last().is_none_or(|t| t.schema != schema || t.name != name) {
-            let key = keys
+            let key: Vec<String> = keys
                 .iter()
                 .filter(|(s, n, _)| *s == schema && *n == name)
                 .map(|(_, _, c)| c.clone())
@@ -90,14 +94,18 @@ pub async fn tables(
                 name: name.clone(),
                 relid: stable_id(&schema, &name),
                 columns: Vec::new(),
-                key,
                 // binlog_row_image=FULL: an update or delete carries the whole old row.
                 replica_identity: 'f',
                 partitioned: false,
                 generated: Vec::new(),
+                pages_by_key: !key.is_empty(),
+                key,
             });
         }
         if let Some(table) = tables.last_mut() {
+            if table.key.contains(&column) {
+                table.pages_by_key &= pages(&format);
+            }
             table.columns.push(SourceColumn {
                 name: column,
                 sql_type: format.sql_type(),
@@ -134,4 +142,15 @@ pub async fn formats(
                 .ok_or(CatalogError::Unsupported { table: format!("{schema}.{name}"), column, column_type })
         })
         .collect()
+}
+
+/// The server's row estimate for `schema.name` (InnoDB's, rough).
+pub async fn estimate(conn: &mut Conn, schema: &str, name: &str) -> Result<i64, mysql_async::Error> {
+    let rows: Option<u64> = conn
+        .exec_first(
+            "SELECT coalesce(table_rows, 0) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            (schema, name),
+        )
+        .await?;
+    Ok(rows.unwrap_or(0) as i64)
 }

@@ -11,6 +11,7 @@
 //!  types      MySQL types and values as neutral shapes and text (pure)
 //!  position   binlog file and offset as a Position (pure)
 //!  snapshot   the blocking snapshot's read side (COPY text)
+//!  chunks     the incremental copy: chunks between watermarks, merged into the stream
 //! ```
 //!
 //! Positions are binlog file and offset ([`position`]): what a restarted
@@ -19,6 +20,7 @@
 //! and `xid` the transaction's XID.
 
 pub mod catalog;
+pub mod chunks;
 pub mod ddl;
 pub mod monitor;
 pub mod position;

@@ -8,8 +8,10 @@
 //!   before the lock is released: the blocking snapshot. Writes wait for
 //!   the lock for as long as it is held (and, the classic outage, for as
 //!   long as any running query delays it).
-//! - Copies beside the stream (the chunked strategy) are not supported yet
-//!   ([`Source::CHUNKED_COPY`]): the job copies under the blocking snapshot.
+//! - A new stream that needs no snapshot (the chunked strategy, the
+//!   incremental copy) starts at the binlog position read without a lock.
+//!   The copies then run beside the stream (`chunks`), placed at their
+//!   watermarks.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use mysql_async::{BinlogStreamRequest, Conn};
 use tokio::sync::Mutex;
 
 use super::catalog::{self, CatalogError};
+use super::chunks::copier::Copier;
 use super::position::{BinlogPosition, base_name};
 use super::snapshot::BlockingSnapshot;
 use super::stream::BinlogChanges;
@@ -91,15 +94,11 @@ pub struct MysqlStarted {
     /// The captured tables' shapes as the catalog had them at the start
     /// (see `BinlogChanges::new`).
     shapes: Vec<Shape>,
+    metrics: Arc<JobMetrics>,
 }
 
-/// Connects with the session settings every walpipe session uses: UTC, so
-/// that `TIMESTAMP` values read as text are in UTC, and utf8mb4, so that
-/// text is read as stored (a 3-byte utf8 session turns an emoji into `?`).
 async fn connect(target: &MysqlTarget) -> Result<Conn, MysqlSetupError> {
-    let mut conn = Conn::new(target.opts.clone()).await?;
-    conn.query_drop("SET time_zone = '+00:00', NAMES utf8mb4").await?;
-    Ok(conn)
+    Ok(target.connect().await?)
 }
 
 /// The settings a row-based CDC needs, each with its fix.
@@ -175,7 +174,7 @@ impl Source for MysqlSource {
     type Target = MysqlTarget;
     const SCHEMES: &'static [&'static str] = &["mysql", "mariadb"];
     const URL_FORM: &'static str = "mysql://user:password@host:3306/db";
-    const CHUNKED_COPY: bool = false;
+    const CHUNKED_COPY: bool = true;
     type Started = MysqlStarted;
 
     fn parse(url: &str) -> Result<MysqlTarget, String> {
@@ -250,7 +249,12 @@ impl Source for MysqlSource {
         Ok(())
     }
 
-    async fn new_stream(&mut self, _temporary: bool) -> Result<NewStream, SetupError> {
+    async fn new_stream(&mut self, _temporary: bool, snapshot: bool) -> Result<NewStream, SetupError> {
+        if !snapshot {
+            let (_, position) = current_position(&mut self.conn).await.map_err(failed)?;
+            tracing::info!(job = %self.settings.job, at = %Position::from(position), "the stream starts at the binlog position now; no lock was taken");
+            return Ok(NewStream { consistent_point: position.into(), snapshot: None });
+        }
         let mut snapshot = connect(&self.target).await.map_err(failed)?;
         snapshot.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(failed)?;
         let locked = async {
@@ -286,7 +290,7 @@ impl Source for MysqlSource {
         Arc::new(|| Box::new(NoDeletes))
     }
 
-    async fn start(self, from: Position, _metrics: &Arc<JobMetrics>) -> Result<MysqlStarted, SetupError> {
+    async fn start(self, from: Position, metrics: &Arc<JobMetrics>) -> Result<MysqlStarted, SetupError> {
         let MysqlSource { target, settings, mut conn, base, snapshot, captured } = self;
         drop(snapshot);
         let mut shapes = Vec::with_capacity(captured.len());
@@ -312,7 +316,7 @@ impl Source for MysqlSource {
             .with_filename(file.as_bytes())
             .with_pos(u64::from(at.offset));
         let binlog = binlog.get_binlog_stream(request).await.map_err(failed)?;
-        Ok(MysqlStarted { target, settings, binlog, from, shapes })
+        Ok(MysqlStarted { target, settings, binlog, from, shapes, metrics: metrics.clone() })
     }
 }
 
@@ -338,12 +342,19 @@ impl Started for MysqlStarted {
         encoding: E,
         copies: Vec<(SourceTable, TableCopy)>,
     ) -> Streaming<impl ChangeStream> {
-        // CHUNKED_COPY is false: the job never plans copies beside this stream.
-        debug_assert!(copies.is_empty(), "a MySQL stream takes no chunked copies");
-        let MysqlStarted { target, settings, binlog, from, shapes } = self;
+        let MysqlStarted { target, settings, binlog, from, shapes, metrics } = self;
         let captured: HashSet<String> = settings.tables.iter().map(TableName::qualified).collect();
-        let changes = BinlogChanges::new(binlog, encoding, captured, target.database, from, shapes);
-        Streaming { changes, copying: None, chores: Vec::new() }
+        let mut changes =
+            BinlogChanges::new(binlog, encoding, captured, target.database.clone(), from, shapes);
+        let mut copying = None;
+        if !copies.is_empty() {
+            let tables: Vec<String> = copies.iter().map(|(table, _)| table.qualified()).collect();
+            let copier = Copier { target, job: settings.job, metrics, tables: copies };
+            let (feed, task) = copier.spawn();
+            changes = changes.with_chunks(feed, tables);
+            copying = Some(task);
+        }
+        Streaming { changes, copying, chores: Vec::new() }
     }
 }
 

@@ -61,15 +61,9 @@ impl SnapshotReader for BlockingSnapshot {
     fn estimate<'a>(&'a self, table: &'a SourceTable) -> BoxFuture<'a, Result<i64, SnapshotError>> {
         Box::pin(async move {
             let mut conn = Conn::new(self.opts.clone()).await.map_err(failed)?;
-            let rows: Option<u64> = conn
-                .exec_first(
-                    "SELECT coalesce(table_rows, 0) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-                    (&table.schema, &table.name),
-                )
-                .await
-                .map_err(failed)?;
+            let rows = catalog::estimate(&mut conn, &table.schema, &table.name).await.map_err(failed)?;
             conn.disconnect().await.map_err(failed)?;
-            Ok(rows.unwrap_or(0) as i64)
+            Ok(rows)
         })
     }
 }
@@ -140,7 +134,7 @@ async fn send(chunks: &mpsc::Sender<Bytes>, chunk: Bytes) -> Result<(), Snapshot
 }
 
 /// One row as a line of COPY text (tab-separated, `\N` for NULL).
-fn copy_line(out: &mut BytesMut, formats: &[Format], values: Vec<Value>) {
+pub fn copy_line(out: &mut BytesMut, formats: &[Format], values: Vec<Value>) {
     for (index, (format, value)) in formats.iter().zip(values).enumerate() {
         if index > 0 {
             out.put_u8(b'\t');

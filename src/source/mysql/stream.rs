@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use mysql_async::BinlogStream;
@@ -30,6 +30,9 @@ use mysql_async::binlog::row::BinlogRow;
 use mysql_async::consts::ColumnFlags;
 
 use super::catalog::stable_id;
+use super::chunks::copier::ChunkFeed;
+use super::chunks::signal::{SIGNAL_TABLE, WATERMARK_COLUMN};
+use super::chunks::window::Window;
 use super::ddl;
 use super::position::BinlogPosition;
 use super::transaction::{RowChange, Shape, Transactions, tuple};
@@ -39,7 +42,11 @@ use crate::change::encode::Op;
 use crate::change::row::OldTuple;
 use crate::lifecycle::ErrorKind;
 use crate::position::Position;
+use crate::source::mysql::chunks::signal::Watermark;
 use crate::source::{ChangeStream, Event as StreamEvent, Received, StreamError};
+
+mod placing;
+use placing::{At, Busy};
 
 /// MariaDB's own event types (MySQL's end at 40).
 const MARIADB_ANNOTATE_ROWS: u8 = 160;
@@ -63,11 +70,27 @@ pub enum BinlogError {
     Unreadable { at: String, what: String, fix: &'static str },
     #[error("the server ended the binlog stream")]
     Ended,
+    #[error("the chunked copy stopped before the stream reached its chunk")]
+    CopyStopped,
+    #[error(
+        "the stream reached chunk {got} while chunk {expected} was next; this is a bug, please report it"
+    )]
+    ChunkOrder { expected: String, got: String },
+    #[error(
+        "a DDL statement named {table} while a chunk of its copy was read: the copy resumes from its last chunk"
+    )]
+    ChunkAltered { table: String },
 }
 
 impl From<BinlogError> for StreamError {
     fn from(error: BinlogError) -> StreamError {
-        let transient = matches!(error, BinlogError::Connection(_) | BinlogError::Ended);
+        let transient = matches!(
+            error,
+            BinlogError::Connection(_)
+                | BinlogError::Ended
+                | BinlogError::CopyStopped
+                | BinlogError::ChunkAltered { .. }
+        );
         StreamError::new(transient, ErrorKind::Other, error)
     }
 }
@@ -91,6 +114,12 @@ pub struct BinlogChanges<E: Encoding> {
     counts: HashMap<(String, &'static str), u64>,
     /// `walpipe tail --endpos`: transactions ending after it are not written.
     end_at: Option<Position>,
+    /// The chunks of a copy running beside the stream.
+    chunks: Option<ChunkFeed>,
+    window: Window,
+    /// This run's watermark written in the transaction being read.
+    watermark: Option<Watermark>,
+    busy: Busy,
 }
 
 impl<E: Encoding> BinlogChanges<E> {
@@ -123,7 +152,18 @@ impl<E: Encoding> BinlogChanges<E> {
             received: Received::default(),
             counts: HashMap::new(),
             end_at: None,
+            chunks: None,
+            window: Window::default(),
+            watermark: None,
+            busy: Busy::Idle,
         }
+    }
+
+    /// Places the chunks of `copying`'s copy (`feed`) in the stream.
+    pub fn with_chunks(mut self, feed: ChunkFeed, copying: impl IntoIterator<Item = String>) -> Self {
+        self.chunks = Some(feed);
+        self.window = Window::new(copying);
+        self
     }
 
     /// Stops at `end`: a transaction ending after it is not written, and
@@ -133,12 +173,18 @@ impl<E: Encoding> BinlogChanges<E> {
         self
     }
 
+    fn is_signal(&self, schema: &str, name: &str) -> bool {
+        name == SIGNAL_TABLE && schema == self.database
+    }
+
     fn at(&self, event: &Event) -> BinlogPosition {
         BinlogPosition { file: self.file, offset: event.header().log_pos() }
     }
 
     fn captures(&self, schema: &str, name: &str) -> bool {
-        if self.captured.is_empty() {
+        if self.is_signal(schema, name) {
+            false
+        } else if self.captured.is_empty() {
             schema == self.database
         } else {
             self.captured.contains(&format!("{schema}.{name}"))
@@ -198,6 +244,7 @@ impl<E: Encoding> BinlogChanges<E> {
                     // COMMIT of a non-transactional table's statements, or a DDL statement:
                     // its end is a place to resume from.
                     self.follow_ddl(&text, &query.schema());
+                    self.window.ddl(&text);
                     return self.commit(at, event.header().timestamp(), out).map(Some);
                 }
             }
@@ -254,6 +301,10 @@ impl<E: Encoding> BinlogChanges<E> {
         let Some(map) = binlog.get_tme(table_id) else {
             return Err(self.bad(at, format!("rows of table id {table_id} before its TABLE_MAP event")));
         };
+        if self.chunks.is_some() && self.is_signal(&map.database_name(), &map.table_name()) {
+            let map = map.clone();
+            return self.signal_rows(rows, &map, at);
+        }
         if !self.captures(&map.database_name(), &map.table_name()) {
             return Ok(());
         }
@@ -280,6 +331,28 @@ impl<E: Encoding> BinlogChanges<E> {
             *self.counts.entry((shape.table.qualified_name(), label)).or_default() += 1;
             let old = old.map(|values| OldTuple::Full(tuple(values)));
             self.transactions.add(RowChange { shape, op, old, new: new.map(tuple) });
+        }
+        Ok(())
+    }
+
+    /// Rows of the signal table: this run's watermarks.
+    fn signal_rows(
+        &mut self,
+        rows: &RowsEventData<'_>,
+        map: &TableMapEvent<'_>,
+        at: BinlogPosition,
+    ) -> Result<(), BinlogError> {
+        for row in rows.rows(map) {
+            let (_, after) = row.map_err(|e| self.bad(at, e))?;
+            let Some(after) = after else { continue };
+            let column = after.columns_ref().iter().position(|c| c.name_str() == WATERMARK_COLUMN);
+            let text = column.and_then(|at| match after.as_ref(at) {
+                Some(mysql_async::binlog::value::BinlogValue::Value(mysql_async::Value::Bytes(bytes))) => {
+                    Some(String::from_utf8_lossy(bytes).into_owned())
+                }
+                _ => None,
+            });
+            self.note_watermark(text.as_deref());
         }
         Ok(())
     }
@@ -337,16 +410,19 @@ impl<E: Encoding> BinlogChanges<E> {
         out: &mut Vec<u8>,
     ) -> Result<StreamEvent, BinlogError> {
         let end = Position::from(at);
-        let micros = i64::from(timestamp) * 1_000_000;
         let xid = self.xid.take();
         if self.end_at.is_some_and(|last| end > last) {
             return Ok(StreamEvent::PastEnd);
         }
-        self.transactions.commit(&self.encoding, end, xid, micros, out).map_err(|e| self.bad(at, e))?;
-        self.committed = end;
-        self.received.transactions += 1;
-        let commit_time = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(timestamp));
-        Ok(StreamEvent::Committed { end, commit_time })
+        placing::note_keys(&mut self.window, self.transactions.rows());
+        self.transactions
+            .commit(&self.encoding, end, xid, placing::micros(timestamp), out)
+            .map_err(|e| self.bad(at, e))?;
+        let at = At { end, xid, commit_time: timestamp };
+        if self.after_commit(at) {
+            return Ok(StreamEvent::Data);
+        }
+        Ok(self.committed_at(at))
     }
 }
 
@@ -383,6 +459,9 @@ fn enum_values(map: &TableMapEvent<'_>, enums: bool) -> Vec<Vec<String>> {
 
 impl<E: Encoding> ChangeStream for BinlogChanges<E> {
     async fn next(&mut self, out: &mut Vec<u8>) -> Result<StreamEvent, StreamError> {
+        if self.is_busy() {
+            return Ok(self.place(out).await?);
+        }
         loop {
             let Some(binlog) = self.binlog.as_mut() else { return Ok(StreamEvent::Ended) };
             let Some(event) = binlog.next().await else { return Err(BinlogError::Ended.into()) };
@@ -404,11 +483,11 @@ impl<E: Encoding> ChangeStream for BinlogChanges<E> {
     }
 
     fn is_busy(&self) -> bool {
-        false
+        !matches!(self.busy, Busy::Idle)
     }
 
     fn in_transaction(&self) -> bool {
-        self.transactions.is_open()
+        self.transactions.is_open() || self.is_busy()
     }
 
     /// The server keeps no position for a binlog reader: the checkpoint is the only record.

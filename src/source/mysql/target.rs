@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use mysql_async::prelude::Queryable;
+
 /// A parsed MySQL/MariaDB source URL.
 #[derive(Clone)]
 pub struct MysqlTarget {
@@ -25,6 +27,19 @@ impl MysqlTarget {
             .ok_or("the URL names no database: write it as mysql://user:password@host:3306/db")?
             .to_string();
         Ok(MysqlTarget { opts, database })
+    }
+
+    /// A session with the settings every walpipe session uses: UTC, so
+    /// that `TIMESTAMP` values read as text are in UTC; utf8mb4, so that
+    /// text is read as stored (a 3-byte utf8 session turns an emoji into
+    /// `?`); and backslash escapes on, which quoted literals rely on.
+    pub async fn connect(&self) -> Result<mysql_async::Conn, mysql_async::Error> {
+        let mut conn = mysql_async::Conn::new(self.opts.clone()).await?;
+        conn.query_drop(
+            "SET time_zone = '+00:00', NAMES utf8mb4, sql_mode = REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')",
+        )
+        .await?;
+        Ok(conn)
     }
 }
 

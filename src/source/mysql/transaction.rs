@@ -92,6 +92,24 @@ impl Transactions {
         self.shapes.push(shape);
     }
 
+    /// The rows of the transaction being read.
+    pub fn rows(&self) -> &[RowChange] {
+        self.open.as_deref().unwrap_or_default()
+    }
+
+    /// Writes `shape`'s schema line now, in `txn`, unless it is the one last
+    /// announced (a chunk's shape, before its rows).
+    pub fn announce_now<E: Encoding>(
+        &mut self,
+        encoding: &E,
+        txn: &E::Txn,
+        shape: &Arc<Shape>,
+        end: Position,
+        out: &mut Vec<u8>,
+    ) {
+        self.announce_once(encoding, txn, shape, 0, end, out);
+    }
+
     pub fn is_open(&self) -> bool {
         self.open.is_some()
     }

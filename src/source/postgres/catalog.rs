@@ -151,6 +151,7 @@ pub async fn table(client: &Client, schema: &str, name: &str) -> Result<SourceTa
         name: name.to_string(),
         relid: oid,
         columns,
+        pages_by_key: !key.is_empty(),
         key,
         replica_identity,
         partitioned,

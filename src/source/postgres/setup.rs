@@ -141,7 +141,8 @@ impl Source for PostgresSource {
         self.replication.drop_slot(&self.settings.slot).await.map_err(failed)
     }
 
-    async fn new_stream(&mut self, temporary: bool) -> Result<NewStream, SetupError> {
+    /// The slot exports its snapshot whether or not it is asked for: it costs nothing.
+    async fn new_stream(&mut self, temporary: bool, _snapshot: bool) -> Result<NewStream, SetupError> {
         let created = self.replication.create_slot(&self.settings.slot, temporary).await.map_err(failed)?;
         tracing::info!(slot = %self.settings.slot, consistent_point = %created.consistent_point, "created the slot");
         Ok(NewStream { consistent_point: created.consistent_point, snapshot: created.snapshot_name })
