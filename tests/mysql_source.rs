@@ -67,6 +67,18 @@ fn run_job(
     table: &str,
     append: bool,
 ) -> Running {
+    run_job_with(cluster, source_db, sink_db, job, table, append, &[])
+}
+
+fn run_job_with(
+    cluster: &common::Cluster,
+    source_db: &str,
+    sink_db: &str,
+    job: &str,
+    table: &str,
+    append: bool,
+    extra: &[(&str, &str)],
+) -> Running {
     let vars = [
         ("WALPIPE_SOURCE_URL", mariadb::server().url(source_db)),
         ("WALPIPE_SINK_URL", cluster.url(sink_db)),
@@ -75,7 +87,7 @@ fn run_job(
         ("WALPIPE_TABLE_MAPPINGS", format!("{source_db}.{table}=public.{table}")),
         ("WALPIPE_FLUSH_INTERVAL_MS", "100".to_string()),
     ];
-    Running(common::spawn_run(job, append, &vars, &[]))
+    Running(common::spawn_run(job, append, &vars, extra))
 }
 
 #[test]
@@ -551,4 +563,77 @@ fn a_mariadb_table_is_copied_as_snapshot_lines_to_stdout() {
     assert_eq!(lines.len(), 30, "{printed}");
     assert!(lines.iter().all(|l| l["op"] == "snapshot"), "{printed}");
     assert_eq!(lines[29]["new"], serde_json::json!({"id": 30, "note": "n30"}));
+}
+
+/// A copy by each strategy while a workload updates, deletes and inserts
+/// rows all over the copied key range: the sink ends equal to the source.
+/// The incremental copy's chunks leave out what changed between their
+/// watermarks; the blocking one reads one consistent snapshot.
+fn a_copy_under_a_concurrent_workload_ends_equal(strategy: &str) {
+    let server = mariadb::server();
+    let cluster = common::pg15_with(&common::options());
+    let source_db = server.fresh_db(&format!("during_{strategy}"));
+    let sink_db = cluster.fresh_db(&format!("mysql_during_{strategy}"));
+    let job = format!("mysql_during_{strategy}_{}", common::unique());
+    server.sql(
+        &source_db,
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int unsigned, price decimal(10,2), note varchar(50)); \
+         INSERT INTO orders SELECT seq, seq, 1.00, 'start' FROM seq_1_to_60000",
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rounds = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let workload = {
+        let (stop, rounds, db) = (stop.clone(), rounds.clone(), source_db.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let round = rounds.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                // Keys spread over the whole range, so that chunks meet them before and after they are read.
+                let (updated, deleted) = ((round * 7919) % 60000 + 1, (round * 104729) % 60000 + 1);
+                mariadb::server().sql(
+                    &db,
+                    &format!(
+                        "START TRANSACTION; UPDATE orders SET qty = qty + 1, note = 'updated {round}' WHERE id BETWEEN {updated} AND {updated} + 20; \
+                         DELETE FROM orders WHERE id = {deleted}; INSERT INTO orders VALUES ({}, {round}, 2.00, 'new') ON DUPLICATE KEY UPDATE note = 'back'; COMMIT",
+                        (round * 31) % 60000 + 1
+                    ),
+                );
+            }
+        })
+    };
+    common::wait_for(Duration::from_secs(30), "the workload to write", || {
+        rounds.load(std::sync::atomic::Ordering::SeqCst) > 5
+    });
+    let run = run_job_with(
+        cluster,
+        &source_db,
+        &sink_db,
+        &job,
+        "orders",
+        false,
+        &[("WALPIPE_SNAPSHOT_STRATEGY", strategy)],
+    );
+    let copied = if strategy == "chunked" { "every chunk is read" } else { "snapshot done" };
+    common::wait_for_showing(
+        Duration::from_secs(120),
+        "the copy to end",
+        || common::run_log(&job).contains(copied),
+        || common::run_log(&job),
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    workload.join().expect("the workload ends");
+    converge(cluster, &source_db, &sink_db, &job, "the sink to equal the source after a copy under writes");
+    let log = common::run_log(&job);
+    let (incremental, blocking) = (log.contains("no lock taken"), log.contains("FLUSH TABLES WITH READ LOCK"));
+    assert_eq!((incremental, blocking), (strategy == "chunked", strategy != "chunked"), "{log}");
+    drop(run);
+}
+
+#[test]
+fn an_incremental_copy_under_a_concurrent_workload_ends_equal() {
+    a_copy_under_a_concurrent_workload_ends_equal("chunked");
+}
+
+#[test]
+fn a_blocking_copy_under_a_concurrent_workload_ends_equal() {
+    a_copy_under_a_concurrent_workload_ends_equal("exported");
 }
