@@ -623,7 +623,8 @@ fn a_copy_under_a_concurrent_workload_ends_equal(strategy: &str) {
     workload.join().expect("the workload ends");
     converge(cluster, &source_db, &sink_db, &job, "the sink to equal the source after a copy under writes");
     let log = common::run_log(&job);
-    let (incremental, blocking) = (log.contains("no lock taken"), log.contains("FLUSH TABLES WITH READ LOCK"));
+    let (incremental, blocking) =
+        (log.contains("no lock taken"), log.contains("FLUSH TABLES WITH READ LOCK"));
     assert_eq!((incremental, blocking), (strategy == "chunked", strategy != "chunked"), "{log}");
     drop(run);
 }

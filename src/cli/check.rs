@@ -10,6 +10,7 @@ use crate::job::spec::{JobSpec, SnapshotStrategy};
 use crate::names::quote_literal;
 use crate::pg::sql;
 use crate::source::SourceTarget;
+use crate::source::mysql::chunks::signal::signal_grants;
 use crate::source::mysql::setup::requirements as mysql_requirements;
 use crate::source::mysql::target::MysqlTarget;
 use crate::source::postgres::catalog;
@@ -66,7 +67,7 @@ pub async fn check(spec: &JobSpec) -> Vec<Finding> {
     let source_info = match &spec.source {
         SourceTarget::Postgres(info) => info,
         SourceTarget::Mysql(target) => {
-            check_mysql(target, &mut findings).await;
+            check_mysql(target, spec.snapshot_strategy == SnapshotStrategy::Chunked, &mut findings).await;
             check_schema_following(spec, &mut findings);
             return findings;
         }
@@ -105,7 +106,7 @@ async fn setting(client: &tokio_postgres::Client, name: &str) -> Option<String> 
 }
 
 /// A MySQL/MariaDB source: reachable, and its binlog settings and privileges.
-async fn check_mysql(target: &MysqlTarget, findings: &mut Vec<Finding>) {
+async fn check_mysql(target: &MysqlTarget, chunked: bool, findings: &mut Vec<Finding>) {
     let mut conn = match mysql_async::Conn::new(target.opts.clone()).await {
         Ok(conn) => conn,
         Err(error) => {
@@ -125,6 +126,12 @@ async fn check_mysql(target: &MysqlTarget, findings: &mut Vec<Finding>) {
         Err(error) => {
             findings.push(finding(Level::Error, format!("could not read the source's settings: {error}")))
         }
+    }
+    if chunked {
+        findings.push(match signal_grants(&mut conn, &target.database).await {
+            Ok(text) => finding(Level::Ok, text),
+            Err(fix) => finding(Level::Error, fix),
+        });
     }
 }
 

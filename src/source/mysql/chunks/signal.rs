@@ -99,6 +99,38 @@ impl Signal {
     }
 }
 
+/// Whether the user may write the signal table in `database` (`walpipe check`).
+pub async fn signal_grants(conn: &mut Conn, database: &str) -> Result<String, String> {
+    let grants: Vec<String> = conn
+        .query("SHOW GRANTS")
+        .await
+        .map_err(|error| format!("could not read the user's grants: {error}"))?;
+    check_grants(&grants, database)
+}
+
+/// Whether `SHOW GRANTS` gives the user what the signal table needs in
+/// `database`: `Ok` says so, `Err` is the fix.
+pub fn check_grants(grants: &[String], database: &str) -> Result<String, String> {
+    let on_database = format!(" ON `{}`.*", database.replace('`', "``")).to_uppercase();
+    let covers = |grant: &String, privilege: &str| {
+        let grant = grant.to_uppercase();
+        let scoped = grant.contains(" ON *.*") || grant.contains(&on_database);
+        scoped && (grant.contains("ALL PRIVILEGES") || grant.contains(privilege))
+    };
+    let missing: Vec<&str> = ["CREATE", "INSERT", "UPDATE"]
+        .into_iter()
+        .filter(|privilege| !grants.iter().any(|grant| covers(grant, privilege)))
+        .collect();
+    if missing.is_empty() {
+        Ok(format!("the user can write the chunked copy's watermarks ({database}.{SIGNAL_TABLE})"))
+    } else {
+        Err(format!(
+            "the user lacks {} on {database}, which the chunked copy needs for its signal table {SIGNAL_TABLE}: run GRANT CREATE, INSERT, UPDATE ON `{database}`.* TO the walpipe user, or set WALPIPE_SNAPSHOT_STRATEGY=exported (the blocking snapshot)",
+            missing.join(", ")
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +143,21 @@ mod tests {
         }
         assert_eq!(Watermark::parse("1f-2a/7"), None);
         assert_eq!(Watermark::parse("something else"), None);
+    }
+
+    #[test]
+    fn the_signal_table_needs_create_insert_and_update_on_its_database() {
+        let grants = |list: &[&str]| list.iter().map(|g| g.to_string()).collect::<Vec<_>>();
+        assert!(
+            check_grants(&grants(&["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost`"]), "shop").is_ok()
+        );
+        assert!(
+            check_grants(&grants(&["GRANT SELECT, INSERT, UPDATE, CREATE ON `shop`.* TO `cdc`@`%`"]), "shop")
+                .is_ok()
+        );
+        let fix = check_grants(&grants(&["GRANT SELECT, INSERT ON `shop`.* TO `cdc`@`%`"]), "shop")
+            .expect_err("a fix");
+        assert!(fix.contains("lacks CREATE, UPDATE on shop") && fix.contains("GRANT"), "{fix}");
+        assert!(check_grants(&grants(&["GRANT ALL PRIVILEGES ON `other`.* TO `cdc`@`%`"]), "shop").is_err());
     }
 }
