@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
-# Benchmark: the write-freeze window of the MySQL/MariaDB source's blocking
-# snapshot, on a ROWS-row table under a steady write load, in two cases:
+# Benchmark: the write-freeze window of the MySQL/MariaDB source's two
+# snapshots side by side, blocking (WALPIPE_SNAPSHOT_STRATEGY=exported:
+# FLUSH TABLES WITH READ LOCK, then one consistent read) and incremental
+# (chunked: chunks between watermarks, no lock), on a ROWS-row table under a
+# steady write load, each in two cases:
 #   plain:   nothing else runs on the server;
 #   outage:  a SELECT that runs for HOLD seconds is already running when the
-#            snapshot asks for FLUSH TABLES WITH READ LOCK (the classic
-#            outage: the lock waits for the SELECT, and every write waits
-#            for the lock).
+#            copy starts (the classic outage for the blocking snapshot: its
+#            lock waits for the SELECT, and every write waits for the lock).
 # The load is one session inserting a row at a time into `ticks` (no pause),
 # each row stamped with the server's clock; a write's latency is the gap to
 # the row before it. Reported per case: the longest gap during the copy (the
 # freeze), the p99 gap during the copy against the 5 s before it, the copy's
-# time (walpipe start to "snapshot done") and the time from start to the
+# time (walpipe start to "snapshot done", or the last chunk placed) and the time from start to the
 # first streamed change in the Postgres sink. Debian's MariaDB, the local PG15.
 #
-#   BUILT_WALPIPE=target/release/walpipe bash benches/mysql_snapshot_freeze.sh   # ROWS=1000000 HOLD=30
+#   BUILT_WALPIPE=target/release/walpipe bash benches/mysql_snapshot_freeze.sh   # ROWS=5000000 HOLD=30
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/prereqs.sh
 source scripts/lib/cluster.sh
 ensure_mariadb
-ROWS=${ROWS:-1000000}
+ROWS=${ROWS:-5000000}
 HOLD=${HOLD:-30}
 SINK_PORT=${SINK_PORT:-24652}
 MY_PORT=${MY_PORT:-24653}
@@ -56,7 +58,9 @@ maxof() { sort -n | tail -1; }
 server_now() { my -e "SELECT now(6)"; }
 
 run_case() {
-  local name=$1 marker=$(( ROWS + $2 )) job="freeze_$1"
+  local strategy=$1 name=$2 marker=$(( ROWS + $3 )) job="freeze_$1_$2"
+  local copied_line="snapshot done"
+  [ "$strategy" = chunked ] && copied_line="its last chunk took its place in the stream"
   psql_at postgres "CREATE DATABASE $job"
   load "$name" & local load_pid=$!
   sleep 5
@@ -72,10 +76,10 @@ run_case() {
   WALPIPE_SOURCE_URL="mysql://walpipe:pw@127.0.0.1:$MY_PORT/shop" \
   WALPIPE_SINK_URL="postgres://postgres@127.0.0.1:$SINK_PORT/$job?sslmode=disable" \
   WALPIPE_STATE_URL="postgres://postgres@127.0.0.1:$SINK_PORT/$job?sslmode=disable" \
-  WALPIPE_JOB_NAME="$job" WALPIPE_TABLES=shop.orders WALPIPE_TABLE_MAPPINGS=shop.orders=public.orders \
+  WALPIPE_JOB_NAME="$job" WALPIPE_SNAPSHOT_STRATEGY="$strategy" WALPIPE_TABLES=shop.orders WALPIPE_TABLE_MAPPINGS=shop.orders=public.orders \
   WALPIPE_HTTP_ADDR=127.0.0.1:0 "$WALPIPE" run > "$WORK/$job.log" 2>&1 &
   local walpipe_pid=$!
-  until grep -q "snapshot done" "$WORK/$job.log"; do sleep 0.1; done
+  until grep -q "$copied_line" "$WORK/$job.log"; do sleep 0.1; done
   local copied; copied=$(echo "$(date +%s.%N) - $t0" | bc)
   local done_at; done_at=$(server_now)
   my shop -e "INSERT INTO orders VALUES ($marker, 1, 'marker', 1, 'first streamed', now(6))"
@@ -83,13 +87,16 @@ run_case() {
   local first; first=$(echo "$(date +%s.%N) - $t0" | bc)
   kill "$walpipe_pid"; wait "$walpipe_pid" 2>/dev/null || true
   touch "$WORK/stop.$name"; wait "$load_pid" 2>/dev/null || true
+  rm -f "$WORK/stop.$name"; my shop -e "DELETE FROM orders WHERE id > $ROWS"
   local freeze p99_copy p99_before
   freeze=$(gaps "$started" "$done_at" | maxof)
   p99_copy=$(gaps "$started" "$done_at" | p99)
   p99_before=$(gaps "$before" "$started" | p99)
-  printf '%-7s rows=%s  freeze (longest write stall) %8s ms  p99 write gap: copy %s ms, before %s ms  copy %.2f s  first streamed change %.2f s\n' \
-    "$name" "$ROWS" "$freeze" "$p99_copy" "$p99_before" "$copied" "$first"
+  printf '%-11s %-7s rows=%s  freeze (longest write stall) %8s ms  p99 write gap: copy %s ms, before %s ms  copy %.2f s  first streamed change %.2f s\n' \
+    "$([ "$strategy" = chunked ] && echo incremental || echo blocking)" "$name" "$ROWS" "$freeze" "$p99_copy" "$p99_before" "$copied" "$first"
 }
 
-run_case plain 1
-run_case outage 2
+run_case exported plain 1
+run_case chunked plain 2
+run_case exported outage 3
+run_case chunked outage 4

@@ -334,6 +334,20 @@ pub const SERVER_CHECKPOINTS: Family = Family {
     buckets: None,
 };
 
+pub const SERVER_OLDEST_RETAINED: Family = Family {
+    name: "walpipe_server_oldest_retained_position_bytes",
+    help: "The oldest position the source still keeps, as a byte position (MySQL/MariaDB: the start of the oldest binlog file); absent for PostgreSQL, whose slot's restart_lsn says it.",
+    labels: JOB,
+    buckets: None,
+};
+
+pub const SLOT_EXPIRES_IN: Family = Family {
+    name: "walpipe_slot_expires_in_seconds",
+    help: "Seconds until the source may discard the position the job resumes from (MySQL/MariaDB: the binlog file holding its checkpoint reaches binlog_expire_logs_seconds; while that file is still written, the setting itself, a lower bound); absent when nothing expires by age.",
+    labels: SLOT,
+    buckets: None,
+};
+
 pub const SERVER_OLDEST_TRANSACTION: Family = Family {
     name: "walpipe_server_oldest_transaction_age_seconds",
     help: "Age of the source's oldest open transaction that holds a transaction id (those pin a slot's restart_lsn).",

@@ -188,6 +188,9 @@ impl JobMetrics {
             f.server_wal_directory.with_label_values(job).set(bytes);
         }
         f.server_oldest_transaction.with_label_values(job).set(sample.oldest_transaction_seconds);
+        if let Some(position) = sample.oldest_retained {
+            f.server_oldest_retained.with_label_values(job).set(position);
+        }
         for (kind, value) in
             [("timed", sample.checkpoints_timed), ("requested", sample.checkpoints_requested)]
         {
@@ -224,6 +227,9 @@ impl JobMetrics {
         set_state(&f.slot_invalidation_reason, slot, &INVALIDATION_REASONS, Some(reason));
         f.slot_inactive_since.with_label_values(slot).set(s.inactive_since.unwrap_or(0.0));
         f.slot_reply_age.with_label_values(slot).set(s.reply_age_seconds.unwrap_or(0.0));
+        if let Some(seconds) = s.expires_in_seconds {
+            f.slot_expires_in.with_label_values(slot).set(seconds);
+        }
         for (stat, value) in &s.decoding_stats {
             let increase = self.counter_increase(stat, *value);
             f.slot_stats.with_label_values(&[&self.name, &self.slot, stat]).inc_by(increase);

@@ -82,6 +82,7 @@ pub struct Metrics {
     slot_catalog_xmin_age: IntGaugeVec,
     slot_inactive_since: GaugeVec,
     slot_reply_age: GaugeVec,
+    slot_expires_in: GaugeVec,
     slot_stats: IntCounterVec,
     server_wal_lsn: IntGaugeVec,
     server_keep_size: IntGaugeVec,
@@ -90,6 +91,7 @@ pub struct Metrics {
     server_wal_volume: IntGaugeVec,
     server_checkpoints: IntCounterVec,
     server_oldest_transaction: GaugeVec,
+    server_oldest_retained: IntGaugeVec,
     monitor_up: IntGaugeVec,
     monitor_polls: IntCounterVec,
     monitor_poll_duration: HistogramVec,
@@ -182,6 +184,7 @@ impl Metrics {
             slot_catalog_xmin_age: register(r, &families::SLOT_CATALOG_XMIN_AGE),
             slot_inactive_since: register(r, &families::SLOT_INACTIVE_SINCE),
             slot_reply_age: register(r, &families::SLOT_REPLY_AGE),
+            slot_expires_in: register(r, &families::SLOT_EXPIRES_IN),
             slot_stats: register(r, &families::SLOT_STATS),
             server_wal_lsn: register(r, &families::SERVER_WAL_LSN),
             server_keep_size: register(r, &families::SERVER_KEEP_SIZE),
@@ -190,6 +193,7 @@ impl Metrics {
             server_wal_volume: register(r, &families::SERVER_WAL_VOLUME),
             server_checkpoints: register(r, &families::SERVER_CHECKPOINTS),
             server_oldest_transaction: register(r, &families::SERVER_OLDEST_TRANSACTION),
+            server_oldest_retained: register(r, &families::SERVER_OLDEST_RETAINED),
             monitor_up: register(r, &families::MONITOR_UP),
             monitor_polls: register(r, &families::MONITOR_POLLS),
             monitor_poll_duration: register(r, &families::MONITOR_POLL_DURATION),
@@ -262,6 +266,9 @@ pub struct SlotSample {
     pub checkpoints_timed: i64,
     pub checkpoints_requested: i64,
     pub oldest_transaction_seconds: f64,
+    /// The oldest position the source keeps, where a slot does not say it
+    /// (MySQL/MariaDB: the oldest binlog file's start).
+    pub oldest_retained: Option<i64>,
     /// `None`: the slot does not exist.
     pub slot: Option<SlotState>,
 }
@@ -279,6 +286,9 @@ pub struct SlotState {
     pub invalidation_reason: Option<String>,
     pub inactive_since: Option<f64>,
     pub reply_age_seconds: Option<f64>,
+    /// Seconds until the source may discard the job's position by age
+    /// (MySQL/MariaDB: binlog expiry); `None`: nothing expires by age.
+    pub expires_in_seconds: Option<f64>,
     /// pg_stat_replication_slots counters by column name.
     pub decoding_stats: Vec<(String, i64)>,
 }

@@ -33,6 +33,26 @@ pub fn stable_id(schema: &str, name: &str) -> u32 {
     fnv1a(&format!("{schema}.{name}")).max(1)
 }
 
+/// What a binlog connection of a job's is for: each has its own replica id,
+/// since the server drops a connection when another registers with its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaRole {
+    /// The job's change stream.
+    Stream,
+    /// The monitor reading a binlog file's start time.
+    Monitor,
+}
+
+/// A replica id for a job's binlog connection, stable per job and role and
+/// unlikely to be a real replica's (those are small numbers).
+pub fn replica_id(job: &str, role: ReplicaRole) -> u32 {
+    let base = 1_000_000 + fnv1a(job) % 1_000_000_000;
+    match role {
+        ReplicaRole::Stream => base,
+        ReplicaRole::Monitor => base + 2_000_000_000,
+    }
+}
+
 /// The 32-bit FNV-1a hash of `text`: stable across builds and machines.
 pub fn fnv1a(text: &str) -> u32 {
     text.bytes().fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619))

@@ -11,29 +11,44 @@
 //! | `walpipe_slot_wal_status` | `reserved`, or `lost` once the checkpoint's file was purged |
 //! | `walpipe_slot_restart_lsn_bytes` | the checkpoint too: nothing holds a binlog reader further back |
 //! | `walpipe_server_max_slot_wal_keep_size_bytes` | 0: no size cap applies |
+//! | `walpipe_server_oldest_retained_position_bytes` | the oldest binlog file's start |
+//! | `walpipe_slot_expires_in_seconds` | until the checkpoint's binlog file reaches `binlog_expire_logs_seconds` |
 //!
 //! So `WalpipeSlotLost` fires when the binlog under the checkpoint was
-//! purged, and the alerts about a Postgres slot's cap stay quiet.
+//! purged, `WalpipeBinlogExpiresSoon` before it is, and the alerts about a
+//! Postgres slot's cap stay quiet.
+//!
+//! When a file expires: the server purges a file, at a rotation, once its
+//! last write is older than `binlog_expire_logs_seconds`. Its last write
+//! is when the next file was created, which that file's first event
+//! (its format description) records: read once per file, on a binlog
+//! connection of the monitor's own, and kept.
 //!
 //! Invariant: a failed poll never stops it; it marks the monitor down,
 //! drops the session and tries again at the next tick.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use mysql_async::Conn;
+use futures_util::StreamExt;
 use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStreamRequest, Conn};
 
+use super::catalog::{ReplicaRole, replica_id};
 use super::position::BinlogPosition;
 use super::target::MysqlTarget;
 use crate::metrics::{JobMetrics, SlotSample, SlotState};
 use crate::position::Position;
 
 pub const POLL_EVERY: Duration = Duration::from_secs(2);
+/// How long reading a binlog file's first event may take.
+const FIRST_EVENT_WITHIN: Duration = Duration::from_secs(5);
 
 /// Polls until the task is aborted.
 pub async fn run(target: MysqlTarget, metrics: Arc<JobMetrics>) {
     let mut session: Option<Conn> = None;
+    let mut created = FileTimes::default();
     let mut ticker = tokio::time::interval(POLL_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -50,7 +65,7 @@ pub async fn run(target: MysqlTarget, metrics: Arc<JobMetrics>) {
         }
         let Some(conn) = session.as_mut() else { continue };
         let started = Instant::now();
-        match poll(conn, metrics.status.checkpoint()).await {
+        match poll(conn, &target, &metrics.name, &mut created, metrics.status.checkpoint()).await {
             Ok(sample) => metrics.record_slot(&sample, started.elapsed()),
             Err(error) => {
                 tracing::warn!(job = %metrics.name, "the binlog monitor's poll failed: {error}");
@@ -61,7 +76,53 @@ pub async fn run(target: MysqlTarget, metrics: Arc<JobMetrics>) {
     }
 }
 
-async fn poll(conn: &mut Conn, checkpoint: Option<Position>) -> Result<SlotSample, mysql_async::Error> {
+/// When each binlog file was created (Unix seconds), by name.
+#[derive(Default)]
+struct FileTimes(HashMap<String, i64>);
+
+impl FileTimes {
+    /// The creation time of `file`: its first event's, read once.
+    async fn of(&mut self, target: &MysqlTarget, job: &str, file: &str) -> Result<i64, mysql_async::Error> {
+        if let Some(seconds) = self.0.get(file) {
+            return Ok(*seconds);
+        }
+        let seconds = first_event_time(target, job, file).await?;
+        self.0.retain(|name, _| name.as_str() >= file); // older files are gone or no longer asked for
+        self.0.insert(file.to_string(), seconds);
+        Ok(seconds)
+    }
+}
+
+/// The time of the first event of `file` with one (the server's rotate
+/// event that opens a dump carries none; the format description does).
+async fn first_event_time(target: &MysqlTarget, job: &str, file: &str) -> Result<i64, mysql_async::Error> {
+    let conn = Conn::new(target.opts.clone()).await?;
+    let request = BinlogStreamRequest::new(replica_id(job, ReplicaRole::Monitor))
+        .with_filename(file.as_bytes())
+        .with_pos(4u64);
+    let mut binlog = conn.get_binlog_stream(request).await?;
+    let read = tokio::time::timeout(FIRST_EVENT_WITHIN, async {
+        while let Some(event) = binlog.next().await {
+            let timestamp = event?.header().timestamp();
+            if timestamp != 0 {
+                return Ok(Some(i64::from(timestamp)));
+            }
+        }
+        Ok::<_, mysql_async::Error>(None)
+    })
+    .await;
+    let _ = binlog.close().await;
+    let found = read.unwrap_or(Ok(None))?;
+    found.ok_or_else(|| mysql_async::Error::Other(format!("binlog file {file} has no timed event").into()))
+}
+
+async fn poll(
+    conn: &mut Conn,
+    target: &MysqlTarget,
+    job: &str,
+    created: &mut FileTimes,
+    checkpoint: Option<Position>,
+) -> Result<SlotSample, mysql_async::Error> {
     let files: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await?;
     let files: Vec<(String, u64)> =
         files.iter().filter_map(|row| Some((row.get::<String, _>(0)?, row.get::<u64, _>(1)?))).collect();
@@ -69,7 +130,56 @@ async fn poll(conn: &mut Conn, checkpoint: Option<Position>) -> Result<SlotSampl
     let now = now
         .and_then(|row| BinlogPosition::in_file(&row.get::<String, _>(0)?, row.get::<u64, _>(1)?))
         .unwrap_or(BinlogPosition { file: 0, offset: 0 });
-    Ok(sample(&files, now, checkpoint.map(BinlogPosition::from)))
+    let checkpoint = checkpoint.map(BinlogPosition::from);
+    let expire = expire_seconds(conn).await?;
+    // The file after the checkpoint's: its creation is the checkpoint file's last write.
+    let next_created = match (expire, checkpoint) {
+        (Some(_), Some(at)) => match next_file(&files, at) {
+            Some(next) => Some(created.of(target, job, next).await?),
+            None => None,
+        },
+        _ => None,
+    };
+    let unix_now =
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let mut sample = sample(&files, now, checkpoint);
+    if let (Some(slot), Some(expire)) = (sample.slot.as_mut(), expire) {
+        slot.expires_in_seconds = Some(expires_in(expire, slot.wal_status == "lost", next_created, unix_now));
+    }
+    Ok(sample)
+}
+
+/// `binlog_expire_logs_seconds` (or `expire_logs_days`, before it
+/// existed); `None` when the server never expires binlog files.
+async fn expire_seconds(conn: &mut Conn) -> Result<Option<i64>, mysql_async::Error> {
+    let seconds: Option<i64> = match conn.query_first("SELECT @@global.binlog_expire_logs_seconds").await {
+        Ok(seconds) => seconds,
+        Err(mysql_async::Error::Server(_)) => {
+            let days: Option<f64> = conn.query_first("SELECT @@global.expire_logs_days").await?;
+            days.map(|days| (days * 86_400.0) as i64)
+        }
+        Err(error) => return Err(error),
+    };
+    Ok(seconds.filter(|seconds| *seconds > 0))
+}
+
+/// The name of the binlog file after the one `at` is in, if there is one.
+fn next_file(files: &[(String, u64)], at: BinlogPosition) -> Option<&str> {
+    files
+        .iter()
+        .find(|(name, _)| BinlogPosition::in_file(name, 0).is_some_and(|file| file.file > at.file))
+        .map(|(name, _)| name.as_str())
+}
+
+/// Seconds until the checkpoint's file may be purged: its last write
+/// (`next_created`) plus the expiry, from `now`; while it is still written
+/// (no next file), at least the expiry; 0 once it is gone. Pure.
+fn expires_in(expire: i64, lost: bool, next_created: Option<i64>, now: i64) -> f64 {
+    match (lost, next_created) {
+        (true, _) => 0.0,
+        (false, Some(created)) => (created + expire - now) as f64,
+        (false, None) => expire as f64,
+    }
 }
 
 /// What the binlog files (name, size), the position being written and the
@@ -100,8 +210,10 @@ fn sample(files: &[(String, u64)], now: BinlogPosition, checkpoint: Option<Binlo
             ..SlotState::default()
         }
     });
+    let oldest = numbered.iter().map(|(file, _)| file.file).min();
     SlotSample {
         wal_lsn: Position::from(now).value() as i64,
+        oldest_retained: oldest.map(|file| Position::from(BinlogPosition { file, offset: 0 }).value() as i64),
         // No cap applies (binlog_expire_logs_seconds is a time, not a size): 0
         // keeps the retention alerts, which want a positive cap, quiet.
         max_slot_wal_keep_size: 0,
@@ -126,6 +238,27 @@ mod tests {
         assert_eq!(sample.wal_directory, Some(1500));
         let purged = sample_of(&files, now, BinlogPosition { file: 1, offset: 4 });
         assert_eq!(purged.wal_status, "lost");
+    }
+
+    #[test]
+    fn a_file_expires_its_expiry_after_the_next_one_was_created() {
+        let files = [("binlog.000002".to_string(), 1000), ("binlog.000003".to_string(), 500)];
+        let at = |file| BinlogPosition { file, offset: 400 };
+        assert_eq!(next_file(&files, at(2)), Some("binlog.000003"));
+        assert_eq!(next_file(&files, at(3)), None, "still written");
+        assert_eq!(expires_in(3600, false, Some(1_000), 1_600), 3000.0);
+        assert_eq!(
+            expires_in(3600, false, Some(1_000), 5_000),
+            -400.0,
+            "overdue: purged at the next rotation"
+        );
+        assert_eq!(expires_in(3600, false, None, 5_000), 3600.0, "at least the expiry while written");
+        assert_eq!(expires_in(3600, true, Some(1_000), 1_600), 0.0);
+        let sample = sample(&files, at(3), Some(at(2)));
+        assert_eq!(
+            sample.oldest_retained,
+            Some(Position::from(BinlogPosition { file: 2, offset: 0 }).value() as i64)
+        );
     }
 
     fn sample_of(files: &[(String, u64)], now: BinlogPosition, at: BinlogPosition) -> SlotState {

@@ -20,7 +20,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn};
 use tokio::sync::Mutex;
 
-use super::catalog::{self, CatalogError};
+use super::catalog::{self, CatalogError, ReplicaRole};
 use super::chunks::copier::Copier;
 use super::position::{BinlogPosition, base_name};
 use super::snapshot::BlockingSnapshot;
@@ -162,12 +162,6 @@ async fn current_position(conn: &mut Conn) -> Result<(String, BinlogPosition), M
         ))
     })?;
     Ok((base_name(&file).to_string(), position))
-}
-
-/// A replica id for the binlog connection, stable per job and unlikely to
-/// be a real replica's.
-fn server_id(job: &str) -> u32 {
-    1_000_000 + catalog::fnv1a(job) % 1_000_000_000
 }
 
 impl Source for MysqlSource {
@@ -312,7 +306,7 @@ impl Source for MysqlSource {
             .map_err(failed)?;
         let at = BinlogPosition::from(from);
         let file = at.file_name(&base);
-        let request = BinlogStreamRequest::new(server_id(&settings.job))
+        let request = BinlogStreamRequest::new(catalog::replica_id(&settings.job, ReplicaRole::Stream))
             .with_filename(file.as_bytes())
             .with_pos(u64::from(at.offset));
         let binlog = binlog.get_binlog_stream(request).await.map_err(failed)?;

@@ -174,6 +174,8 @@ impl Session {
                 invalidation_reason: get.at(15)?,
                 inactive_since: get.at(16)?,
                 reply_age_seconds: get.at(17)?,
+                // max_slot_wal_keep_size bounds a slot by size, never by age.
+                expires_in_seconds: None,
                 decoding_stats,
             })
         } else {
@@ -187,6 +189,7 @@ impl Session {
             checkpoints_timed: get.at(3)?,
             checkpoints_requested: get.at(4)?,
             oldest_transaction_seconds: get.at(5)?,
+            oldest_retained: None,
             slot,
         })
     }
