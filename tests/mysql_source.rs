@@ -247,6 +247,23 @@ fn a_purged_binlog_position_is_a_recorded_gap_and_a_new_copy() {
     common::wait_for_showing(Duration::from_secs(90), "the first copy", same, || common::run_log(&job));
     server.sql(&source_db, "INSERT INTO orders VALUES (51, 51, 1.25, 'streamed')");
     common::wait_for_showing(Duration::from_secs(60), "the streamed row", same, || common::run_log(&job));
+    // The countdown: with an expiry set and the checkpoint's file rotated
+    // away, the file expires an hour after the next one was created.
+    server.sql("", "SET GLOBAL binlog_expire_logs_seconds = 3600; FLUSH BINARY LOGS");
+    let expires_in = || {
+        let addr = common::http_addr(&job)?;
+        common::metric(
+            &common::http_get(&addr, "/metrics").1,
+            "walpipe_slot_expires_in_seconds",
+            &[("job_name", &job)],
+        )
+    };
+    common::wait_for_showing(
+        Duration::from_secs(30),
+        "the expiry countdown of the checkpoint's binlog file",
+        || expires_in().is_some_and(|seconds| seconds > 3000.0 && seconds < 3600.0),
+        || format!("walpipe_slot_expires_in_seconds = {:?}", expires_in()),
+    );
     let mut run = run;
     let _ = std::process::Command::new("kill").args(["-TERM", &run.0.id().to_string()]).status();
     assert!(run.0.wait().expect("exit").success(), "{}", common::run_log(&job));
