@@ -343,7 +343,7 @@ pub const SERVER_OLDEST_RETAINED: Family = Family {
 
 pub const SLOT_EXPIRES_IN: Family = Family {
     name: "walpipe_slot_expires_in_seconds",
-    help: "Seconds until the source may discard the position the job resumes from (MySQL/MariaDB: the binlog file holding its checkpoint reaches binlog_expire_logs_seconds; while that file is still written, the setting itself, a lower bound); absent when nothing expires by age.",
+    help: "Seconds until the source may discard the position the job resumes from (MySQL/MariaDB: the binlog file holding its checkpoint reaches binlog_expire_logs_seconds, counted from its last write); absent while nothing can expire by age (no expiry set, or the checkpoint's file is still the one written).",
     labels: SLOT,
     buckets: None,
 };

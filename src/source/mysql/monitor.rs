@@ -12,7 +12,7 @@
 //! | `walpipe_slot_restart_lsn_bytes` | the checkpoint too: nothing holds a binlog reader further back |
 //! | `walpipe_server_max_slot_wal_keep_size_bytes` | 0: no size cap applies |
 //! | `walpipe_server_oldest_retained_position_bytes` | the oldest binlog file's start |
-//! | `walpipe_slot_expires_in_seconds` | until the checkpoint's binlog file reaches `binlog_expire_logs_seconds` |
+//! | `walpipe_slot_expires_in_seconds` | until the checkpoint's binlog file reaches `binlog_expire_logs_seconds` (once a newer file is written) |
 //!
 //! So `WalpipeSlotLost` fires when the binlog under the checkpoint was
 //! purged, `WalpipeBinlogExpiresSoon` before it is, and the alerts about a
@@ -144,7 +144,7 @@ async fn poll(
         SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
     let mut sample = sample(&files, now, checkpoint);
     if let (Some(slot), Some(expire)) = (sample.slot.as_mut(), expire) {
-        slot.expires_in_seconds = Some(expires_in(expire, slot.wal_status == "lost", next_created, unix_now));
+        slot.expires_in_seconds = expires_in(expire, slot.wal_status == "lost", next_created, unix_now);
     }
     Ok(sample)
 }
@@ -172,13 +172,14 @@ fn next_file(files: &[(String, u64)], at: BinlogPosition) -> Option<&str> {
 }
 
 /// Seconds until the checkpoint's file may be purged: its last write
-/// (`next_created`) plus the expiry, from `now`; while it is still written
-/// (no next file), at least the expiry; 0 once it is gone. Pure.
-fn expires_in(expire: i64, lost: bool, next_created: Option<i64>, now: i64) -> f64 {
+/// (`next_created`) plus the expiry, from `now`; 0 once it is gone; `None`
+/// while it is still written (no next file): it cannot expire before it
+/// is closed, and a job that keeps up never leaves it. Pure.
+fn expires_in(expire: i64, lost: bool, next_created: Option<i64>, now: i64) -> Option<f64> {
     match (lost, next_created) {
-        (true, _) => 0.0,
-        (false, Some(created)) => (created + expire - now) as f64,
-        (false, None) => expire as f64,
+        (true, _) => Some(0.0),
+        (false, Some(created)) => Some((created + expire - now) as f64),
+        (false, None) => None,
     }
 }
 
@@ -246,14 +247,11 @@ mod tests {
         let at = |file| BinlogPosition { file, offset: 400 };
         assert_eq!(next_file(&files, at(2)), Some("binlog.000003"));
         assert_eq!(next_file(&files, at(3)), None, "still written");
-        assert_eq!(expires_in(3600, false, Some(1_000), 1_600), 3000.0);
-        assert_eq!(
-            expires_in(3600, false, Some(1_000), 5_000),
-            -400.0,
-            "overdue: purged at the next rotation"
-        );
-        assert_eq!(expires_in(3600, false, None, 5_000), 3600.0, "at least the expiry while written");
-        assert_eq!(expires_in(3600, true, Some(1_000), 1_600), 0.0);
+        assert_eq!(expires_in(3600, false, Some(1_000), 1_600), Some(3000.0));
+        let overdue = expires_in(3600, false, Some(1_000), 5_000);
+        assert_eq!(overdue, Some(-400.0), "overdue: purged at the next rotation");
+        assert_eq!(expires_in(3600, false, None, 5_000), None, "still written: it cannot expire yet");
+        assert_eq!(expires_in(3600, true, Some(1_000), 1_600), Some(0.0));
         let sample = sample(&files, at(3), Some(at(2)));
         assert_eq!(
             sample.oldest_retained,
