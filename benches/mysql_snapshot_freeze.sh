@@ -30,17 +30,9 @@ workspace_start walpipe-mysql-freeze
 cluster_start sink "$SINK_PORT" shared_buffers=256MB max_wal_size=4GB
 psql_at() { "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$SINK_PORT" -U postgres -d "$1" -c "$2"; }
 
-MY="$WORK/mariadb"
-chmod 755 "$WORK"  # mysqld runs as mysql and must reach its directory
-mkdir -p "$MY" && chown -R mysql "$MY"
-mariadb-install-db --no-defaults --datadir="$MY/data" --user=mysql --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
-setsid -f mariadbd --no-defaults --datadir="$MY/data" --socket="$MY/sock" --port="$MY_PORT" --bind-address=127.0.0.1 \
-  --user=mysql --pid-file="$MY/pid" --log-error="$MY/error.log" --server-id=1 --log-bin="$MY/data/binlog" \
-  --binlog-format=ROW --binlog-row-image=FULL --binlog-row-metadata=FULL --innodb-buffer-pool-size=512M
-trap 'kill -9 $(cat "$MY/pid") 2>/dev/null; workspace_stop' EXIT
-my() { mariadb --no-defaults --socket="$MY/sock" -uroot --batch --skip-column-names "$@"; }
-for _ in $(seq 1 100); do my -e "SELECT 1" >/dev/null 2>&1 && break; sleep 0.2; done
-my -e "CREATE USER walpipe@'%' IDENTIFIED BY 'pw'; GRANT ALL ON *.* TO walpipe@'%'; CREATE DATABASE shop"
+source scripts/lib/mariadb.sh
+mariadb_start "$MY_PORT" --innodb-buffer-pool-size=512M
+trap 'mariadb_stop; workspace_stop' EXIT
 my shop -e "CREATE TABLE orders (id bigint PRIMARY KEY, customer int, status varchar(20), amount decimal(12,2), note varchar(100), created_at datetime(6));
             CREATE TABLE ticks (id bigint AUTO_INCREMENT PRIMARY KEY, at datetime(6) NOT NULL);
             INSERT INTO orders SELECT seq, seq % 1000, 'new', (seq % 10000) / 100, concat('order number ', seq), now(6) FROM seq_1_to_$ROWS"

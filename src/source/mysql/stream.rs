@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use mysql_async::BinlogStream;
 use mysql_async::binlog::EventType;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
@@ -120,6 +120,8 @@ pub struct BinlogChanges<E: Encoding> {
     /// This run's watermark written in the transaction being read.
     watermark: Option<Watermark>,
     busy: Busy,
+    /// The next event, read ahead when it was already there (`None` inside: the stream ended).
+    peeked: Option<Option<Result<Event, mysql_async::Error>>>,
 }
 
 impl<E: Encoding> BinlogChanges<E> {
@@ -156,6 +158,7 @@ impl<E: Encoding> BinlogChanges<E> {
             window: Window::default(),
             watermark: None,
             busy: Busy::Idle,
+            peeked: None,
         }
     }
 
@@ -464,7 +467,11 @@ impl<E: Encoding> ChangeStream for BinlogChanges<E> {
         }
         loop {
             let Some(binlog) = self.binlog.as_mut() else { return Ok(StreamEvent::Ended) };
-            let Some(event) = binlog.next().await else { return Err(BinlogError::Ended.into()) };
+            let next = match self.peeked.take() {
+                Some(peeked) => peeked,
+                None => binlog.next().await,
+            };
+            let Some(event) = next else { return Err(BinlogError::Ended.into()) };
             let event = event.map_err(BinlogError::from)?;
             self.received.bytes += u64::from(event.header().event_size());
             let is_rows = matches!(
@@ -473,13 +480,18 @@ impl<E: Encoding> ChangeStream for BinlogChanges<E> {
             );
             self.received.data |= is_rows;
             if let Some(step) = self.handle(event, out)? {
+                // Read ahead only what is already here, so that `has_more`
+                // tells the driver whether a batch can grow without waiting.
+                if let Some(binlog) = self.binlog.as_mut() {
+                    self.peeked = binlog.next().now_or_never();
+                }
                 return Ok(step);
             }
         }
     }
 
     fn has_more(&self) -> bool {
-        false
+        self.peeked.is_some() || self.is_busy()
     }
 
     fn is_busy(&self) -> bool {
