@@ -122,11 +122,12 @@ order=$(python3 -c '
 import json, sys
 first = {}
 for line in open(sys.argv[1]):
-    for alert in json.loads(line).get("alerts", []):
+    for alert in json.loads(line)["notification"]["alerts"]:
         if alert["status"] == "firing":
             first.setdefault(alert["labels"]["alertname"], alert["startsAt"])
 print(" < ".join(name for name, _ in sorted(first.items(), key=lambda item: item[1])))' "$OUT/notifications.jsonl")
 evidence "notifications, in order of firing: $order"
 case "$order" in *WalpipeBinlogExpiresSoon*WalpipeSlotLost*) ;; *) fail "WalpipeBinlogExpiresSoon did not fire before WalpipeSlotLost";; esac
+evidence "after recovery: checkpoint in $(checkpoint_file), binlog written in $(my -e 'SHOW MASTER STATUS' | cut -f1); expires_in '$(metric walpipe_slot_expires_in_seconds)'; alerts firing: $(firing || true)"
 stack_alerts_resolve
 evidence "== passed: $EVIDENCE"

@@ -64,3 +64,8 @@ if [ "$(id -u)" = 0 ]; then
 else
   echo "== drill skipped: drills/stalled-slot.sh mounts a loop volume and needs root"
 fi
+
+# MySQL's failure mode: the binlog expires under a stalled job (MariaDB, real
+# Prometheus and Alertmanager).
+echo "== drill: binlog purged (drills/binlog-purged.sh)"
+BUILT_WALPIPE=target/debug/walpipe bash drills/binlog-purged.sh

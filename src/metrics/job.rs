@@ -227,8 +227,12 @@ impl JobMetrics {
         set_state(&f.slot_invalidation_reason, slot, &INVALIDATION_REASONS, Some(reason));
         f.slot_inactive_since.with_label_values(slot).set(s.inactive_since.unwrap_or(0.0));
         f.slot_reply_age.with_label_values(slot).set(s.reply_age_seconds.unwrap_or(0.0));
-        if let Some(seconds) = s.expires_in_seconds {
-            f.slot_expires_in.with_label_values(slot).set(seconds);
+        match s.expires_in_seconds {
+            Some(seconds) => f.slot_expires_in.with_label_values(slot).set(seconds),
+            // Nothing can expire now: the countdown goes, not stays at its last value.
+            None => {
+                let _ = f.slot_expires_in.remove_label_values(slot);
+            }
         }
         for (stat, value) in &s.decoding_stats {
             let increase = self.counter_increase(stat, *value);
