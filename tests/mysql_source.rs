@@ -655,3 +655,43 @@ fn an_incremental_copy_under_a_concurrent_workload_ends_equal() {
 fn a_blocking_copy_under_a_concurrent_workload_ends_equal() {
     a_copy_under_a_concurrent_workload_ends_equal("exported");
 }
+
+/// `RENAME TABLE` of a captured table while the job streams: the table
+/// keeps its id under the new name, so the mirror follows it (a mapped
+/// destination keeps its name and its rows), and the new name's changes
+/// keep arriving.
+#[test]
+fn a_renamed_table_keeps_streaming_into_its_destination() {
+    let server = mariadb::server();
+    let cluster = common::pg15_with(&common::options());
+    let source_db = server.fresh_db("renamed");
+    let sink_db = cluster.fresh_db("mysql_renamed");
+    let job = format!("mysql_renamed_{}", common::unique());
+    server.sql(
+        &source_db,
+        "CREATE TABLE orders (id int PRIMARY KEY, qty int unsigned, price decimal(10,2), note varchar(50)); \
+         INSERT INTO orders SELECT seq, seq, 1.50, 'before' FROM seq_1_to_20",
+    );
+    let run = start(cluster, &source_db, &sink_db, &job, false);
+    converge(cluster, &source_db, &sink_db, &job, "the copy");
+    server.sql(
+        &source_db,
+        "RENAME TABLE orders TO orders_renamed; INSERT INTO orders_renamed VALUES (21, 21, 2.50, 'after'); \
+         UPDATE orders_renamed SET note = 'after the rename' WHERE id = 1; DELETE FROM orders_renamed WHERE id = 2",
+    );
+    let renamed = || server.sql(&source_db, &format!("SELECT {COLUMNS} FROM orders_renamed ORDER BY id"));
+    common::wait_for_showing(
+        Duration::from_secs(60),
+        "the renamed table's changes in the mapped destination",
+        || sink_rows(cluster, &sink_db).as_deref() == Some(renamed().as_str()),
+        || {
+            let tables = cluster.try_psql(
+                &sink_db,
+                "SELECT string_agg(schemaname || '.' || tablename, ', ') FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'walpipe')",
+            );
+            format!("sink tables: {tables:?}\n{}", common::run_log(&job))
+        },
+    );
+    assert!(common::run_log(&job).contains("a captured table was renamed"), "{}", common::run_log(&job));
+    drop(run);
+}

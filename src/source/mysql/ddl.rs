@@ -1,4 +1,5 @@
-//! The columns an `ALTER TABLE` removes, read from its text. Pure.
+//! The columns an `ALTER TABLE` removes, and the tables a statement
+//! renames, read from its text. Pure.
 //!
 //! The binlog logs DDL as a statement; the next rows' TABLE_MAP event
 //! shows the new columns but not what happened in between. A column
@@ -25,20 +26,7 @@ pub fn removed_columns(statement: &str, schema: &str) -> Option<(String, String,
     if word != "TABLE" {
         return None;
     }
-    let mut position = tokens.iter().position(|t| t.eq_ignore_ascii_case("TABLE"))? + 1;
-    if tokens.get(position).is_some_and(|t| t.eq_ignore_ascii_case("IF"))
-        && tokens.get(position + 1).is_some_and(|t| t.eq_ignore_ascii_case("EXISTS"))
-    {
-        position += 2;
-    }
-    let (table_schema, table, after) =
-        match (tokens.get(position), tokens.get(position + 1), tokens.get(position + 2)) {
-            (Some(first), Some(dot), Some(second)) if dot == "." => {
-                (first.clone(), second.clone(), position + 3)
-            }
-            (Some(name), ..) => (schema.to_string(), name.clone(), position + 1),
-            _ => return None,
-        };
+    let (table_schema, table, after) = table_named(&tokens, schema)?;
     let mut removed = Vec::new();
     for clause in tokens[after..].split(|t| t == ",") {
         let upper: Vec<String> = clause.iter().map(|t| t.to_ascii_uppercase()).collect();
@@ -66,6 +54,75 @@ pub fn removed_columns(statement: &str, schema: &str) -> Option<(String, String,
         }
     }
     Some((table_schema, table, removed))
+}
+
+/// A table name at `position` (`schema.name` or `name`, then in
+/// `schema`), and the position after it.
+fn table_at(tokens: &[String], position: usize, schema: &str) -> Option<(String, String, usize)> {
+    match (tokens.get(position), tokens.get(position + 1), tokens.get(position + 2)) {
+        (Some(first), Some(dot), Some(second)) if dot == "." => {
+            Some((first.clone(), second.clone(), position + 3))
+        }
+        (Some(name), ..) if name != "," && name != "." => {
+            Some((schema.to_string(), name.clone(), position + 1))
+        }
+        _ => None,
+    }
+}
+
+/// A table as `(schema, name)`.
+pub type TableRef = (String, String);
+
+/// The tables a statement renames, each as (from, to): `RENAME TABLE a TO
+/// b, c TO d`, or an `ALTER TABLE a ... RENAME [TO|AS] b`. Empty for any
+/// other statement.
+pub fn renamed_tables(statement: &str, schema: &str) -> Vec<(TableRef, TableRef)> {
+    let tokens = tokens(statement);
+    let upper = |i: usize| tokens.get(i).map(|t| t.to_ascii_uppercase());
+    let mut renamed = Vec::new();
+    if upper(0).as_deref() == Some("RENAME") && matches!(upper(1).as_deref(), Some("TABLE" | "TABLES")) {
+        let mut at = 2;
+        while let Some((from_schema, from, after)) = table_at(&tokens, at, schema) {
+            if upper(after).as_deref() != Some("TO") {
+                break;
+            }
+            let Some((to_schema, to, next)) = table_at(&tokens, after + 1, schema) else { break };
+            renamed.push(((from_schema, from), (to_schema, to)));
+            if tokens.get(next).map(String::as_str) != Some(",") {
+                break;
+            }
+            at = next + 1;
+        }
+        return renamed;
+    }
+    let Some((from_schema, from, _)) = removed_columns(statement, schema).and(table_named(&tokens, schema))
+    else {
+        return renamed;
+    };
+    for clause in tokens.split(|t| t == ",") {
+        let Some(start) = clause.iter().position(|t| t.eq_ignore_ascii_case("RENAME")) else { continue };
+        let mut at = start + 1;
+        match clause.get(at).map(|t| t.to_ascii_uppercase()).as_deref() {
+            Some("COLUMN" | "INDEX" | "KEY" | "CONSTRAINT") | None => continue,
+            Some("TO" | "AS") => at += 1,
+            _ => {}
+        }
+        if let Some((to_schema, to, _)) = table_at(clause, at, &from_schema) {
+            renamed.push(((from_schema.clone(), from.clone()), (to_schema, to)));
+        }
+    }
+    renamed
+}
+
+/// The table an `ALTER TABLE` names.
+fn table_named(tokens: &[String], schema: &str) -> Option<(String, String, usize)> {
+    let mut position = tokens.iter().position(|t| t.eq_ignore_ascii_case("TABLE"))? + 1;
+    if tokens.get(position).is_some_and(|t| t.eq_ignore_ascii_case("IF"))
+        && tokens.get(position + 1).is_some_and(|t| t.eq_ignore_ascii_case("EXISTS"))
+    {
+        position += 2;
+    }
+    table_at(tokens, position, schema)
 }
 
 /// Words, backquoted identifiers (unquoted), quoted strings, and `,` `.`
@@ -149,5 +206,28 @@ mod tests {
         );
         assert_eq!(removed("CREATE TABLE orders (id int)"), None);
         assert_eq!(removed("ALTER DATABASE shop CHARACTER SET utf8mb4"), None);
+    }
+
+    #[test]
+    fn renamed_tables_are_read_from_rename_table_and_alter_table() {
+        let table = |schema: &str, name: &str| (schema.to_string(), name.to_string());
+        assert_eq!(
+            renamed_tables("RENAME TABLE orders TO orders_old, `sales`.`new` TO orders", "shop"),
+            vec![
+                (table("shop", "orders"), table("shop", "orders_old")),
+                (table("sales", "new"), table("shop", "orders"))
+            ]
+        );
+        assert_eq!(
+            renamed_tables("ALTER TABLE sales.orders ADD COLUMN x int, RENAME TO orders2", "shop"),
+            vec![(table("sales", "orders"), table("sales", "orders2"))]
+        );
+        assert_eq!(
+            renamed_tables("alter table orders rename as archive.orders", "shop"),
+            vec![(table("shop", "orders"), table("archive", "orders"))]
+        );
+        assert!(renamed_tables("ALTER TABLE orders RENAME COLUMN a TO b", "shop").is_empty());
+        assert!(renamed_tables("ALTER TABLE orders RENAME INDEX a TO b", "shop").is_empty());
+        assert!(renamed_tables("CREATE TABLE orders (id int)", "shop").is_empty());
     }
 }

@@ -27,16 +27,12 @@ use mysql_async::BinlogStream;
 use mysql_async::binlog::EventType;
 use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 use mysql_async::binlog::row::BinlogRow;
-use mysql_async::consts::ColumnFlags;
 
-use super::catalog::stable_id;
 use super::chunks::copier::ChunkFeed;
 use super::chunks::signal::{SIGNAL_TABLE, WATERMARK_COLUMN};
 use super::chunks::window::Window;
-use super::ddl;
 use super::position::BinlogPosition;
 use super::transaction::{RowChange, Shape, Transactions, tuple};
-use super::types::Format;
 use crate::change::Encoding;
 use crate::change::encode::Op;
 use crate::change::row::OldTuple;
@@ -45,6 +41,7 @@ use crate::position::Position;
 use crate::source::mysql::chunks::signal::Watermark;
 use crate::source::{ChangeStream, Event as StreamEvent, Received, StreamError};
 
+mod follow;
 mod placing;
 use placing::{At, Busy};
 
@@ -120,6 +117,8 @@ pub struct BinlogChanges<E: Encoding> {
     /// This run's watermark written in the transaction being read.
     watermark: Option<Watermark>,
     busy: Busy,
+    /// The ids of captured tables renamed in this session, by their new `schema.name`.
+    renamed: HashMap<String, u32>,
     /// The next event, read ahead when it was already there (`None` inside: the stream ended).
     peeked: Option<Option<Result<Event, mysql_async::Error>>>,
 }
@@ -158,6 +157,7 @@ impl<E: Encoding> BinlogChanges<E> {
             window: Window::default(),
             watermark: None,
             busy: Busy::Idle,
+            renamed: HashMap::new(),
             peeked: None,
         }
     }
@@ -279,21 +279,6 @@ impl<E: Encoding> BinlogChanges<E> {
         Ok(None)
     }
 
-    /// Announces, at the DDL, the shape without the columns an `ALTER TABLE`
-    /// of a captured table removed (see `ddl`).
-    fn follow_ddl(&mut self, statement: &str, schema: &str) {
-        let Some((schema, table, removed)) = ddl::removed_columns(statement, schema) else { return };
-        if removed.is_empty() || !self.captures(&schema, &table) {
-            return;
-        }
-        let qualified = format!("{schema}.{table}");
-        let Some(latest) = self.latest.get(&qualified) else { return };
-        let shape = Arc::new(latest.without(&removed));
-        self.shapes.retain(|_, cached| cached.table.qualified_name() != qualified);
-        self.latest.insert(qualified, shape.clone());
-        self.transactions.announce(shape);
-    }
-
     fn bad(&self, at: BinlogPosition, error: impl std::fmt::Display) -> BinlogError {
         BinlogError::Event { at: Position::from(at).to_string(), what: error.to_string() }
     }
@@ -360,52 +345,6 @@ impl<E: Encoding> BinlogChanges<E> {
         Ok(())
     }
 
-    /// The shape of `table_id`'s rows: read from the TABLE_MAP event and its
-    /// first row's columns (names, signedness, charsets, key), kept while
-    /// the table id maps the same columns.
-    fn shape(
-        &mut self,
-        table_id: u64,
-        map: &TableMapEvent<'_>,
-        row: &BinlogRow,
-    ) -> Result<Arc<Shape>, String> {
-        let names: Vec<String> = row.columns_ref().iter().map(|c| c.name_str().into_owned()).collect();
-        if let Some(shape) = self.shapes.get(&table_id)
-            && shape.table.columns.iter().map(|c| &c.name).eq(names.iter())
-        {
-            return Ok(shape.clone());
-        }
-        if names.iter().any(|name| name.starts_with('@')) {
-            return Err(
-                "the binlog does not name the columns: set binlog_row_metadata=FULL on the source".into()
-            );
-        }
-        let mut enums = enum_values(map, true).into_iter();
-        let mut sets = enum_values(map, false).into_iter();
-        let mut columns = Vec::with_capacity(names.len());
-        for (index, column) in row.columns_ref().iter().enumerate() {
-            let kind = column.column_type();
-            let values = match kind {
-                mysql_async::consts::ColumnType::MYSQL_TYPE_ENUM => enums.next().unwrap_or_default(),
-                mysql_async::consts::ColumnType::MYSQL_TYPE_SET => sets.next().unwrap_or_default(),
-                _ => Vec::new(),
-            };
-            let meta = map.get_column_metadata(index).unwrap_or_default();
-            let unsigned = column.flags().contains(ColumnFlags::UNSIGNED_FLAG);
-            let format =
-                Format::of(kind, meta, unsigned, column.character_set(), values).ok_or_else(|| {
-                    format!("column {} has type {kind:?}, which walpipe does not read", names[index])
-                })?;
-            let is_key = column.flags().contains(ColumnFlags::PRI_KEY_FLAG);
-            columns.push((names[index].clone(), format, is_key));
-        }
-        let (schema, name) = (map.database_name(), map.table_name());
-        let shape = Arc::new(Shape::new(stable_id(&schema, &name), &schema, &name, columns));
-        self.shapes.insert(table_id, shape.clone());
-        self.latest.insert(shape.table.qualified_name(), shape.clone());
-        Ok(shape)
-    }
-
     fn commit(
         &mut self,
         at: BinlogPosition,
@@ -436,28 +375,6 @@ fn values(shape: &Shape, row: BinlogRow) -> Result<Vec<Option<String>>, String> 
         return Err(format!("a row with {} values for {} columns", values.len(), shape.formats.len()));
     }
     shape.formats.iter().zip(values.iter_mut()).map(|(format, value)| format.text(value)).collect()
-}
-
-/// The ENUM (`enums`) or SET column values the TABLE_MAP event lists, in column order.
-fn enum_values(map: &TableMapEvent<'_>, enums: bool) -> Vec<Vec<String>> {
-    use mysql_async::binlog::events::OptionalMetadataField as Field;
-    let mut found = Vec::new();
-    for field in map.iter_optional_meta().flatten() {
-        match field {
-            Field::EnumStrValue(list) if enums => {
-                for values in list.iter_values().flatten() {
-                    found.push(values.values().iter().map(|v| v.value().into_owned()).collect());
-                }
-            }
-            Field::SetStrValue(list) if !enums => {
-                for values in list.iter_values().flatten() {
-                    found.push(values.values().iter().map(|v| v.value().into_owned()).collect());
-                }
-            }
-            _ => {}
-        }
-    }
-    found
 }
 
 impl<E: Encoding> ChangeStream for BinlogChanges<E> {

@@ -49,11 +49,13 @@ impl Shape {
         Shape { table: Table::new(id, schema, name, columns), formats }
     }
 
-    /// Whether `other` has the same columns (names, types, key): a shape
-    /// is new only when they differ.
-    fn same_columns(&self, other: &Shape) -> bool {
+    /// Whether `other` is the same shape: the same name (a renamed table's
+    /// shape is new) and the same columns (names, types, key).
+    fn same_shape(&self, other: &Shape) -> bool {
         let column = |c: &TableColumn| (c.name.clone(), c.ty.name.clone(), c.is_key);
-        self.table.columns.iter().map(column).eq(other.table.columns.iter().map(column))
+        self.table.schema == other.table.schema
+            && self.table.name == other.table.name
+            && self.table.columns.iter().map(column).eq(other.table.columns.iter().map(column))
     }
 }
 
@@ -161,7 +163,7 @@ impl Transactions {
         let known = self
             .announced
             .get(&shape.table.id)
-            .is_some_and(|last| Arc::ptr_eq(last, shape) || last.same_columns(shape));
+            .is_some_and(|last| Arc::ptr_eq(last, shape) || last.same_shape(shape));
         if !known {
             encoding.write_schema_header(txn, out, ordinal, end);
             encoding.write_schema(out, &shape.table);
