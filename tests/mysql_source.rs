@@ -318,6 +318,29 @@ fn a_statement_based_binlog_is_refused_with_the_fix() {
         printed.contains("binlog_row_metadata = FULL"),
         "the settings that hold are listed too: {printed}"
     );
+    // A user with SELECT only: each missing privilege is one finding with its GRANT.
+    server.sql(
+        "",
+        &format!("CREATE USER reader@'%' IDENTIFIED BY 'pw'; GRANT SELECT ON `{source_db}`.* TO reader@'%'"),
+    );
+    let reader_url = server.url(&source_db).replacen("mysql://", "mysql://reader:pw@", 1);
+    let reader_url =
+        format!("mysql://reader:pw@{}", reader_url.rsplit_once('@').map_or("", |(_, host)| host));
+    let output = common::walpipe()
+        .arg("check")
+        .env("WALPIPE_SOURCE_URL", &reader_url)
+        .env("WALPIPE_SINK_URL", cluster.url(&sink_db))
+        .output()
+        .expect("walpipe check");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{printed}");
+    for fix in [
+        "the user lacks REPLICATION SLAVE: run GRANT REPLICATION SLAVE ON *.* TO the walpipe user",
+        "the user lacks REPLICATION CLIENT: run GRANT REPLICATION CLIENT ON *.* TO the walpipe user",
+        "which the chunked copy needs for its signal table walpipe_signal: run GRANT CREATE, INSERT, UPDATE ON",
+    ] {
+        assert!(printed.contains(fix), "{fix:?} in {printed}");
+    }
 }
 
 /// `ALTER TABLE` arrives as a query event; the next rows' TABLE_MAP names
