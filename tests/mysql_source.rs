@@ -296,7 +296,7 @@ fn a_purged_binlog_position_is_a_recorded_gap_and_a_new_copy() {
 /// A server that logs statements, not rows, is refused with the fix, by
 /// `walpipe check` and by the job.
 #[test]
-fn a_statement_based_binlog_is_refused_with_the_fix() {
+fn a_statement_based_binlog_and_missing_privileges_are_refused_with_the_fix() {
     let server = mariadb::Mariadb::start(&["--binlog-format=STATEMENT"]);
     let cluster = common::pg15_with(&common::options());
     let source_db = server.fresh_db("statement");
@@ -323,9 +323,8 @@ fn a_statement_based_binlog_is_refused_with_the_fix() {
         "",
         &format!("CREATE USER reader@'%' IDENTIFIED BY 'pw'; GRANT SELECT ON `{source_db}`.* TO reader@'%'"),
     );
-    let reader_url = server.url(&source_db).replacen("mysql://", "mysql://reader:pw@", 1);
-    let reader_url =
-        format!("mysql://reader:pw@{}", reader_url.rsplit_once('@').map_or("", |(_, host)| host));
+    let host = server.url(&source_db).rsplit_once('@').map(|(_, host)| host.to_string()).unwrap_or_default();
+    let reader_url = format!("mysql://reader:pw@{host}");
     let output = common::walpipe()
         .arg("check")
         .env("WALPIPE_SOURCE_URL", &reader_url)
