@@ -40,6 +40,27 @@ fn converge(cluster: &common::Cluster, source_db: &str, sink_db: &str, job: &str
     );
 }
 
+/// A source database with an `orders` table (filled by `insert`), a sink
+/// database, and a job name: what most tests here start from.
+fn orders_job(
+    source: &str,
+    sink: &str,
+    insert: &str,
+) -> (&'static mariadb::Mariadb, &'static common::Cluster, String, String, String) {
+    let server = mariadb::server();
+    let cluster = common::pg15_with(&common::options());
+    let source_db = server.fresh_db(source);
+    let sink_db = cluster.fresh_db(sink);
+    let job = format!("{sink}_{}", common::unique());
+    server.sql(
+        &source_db,
+        &format!(
+            "CREATE TABLE orders (id int PRIMARY KEY, qty int unsigned, price decimal(10,2), note varchar(50)); {insert}"
+        ),
+    );
+    (server, cluster, source_db, sink_db, job)
+}
+
 /// A `walpipe run` killed when dropped, so that a failed test leaves none behind.
 struct Running(std::process::Child);
 
@@ -51,26 +72,15 @@ impl Drop for Running {
 }
 
 fn start(cluster: &common::Cluster, source_db: &str, sink_db: &str, job: &str, append: bool) -> Running {
-    run_job(cluster, source_db, sink_db, job, "orders", append)
+    run_job(cluster, source_db, sink_db, job, "orders", append, &[])
 }
 
 /// A job that mirrors `source_db.table` into `public.table` of `sink_db`.
 fn start_on(cluster: &common::Cluster, source_db: &str, sink_db: &str, job: &str, table: &str) -> Running {
-    run_job(cluster, source_db, sink_db, job, table, false)
+    run_job(cluster, source_db, sink_db, job, table, false, &[])
 }
 
 fn run_job(
-    cluster: &common::Cluster,
-    source_db: &str,
-    sink_db: &str,
-    job: &str,
-    table: &str,
-    append: bool,
-) -> Running {
-    run_job_with(cluster, source_db, sink_db, job, table, append, &[])
-}
-
-fn run_job_with(
     cluster: &common::Cluster,
     source_db: &str,
     sink_db: &str,
@@ -397,15 +407,10 @@ fn the_mirror_follows_columns_added_and_dropped_on_mariadb() {
 /// the sink equals the source.
 #[test]
 fn five_kills_during_a_mixed_workload_lose_and_double_nothing() {
-    let server = mariadb::server();
-    let cluster = common::pg15_with(&common::options());
-    let source_db = server.fresh_db("kills");
-    let sink_db = cluster.fresh_db("mysql_kills");
-    let job = format!("mysql_kills_{}", common::unique());
-    server.sql(
-        &source_db,
-        "CREATE TABLE orders (id int PRIMARY KEY, qty int unsigned, price decimal(10,2), note varchar(50)); \
-         INSERT INTO orders SELECT seq, seq, 1.00, 'start' FROM seq_1_to_1000",
+    let (_, cluster, source_db, sink_db, job) = orders_job(
+        "kills",
+        "mysql_kills",
+        "INSERT INTO orders SELECT seq, seq, 1.00, 'start' FROM seq_1_to_1000",
     );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workload = {
@@ -461,15 +466,10 @@ fn five_kills_during_a_mixed_workload_lose_and_double_nothing() {
 /// to the source.
 #[test]
 fn a_replay_from_a_rewound_checkpoint_leaves_the_sink_identical() {
-    let server = mariadb::server();
-    let cluster = common::pg15_with(&common::options());
-    let source_db = server.fresh_db("rewind");
-    let sink_db = cluster.fresh_db("mysql_rewind");
-    let job = format!("mysql_rewind_{}", common::unique());
-    server.sql(
-        &source_db,
-        "CREATE TABLE orders (id int PRIMARY KEY, qty int unsigned, price decimal(10,2), note varchar(50)); \
-         INSERT INTO orders SELECT seq, seq, 1.00, 'start' FROM seq_1_to_100",
+    let (server, cluster, source_db, sink_db, job) = orders_job(
+        "rewind",
+        "mysql_rewind",
+        "INSERT INTO orders SELECT seq, seq, 1.00, 'start' FROM seq_1_to_100",
     );
     let checkpoint = || {
         cluster
@@ -609,15 +609,10 @@ fn a_mariadb_table_is_copied_as_snapshot_lines_to_stdout() {
 /// The incremental copy's chunks leave out what changed between their
 /// watermarks; the blocking one reads one consistent snapshot.
 fn a_copy_under_a_concurrent_workload_ends_equal(strategy: &str) {
-    let server = mariadb::server();
-    let cluster = common::pg15_with(&common::options());
-    let source_db = server.fresh_db(&format!("during_{strategy}"));
-    let sink_db = cluster.fresh_db(&format!("mysql_during_{strategy}"));
-    let job = format!("mysql_during_{strategy}_{}", common::unique());
-    server.sql(
-        &source_db,
-        "CREATE TABLE orders (id int PRIMARY KEY, qty int unsigned, price decimal(10,2), note varchar(50)); \
-         INSERT INTO orders SELECT seq, seq, 1.00, 'start' FROM seq_1_to_60000",
+    let (_, cluster, source_db, sink_db, job) = orders_job(
+        &format!("during_{strategy}"),
+        &format!("mysql_during_{strategy}"),
+        "INSERT INTO orders SELECT seq, seq, 1.00, 'start' FROM seq_1_to_60000",
     );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let rounds = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
@@ -642,7 +637,7 @@ fn a_copy_under_a_concurrent_workload_ends_equal(strategy: &str) {
     common::wait_for(Duration::from_secs(30), "the workload to write", || {
         rounds.load(std::sync::atomic::Ordering::SeqCst) > 5
     });
-    let run = run_job_with(
+    let run = run_job(
         cluster,
         &source_db,
         &sink_db,
@@ -684,15 +679,10 @@ fn a_blocking_copy_under_a_concurrent_workload_ends_equal() {
 /// keep arriving.
 #[test]
 fn a_renamed_table_keeps_streaming_into_its_destination() {
-    let server = mariadb::server();
-    let cluster = common::pg15_with(&common::options());
-    let source_db = server.fresh_db("renamed");
-    let sink_db = cluster.fresh_db("mysql_renamed");
-    let job = format!("mysql_renamed_{}", common::unique());
-    server.sql(
-        &source_db,
-        "CREATE TABLE orders (id int PRIMARY KEY, qty int unsigned, price decimal(10,2), note varchar(50)); \
-         INSERT INTO orders SELECT seq, seq, 1.50, 'before' FROM seq_1_to_20",
+    let (server, cluster, source_db, sink_db, job) = orders_job(
+        "renamed",
+        "mysql_renamed",
+        "INSERT INTO orders SELECT seq, seq, 1.50, 'before' FROM seq_1_to_20",
     );
     let run = start(cluster, &source_db, &sink_db, &job, false);
     converge(cluster, &source_db, &sink_db, &job, "the copy");

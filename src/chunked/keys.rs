@@ -16,6 +16,14 @@ pub fn push_key_value(key: &mut Key, value: &[u8]) {
     key.extend_from_slice(value);
 }
 
+/// The key of one text value (the unit tests' keys).
+#[cfg(test)]
+pub(crate) fn text_key(value: &str) -> Key {
+    let mut key = Key::new();
+    push_key_value(&mut key, value.as_bytes());
+    key
+}
+
 /// The fields of one COPY text row (still escaped).
 pub fn fields(row: &[u8]) -> impl Iterator<Item = &[u8]> {
     row.split(|b| *b == b'\t')

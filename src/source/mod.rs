@@ -30,6 +30,7 @@
 //!   its first change of that shape, in the same transaction, and again
 //!   after every reconnect; the sinks treat a known shape as nothing new.
 
+pub mod chunk_copier;
 pub mod copy;
 pub mod mysql;
 pub mod outbox_cleanup;

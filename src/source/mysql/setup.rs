@@ -21,7 +21,7 @@ use mysql_async::{BinlogStreamRequest, Conn};
 use tokio::sync::Mutex;
 
 use super::catalog::{self, CatalogError, ReplicaRole};
-use super::chunks::copier::Copier;
+use super::chunks::copier;
 use super::position::{BinlogPosition, base_name};
 use super::snapshot::BlockingSnapshot;
 use super::stream::BinlogChanges;
@@ -35,6 +35,7 @@ use crate::metrics::JobMetrics;
 use crate::names::TableName;
 use crate::pg::ConnInfo;
 use crate::position::Position;
+use crate::source::chunk_copier::Copier;
 use crate::source::copy::SnapshotReader;
 use crate::source::outbox_cleanup::RowDeleter;
 use crate::source::setup::{
@@ -343,8 +344,8 @@ impl Started for MysqlStarted {
         let mut copying = None;
         if !copies.is_empty() {
             let tables: Vec<String> = copies.iter().map(|(table, _)| table.qualified()).collect();
-            let copier = Copier { target, job: settings.job, metrics, tables: copies };
-            let (feed, task) = copier.spawn();
+            let copier = Copier { metrics, tables: copies, limits: copier::LIMITS, how: copier::HOW };
+            let (feed, task) = copier.spawn(copier::open(target, settings.job));
             changes = changes.with_chunks(feed, tables);
             copying = Some(task);
         }

@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 
 use super::assembler::Assembler;
 use super::changes::Changes;
-use super::chunks::copier::Copier;
+use super::chunks::copier;
 use super::chunks::watch::KeyWatch;
 use super::column_history::CatalogHistory;
 use super::heartbeat::heartbeat;
@@ -30,6 +30,7 @@ use crate::names::{TableName, quote_ident, quote_literal};
 use crate::pg::{ConnInfo, Connection, sql};
 use crate::position::Position;
 use crate::source::ChangeStream;
+use crate::source::chunk_copier::Copier;
 use crate::source::copy::SnapshotReader;
 use crate::source::outbox_cleanup::RowDeleter;
 use crate::source::setup::{
@@ -196,8 +197,9 @@ impl Started for PostgresStarted {
         } else {
             // The key watch begins before the first chunk, as the merge rule needs.
             assembler = assembler.watching(KeyWatch::new(copies.iter().map(|(t, _)| t.qualified())));
-            let (feed, task) =
-                Copier { source: info.clone(), metrics: metrics.clone(), tables: copies }.spawn();
+            let copier =
+                Copier { metrics: metrics.clone(), tables: copies, limits: copier::LIMITS, how: copier::HOW };
+            let (feed, task) = copier.spawn(copier::open(info.clone()));
             (Some(feed), Some(task))
         };
         let chores = settings

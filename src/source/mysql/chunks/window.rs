@@ -125,12 +125,9 @@ pub fn canonical<'a>(format: &Format, text: &'a [u8]) -> Cow<'a, [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunked::keys::push_key_value;
 
     fn key(value: &str) -> Key {
-        let mut key = Key::new();
-        push_key_value(&mut key, value.as_bytes());
-        key
+        crate::chunked::keys::text_key(value)
     }
 
     #[test]

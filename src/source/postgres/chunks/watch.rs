@@ -177,12 +177,9 @@ impl KeyWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunked::keys::push_key_value;
 
     fn key(value: &str) -> Key {
-        let mut key = Key::new();
-        push_key_value(&mut key, value.as_bytes());
-        key
+        crate::chunked::keys::text_key(value)
     }
 
     fn row(value: &str) -> Touch {
