@@ -337,7 +337,7 @@ fn a_table_without_a_key_is_copied_under_the_exported_snapshot_and_streams_into_
     assert!(stop_run(child).success(), "graceful stop; log:\n{}", run_log(&job));
     let log = run_log(&job);
     assert!(
-        log.contains("snapshot public.audit: it has no primary key (REPLICA IDENTITY FULL), so it is copied under the slot's exported snapshot before streaming"),
+        log.contains("snapshot public.audit: it has no primary key (REPLICA IDENTITY FULL), so it is copied under the new stream's snapshot before streaming"),
         "{log}"
     );
     assert!(log.contains("snapshot public.accounts: copying in chunks"), "{log}");

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::JobError;
+use super::fresh_start::why_unpaged;
 use super::spec::{JobSpec, SnapshotMode};
 use crate::checkpoint::{marks as recopy_marks, positions as checkpoint};
 use crate::chunked::plan::{self, Wanted};
@@ -60,20 +61,16 @@ pub async fn plan_session(
     // request is answered with a warning, once; a mark stays (and alerts)
     // until a restart copies every table.
     plan.started.retain(|(table, cause)| {
-        let unpaged = !chunked || tables.iter().any(|t| &t.qualified() == table && !t.pages_by_key);
-        if unpaged {
-            let why = if chunked {
-                "its key cannot be paged through (it has none, or of a type the chunked copy does not page)"
-            } else {
-                "the source copies only under a new stream's snapshot"
-            };
+        let unpaged = tables.iter().find(|t| &t.qualified() == table && !t.pages_by_key);
+        if !chunked || unpaged.is_some() {
+            let why = unpaged.map_or("the source copies only under a new stream's snapshot", why_unpaged);
             tracing::warn!(job = %spec.name, %table, "{table} cannot be copied while streaming ({}): {why}; `walpipe jobs restart` copies every table under a new slot", cause.as_str());
             if let Some(copy) = plan.write.get_mut(table) {
                 (copy.done, copy.reconcile) = (true, false);
                 copy.mark = recorded.get(table).and_then(|answered| answered.mark);
             }
         }
-        !unpaged
+        chunked && unpaged.is_none()
     });
     if !plan.forget.is_empty() {
         checkpoint::forget_copies(sink, &spec.name, &plan.forget).await.map_err(setup)?;

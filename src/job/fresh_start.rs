@@ -72,7 +72,7 @@ pub(super) async fn start_fresh<S: Source>(
             if let (false, Some(snapshot)) = (unpaged.is_empty(), snapshot) {
                 for table in &unpaged {
                     tracing::info!(job = %spec.name, table = %table.qualified(),
-                        "snapshot {}: its key cannot be paged through (it has none, or of a type the chunked copy does not page), so it is copied under the new stream's snapshot before streaming", table.qualified());
+                        "snapshot {}: {}, so it is copied under the new stream's snapshot before streaming", table.qualified(), why_unpaged(table));
                 }
                 exported_copy(setup, &*source, out, &unpaged, snapshot, created.consistent_point).await?;
             }
@@ -134,4 +134,13 @@ async fn exported_copy<S: Source>(
     let rows = out.copy(&copy).await?;
     tracing::info!(job = %spec.name, rows, "snapshot done");
     Ok(())
+}
+
+/// Why a table is not copied in chunks, for the log.
+pub(super) fn why_unpaged(table: &SourceTable) -> &'static str {
+    if table.is_keyless() {
+        "it has no primary key (REPLICA IDENTITY FULL)"
+    } else {
+        "its key is of a type the chunked copy does not page through"
+    }
 }
