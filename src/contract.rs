@@ -93,17 +93,19 @@ pub enum SinkError {
         "the state store's record of the {what} for job {job} cannot be read ({detail}), so the batch in flight cannot be sent again under its key; set walpipe.checkpoints.{column} to NULL for the job (the receiver may then see that batch twice, under a new key), then retry the job"
     )]
     Ledger { job: String, what: &'static str, column: &'static str, detail: String },
-    #[error("could not delete delivered outbox rows on the source: {}; grant DELETE on the outbox table to the source user, or set WALPIPE_OUTBOX_DELETE=false", crate::pg::sql::describe(.0))]
-    OutboxCleanup(tokio_postgres::Error),
+    #[error(
+        "could not delete delivered outbox rows on the source: {reason}; grant DELETE on the outbox table to the source user, or set WALPIPE_OUTBOX_DELETE=false"
+    )]
+    OutboxCleanup { transient: bool, reason: String },
 }
 
 impl SinkError {
     pub fn is_transient(&self) -> bool {
         match self {
-            SinkError::Postgres(error)
-            | SinkError::State(error)
-            | SinkError::OutboxCleanup(error)
-            | SinkError::Write { error, .. } => crate::pg::sql::is_transient(error),
+            SinkError::Postgres(error) | SinkError::State(error) | SinkError::Write { error, .. } => {
+                crate::pg::sql::is_transient(error)
+            }
+            SinkError::OutboxCleanup { transient, .. } => *transient,
             SinkError::Connect(error) => error.is_transient(),
             SinkError::Unavailable { .. } | SinkError::SchemaSource(_) => true,
             SinkError::Record(_)

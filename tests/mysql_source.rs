@@ -707,3 +707,65 @@ fn a_renamed_table_keeps_streaming_into_its_destination() {
     assert!(common::run_log(&job).contains("a captured table was renamed"), "{}", common::run_log(&job));
     drop(run);
 }
+
+/// The outbox on MariaDB into a webhook: each outbox row becomes one event,
+/// and `WALPIPE_OUTBOX_DELETE` deletes the rows once their events were
+/// delivered (through a receiver that refuses one request in five).
+#[test]
+fn delivered_outbox_rows_become_events_and_are_deleted_on_mariadb() {
+    use common::fakes::{Delivery, Mode, WebhookReceiver};
+    let server = mariadb::server();
+    let cluster = common::pg15_with(&common::options());
+    let source_db = server.fresh_db("outbox");
+    let state_db = cluster.fresh_db("mysql_outbox_state");
+    let job = format!("mysql_outbox_{}", common::unique());
+    server.sql(
+        &source_db,
+        "CREATE TABLE outbox (id bigint AUTO_INCREMENT PRIMARY KEY, aggregate_type varchar(50) NOT NULL, \
+             aggregate_id varchar(50) NOT NULL, event_type varchar(50) NOT NULL, payload json NOT NULL)",
+    );
+    let receiver = WebhookReceiver::start(Mode::Flaky(0.2));
+    let outbox = format!("{source_db}.outbox");
+    let vars = [
+        ("WALPIPE_SOURCE_URL", server.url(&source_db)),
+        ("WALPIPE_SINK_URL", receiver.url.clone()),
+        ("WALPIPE_STATE_URL", cluster.url(&state_db)),
+        ("WALPIPE_JOB_NAME", job.clone()),
+        ("WALPIPE_TABLES", outbox.clone()),
+        ("WALPIPE_OUTBOX_TABLES", outbox),
+        ("WALPIPE_OUTBOX_DELETE", "true".to_string()),
+        ("WALPIPE_BATCH_SIZE", "10".to_string()),
+        ("WALPIPE_FLUSH_INTERVAL_MS", "100".to_string()),
+    ];
+    let run = Running(common::spawn_run(&job, false, &vars, &[]));
+    common::wait_for_showing(
+        Duration::from_secs(60),
+        "the job streaming",
+        || common::http_addr(&job).is_some(),
+        || common::run_log(&job),
+    );
+    server.sql(
+        &source_db,
+        "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) \
+         SELECT 'order', seq, 'order.placed', json_object('n', seq) FROM seq_1_to_50",
+    );
+    let events = || -> std::collections::HashSet<String> {
+        receiver
+            .deliveries()
+            .iter()
+            .filter(|d| d.accepted())
+            .flat_map(Delivery::changes)
+            .filter_map(|event| event["aggregate_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let left = || server.sql(&source_db, "SELECT count(*) FROM outbox");
+    common::wait_for_showing(
+        Duration::from_secs(90),
+        "every event delivered and every outbox row deleted",
+        || events().len() == 50 && left() == "0",
+        || format!("events: {}, rows left: {}\n{}", events().len(), left(), common::run_log(&job)),
+    );
+    let expected: std::collections::HashSet<String> = (1..=50).map(|n: i32| n.to_string()).collect();
+    assert_eq!(events(), expected, "an event was lost or made up");
+    drop(run);
+}

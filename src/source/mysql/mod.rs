@@ -23,6 +23,7 @@ pub mod catalog;
 pub mod chunks;
 pub mod ddl;
 pub mod monitor;
+pub mod outbox_delete;
 pub mod position;
 pub mod setup;
 pub mod snapshot;

@@ -29,7 +29,6 @@ use super::target::MysqlTarget;
 use super::transaction::Shape;
 use crate::change::Encoding;
 use crate::chunked::progress::TableCopy;
-use crate::contract::SinkError;
 use crate::lifecycle::ErrorKind;
 use crate::metrics::JobMetrics;
 use crate::names::TableName;
@@ -282,7 +281,7 @@ impl Source for MysqlSource {
     }
 
     fn row_deleters(&self) -> Arc<dyn Fn() -> Box<dyn RowDeleter> + Send + Sync> {
-        Arc::new(|| Box::new(NoDeletes))
+        super::outbox_delete::deleters(self.target.clone())
     }
 
     async fn start(self, from: Position, metrics: &Arc<JobMetrics>) -> Result<MysqlStarted, SetupError> {
@@ -364,16 +363,5 @@ impl ColumnHistory for NoHistory {
         _table: &'a TableName,
     ) -> BoxFuture<'a, Result<Vec<SourceAttribute>, String>> {
         Box::pin(std::future::ready(Ok(Vec::new())))
-    }
-}
-
-/// Deleting delivered outbox rows is not written for MySQL yet.
-struct NoDeletes;
-
-impl RowDeleter for NoDeletes {
-    fn delete<'a>(&'a mut self, table: &'a str, _keys: &'a [String]) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(std::future::ready(Err(SinkError::Record(format!(
-            "WALPIPE_OUTBOX_DELETE is not supported for a MySQL source (outbox table {table}): set WALPIPE_OUTBOX_DELETE=false"
-        )))))
     }
 }

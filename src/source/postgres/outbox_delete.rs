@@ -39,7 +39,10 @@ impl RowDeleter for Deleter {
                 self.session = Some(client);
             }
             let Some(source) = &self.session else { return Ok(()) };
-            source.execute(&sql, &[&keys]).await.map_err(SinkError::OutboxCleanup)?;
+            source.execute(&sql, &[&keys]).await.map_err(|error| SinkError::OutboxCleanup {
+                transient: crate::pg::sql::is_transient(&error),
+                reason: crate::pg::sql::describe(&error),
+            })?;
             Ok(())
         })
     }
