@@ -61,6 +61,14 @@ fn orders_job(
     (server, cluster, source_db, sink_db, job)
 }
 
+/// The position (`X/Y`) in the last line of `SHOW MASTER STATUS` output.
+fn binlog_position(status: &str) -> String {
+    let mut fields = status.lines().last().unwrap_or_default().split('\t');
+    let (file, offset) = (fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
+    let number: u64 = file.rsplit('.').next().and_then(|n| n.parse().ok()).expect("a binlog file");
+    format!("{number:X}/{:X}", offset.parse::<u64>().expect("an offset"))
+}
+
 /// A `walpipe run` killed when dropped, so that a failed test leaves none behind.
 struct Running(std::process::Child);
 
@@ -524,13 +532,7 @@ fn tail_prints_the_change_json_of_every_type() {
         "CREATE TABLE kinds (id int PRIMARY KEY, bu bigint unsigned, de decimal(12,3), d double, bi bit(5), \
            dt datetime(6), ts timestamp(6) NULL, v varchar(20) CHARACTER SET utf8mb4, bl blob, j json, e enum('s','l'), s set('x','y','z'))",
     );
-    let position = |sql: &str| {
-        let status = server.sql(&source_db, sql);
-        let mut fields = status.lines().last().unwrap_or_default().split('\t');
-        let (file, offset) = (fields.next().unwrap_or_default(), fields.next().unwrap_or_default());
-        let number: u64 = file.rsplit('.').next().and_then(|n| n.parse().ok()).expect("a binlog file");
-        format!("{number:X}/{:X}", offset.parse::<u64>().expect("an offset"))
-    };
+    let position = |sql: &str| binlog_position(&server.sql(&source_db, sql));
     let from = position("SHOW MASTER STATUS");
     let to = position(
         "INSERT INTO kinds VALUES (1, 18446744073709551615, -1234.567, 2.5, b'10101', '2024-02-29 13:14:15.123456', \
@@ -768,4 +770,61 @@ fn delivered_outbox_rows_become_events_and_are_deleted_on_mariadb() {
     let expected: std::collections::HashSet<String> = (1..=50).map(|n: i32| n.to_string()).collect();
     assert_eq!(events(), expected, "an event was lost or made up");
     drop(run);
+}
+
+/// TLS to the source: a server that refuses plain connections
+/// (`require_secure_transport`) is checked and tailed, binlog included,
+/// with `?require_ssl=true`; without it the connection is refused.
+#[test]
+fn a_source_that_requires_tls_is_read_over_tls() {
+    let certs =
+        std::env::temp_dir().join(format!("walpipe-mysql-tls-{}-{}", std::process::id(), common::unique()));
+    std::fs::create_dir_all(&certs).expect("a directory for the certificate");
+    let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    // mariadbd runs as mysql: it must read them.
+    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&certs).status();
+    let (cert_arg, key_arg) =
+        (format!("--ssl-cert={}", cert.display()), format!("--ssl-key={}", key.display()));
+    let server = mariadb::Mariadb::start(&[&cert_arg, &key_arg, "--require-secure-transport=ON"]);
+    let cluster = common::pg15_with(&common::options());
+    let source_db = server.fresh_db("tls");
+    let sink_db = cluster.fresh_db("mysql_tls");
+    server.sql(&source_db, "CREATE TABLE t (id int PRIMARY KEY, note varchar(20))");
+    let check = |url: &str| {
+        let output = common::walpipe()
+            .arg("check")
+            .env("WALPIPE_SOURCE_URL", url)
+            .env("WALPIPE_SINK_URL", cluster.url(&sink_db))
+            .output()
+            .expect("walpipe check");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let plain = check(&server.url(&source_db));
+    assert!(
+        plain.contains("could not connect to mysql://") && plain.contains("check WALPIPE_SOURCE_URL"),
+        "{plain}"
+    );
+    let tls_url = format!("{}?require_ssl=true&verify_ca=false", server.url(&source_db));
+    let checked = check(&tls_url);
+    assert!(checked.contains("is reachable") && checked.contains("binlog_format = ROW"), "{checked}");
+    let position = |sql: &str| binlog_position(&server.sql(&source_db, sql));
+    let from = position("SHOW MASTER STATUS");
+    let to = position("INSERT INTO t VALUES (1, 'over tls'); SHOW MASTER STATUS");
+    let output = common::run_with_timeout(
+        common::walpipe().args(["tail", "--source", &tls_url, "--from", &from, "--endpos", &to]),
+        Duration::from_secs(60),
+    );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{printed}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(printed.contains(r#""new":{"id":1,"note":"over tls"}"#), "{printed}");
+    let _ = std::fs::remove_dir_all(&certs);
 }
