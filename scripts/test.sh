@@ -23,7 +23,8 @@ ensure_postgres18
 ensure_postgres_matrix
 ensure_monitoring_tools
 ensure_mariadb
-export TEST_PG18_BINDIR="$PG18_BINDIR" TEST_PG_MATRIX="$PG_MATRIX_DIRS"
+ensure_kubernetes_validate
+export TEST_PG18_BINDIR="$PG18_BINDIR" TEST_PG_MATRIX="$PG_MATRIX_DIRS" TEST_KUBERNETES_VALIDATE="$KUBERNETES_VALIDATE"
 
 if [ -n "$REPEAT" ]; then
   logs=$(mktemp -d /tmp/walpipe-repeat.XXXXXX)

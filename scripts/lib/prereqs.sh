@@ -41,6 +41,17 @@ ensure_postgres18() {
   fi
 }
 
+# kubernetes-validate (PyPI), in .venv, to validate deploy/kubernetes/ (no
+# cluster is needed).
+ensure_kubernetes_validate() {
+  if [ ! -x .venv/bin/kubernetes-validate ]; then
+    echo "== installing kubernetes-validate into .venv"
+    [ -x .venv/bin/pip ] || python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check 'kubernetes-validate>=1.30'
+  fi
+  KUBERNETES_VALIDATE="$(pwd)/.venv/bin/kubernetes-validate"
+}
+
 # promtool and Prometheus, Alertmanager and amtool (Debian), and
 # docker-compose v1 to validate the compose file (no engine is needed).
 ensure_monitoring_tools() {
