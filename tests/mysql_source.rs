@@ -791,7 +791,8 @@ fn a_source_that_requires_tls_is_read_over_tls() {
         .expect("openssl");
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     // mariadbd runs as mysql: it must read them.
-    let _ = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&certs).status();
+    let readable = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&certs).status();
+    assert!(readable.is_ok_and(|status| status.success()), "chmod the certificate");
     let (cert_arg, key_arg) =
         (format!("--ssl-cert={}", cert.display()), format!("--ssl-key={}", key.display()));
     let server = mariadb::Mariadb::start(&[&cert_arg, &key_arg, "--require-secure-transport=ON"]);

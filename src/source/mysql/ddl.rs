@@ -95,10 +95,8 @@ pub fn renamed_tables(statement: &str, schema: &str) -> Vec<(TableRef, TableRef)
         }
         return renamed;
     }
-    let Some((from_schema, from, _)) = removed_columns(statement, schema).and(table_named(&tokens, schema))
-    else {
-        return renamed;
-    };
+    // An ALTER TABLE names its table the way removed_columns reads it.
+    let Some((from_schema, from, _)) = removed_columns(statement, schema) else { return renamed };
     for clause in tokens.split(|t| t == ",") {
         let Some(start) = clause.iter().position(|t| t.eq_ignore_ascii_case("RENAME")) else { continue };
         let mut at = start + 1;
