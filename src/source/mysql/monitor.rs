@@ -78,17 +78,21 @@ pub async fn run(target: MysqlTarget, metrics: Arc<JobMetrics>) {
 
 /// When each binlog file was created (Unix seconds), by name.
 #[derive(Default)]
-struct FileTimes(HashMap<String, i64>);
+struct FileTimes {
+    created: HashMap<String, i64>,
+    /// A failed read was logged (once).
+    warned: bool,
+}
 
 impl FileTimes {
     /// The creation time of `file`: its first event's, read once.
     async fn of(&mut self, target: &MysqlTarget, job: &str, file: &str) -> Result<i64, mysql_async::Error> {
-        if let Some(seconds) = self.0.get(file) {
+        if let Some(seconds) = self.created.get(file) {
             return Ok(*seconds);
         }
         let seconds = first_event_time(target, job, file).await?;
-        self.0.retain(|name, _| name.as_str() >= file); // older files are gone or no longer asked for
-        self.0.insert(file.to_string(), seconds);
+        self.created.retain(|name, _| name.as_str() >= file); // older files are gone or no longer asked for
+        self.created.insert(file.to_string(), seconds);
         Ok(seconds)
     }
 }
@@ -135,7 +139,19 @@ async fn poll(
     // The file after the checkpoint's: its creation is the checkpoint file's last write.
     let next_created = match (expire, checkpoint) {
         (Some(_), Some(at)) => match next_file(&files, at) {
-            Some(next) => Some(created.of(target, job, next).await?),
+            // Without it only the countdown is missing: the poll's other figures stand.
+            Some(next) => match created.of(target, job, next).await {
+                Ok(seconds) => Some(seconds),
+                Err(error) => {
+                    if !std::mem::replace(&mut created.warned, true) {
+                        tracing::warn!(
+                            job,
+                            "the binlog monitor could not read when {next} was created, so walpipe_slot_expires_in_seconds is not reported: {error}"
+                        );
+                    }
+                    None
+                }
+            },
             None => None,
         },
         _ => None,
