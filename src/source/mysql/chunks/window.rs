@@ -45,6 +45,11 @@ impl Window {
         Window { copying: copying.into_iter().collect(), ..Window::default() }
     }
 
+    /// Whether a window is open: only then is any change noted.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
     /// Whether a change of `table` now must be noted.
     pub fn watches(&self, table: &str) -> bool {
         self.open.is_some() && self.copying.contains(table)

@@ -210,6 +210,10 @@ impl<E: Encoding> BinlogChanges<E> {
 /// At a transaction's commit, before its rows go: notes the keys it
 /// changed in the tables being copied, for an open window.
 pub(super) fn note_keys(window: &mut Window, rows: &[RowChange]) {
+    // Most transactions commit outside any window: no name is built for their rows.
+    if !window.is_open() {
+        return;
+    }
     for row in rows {
         let table = row.shape.table.qualified_name();
         if !window.watches(&table) {
