@@ -24,6 +24,7 @@ ensure_postgres_matrix
 ensure_monitoring_tools
 ensure_mariadb
 ensure_kubernetes_validate
+ensure_chromium
 export TEST_PG18_BINDIR="$PG18_BINDIR" TEST_PG_MATRIX="$PG_MATRIX_DIRS" TEST_KUBERNETES_VALIDATE="$KUBERNETES_VALIDATE"
 
 if [ -n "$REPEAT" ]; then

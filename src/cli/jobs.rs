@@ -197,11 +197,11 @@ fn print_job(job: &Value) {
     for field in fields {
         let empty = job[field].is_null() || job[field].as_array().is_some_and(Vec::is_empty);
         if !empty || matches!(field, "name" | "state") {
-            println!("{:<20} {}", format!("{field}:"), text(&job[field]));
+            println!("{:<30} {}", format!("{field}:"), text(&job[field]));
         }
     }
     let actions: Vec<String> = job["allowed_actions"].as_array().into_iter().flatten().map(text).collect();
-    println!("{:<20} {}", "allowed actions:", actions.join(", "));
+    println!("{:<30} {}", "allowed actions:", actions.join(", "));
     for table in job["snapshot"].as_array().into_iter().flatten() {
         println!(
             "snapshot {}: {}/{} rows ({:.0}%), {} rows/s, ETA {} s",

@@ -8,7 +8,7 @@
 //! 0 when `initial_only` has copied everything. Jobs created through the
 //! API fail without ending the process; `retry` resumes them.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
@@ -56,7 +56,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     if let Some(addr) = server.local_addr() {
         tracing::info!("serving http://{addr}/metrics, /healthz, /readyz and /api/v1/jobs");
     }
-    let app = Arc::new(http::App { store: OnceLock::new(), token: config.api_token.clone() });
+    let app = Arc::new(http::App::new(config.api_token.clone()));
     tokio::spawn(server.serve(app.clone()));
     if let Some(job) = &environment_job {
         let slot = JobSpec::from_definition(job, Naming::Environment)?.slot;

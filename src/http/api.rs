@@ -39,7 +39,8 @@ pub async fn handle(request: Request<Incoming>, app: &App) -> Reply {
     if let Some(token) = &app.token {
         let sent = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let expected = format!("Bearer {token}");
-        if !sent.is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))) {
+        let bearer = sent.is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(expected.as_bytes())));
+        if !bearer && !app.console.authorizes(request.headers()) {
             return error(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token: send the header Authorization: Bearer <WALPIPE_API_TOKEN>",
@@ -225,13 +226,17 @@ async fn delete(store: &Store, name: &str) -> Reply {
 }
 
 /// The fields of a job's status (its worker's metrics summary) the API shows.
-pub const STATUS_FIELDS: [&str; 8] = [
+pub const STATUS_FIELDS: [&str; 12] = [
     "records",
     "bytes",
     "events_per_second",
     "lag_bytes",
     "retained_wal_bytes",
+    "safe_wal_size_bytes",
+    "max_slot_wal_keep_size_bytes",
     "wal_status",
+    "idle_seconds",
+    "emit_lag_seconds",
     "snapshot",
     "needs_recopy",
 ];

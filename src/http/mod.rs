@@ -1,13 +1,18 @@
 //! The HTTP server on `WALPIPE_HTTP_ADDR`: `/metrics`, `/healthz`,
-//! `/readyz`, and the control API under `/api/v1` (README, "Jobs, workers and the control API").
+//! `/readyz`, the control API under `/api/v1` (README, "Jobs, workers and
+//! the control API") and the web console at `/` (`console`).
 //!
 //! Invariants: it is bound before any job starts, so a taken address is a
 //! start-up error rather than a silent absence of metrics; `/metrics`,
 //! `/healthz` and `/readyz` answer from memory and are open (probes and
 //! scrapers carry no token); the API answers 401 without the bearer token
-//! when `WALPIPE_API_TOKEN` is set, and 503 until the state store is open.
+//! (or the console's session and CSRF token) when `WALPIPE_API_TOKEN` is
+//! set, and 503 until the state store is open; a request that changes
+//! state from a page of another origin is refused; every answer carries
+//! the security headers of [`SECURITY_HEADERS`].
 
 pub mod api;
+pub mod console;
 mod edits;
 
 use std::convert::Infallible;
@@ -40,7 +45,29 @@ pub struct App {
     pub store: OnceLock<Arc<Store>>,
     /// `WALPIPE_API_TOKEN`.
     pub token: Option<String>,
+    pub console: console::Console,
 }
+
+impl App {
+    pub fn new(token: Option<String>) -> App {
+        App { store: OnceLock::new(), console: console::Console::new(token.as_deref()), token }
+    }
+}
+
+/// Sent with every answer: no framing, no sniffing, no referrer to other
+/// sites (`no-referrer` would make a browser send `Origin: null` on its own
+/// forms, which [`same_origin`] refuses), nothing
+/// cached, and pages that run only the console's own script and style.
+const SECURITY_HEADERS: [(&str, &str); 5] = [
+    (
+        "content-security-policy",
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "same-origin"),
+    ("cache-control", "no-store"),
+];
 
 /// A bound listener, ready to serve.
 pub struct Server {
@@ -64,6 +91,8 @@ impl Server {
 
     /// Serves until the task is dropped.
     pub async fn serve(self, app: Arc<App>) {
+        let sampler = tokio::spawn(console::sample_jobs(app.clone()));
+        let _stop_sampler = AbortOnDrop(sampler);
         loop {
             let stream = match self.listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -90,10 +119,55 @@ impl Server {
     }
 }
 
+/// Ends the console's sampler with the server.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn route(request: Request<Incoming>, app: &App) -> Reply {
+    let mut response = if same_origin(&request) {
+        dispatch(request, app).await
+    } else {
+        text(
+            StatusCode::FORBIDDEN,
+            "a request from a page of another site is refused: use walpipe's own console or the API without a browser\n",
+        )
+    };
+    for (name, value) in SECURITY_HEADERS {
+        response.headers_mut().insert(name, hyper::header::HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// A request that can change state (anything but GET and HEAD) is refused
+/// when a browser says it comes from a page of another origin. Clients
+/// that send no `Origin` (curl, the CLI) are not browsers and pass.
+fn same_origin(request: &Request<Incoming>) -> bool {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return true;
+    }
+    let header =
+        |name| request.headers().get(name).and_then(|v: &hyper::header::HeaderValue| v.to_str().ok());
+    match (header(hyper::header::ORIGIN), header(hyper::header::HOST)) {
+        (None, _) => true,
+        (Some(origin), Some(host)) => {
+            origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
+        }
+        (Some(_), None) => false,
+    }
+}
+
+async fn dispatch(request: Request<Incoming>, app: &App) -> Reply {
     let path = request.uri().path().to_string();
     if path.starts_with("/api/") {
         return api::handle(request, app).await;
+    }
+    if console::serves(&path) {
+        return console::handle(request, app).await;
     }
     if request.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
@@ -109,7 +183,7 @@ async fn route(request: Request<Incoming>, app: &App) -> Reply {
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => readiness(),
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz, /readyz or /api/v1/jobs\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /, /metrics, /healthz, /readyz or /api/v1/jobs\n"),
     }
 }
 

@@ -254,15 +254,21 @@ impl JobMetrics {
 
     /// Brings the time-derived gauges up to now.
     pub(super) fn refresh(&self) {
+        self.idle.set(self.idle_seconds());
+    }
+
+    /// Idle Time: seconds since the last data from the source.
+    fn idle_seconds(&self) -> f64 {
         let last = self.last_data_unix_ms.load(Ordering::Relaxed);
         #[allow(clippy::cast_precision_loss)]
         let idle = unix_ms_now().saturating_sub(last) as f64 / 1000.0;
-        self.idle.set(idle);
+        idle
     }
 
     /// What a user wants to see of the job: records and bytes applied,
-    /// events/s since the last call, unconfirmed and retained WAL, and
-    /// snapshot progress per table (rows, percent, rows/s, ETA).
+    /// events/s since the last call, unconfirmed and retained WAL with the
+    /// server's cap and the slot's safe size, Idle Time and Emit Event Time,
+    /// and snapshot progress per table (rows, percent, rows/s, ETA).
     pub fn summary(&self) -> serde_json::Value {
         let received = self.received_events.load(Ordering::Relaxed);
         let now = std::time::Instant::now();
@@ -296,7 +302,11 @@ impl JobMetrics {
             "events_per_second": (events_per_second * 10.0).round() / 10.0,
             "lag_bytes": slot.and_then(|s| s.confirmed_lag_bytes),
             "retained_wal_bytes": slot.and_then(|s| s.retained_bytes),
+            "safe_wal_size_bytes": slot.and_then(|s| s.safe_wal_size),
+            "max_slot_wal_keep_size_bytes": sample.as_ref().map(|s| s.max_slot_wal_keep_size),
             "wal_status": slot.map(|s| s.wal_status.clone()),
+            "idle_seconds": (self.idle_seconds() * 10.0).round() / 10.0,
+            "emit_lag_seconds": (self.emit_lag.get() * 1000.0).round() / 1000.0,
             "snapshot": snapshot,
             "needs_recopy": self.status.recopy()
                 .iter()
