@@ -142,6 +142,33 @@ fn nothing_of_the_console_answers_without_the_token_and_no_password_is_rendered(
     let started = start(&format!("X-CSRF-Token: {csrf}\r\nOrigin: http://{addr}\r\n"));
     assert!(started == 200 || started == 202, "the console's own request: {started}");
 
+    // A datasource keeps its URL on the server: listed redacted, its
+    // tables read with it, and a job made from it by name.
+    let saved = json!({"name": "gate_source", "role": "source", "url": definition("x", &source_db, &sink_db)["source_url"]});
+    let (status, answer) =
+        http_request(&addr, "POST", "/api/v1/datasources", Some(&saved.to_string()), Some(TOKEN));
+    assert_eq!(status, 201, "{answer}");
+    assert!(!answer.contains(PASSWORD), "{answer}");
+    let (status, listed) = http_request(&addr, "GET", "/api/v1/datasources", None, Some(TOKEN));
+    assert!(status == 200 && listed.contains("gate_source") && !listed.contains(PASSWORD), "{listed}");
+    let (status, tables) =
+        http_request(&addr, "GET", "/api/v1/datasources/gate_source/tables", None, Some(TOKEN));
+    assert!(status == 200 && tables.contains("\"public.orders\""), "{status} {tables}");
+    let by_name = json!({"name": "by_name", "source": "gate_source", "sink_url": cluster().url(&sink_db)});
+    let (status, checked) =
+        http_request(&addr, "POST", "/api/v1/check", Some(&by_name.to_string()), Some(TOKEN));
+    assert_eq!(status, 200, "{checked}");
+    let checked: Value = serde_json::from_str(&checked).expect("JSON");
+    assert_eq!(checked["errors"], 0, "{checked}");
+    let (status, created) =
+        http_request(&addr, "POST", "/api/v1/jobs", Some(&by_name.to_string()), Some(TOKEN));
+    assert_eq!(status, 201, "{created}");
+    assert!(!created.contains(PASSWORD), "{created}");
+    let unknown = json!({"name": "nope", "source": "missing", "sink_url": cluster().url(&sink_db)});
+    let (status, refused) =
+        http_request(&addr, "POST", "/api/v1/jobs", Some(&unknown.to_string()), Some(TOKEN));
+    assert!(status == 400 && refused.contains("no datasource named \\\"missing\\\""), "{status} {refused}");
+
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     child.wait().expect("the worker stops");
 }
@@ -263,7 +290,7 @@ async fn in_a_browser_a_job_is_created_watched_paused_resumed_and_refused() {
     let sink_db = cluster().fresh_db("console_browser_sink");
     cluster().psql(
         &source_db,
-        "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, 'row ' || g FROM generate_series(1, 2000) g",
+        "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, 'row ' || g FROM generate_series(1, 2000) g; ANALYZE orders",
     );
     let (mut child, addr) = worker(&state_db, "console-browser");
     let driver = Driver::start();
@@ -281,12 +308,33 @@ async fn in_a_browser_a_job_is_created_watched_paused_resumed_and_refused() {
     click(&client, "main.login button").await;
     wait_text(&client, "#live", "the jobs page", |t| t.contains("No jobs yet")).await;
 
-    // Create a job in the form, against the real clusters; it runs.
+    // Save the source and the sink once, as datasources; the page lists
+    // them without their passwords.
     client.goto(&format!("{base}/jobs/new")).await.expect("the form");
     let job = definition("browser_job", &source_db, &sink_db);
-    for field in ["name", "source_url", "sink_url", "tables"] {
-        fill(&client, field, job[field].as_str().expect("text")).await;
+    for (name, role, url) in
+        [("shop_db", "source", &job["source_url"]), ("warehouse", "sink", &job["sink_url"])]
+    {
+        let form = |field: &str| format!("#add-datasource [name={field}]");
+        client.find(Locator::Css(&form("name"))).await.expect("name").send_keys(name).await.expect("type");
+        client
+            .find(Locator::Css(&form("role")))
+            .await
+            .expect("role")
+            .select_by_value(role)
+            .await
+            .expect("choose");
+        let url = url.as_str().expect("a URL");
+        client.find(Locator::Css(&form("url"))).await.expect("url").send_keys(url).await.expect("type");
+        click(&client, "#add-datasource button").await;
+        wait_text(&client, "section.datasources table", "the datasource saved", |t| t.contains(name)).await;
     }
+    assert!(!client.source().await.expect("page").contains(PASSWORD), "the form page renders a password");
+
+    // The source's tables load by themselves, with their estimated rows;
+    // the check runs before the job is created, and the job runs.
+    wait_text(&client, "#tables", "the source's tables", |t| t.contains("public.orders (~2,000 rows)")).await;
+    fill(&client, "name", "browser_job").await;
     fill(&client, "flush_interval_ms", "100").await;
     click(&client, "#create-job button[type=submit]").await;
     wait_text(&client, "#live h1 .state", "the created job running", |t| t == "running").await;

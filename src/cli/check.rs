@@ -1,11 +1,10 @@
 //! `walpipe check`: the preflight of a job's source and sink. Every finding is one
 //! line, with its fix; the exit status is 1 when any is an error.
 
-use std::fmt;
-
 use anyhow::bail;
 
 use crate::config::Config;
+use crate::job::preflight::{Finding, Level, Preflight, finding};
 use crate::job::spec::{JobSpec, SnapshotStrategy};
 use crate::names::quote_literal;
 use crate::pg::sql;
@@ -14,33 +13,6 @@ use crate::source::mysql::chunks::signal::signal_grants;
 use crate::source::mysql::setup::requirements as mysql_requirements;
 use crate::source::mysql::target::MysqlTarget;
 use crate::source::postgres::catalog;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Ok,
-    Warning,
-    Error,
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Level::Ok => "ok     ",
-            Level::Warning => "warning",
-            Level::Error => "error  ",
-        })
-    }
-}
-
-#[derive(Debug)]
-pub struct Finding {
-    pub level: Level,
-    pub text: String,
-}
-
-fn finding(level: Level, text: impl Into<String>) -> Finding {
-    Finding { level, text: text.into() }
-}
 
 /// Runs every check, prints the findings, and fails when one is an error.
 pub async fn run(config: &Config) -> anyhow::Result<()> {
@@ -60,6 +32,11 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         bail!("{errors} check(s) failed: fix the errors above, then run walpipe check again");
     }
     Ok(())
+}
+
+/// The checks, for the HTTP layer's `POST /api/v1/check`.
+pub fn preflight() -> Preflight {
+    std::sync::Arc::new(|spec: JobSpec| Box::pin(async move { check(&spec).await }))
 }
 
 pub async fn check(spec: &JobSpec) -> Vec<Finding> {

@@ -56,7 +56,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     if let Some(addr) = server.local_addr() {
         tracing::info!("serving http://{addr}/metrics, /healthz, /readyz and /api/v1/jobs");
     }
-    let app = Arc::new(http::App::new(config.api_token.clone()));
+    let app = Arc::new(http::App::new(config.api_token.clone(), Some(super::check::preflight())));
     tokio::spawn(server.serve(app.clone()));
     if let Some(job) = &environment_job {
         let slot = JobSpec::from_definition(job, Naming::Environment)?.slot;

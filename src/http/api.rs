@@ -9,6 +9,7 @@
 //!  POST   /api/v1/jobs/{name}/snapshot    {"tables":[..]}: copy tables again while streaming (`edits`)
 //!  PATCH  /api/v1/jobs/{name}             {"tables":..}: add or remove tables (`edits`)
 //!  GET    /api/v1/jobs/{name}/history     the job's runs, newest first
+//!  ...    /api/v1/datasources, /api/v1/check   named sources and sinks, the preflight (`datasources`)
 //! ```
 //!
 //! Invariants: errors are JSON `{"error": "<one sentence with the fix>"}`;
@@ -24,9 +25,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::{App, edits};
+use super::{App, datasources, edits};
 use crate::job::runner;
-use crate::job::spec::{JobDefinition, JobSpec, Naming};
+use crate::job::spec::{JobSpec, Naming};
 use crate::job::store::{JobRow, Store, StoreError};
 use crate::lifecycle::{self, Action, State};
 
@@ -61,6 +62,17 @@ pub async fn handle(request: Request<Incoming>, app: &App) -> Reply {
         (Method::GET, ["api", "v1", "jobs"]) => list(store).await,
         (Method::POST, ["api", "v1", "jobs"]) => match body(request).await {
             Ok(body) => create(store, &body).await,
+            Err(reply) => reply,
+        },
+        (Method::GET, ["api", "v1", "datasources"]) => datasources::list(store).await,
+        (Method::POST, ["api", "v1", "datasources"]) => match body(request).await {
+            Ok(body) => datasources::create(store, &body).await,
+            Err(reply) => reply,
+        },
+        (Method::DELETE, ["api", "v1", "datasources", name]) => datasources::delete(store, name).await,
+        (Method::GET, ["api", "v1", "datasources", name, "tables"]) => datasources::tables(store, name).await,
+        (Method::POST, ["api", "v1", "check"]) => match body(request).await {
+            Ok(body) => datasources::check(app, store, &body).await,
             Err(reply) => reply,
         },
         (Method::GET, ["api", "v1", "jobs", name]) => show(store, name).await,
@@ -128,16 +140,9 @@ async fn show(store: &Store, name: &str) -> Reply {
 }
 
 async fn create(store: &Store, body: &[u8]) -> Reply {
-    let definition: JobDefinition = match serde_json::from_slice(body) {
+    let definition = match datasources::definition(store, body).await {
         Ok(definition) => definition,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!(
-                    "the job definition is not valid ({e}): send JSON with name, source_url, sink_url and optional job settings"
-                ),
-            );
-        }
+        Err(refused) => return refused.reply(),
     };
     if let Err(e) = JobSpec::from_definition(&definition, Naming::Api) {
         return error(StatusCode::BAD_REQUEST, &e.to_string());
@@ -280,8 +285,10 @@ pub fn view(job: &JobRow, live_workers: i64) -> Value {
 
 pub fn store_error(e: &StoreError) -> Reply {
     match e {
-        StoreError::NotFound(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
-        StoreError::Exists(_) => error(StatusCode::CONFLICT, &e.to_string()),
+        StoreError::NotFound(_) | StoreError::NoDatasource(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        StoreError::Exists(_) | StoreError::DatasourceExists(_) => {
+            error(StatusCode::CONFLICT, &e.to_string())
+        }
         StoreError::Refused(refused) => reply(
             StatusCode::CONFLICT,
             &json!({

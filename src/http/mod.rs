@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod console;
+mod datasources;
 mod edits;
 
 use std::convert::Infallible;
@@ -26,6 +27,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::job::preflight::Preflight;
 use crate::job::store::Store;
 use crate::metrics;
 
@@ -46,11 +48,13 @@ pub struct App {
     /// `WALPIPE_API_TOKEN`.
     pub token: Option<String>,
     pub console: console::Console,
+    /// The preflight of `walpipe check`, for `POST /api/v1/check`.
+    pub preflight: Option<Preflight>,
 }
 
 impl App {
-    pub fn new(token: Option<String>) -> App {
-        App { store: OnceLock::new(), console: console::Console::new(token.as_deref()), token }
+    pub fn new(token: Option<String>, preflight: Option<Preflight>) -> App {
+        App { store: OnceLock::new(), console: console::Console::new(token.as_deref()), token, preflight }
     }
 }
 

@@ -4,6 +4,7 @@ mod copies;
 pub mod error;
 mod fresh_start;
 pub mod notify;
+pub mod preflight;
 pub mod runner;
 pub mod spec;
 pub mod store;

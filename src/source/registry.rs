@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::setup::{Background, SetupError, Source, SourceSettings};
+use super::table::OfferedTable;
 use crate::metrics::JobMetrics;
 use crate::pg::ConnInfo;
 
@@ -67,6 +68,13 @@ macro_rules! registry {
             pub fn state_store(&self) -> Option<ConnInfo> {
                 match self {
                     $(SourceTarget::$variant(target) => <$source as Source>::state_store(target)),+
+                }
+            }
+
+            /// Every table a job could capture ([`Source::offered_tables`]).
+            pub async fn offered_tables(&self) -> Result<Vec<OfferedTable>, SetupError> {
+                match self {
+                    $(SourceTarget::$variant(target) => <$source as Source>::offered_tables(target).await),+
                 }
             }
 

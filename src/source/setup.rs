@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use super::copy::SnapshotReader;
 use super::outbox_cleanup::RowDeleter;
-use super::table::{ColumnHistory, SourceTable};
+use super::table::{ColumnHistory, OfferedTable, SourceTable};
 use super::{ChangeStream, StreamError};
 use crate::change::Encoding;
 use crate::chunked::progress::TableCopy;
@@ -119,6 +119,12 @@ pub trait Source: Send + Sync + Sized {
         target: &Self::Target,
         settings: &SourceSettings,
     ) -> impl Future<Output = Result<(), SetupError>> + Send;
+
+    /// Every table a job on `target` could capture, with the catalog's row
+    /// estimate, for a person choosing tables (the console's create form).
+    fn offered_tables(
+        target: &Self::Target,
+    ) -> impl Future<Output = Result<Vec<OfferedTable>, SetupError>> + Send;
 
     /// The captured tables as the catalog has them now; refused when one
     /// cannot be read, or has no key and `needs_keys`.

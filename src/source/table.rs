@@ -11,6 +11,15 @@ use super::BoxFuture;
 use crate::change::value::ValueKind;
 use crate::names::{TableName, quote_ident};
 
+/// A table a job could capture, as offered to a person choosing tables.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OfferedTable {
+    /// `schema.table`, quoted where needed: as `WALPIPE_TABLES` takes it.
+    pub table: String,
+    /// The catalog's estimate; `None` where it has never counted.
+    pub estimated_rows: Option<i64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceTable {
     pub schema: String,

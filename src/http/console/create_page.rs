@@ -1,31 +1,65 @@
-//! The form that creates a job. The script sends it to `POST /api/v1/jobs`
-//! and starts the job, so a job made here is the same as one made by the
-//! API or the CLI, checked by the same rules.
+//! The page that creates a job, as a portal does it: sources and sinks are
+//! saved once as named datasources (their URLs stay on the server) and
+//! chosen from a list; the source's tables load as checkboxes with their
+//! estimated rows; the preflight (`POST /api/v1/check`) runs before the job
+//! is created, and its findings are shown with their fixes.
 //!
-//! Invariants: the form renders no value that came from a stored job (a
-//! URL typed here goes to the API and is never shown back); defaults are
-//! the configuration's own (`config::default_*`).
+//! Invariants: the page renders datasources redacted, never a saved URL;
+//! the script sends datasource names, which the server resolves; defaults
+//! are the configuration's own (`config::default_*`).
 
 use maud::{Markup, html};
 
 use crate::config;
+use crate::job::store::{Datasource, Role};
 
 /// The snapshot modes and strategies a job can take, in the README's order.
 const SNAPSHOT_MODES: [&str; 4] = ["initial", "initial_only", "when_needed", "never"];
 const SNAPSHOT_STRATEGIES: [&str; 2] = ["chunked", "exported"];
 
-pub fn create_form() -> Markup {
+pub fn create_page(datasources: &[Datasource]) -> Markup {
+    let named = |role: Role| datasources.iter().filter(move |d| d.role == role);
     let mode = config::default_snapshot_mode();
     let strategy = config::default_snapshot_strategy();
     html! {
         h1 { "New job" }
+        section.datasources {
+            h2 { "Datasources" }
+            @if datasources.is_empty() {
+                p.hint { "Save a source and a sink first: their URLs are kept by walpipe and never shown again." }
+            } @else {
+                table {
+                    thead { tr { th { "Name" } th { "Role" } th { "URL" } } }
+                    tbody {
+                        @for datasource in datasources {
+                            @let shown = datasource.redacted();
+                            tr { td { (shown.name) } td { (shown.role.as_str()) } td { code { (shown.url) } } }
+                        }
+                    }
+                }
+            }
+            form #add-datasource.inline {
+                input name="name" required placeholder="name, e.g. orders_db";
+                select name="role" { option value="source" { "source" } option value="sink" { "sink" } }
+                input name="url" type="password" required placeholder="postgres://user:password@host:5432/db, mysql://…, https://…";
+                button type="submit" { "Save datasource" }
+            }
+        }
         form #create-job.create {
             fieldset {
                 legend { "Source and sink" }
-                label { "Name " input name="name" required placeholder="orders_to_warehouse"; }
-                label { "Source URL " input name="source_url" type="password" required placeholder="postgres://user:password@host:5432/db or mysql://…"; }
-                label { "Sink URL " input name="sink_url" type="password" required placeholder="postgres://…, https://…, starrocks://…, stdout://"; }
-                label { "Tables " input name="tables" placeholder="public.orders, public.items (empty: every table)"; }
+                label { "Job name " input name="name" required placeholder="orders_to_warehouse"; }
+                label { "Source "
+                    select name="source" required {
+                        @for datasource in named(Role::Source) { option value=(datasource.name) { (datasource.name) } }
+                    }
+                }
+                div #tables.tables { p.hint { "The source's tables load here." } }
+                label { "Sink "
+                    select name="sink" required {
+                        @for datasource in named(Role::Sink) { option value=(datasource.name) { (datasource.name) } }
+                    }
+                }
             }
             fieldset {
                 legend { "Settings" }
@@ -43,7 +77,33 @@ pub fn create_form() -> Markup {
                 }
                 p.hint { "The slot and the publication are named after the job." }
             }
-            button type="submit" { "Create and start" }
+            ul #findings.findings {}
+            button type="submit" { "Check, create and start" }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_urls_are_shown_redacted_and_offered_by_name() {
+        let datasources = [
+            Datasource {
+                name: "orders_db".into(),
+                role: Role::Source,
+                url: "postgres://app:hunter2@db/orders".into(),
+            },
+            Datasource {
+                name: "warehouse".into(),
+                role: Role::Sink,
+                url: "postgres://w:s3cret@wh/dw".into(),
+            },
+        ];
+        let page = create_page(&datasources).into_string();
+        assert!(!page.contains("hunter2") && !page.contains("s3cret"), "{page}");
+        assert!(page.contains("<option value=\"orders_db\">"), "{page}");
+        assert!(page.contains("<option value=\"warehouse\">"), "{page}");
     }
 }

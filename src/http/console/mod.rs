@@ -125,7 +125,10 @@ pub async fn handle(request: Request<Incoming>, app: &App) -> Response<Full<Byte
                 Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
             }
         }
-        "/jobs/new" => create_page::create_form(),
+        "/jobs/new" => match store.datasources().await {
+            Ok(datasources) => create_page::create_page(&datasources),
+            Err(e) => return plain(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        },
         other => {
             let Some(name) = other.strip_prefix("/jobs/").map(decode) else {
                 return plain(StatusCode::NOT_FOUND, "not found: the console's pages are / and /jobs/{name}");

@@ -4,7 +4,7 @@
 
 use super::{Store, StoreError};
 
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     "CREATE SCHEMA IF NOT EXISTS walpipe;
      CREATE TABLE walpipe.jobs (
          name text PRIMARY KEY,
@@ -43,6 +43,12 @@ const MIGRATIONS: [&str; 3] = [
     // Edits of a job's tables and copy requests, which its owner picks up by revision.
     "ALTER TABLE walpipe.jobs ADD COLUMN revision bigint NOT NULL DEFAULT 0,
          ADD COLUMN copy_requests jsonb NOT NULL DEFAULT '{}'",
+    // Named sources and sinks, saved once and chosen by name (the console's create form).
+    "CREATE TABLE walpipe.datasources (
+         name text PRIMARY KEY,
+         role text NOT NULL CHECK (role IN ('source', 'sink')),
+         url text NOT NULL,
+         created_at timestamptz NOT NULL DEFAULT now())",
 ];
 
 impl Store {

@@ -29,10 +29,12 @@ use std::time::Duration;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::Client;
 
+mod datasources;
 mod edits;
 mod history;
 mod migrations;
 
+pub use datasources::{Datasource, Role};
 pub use history::{Instance, RunEnd};
 
 use super::notify::Notifier;
@@ -57,6 +59,10 @@ pub enum StoreError {
     Sql(#[from] tokio_postgres::Error),
     #[error("there is no job named {0:?}")]
     NotFound(String),
+    #[error("there is no datasource named {0:?}: create it first (POST /api/v1/datasources)")]
+    NoDatasource(String),
+    #[error("a datasource named {0:?} exists already: pick another name or delete it first")]
+    DatasourceExists(String),
     #[error("a job named {0:?} exists already: pick another name or delete it first")]
     Exists(String),
     #[error(transparent)]

@@ -8,7 +8,7 @@ use super::chunks::reader::pages;
 use super::chunks::signal::SIGNAL_TABLE;
 use super::types::Format;
 use crate::names::TableName;
-use crate::source::table::{SourceColumn, SourceTable};
+use crate::source::table::{OfferedTable, SourceColumn, SourceTable};
 
 /// Why the catalog could not be read or a table cannot be captured.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +162,25 @@ pub async fn formats(
                 .ok_or(CatalogError::Unsupported { table: format!("{schema}.{name}"), column, column_type })
         })
         .collect()
+}
+
+/// Every base table of `schema` but walpipe's signal table, with InnoDB's
+/// row estimate.
+pub async fn offered(conn: &mut Conn, schema: &str) -> Result<Vec<OfferedTable>, mysql_async::Error> {
+    let rows: Vec<(String, Option<u64>)> = conn
+        .exec(
+            "SELECT table_name, table_rows FROM information_schema.tables \
+             WHERE table_schema = ? AND table_type = 'BASE TABLE' AND table_name <> ? ORDER BY table_name",
+            (schema, SIGNAL_TABLE),
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, rows)| OfferedTable {
+            table: TableName { schema: schema.to_string(), name }.qualified(),
+            estimated_rows: rows.and_then(|rows| i64::try_from(rows).ok()),
+        })
+        .collect())
 }
 
 /// The server's row estimate for `schema.name` (InnoDB's, rough).

@@ -40,7 +40,7 @@ use crate::source::outbox_cleanup::RowDeleter;
 use crate::source::setup::{
     Background, NewStream, SetupError, Source, SourceSettings, Started, StreamState, Streaming,
 };
-use crate::source::table::{ColumnHistory, SourceAttribute, SourceTable};
+use crate::source::table::{ColumnHistory, OfferedTable, SourceAttribute, SourceTable};
 use crate::source::{BoxFuture, ChangeStream};
 
 /// How often a quiet server sends a heartbeat event.
@@ -202,6 +202,11 @@ impl Source for MysqlSource {
     async fn remove(_target: &MysqlTarget, _settings: &SourceSettings) -> Result<(), SetupError> {
         // Nothing on the server keeps a binlog reader's place.
         Ok(())
+    }
+
+    async fn offered_tables(target: &MysqlTarget) -> Result<Vec<OfferedTable>, SetupError> {
+        let mut conn = connect(target).await.map_err(failed)?;
+        catalog::offered(&mut conn, &target.database).await.map_err(|e| failed(MysqlSetupError::Server(e)))
     }
 
     async fn tables(&mut self, needs_keys: bool) -> Result<Vec<SourceTable>, SetupError> {

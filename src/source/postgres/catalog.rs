@@ -5,7 +5,28 @@ use tokio_postgres::Client;
 
 use super::types::value_kind;
 use crate::names::{TableName, quote_ident};
-pub use crate::source::table::{GeneratedColumn, SourceColumn, SourceTable};
+pub use crate::source::table::{GeneratedColumn, OfferedTable, SourceColumn, SourceTable};
+
+/// Every ordinary or partitioned table outside the system schemas (and
+/// walpipe's own), not a partition, with `reltuples` as its estimate.
+pub async fn offered(client: &Client) -> Result<Vec<OfferedTable>, CatalogError> {
+    let rows = client
+        .query(
+            "SELECT n.nspname, c.relname, CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'walpipe') AND n.nspname NOT LIKE 'pg\\_%' \
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let name = TableName { schema: row.try_get(0)?, name: row.try_get(1)? };
+            Ok(OfferedTable { table: name.qualified(), estimated_rows: row.try_get(2)? })
+        })
+        .collect()
+}
 
 /// Refuses the first table without a key, for a sink that writes by key.
 pub fn require_keys(tables: &[SourceTable]) -> Result<(), CatalogError> {

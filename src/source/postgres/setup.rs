@@ -36,7 +36,7 @@ use crate::source::outbox_cleanup::RowDeleter;
 use crate::source::setup::{
     Background, NewStream, SetupError, Source, SourceSettings, Started, StreamState, Streaming,
 };
-use crate::source::table::{ColumnHistory, SourceTable};
+use crate::source::table::{ColumnHistory, OfferedTable, SourceTable};
 
 /// Streamed transactions kept in memory before spilling to disk.
 const SPILL_MEMORY_CAP: usize = 16 * 1024 * 1024;
@@ -97,6 +97,11 @@ impl Source for PostgresSource {
         source.sql.batch_execute(&drop).await.map_err(failed)?;
         tracing::info!(job = %settings.job, slot = %settings.slot, publication = %settings.publication, "dropped the slot and the publication");
         Ok(())
+    }
+
+    async fn offered_tables(target: &ConnInfo) -> Result<Vec<OfferedTable>, SetupError> {
+        let sql = sql::connect(target, "the source").await.map_err(failed)?;
+        catalog::offered(&sql).await.map_err(failed)
     }
 
     async fn tables(&mut self, needs_keys: bool) -> Result<Vec<SourceTable>, SetupError> {

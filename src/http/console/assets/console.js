@@ -71,10 +71,49 @@ async function edit(form) {
   await refresh();
 }
 
+function showFindings(findings) {
+  const list = document.getElementById("findings");
+  list.replaceChildren(...findings.map((finding) => {
+    const item = document.createElement("li");
+    item.className = "finding-" + finding.level;
+    item.textContent = finding.level + ": " + finding.text;
+    return item;
+  }));
+}
+
+async function loadTables(select) {
+  const box = document.getElementById("tables");
+  if (!box || !select.value) return;
+  box.textContent = "Loading the tables of " + select.value + "…";
+  const result = await api("GET", "/api/v1/datasources/" + encodeURIComponent(select.value) + "/tables");
+  if (result.status !== 200) { box.textContent = result.answer.error || ("HTTP " + result.status); return; }
+  box.replaceChildren(...result.answer.tables.map((table) => {
+    const label = document.createElement("label");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.name = "table";
+    box.value = table.table;
+    box.checked = true;
+    const rows = table.estimated_rows === null ? "rows not counted yet"
+      : "~" + table.estimated_rows.toLocaleString("en-US") + " rows";
+    label.append(box, " " + table.table + " (" + rows + ")");
+    return label;
+  }));
+}
+
 async function create(form) {
-  const fields = Object.fromEntries(new FormData(form).entries());
-  for (const key of ["batch_size", "flush_interval_ms"]) fields[key] = Number(fields[key]);
-  if (!fields.tables) delete fields.tables;
+  const fields = {};
+  for (const name of ["name", "source", "sink", "snapshot_mode", "snapshot_strategy"]) fields[name] = form.elements[name].value;
+  for (const name of ["batch_size", "flush_interval_ms"]) fields[name] = Number(form.elements[name].value);
+  const boxes = [...form.querySelectorAll('input[name="table"]')];
+  const chosen = boxes.filter((box) => box.checked).map((box) => box.value);
+  if (boxes.length && !chosen.length) { showMessage("Choose at least one table.", "error"); return; }
+  if (chosen.length && chosen.length < boxes.length) fields.tables = chosen.join(", ");
+  showMessage("Checking the source and the sink…", "info");
+  const checked = await api("POST", "/api/v1/check", fields);
+  if (checked.status !== 200) { showMessage(checked.answer.error || ("HTTP " + checked.status), "error"); return; }
+  showFindings(checked.answer.findings);
+  if (checked.answer.errors > 0) { showMessage("The check found errors: fix them (below), then try again.", "error"); return; }
   const created = await api("POST", "/api/v1/jobs", fields);
   if (created.status !== 201) { showMessage(created.answer.error || ("HTTP " + created.status), "error"); return; }
   const path = "/api/v1/jobs/" + encodeURIComponent(fields.name);
@@ -82,6 +121,17 @@ async function create(form) {
   if (started.status >= 400) { showMessage(started.answer.error, "error"); return; }
   location.assign("/jobs/" + encodeURIComponent(fields.name));
 }
+
+async function addDatasource(form) {
+  const fields = Object.fromEntries(new FormData(form).entries());
+  const saved = await api("POST", "/api/v1/datasources", fields);
+  if (saved.status !== 201) { showMessage(saved.answer.error || ("HTTP " + saved.status), "error"); return; }
+  location.reload();
+}
+
+document.addEventListener("change", (event) => {
+  if (event.target.matches('#create-job select[name="source"]')) loadTables(event.target);
+});
 
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button[data-action]");
@@ -91,7 +141,10 @@ document.addEventListener("click", (event) => {
 document.addEventListener("submit", (event) => {
   const form = event.target;
   if (form.id === "create-job") { event.preventDefault(); create(form); }
+  else if (form.id === "add-datasource") { event.preventDefault(); addDatasource(form); }
   else if (form.dataset.edit) { event.preventDefault(); edit(form); }
 });
 
 setInterval(refresh, REFRESH_MS);
+const source = document.querySelector('#create-job select[name="source"]');
+if (source) loadTables(source);
