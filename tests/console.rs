@@ -24,8 +24,25 @@ fn cluster() -> &'static Cluster {
     common::pg15_with(&common::options())
 }
 
+/// A worker that a failed test does not leave running.
+struct Worker(Child);
+
+impl Worker {
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        assert!(self.0.wait().expect("the worker stops").success(), "the worker stops cleanly");
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A worker with the token, its state store in `state_db`.
-fn worker(state_db: &str, label: &str) -> (Child, String) {
+fn worker(state_db: &str, label: &str) -> (Worker, String) {
     // Each run its own log: an address of an earlier run must not be read.
     let label = &format!("{label}-{}", std::process::id());
     let child = start_worker(cluster(), state_db, label, &[("WALPIPE_API_TOKEN", TOKEN)]);
@@ -34,7 +51,7 @@ fn worker(state_db: &str, label: &str) -> (Child, String) {
     wait_for(Duration::from_secs(30), "the worker's state store is open", || {
         http_request(&addr, "GET", "/api/v1/jobs", None, Some(TOKEN)).0 == 200
     });
-    (child, addr)
+    (Worker(child), addr)
 }
 
 /// A job definition whose URLs carry a password (the clusters trust local
@@ -83,7 +100,7 @@ fn nothing_of_the_console_answers_without_the_token_and_no_password_is_rendered(
     let source_db = cluster().fresh_db("console_gate_source");
     let sink_db = cluster().fresh_db("console_gate_sink");
     cluster().psql(&source_db, "CREATE TABLE orders (id int PRIMARY KEY, note text)");
-    let (mut child, addr) = worker(&state_db, "console-gate");
+    let (worker, addr) = worker(&state_db, "console-gate");
     let (status, created) = http_request(
         &addr,
         "POST",
@@ -169,8 +186,7 @@ fn nothing_of_the_console_answers_without_the_token_and_no_password_is_rendered(
         http_request(&addr, "POST", "/api/v1/jobs", Some(&unknown.to_string()), Some(TOKEN));
     assert!(status == 400 && refused.contains("no datasource named \\\"missing\\\""), "{status} {refused}");
 
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    child.wait().expect("the worker stops");
+    worker.stop();
 }
 
 /// chromedriver on a free port, ended with the test.
@@ -292,7 +308,7 @@ async fn in_a_browser_a_job_is_created_watched_paused_resumed_and_refused() {
         &source_db,
         "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, 'row ' || g FROM generate_series(1, 2000) g; ANALYZE orders",
     );
-    let (mut child, addr) = worker(&state_db, "console-browser");
+    let (worker, addr) = worker(&state_db, "console-browser");
     let driver = Driver::start();
     let profile = tempfile::tempdir().expect("profile");
     let client = browser(&driver, profile.path()).await;
@@ -378,6 +394,5 @@ async fn in_a_browser_a_job_is_created_watched_paused_resumed_and_refused() {
     screenshot(&client, "console-jobs.png").await;
     client.close().await.expect("close the browser");
 
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    child.wait().expect("the worker stops");
+    worker.stop();
 }
