@@ -5,7 +5,7 @@
 //! first, so an error names the variable and what it takes; the typed
 //! values then fill [`Config`]. Defaults live here and nowhere else.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// What a variable's value must be.
@@ -16,42 +16,139 @@ enum Kind {
     Bool,
 }
 
-/// Every variable, without its `WALPIPE_` prefix, lower case: the fields of [`Config`].
-const VARIABLES: [(&str, Kind); 29] = [
-    ("source_url", Kind::Text),
-    ("sink_url", Kind::Text),
-    ("job_name", Kind::Text),
-    ("tables", Kind::Text),
-    ("slot_name", Kind::Text),
-    ("publication_name", Kind::Text),
-    ("batch_size", Kind::Number),
-    ("flush_interval_ms", Kind::Number),
-    ("snapshot_mode", Kind::Text),
-    ("snapshot_strategy", Kind::Text),
-    ("start_position", Kind::Text),
-    ("parallel_tables", Kind::Number),
-    ("sink_mode", Kind::Text),
-    ("table_mappings", Kind::Text),
-    ("schema_drop", Kind::Text),
-    ("on_table_error", Kind::Text),
-    ("heartbeat_interval_ms", Kind::Number),
-    ("http_addr", Kind::Text),
-    ("api_token", Kind::Text),
-    ("state_url", Kind::Text),
-    ("webhook_url", Kind::Text),
-    ("log_format", Kind::Text),
-    ("log", Kind::Text),
-    ("wal_volume_bytes", Kind::Number),
-    ("keepalive_confirm", Kind::Bool),
-    ("sink_signing_secret", Kind::Text),
-    ("outbox_tables", Kind::Text),
-    ("outbox_prefix", Kind::Text),
-    ("outbox_delete", Kind::Bool),
+/// One variable: its name without the `WALPIPE_` prefix, lower case (a
+/// field of [`Config`]), what its value must be, and what it does (the
+/// configuration reference is generated from this table).
+pub struct Variable {
+    pub name: &'static str,
+    kind: Kind,
+    pub about: &'static str,
+}
+
+/// Every variable.
+pub const VARIABLES: [Variable; 29] = [
+    Variable {
+        name: "source_url",
+        kind: Kind::Text,
+        about: "The job's source: `postgres://user:password@host:5432/db?sslmode=prefer` or `mysql://user:password@host:3306/db` (also `mariadb://`). Without it there is no environment job, and `walpipe run` runs the jobs of the state store.",
+    },
+    Variable {
+        name: "sink_url",
+        kind: Kind::Text,
+        about: "The job's sink: `postgres://...` (a Postgres mirror or changelog), `http(s)://...` (webhook), `starrocks://user:password@fe-host:8030/db` (Stream Load) or `stdout:`.",
+    },
+    Variable { name: "job_name", kind: Kind::Text, about: "The name of the job the environment defines." },
+    Variable {
+        name: "tables",
+        kind: Kind::Text,
+        about: "The captured tables, `schema.table` comma-separated (quote names as in `\"Sales\".\"Order Items\"`). Unset: every table of schema `public` (PostgreSQL) or of the URL's database (MySQL).",
+    },
+    Variable { name: "slot_name", kind: Kind::Text, about: "The replication slot. Unset: `walpipe_<job>`." },
+    Variable {
+        name: "publication_name",
+        kind: Kind::Text,
+        about: "The publication. Unset: `walpipe_<job>`.",
+    },
+    Variable { name: "batch_size", kind: Kind::Number, about: "At most this many changes per sink batch." },
+    Variable {
+        name: "flush_interval_ms",
+        kind: Kind::Number,
+        about: "At most this many milliseconds between a change's arrival and its batch's flush.",
+    },
+    Variable {
+        name: "snapshot_mode",
+        kind: Kind::Text,
+        about: "When tables are copied: `initial` (at the first start), `initial_only` (copy, then succeed), `when_needed` (also after a lost slot or purged binlog), `never`.",
+    },
+    Variable {
+        name: "snapshot_strategy",
+        kind: Kind::Text,
+        about: "How tables are copied: `chunked` (in chunks while the stream runs, no long transaction) or `exported` (under the new slot's snapshot; MySQL: the blocking snapshot).",
+    },
+    Variable {
+        name: "start_position",
+        kind: Kind::Text,
+        about: "Where a new stream starts without a copy: `latest` or a position such as `0/1A3E5F8`.",
+    },
+    Variable { name: "parallel_tables", kind: Kind::Number, about: "Tables copied at the same time." },
+    Variable {
+        name: "sink_mode",
+        kind: Kind::Text,
+        about: "What a Postgres sink keeps: `mirror` (each row's current state) or `changelog` (one row per change).",
+    },
+    Variable {
+        name: "table_mappings",
+        kind: Kind::Text,
+        about: "Destination names: `public.orders=raw.orders,public.customers=raw.customers`.",
+    },
+    Variable {
+        name: "schema_drop",
+        kind: Kind::Text,
+        about: "What a column dropped on the source does to a Postgres destination: `drop` or `keep`.",
+    },
+    Variable {
+        name: "on_table_error",
+        kind: Kind::Text,
+        about: "What a change a Postgres mirror cannot apply to one table does: `isolate` (that table waits, marked for a re-copy) or `fail` (the job fails).",
+    },
+    Variable {
+        name: "heartbeat_interval_ms",
+        kind: Kind::Number,
+        about: "How often walpipe writes a heartbeat message into the source's WAL, so a quiet database's slot keeps moving; `0` turns it off.",
+    },
+    Variable {
+        name: "http_addr",
+        kind: Kind::Text,
+        about: "Where `/`, `/metrics`, `/healthz`, `/readyz` and `/api/v1` are served; in a container `0.0.0.0:9898`, with `WALPIPE_API_TOKEN`.",
+    },
+    Variable {
+        name: "api_token",
+        kind: Kind::Text,
+        about: "When set, the API requires `Authorization: Bearer <token>` and the console asks for it.",
+    },
+    Variable {
+        name: "state_url",
+        kind: Kind::Text,
+        about: "The PostgreSQL database holding jobs, their state and history (schema `walpipe`). Unset: the sink if it is PostgreSQL, else the source.",
+    },
+    Variable { name: "webhook_url", kind: Kind::Text, about: "Where job state changes are POSTed." },
+    Variable { name: "log_format", kind: Kind::Text, about: "`text` or `json`." },
+    Variable { name: "log", kind: Kind::Text, about: "The log filter, in tracing's `EnvFilter` syntax." },
+    Variable {
+        name: "wal_volume_bytes",
+        kind: Kind::Number,
+        about: "The size of the volume holding the source's `pg_wal`, when you know it (walpipe cannot see the source's disks); exported as `walpipe_server_wal_volume_size_bytes`.",
+    },
+    Variable {
+        name: "keepalive_confirm",
+        kind: Kind::Bool,
+        about: "With nothing in flight, confirm the server's keepalive position, so a quiet database does not pin WAL written elsewhere; `false` only to show what it prevents (`drills/idle-database.sh`).",
+    },
+    Variable {
+        name: "sink_signing_secret",
+        kind: Kind::Text,
+        about: "Signs webhook requests: an HMAC-SHA256 of the body in a header.",
+    },
+    Variable {
+        name: "outbox_tables",
+        kind: Kind::Text,
+        about: "Tables whose inserts are emitted as events (webhook and stdout sinks).",
+    },
+    Variable {
+        name: "outbox_prefix",
+        kind: Kind::Text,
+        about: "Logical decoding messages with this prefix are emitted as events.",
+    },
+    Variable {
+        name: "outbox_delete",
+        kind: Kind::Bool,
+        about: "Delete outbox rows once their events are delivered.",
+    },
 ];
 
 /// Every variable is parsed now, so a typo or a bad value fails early;
 /// the fields that only the sidecar reads are read by it (issue 3).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct Config {
@@ -163,7 +260,7 @@ fn default_log() -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
-        "unknown environment variable {variable}: check its spelling against the list in the README, or unset it"
+        "unknown environment variable {variable}: check its spelling against the configuration reference (docs/src/reference/configuration.md), or unset it"
     )]
     Unknown { variable: String },
     #[error("{variable}={value:?} is not {expected}: fix or unset it")]
@@ -177,6 +274,41 @@ pub enum ConfigError {
     Table(String),
 }
 
+/// A variable as the configuration reference shows it.
+pub struct VariableReference {
+    /// `WALPIPE_BATCH_SIZE`.
+    pub variable: String,
+    /// What the value must be.
+    pub takes: &'static str,
+    /// The default, as the environment would spell it; `None`: unset.
+    pub default: Option<String>,
+    pub about: &'static str,
+}
+
+/// Every variable with its default, read from an empty environment, so
+/// the reference cannot disagree with the code.
+pub fn reference() -> Result<Vec<VariableReference>, ConfigError> {
+    let defaults = serde_json::to_value(Config::from_vars(std::iter::empty())?)
+        .map_err(|e| ConfigError::Table(e.to_string()))?;
+    Ok(VARIABLES
+        .iter()
+        .map(|variable| VariableReference {
+            variable: format!("WALPIPE_{}", variable.name.to_uppercase()),
+            takes: match variable.kind {
+                Kind::Text => "text",
+                Kind::Number => "a whole number",
+                Kind::Bool => "true or false",
+            },
+            default: match &defaults[variable.name] {
+                Value::Null => None,
+                Value::String(text) => Some(text.clone()),
+                other => Some(other.to_string()),
+            },
+            about: variable.about,
+        })
+        .collect())
+}
+
 impl Config {
     pub fn from_env() -> Result<Config, ConfigError> {
         Self::from_vars(std::env::vars())
@@ -187,7 +319,7 @@ impl Config {
         for (variable, value) in vars {
             let Some(name) = variable.strip_prefix("WALPIPE_") else { continue };
             let name = name.to_lowercase();
-            let Some((_, kind)) = VARIABLES.iter().find(|(known, _)| *known == name) else {
+            let Some(Variable { kind, .. }) = VARIABLES.iter().find(|known| known.name == name) else {
                 return Err(ConfigError::Unknown { variable });
             };
             let typed = match kind {
@@ -249,7 +381,7 @@ mod tests {
     fn every_variable_of_the_table_fills_its_field() {
         let all: Vec<(String, String)> = VARIABLES
             .iter()
-            .map(|(name, kind)| {
+            .map(|Variable { name, kind, .. }| {
                 let value = match kind {
                     Kind::Text if *name == "log_format" => "json",
                     Kind::Text => "x",

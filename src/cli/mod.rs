@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod jobs;
+pub mod reference;
 pub mod run;
 pub mod tail;
 

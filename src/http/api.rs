@@ -1,16 +1,5 @@
-//! The control API, JSON over HTTP:
-//!
-//! ```text
-//!  GET    /api/v1/jobs                    the jobs, each as in GET /api/v1/jobs/{name}
-//!  POST   /api/v1/jobs                    {"name":..,"source_url":..,"sink_url":..,...} -> 201, created
-//!  GET    /api/v1/jobs/{name}             state, phase, error, worker, records, bytes, events/s, lag, snapshot progress
-//!  DELETE /api/v1/jobs/{name}             drops slot and publication, keeps the destination tables
-//!  POST   /api/v1/jobs/{name}/{action}    start pause resume stop restart retry; stop takes {"cleanup":true}
-//!  POST   /api/v1/jobs/{name}/snapshot    {"tables":[..]}: copy tables again while streaming (`edits`)
-//!  PATCH  /api/v1/jobs/{name}             {"tables":..}: add or remove tables (`edits`)
-//!  GET    /api/v1/jobs/{name}/history     the job's runs, newest first
-//!  ...    /api/v1/datasources, /api/v1/check   named sources and sinks, the preflight (`datasources`)
-//! ```
+//! The control API, JSON over HTTP: the handlers of the endpoints that
+//! `routes::ENDPOINTS` lists (and the HTTP reference shows).
 //!
 //! Invariants: errors are JSON `{"error": "<one sentence with the fix>"}`;
 //! an action the state does not allow is 409 with `state` and
@@ -21,10 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
+use super::routes::{self, Route};
 use super::{App, datasources, edits};
 use crate::job::runner;
 use crate::job::spec::{JobSpec, Naming};
@@ -58,42 +48,48 @@ pub async fn handle(request: Request<Incoming>, app: &App) -> Reply {
     let path = request.uri().path().trim_end_matches('/').to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
     let parts: Vec<&str> = path.split('/').skip(1).collect();
-    match (method, parts.as_slice()) {
-        (Method::GET, ["api", "v1", "jobs"]) => list(store).await,
-        (Method::POST, ["api", "v1", "jobs"]) => match body(request).await {
+    let Some(endpoint) = routes::route(&method, &parts) else {
+        return error(StatusCode::NOT_FOUND, "no such endpoint: see /api/v1/jobs");
+    };
+    // The segment after the collection: a job's or a datasource's name.
+    let name = parts.get(3).copied().unwrap_or_default();
+    match endpoint {
+        Route::ListJobs => list(store).await,
+        Route::CreateJob => match body(request).await {
             Ok(body) => create(store, &body).await,
             Err(reply) => reply,
         },
-        (Method::GET, ["api", "v1", "datasources"]) => datasources::list(store).await,
-        (Method::POST, ["api", "v1", "datasources"]) => match body(request).await {
+        Route::ListDatasources => datasources::list(store).await,
+        Route::CreateDatasource => match body(request).await {
             Ok(body) => datasources::create(store, &body).await,
             Err(reply) => reply,
         },
-        (Method::DELETE, ["api", "v1", "datasources", name]) => datasources::delete(store, name).await,
-        (Method::GET, ["api", "v1", "datasources", name, "tables"]) => datasources::tables(store, name).await,
-        (Method::POST, ["api", "v1", "check"]) => match body(request).await {
+        Route::DeleteDatasource => datasources::delete(store, name).await,
+        Route::DatasourceTables => datasources::tables(store, name).await,
+        Route::Check => match body(request).await {
             Ok(body) => datasources::check(app, store, &body).await,
             Err(reply) => reply,
         },
-        (Method::GET, ["api", "v1", "jobs", name]) => show(store, name).await,
-        (Method::DELETE, ["api", "v1", "jobs", name]) => delete(store, name).await,
-        (Method::GET, ["api", "v1", "jobs", name, "history"]) => match store.history(name).await {
+        Route::ShowJob => show(store, name).await,
+        Route::DeleteJob => delete(store, name).await,
+        Route::JobHistory => match store.history(name).await {
             Ok(instances) => match store.get(name).await {
                 Ok(_) => reply(StatusCode::OK, &json!({ "job": name, "instances": instances })),
                 Err(e) => store_error(&e),
             },
             Err(e) => store_error(&e),
         },
-        (Method::POST, ["api", "v1", "jobs", name, "snapshot"]) => match body(request).await {
+        Route::CopyAgain => match body(request).await {
             Ok(body) => edits::copy_again(store, name, &body).await,
             Err(reply) => reply,
         },
-        (Method::PATCH, ["api", "v1", "jobs", name]) => match body(request).await {
+        Route::EditJob => match body(request).await {
             Ok(body) => edits::edit(store, name, &body).await,
             Err(reply) => reply,
         },
-        (Method::POST, ["api", "v1", "jobs", name, action]) => {
+        Route::Act => {
             let name = name.to_string();
+            let action = parts.get(4).copied().unwrap_or_default();
             let Some(action) = Action::parse(action).filter(|a| *a != Action::Delete) else {
                 return error(
                     StatusCode::NOT_FOUND,
@@ -109,7 +105,6 @@ pub async fn handle(request: Request<Incoming>, app: &App) -> Reply {
                 Err(reply) => reply,
             }
         }
-        _ => error(StatusCode::NOT_FOUND, "no such endpoint: see /api/v1/jobs"),
     }
 }
 

@@ -1,6 +1,5 @@
 //! The HTTP server on `WALPIPE_HTTP_ADDR`: `/metrics`, `/healthz`,
-//! `/readyz`, the control API under `/api/v1` (README, "Jobs, workers and
-//! the control API") and the web console at `/` (`console`).
+//! `/readyz`, the control API under `/api/v1` (docs/src/reference/http-api.md) and the web console at `/` (`console`).
 //!
 //! Invariants: it is bound before any job starts, so a taken address is a
 //! start-up error rather than a silent absence of metrics; `/metrics`,
@@ -15,6 +14,7 @@ pub mod api;
 pub mod console;
 mod datasources;
 mod edits;
+pub mod routes;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

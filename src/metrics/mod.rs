@@ -1,4 +1,4 @@
-//! Every metric walpipe exports (listed in the README, "Metrics, alerts, dashboard, compose stack"), in one place.
+//! Every metric walpipe exports (listed in docs/src/reference/metrics.md, generated from `families.rs`), in one place.
 //!
 //! ```text
 //!  driver / sink / snapshot / runner ──> JobMetrics (pre-labelled handles) ──┐
@@ -23,7 +23,9 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub mod copy_progress;
-mod families;
+pub mod families;
+
+pub use families::Family;
 mod job;
 
 pub use job::JobMetrics;
@@ -41,6 +43,8 @@ pub const INVALIDATION_REASONS: [&str; 5] =
 /// The process's metric families.
 pub struct Metrics {
     registry: Registry,
+    /// Every family, in the order registered (the metrics reference).
+    families: Vec<&'static Family>,
     jobs: Mutex<HashMap<String, Arc<JobMetrics>>>,
 
     source_events: IntCounterVec,
@@ -135,7 +139,12 @@ impl FromFamily for HistogramVec {
 /// creating or registering cannot fail; a failure is a bug caught by every
 /// test that touches metrics.
 #[allow(clippy::expect_used)]
-fn register<V: FromFamily>(registry: &Registry, family: &families::Family) -> V {
+fn register<V: FromFamily>(
+    registry: &Registry,
+    listed: &mut Vec<&'static Family>,
+    family: &'static Family,
+) -> V {
+    listed.push(family);
     let metric = V::from_family(family).expect("a valid metric definition");
     registry.register(Box::new(metric.clone())).expect("a metric name registered once");
     metric
@@ -145,65 +154,71 @@ impl Metrics {
     fn new() -> Metrics {
         let registry = Registry::new();
         let r = &registry;
-        let metrics = Metrics {
-            source_events: register(r, &families::SOURCE_EVENTS),
-            source_transactions: register(r, &families::SOURCE_TRANSACTIONS),
-            source_bytes: register(r, &families::SOURCE_BYTES),
-            source_idle: register(r, &families::SOURCE_IDLE),
-            source_connected: register(r, &families::SOURCE_CONNECTED),
-            sink_events: register(r, &families::SINK_EVENTS),
-            sink_bytes: register(r, &families::SINK_BYTES),
-            sink_queue: register(r, &families::SINK_QUEUE),
-            sink_backpressure: register(r, &families::SINK_BACKPRESSURE),
-            outbox_rejected: register(r, &families::OUTBOX_REJECTED),
-            emit_lag: register(r, &families::EMIT_LAG),
-            commit_to_sink: register(r, &families::COMMIT_TO_SINK),
-            job_state: register(r, &families::JOB_STATE),
-            job_phase: register(r, &families::JOB_PHASE),
-            job_errors: register(r, &families::JOB_ERRORS),
-            job_retries: register(r, &families::JOB_RETRIES),
-            snapshot_rows: register(r, &families::SNAPSHOT_ROWS),
-            table_needs_recopy: register(r, &families::TABLE_NEEDS_RECOPY),
-            sink_columns_missing: register(r, &families::SINK_COLUMNS_MISSING),
-            snapshot_table_rows: register(r, &families::SNAPSHOT_TABLE_ROWS),
-            snapshot_table_rows_estimated: register(r, &families::SNAPSHOT_TABLE_ROWS_ESTIMATED),
-            heartbeat_received: register(r, &families::HEARTBEAT_RECEIVED),
-            heartbeat_sent: register(r, &families::HEARTBEAT_SENT),
-            data_gaps: register(r, &families::DATA_GAPS),
-            sink_checkpoint_lsn: register(r, &families::SINK_CHECKPOINT_LSN),
-            data_gap_start: register(r, &families::DATA_GAP_START),
-            slot_retained: register(r, &families::SLOT_RETAINED),
-            slot_confirmed_lag: register(r, &families::SLOT_CONFIRMED_LAG),
-            slot_safe_wal_size: register(r, &families::SLOT_SAFE_WAL_SIZE),
-            slot_wal_status: register(r, &families::SLOT_WAL_STATUS),
-            slot_active: register(r, &families::SLOT_ACTIVE),
-            slot_invalidated: register(r, &families::SLOT_INVALIDATED),
-            slot_invalidation_reason: register(r, &families::SLOT_INVALIDATION_REASON),
-            slot_restart_lsn: register(r, &families::SLOT_RESTART_LSN),
-            slot_confirmed_flush_lsn: register(r, &families::SLOT_CONFIRMED_FLUSH_LSN),
-            slot_catalog_xmin_age: register(r, &families::SLOT_CATALOG_XMIN_AGE),
-            slot_inactive_since: register(r, &families::SLOT_INACTIVE_SINCE),
-            slot_reply_age: register(r, &families::SLOT_REPLY_AGE),
-            slot_expires_in: register(r, &families::SLOT_EXPIRES_IN),
-            slot_stats: register(r, &families::SLOT_STATS),
-            server_wal_lsn: register(r, &families::SERVER_WAL_LSN),
-            server_keep_size: register(r, &families::SERVER_KEEP_SIZE),
-            server_max_wal_size: register(r, &families::SERVER_MAX_WAL_SIZE),
-            server_wal_directory: register(r, &families::SERVER_WAL_DIRECTORY),
-            server_wal_volume: register(r, &families::SERVER_WAL_VOLUME),
-            server_checkpoints: register(r, &families::SERVER_CHECKPOINTS),
-            server_oldest_transaction: register(r, &families::SERVER_OLDEST_TRANSACTION),
-            server_oldest_retained: register(r, &families::SERVER_OLDEST_RETAINED),
-            monitor_up: register(r, &families::MONITOR_UP),
-            monitor_polls: register(r, &families::MONITOR_POLLS),
-            monitor_poll_duration: register(r, &families::MONITOR_POLL_DURATION),
-            monitor_last_poll: register(r, &families::MONITOR_LAST_POLL),
+        let mut listed = Vec::new();
+        let build: IntGaugeVec = register(r, &mut listed, &families::BUILD_INFO);
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Metrics {
+            source_events: register(r, &mut listed, &families::SOURCE_EVENTS),
+            source_transactions: register(r, &mut listed, &families::SOURCE_TRANSACTIONS),
+            source_bytes: register(r, &mut listed, &families::SOURCE_BYTES),
+            source_idle: register(r, &mut listed, &families::SOURCE_IDLE),
+            source_connected: register(r, &mut listed, &families::SOURCE_CONNECTED),
+            sink_events: register(r, &mut listed, &families::SINK_EVENTS),
+            sink_bytes: register(r, &mut listed, &families::SINK_BYTES),
+            sink_queue: register(r, &mut listed, &families::SINK_QUEUE),
+            sink_backpressure: register(r, &mut listed, &families::SINK_BACKPRESSURE),
+            outbox_rejected: register(r, &mut listed, &families::OUTBOX_REJECTED),
+            emit_lag: register(r, &mut listed, &families::EMIT_LAG),
+            commit_to_sink: register(r, &mut listed, &families::COMMIT_TO_SINK),
+            job_state: register(r, &mut listed, &families::JOB_STATE),
+            job_phase: register(r, &mut listed, &families::JOB_PHASE),
+            job_errors: register(r, &mut listed, &families::JOB_ERRORS),
+            job_retries: register(r, &mut listed, &families::JOB_RETRIES),
+            snapshot_rows: register(r, &mut listed, &families::SNAPSHOT_ROWS),
+            table_needs_recopy: register(r, &mut listed, &families::TABLE_NEEDS_RECOPY),
+            sink_columns_missing: register(r, &mut listed, &families::SINK_COLUMNS_MISSING),
+            snapshot_table_rows: register(r, &mut listed, &families::SNAPSHOT_TABLE_ROWS),
+            snapshot_table_rows_estimated: register(r, &mut listed, &families::SNAPSHOT_TABLE_ROWS_ESTIMATED),
+            heartbeat_received: register(r, &mut listed, &families::HEARTBEAT_RECEIVED),
+            heartbeat_sent: register(r, &mut listed, &families::HEARTBEAT_SENT),
+            data_gaps: register(r, &mut listed, &families::DATA_GAPS),
+            sink_checkpoint_lsn: register(r, &mut listed, &families::SINK_CHECKPOINT_LSN),
+            data_gap_start: register(r, &mut listed, &families::DATA_GAP_START),
+            slot_retained: register(r, &mut listed, &families::SLOT_RETAINED),
+            slot_confirmed_lag: register(r, &mut listed, &families::SLOT_CONFIRMED_LAG),
+            slot_safe_wal_size: register(r, &mut listed, &families::SLOT_SAFE_WAL_SIZE),
+            slot_wal_status: register(r, &mut listed, &families::SLOT_WAL_STATUS),
+            slot_active: register(r, &mut listed, &families::SLOT_ACTIVE),
+            slot_invalidated: register(r, &mut listed, &families::SLOT_INVALIDATED),
+            slot_invalidation_reason: register(r, &mut listed, &families::SLOT_INVALIDATION_REASON),
+            slot_restart_lsn: register(r, &mut listed, &families::SLOT_RESTART_LSN),
+            slot_confirmed_flush_lsn: register(r, &mut listed, &families::SLOT_CONFIRMED_FLUSH_LSN),
+            slot_catalog_xmin_age: register(r, &mut listed, &families::SLOT_CATALOG_XMIN_AGE),
+            slot_inactive_since: register(r, &mut listed, &families::SLOT_INACTIVE_SINCE),
+            slot_reply_age: register(r, &mut listed, &families::SLOT_REPLY_AGE),
+            slot_expires_in: register(r, &mut listed, &families::SLOT_EXPIRES_IN),
+            slot_stats: register(r, &mut listed, &families::SLOT_STATS),
+            server_wal_lsn: register(r, &mut listed, &families::SERVER_WAL_LSN),
+            server_keep_size: register(r, &mut listed, &families::SERVER_KEEP_SIZE),
+            server_max_wal_size: register(r, &mut listed, &families::SERVER_MAX_WAL_SIZE),
+            server_wal_directory: register(r, &mut listed, &families::SERVER_WAL_DIRECTORY),
+            server_wal_volume: register(r, &mut listed, &families::SERVER_WAL_VOLUME),
+            server_checkpoints: register(r, &mut listed, &families::SERVER_CHECKPOINTS),
+            server_oldest_transaction: register(r, &mut listed, &families::SERVER_OLDEST_TRANSACTION),
+            server_oldest_retained: register(r, &mut listed, &families::SERVER_OLDEST_RETAINED),
+            monitor_up: register(r, &mut listed, &families::MONITOR_UP),
+            monitor_polls: register(r, &mut listed, &families::MONITOR_POLLS),
+            monitor_poll_duration: register(r, &mut listed, &families::MONITOR_POLL_DURATION),
+            monitor_last_poll: register(r, &mut listed, &families::MONITOR_LAST_POLL),
             jobs: Mutex::new(HashMap::new()),
             registry,
-        };
-        let build: IntGaugeVec = register(&metrics.registry, &families::BUILD_INFO);
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        metrics
+            families: listed,
+        }
+    }
+
+    /// Every metric family walpipe exports.
+    pub fn families(&self) -> &[&'static Family] {
+        &self.families
     }
 
     /// The handles of one job, created (with every state-set and zero
