@@ -38,7 +38,7 @@ WALPIPE_JOB_NAME=shop WALPIPE_FLUSH_INTERVAL_MS=200 WALPIPE_HTTP_ADDR=$HTTP_ADDR
   "$WALPIPE" run > "$WORK/walpipe.log" 2>&1 &
 until sink -At -c "SELECT 1 FROM walpipe.checkpoints" 2>/dev/null | grep -q 1; do sleep 0.2; done
 sed 's/^/   /' "$WORK/walpipe.log"
-echo "== metrics: http://$HTTP_ADDR/metrics (also /healthz, /readyz) while the demo runs"
+echo "== the console: http://$HTTP_ADDR/ and the metrics: http://$HTTP_ADDR/metrics while the demo runs"
 
 sink <<'SQL'
 CREATE VIEW revenue_per_customer AS

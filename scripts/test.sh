@@ -25,7 +25,9 @@ ensure_monitoring_tools
 ensure_mariadb
 ensure_kubernetes_validate
 ensure_chromium
+ensure_mdbook
 export TEST_PG18_BINDIR="$PG18_BINDIR" TEST_PG_MATRIX="$PG_MATRIX_DIRS" TEST_KUBERNETES_VALIDATE="$KUBERNETES_VALIDATE"
+export TEST_MDBOOK="$MDBOOK"
 
 if [ -n "$REPEAT" ]; then
   logs=$(mktemp -d /tmp/walpipe-repeat.XXXXXX)

@@ -1,4 +1,4 @@
-//! The sinks outside Postgres against local receivers (SPEC section 6):
+//! The sinks outside Postgres against local receivers (docs/src/sinks/):
 //! a webhook receiver that fails 20% of requests, and a fake StarRocks that
 //! follows the Stream Load protocol and fails 20% of loads, each with
 //! walpipe killed -9 mid-stream; a refusing webhook and `retry`; outbox
@@ -374,7 +374,7 @@ fn stream_load_into_a_fake_starrocks_gives_exactly_the_source_through_failures_a
     };
     let mut walpipe = run(&job, &vars);
     wait_for(Duration::from_secs(120), "the snapshot loaded", same);
-    // Killed mid-stream, not mid-copy: a copy interrupted starts over with a new slot (see README).
+    // Killed mid-stream, not mid-copy: a copy interrupted starts over with a new slot (see docs/src/sinks/README.md).
     common::wait_running(&job);
     let mut killed = false;
     for round in 0..30 {

@@ -1,5 +1,5 @@
-//! Jobs through the control API, on real servers: every transition of SPEC
-//! section 4 and every refusal, pause and resume, two workers and a
+//! Jobs through the control API, on real servers: every transition of
+//! docs/src/guide/jobs.md and every refusal, pause and resume, two workers and a
 //! takeover after kill -9, a sink outage, a permanent error and retry, the
 //! history, the webhook, and the token.
 

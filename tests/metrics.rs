@@ -1,5 +1,5 @@
 //! `/metrics`, `/healthz` and `/readyz` of a running `walpipe run` on real
-//! servers: every SPEC section 7 metric with sane values, a scrape that
+//! servers: every metric of docs/src/reference/metrics.md with sane values, a scrape that
 //! `promtool check metrics` accepts, and the slot monitor that keeps
 //! reporting while the sink is blocked.
 
@@ -19,7 +19,7 @@ fn cluster() -> &'static Cluster {
     common::pg15_with(&options)
 }
 
-/// Every metric SPEC section 7 requires.
+/// Every metric the monitoring guide promises (docs/src/guide/monitoring.md).
 const REQUIRED: [&str; 21] = [
     "walpipe_source_events_total",
     "walpipe_source_transactions_total",

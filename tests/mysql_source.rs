@@ -165,7 +165,7 @@ fn a_mariadb_table_is_copied_then_streamed_into_a_postgres_mirror_and_survives_k
     assert!(run.0.wait().expect("exit").success(), "{}", common::run_log(&job));
 }
 
-/// Every column type of the README's table, one row copied by the snapshot
+/// Every column type of the table in docs/src/guide/mysql.md, one row copied by the snapshot
 /// and the same values streamed from the binlog: both arrive alike, as
 /// Postgres reads them.
 #[test]

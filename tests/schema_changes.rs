@@ -526,7 +526,7 @@ fn arrays_of_user_types_box_arrays_money_and_domains_arrive_as_typed_values() {
         assert_eq!(new["moods"], serde_json::json!(["happy", "so so", null]), "PG{}", cluster.major);
         assert_eq!(new["boxes"], serde_json::json!(["(1,1),(0,0)", "(3,3),(2,2)"]));
         assert_eq!(new["price"], "$12.50", "money in the C locale, whatever the server's lc_monetary");
-        // A domain is a type walpipe does not know by its OID: its text form (SPEC section 2).
+        // A domain is a type walpipe does not know by its OID: its text form (docs/src/reference/change-format.md).
         assert_eq!(new["amount"], "7");
 
         // A mirror's destination takes the domain's base type (the sink has no such domain).

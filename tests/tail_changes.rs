@@ -1,6 +1,6 @@
 //! `walpipe tail` against real PostgreSQL 15 and 18: every operation and
 //! every typed value arrives exactly as written; old rows, unchanged TOAST,
-//! truncates and messages are as SPEC section 2 says; rolled-back work never
+//! truncates and messages are as docs/src/reference/change-format.md says; rolled-back work never
 //! appears, streamed or not.
 
 mod common;

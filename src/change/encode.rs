@@ -1,4 +1,4 @@
-//! The change as one JSON line (README, "`walpipe tail`").
+//! The change as one JSON line (docs/src/reference/change-format.md).
 //!
 //! A line is written in two parts: the header, which depends on where the
 //! change lands in its transaction (`id`, `lsn`, `commit_lsn`, `xid`,
@@ -105,7 +105,7 @@ impl TxnFields {
     }
 }
 
-/// The change JSON (README, "`walpipe tail`").
+/// The change JSON (docs/src/reference/change-format.md).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonLines;
 

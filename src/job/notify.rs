@@ -1,4 +1,4 @@
-//! Job state changes POSTed to `WALPIPE_WEBHOOK_URL` (README, "Jobs, workers and the control API"):
+//! Job state changes POSTed to `WALPIPE_WEBHOOK_URL` (docs/src/guide/jobs.md):
 //! `{"event":"job.state_changed","job":...,"previous_state":...,"new_state":...,"error":...,"timestamp":...}`.
 //!
 //! Invariants: announcing never blocks or fails the caller (a bounded queue

@@ -285,7 +285,7 @@ async fn decide_start<S: Source>(
                 tracing::info!(slot = %spec.slot, "dropping a slot without a checkpoint (an unfinished start)");
                 if !spec.sink.holds_checkpoint() {
                     tracing::warn!(job = %spec.name, sink = %spec.sink,
-                        "an earlier copy was interrupted: the sink may hold rows of it that are deleted on the source by now (the new copy's snapshot rows are complete; see README)");
+                        "an earlier copy was interrupted: the sink may hold rows of it that are deleted on the source by now (the new copy's snapshot rows are complete; see the delivery path in the docs, docs/src/sinks/README.md)");
                 }
                 source.forget_stream().await?;
             }

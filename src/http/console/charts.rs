@@ -25,18 +25,20 @@ pub fn sparkline(values: &[f64]) -> Markup {
         })
         .collect();
     html! {
-        svg.spark width=(SPARK_WIDTH) height=(SPARK_HEIGHT) viewBox={"0 0 " (SPARK_WIDTH) " " (SPARK_HEIGHT)} role="img" aria-label="the last hour" {
-            @if points.len() > 1 {
-                polyline fill="none" stroke="currentColor" stroke-width="1.5" points=(points.join(" ")) {}
-            } @else {
-                text x="0" y="20" font-size="11" fill="currentColor" { "collecting…" }
+        @if points.len() > 1 {
+            // As wide as its card: stretched, with a stroke that is not.
+            svg.spark width="100%" height=(SPARK_HEIGHT) viewBox={"0 0 " (SPARK_WIDTH) " " (SPARK_HEIGHT)}
+                preserveAspectRatio="none" role="img" aria-label="the last hour" {
+                polyline fill="none" stroke="currentColor" stroke-width="1.5" vector-effect="non-scaling-stroke" points=(points.join(" ")) {}
             }
+        } @else {
+            span.collecting { "collecting the last hour…" }
         }
     }
 }
 
 const GAUGE_WIDTH: f64 = 480.0;
-const GAUGE_HEIGHT: f64 = 40.0;
+const GAUGE_HEIGHT: f64 = 44.0;
 
 /// Retained WAL on a bar as wide as `max_slot_wal_keep_size`, with the
 /// point where the slot would be lost (`retained + safe_wal_size`).

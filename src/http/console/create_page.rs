@@ -13,7 +13,7 @@ use maud::{Markup, html};
 use crate::config;
 use crate::job::store::{Datasource, Role};
 
-/// The snapshot modes and strategies a job can take, in the README's order.
+/// The snapshot modes and strategies a job can take, in the configuration reference's order.
 const SNAPSHOT_MODES: [&str; 4] = ["initial", "initial_only", "when_needed", "never"];
 const SNAPSHOT_STRATEGIES: [&str; 2] = ["chunked", "exported"];
 

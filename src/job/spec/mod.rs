@@ -1,4 +1,4 @@
-//! A job's definition, from the environment (README, "Configuration"), checked once
+//! A job's definition, from the environment (docs/src/reference/configuration.md), checked once
 //! so that every later step can trust it.
 
 use std::collections::HashMap;
@@ -108,7 +108,7 @@ pub fn default_slot_name(job: &str) -> String {
 #[error("{0}")]
 pub struct SpecError(String);
 
-/// A job as a user defines it: the job variables of the README's "Configuration", from
+/// A job as a user defines it: the job variables of the configuration reference (docs/src/reference/configuration.md), from
 /// the environment (`WALPIPE_SOURCE_URL`, ...) or from the API (`source_url`, ...).
 /// Stored as is in the state store; [`JobSpec::from_definition`] checks it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -1,4 +1,4 @@
-//! The StarRocks Stream Load sink (README, "Sinks outside Postgres"): per batch and table, a
+//! The StarRocks Stream Load sink (docs/src/sinks/starrocks.md): per batch and table, a
 //! `PUT /api/{db}/{table}/_stream_load` to the FE, following its 307 to a
 //! BE (with the credentials: the redirect is followed here, not by the
 //! client, which would drop them on the new host), rows as a JSON array

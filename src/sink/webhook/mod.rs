@@ -1,4 +1,4 @@
-//! The webhook sink (README, "Sinks outside Postgres"): `POST` of a JSON array of changes
+//! The webhook sink (docs/src/sinks/webhook.md): `POST` of a JSON array of changes
 //! (or outbox events) per batch.
 //!
 //! Headers of every request:

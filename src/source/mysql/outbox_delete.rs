@@ -5,7 +5,7 @@
 //! A binlog reader has no slot whose confirmed position lags the ledger,
 //! so a crash after a chunk's events were recorded delivered and before its
 //! rows were deleted leaves those rows in the outbox (never their events
-//! undelivered): at most the last chunk's. The README says so.
+//! undelivered): at most the last chunk's. docs/src/guide/mysql.md says so.
 
 use std::sync::Arc;
 
