@@ -24,7 +24,7 @@ ensure_postgres_matrix
 ensure_monitoring_tools
 ensure_mariadb
 ensure_kubernetes_validate
-ensure_chromium
+ensure_browser_and_terminal
 ensure_mdbook
 export TEST_PG18_BINDIR="$PG18_BINDIR" TEST_PG_MATRIX="$PG_MATRIX_DIRS" TEST_KUBERNETES_VALIDATE="$KUBERNETES_VALIDATE"
 export TEST_MDBOOK="$MDBOOK"

@@ -3,14 +3,14 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use walpipe::{cli, config};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "walpipe",
     version,
-    about = "Stream a PostgreSQL logical replication slot into a sink, idempotently."
+    about = "Stream a database's changes (a PostgreSQL slot, a MySQL or MariaDB binlog) into a sink, idempotently."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,17 +25,42 @@ enum Command {
     Check,
     /// Stream the decoded changes of an existing slot to stdout as JSON lines.
     Tail(cli::tail::TailArgs),
-    /// Control jobs through the API: list, show, create, start, pause, resume, stop, restart, retry, delete, history.
+    /// Control jobs through the API: list, show, watch, create, start, pause, resume, stop, restart, retry, delete, history.
     Jobs(cli::jobs::JobsArgs),
+    /// Print a shell completion script: `walpipe completions bash > /etc/bash_completion.d/walpipe`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print walpipe's man page (roff): `walpipe man > walpipe.1; man ./walpipe.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // These two need neither the environment nor a runtime.
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "walpipe", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => fail(&format!("could not write the man page: {error}")),
+            };
+        }
+        _ => {}
+    }
     let config = match config::Config::from_env() {
         Ok(config) => config,
         Err(error) => return fail(&error.to_string()),
     };
-    if let Err(error) = init_logging(&config) {
+    // On a terminal, `walpipe run` draws its copies as progress bars.
+    let bars = matches!(cli.command, Command::Run)
+        && config.log_format == "text"
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if let Err(error) = init_logging(&config, bars) {
         return fail(&error);
     }
     // One crypto provider for every TLS client (replication, SQL, HTTP).
@@ -51,6 +76,7 @@ fn main() -> ExitCode {
         Command::Jobs(args) => {
             runtime.block_on(cli::jobs::run(args, &config.http_addr, config.api_token.clone()))
         }
+        Command::Completions { .. } | Command::Man => Ok(()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,7 +91,7 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_logging(config: &config::Config) -> Result<(), String> {
+fn init_logging(config: &config::Config, bars: bool) -> Result<(), String> {
     // The SQL driver's notices ("schema ... already exists, skipping") are noise at info.
     let directives = if config.log.contains("tokio_postgres") {
         config.log.clone()
@@ -82,6 +108,8 @@ fn init_logging(config: &config::Config) -> Result<(), String> {
         .with_ansi(std::io::stderr().is_terminal());
     if config.log_format == "json" {
         builder.json().init();
+    } else if bars {
+        builder.with_writer(cli::progress::draw_bars()).init();
     } else {
         builder.init();
     }

@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, http_addr, http_request, start_worker, wait_for};
+use common::{Cluster, http_request, serving_worker, wait_for};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -45,12 +45,8 @@ impl Drop for Worker {
 fn worker(state_db: &str, label: &str) -> (Worker, String) {
     // Each run its own log: an address of an earlier run must not be read.
     let label = &format!("{label}-{}", std::process::id());
-    let child = start_worker(cluster(), state_db, label, &[("WALPIPE_API_TOKEN", TOKEN)]);
-    wait_for(Duration::from_secs(30), "the worker serves HTTP", || http_addr(label).is_some());
-    let addr = http_addr(label).expect("address");
-    wait_for(Duration::from_secs(30), "the worker's state store is open", || {
-        http_request(&addr, "GET", "/api/v1/jobs", None, Some(TOKEN)).0 == 200
-    });
+    let (child, addr) =
+        serving_worker(cluster(), state_db, label, &[("WALPIPE_API_TOKEN", TOKEN)], Some(TOKEN));
     (Worker(child), addr)
 }
 

@@ -77,11 +77,14 @@ ensure_mariadb() {
 }
 
 # Chromium and ChromeDriver (Debian), for the console's browser tests
-# (tests/console.rs), headless.
-ensure_chromium() {
-  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
-    echo "== installing chromium and chromium-driver"
-    apt_install chromium chromium-driver
+# (tests/console.rs), headless; tmux, for the terminal tests (tests/terminal.rs).
+ensure_browser_and_terminal() {
+  local missing=()
+  { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || missing+=(chromium chromium-driver)
+  command -v tmux >/dev/null || missing+=(tmux)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing ${missing[*]}"
+    apt_install "${missing[@]}"
   fi
 }
 

@@ -53,6 +53,8 @@ enum JobsCommand {
     Delete { name: String },
     /// The job's runs: start, duration, final status, records and bytes.
     History { name: String },
+    /// A live view of one job in the terminal, redrawn every second until Ctrl-C.
+    Watch { name: String },
     /// Copy tables again while the job streams (a deleted source row also leaves a Postgres mirror).
     Snapshot {
         name: String,
@@ -76,6 +78,9 @@ pub async fn run(args: JobsArgs, http_addr: &str, token: Option<String>) -> anyh
     let base = args.url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
     let api = Api { base: base.trim_end_matches('/').to_string(), token, client: reqwest::Client::new() };
     let jobs = "/api/v1/jobs";
+    if let JobsCommand::Watch { name } = &args.command {
+        return super::watch::watch(&api, name).await;
+    }
     let (answer, print): (Value, fn(&Value)) = match args.command {
         JobsCommand::List => (api.call(reqwest::Method::GET, jobs, None).await?, print_list),
         JobsCommand::Show { name } => {
@@ -115,6 +120,7 @@ pub async fn run(args: JobsArgs, http_addr: &str, token: Option<String>) -> anyh
         JobsCommand::History { name } => {
             (api.call(reqwest::Method::GET, &format!("{jobs}/{name}/history"), None).await?, print_history)
         }
+        JobsCommand::Watch { .. } => return Ok(()),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
@@ -124,7 +130,8 @@ pub async fn run(args: JobsArgs, http_addr: &str, token: Option<String>) -> anyh
     Ok(())
 }
 
-struct Api {
+/// The control API, as the CLI calls it.
+pub struct Api {
     base: String,
     token: Option<String>,
     client: reqwest::Client,
@@ -135,7 +142,12 @@ impl Api {
         self.call(reqwest::Method::POST, &format!("/api/v1/jobs/{name}/{action}"), body).await
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut request = self.client.request(method, &url);
         if let Some(token) = &self.token {
@@ -161,7 +173,7 @@ impl Api {
     }
 }
 
-fn text(value: &Value) -> String {
+pub fn text(value: &Value) -> String {
     match value {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),

@@ -2,9 +2,11 @@
 
 pub mod check;
 pub mod jobs;
+pub mod progress;
 pub mod reference;
 pub mod run;
 pub mod tail;
+pub mod watch;
 
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

@@ -1,11 +1,37 @@
 //! One table's copy as the user sees it: a progress line every
-//! [`PROGRESS_EVERY`] and at the end, and the snapshot metrics.
+//! [`PROGRESS_EVERY`] and at the end, or, when `walpipe run` draws on a
+//! terminal ([`draw_bars`]), a progress bar per table; and the snapshot
+//! metrics either way.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::JobMetrics;
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Where the bars are drawn, when they are.
+static BARS: OnceLock<MultiProgress> = OnceLock::new();
+
+/// From now on, copies draw a bar each in `bars` instead of logging lines.
+pub fn draw_bars(bars: MultiProgress) {
+    let _ = BARS.set(bars);
+}
+
+fn bar(name: &str, estimate: i64) -> Option<ProgressBar> {
+    let bars = BARS.get()?;
+    let style = ProgressStyle::with_template(
+        "{prefix:30!} [{bar:30}] {pos:>10}/{len:10} rows  {per_sec:>14}  ETA {eta:>4}  {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("#>.");
+    let bar =
+        bars.add(ProgressBar::new(estimate.max(0) as u64).with_style(style).with_prefix(name.to_string()));
+    bar.enable_steady_tick(Duration::from_millis(500));
+    Some(bar)
+}
 
 /// One table's copy; see the module.
 pub struct TableProgress<'a> {
@@ -15,6 +41,8 @@ pub struct TableProgress<'a> {
     rows: u64,
     started: Instant,
     last_report: Instant,
+    /// The bar on a terminal; `None`: progress lines in the log.
+    bar: Option<ProgressBar>,
 }
 
 impl<'a> TableProgress<'a> {
@@ -22,7 +50,8 @@ impl<'a> TableProgress<'a> {
     pub fn new(metrics: &'a JobMetrics, name: String, estimate: i64) -> TableProgress<'a> {
         metrics.snapshot_started(&name, estimate);
         let now = Instant::now();
-        TableProgress { name, metrics, estimate, rows: 0, started: now, last_report: now }
+        let bar = bar(&name, estimate);
+        TableProgress { name, metrics, estimate, rows: 0, started: now, last_report: now, bar }
     }
 
     /// A chunk of COPY text (a line per row) was read.
@@ -30,7 +59,11 @@ impl<'a> TableProgress<'a> {
         let rows = crate::lines::count(b'\n', chunk) as u64;
         self.rows += rows;
         self.metrics.snapshot_rows(&self.name, rows);
-        if self.last_report.elapsed() >= PROGRESS_EVERY {
+        if let Some(bar) = &self.bar {
+            // An estimate below the rows read grows with them.
+            bar.set_length(bar.length().unwrap_or(0).max(self.rows));
+            bar.set_position(self.rows);
+        } else if self.last_report.elapsed() >= PROGRESS_EVERY {
             self.last_report = Instant::now();
             self.log();
         }
@@ -39,7 +72,21 @@ impl<'a> TableProgress<'a> {
     /// The table is committed in the sink: the last line. Returns the rows copied.
     pub fn finish(mut self) -> u64 {
         self.estimate = self.rows as i64;
-        self.log();
+        match (&self.bar, BARS.get()) {
+            (Some(bar), Some(bars)) => {
+                // A finished bar is cleared by the next log line: it stays
+                // on the screen as a line of its own instead.
+                bar.finish_and_clear();
+                let seconds = self.started.elapsed().as_secs_f64();
+                let _ = bars.println(format!(
+                    "{:<30} [{}] {:>10} rows copied in {seconds:.1} s",
+                    self.name,
+                    "#".repeat(30),
+                    self.rows
+                ));
+            }
+            _ => self.log(),
+        }
         self.rows
     }
 

@@ -750,6 +750,24 @@ pub fn start_worker(
     spawn_run(label, true, &[("WALPIPE_STATE_URL", cluster.url(state_db))], extra)
 }
 
+/// [`start_worker`], once its API answers with the state store open; its
+/// address. `token`: the worker's `WALPIPE_API_TOKEN`, if `extra` sets one.
+pub fn serving_worker(
+    cluster: &Cluster,
+    state_db: &str,
+    label: &str,
+    extra: &[(&str, &str)],
+    token: Option<&str>,
+) -> (std::process::Child, String) {
+    let child = start_worker(cluster, state_db, label, extra);
+    wait_for(Duration::from_secs(30), "the worker serves HTTP", || http_addr(label).is_some());
+    let addr = http_addr(label).expect("address");
+    wait_for(Duration::from_secs(30), "the worker's state store is open", || {
+        http_request(&addr, "GET", "/api/v1/jobs", None, token).0 == 200
+    });
+    (child, addr)
+}
+
 /// The value of the series of `name` whose labels include every one of `labels`.
 pub fn metric(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     scrape.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
