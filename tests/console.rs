@@ -349,6 +349,12 @@ async fn in_a_browser_a_job_is_created_watched_paused_resumed_and_refused() {
     fill(&client, "name", "browser_job").await;
     fill(&client, "flush_interval_ms", "100").await;
     click(&client, "#create-job button[type=submit]").await;
+    let findings =
+        wait_text(&client, "#findings", "the check's findings", |t| t.contains("wal_level = logical")).await;
+    assert!(!findings.contains("error:"), "{findings}");
+    wait_text(&client, "#create-job button[type=submit]", "the check passed", |t| t == "Create and start")
+        .await;
+    click(&client, "#create-job button[type=submit]").await;
     wait_text(&client, "#live h1 .state", "the created job running", |t| t == "running").await;
     let page = client.source().await.expect("page source");
     assert!(!page.contains(PASSWORD), "the job page renders a password");

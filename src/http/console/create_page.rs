@@ -78,7 +78,7 @@ pub fn create_page(datasources: &[Datasource]) -> Markup {
                 p.hint { "The slot and the publication are named after the job." }
             }
             ul #findings.findings {}
-            button type="submit" { "Check, create and start" }
+            button type="submit" { "Check" }
         }
     }
 }

@@ -189,4 +189,14 @@ mod tests {
         assert!(!shown.contains("data-action=\"resume\" data-confirm"), "resume asks nothing: {shown}");
         assert!(shown.contains("Stop orders?"), "{shown}");
     }
+
+    #[test]
+    fn a_request_not_reached_yet_shows_beside_the_state() {
+        let job =
+            json!({"name": "orders", "state": "pausing", "requested": "pause", "allowed_actions": ["stop"]});
+        let shown = job_live(&job, &Indicators::default(), &[]).into_string();
+        assert!(shown.contains("state-pausing"), "{shown}");
+        assert!(shown.contains("→ pause…"), "{shown}");
+        assert!(shown.contains("Requested: <b>pause</b>"), "{shown}");
+    }
 }

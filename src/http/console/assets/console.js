@@ -101,6 +101,8 @@ async function loadTables(select) {
   }));
 }
 
+// The first submit runs the check and shows its findings; the second, on
+// the same settings and with no error found, creates and starts the job.
 async function create(form) {
   const fields = {};
   for (const name of ["name", "source", "sink", "snapshot_mode", "snapshot_strategy"]) fields[name] = form.elements[name].value;
@@ -109,11 +111,22 @@ async function create(form) {
   const chosen = boxes.filter((box) => box.checked).map((box) => box.value);
   if (boxes.length && !chosen.length) { showMessage("Choose at least one table.", "error"); return; }
   if (chosen.length && chosen.length < boxes.length) fields.tables = chosen.join(", ");
-  showMessage("Checking the source and the sink…", "info");
-  const checked = await api("POST", "/api/v1/check", fields);
-  if (checked.status !== 200) { showMessage(checked.answer.error || ("HTTP " + checked.status), "error"); return; }
-  showFindings(checked.answer.findings);
-  if (checked.answer.errors > 0) { showMessage("The check found errors: fix them (below), then try again.", "error"); return; }
+  const button = form.querySelector('button[type="submit"]');
+  if (form.dataset.checked !== JSON.stringify(fields)) {
+    showMessage("Checking the source and the sink…", "info");
+    const checked = await api("POST", "/api/v1/check", fields);
+    if (checked.status !== 200) { showMessage(checked.answer.error || ("HTTP " + checked.status), "error"); return; }
+    showFindings(checked.answer.findings);
+    if (checked.answer.errors > 0) {
+      delete form.dataset.checked;
+      showMessage("The check found errors: fix them (below), then check again.", "error");
+      return;
+    }
+    form.dataset.checked = JSON.stringify(fields);
+    button.textContent = "Create and start";
+    showMessage("The check found no error (findings below): create the job?", "info");
+    return;
+  }
   const created = await api("POST", "/api/v1/jobs", fields);
   if (created.status !== 201) { showMessage(created.answer.error || ("HTTP " + created.status), "error"); return; }
   const path = "/api/v1/jobs/" + encodeURIComponent(fields.name);
