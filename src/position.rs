@@ -33,6 +33,33 @@ impl Position {
     }
 }
 
+impl Position {
+    /// Appends the text form (`X/Y`) to `out` without the formatting
+    /// machinery: the change encoder writes two per change.
+    pub fn write_text(self, out: &mut Vec<u8>) {
+        write_hex(out, self.0 >> 32);
+        out.push(b'/');
+        write_hex(out, self.0 & 0xFFFF_FFFF);
+    }
+}
+
+/// `value` in upper-case hexadecimal, as `{:X}` writes it.
+fn write_hex(out: &mut Vec<u8>, value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = DIGITS[(rest & 0xF) as usize];
+        rest >>= 4;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
@@ -72,6 +99,15 @@ mod tests {
         }
         assert_eq!(Position(0x1A3E5F8).to_string(), "0/1A3E5F8");
         assert_eq!("16/B374D848".parse::<Position>(), Ok(Position(0x16_B374_D848)));
+    }
+
+    #[test]
+    fn the_hand_written_text_is_the_display_text() {
+        for value in [0u64, 0xF, 0x10, 0x1A3E5F8, 0x1_0000_0000, 0xDEAD_BEEF_0000_0001, u64::MAX] {
+            let mut written = Vec::new();
+            Position(value).write_text(&mut written);
+            assert_eq!(String::from_utf8(written).ok(), Some(Position(value).to_string()));
+        }
     }
 
     #[test]
