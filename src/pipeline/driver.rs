@@ -15,6 +15,11 @@
 //!   flight), so a quiet database does not pin WAL written elsewhere. At
 //!   least every 30 s such a position goes to the sink as an empty chunk,
 //!   so that the sink's checkpoint advances with the slot while idle.
+//! - Lines go to the sink in chunks of [`CHUNK_BYTES`]; a partial chunk
+//!   goes when the source says it caught up ([`ChangeStream::caught_up`],
+//!   marked so: the sink may cut a partial batch), or after [`HOLD_LIMIT`]
+//!   (marked not caught up). Never on what happens to be buffered at an
+//!   instant, so a backlog goes out in full batches from one run to the next.
 //! - The loop never blocks on the sink: while the channel is full it keeps
 //!   the replication session alive (status updates) and waits, for at most
 //!   [`STALL_LIMIT`]. Waiting means not reading the socket, and a walsender
@@ -29,6 +34,7 @@
 //!   returning the stream, so the final status reports all that is durable.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -43,6 +49,11 @@ pub const CHUNK_BYTES: usize = 256 * 1024;
 /// The longest the replication socket is left unread while the sink is
 /// stalled (see the invariants above).
 pub const STALL_LIMIT: Duration = Duration::from_secs(60);
+/// A partial chunk is handed to the sink after this long even when the
+/// source has not said it caught up (an old server that sends no keepalive
+/// then, or data that never pauses), marked as not caught up: the sink then
+/// cuts it by its own flush interval. A backlog fills a chunk far sooner.
+const HOLD_LIMIT: Duration = Duration::from_millis(100);
 /// While the source is quiet, hand the sink the confirmed position this
 /// often, so its checkpoint keeps up with the slot.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
@@ -94,6 +105,11 @@ struct Driver<S> {
     chunk_copied: CopyProgress,
     /// When the sink was last handed a chunk.
     last_chunk: tokio::time::Instant,
+    /// Since when something is pending (lines or a position to confirm).
+    held_since: Option<tokio::time::Instant>,
+    /// Fires [`HOLD_LIMIT`] after `held_since` (one timer, reset, rather
+    /// than a new one per message).
+    hold: Pin<Box<tokio::time::Sleep>>,
 }
 
 /// Streams until `shutdown` completes, the end position is reached, the
@@ -120,6 +136,8 @@ pub async fn drive<S: ChangeStream>(
         pending_copied: CopyProgress::new(),
         chunk_copied: CopyProgress::new(),
         last_chunk: tokio::time::Instant::now(),
+        held_since: None,
+        hold: Box::pin(tokio::time::sleep(HOLD_LIMIT)),
     };
     let mut outcome = driver.pump(end_at, shutdown).await;
     if outcome.is_ok() && (!driver.pending.is_empty() || driver.pending_confirm.is_some()) {
@@ -164,14 +182,13 @@ impl<S: ChangeStream> Driver<S> {
     ) -> Result<Ended, DriveError> {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let idle = !self.stream.has_more();
-            if idle {
+            let caught_up = self.stream.caught_up();
+            let holding = !self.pending.is_empty() || self.pending_confirm.is_some();
+            let held_long = self.held_since.is_some_and(|since| since.elapsed() >= HOLD_LIMIT);
+            if self.pending.len() >= CHUNK_BYTES || (holding && (caught_up || held_long)) {
+                self.send_pending(caught_up).await?;
+            } else if caught_up {
                 self.count();
-            }
-            if self.pending.len() >= CHUNK_BYTES
-                || (idle && (!self.pending.is_empty() || self.pending_confirm.is_some()))
-            {
-                self.send_pending(idle).await?;
             }
             // What the stream already received is written out to the end,
             // as the sink takes it: `next` is not raced then.
@@ -188,13 +205,20 @@ impl<S: ChangeStream> Driver<S> {
                         continue;
                     }
                     () = &mut shutdown => return Ok(Ended::Signal),
+                    () = &mut self.hold, if self.held_since.is_some() => continue,
                     event = self.stream.next(&mut self.pending) => event?,
                 }
             };
+            if self.held_since.is_none() && !self.pending.is_empty() {
+                self.hold_from(tokio::time::Instant::now());
+            }
             match event {
                 Event::Data => {}
                 Event::Heartbeat => self.metrics.heartbeat_received.set(unix_seconds(SystemTime::now())),
                 Event::Committed { end, commit_time } => {
+                    if self.held_since.is_none() {
+                        self.hold_from(tokio::time::Instant::now());
+                    }
                     self.pending_confirm = Some(end);
                     self.pending_commits.push(commit_time);
                     self.pending_copied.append(&mut self.chunk_copied);
@@ -232,6 +256,11 @@ impl<S: ChangeStream> Driver<S> {
         }
     }
 
+    fn hold_from(&mut self, since: tokio::time::Instant) {
+        self.held_since = Some(since);
+        self.hold.as_mut().reset(since + HOLD_LIMIT);
+    }
+
     /// Tells the metrics what arrived since the last time.
     fn count(&mut self) {
         let metrics = &self.metrics;
@@ -256,6 +285,7 @@ impl<S: ChangeStream> Driver<S> {
     /// Hands the pending lines to the sink. While the sink is behind, keeps
     /// the replication session alive instead of blocking it.
     async fn send_pending(&mut self, caught_up: bool) -> Result<(), DriveError> {
+        self.count();
         let waiting = std::time::Instant::now();
         let permit = loop {
             tokio::select! {
@@ -276,6 +306,7 @@ impl<S: ChangeStream> Driver<S> {
         let copied = std::mem::take(&mut self.pending_copied);
         permit.send(lines, self.pending_confirm.take(), commit_times, copied, caught_up);
         self.last_chunk = tokio::time::Instant::now();
+        self.held_since = None;
         self.metrics.sink_queue.inc();
         Ok(())
     }

@@ -89,8 +89,15 @@ pub trait ChangeStream: Send {
     /// The next event, writing its lines (if any) into `out`. Cancel-safe
     /// unless [`ChangeStream::is_busy`]: dropping it loses nothing.
     fn next(&mut self, out: &mut Vec<u8>) -> impl Future<Output = Result<Event, StreamError>> + Send;
-    /// Whether `next` returns without waiting for the source.
-    fn has_more(&self) -> bool;
+    /// Whether the source has shown that everything it has was handed out,
+    /// so a partial batch may go out now rather than wait to grow. Decided
+    /// by what the source said, not by what happens to be buffered, so that
+    /// a backlog goes out in full batches however the bytes arrive:
+    /// Postgres, a walsender's keepalive after the last data (it sends one
+    /// before it sleeps for WAL while the client has not confirmed what it
+    /// sent); MySQL, no further event already received (the binlog protocol
+    /// says nothing sooner than its heartbeat period).
+    fn caught_up(&self) -> bool;
     /// Whether the stream is writing out something it already received
     /// (a large transaction read back, a chunk's rows): `next` must then be
     /// called to completion, not raced.

@@ -34,8 +34,8 @@ impl ChangeStream for FakeStream {
         }
     }
 
-    fn has_more(&self) -> bool {
-        self.always_more || !self.events.is_empty()
+    fn caught_up(&self) -> bool {
+        !self.always_more && self.events.is_empty()
     }
 
     fn is_busy(&self) -> bool {

@@ -172,6 +172,9 @@ pub struct Delivery<T: Transport> {
     outbox: OutboxRules,
     metrics: Arc<JobMetrics>,
     flush_interval: Duration,
+    /// When the last batch was cut: the batch being filled waits at most
+    /// `flush_interval` from here.
+    last_cut: Instant,
     open: OpenChunks,
 }
 
@@ -201,6 +204,7 @@ impl<T: Transport> Delivery<T> {
             outbox,
             metrics,
             flush_interval,
+            last_cut: Instant::now(),
             open: OpenChunks::default(),
         })
     }
@@ -212,14 +216,12 @@ impl<T: Transport> Delivery<T> {
 
     /// Delivers chunks until the driver closes the channel, then what can be cut.
     pub async fn run(mut self, mut ends: SinkEnds) -> Result<(), SinkError> {
-        let mut last_flush = Instant::now();
         loop {
-            let due = last_flush + self.flush_interval;
+            let due = self.last_cut + self.flush_interval;
             let chunk = tokio::select! {
                 chunk = ends.next() => chunk,
                 () = tokio::time::sleep_until(due), if self.batcher.can_cut() => {
                     self.flush_and_settle(&ends).await?;
-                    last_flush = Instant::now();
                     continue;
                 }
             };
@@ -233,7 +235,6 @@ impl<T: Transport> Delivery<T> {
             }
             if self.batcher.is_full() || (caught_up || Instant::now() >= due) && self.batcher.can_cut() {
                 self.flush_and_settle(&ends).await?;
-                last_flush = Instant::now();
             } else {
                 self.settle(Delivered::default(), &ends).await?;
             }
@@ -261,6 +262,7 @@ impl<T: Transport> Delivery<T> {
     /// Sends the batch, if one can be cut; returns what it delivered.
     async fn flush(&mut self) -> Result<Option<Delivered>, SinkError> {
         let Some(batch) = self.batcher.cut() else { return Ok(None) };
+        self.last_cut = Instant::now();
         let consumed = batch.lines.len();
         let streamed = batch.last_position.is_some();
         let rendered = self.route(batch);

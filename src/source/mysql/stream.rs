@@ -397,7 +397,7 @@ impl<E: Encoding> ChangeStream for BinlogChanges<E> {
             );
             self.received.data |= is_rows;
             if let Some(step) = self.handle(event, out)? {
-                // Read ahead only what is already here, so that `has_more`
+                // Read ahead only what is already here, so that `caught_up`
                 // tells the driver whether a batch can grow without waiting.
                 if let Some(binlog) = self.binlog.as_mut() {
                     self.peeked = binlog.next().now_or_never();
@@ -407,8 +407,8 @@ impl<E: Encoding> ChangeStream for BinlogChanges<E> {
         }
     }
 
-    fn has_more(&self) -> bool {
-        self.peeked.is_some() || self.is_busy()
+    fn caught_up(&self) -> bool {
+        self.peeked.is_none() && !self.is_busy()
     }
 
     fn is_busy(&self) -> bool {

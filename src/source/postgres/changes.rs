@@ -147,12 +147,22 @@ pub struct Changes<R: Replication, E: Encoding> {
     chunks: Option<ChunkFeed>,
     busy: Busy<E>,
     received: Received,
+    /// The last message was a keepalive: the walsender had sent everything
+    /// and was about to wait for WAL (see [`ChangeStream::caught_up`]).
+    keepalive_last: bool,
 }
 
 impl<R: Replication, E: Encoding> Changes<R, E> {
     /// `chunks`: the chunks of a copy running beside the stream, written at their markers.
     pub fn new(stream: R, assembler: Assembler<E>, chunks: Option<ChunkFeed>) -> Self {
-        Changes { stream, assembler, chunks, busy: Busy::Idle, received: Received::default() }
+        Changes {
+            stream,
+            assembler,
+            chunks,
+            busy: Busy::Idle,
+            received: Received::default(),
+            keepalive_last: false,
+        }
     }
 
     async fn read(&mut self, out: &mut Vec<u8>) -> Result<Event, ChangesError> {
@@ -176,9 +186,11 @@ impl<R: Replication, E: Encoding> Changes<R, E> {
             StreamEvent::Data { lsn, data } => (lsn, data),
             StreamEvent::Keepalive(keepalive) => {
                 tracing::debug!(wal_end = %keepalive.wal_end, reply = keepalive.reply_requested, "keepalive");
+                self.keepalive_last = true;
                 return Ok(Event::Idle { position: keepalive.wal_end.into() });
             }
         };
+        self.keepalive_last = false;
         self.received.bytes += data.len() as u64;
         Ok(match self.assembler.handle(lsn, data, out)? {
             Step::Continue => {
@@ -258,8 +270,8 @@ impl<R: Replication, E: Encoding> ChangeStream for Changes<R, E> {
         Ok(self.read(out).await?)
     }
 
-    fn has_more(&self) -> bool {
-        self.is_busy() || self.stream.has_buffered_message()
+    fn caught_up(&self) -> bool {
+        self.keepalive_last && !self.is_busy() && !self.stream.has_buffered_message()
     }
 
     fn is_busy(&self) -> bool {
