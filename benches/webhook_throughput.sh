@@ -3,7 +3,8 @@
 # batches of 1000 (WALPIPE_BATCH_SIZE=1000), side by side in one run with
 # pg_recvlogical reading the same backlog from its own slot into /dev/null
 # (the server's stream with no consumer work at all), once before and once
-# after walpipe's run.
+# after walpipe's run, and with `walpipe tail > /dev/null` (walpipe's own
+# decoding floor: no sink) on its own slot.
 #
 # The backlog is written while no consumer runs: TXNS transactions of 100
 # inserted rows each. walpipe's time runs from `walpipe run` until the
@@ -35,7 +36,8 @@ export WALPIPE_JOB_NAME=bench WALPIPE_BATCH_SIZE=1000 WALPIPE_LOG=warn WALPIPE_H
 until [ "$(src -c "SELECT count(*) FROM walpipe.checkpoints" 2>/dev/null)" = 1 ]; do sleep 0.2; done
 kill -TERM $pid; wait $pid
 src -c "CREATE PUBLICATION recv FOR TABLE orders" -c "SELECT pg_create_logical_replication_slot('recv_before', 'pgoutput')" \
-    -c "SELECT pg_create_logical_replication_slot('recv_after', 'pgoutput')" >/dev/null
+    -c "SELECT pg_create_logical_replication_slot('recv_after', 'pgoutput')" \
+    -c "SELECT pg_create_logical_replication_slot('decode_only', 'pgoutput')" >/dev/null
 
 echo "== writing the backlog: $TXNS transactions of 100 rows"
 seq 0 $((TXNS - 1)) | awk '{s = $1 * 100 + 1; print "INSERT INTO orders SELECT i, i % 1000, '\''new'\'', (i % 10000) / 100.0, '\''order number '\'' || i, now() FROM generate_series(" s ", " s + 99 ") i;"}' > "$WORK/backlog.sql"
@@ -51,6 +53,9 @@ recv() { # SLOT: seconds pg_recvlogical takes to drain it
   echo "$(now) - $start" | bc
 }
 recv_before=$(recv recv_before)
+start=$(now)
+"$WALPIPE" tail --slot decode_only --publication recv --endpos "$ENDPOS" --source "$WALPIPE_SOURCE_URL" > /dev/null
+tail_s=$(echo "$(now) - $start" | bc)
 
 start=$(now)
 "$WALPIPE" run & pid=$!
@@ -64,5 +69,7 @@ recv_s=$(echo "($recv_before + $recv_after) / 2" | bc -l)
 printf 'backlog: %d changes in %d transactions; batches of 1000 to a local webhook\n' "$CHANGES" "$TXNS"
 printf '  pg_recvlogical > /dev/null  %6.2f s  %8.0f changes/s  (mean of a run before walpipe, %.2f s, and one after, %.2f s)\n' \
   "$recv_s" "$(echo "$CHANGES / $recv_s" | bc -l)" "$recv_before" "$recv_after"
+printf '  walpipe tail > /dev/null    %6.2f s  %8.0f changes/s  (decoding only: the floor of any sink)  time ratio tail/pg_recvlogical = %.2f\n' \
+  "$tail_s" "$(echo "$CHANGES / $tail_s" | bc -l)" "$(echo "$tail_s / $recv_s" | bc -l)"
 printf '  walpipe run -> webhook      %6.2f s  %8.0f changes/s  (%d requests, %d batches, %.0f MB)  time ratio walpipe/pg_recvlogical = %.2f\n' \
   "$walpipe_s" "$(echo "$CHANGES / $walpipe_s" | bc -l)" "$requests" "$keys" "$(echo "$bytes / 1000000" | bc -l)" "$(echo "$walpipe_s / $recv_s" | bc -l)"

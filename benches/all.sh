@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Every throughput figure of issue 26 in one command: runs the benchmarks
+# below one after another (each side by side with its public baseline),
+# prints the table of figures against their goals and against the best
+# earlier row, appends a dated row per figure to benches/history.tsv and
+# to BENCHMARKS.md, and draws benches/out/summary.png (gnuplot).
+#
+#   bash benches/all.sh                  # about 12 minutes on 2 cores
+#   CHUNKED=1 bash benches/all.sh        # also the 5M-row chunked copy (about 10 more)
+#
+# The figures (goal in brackets; "progress" in the plot is value/goal for
+# an "at least" goal and goal/value for an "at most" one, so 1 = met):
+#   backlog_run_over_tail      walpipe run / walpipe tail > /dev/null, 500k-row txn + 50k one-row txns   [<= 1.15]
+#   backlog_speed_vs_native    native (defaults) time / walpipe run time, same backlog                  [>= 1.25]
+#   tail_over_recvlogical      walpipe tail / pg_recvlogical, one 400k-row txn                           [<= 0.6]
+#   copy_speed_vs_pipe         COPY pipe time / walpipe initial copy time, 1M rows                      [>= 1.2]
+#   webhook_requests           requests for a 500k-change backlog in batches of 1000                    [<= 550]
+#   webhook_over_recvlogical   walpipe run -> webhook / pg_recvlogical, same backlog                     [<= 0.35]
+#   webhook_floor              walpipe tail / pg_recvlogical, same backlog (what any sink can reach)    [-]
+#   latency_p50_over_native    walpipe p50 / native p50 at 1,000 txn/s                                  [<= 2]
+#   latency_p99_ms             walpipe p99 at 1,000 txn/s, ms                                           [<= 2]
+#   tail_instructions          callgrind instructions per change of walpipe tail                         [<= 7,569: 30% under 10,813]
+#   chunked_over_exported      chunked copy speed / exported copy speed, idle, 5M rows (CHUNKED=1)      [>= 1.0]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/prereqs.sh
+command -v gnuplot >/dev/null || apt_install gnuplot-nox
+mkdir -p benches/out
+OUT=benches/out
+if [ -z "${BUILT_WALPIPE:-}" ]; then
+  cargo build --release --locked -q
+  BUILT_WALPIPE=target/release/walpipe
+fi
+export BUILT_WALPIPE
+log() { echo "== $*" >&2; }
+number() { grep -oE "$1" | head -n1 | grep -oE '[0-9]+(\.[0-9]+)?' | tail -n1; }
+declare -A value
+
+log "backlog into Postgres vs native (benches/backlog_vs_native.sh)"
+bash benches/backlog_vs_native.sh > "$OUT/backlog.txt" 2>&1
+decode=$(number 'decoding only\) +[0-9.]+' < "$OUT/backlog.txt")
+run=$(number 'walpipe run +[0-9.]+' < "$OUT/backlog.txt")
+value[backlog_run_over_tail]=$(echo "$run / $decode" | bc -l)
+value[backlog_speed_vs_native]=$(grep 'native (defaults' "$OUT/backlog.txt" | number 'speed-up [0-9.]+')
+
+log "walpipe tail vs pg_recvlogical (benches/tail_vs_pg_recvlogical.sh)"
+ROUNDS=3 bash benches/tail_vs_pg_recvlogical.sh > "$OUT/tail.txt" 2>&1
+value[tail_over_recvlogical]=$(number 'ratio walpipe/pg_recvlogical = [0-9.]+' < "$OUT/tail.txt")
+
+log "initial copy vs a COPY pipe (benches/snapshot_vs_copy.sh)"
+bash benches/snapshot_vs_copy.sh > "$OUT/copy.txt" 2>&1
+value[copy_speed_vs_pipe]=$(number 'COPY pipe speed = [0-9.]+' < "$OUT/copy.txt")
+
+log "webhook backlog (benches/webhook_throughput.sh)"
+bash benches/webhook_throughput.sh > "$OUT/webhook.txt" 2>&1
+value[webhook_requests]=$(number '\([0-9]+ requests' < "$OUT/webhook.txt")
+value[webhook_over_recvlogical]=$(number 'walpipe/pg_recvlogical = [0-9.]+' < "$OUT/webhook.txt")
+value[webhook_floor]=$(number 'tail/pg_recvlogical = [0-9.]+' < "$OUT/webhook.txt")
+
+log "latency at 1,000 txn/s (benches/latency.sh)"
+bash benches/latency.sh > "$OUT/latency.txt" 2>&1
+walpipe_p50=$(grep '^walpipe' "$OUT/latency.txt" | number 'p50 [0-9.]+')
+native_p50=$(grep '^native' "$OUT/latency.txt" | number 'p50 [0-9.]+')
+value[latency_p50_over_native]=$(echo "$walpipe_p50 / $native_p50" | bc -l)
+value[latency_p99_ms]=$(grep '^walpipe' "$OUT/latency.txt" | number 'p99 [0-9.]+')
+
+log "instructions per change (benches/tail_instructions.sh)"
+BASE_WALPIPE=${BASE_WALPIPE:-$BUILT_WALPIPE} bash benches/tail_instructions.sh > "$OUT/instructions.txt" 2>&1
+value[tail_instructions]=$(grep '^  head' "$OUT/instructions.txt" | number '[0-9]+ per change')
+
+figures=(backlog_run_over_tail backlog_speed_vs_native tail_over_recvlogical copy_speed_vs_pipe webhook_requests
+  webhook_over_recvlogical webhook_floor latency_p50_over_native latency_p99_ms tail_instructions)
+if [ "${CHUNKED:-0}" = 1 ]; then
+  log "chunked vs exported copy, 5M rows (benches/chunked_vs_exported.sh)"
+  ROWS=5000000 bash benches/chunked_vs_exported.sh > "$OUT/chunked.txt" 2>&1
+  value[chunked_over_exported]=$(number 'median of [0-9]+ pairs = [0-9.]+' < "$OUT/chunked.txt")
+  figures+=(chunked_over_exported)
+fi
+
+commit=$(git rev-parse --short HEAD)
+today=$(date -u +%F)
+for figure in "${figures[@]}"; do
+  printf '%s\t%s\t%s\t%.4f\n' "$today" "$commit" "$figure" "${value[$figure]}"
+done >> benches/history.tsv
+python3 benches/summarize.py benches/history.tsv "$today" "$commit" "$OUT/summary.dat" > "$OUT/table.md"
+cat "$OUT/table.md"
+{ echo; echo "## \`bash benches/all.sh\`, $today, \`$commit\`"; echo; cat "$OUT/table.md"; } >> BENCHMARKS.md
+gnuplot benches/summary.gnuplot
+log "table appended to BENCHMARKS.md; plot in $OUT/summary.png"

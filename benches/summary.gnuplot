@@ -1,0 +1,17 @@
+# The summary plot of benches/all.sh: each figure's progress to its goal
+# (value/goal for "at least", goal/value for "at most"; 1 = goal met).
+set terminal pngcairo size 1100,560 font "DejaVu Sans,10"
+set output "benches/out/summary.png"
+set title "walpipe throughput figures against the goals of issue 26 (bash benches/all.sh)"
+set style fill solid 0.8 border -1
+set boxwidth 0.6
+set yrange [0:*]
+set ylabel "progress to goal (1 = met; higher is better)"
+set xtics rotate by -30 left
+set grid ytics
+set key off
+set bmargin 12
+set rmargin 8
+plot "benches/out/summary.dat" using 1:3:xtic(2) with boxes lc rgb "#4a7ab8", \
+     1 with lines lw 2 dt 2 lc rgb "#c0392b", \
+     "benches/out/summary.dat" using 1:3:(sprintf("%.2f", $3)) with labels offset 0,0.8
