@@ -41,7 +41,7 @@ bash benches/backlog_vs_native.sh > "$OUT/backlog.txt" 2>&1
 decode=$(number 'decoding only\) +[0-9.]+' < "$OUT/backlog.txt")
 run=$(number 'walpipe run +[0-9.]+' < "$OUT/backlog.txt")
 value[backlog_run_over_tail]=$(echo "$run / $decode" | bc -l)
-value[backlog_speed_vs_native]=$(grep 'native (defaults' "$OUT/backlog.txt" | number 'speed-up [0-9.]+')
+value[backlog_speed_vs_native]=$(grep 'native_default' "$OUT/backlog.txt" | number 'speed-up [0-9.]+')
 
 log "walpipe tail vs pg_recvlogical (benches/tail_vs_pg_recvlogical.sh)"
 ROUNDS=3 bash benches/tail_vs_pg_recvlogical.sh > "$OUT/tail.txt" 2>&1
