@@ -35,8 +35,9 @@ def main():
         earlier[f] = better(earlier.get(f, float(v)), float(v))
     print("| figure | this run | goal | best earlier | vs best earlier |")
     print("|---|---|---|---|---|")
+    plotted = 0
     with open(dat, "w") as out:
-        for index, (figure, value) in enumerate(now.items()):
+        for figure, value in now.items():
             what, goal, sense, fmt = GOALS[figure]
             best = earlier.get(figure)
             goal_text = "-" if goal is None else ("<= " if sense == "max" else ">= ") + fmt.format(goal)
@@ -46,7 +47,9 @@ def main():
             if goal is not None:
                 progress = goal / value if sense == "max" else value / goal
                 label = what.replace('"', "'")
-                out.write(f'{index}\t"{label}"\t{progress:.4f}\n')
+                colour = 0x2E8B57 if progress >= 1 else 0x4A7AB8
+                out.write(f'{plotted}\t"{label}"\t{progress:.4f}\t{colour}\n')
+                plotted += 1
 
 
 main()
