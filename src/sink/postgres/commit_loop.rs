@@ -10,9 +10,7 @@
 //!
 //! Invariants:
 //! - Rows and the applied position are committed in one sink transaction;
-//!   chunks are acknowledged (so the source confirms) only after that
-//!   COMMIT is durable: commits are asynchronous and their receipts wait
-//!   for a durable one ([`durability`](super::durability)).
+//!   chunks are acknowledged (so the source confirms) only after COMMIT.
 //! - The applied position is always the end of a source transaction whose
 //!   changes are all committed ([`Uncommitted`]). Lines after it (part of
 //!   a transaction still arriving) may be committed with it; replaying them
@@ -27,7 +25,6 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
-use super::durability::{CommitLevels, HeldReceipts};
 use super::uncommitted::{Commit, Pressure, Uncommitted};
 use crate::checkpoint::positions::write_checkpoint;
 use crate::contract::{Chunk, SinkEnds};
@@ -56,8 +53,6 @@ pub struct CommitLoop<W: Writer> {
     flush_interval: Duration,
     uncommitted: Uncommitted,
     in_transaction: bool,
-    /// Receipts of commits not yet durable.
-    held: HeldReceipts,
     metrics: Arc<JobMetrics>,
 }
 
@@ -81,38 +76,28 @@ impl<W: Writer> CommitLoop<W> {
             batch_size: batch_size.max(1),
             flush_interval,
             in_transaction: false,
-            held: HeldReceipts::default(),
         }
     }
 
     /// Applies chunks until the driver closes the channel, committing at
     /// transaction boundaries; then commits what is left.
     pub async fn run(mut self, ends: SinkEnds) -> Result<(), SinkError> {
-        let result = match CommitLevels::set_up(&self.client).await {
-            Ok(levels) => self.apply_chunks(ends, &levels).await,
-            Err(error) => Err(error),
-        };
+        let result = self.apply_chunks(ends).await;
         if result.is_err() {
             self.metrics.sink_events_error.inc_by(self.uncommitted.changes() as u64);
         }
         result
     }
 
-    async fn apply_chunks(&mut self, mut ends: SinkEnds, levels: &CommitLevels) -> Result<(), SinkError> {
+    async fn apply_chunks(&mut self, mut ends: SinkEnds) -> Result<(), SinkError> {
         let mut last_commit = Instant::now();
         loop {
             let due = last_commit + self.flush_interval;
-            let flush_due = self.held.flush_due().filter(|_| !self.in_transaction);
             let chunk = tokio::select! {
                 chunk = ends.next() => chunk,
                 () = tokio::time::sleep_until(due), if self.uncommitted.at_boundary() => {
-                    self.commit(&ends, levels).await?;
+                    self.commit(&ends).await?;
                     last_commit = Instant::now();
-                    continue;
-                }
-                () = tokio::time::sleep_until(flush_due.unwrap_or_else(Instant::now)), if flush_due.is_some() => {
-                    levels.make_durable(&self.client).await?;
-                    self.acknowledge_held(&ends);
                     continue;
                 }
             };
@@ -133,22 +118,11 @@ impl<W: Writer> CommitLoop<W> {
             }
             let pressure = Pressure { caught_up, due: Instant::now() >= due };
             if self.uncommitted.commit_due(self.batch_size, pressure) {
-                self.commit(&ends, levels).await?;
+                self.commit(&ends).await?;
                 last_commit = Instant::now();
             }
         }
-        self.commit(&ends, levels).await?;
-        if self.held.flush_due().is_some() {
-            levels.make_durable(&self.client).await?;
-            self.acknowledge_held(&ends);
-        }
-        Ok(())
-    }
-
-    fn acknowledge_held(&mut self, ends: &SinkEnds) {
-        if let Some(receipt) = self.held.durable() {
-            ends.acknowledge(receipt);
-        }
+        self.commit(&ends).await
     }
 
     async fn begin(&mut self) -> Result<(), SinkError> {
@@ -160,10 +134,8 @@ impl<W: Writer> CommitLoop<W> {
     }
 
     /// Applies what is pending, records the boundary as applied, commits,
-    /// and acknowledges every chunk received so far: at once if the commit
-    /// was durable (it is when receipts have waited long enough for one),
-    /// else once a later one is.
-    async fn commit(&mut self, ends: &SinkEnds, levels: &CommitLevels) -> Result<(), SinkError> {
+    /// and acknowledges every chunk received so far.
+    async fn commit(&mut self, ends: &SinkEnds) -> Result<(), SinkError> {
         if self.writer.pending() > 0 {
             self.begin().await?;
             self.writer.apply(&self.client).await?;
@@ -173,14 +145,8 @@ impl<W: Writer> CommitLoop<W> {
             self.begin().await?;
             write_checkpoint(&self.client, &self.job, &self.slot, lsn, &copied).await?;
         }
-        let now = Instant::now();
-        let durable = self.in_transaction && self.held.flush_due().is_some_and(|due| now >= due);
         if self.in_transaction {
-            if durable {
-                levels.commit_durably(&self.client).await?;
-            } else {
-                self.client.batch_execute("COMMIT").await?;
-            }
+            self.client.batch_execute("COMMIT").await?;
             self.in_transaction = false;
             if let Some(lsn) = boundary {
                 tracing::debug!(applied = %lsn, changes, "sink commit");
@@ -189,10 +155,7 @@ impl<W: Writer> CommitLoop<W> {
         }
         self.metrics.emitted(&commit_times, changes as u64, bytes);
         if let Some(receipt) = receipt {
-            self.held.committed(receipt, now);
-        }
-        if durable {
-            self.acknowledge_held(ends);
+            ends.acknowledge(receipt);
         }
         Ok(())
     }

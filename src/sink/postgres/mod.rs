@@ -21,7 +21,6 @@ mod commit_loop;
 mod copied;
 mod copied_in;
 mod copy;
-mod durability;
 pub mod evolve;
 pub mod follow;
 pub mod isolation;
