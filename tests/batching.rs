@@ -118,10 +118,13 @@ fn each_marker_arrives_well_before_the_interval(
 
 const LOAD: &str = "INSERT INTO load (v) VALUES (random()::text);\n";
 
-fn with_load(cluster: &Cluster, db: &str, check: impl FnOnce()) {
+/// Three markers on a quiet stream (ids 1..=3), then three under a pgbench
+/// load on `db` (ids 101..=103), each arriving well before the interval.
+fn quiet_then_under_load(cluster: &Cluster, db: &str, mark: impl Fn(i32), arrived: impl Fn(i32) -> bool) {
+    each_marker_arrives_well_before_the_interval("quiet", 3, &mark, &arrived);
     let load = Workload::start(cluster, db, LOAD, 2, 0, 600);
     load.wait_writing(cluster, db);
-    check();
+    each_marker_arrives_well_before_the_interval("under load", 3, |i| mark(100 + i), |i| arrived(100 + i));
     load.stop();
 }
 
@@ -137,21 +140,13 @@ fn a_committed_row_reaches_the_postgres_sink_without_waiting_for_the_flush_inter
     let job = format!("latency_pg_{}", std::process::id());
     let walpipe = start_run(cluster, &db, &sink, &job, &[("WALPIPE_FLUSH_INTERVAL_MS", FLUSH_INTERVAL_MS)]);
     wait_running(&job);
-    let mut mark = |i: i32| {
+    let mark = |i: i32| {
         cluster.psql(&db, &format!("INSERT INTO marks VALUES ({i})"));
     };
     let arrived = |i: i32| {
         cluster.try_psql(&sink, &format!("SELECT 1 FROM marks WHERE id = {i}")).as_deref() == Some("1")
     };
-    each_marker_arrives_well_before_the_interval("quiet", 3, &mut mark, arrived);
-    with_load(cluster, &db, || {
-        each_marker_arrives_well_before_the_interval(
-            "under load",
-            3,
-            |i| mark(100 + i),
-            |i| arrived(100 + i),
-        );
-    });
+    quiet_then_under_load(cluster, &db, mark, arrived);
     stop_run(walpipe);
 }
 
@@ -173,14 +168,6 @@ fn a_committed_row_reaches_the_webhook_without_waiting_for_the_flush_interval() 
     let arrived = |i: i32| {
         receiver.deliveries().iter().flat_map(|d| d.changes()).any(|change| change["new"]["id"] == i)
     };
-    each_marker_arrives_well_before_the_interval("quiet", 3, mark, arrived);
-    with_load(cluster, &db, || {
-        each_marker_arrives_well_before_the_interval(
-            "under load",
-            3,
-            |i| mark(100 + i),
-            |i| arrived(100 + i),
-        );
-    });
+    quiet_then_under_load(cluster, &db, mark, arrived);
     stop_run(walpipe);
 }
