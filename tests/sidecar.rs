@@ -473,3 +473,46 @@ fn the_checkpoint_follows_the_slot_while_the_source_is_quiet() {
     assert!(applied().expect("checkpoint") > first);
     assert!(stop_run(child).success());
 }
+
+#[test]
+fn the_initial_copy_goes_binary_where_every_type_is_built_in_and_text_elsewhere() {
+    let cluster = cluster();
+    let source = cluster.fresh_db("binary_copy_src");
+    let sink = cluster.fresh_db("binary_copy_sink");
+    let typed = "id, amount, at, day, span, doc, js, tags, grid, raw, ratio, small, u, flag, label";
+    cluster.psql(
+        &source,
+        "CREATE TABLE typed (id bigint PRIMARY KEY, amount numeric(12,2), at timestamptz, day date, \
+                             span interval, doc jsonb, js json, tags text[], grid int[], raw bytea, \
+                             ratio float8, small real, u uuid, flag boolean, label varchar(20)); \
+         INSERT INTO typed SELECT i, i * 1.25, '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 second', \
+                '2026-01-01'::date + i, i * interval '1 minute', jsonb_build_object('n', i, 'a', jsonb_build_array(i, 'x')), \
+                '{\"k\": 1}', ARRAY['t' || i, NULL, ''], ARRAY[[i, 2], [3, NULL]], decode(lpad(to_hex(i), 8, '0'), 'hex'), \
+                i / 3.0, i / 7.0, md5(i::text)::uuid, i % 2 = 0, 'label ' || i \
+         FROM generate_series(1, 3000) i; \
+         INSERT INTO typed VALUES (0, 'NaN', 'infinity', '-infinity', '-1 day', 'null', '[]', '{}', '{}', '\\x00ff00', \
+                'NaN', '-0', NULL, NULL, ''), \
+                (-1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL); \
+         CREATE TYPE mood AS ENUM ('calm', 'busy'); \
+         CREATE DOMAIN positive AS int CHECK (VALUE > 0); \
+         CREATE TABLE fallback (id int PRIMARY KEY, m mood, p positive, amount numeric); \
+         INSERT INTO fallback SELECT i, CASE WHEN i % 2 = 0 THEN 'calm'::mood ELSE 'busy' END, i, i / 8.0 \
+         FROM generate_series(1, 500) i;",
+    );
+    let job = format!("binary_copy_{}", std::process::id());
+    let mut child = start_run(cluster, &source, &sink, &job, &[("WALPIPE_SNAPSHOT_MODE", "initial_only")]);
+    let status = child.wait().expect("wait");
+    let log = run_log(&job);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("snapshot public.typed: COPY binary"), "{log}");
+    assert!(
+        log.contains("snapshot public.fallback: COPY text, because column m is not of a built-in type"),
+        "{log}"
+    );
+    for (table, columns) in [("typed", typed), ("fallback", "id, m, p, amount")] {
+        let copied = fingerprint(cluster, &sink, table, columns, "id");
+        assert!(copied.is_some(), "{table} was not copied:\n{log}");
+        assert_eq!(copied, fingerprint(cluster, &source, table, columns, "id"), "{table}");
+    }
+    assert!(fingerprint(cluster, &sink, "typed", "id", "id").is_some_and(|print| print.starts_with("3002:")));
+}

@@ -54,9 +54,8 @@ impl<'a> TableProgress<'a> {
         TableProgress { name, metrics, estimate, rows: 0, started: now, last_report: now, bar }
     }
 
-    /// A chunk of COPY text (a line per row) was read.
-    pub fn advance(&mut self, chunk: &[u8]) {
-        let rows = crate::lines::count(b'\n', chunk) as u64;
+    /// `rows` more rows were read.
+    pub fn advance(&mut self, rows: u64) {
         self.rows += rows;
         self.metrics.snapshot_rows(&self.name, rows);
         if let Some(bar) = &self.bar {

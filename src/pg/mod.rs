@@ -15,6 +15,7 @@
 mod auth;
 pub mod connection;
 pub mod conninfo;
+pub mod copy_binary;
 pub mod error;
 pub mod sql;
 pub(crate) mod tls;

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::StreamError;
+use super::copy::CopyFormat;
 use super::setup::Copying;
 use super::table::SourceTable;
 use crate::chunked::progress::TableCopy;
@@ -169,7 +170,7 @@ impl Copier {
                 sizer.observe(read.row_count, read.bytes, read.took);
                 tracing::debug!(table = %name, rows = read.row_count, bytes = read.bytes,
                     took_ms = read.took.as_millis() as u64, "read a chunk");
-                read.rows.iter().for_each(|piece| progress.advance(piece));
+                read.rows.iter().for_each(|piece| progress.advance(CopyFormat::Text.rows(piece)));
                 next = read.progress.clone();
                 let done = next.done;
                 if chunks.send(chunk).await.is_err() {

@@ -1,12 +1,13 @@
 //! The initial copy as a sink sees it ([`Snapshot`]): the tables, and a
 //! source's reader of them as of one snapshot ([`SnapshotReader`]), in
 //! COPY text (PostgreSQL's text format: tab-separated, `\N` for NULL,
-//! backslash escapes), whatever the source.
+//! backslash escapes), whatever the source; a Postgres source also reads
+//! PostgreSQL's binary COPY format ([`CopyFormat::Binary`]).
 //!
 //! ```text
-//!  source session (as of the snapshot) ──COPY text, 256 KiB chunks──> the sink's writer
-//!       mirror: the text as it is (COPY FROM STDIN)
-//!       others: `snapshot` change lines through SnapshotLines (copy_as_lines)
+//!  source session (as of the snapshot) ──COPY text or binary, 256 KiB chunks──> the sink's writer
+//!       mirror: the bytes as they are (COPY FROM STDIN)
+//!       others: `snapshot` change lines through SnapshotLines (copy_as_lines, text only)
 //! ```
 //!
 //! Invariants: every session of one copy reads as of the same snapshot,
@@ -67,22 +68,50 @@ pub enum RowOrder {
     Key,
 }
 
+/// How a session writes the rows it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    /// COPY text: every source reads it.
+    Text,
+    /// PostgreSQL's binary COPY format (header, tuples, trailer), read only
+    /// from a source that [`SnapshotReader::reads_binary`]. A destination
+    /// whose columns have the source's built-in types takes it without
+    /// formatting and parsing every value as text.
+    Binary,
+}
+
+impl CopyFormat {
+    /// The rows in a chunk of whole rows.
+    pub fn rows(self, chunk: &[u8]) -> u64 {
+        match self {
+            CopyFormat::Text => crate::lines::count(b'\n', chunk) as u64,
+            CopyFormat::Binary => crate::pg::copy_binary::rows(chunk),
+        }
+    }
+}
+
 /// A source's read side of a copy: sessions that each read as of the snapshot.
 pub trait SnapshotReader: Send + Sync {
     /// A new session reading as of the snapshot.
     fn session(&self) -> BoxFuture<'_, Result<Box<dyn SnapshotSession>, SnapshotError>>;
     /// The source's estimate of `table`'s rows, for the progress lines.
     fn estimate<'a>(&'a self, table: &'a SourceTable) -> BoxFuture<'a, Result<i64, SnapshotError>>;
+    /// Whether its sessions read [`CopyFormat::Binary`] (a PostgreSQL source's do).
+    fn reads_binary(&self) -> bool {
+        false
+    }
 }
 
 /// One session reading tables as of the snapshot, one after another.
 pub trait SnapshotSession: Send {
-    /// Reads `table`'s rows as COPY text, in chunks of whole lines, into
+    /// Reads `table`'s rows in `format` (binary only when the reader
+    /// [`SnapshotReader::reads_binary`]), in chunks of whole rows, into
     /// `chunks`; returns when the last is sent (the channel then closes).
     fn read<'a>(
         &'a mut self,
         table: &'a SourceTable,
         order: RowOrder,
+        format: CopyFormat,
         chunks: mpsc::Sender<Bytes>,
     ) -> BoxFuture<'a, Result<(), SnapshotError>>;
     /// Ends the session's read.
@@ -137,13 +166,13 @@ impl Snapshot<'_> {
             let mut progress = self.progress(table).await?;
             into.begin_table().await?;
             let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
-            let read = session.read(table, RowOrder::Key, chunks);
+            let read = session.read(table, RowOrder::Key, CopyFormat::Text, chunks);
             let mut outbox_rows = OutboxRows::new();
             let write = async {
                 let mut rows: u64 = 0;
                 let mut line = Vec::with_capacity(512);
                 while let Some(chunk) = incoming.recv().await {
-                    progress.advance(&chunk);
+                    progress.advance(CopyFormat::Text.rows(&chunk));
                     for row in crate::lines::lines(&chunk).filter(|row| !row.is_empty()) {
                         line.clear();
                         shape

@@ -3,13 +3,20 @@
 //! ```text
 //!  mirror:    per worker (parallel_tables of them), a table at a time:
 //!             source COPY TO STDOUT ──256 KiB chunks──> TRUNCATE + COPY FROM STDIN, one sink transaction
+//!             (binary when every column keeps its built-in type, else text)
 //!  changelog: `snapshot` change lines, each table's rows in one sink transaction
 //! ```
 //!
 //! Invariants: each table is truncated and copied in one sink transaction,
 //! so a copy interrupted half-way leaves nothing half-copied; the mirror
-//! copy passes the source's COPY text through untouched, which keeps it as
-//! fast as a `psql | psql` pipe.
+//! copy passes the source's COPY bytes through untouched, which keeps it at
+//! least as fast as a `psql | psql` pipe. Binary only where the bytes mean
+//! the same to both servers: every column is of a built-in type (OIDs below
+//! [`FIRST_USER_OID`], the same in every database; binary arrays and
+//! records name their element types by OID) and its destination column has
+//! that very type. Anything else (a domain, an enum, an extension's type, a
+//! destination column of another type) goes as text, which the destination
+//! parses as its own type's input.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -24,8 +31,12 @@ use super::follow::Place;
 use crate::names::quote_ident;
 use crate::pg::conninfo::ConnInfo;
 use crate::sink::SinkError;
-use crate::source::copy::{RowOrder, Snapshot, SnapshotError, SnapshotLines, SnapshotSession};
+use crate::source::copy::{CopyFormat, RowOrder, Snapshot, SnapshotError, SnapshotLines, SnapshotSession};
 use crate::source::table::SourceTable;
+
+/// The first OID a database gives its own objects (PostgreSQL's
+/// `FirstNormalObjectId`): below it, built-in types, alike everywhere.
+const FIRST_USER_OID: u32 = 16_384;
 
 /// Snapshot rows per changelog insert.
 const CHANGELOG_BATCH: usize = 5_000;
@@ -76,25 +87,66 @@ async fn copy_table(
     let columns = table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
     let mut progress = snapshot.progress(table).await?;
     let quoted = place.destination.quoted();
+    let format = copy_format(sink, snapshot, table, place).await?;
+    let options = match format {
+        CopyFormat::Text => "",
+        CopyFormat::Binary => " (FORMAT binary)",
+    };
     sink.batch_execute(&format!("BEGIN; TRUNCATE {quoted}")).await?;
-    let writer = sink.copy_in::<_, Bytes>(&format!("COPY {quoted} ({columns}) FROM STDIN")).await?;
+    let writer = sink.copy_in::<_, Bytes>(&format!("COPY {quoted} ({columns}) FROM STDIN{options}")).await?;
 
     let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
     let write = async {
         futures_util::pin_mut!(writer);
         while let Some(chunk) = incoming.recv().await {
-            progress.advance(&chunk);
+            progress.advance(format.rows(&chunk));
             writer.send(chunk).await?;
         }
         writer.finish().await
     };
-    let read = reader.read(table, RowOrder::Stored, chunks);
+    let read = reader.read(table, RowOrder::Stored, format, chunks);
     let (read, written) = tokio::join!(read, write);
     // A sink failure also stops the read: report the sink's error first.
     written?;
     read?;
     sink.batch_execute("COMMIT").await?;
     Ok(progress.finish())
+}
+
+/// Binary when the source reads it and every column of `table` goes to a
+/// destination column of its very built-in type (see the module); the
+/// choice is logged with the column that ruled binary out.
+async fn copy_format(
+    sink: &Client,
+    snapshot: &Snapshot<'_>,
+    table: &SourceTable,
+    place: &Place,
+) -> Result<CopyFormat, tokio_postgres::Error> {
+    let text_because = |why: String| {
+        tracing::info!(table = %table.qualified(), "snapshot {}: COPY text, because {why}", table.qualified());
+        Ok(CopyFormat::Text)
+    };
+    if !snapshot.reader.reads_binary() {
+        return text_because("the source reads text only".into());
+    }
+    if let Some(column) = table.columns.iter().find(|c| c.type_oid >= FIRST_USER_OID) {
+        return text_because(format!("column {} is not of a built-in type", column.name));
+    }
+    let destination: HashMap<String, u32> = sink
+        .query(
+            "SELECT attname::text, atttypid FROM pg_attribute \
+             WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped",
+            &[&place.destination.quoted()],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    if let Some(column) = table.columns.iter().find(|c| destination.get(&c.name) != Some(&c.type_oid)) {
+        return text_because(format!("its destination column {} is of another type", column.name));
+    }
+    tracing::info!(table = %table.qualified(), "snapshot {}: COPY binary (every column keeps its built-in type)", table.qualified());
+    Ok(CopyFormat::Binary)
 }
 
 /// Changelog mode: each table's rows in one sink transaction.

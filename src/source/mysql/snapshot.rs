@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 use super::catalog;
 use super::types::{Format, bit_string, hex};
 use crate::source::BoxFuture;
-use crate::source::copy::{RowOrder, SnapshotError, SnapshotReader, SnapshotSession};
+use crate::source::copy::{CopyFormat, RowOrder, SnapshotError, SnapshotReader, SnapshotSession};
 use crate::source::table::SourceTable;
 
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -73,9 +73,14 @@ impl SnapshotSession for Session {
         &'a mut self,
         table: &'a SourceTable,
         order: RowOrder,
+        format: CopyFormat,
         chunks: mpsc::Sender<Bytes>,
     ) -> BoxFuture<'a, Result<(), SnapshotError>> {
         Box::pin(async move {
+            if format == CopyFormat::Binary {
+                let error = std::io::Error::other("a MySQL source reads COPY text only");
+                return Err(SnapshotError::source(false, error));
+            }
             let conn = &mut *self.conn;
             let known = catalog::formats(conn, &table.schema, &table.name).await.map_err(failed)?;
             let formats: Vec<Format> = table

@@ -1,6 +1,7 @@
 //! The Postgres source's read side of the initial copy
 //! ([`SnapshotReader`]): every table read under the slot's exported
-//! snapshot with `COPY ... TO STDOUT`, in chunks of 256 KiB.
+//! snapshot with `COPY ... TO STDOUT` (text, or binary when asked), in
+//! chunks of 256 KiB.
 //!
 //! ```text
 //!  source (plain session, SET TRANSACTION SNAPSHOT) ──COPY rows──> 256 KiB chunks ──(channel)──> the sink's writer
@@ -22,7 +23,7 @@ use crate::names::{quote_ident, quote_literal};
 use crate::pg::conninfo::ConnInfo;
 use crate::pg::{Connection, SourceError};
 use crate::source::BoxFuture;
-use crate::source::copy::{RowOrder, SnapshotError, SnapshotReader, SnapshotSession};
+use crate::source::copy::{CopyFormat, RowOrder, SnapshotError, SnapshotReader, SnapshotSession};
 use crate::source::table::SourceTable;
 
 const CHUNK_BYTES: usize = 256 * 1024;
@@ -73,6 +74,10 @@ impl SnapshotReader for ExportedSnapshot<'_> {
             estimate.try_get(0).map_err(|e| SnapshotError::source(false, e))
         })
     }
+
+    fn reads_binary(&self) -> bool {
+        true
+    }
 }
 
 impl SnapshotSession for Session {
@@ -80,6 +85,7 @@ impl SnapshotSession for Session {
         &'a mut self,
         table: &'a SourceTable,
         order: RowOrder,
+        format: CopyFormat,
         chunks: mpsc::Sender<Bytes>,
     ) -> BoxFuture<'a, Result<(), SnapshotError>> {
         let columns = table.columns.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
@@ -92,7 +98,11 @@ impl SnapshotSession for Session {
             }
             _ => String::new(),
         };
-        let sql = format!("COPY (SELECT {columns} FROM {}{order}) TO STDOUT", table.quoted());
+        let options = match format {
+            CopyFormat::Text => "",
+            CopyFormat::Binary => " (FORMAT binary)",
+        };
+        let sql = format!("COPY (SELECT {columns} FROM {}{order}) TO STDOUT{options}", table.quoted());
         Box::pin(async move {
             self.reader
                 .copy_out(&sql, CHUNK_BYTES, |chunk| forward(chunks.clone(), chunk))
