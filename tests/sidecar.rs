@@ -516,3 +516,89 @@ fn the_initial_copy_goes_binary_where_every_type_is_built_in_and_text_elsewhere(
     }
     assert!(fingerprint(cluster, &sink, "typed", "id", "id").is_some_and(|print| print.starts_with("3002:")));
 }
+
+/// The primary keys of `db`'s table `table`, with the other indexes: `name:definition` lines.
+fn indexes(cluster: &Cluster, db: &str, table: &str) -> String {
+    cluster.psql(
+        db,
+        &format!(
+            "SELECT string_agg(indexrelid::regclass || ':' || pg_get_indexdef(indexrelid), E'\\n' ORDER BY 1) \
+             FROM pg_index WHERE indrelid = '{table}'::regclass"
+        ),
+    )
+}
+
+#[test]
+fn the_initial_copy_builds_the_key_after_the_rows_and_keeps_it_when_the_copy_fails() {
+    let cluster = cluster();
+    let source = cluster.fresh_db("deferred_key_src");
+    let sink = cluster.fresh_db("deferred_key_sink");
+    cluster.psql(
+        &source,
+        "CREATE TABLE plain (id bigint PRIMARY KEY, v text); \
+         CREATE TABLE indexed (id bigint PRIMARY KEY, v text); \
+         CREATE TABLE clash (id int PRIMARY KEY, grp int); \
+         CREATE TABLE tuned (id bigint PRIMARY KEY, v text); \
+         INSERT INTO tuned SELECT i, 'v' || i FROM generate_series(1, 100) i; \
+         INSERT INTO plain SELECT i, 'v' || i FROM generate_series(1, 5000) i; \
+         INSERT INTO indexed SELECT i, 'v' || i FROM generate_series(1, 5000) i; \
+         INSERT INTO clash SELECT i, i % 3 FROM generate_series(1, 100) i;",
+    );
+    // A destination with an index of the user's keeps every index through
+    // the copy, and a key with a storage option keeps it.
+    cluster.psql(
+        &sink,
+        "CREATE TABLE indexed (id bigint, v text, _walpipe_lsn pg_lsn, CONSTRAINT indexed_key PRIMARY KEY (id)); \
+         CREATE INDEX indexed_v ON indexed (v); \
+         CREATE TABLE tuned (id bigint, v text, _walpipe_lsn pg_lsn, PRIMARY KEY (id) WITH (fillfactor = 70));",
+    );
+    let job = format!("deferred_key_{}", std::process::id());
+    let only = [
+        ("WALPIPE_SNAPSHOT_MODE", "initial_only"),
+        ("WALPIPE_TABLES", "public.plain,public.indexed,public.tuned"),
+    ];
+    let mut child = start_run(cluster, &source, &sink, &job, &only);
+    assert!(child.wait().expect("wait").success(), "{}", run_log(&job));
+    for table in ["plain", "indexed", "tuned"] {
+        assert_eq!(
+            fingerprint(cluster, &sink, table, "id, v", "id"),
+            fingerprint(cluster, &source, table, "id, v", "id")
+        );
+    }
+    assert_eq!(
+        indexes(cluster, &sink, "plain"),
+        "plain_pkey:CREATE UNIQUE INDEX plain_pkey ON public.plain USING btree (id)"
+    );
+    assert_eq!(
+        indexes(cluster, &sink, "indexed"),
+        "indexed_key:CREATE UNIQUE INDEX indexed_key ON public.indexed USING btree (id)\n\
+         indexed_v:CREATE INDEX indexed_v ON public.indexed USING btree (v)"
+    );
+    assert_eq!(
+        indexes(cluster, &sink, "tuned"),
+        "tuned_pkey:CREATE UNIQUE INDEX tuned_pkey ON public.tuned USING btree (id) WITH (fillfactor='70')"
+    );
+
+    // A destination keyed on a column the source repeats: the key's build
+    // fails after the rows, and the copy's transaction rolls back whole.
+    cluster.psql(
+        &sink,
+        "CREATE TABLE clash (id int, grp int PRIMARY KEY, _walpipe_lsn pg_lsn); INSERT INTO clash VALUES (7, 7, NULL);",
+    );
+    let job = format!("deferred_key_clash_{}", std::process::id());
+    let only = [("WALPIPE_SNAPSHOT_MODE", "initial_only"), ("WALPIPE_TABLES", "public.clash")];
+    let mut child = start_run(cluster, &source, &sink, &job, &only);
+    let status = child.wait().expect("wait");
+    let log = run_log(&job);
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("clash_pkey"), "the failure names the key:\n{log}");
+    assert_eq!(
+        cluster.psql(&sink, "SELECT id || ',' || grp FROM clash"),
+        "7,7",
+        "the rows before the copy stay"
+    );
+    assert_eq!(
+        indexes(cluster, &sink, "clash"),
+        "clash_pkey:CREATE UNIQUE INDEX clash_pkey ON public.clash USING btree (grp)"
+    );
+}

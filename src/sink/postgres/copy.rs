@@ -3,7 +3,8 @@
 //! ```text
 //!  mirror:    per worker (parallel_tables of them), a table at a time:
 //!             source COPY TO STDOUT ──256 KiB chunks──> TRUNCATE + COPY FROM STDIN, one sink transaction
-//!             (binary when every column keeps its built-in type, else text)
+//!             (binary when every column keeps its built-in type, else text; the
+//!             primary key built after the rows where that restores all: deferred_key.rs)
 //!  changelog: `snapshot` change lines, each table's rows in one sink transaction
 //! ```
 //!
@@ -27,6 +28,7 @@ use tokio_postgres::Client;
 
 use super::changelog::ChangelogWriter;
 use super::commit_loop::Writer;
+use super::deferred_key::DeferredKey;
 use super::follow::Place;
 use crate::names::quote_ident;
 use crate::pg::conninfo::ConnInfo;
@@ -93,6 +95,7 @@ async fn copy_table(
         CopyFormat::Binary => " (FORMAT binary)",
     };
     sink.batch_execute(&format!("BEGIN; TRUNCATE {quoted}")).await?;
+    let key = DeferredKey::drop_for_copy(sink, &place.destination).await?;
     let writer = sink.copy_in::<_, Bytes>(&format!("COPY {quoted} ({columns}) FROM STDIN{options}")).await?;
 
     let (chunks, mut incoming) = mpsc::channel::<Bytes>(4);
@@ -109,6 +112,9 @@ async fn copy_table(
     // A sink failure also stops the read: report the sink's error first.
     written?;
     read?;
+    if let Some(key) = key {
+        key.restore(sink, &place.destination).await?;
+    }
     sink.batch_execute("COMMIT").await?;
     Ok(progress.finish())
 }

@@ -21,6 +21,7 @@ mod commit_loop;
 mod copied;
 mod copied_in;
 mod copy;
+mod deferred_key;
 pub mod evolve;
 pub mod follow;
 pub mod isolation;
