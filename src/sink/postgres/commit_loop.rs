@@ -10,7 +10,9 @@
 //!
 //! Invariants:
 //! - Rows and the applied position are committed in one sink transaction;
-//!   chunks are acknowledged (so the source confirms) only after COMMIT.
+//!   chunks are acknowledged (so the source confirms) only once that
+//!   COMMIT is durable: at once for a synchronous commit, else when the
+//!   server's flush position passes it ([`Durability`]).
 //! - The applied position is always the end of a source transaction whose
 //!   changes are all committed ([`Uncommitted`]). Lines after it (part of
 //!   a transaction still arriving) may be committed with it; replaying them
@@ -25,9 +27,10 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
+use super::durability::{Durability, FLUSH_POLL};
 use super::uncommitted::{Commit, Pressure, Uncommitted};
 use crate::checkpoint::positions::write_checkpoint;
-use crate::contract::{Chunk, SinkEnds};
+use crate::contract::{Chunk, Receipt, SinkEnds};
 use crate::metrics::JobMetrics;
 use crate::sink::SinkError;
 
@@ -82,22 +85,38 @@ impl<W: Writer> CommitLoop<W> {
     /// Applies chunks until the driver closes the channel, committing at
     /// transaction boundaries; then commits what is left.
     pub async fn run(mut self, ends: SinkEnds) -> Result<(), SinkError> {
-        let result = self.apply_chunks(ends).await;
+        let result = match Durability::set_up(&self.client).await {
+            Ok(mut durability) => self.apply_chunks(ends, &mut durability).await,
+            Err(error) => Err(error),
+        };
         if result.is_err() {
             self.metrics.sink_events_error.inc_by(self.uncommitted.changes() as u64);
         }
         result
     }
 
-    async fn apply_chunks(&mut self, mut ends: SinkEnds) -> Result<(), SinkError> {
+    async fn apply_chunks(
+        &mut self,
+        mut ends: SinkEnds,
+        durability: &mut Durability,
+    ) -> Result<(), SinkError> {
         let mut last_commit = Instant::now();
+        let mut last_poll = Instant::now();
         loop {
             let due = last_commit + self.flush_interval;
             let chunk = tokio::select! {
                 chunk = ends.next() => chunk,
                 () = tokio::time::sleep_until(due), if self.uncommitted.at_boundary() => {
-                    self.commit(&ends).await?;
+                    self.commit(&ends, durability).await?;
                     last_commit = Instant::now();
+                    continue;
+                }
+                // Between transactions only: inside one, the writer may hold
+                // a COPY open on the session (each commit brings the flush
+                // position anyway).
+                () = tokio::time::sleep_until(last_poll + FLUSH_POLL), if durability.holding() && !self.in_transaction => {
+                    acknowledge(&ends, durability.poll(&self.client).await?);
+                    last_poll = Instant::now();
                     continue;
                 }
             };
@@ -118,11 +137,13 @@ impl<W: Writer> CommitLoop<W> {
             }
             let pressure = Pressure { caught_up, due: Instant::now() >= due };
             if self.uncommitted.commit_due(self.batch_size, pressure) {
-                self.commit(&ends).await?;
+                self.commit(&ends, durability).await?;
                 last_commit = Instant::now();
             }
         }
-        self.commit(&ends).await
+        self.commit(&ends, durability).await?;
+        acknowledge(&ends, durability.flush(&self.client).await?);
+        Ok(())
     }
 
     async fn begin(&mut self) -> Result<(), SinkError> {
@@ -134,8 +155,8 @@ impl<W: Writer> CommitLoop<W> {
     }
 
     /// Applies what is pending, records the boundary as applied, commits,
-    /// and acknowledges every chunk received so far.
-    async fn commit(&mut self, ends: &SinkEnds) -> Result<(), SinkError> {
+    /// and acknowledges every chunk received so far once that is durable.
+    async fn commit(&mut self, ends: &SinkEnds, durability: &mut Durability) -> Result<(), SinkError> {
         if self.writer.pending() > 0 {
             self.begin().await?;
             self.writer.apply(&self.client).await?;
@@ -145,18 +166,25 @@ impl<W: Writer> CommitLoop<W> {
             self.begin().await?;
             write_checkpoint(&self.client, &self.job, &self.slot, lsn, &copied).await?;
         }
-        if self.in_transaction {
-            self.client.batch_execute("COMMIT").await?;
+        let durable = if self.in_transaction {
+            let durable = durability.commit(&self.client, receipt).await?;
             self.in_transaction = false;
             if let Some(lsn) = boundary {
                 tracing::debug!(applied = %lsn, changes, "sink commit");
                 self.metrics.status.checkpointed(lsn);
             }
-        }
+            durable
+        } else {
+            receipt.and_then(|receipt| durability.without_commit(receipt))
+        };
         self.metrics.emitted(&commit_times, changes as u64, bytes);
-        if let Some(receipt) = receipt {
-            ends.acknowledge(receipt);
-        }
+        acknowledge(ends, durable);
         Ok(())
+    }
+}
+
+fn acknowledge(ends: &SinkEnds, receipt: Option<Receipt>) {
+    if let Some(receipt) = receipt {
+        ends.acknowledge(receipt);
     }
 }

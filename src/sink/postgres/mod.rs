@@ -22,6 +22,7 @@ mod copied;
 mod copied_in;
 mod copy;
 mod deferred_key;
+mod durability;
 pub mod evolve;
 pub mod follow;
 pub mod isolation;
