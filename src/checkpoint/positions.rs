@@ -6,7 +6,7 @@
 //! SQL); the chunked copy's progress (`copy_progress`) is written in the
 //! same statement as the position its chunks complete.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 use crate::chunked::progress::{self, CopyProgress};
 use crate::position::Position;
@@ -28,6 +28,16 @@ pub async fn read_checkpoint(
     }))
 }
 
+/// The statement that records the applied position (and merges the
+/// copy's progress): `$1` job, `$2` slot, `$3` position, `$4` progress.
+const WRITE_CHECKPOINT: &str = "INSERT INTO walpipe.checkpoints (job_name, slot_name, applied_lsn, copy_progress) \
+     VALUES ($1, $2, $3::text::pg_lsn, $4::text::jsonb) \
+     ON CONFLICT (job_name) DO UPDATE SET slot_name = EXCLUDED.slot_name, \
+         applied_lsn = greatest(walpipe.checkpoints.applied_lsn, EXCLUDED.applied_lsn), \
+         copy_progress = CASE WHEN EXCLUDED.copy_progress IS NULL THEN walpipe.checkpoints.copy_progress \
+             ELSE coalesce(walpipe.checkpoints.copy_progress, '{}') || EXCLUDED.copy_progress END, \
+         updated_at = now()";
+
 /// Records `lsn` as applied, and merges `copied` into the copy's progress.
 pub async fn write_checkpoint(
     client: &Client,
@@ -36,19 +46,35 @@ pub async fn write_checkpoint(
     lsn: Position,
     copied: &CopyProgress,
 ) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
-            "INSERT INTO walpipe.checkpoints (job_name, slot_name, applied_lsn, copy_progress) \
-             VALUES ($1, $2, $3::text::pg_lsn, $4::text::jsonb) \
-             ON CONFLICT (job_name) DO UPDATE SET slot_name = EXCLUDED.slot_name, \
-                 applied_lsn = greatest(walpipe.checkpoints.applied_lsn, EXCLUDED.applied_lsn), \
-                 copy_progress = CASE WHEN EXCLUDED.copy_progress IS NULL THEN walpipe.checkpoints.copy_progress \
-                     ELSE coalesce(walpipe.checkpoints.copy_progress, '{}') || EXCLUDED.copy_progress END, \
-                 updated_at = now()",
-            &[&job, &slot, &lsn.to_string(), &progress::to_json(copied)],
-        )
+    CheckpointWriter { statement: client.prepare(WRITE_CHECKPOINT).await? }
+        .write(client, job, slot, lsn, copied)
         .await
-        .map(drop)
+}
+
+/// [`write_checkpoint`] prepared once, for a session that writes one per
+/// commit (a round trip less each time).
+pub struct CheckpointWriter {
+    statement: Statement,
+}
+
+impl CheckpointWriter {
+    pub async fn prepare(client: &Client) -> Result<CheckpointWriter, tokio_postgres::Error> {
+        Ok(CheckpointWriter { statement: client.prepare(WRITE_CHECKPOINT).await? })
+    }
+
+    pub async fn write(
+        &self,
+        client: &Client,
+        job: &str,
+        slot: &str,
+        lsn: Position,
+        copied: &CopyProgress,
+    ) -> Result<(), tokio_postgres::Error> {
+        client
+            .execute(&self.statement, &[&job, &slot, &lsn.to_string(), &progress::to_json(copied)])
+            .await
+            .map(drop)
+    }
 }
 
 /// Where the job's chunked copy stands (`walpipe.checkpoints.copy_progress`).

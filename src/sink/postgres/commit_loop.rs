@@ -29,7 +29,7 @@ use tokio_postgres::Client;
 
 use super::durability::{Durability, FLUSH_POLL};
 use super::uncommitted::{Commit, Pressure, Uncommitted};
-use crate::checkpoint::positions::write_checkpoint;
+use crate::checkpoint::positions::CheckpointWriter;
 use crate::contract::{Chunk, Receipt, SinkEnds};
 use crate::metrics::JobMetrics;
 use crate::sink::SinkError;
@@ -85,8 +85,8 @@ impl<W: Writer> CommitLoop<W> {
     /// Applies chunks until the driver closes the channel, committing at
     /// transaction boundaries; then commits what is left.
     pub async fn run(mut self, ends: SinkEnds) -> Result<(), SinkError> {
-        let result = match Durability::set_up(&self.client).await {
-            Ok(mut durability) => self.apply_chunks(ends, &mut durability).await,
+        let result = match self.prepare().await {
+            Ok(mut commits) => self.apply_chunks(ends, &mut commits).await,
             Err(error) => Err(error),
         };
         if result.is_err() {
@@ -95,11 +95,7 @@ impl<W: Writer> CommitLoop<W> {
         result
     }
 
-    async fn apply_chunks(
-        &mut self,
-        mut ends: SinkEnds,
-        durability: &mut Durability,
-    ) -> Result<(), SinkError> {
+    async fn apply_chunks(&mut self, mut ends: SinkEnds, commits: &mut Commits) -> Result<(), SinkError> {
         let mut last_commit = Instant::now();
         let mut last_poll = Instant::now();
         loop {
@@ -107,15 +103,15 @@ impl<W: Writer> CommitLoop<W> {
             let chunk = tokio::select! {
                 chunk = ends.next() => chunk,
                 () = tokio::time::sleep_until(due), if self.uncommitted.at_boundary() => {
-                    self.commit(&ends, durability).await?;
+                    self.commit(&ends, commits).await?;
                     last_commit = Instant::now();
                     continue;
                 }
                 // Between transactions only: inside one, the writer may hold
                 // a COPY open on the session (each commit brings the flush
                 // position anyway).
-                () = tokio::time::sleep_until(last_poll + FLUSH_POLL), if durability.holding() && !self.in_transaction => {
-                    acknowledge(&ends, durability.poll(&self.client).await?);
+                () = tokio::time::sleep_until(last_poll + FLUSH_POLL), if commits.durability.holding() && !self.in_transaction => {
+                    acknowledge(&ends, commits.durability.poll(&self.client).await?);
                     last_poll = Instant::now();
                     continue;
                 }
@@ -137,13 +133,21 @@ impl<W: Writer> CommitLoop<W> {
             }
             let pressure = Pressure { caught_up, due: Instant::now() >= due };
             if self.uncommitted.commit_due(self.batch_size, pressure) {
-                self.commit(&ends, durability).await?;
+                self.commit(&ends, commits).await?;
                 last_commit = Instant::now();
             }
         }
-        self.commit(&ends, durability).await?;
-        acknowledge(&ends, durability.flush(&self.client).await?);
+        self.commit(&ends, commits).await?;
+        acknowledge(&ends, commits.durability.flush(&self.client).await?);
         Ok(())
+    }
+
+    /// Sets the session up for its commits.
+    async fn prepare(&self) -> Result<Commits, SinkError> {
+        Ok(Commits {
+            durability: Durability::set_up(&self.client).await?,
+            checkpoint: CheckpointWriter::prepare(&self.client).await?,
+        })
     }
 
     async fn begin(&mut self) -> Result<(), SinkError> {
@@ -156,7 +160,7 @@ impl<W: Writer> CommitLoop<W> {
 
     /// Applies what is pending, records the boundary as applied, commits,
     /// and acknowledges every chunk received so far once that is durable.
-    async fn commit(&mut self, ends: &SinkEnds, durability: &mut Durability) -> Result<(), SinkError> {
+    async fn commit(&mut self, ends: &SinkEnds, commits: &mut Commits) -> Result<(), SinkError> {
         if self.writer.pending() > 0 {
             self.begin().await?;
             self.writer.apply(&self.client).await?;
@@ -164,10 +168,10 @@ impl<W: Writer> CommitLoop<W> {
         let Commit { boundary, receipt, changes, commit_times, bytes, copied } = self.uncommitted.take();
         if let Some(lsn) = boundary {
             self.begin().await?;
-            write_checkpoint(&self.client, &self.job, &self.slot, lsn, &copied).await?;
+            commits.checkpoint.write(&self.client, &self.job, &self.slot, lsn, &copied).await?;
         }
         let durable = if self.in_transaction {
-            let durable = durability.commit(&self.client, receipt).await?;
+            let durable = commits.durability.commit(&self.client, receipt).await?;
             self.in_transaction = false;
             if let Some(lsn) = boundary {
                 tracing::debug!(applied = %lsn, changes, "sink commit");
@@ -175,12 +179,18 @@ impl<W: Writer> CommitLoop<W> {
             }
             durable
         } else {
-            receipt.and_then(|receipt| durability.without_commit(receipt))
+            receipt.and_then(|receipt| commits.durability.without_commit(receipt))
         };
         self.metrics.emitted(&commit_times, changes as u64, bytes);
         acknowledge(ends, durable);
         Ok(())
     }
+}
+
+/// How the session commits: its durability, and its checkpoint statement.
+struct Commits {
+    durability: Durability,
+    checkpoint: CheckpointWriter,
 }
 
 fn acknowledge(ends: &SinkEnds, receipt: Option<Receipt>) {

@@ -24,7 +24,7 @@ use std::pin::Pin;
 use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, CopyInSink};
+use tokio_postgres::{Client, CopyInSink, Statement};
 
 use super::SinkError;
 use super::copied::{CopiedRecord, CopiedRows};
@@ -52,7 +52,11 @@ pub enum Finished {
 
 impl CopyIn {
     /// Opens a copy into the destination (`copy_new_rows`: its `COPY ... FROM STDIN`).
-    pub async fn start(client: &Client, table: &[u8], copy_new_rows: &str) -> Result<CopyIn, SinkError> {
+    pub async fn start(
+        client: &Client,
+        table: &[u8],
+        copy_new_rows: &Statement,
+    ) -> Result<CopyIn, SinkError> {
         client.batch_execute("SAVEPOINT walpipe_copied_rows").await?;
         let sink = Box::pin(client.copy_in::<_, Bytes>(copy_new_rows).await?);
         Ok(CopyIn { table: table.to_vec(), sink, rows: CopiedRows::default(), refused: false })
@@ -96,7 +100,11 @@ impl CopyIn {
 
 /// Copied rows whose `COPY` met an existing key, into the staging table
 /// with one `COPY` (`copy_upserts`), sent in pieces as they are written.
-pub async fn stage_upserts(client: &Client, copy_upserts: &str, lines: &[Bytes]) -> Result<(), SinkError> {
+pub async fn stage_upserts(
+    client: &Client,
+    copy_upserts: &Statement,
+    lines: &[Bytes],
+) -> Result<(), SinkError> {
     let sink = client.copy_in::<_, Bytes>(copy_upserts).await?;
     futures_util::pin_mut!(sink);
     let mut text = Vec::with_capacity(SEND_BYTES + 4096);

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 use super::batch::{Admit, Record, TableBatch};
 use super::copied::CopiedRecord;
@@ -332,8 +332,14 @@ async fn apply_table(
     if let Some(rows) = batch.insert_rows() {
         // New rows: COPY them straight in. A row that exists (a replay)
         // fails the COPY on the key, and the batch takes the guarded path.
-        client.batch_execute("SAVEPOINT walpipe_new_rows").await?;
-        match copy(client, &destination.copy_new_rows, rows).await {
+        // Pipelined: the savepoint is queued ahead of the COPY's statement.
+        let savepoint = client.batch_execute("SAVEPOINT walpipe_new_rows");
+        let copied = copy(client, &destination.copy_new_rows, rows);
+        let copied = match tokio::join!(savepoint, copied) {
+            (Err(error), _) => return Err(error.into()),
+            (Ok(()), copied) => copied,
+        };
+        match copied {
             Ok(()) => {
                 client.batch_execute("RELEASE SAVEPOINT walpipe_new_rows").await?;
                 batch.clear();
@@ -389,7 +395,7 @@ async fn remove_uncopied(client: &Client, target: &Target, record: &Record) -> R
 }
 
 /// `COPY ... FROM STDIN` of `rows` (COPY text).
-async fn copy(client: &Client, statement: &str, rows: Vec<u8>) -> Result<(), tokio_postgres::Error> {
+async fn copy(client: &Client, statement: &Statement, rows: Vec<u8>) -> Result<(), tokio_postgres::Error> {
     let writer = client.copy_in::<_, Bytes>(statement).await?;
     futures_util::pin_mut!(writer);
     writer.send(Bytes::from(rows)).await?;

@@ -30,12 +30,12 @@ pub struct Destination {
     /// Positions of the key columns among them.
     pub key_positions: Vec<usize>,
     /// `COPY <staging> FROM STDIN`.
-    pub copy_in: String,
+    pub copy_in: Statement,
     /// `COPY <destination> (columns, _walpipe_lsn) FROM STDIN`: new rows only.
-    pub copy_new_rows: String,
+    pub copy_new_rows: Statement,
     /// `COPY <staging> (columns, _walpipe_lsn, _walpipe_op) FROM STDIN`:
     /// copied rows to upsert (op `u`), when some of their keys exist.
-    pub copy_upserts: String,
+    pub copy_upserts: Statement,
     pub stage: String,
     pub moves: Statement,
     pub deletes: Statement,
@@ -166,9 +166,11 @@ pub async fn prepare(
     let key_positions =
         source.key.iter().filter_map(|k| source.columns.iter().position(|c| &c.name == k)).collect();
     Ok(Destination {
-        copy_in: format!("COPY {stage} FROM STDIN"),
-        copy_new_rows: format!("COPY {quoted} ({cols}, {lsn}) FROM STDIN"),
-        copy_upserts: format!("COPY {stage} ({cols}, {lsn}, _walpipe_op) FROM STDIN"),
+        copy_in: client.prepare(&format!("COPY {stage} FROM STDIN")).await?,
+        copy_new_rows: client.prepare(&format!("COPY {quoted} ({cols}, {lsn}) FROM STDIN")).await?,
+        copy_upserts: client
+            .prepare(&format!("COPY {stage} ({cols}, {lsn}, _walpipe_op) FROM STDIN"))
+            .await?,
         moves: client.prepare(&moves).await?,
         deletes: client.prepare(&deletes).await?,
         upserts: client.prepare(&upserts).await?,
