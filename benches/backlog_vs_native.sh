@@ -10,8 +10,11 @@
 # sink. Native runs twice: with the subscription defaults (streaming off:
 # the server spills the big transaction) and with streaming = on. As a floor
 # for any consumer of one slot, `walpipe tail > /dev/null` drains the same
-# backlog first (decoding only, no sink). For every run the CPU time of the
-# server's walsender is sampled too: it is the part no consumer can skip.
+# backlog first (decoding only, no sink), after a first decode of it on a
+# slot of its own that warms the caches and is not counted. For every run
+# the CPU time of the server's walsender is sampled too (the part no
+# consumer can skip), with the consumer's own (walpipe, or the native apply
+# worker) and, for walpipe, its sink sessions' backends.
 #
 #   bash benches/backlog_vs_native.sh            # ROWS=500000 SMALL=50000
 set -euo pipefail
@@ -53,7 +56,8 @@ for db in "${NATIVE[@]}"; do
 done
 
 src -c "CREATE PUBLICATION decode_only FOR TABLE orders" \
-  -c "SELECT pg_create_logical_replication_slot('decode_only', 'pgoutput')" >/dev/null
+  -c "SELECT pg_create_logical_replication_slot('decode_only', 'pgoutput')" \
+  -c "SELECT pg_create_logical_replication_slot('decode_warm_up', 'pgoutput')" >/dev/null
 echo "== writing the backlog: one $ROWS-row transaction, then $SMALL one-row transactions"
 src -c "INSERT INTO orders SELECT i, i % 1000, 'new', (i % 10000) / 100.0, 'order number ' || i, now() FROM generate_series(1, $ROWS) i"
 seq $((ROWS + 1)) $((ROWS + SMALL)) | awk '{print "INSERT INTO orders VALUES (" $1 ", 7, '\''new'\'', 1.00, '\''small'\'', now());"}' > "$WORK/small.sql"
@@ -76,7 +80,18 @@ wait_sampling() {
 }
 declare -A walsender_s
 
+# cpu_of PID...: CPU seconds (user + system) so far of these processes.
+cpu_of() {
+  local pid total=0
+  for pid in "$@"; do
+    total=$(awk -v total="$total" '{print total + ($14 + $15) / 100}' "/proc/$pid/stat" 2>/dev/null || echo "$total")
+  done
+  echo "$total"
+}
+declare -A consumer_s sink_s
+
 ENDPOS=$(src -c "SELECT pg_current_wal_lsn()")
+"$WALPIPE" tail --slot decode_warm_up --publication decode_only --endpos "$ENDPOS" --source "$WALPIPE_SOURCE_URL" > /dev/null
 start=$(now)
 "$WALPIPE" tail --slot decode_only --publication decode_only --endpos "$ENDPOS" --source "$WALPIPE_SOURCE_URL" > /dev/null &
 pid=$!; ws_cpu=0
@@ -90,6 +105,9 @@ start=$(now)
 wait_sampling walpipe walpipe_bench
 walpipe_s=$(echo "$(now) - $start" | bc)
 walsender_s[walpipe]=$ws_cpu
+consumer_s[walpipe]=$(cpu_of $pid)
+# shellcheck disable=SC2046 # one pid per word
+sink_s[walpipe]=$(cpu_of $(sink postgres -c "SELECT pid FROM pg_stat_activity WHERE datname = 'walpipe' AND backend_type = 'client backend'"))
 kill -TERM $pid; wait $pid
 
 declare -A native_s
@@ -99,6 +117,8 @@ for db in "${NATIVE[@]}"; do
   wait_sampling $db $db
   native_s[$db]=$(echo "$(now) - $start" | bc)
   walsender_s[$db]=$ws_cpu
+  # shellcheck disable=SC2046 # one pid per word
+  consumer_s[$db]=$(cpu_of $(sink "$db" -c "SELECT pid FROM pg_stat_subscription WHERE subname = '$db' AND relid IS NULL"))
   sink $db -c "ALTER SUBSCRIPTION $db DISABLE"
 done
 
@@ -108,8 +128,9 @@ for db in walpipe "${NATIVE[@]}"; do
 done
 echo "backlog: one $ROWS-row transaction + $SMALL one-row transactions, sink with fsync on"
 printf '  walpipe tail > /dev/null (decoding only) %6.2f s   walsender CPU %5.2f s\n' "$decode_s" "${walsender_s[decode]}"
-printf '  walpipe run                           %6.2f s   walsender CPU %5.2f s\n' "$walpipe_s" "${walsender_s[walpipe]}"
+printf '  walpipe run                           %6.2f s   walsender CPU %5.2f s   walpipe CPU %5.2f s   sink backends CPU %5.2f s\n' \
+  "$walpipe_s" "${walsender_s[walpipe]}" "${consumer_s[walpipe]}" "${sink_s[walpipe]}"
 for db in "${NATIVE[@]}"; do
-  printf '  native (%-17s)          %6.2f s   walsender CPU %5.2f s   walpipe speed-up %.2fx\n' "$db" "${native_s[$db]}" \
-    "${walsender_s[$db]}" "$(echo "${native_s[$db]} / $walpipe_s" | bc -l)"
+  printf '  native (%-17s)          %6.2f s   walsender CPU %5.2f s   apply worker CPU %5.2f s   walpipe speed-up %.2fx\n' "$db" "${native_s[$db]}" \
+    "${walsender_s[$db]}" "${consumer_s[$db]}" "$(echo "${native_s[$db]} / $walpipe_s" | bc -l)"
 done
