@@ -11,7 +11,7 @@ use super::batch::{Admit, Record, TableBatch};
 use super::copied::CopiedRecord;
 use super::copied_in::{CopyIn, Finished, stage_upserts};
 use super::follow::{Follower, Place};
-use super::isolation::OnTableError;
+use super::isolation::{self, OnTableError};
 use super::schema::Destination;
 use super::{SinkError, Writer};
 use crate::names::TableName;
@@ -303,11 +303,22 @@ impl MirrorWriter {
             .filter(|(_, target)| target.destination.is_some() && !target.batch.is_empty())
             .map(|(table, _)| table.clone())
             .collect();
+        let isolate = self.on_error == OnTableError::Isolate;
         for table in tables {
-            self.savepoint(client).await?;
             let applied = match self.targets.get_mut(&table) {
+                Some(Target { destination: Some(destination), batch, .. }) if isolate => {
+                    // Pipelined: the table's savepoint is queued ahead of its first statement.
+                    let savepoint = client.batch_execute(isolation::SAVEPOINT);
+                    match tokio::join!(
+                        savepoint,
+                        apply_table(client, destination, batch, Some(isolation::ROLLBACK))
+                    ) {
+                        (Err(error), _) => return Err(error.into()),
+                        (Ok(()), applied) => applied,
+                    }
+                }
                 Some(Target { destination: Some(destination), batch, .. }) => {
-                    apply_table(client, destination, batch).await
+                    apply_table(client, destination, batch, None).await
                 }
                 _ => Ok(()),
             };
@@ -320,10 +331,14 @@ impl MirrorWriter {
 /// One table's staged changes: new rows straight in with `COPY`, else
 /// `COPY` into its staging table and one statement per kind present. An
 /// error names the statement that failed, for the isolation's reason.
+/// `rollback`: how to undo the new rows' `COPY` when it meets an existing
+/// key (the table's savepoint, taken just before); without one, the `COPY`
+/// runs under a savepoint of its own.
 async fn apply_table(
     client: &Client,
     destination: &Destination,
     batch: &mut TableBatch,
+    rollback: Option<&str>,
 ) -> Result<(), SinkError> {
     let failed = |what: &str| {
         let statement = format!("{what} {}", destination.quoted);
@@ -332,21 +347,27 @@ async fn apply_table(
     if let Some(rows) = batch.insert_rows() {
         // New rows: COPY them straight in. A row that exists (a replay)
         // fails the COPY on the key, and the batch takes the guarded path.
-        // Pipelined: the savepoint is queued ahead of the COPY's statement.
-        let savepoint = client.batch_execute("SAVEPOINT walpipe_new_rows");
-        let copied = copy(client, &destination.copy_new_rows, rows);
-        let copied = match tokio::join!(savepoint, copied) {
-            (Err(error), _) => return Err(error.into()),
-            (Ok(()), copied) => copied,
+        let copied = match rollback {
+            Some(_) => copy(client, &destination.copy_new_rows, rows).await,
+            None => {
+                // Pipelined: the savepoint is queued ahead of the COPY's statement.
+                let savepoint = client.batch_execute("SAVEPOINT walpipe_new_rows");
+                match tokio::join!(savepoint, copy(client, &destination.copy_new_rows, rows)) {
+                    (Err(error), _) => return Err(error.into()),
+                    (Ok(()), copied) => copied,
+                }
+            }
         };
         match copied {
             Ok(()) => {
-                client.batch_execute("RELEASE SAVEPOINT walpipe_new_rows").await?;
+                if rollback.is_none() {
+                    client.batch_execute("RELEASE SAVEPOINT walpipe_new_rows").await?;
+                }
                 batch.clear();
                 return Ok(());
             }
             Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                client.batch_execute("ROLLBACK TO SAVEPOINT walpipe_new_rows").await?;
+                client.batch_execute(rollback.unwrap_or("ROLLBACK TO SAVEPOINT walpipe_new_rows")).await?;
             }
             Err(error) => return Err(failed("the COPY of new rows into")(error)),
         }
