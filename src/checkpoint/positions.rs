@@ -46,9 +46,7 @@ pub async fn write_checkpoint(
     lsn: Position,
     copied: &CopyProgress,
 ) -> Result<(), tokio_postgres::Error> {
-    CheckpointWriter { statement: client.prepare(WRITE_CHECKPOINT).await? }
-        .write(client, job, slot, lsn, copied)
-        .await
+    CheckpointWriter::prepare(client).await?.write(client, job, slot, lsn, copied).await
 }
 
 /// [`write_checkpoint`] prepared once, for a session that writes one per
