@@ -50,8 +50,32 @@ pub struct Chunk {
     /// sink; it comes with the `confirm` of the chunk's marker transaction,
     /// and is recorded with it.
     pub copied: CopyProgress,
+    /// Whether the lines belong to a transaction still being decoded.
+    pub tentative: Tentative,
     /// Handed back through [`SinkEnds::acknowledge`] once durable.
     pub receipt: Receipt,
+}
+
+/// Where a chunk stands towards a large transaction applied while the
+/// source still decodes it (sent only to a sink whose encoding says it
+/// takes them, [`crate::change::Encoding::TENTATIVE`]).
+///
+/// A section of tentative chunks starts after a chunk that completed a
+/// transaction, and ends with the tentative chunk that carries the
+/// transaction's `confirm` (it committed) or with a [`Tentative::Void`]
+/// chunk (it aborted, or something else came between its pieces and it
+/// is sent again, whole, at its commit). A sink applies a section in a
+/// sink transaction of its own and makes nothing of it durable before its
+/// end; at the end of the stream, an unfinished section is rolled back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tentative {
+    /// Lines of committed transactions.
+    #[default]
+    No,
+    /// Lines of a transaction that has not committed yet.
+    Lines,
+    /// No lines: roll back the section's lines sent so far.
+    Void,
 }
 
 /// Proof that a chunk was received; see the module's invariants.
@@ -182,6 +206,7 @@ impl Slot<'_> {
         commit_times: Vec<SystemTime>,
         copied: CopyProgress,
         caught_up: bool,
+        tentative: Tentative,
     ) {
         let receipt = *self.next_receipt;
         *self.next_receipt += 1;
@@ -192,6 +217,7 @@ impl Slot<'_> {
             commit_times,
             caught_up,
             copied,
+            tentative,
             receipt: Receipt(receipt),
         });
     }
@@ -254,6 +280,7 @@ mod tests {
             Vec::new(),
             CopyProgress::new(),
             false,
+            Tentative::No,
         );
     }
 

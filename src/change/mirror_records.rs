@@ -41,6 +41,7 @@ pub struct MirrorRecords;
 impl Encoding for MirrorRecords {
     /// The commit LSN, as text.
     type Txn = String;
+    const TENTATIVE: bool = true;
 
     fn txn(&self, commit_lsn: Position, _xid: Option<u64>, _commit_time: Option<i64>) -> String {
         commit_lsn.to_string()

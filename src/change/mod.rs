@@ -30,6 +30,14 @@ use row::{AppMessage, Column, OldTuple, Tuple};
 pub trait Encoding: Clone + Send + Sync + 'static {
     /// What every change of one transaction shares, rendered once.
     type Txn: Send + Sync + std::fmt::Debug;
+    /// Whether its sink takes the lines of a large transaction before the
+    /// transaction commits, to apply them while the rest is decoded (the
+    /// contract's tentative chunks). Such a line is headed with
+    /// [`Encoding::txn`] of its own change's position, since the commit's
+    /// is not known yet: a mirror keeps it as the row's position, which
+    /// lies after every earlier commit that wrote the row (the row was
+    /// locked until then) and before the transaction's own commit.
+    const TENTATIVE: bool = false;
 
     /// `commit`: where the transaction commits in the stream; `xid`: the
     /// source's id for it, if it has one; `commit_time`: microseconds since

@@ -29,6 +29,11 @@
 //!   fills (seen in drills/stalled-slot.sh). So a sink stalled that long
 //!   ends the session (a transient error; the stream resumes from the
 //!   confirmed position), and a failed session is closed at once.
+//! - Tentative lines (a large transaction applied while it is decoded)
+//!   go in chunks of their own: what was pending goes out before the
+//!   section begins, the chunk that completes the transaction goes out at
+//!   once, and a void section is one empty [`Tentative::Void`] chunk. No
+//!   keepalive is confirmed inside a section.
 //! - On stop (signal, end position, server end), what is pending is handed
 //!   over, and the loop waits for the sink to acknowledge everything before
 //!   returning the stream, so the final status reports all that is durable.
@@ -39,7 +44,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::chunked::progress::CopyProgress;
-use crate::contract::{DriverEnds, Settled};
+use crate::contract::{DriverEnds, Settled, Tentative};
 use crate::metrics::{JobMetrics, unix_seconds};
 use crate::position::Position;
 use crate::source::{ChangeStream, Event, StreamError};
@@ -110,6 +115,8 @@ struct Driver<S> {
     /// Fires [`HOLD_LIMIT`] after `held_since` (one timer, reset, rather
     /// than a new one per message).
     hold: Pin<Box<tokio::time::Sleep>>,
+    /// Inside a section of tentative lines.
+    tentative: bool,
 }
 
 /// Streams until `shutdown` completes, the end position is reached, the
@@ -138,6 +145,7 @@ pub async fn drive<S: ChangeStream>(
         last_chunk: tokio::time::Instant::now(),
         held_since: None,
         hold: Box::pin(tokio::time::sleep(HOLD_LIMIT)),
+        tentative: false,
     };
     let mut outcome = driver.pump(end_at, shutdown).await;
     if outcome.is_ok() && (!driver.pending.is_empty() || driver.pending_confirm.is_some()) {
@@ -222,6 +230,23 @@ impl<S: ChangeStream> Driver<S> {
                     self.pending_confirm = Some(end);
                     self.pending_commits.push(commit_time);
                     self.pending_copied.append(&mut self.chunk_copied);
+                    if self.tentative {
+                        // The section ends with this chunk; what follows is not tentative.
+                        self.send_pending(self.stream.caught_up()).await?;
+                        self.tentative = false;
+                    }
+                }
+                Event::TentativeBegin => {
+                    if !self.pending.is_empty() || self.pending_confirm.is_some() {
+                        self.send_pending(false).await?;
+                    }
+                    self.tentative = true;
+                }
+                Event::TentativeVoid => {
+                    self.pending.clear();
+                    self.held_since = None;
+                    self.send_chunk(false, Tentative::Void).await?;
+                    self.tentative = false;
                 }
                 Event::ChunkPlaced { table, progress } => {
                     if progress.done {
@@ -234,6 +259,7 @@ impl<S: ChangeStream> Driver<S> {
                 Event::Ended => return Ok(Ended::ServerEnded),
                 Event::Idle { position } => {
                     let settled = !self.stream.in_transaction()
+                        && !self.tentative
                         && self.pending.is_empty()
                         && self.pending_confirm.is_none()
                         && self.ends.unacknowledged() == 0;
@@ -285,6 +311,12 @@ impl<S: ChangeStream> Driver<S> {
     /// Hands the pending lines to the sink. While the sink is behind, keeps
     /// the replication session alive instead of blocking it.
     async fn send_pending(&mut self, caught_up: bool) -> Result<(), DriveError> {
+        let tentative = if self.tentative { Tentative::Lines } else { Tentative::No };
+        self.send_chunk(caught_up, tentative).await
+    }
+
+    /// As [`Driver::send_pending`], marked `tentative`.
+    async fn send_chunk(&mut self, caught_up: bool, tentative: Tentative) -> Result<(), DriveError> {
         self.count();
         let waiting = std::time::Instant::now();
         let permit = loop {
@@ -304,7 +336,7 @@ impl<S: ChangeStream> Driver<S> {
         let lines = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_BYTES));
         let commit_times = std::mem::take(&mut self.pending_commits);
         let copied = std::mem::take(&mut self.pending_copied);
-        permit.send(lines, self.pending_confirm.take(), commit_times, copied, caught_up);
+        permit.send(lines, self.pending_confirm.take(), commit_times, copied, caught_up, tentative);
         self.last_chunk = tokio::time::Instant::now();
         self.held_since = None;
         self.metrics.sink_queue.inc();

@@ -26,6 +26,10 @@
 //! - **Transaction boundaries.** A position confirmed is always the end of
 //!   a whole transaction (or a keepalive's, between transactions); a source
 //!   never asks for a position inside a transaction to be confirmed.
+//! - **Tentative lines only when asked.** Lines of a transaction that has
+//!   not committed are written only for an encoding that takes them, between
+//!   [`Event::TentativeBegin`] and the transaction's commit (or
+//!   [`Event::TentativeVoid`]), and nothing else is written in between.
 //! - **Shapes before rows.** A table's shape (a schema line) comes before
 //!   its first change of that shape, in the same transaction, and again
 //!   after every reconnect; the sinks treat a known shape as nothing new.
@@ -64,6 +68,16 @@ pub enum Event {
     /// written, in the transaction of its marker); its progress is recorded
     /// with that transaction's end.
     ChunkPlaced { table: String, progress: TableCopy },
+    /// The lines that follow belong to a large transaction the source is
+    /// still decoding (only for an encoding that is
+    /// [`crate::change::Encoding::TENTATIVE`]): they are tentative until its
+    /// [`Event::Committed`], or void at an [`Event::TentativeVoid`]. Comes
+    /// between transactions, with no lines of its own.
+    TentativeBegin,
+    /// The tentative lines since [`Event::TentativeBegin`] are void: the
+    /// transaction aborted, or something came between its pieces (its lines
+    /// come again, whole, when it commits). Comes with no lines of its own.
+    TentativeVoid,
     /// walpipe's own heartbeat came back (it is not written as a line).
     Heartbeat,
     /// The stream passed the end position it was started with.

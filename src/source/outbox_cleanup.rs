@@ -74,10 +74,12 @@ impl OutboxCleanup {
         loop {
             tokio::select! {
                 chunk = upstream.next(), if upstream_open => match chunk {
-                    Some(Chunk { lines, confirm, commit_times, caught_up, copied, receipt }) => {
+                    Some(Chunk { lines, confirm, commit_times, caught_up, copied, tentative, receipt }) => {
+                        // Outbox rows are read from change JSON; tentative lines
+                        // come only in mirror records, which name no outbox row.
                         let rows = self.rows_in(&lines);
                         let Some(slot) = downstream.reserve().await else { return Ok(()) };
-                        slot.send(lines, confirm, commit_times, copied, caught_up);
+                        slot.send(lines, confirm, commit_times, copied, caught_up, tentative);
                         in_sink.push_back((receipt, rows));
                     }
                     None => {
@@ -161,6 +163,7 @@ mod tests {
             Vec::new(),
             Default::default(),
             true,
+            crate::contract::Tentative::No,
         );
         let chunk = sink.next().await.expect("passed on");
         assert_eq!((chunk.lines.as_slice(), chunk.confirm), (&line[..], Some(Position::new(0x20))));

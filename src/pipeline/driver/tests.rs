@@ -216,3 +216,49 @@ async fn take_everything(mut sink: SinkEnds) -> usize {
     }
     taken
 }
+
+/// Time stands still while the driver is busy, so no hold timer cuts the lines early.
+#[tokio::test(start_paused = true)]
+async fn tentative_lines_go_in_chunks_of_their_own_and_a_void_section_sends_none_of_its_pending_lines() {
+    let tentative = |lines: &'static [u8]| (lines, Event::Data);
+    let mut events = transaction(0x100);
+    events.extend([
+        (b"".as_slice(), Event::TentativeBegin),
+        tentative(b"A\n"),
+        (b"".as_slice(), Event::Committed { end: Position::new(0x200), commit_time: SystemTime::UNIX_EPOCH }),
+        (b"".as_slice(), Event::TentativeBegin),
+        tentative(b"B\n"),
+        keepalive(0x300),
+        (b"".as_slice(), Event::TentativeVoid),
+    ]);
+    let Run { stream, confirmed: seen, exhausted } = fake(events, true);
+    let (ends, mut sink) = contract::channel();
+    let sink_task = tokio::spawn(async move {
+        let mut chunks = Vec::new();
+        while let Some(chunk) = sink.next().await {
+            chunks.push((chunk.lines.clone(), chunk.confirm, chunk.tentative));
+            sink.acknowledge(chunk.receipt);
+        }
+        chunks
+    });
+    let (_, outcome) = drive_until(stream, ends, exhausted.notified()).await;
+    outcome.expect("ended");
+    let chunks = sink_task.await.expect("sink");
+    let shapes: Vec<_> =
+        chunks.iter().map(|(lines, confirm, tentative)| (lines.len(), *confirm, *tentative)).collect();
+    let first = chunks[0].0.len();
+    assert_eq!(
+        shapes,
+        vec![
+            (first, Some(Position::new(0x100)), Tentative::No),
+            (2, Some(Position::new(0x200)), Tentative::Lines),
+            (0, None, Tentative::Void),
+        ],
+        "what was pending before the section, the section to its commit, then a void without its lines"
+    );
+    assert_eq!(
+        confirmed(&seen),
+        vec![Position::new(0x100), Position::new(0x200)],
+        "no keepalive is confirmed inside a section"
+    );
+}

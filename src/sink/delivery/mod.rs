@@ -226,7 +226,8 @@ impl<T: Transport> Delivery<T> {
                 }
             };
             let Some(chunk) = chunk else { break };
-            let Chunk { lines, confirm, commit_times, caught_up, copied, receipt } = chunk;
+            // Its encodings take no tentative lines (`Encoding::TENTATIVE`).
+            let Chunk { lines, confirm, commit_times, caught_up, copied, receipt, tentative: _ } = chunk;
             let count = crate::lines::line_ranges(&lines).count();
             self.open.push(count, confirm, commit_times, copied, receipt);
             let bytes = Bytes::from(lines);

@@ -26,6 +26,7 @@ use super::{SinkError, Writer};
 use crate::names::{TableName, quote_ident};
 
 /// A changelog table and the changes pending for it.
+#[derive(Clone)]
 pub struct ChangelogTarget {
     pub quoted: String,
     insert: Statement,
@@ -151,6 +152,18 @@ impl Writer for ChangelogWriter {
 
     fn pending(&self) -> usize {
         self.pending
+    }
+
+    /// The tables and the shapes recorded in them (`pending` is empty then).
+    type Saved = HashMap<String, ChangelogTarget>;
+
+    fn save(&self) -> Self::Saved {
+        self.targets.clone()
+    }
+
+    fn restore(&mut self, targets: Self::Saved) {
+        self.targets = targets;
+        self.pending = 0;
     }
 }
 

@@ -13,6 +13,12 @@
 //!   chunks are acknowledged (so the source confirms) only once that
 //!   COMMIT is durable: at once for a synchronous commit, else when the
 //!   server's flush position passes it ([`Durability`]).
+//! - A section of tentative chunks (a large transaction applied while the
+//!   source decodes it; see [`Tentative`]) starts after a commit of what
+//!   came before, in a sink transaction of its own that nothing else
+//!   commits: only its last chunk, the one completing the transaction,
+//!   does. A void chunk, or the end of the stream inside a section, rolls
+//!   it back and puts back the writer's knowledge from before it.
 //! - The applied position is always the end of a source transaction whose
 //!   changes are all committed ([`Uncommitted`]). Lines after it (part of
 //!   a transaction still arriving) may be committed with it; replaying them
@@ -30,7 +36,7 @@ use tokio_postgres::Client;
 use super::durability::{Durability, FLUSH_POLL};
 use super::uncommitted::{Commit, Pressure, Uncommitted};
 use crate::checkpoint::positions::CheckpointWriter;
-use crate::contract::{Chunk, Receipt, SinkEnds};
+use crate::contract::{Chunk, Receipt, SinkEnds, Tentative};
 use crate::metrics::JobMetrics;
 use crate::sink::SinkError;
 
@@ -45,6 +51,12 @@ pub trait Writer: Send + 'static {
     fn apply(&mut self, client: &Client) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Lines taken since the last apply.
     fn pending(&self) -> usize;
+    /// What the writer knows of the sink's tables, taken with nothing
+    /// pending, to be put back if the sink transaction after it is rolled back.
+    type Saved: Send;
+    fn save(&self) -> Self::Saved;
+    /// Puts back what [`Writer::save`] took: everything since was rolled back.
+    fn restore(&mut self, saved: Self::Saved);
 }
 
 pub struct CommitLoop<W: Writer> {
@@ -56,6 +68,8 @@ pub struct CommitLoop<W: Writer> {
     flush_interval: Duration,
     uncommitted: Uncommitted,
     in_transaction: bool,
+    /// Inside a section of tentative chunks: the writer as it was before.
+    section: Option<W::Saved>,
     metrics: Arc<JobMetrics>,
 }
 
@@ -79,6 +93,7 @@ impl<W: Writer> CommitLoop<W> {
             batch_size: batch_size.max(1),
             flush_interval,
             in_transaction: false,
+            section: None,
         }
     }
 
@@ -116,9 +131,25 @@ impl<W: Writer> CommitLoop<W> {
                     continue;
                 }
             };
-            let Some(Chunk { lines, confirm, commit_times, caught_up, copied, receipt }) = chunk else {
+            let Some(Chunk { lines, confirm, commit_times, caught_up, copied, tentative, receipt }) = chunk
+            else {
                 break;
             };
+            match (tentative, self.section.is_some()) {
+                (Tentative::Lines, false) => {
+                    self.commit(&ends, commits).await?;
+                    last_commit = Instant::now();
+                    self.section = Some(self.writer.save());
+                }
+                (Tentative::Void, true) => {
+                    self.uncommitted.chunk(0, None, &[], receipt);
+                    self.roll_back_section(&ends, commits).await?;
+                    continue;
+                }
+                // Lines of committed transactions, of the open section, or
+                // a void section none of whose lines came (an empty chunk).
+                _ => {}
+            }
             self.begin().await?;
             self.uncommitted.chunk(lines.len(), confirm, &commit_times, receipt);
             self.uncommitted.copied(copied);
@@ -132,13 +163,40 @@ impl<W: Writer> CommitLoop<W> {
                 self.writer.apply(&self.client).await?;
             }
             let pressure = Pressure { caught_up, due: Instant::now() >= due };
-            if self.uncommitted.commit_due(self.batch_size, pressure) {
+            let section_ends = self.section.is_some() && confirm.is_some();
+            if section_ends
+                || (self.section.is_none() && self.uncommitted.commit_due(self.batch_size, pressure))
+            {
+                self.section = None;
                 self.commit(&ends, commits).await?;
                 last_commit = Instant::now();
             }
         }
-        self.commit(&ends, commits).await?;
+        if self.section.is_some() {
+            self.roll_back_section(&ends, commits).await?;
+        } else {
+            self.commit(&ends, commits).await?;
+        }
         acknowledge(&ends, commits.durability.flush(&self.client).await?);
+        Ok(())
+    }
+
+    /// Rolls back the tentative lines of a section, and acknowledges their
+    /// chunks: they complete no transaction, so nothing is confirmed by them.
+    async fn roll_back_section(&mut self, ends: &SinkEnds, commits: &mut Commits) -> Result<(), SinkError> {
+        if self.in_transaction {
+            self.client.batch_execute("ROLLBACK").await?;
+            self.in_transaction = false;
+        }
+        if let Some(saved) = self.section.take() {
+            self.writer.restore(saved);
+        }
+        let Commit { changes, receipt, .. } = self.uncommitted.take();
+        tracing::info!(
+            changes,
+            "rolled back a transaction applied while it was decoded: it aborted, or comes again whole at its commit"
+        );
+        acknowledge(ends, receipt.and_then(|receipt| commits.durability.without_commit(receipt)));
         Ok(())
     }
 

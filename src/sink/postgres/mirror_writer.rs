@@ -35,6 +35,13 @@ struct Target {
     isolated: bool,
 }
 
+/// The destinations as the committed sink has them: their places,
+/// statements, shapes and isolation, and the tables' identities.
+pub struct Saved {
+    targets: HashMap<Vec<u8>, Target>,
+    identities: Option<Identities>,
+}
+
 pub struct MirrorWriter {
     /// By source table, as escaped in mirror records (`schema.name`).
     targets: HashMap<Vec<u8>, Target>,
@@ -130,6 +137,16 @@ impl MirrorWriter {
 impl Target {
     fn new(place: Place) -> Target {
         Target { place, destination: None, shape: Vec::new(), batch: TableBatch::default(), isolated: false }
+    }
+
+    /// The target without its staged rows.
+    fn saved(&self) -> Target {
+        Target {
+            destination: self.destination.clone(),
+            shape: self.shape.clone(),
+            isolated: self.isolated,
+            ..Target::new(self.place.clone())
+        }
     }
 }
 
@@ -250,6 +267,22 @@ impl Writer for MirrorWriter {
     /// Staged changes and copied rows, and an open copy as one (its rows are on their way already).
     fn pending(&self) -> usize {
         self.pending + usize::from(self.copying.is_some())
+    }
+
+    type Saved = Saved;
+
+    fn save(&self) -> Saved {
+        let targets = self.targets.iter().map(|(table, target)| (table.clone(), target.saved())).collect();
+        Saved { targets, identities: self.identities.clone() }
+    }
+
+    /// A destination made or changed since is gone with the rollback, and
+    /// with it what was staged and any copy left open.
+    fn restore(&mut self, Saved { targets, identities }: Saved) {
+        self.targets = targets;
+        self.identities = identities;
+        self.pending = 0;
+        self.copying = None;
     }
 }
 

@@ -22,6 +22,7 @@ use crate::source::table::SourceTable;
 pub const LSN_COLUMN: &str = "_walpipe_lsn";
 
 /// A destination table with its staging table and prepared statements.
+#[derive(Clone)]
 pub struct Destination {
     /// `"schema"."name"`.
     pub quoted: String,

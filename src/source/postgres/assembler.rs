@@ -40,7 +40,7 @@ use bytes::Bytes;
 
 use std::collections::HashSet;
 
-use super::spill::{RecordKind, Replay, StreamedTxns};
+use super::spill::{RecordKind, StreamedTxns};
 use crate::change::Encoding;
 use crate::change::encode::Op;
 use crate::change::relation::Table;
@@ -70,20 +70,15 @@ pub enum Step<E: Encoding> {
     Heartbeat,
     /// A chunk's marker, inside its transaction: the chunk's rows go here.
     Chunk { token: String },
+    /// A large transaction's lines follow as it is decoded (`tentative`).
+    TentativeBegin,
+    /// The tentative lines since [`Step::TentativeBegin`] are void; the
+    /// message that voided them, if any, is handled next.
+    TentativeVoid(Option<Box<Deferred>>),
 }
 
 /// The prefix of the logical decoding messages walpipe emits as heartbeats.
 pub const HEARTBEAT_PREFIX: &str = "walpipe_heartbeat";
-
-#[derive(Debug)]
-pub struct CommittedStream<E: Encoding> {
-    pub end: Position,
-    pub commit_time: SystemTime,
-    encoding: E,
-    fields: E::Txn,
-    replay: Replay,
-    next_ordinal: u64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
@@ -144,6 +139,8 @@ pub struct Assembler<E: Encoding> {
     tally: Tally,
     /// The keys changed in tables being copied in chunks.
     watch: Option<KeyWatch>,
+    /// Large transactions written while they are decoded (`tentative`).
+    sections: Sections,
 }
 
 impl<E: Encoding> Assembler<E> {
@@ -168,6 +165,7 @@ impl<E: Encoding> Assembler<E> {
             end_at,
             tally: Tally::default(),
             watch: None,
+            sections: Sections::default(),
         }
     }
 
@@ -206,6 +204,19 @@ impl<E: Encoding> Assembler<E> {
     /// Handles one XLogData. Lines go to `out`.
     pub fn handle(&mut self, lsn: Lsn, data: Bytes, out: &mut Vec<u8>) -> Result<Step<E>, AssembleError> {
         let message = self.decoder.decode(data).map_err(|source| AssembleError::Decode { lsn, source })?;
+        match self.voided_by(lsn, message) {
+            Ok(message) => self.handle_message(lsn, message, out),
+            Err(void) => Ok(void),
+        }
+    }
+
+    /// Handles one decoded message. Lines go to `out`.
+    fn handle_message(
+        &mut self,
+        lsn: Lsn,
+        message: Message,
+        out: &mut Vec<u8>,
+    ) -> Result<Step<E>, AssembleError> {
         let sequence = |what: String| AssembleError::Sequence { lsn, what };
         match message {
             Message::Begin(begin) => {
@@ -294,6 +305,10 @@ impl<E: Encoding> Assembler<E> {
                     return Err(sequence("Stream Start inside a transaction".into()));
                 }
                 self.stream_xid = Some(start.xid);
+                if self.opens_section(start.xid, start.first_segment) {
+                    tracing::info!(xid = start.xid, %lsn, "transaction {}: applying a streamed transaction while it is decoded", start.xid);
+                    return Ok(Step::TentativeBegin);
+                }
                 Ok(Step::Continue)
             }
             Message::StreamStop => {
@@ -307,12 +322,28 @@ impl<E: Encoding> Assembler<E> {
                 if let Some(watch) = &mut self.watch {
                     watch.stream_aborted(abort.xid, abort.subxid);
                 }
+                if self.section() == Some(abort.xid) {
+                    self.close_section();
+                    return Ok(Step::TentativeVoid(None));
+                }
                 Ok(Step::Continue)
             }
             Message::StreamCommit(commit) => {
                 if self.past_end(commit.commit_lsn) {
                     self.streamed.abort(commit.xid, commit.xid);
+                    // An open section is rolled back by the sink at the end of the stream.
+                    self.close_section();
                     return Ok(Step::PastEnd);
+                }
+                if self.section() == Some(commit.xid) {
+                    // Its lines are out already: the spill is not needed.
+                    self.close_section();
+                    self.streamed.abort(commit.xid, commit.xid);
+                    self.tally.transactions += 1;
+                    return Ok(Step::Committed {
+                        end: commit.end_lsn.into(),
+                        commit_time: to_system_time(commit.commit_time),
+                    });
                 }
                 if let Some(watch) = &mut self.watch {
                     watch.stream_committed(commit.xid);
@@ -322,18 +353,7 @@ impl<E: Encoding> Assembler<E> {
                     .commit(commit.xid)
                     .map_err(|source| AssembleError::Spill { lsn, source })?;
                 self.tally.transactions += 1;
-                Ok(Step::Replay(Box::new(CommittedStream {
-                    end: commit.end_lsn.into(),
-                    commit_time: to_system_time(commit.commit_time),
-                    encoding: self.encoding.clone(),
-                    fields: self.encoding.txn(
-                        commit.commit_lsn.into(),
-                        Some(u64::from(commit.xid)),
-                        Some(pg_micros_to_unix_micros(commit.commit_time)),
-                    ),
-                    replay,
-                    next_ordinal: 0,
-                })))
+                Ok(Step::Replay(Box::new(CommittedStream::new(&self.encoding, &commit, replay))))
             }
         }
     }
@@ -409,6 +429,7 @@ impl<E: Encoding> Assembler<E> {
         kind: RecordKind,
         write_body: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), AssembleError> {
+        let tentative = self.stream_xid.filter(|xid| self.section() == Some(*xid));
         match (&mut self.open, self.stream_xid, subxid) {
             (Some(txn), None, None) => {
                 match kind {
@@ -423,6 +444,13 @@ impl<E: Encoding> Assembler<E> {
                 write_body(out);
                 Ok(())
             }
+            (None, Some(xid), Some(subxid)) if tentative.is_some() => {
+                let start = write_tentative(&self.encoding, (lsn, xid, kind), out, write_body);
+                let body = &out[start..];
+                self.streamed
+                    .append(xid, subxid, lsn, kind, |spill| spill.extend_from_slice(body))
+                    .map_err(|source| AssembleError::Spill { lsn, source })
+            }
             (None, Some(xid), Some(subxid)) => self
                 .streamed
                 .append(xid, subxid, lsn, kind, write_body)
@@ -432,33 +460,14 @@ impl<E: Encoding> Assembler<E> {
     }
 }
 
-impl<E: Encoding> CommittedStream<E> {
-    /// Writes replayed lines to `out` until it holds about `max_bytes`.
-    /// Returns whether lines remain.
-    pub async fn replay_into(&mut self, out: &mut Vec<u8>, max_bytes: usize) -> std::io::Result<bool> {
-        let (encoding, fields) = (&self.encoding, &self.fields);
-        let ordinal = &mut self.next_ordinal;
-        self.replay
-            .for_each_until(|record| {
-                match record.kind {
-                    RecordKind::Change => {
-                        encoding.write_header(fields, out, *ordinal, record.lsn.into());
-                        *ordinal += 1;
-                    }
-                    RecordKind::Schema => {
-                        encoding.write_schema_header(fields, out, *ordinal, record.lsn.into())
-                    }
-                }
-                out.extend_from_slice(record.body);
-                out.len() < max_bytes
-            })
-            .await
-    }
-}
-
 mod chunks;
+mod replay;
+mod tentative;
 pub use crate::chunked::rows::ChunkWritten;
 pub use chunks::ChunkPlace;
+pub use replay::CommittedStream;
+pub use tentative::Deferred;
+use tentative::{Sections, write_tentative};
 #[cfg(test)]
 mod tests;
 

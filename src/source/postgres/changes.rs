@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use super::assembler::{AssembleError, Assembler, ChunkPlace, ChunkWritten, CommittedStream, Step};
+use super::assembler::{AssembleError, Assembler, ChunkPlace, ChunkWritten, CommittedStream, Deferred, Step};
 use super::lsn::Lsn;
 use super::{ReplicationStream, StreamEvent};
 use crate::change::Encoding;
@@ -130,6 +130,8 @@ enum Busy<E: Encoding> {
     Replaying(Box<CommittedStream<E>>),
     /// A chunk's rows, at its marker.
     Placing(Box<Placing>),
+    /// The message that voided a section of tentative lines, handled after the void.
+    Deferred(Box<Deferred>),
 }
 
 struct Placing {
@@ -180,6 +182,11 @@ impl<R: Replication, E: Encoding> Changes<R, E> {
                 return Ok(Event::Data);
             }
             Busy::Placing(placing) => return Ok(self.place(placing, out)?),
+            Busy::Deferred(deferred) => {
+                let lsn = deferred.lsn();
+                let step = self.assembler.handle_deferred(*deferred, out)?;
+                return Ok(self.event(lsn, step));
+            }
         }
         let Some(event) = self.stream.next().await? else { return Ok(Event::Ended) };
         let (lsn, data) = match event {
@@ -192,7 +199,13 @@ impl<R: Replication, E: Encoding> Changes<R, E> {
         };
         self.keepalive_last = false;
         self.received.bytes += data.len() as u64;
-        Ok(match self.assembler.handle(lsn, data, out)? {
+        let step = self.assembler.handle(lsn, data, out)?;
+        Ok(self.event(lsn, step))
+    }
+
+    /// What a step of the assembler is to the driver.
+    fn event(&mut self, lsn: Lsn, step: Step<E>) -> Event {
+        match step {
             Step::Continue => {
                 self.received.data = true;
                 Event::Data
@@ -219,7 +232,14 @@ impl<R: Replication, E: Encoding> Changes<R, E> {
                 tracing::debug!(%lsn, "reached the end position");
                 Event::PastEnd
             }
-        })
+            Step::TentativeBegin => Event::TentativeBegin,
+            Step::TentativeVoid(deferred) => {
+                if let Some(deferred) = deferred {
+                    self.busy = Busy::Deferred(deferred);
+                }
+                Event::TentativeVoid
+            }
+        }
     }
 
     /// Takes this run's chunk for the marker at `lsn` and starts writing it.

@@ -207,6 +207,7 @@ impl Started for PostgresStarted {
             let (feed, task) = copier.spawn(copier::open(info.clone()));
             (Some(feed), Some(task))
         };
+        let assembler = assembler.writing_streamed_early();
         let chores = settings
             .heartbeat
             .map(|every| Background::spawn(heartbeat(info, settings.job.clone(), every, metrics)))

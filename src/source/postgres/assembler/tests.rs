@@ -2,6 +2,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::change::encode::JsonLines;
+use crate::change::mirror_records::MirrorRecords;
 use crate::source::postgres::protocol::pgoutput::encode::encode;
 use crate::source::postgres::protocol::pgoutput::{
     Begin, Column, ColumnDef, Commit, Insert, Relation, StreamAbort, StreamCommit, StreamStart,
@@ -290,4 +291,109 @@ fn a_chunk_whose_shape_differs_from_the_streams_is_not_written() {
     feed(&mut asm, 0x11, relation_of(None, &[("id", 23, 1), ("v", 25, 0), ("w", 25, 0)]), &mut out);
     let error = asm.begin_chunk(Lsn(0x12), &chunk("1:1:", "1\ta\n"), &mut out).err().expect("another shape");
     assert!(matches!(error, AssembleError::ChunkShape { .. }), "{error}");
+}
+
+/// A streamed transaction's first block, for an encoding that takes tentative lines.
+fn mirror_section(asm: &mut Assembler<MirrorRecords>, out: &mut Vec<u8>) {
+    let start = Message::StreamStart(StreamStart { xid: 900, first_segment: true });
+    assert!(matches!(feed_mirror(asm, 1, start, out), Step::TentativeBegin));
+    feed_mirror(asm, 2, relation(Some(900)), out);
+    feed_mirror(asm, 3, insert(Some(900), "1"), out);
+    feed_mirror(asm, 4, insert(Some(901), "2"), out);
+    feed_mirror(asm, 5, Message::StreamStop, out);
+}
+
+fn feed_mirror(
+    asm: &mut Assembler<MirrorRecords>,
+    lsn: u64,
+    message: Message,
+    out: &mut Vec<u8>,
+) -> Step<MirrorRecords> {
+    asm.handle(Lsn(lsn), encode(&message), out).expect("handled")
+}
+
+const STREAM_COMMIT: StreamCommit =
+    StreamCommit { xid: 900, flags: 0, commit_lsn: Lsn(0x90), end_lsn: Lsn(0x98), commit_time: 0 };
+
+#[test]
+fn a_streamed_transaction_alone_is_written_as_it_arrives_each_line_at_its_own_position() {
+    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default()).writing_streamed_early();
+    let mut out = Vec::new();
+    mirror_section(&mut asm, &mut out);
+    let text = String::from_utf8(out.clone()).expect("utf-8");
+    let heads: Vec<&str> = text.lines().map(|line| line.split('\t').next().unwrap_or_default()).collect();
+    assert_eq!(
+        heads,
+        ["0/3", "0/3", "0/4"],
+        "the shape (with its first change), then each change at its own position"
+    );
+    let Step::Committed { end, .. } =
+        feed_mirror(&mut asm, 6, Message::StreamCommit(STREAM_COMMIT), &mut out)
+    else {
+        panic!("its lines are out already: committed, not replayed");
+    };
+    assert_eq!(end, Position::new(0x98));
+    assert_eq!(out.len(), text.len(), "nothing written twice");
+    assert!(asm.streamed.is_empty(), "its spill is dropped");
+}
+
+#[tokio::test]
+async fn anything_between_the_blocks_voids_the_section_and_the_transaction_comes_whole_at_its_commit() {
+    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default()).writing_streamed_early();
+    let mut out = Vec::new();
+    mirror_section(&mut asm, &mut out);
+    let begin = Message::Begin(Begin { final_lsn: Lsn(0x50), commit_time: 0, xid: 777 });
+    let Step::TentativeVoid(Some(deferred)) = feed_mirror(&mut asm, 6, begin, &mut out) else {
+        panic!("a plain transaction voids the section");
+    };
+    out.clear();
+    assert!(matches!(asm.handle_deferred(*deferred, &mut out).expect("begin"), Step::Continue));
+    feed_mirror(&mut asm, 7, insert(None, "5"), &mut out);
+    let commit =
+        Message::Commit(Commit { flags: 0, commit_lsn: Lsn(0x50), end_lsn: Lsn(0x58), commit_time: 0 });
+    assert!(matches!(feed_mirror(&mut asm, 8, commit, &mut out), Step::Committed { .. }));
+    // Its next block is not tentative: it is spilled only.
+    out.clear();
+    feed_mirror(&mut asm, 9, Message::StreamStart(StreamStart { xid: 900, first_segment: false }), &mut out);
+    feed_mirror(&mut asm, 10, insert(Some(900), "3"), &mut out);
+    feed_mirror(&mut asm, 11, Message::StreamStop, &mut out);
+    assert!(out.is_empty());
+    let Step::Replay(mut stream) = feed_mirror(&mut asm, 12, Message::StreamCommit(STREAM_COMMIT), &mut out)
+    else {
+        panic!("replayed whole from its spill");
+    };
+    while stream.replay_into(&mut out, 1).await.expect("replay") {}
+    let text = String::from_utf8(out).expect("utf-8");
+    assert_eq!(text.lines().count(), 4, "the shape and all three changes: {text}");
+    assert!(text.lines().all(|line| line.starts_with("0/90\t")), "at the commit's position: {text}");
+}
+
+#[test]
+fn an_abort_voids_the_section_and_a_subtransactions_first_passes_on() {
+    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default()).writing_streamed_early();
+    let mut out = Vec::new();
+    mirror_section(&mut asm, &mut out);
+    let sub = Message::StreamAbort(StreamAbort { xid: 900, subxid: 901, abort: None });
+    let Step::TentativeVoid(Some(deferred)) = feed_mirror(&mut asm, 6, sub, &mut out) else {
+        panic!("a subtransaction's abort voids the section");
+    };
+    assert!(matches!(asm.handle_deferred(*deferred, &mut out).expect("abort"), Step::Continue));
+
+    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default()).writing_streamed_early();
+    mirror_section(&mut asm, &mut out);
+    let whole = Message::StreamAbort(StreamAbort { xid: 900, subxid: 900, abort: None });
+    assert!(matches!(feed_mirror(&mut asm, 6, whole, &mut out), Step::TentativeVoid(None)));
+    assert!(asm.streamed.is_empty());
+}
+
+#[test]
+fn no_section_opens_while_a_table_is_copied_in_chunks_or_for_a_json_encoding() {
+    let start = || Message::StreamStart(StreamStart { xid: 900, first_segment: true });
+    let mut out = Vec::new();
+    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default())
+        .watching(KeyWatch::new(["public.t".to_string()]))
+        .writing_streamed_early();
+    assert!(matches!(feed_mirror(&mut asm, 1, start(), &mut out), Step::Continue));
+    let mut asm = Assembler::new(JsonLines, 1 << 20, None, Default::default()).writing_streamed_early();
+    assert!(matches!(feed(&mut asm, 1, start(), &mut out), Step::Continue));
 }

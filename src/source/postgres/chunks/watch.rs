@@ -104,6 +104,11 @@ impl KeyWatch {
         self.tables.contains_key(table)
     }
 
+    /// Whether no table is being copied any more.
+    pub fn is_done(&self) -> bool {
+        self.tables.is_empty()
+    }
+
     /// The table's copy is done: its changes no longer matter.
     pub fn unwatch(&mut self, table: &str) {
         self.tables.remove(table);

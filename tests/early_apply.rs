@@ -1,0 +1,159 @@
+//! A large transaction is applied into the Postgres sink while the source
+//! still decodes it (the server streams it in blocks before it commits):
+//! nothing of it is visible in the sink before its commit, a kill -9 in
+//! the middle loses and shows nothing, an abort leaves nothing behind, and
+//! a transaction that something else interleaves with comes whole at its commit.
+//!
+//! The proof that a transaction is being applied early is durable: the
+//! sink's backend holds a lock on the destination while the source's
+//! transaction is still open (without early apply the sink would not touch
+//! it before the commit).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, fingerprint, run_log, spawn_run, start_run, wait_for, wait_running};
+
+const ROWS: usize = 20_000;
+
+/// A source and a sink with a `big` and a `small` table, streaming large
+/// transactions early (64 kB of decoding memory on the source).
+fn set_up(test: &str) -> (&'static Cluster, String, String, String) {
+    let cluster = common::pg15_with(&common::options());
+    let source = cluster.fresh_db(&format!("{test}_src"));
+    let sink = cluster.fresh_db(&format!("{test}_sink"));
+    cluster.psql(
+        &source,
+        "CREATE TABLE big (id int PRIMARY KEY, note text); CREATE TABLE small (id int PRIMARY KEY)",
+    );
+    cluster.psql(&source, &format!("ALTER DATABASE {source} SET logical_decoding_work_mem = '64kB'"));
+    (cluster, source, sink, format!("{test}_{}", std::process::id()))
+}
+
+/// Env for the runs: small sink batches, so rows are written as they come.
+const EXTRA: &[(&str, &str)] = &[("WALPIPE_BATCH_SIZE", "500")];
+
+/// Waits until a sink backend has written into `big` inside a transaction
+/// it has not committed (it holds the table's row-exclusive lock).
+fn wait_applying_early(cluster: &Cluster, sink: &str) {
+    wait_for(Duration::from_secs(120), "the sink applying the open transaction", || {
+        cluster
+            .try_psql(
+                sink,
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE c.relname = 'big' AND l.mode = 'RowExclusiveLock' AND l.pid <> pg_backend_pid()",
+            )
+            .is_some_and(|count| count != "0")
+    });
+}
+
+fn count(cluster: &Cluster, db: &str, table: &str) -> usize {
+    cluster.try_psql(db, &format!("SELECT count(*) FROM {table}")).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// Whether `table` (its columns `id` and `note`) holds the same rows in both.
+fn same(cluster: &Cluster, source: &str, sink: &str) -> bool {
+    let print = |db| fingerprint(cluster, db, "big", "id, note", "id");
+    let sunk = print(sink);
+    sunk.is_some() && sunk == print(source)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_in_the_middle_of_a_transaction_applied_early_shows_nothing_and_loses_nothing() {
+    let (cluster, source, sink, job) = set_up("early_kill");
+    let mut run = start_run(cluster, &source, &sink, &job, EXTRA);
+    wait_running(&job);
+    let client = cluster.client(&source).await;
+    client
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO big SELECT i, 'row ' || i FROM generate_series(1, {ROWS}) i"
+        ))
+        .await
+        .expect("the first half");
+    wait_applying_early(cluster, &sink);
+    assert_eq!(count(cluster, &sink, "big"), 0, "nothing of an open transaction is visible in the sink");
+    run.kill().expect("kill -9");
+    run.wait().expect("reaped");
+    assert_eq!(count(cluster, &sink, "big"), 0, "nothing of it survives the kill");
+
+    client
+        .batch_execute(&format!(
+            "UPDATE big SET note = 'changed' WHERE id % 7 = 0; DELETE FROM big WHERE id % 11 = 0; \
+             INSERT INTO big SELECT i, 'row ' || i FROM generate_series({}, {}) i; COMMIT",
+            ROWS + 1,
+            2 * ROWS
+        ))
+        .await
+        .expect("the second half and the commit");
+    let vars = [
+        ("WALPIPE_SOURCE_URL", cluster.url(&source)),
+        ("WALPIPE_SINK_URL", cluster.url(&sink)),
+        ("WALPIPE_JOB_NAME", job.clone()),
+        ("WALPIPE_FLUSH_INTERVAL_MS", "100".to_string()),
+    ];
+    let run = spawn_run(&job, true, &vars, EXTRA);
+    wait_for(Duration::from_secs(180), "the sink equal to the source", || same(cluster, &source, &sink));
+    assert!(common::stop_run(run).success());
+    let log = run_log(&job);
+    assert!(log.contains("applying a streamed transaction while it is decoded"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_transaction_that_aborts_leaves_nothing_behind() {
+    let (cluster, source, sink, job) = set_up("early_abort");
+    let run = start_run(cluster, &source, &sink, &job, EXTRA);
+    wait_running(&job);
+    let client = cluster.client(&source).await;
+    client
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO big SELECT i, 'row ' || i FROM generate_series(1, {ROWS}) i"
+        ))
+        .await
+        .expect("the transaction");
+    wait_applying_early(cluster, &sink);
+    client.batch_execute("ROLLBACK").await.expect("rolled back");
+    // A later transaction reaching the sink shows the abort was passed.
+    cluster.psql(&source, "INSERT INTO small VALUES (1)");
+    wait_for(Duration::from_secs(120), "the later transaction in the sink", || {
+        count(cluster, &sink, "small") == 1
+    });
+    assert_eq!(count(cluster, &sink, "big"), 0, "nothing of the aborted transaction");
+    assert!(common::stop_run(run).success());
+    let log = run_log(&job);
+    assert!(log.contains("rolled back a transaction applied while it was decoded"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_another_one_interleaves_with_comes_whole_at_its_commit() {
+    let (cluster, source, sink, job) = set_up("early_interleaved");
+    let run = start_run(cluster, &source, &sink, &job, EXTRA);
+    wait_running(&job);
+    let client = cluster.client(&source).await;
+    client
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO big SELECT i, 'row ' || i FROM generate_series(1, {ROWS}) i"
+        ))
+        .await
+        .expect("the first part");
+    wait_applying_early(cluster, &sink);
+    // Committed while the large one is open: it comes between its blocks.
+    cluster.psql(&source, "INSERT INTO small VALUES (1), (2)");
+    wait_for(Duration::from_secs(120), "the small transaction in the sink", || {
+        count(cluster, &sink, "small") == 2
+    });
+    assert_eq!(count(cluster, &sink, "big"), 0, "nothing of the open transaction");
+    client
+        .batch_execute(&format!(
+            "SAVEPOINT part; INSERT INTO big SELECT i, 'gone' FROM generate_series({}, {}) i; ROLLBACK TO SAVEPOINT part; \
+             UPDATE big SET note = 'changed' WHERE id % 5 = 0; COMMIT",
+            ROWS + 1,
+            2 * ROWS
+        ))
+        .await
+        .expect("the rest and the commit");
+    wait_for(Duration::from_secs(180), "the sink equal to the source", || same(cluster, &source, &sink));
+    assert!(common::stop_run(run).success());
+    let log = run_log(&job);
+    assert!(log.contains("something came between its streamed blocks"), "{log}");
+}
