@@ -254,6 +254,7 @@ impl<E: Encoding> Assembler<E> {
                 Ok(Step::Continue)
             }
             Message::Relation(relation) => {
+                self.note_shape(&relation);
                 self.relations.apply(&relation);
                 self.unannounced.insert(relation.id);
                 Ok(Step::Continue)

@@ -7,7 +7,7 @@
 use crate::names::quote_literal;
 use crate::pg::Connection;
 use crate::pg::SourceError;
-use crate::source::postgres::relations::PrimaryKeys;
+use crate::source::postgres::relations::{PrimaryKeys, Signature, Signatures};
 
 /// Checks that `slot` and `publication` can be streamed on this connection's database.
 pub async fn check_stream(conn: &mut Connection, slot: &str, publication: &str) -> Result<(), SourceError> {
@@ -96,4 +96,42 @@ pub async fn primary_keys(conn: &mut Connection, publication: &str) -> Result<Pr
             _ => None,
         })
         .collect())
+}
+
+/// The published columns of each published table, as the catalog has them
+/// now (a column list, PostgreSQL 15 and later, leaves some out; generated
+/// columns are not sent).
+pub async fn signatures(conn: &mut Connection, publication: &str) -> Result<Signatures, SourceError> {
+    let result = conn
+        .simple_query(&format!(
+            "SELECT c.oid::text, pt.schemaname, pt.tablename, \
+                    string_agg(a.attname || chr(30) || a.atttypid::text || chr(30) || a.atttypmod::text, chr(31) ORDER BY a.attnum) \
+             FROM pg_publication_tables pt \
+             JOIN pg_namespace n ON n.nspname = pt.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             WHERE pt.pubname = {} \
+               AND (NOT to_jsonb(pt) ? 'attnames' \
+                    OR a.attname IN (SELECT jsonb_array_elements_text(to_jsonb(pt) -> 'attnames'))) \
+             GROUP BY 1, 2, 3",
+            quote_literal(publication)
+        ))
+        .await?;
+    Ok(result
+        .rows
+        .into_iter()
+        .filter_map(|row| match row.as_slice() {
+            [Some(relid), Some(schema), Some(table), Some(columns)] => {
+                let columns = columns.split('\u{1f}').map(column).collect::<Option<Vec<_>>>()?;
+                Some((relid.parse().ok()?, Signature::new(schema, table, columns)))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// `name<RS>type oid<RS>modifier`.
+fn column(text: &str) -> Option<(String, u32, i32)> {
+    let mut parts = text.split('\u{1e}');
+    Some((parts.next()?.to_string(), parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }

@@ -47,6 +47,31 @@ pub fn table_of(
     Table::new(message.id, schema, &message.name, columns)
 }
 
+/// A table's name and columns (name, type, modifier), as a Relation
+/// message or the catalog gives them: equal signatures mean the shape did
+/// not change in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    schema: String,
+    name: String,
+    columns: Vec<(String, u32, i32)>,
+}
+
+impl Signature {
+    pub fn new(schema: &str, name: &str, columns: Vec<(String, u32, i32)>) -> Signature {
+        Signature { schema: schema.to_string(), name: name.to_string(), columns }
+    }
+
+    pub fn of(message: &pgoutput::Relation) -> Signature {
+        let schema = if message.namespace.is_empty() { "pg_catalog" } else { &message.namespace };
+        let columns = message.columns.iter().map(|c| (c.name.clone(), c.type_oid, c.type_modifier)).collect();
+        Signature::new(schema, &message.name, columns)
+    }
+}
+
+/// Signatures by relation id.
+pub type Signatures = HashMap<u32, Signature>;
+
 /// Primary key columns by (schema, table).
 pub type PrimaryKeys = HashMap<(String, String), Vec<String>>;
 

@@ -17,7 +17,7 @@ use super::chunks::copier;
 use super::chunks::watch::KeyWatch;
 use super::column_history::CatalogHistory;
 use super::heartbeat::heartbeat;
-use super::relations::PrimaryKeys;
+use super::relations::{PrimaryKeys, Signatures};
 use super::setup_error::SetupFailure;
 use super::snapshot::ExportedSnapshot;
 use super::{
@@ -57,6 +57,8 @@ pub struct PostgresStarted {
     metrics: Arc<JobMetrics>,
     stream: ReplicationStream,
     primary_keys: PrimaryKeys,
+    /// The published tables' shapes when the stream started.
+    signatures: Signatures,
 }
 
 fn failed(failure: impl Into<SetupFailure>) -> SetupError {
@@ -183,9 +185,10 @@ impl Source for PostgresSource {
         let (slot, publication) = (&settings.slot, &settings.publication);
         preflight::check_stream(&mut replication, slot, publication).await.map_err(failed)?;
         let primary_keys = preflight::primary_keys(&mut replication, publication).await.map_err(failed)?;
+        let signatures = preflight::signatures(&mut replication, publication).await.map_err(failed)?;
         let interval = replication.status_interval().await.map_err(failed)?;
         let stream = replication.start_stream(slot, publication, from, interval).await.map_err(failed)?;
-        Ok(PostgresStarted { info, settings, metrics: metrics.clone(), stream, primary_keys })
+        Ok(PostgresStarted { info, settings, metrics: metrics.clone(), stream, primary_keys, signatures })
     }
 }
 
@@ -195,7 +198,7 @@ impl Started for PostgresStarted {
         encoding: E,
         copies: Vec<(SourceTable, TableCopy)>,
     ) -> Streaming<impl ChangeStream> {
-        let PostgresStarted { info, settings, metrics, stream, primary_keys } = self;
+        let PostgresStarted { info, settings, metrics, stream, primary_keys, signatures } = self;
         let mut assembler = Assembler::new(encoding, SPILL_MEMORY_CAP, None, primary_keys);
         let (chunks, copying) = if copies.is_empty() {
             (None, None)
@@ -207,7 +210,7 @@ impl Started for PostgresStarted {
             let (feed, task) = copier.spawn(copier::open(info.clone()));
             (Some(feed), Some(task))
         };
-        let assembler = assembler.writing_streamed_early();
+        let assembler = assembler.writing_streamed_early(signatures);
         let chores = settings
             .heartbeat
             .map(|every| Background::spawn(heartbeat(info, settings.job.clone(), every, metrics)))

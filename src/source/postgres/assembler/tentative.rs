@@ -23,6 +23,10 @@
 //! - A message that voids a section is handled after the void (it comes
 //!   back as [`Step::TentativeVoid`]'s `then`), so its lines, if any, are
 //!   not mistaken for tentative ones.
+//! - A table's shape that changed inside the transaction (a Relation
+//!   message unlike the one before, or unlike the catalog when the stream
+//!   started) voids the section: a sink that follows a shape may read the
+//!   source's catalog, which does not show a change not committed yet.
 //! - Not while tables are copied in chunks: their merge and reconcile read
 //!   a row's position as the commit's, which a tentative line cannot know.
 //!   Once the last chunk took its place (and the copy's reconcile with it,
@@ -31,12 +35,16 @@
 use super::{AssembleError, Assembler, RecordKind, Step};
 use crate::change::Encoding;
 use crate::source::postgres::lsn::Lsn;
-use crate::source::postgres::protocol::pgoutput::Message;
+use crate::source::postgres::protocol::pgoutput::{Message, Relation};
+use crate::source::postgres::relations::{Signature, Signatures};
 
 /// Whether, and for which transaction, lines are written tentatively.
 #[derive(Debug, Default)]
 pub(super) struct Sections {
     allowed: bool,
+    /// Each table's shape as last described (by the catalog when the
+    /// stream started, then by Relation messages).
+    shapes: Signatures,
     /// The top-level xid of the open section.
     open: Option<u32>,
 }
@@ -76,9 +84,18 @@ impl Deferred {
 impl<E: Encoding> Assembler<E> {
     /// Writes large transactions while they are decoded, if the encoding
     /// takes tentative lines (and once no table is copied in chunks).
-    pub fn writing_streamed_early(mut self) -> Assembler<E> {
+    /// `shapes`: the published tables' shapes when the stream started.
+    pub fn writing_streamed_early(mut self, shapes: Signatures) -> Assembler<E> {
         self.sections.allowed = E::TENTATIVE;
+        self.sections.shapes = shapes;
         self
+    }
+
+    /// A Relation message was handled: the table's shape is now this one.
+    pub(super) fn note_shape(&mut self, relation: &Relation) {
+        if self.sections.allowed {
+            self.sections.shapes.insert(relation.id, Signature::of(relation));
+        }
     }
 
     /// The open section's transaction.
@@ -111,13 +128,18 @@ impl<E: Encoding> Assembler<E> {
             Message::StreamCommit(commit) => commit.xid == xid,
             Message::StreamAbort(abort) => abort.xid == xid && abort.subxid == xid,
             Message::Message(m) => m.transactional || m.prefix == super::HEARTBEAT_PREFIX,
+            // A shape not seen before (a schema change in the transaction, not
+            // committed yet, which the sink could not read in the catalog).
+            Message::Relation(relation) => {
+                self.sections.shapes.get(&relation.id) == Some(&Signature::of(relation))
+            }
             _ => true,
         };
         if belongs {
             return Ok(message);
         }
         self.sections.open = None;
-        tracing::info!(xid, %lsn, "transaction {xid}: something came between its streamed blocks, so it is applied from its spill file at its commit");
+        tracing::info!(xid, %lsn, "transaction {xid}: another transaction, a subtransaction's abort or a schema change came between its streamed blocks, so it is applied from its spill file at its commit");
         Err(Step::TentativeVoid(Some(Box::new(Deferred { lsn, message }))))
     }
 

@@ -293,6 +293,33 @@ fn a_chunk_whose_shape_differs_from_the_streams_is_not_written() {
     assert!(matches!(error, AssembleError::ChunkShape { .. }), "{error}");
 }
 
+/// Table `public.t` as the catalog had it when the stream started.
+fn known_shape() -> crate::source::postgres::relations::Signatures {
+    let Message::Relation(relation) = relation(None) else { unreachable!("a Relation message") };
+    [(1, crate::source::postgres::relations::Signature::of(&relation))].into()
+}
+
+#[test]
+fn a_shape_that_changes_inside_the_transaction_voids_the_section() {
+    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default())
+        .writing_streamed_early(known_shape());
+    let mut out = Vec::new();
+    mirror_section(&mut asm, &mut out);
+    feed_mirror(&mut asm, 6, Message::StreamStart(StreamStart { xid: 900, first_segment: false }), &mut out);
+    let altered = relation_of(Some(900), &[("id", 23, 1), ("v", 25, 0), ("w", 23, 0)]);
+    let Step::TentativeVoid(Some(deferred)) = feed_mirror(&mut asm, 7, altered, &mut out) else {
+        panic!("a column added in the transaction voids the section");
+    };
+    assert!(matches!(asm.handle_deferred(*deferred, &mut out).expect("relation"), Step::Continue));
+
+    // A table the catalog did not show when the stream started: no section keeps it.
+    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default())
+        .writing_streamed_early(Default::default());
+    let start = Message::StreamStart(StreamStart { xid: 900, first_segment: true });
+    assert!(matches!(feed_mirror(&mut asm, 1, start, &mut out), Step::TentativeBegin));
+    assert!(matches!(feed_mirror(&mut asm, 2, relation(Some(900)), &mut out), Step::TentativeVoid(Some(_))));
+}
+
 /// A streamed transaction's first block, for an encoding that takes tentative lines.
 fn mirror_section(asm: &mut Assembler<MirrorRecords>, out: &mut Vec<u8>) {
     let start = Message::StreamStart(StreamStart { xid: 900, first_segment: true });
@@ -317,7 +344,8 @@ const STREAM_COMMIT: StreamCommit =
 
 #[test]
 fn a_streamed_transaction_alone_is_written_as_it_arrives_each_line_at_its_own_position() {
-    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default()).writing_streamed_early();
+    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default())
+        .writing_streamed_early(known_shape());
     let mut out = Vec::new();
     mirror_section(&mut asm, &mut out);
     let text = String::from_utf8(out.clone()).expect("utf-8");
@@ -339,7 +367,8 @@ fn a_streamed_transaction_alone_is_written_as_it_arrives_each_line_at_its_own_po
 
 #[tokio::test]
 async fn anything_between_the_blocks_voids_the_section_and_the_transaction_comes_whole_at_its_commit() {
-    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default()).writing_streamed_early();
+    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default())
+        .writing_streamed_early(known_shape());
     let mut out = Vec::new();
     mirror_section(&mut asm, &mut out);
     let begin = Message::Begin(Begin { final_lsn: Lsn(0x50), commit_time: 0, xid: 777 });
@@ -370,7 +399,8 @@ async fn anything_between_the_blocks_voids_the_section_and_the_transaction_comes
 
 #[test]
 fn an_abort_voids_the_section_and_a_subtransactions_first_passes_on() {
-    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default()).writing_streamed_early();
+    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default())
+        .writing_streamed_early(known_shape());
     let mut out = Vec::new();
     mirror_section(&mut asm, &mut out);
     let sub = Message::StreamAbort(StreamAbort { xid: 900, subxid: 901, abort: None });
@@ -379,7 +409,8 @@ fn an_abort_voids_the_section_and_a_subtransactions_first_passes_on() {
     };
     assert!(matches!(asm.handle_deferred(*deferred, &mut out).expect("abort"), Step::Continue));
 
-    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default()).writing_streamed_early();
+    let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default())
+        .writing_streamed_early(known_shape());
     mirror_section(&mut asm, &mut out);
     let whole = Message::StreamAbort(StreamAbort { xid: 900, subxid: 900, abort: None });
     assert!(matches!(feed_mirror(&mut asm, 6, whole, &mut out), Step::TentativeVoid(None)));
@@ -392,8 +423,9 @@ fn no_section_opens_while_a_table_is_copied_in_chunks_or_for_a_json_encoding() {
     let mut out = Vec::new();
     let mut asm = Assembler::new(MirrorRecords, 1 << 20, None, Default::default())
         .watching(KeyWatch::new(["public.t".to_string()]))
-        .writing_streamed_early();
+        .writing_streamed_early(known_shape());
     assert!(matches!(feed_mirror(&mut asm, 1, start(), &mut out), Step::Continue));
-    let mut asm = Assembler::new(JsonLines, 1 << 20, None, Default::default()).writing_streamed_early();
+    let mut asm =
+        Assembler::new(JsonLines, 1 << 20, None, Default::default()).writing_streamed_early(known_shape());
     assert!(matches!(feed(&mut asm, 1, start(), &mut out), Step::Continue));
 }
