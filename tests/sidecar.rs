@@ -592,6 +592,7 @@ fn the_initial_copy_builds_the_key_after_the_rows_and_keeps_it_when_the_copy_fai
     let log = run_log(&job);
     assert!(!status.success(), "{log}");
     assert!(log.contains("clash_pkey"), "the failure names the key:\n{log}");
+    assert!(!log.contains("lost the job's lease"), "a job that ended let go of its lease itself:\n{log}");
     assert_eq!(
         cluster.psql(&sink, "SELECT id || ',' || grp FROM clash"),
         "7,7",

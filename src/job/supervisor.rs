@@ -212,6 +212,8 @@ impl Supervisor {
                 }
                 Desired::from_store(renewed.state, renewed.requested, renewed.cleanup_requested)
             }
+            // A job that ended let go of its lease itself, just before telling the supervisor.
+            Ok(None) if matches!(observed, State::Failed | State::Succeeded) => return,
             Ok(None) => {
                 tracing::warn!(job = %name, "lost the job's lease (another worker holds it, or it was deleted): stopping it here");
                 Desired::LetGo
