@@ -48,6 +48,32 @@ fn wait_applying_early(cluster: &Cluster, sink: &str) {
     });
 }
 
+/// A job running from a fresh source into a fresh sink, and a source
+/// session with a large transaction open that the sink is applying.
+struct Open {
+    cluster: &'static Cluster,
+    source: String,
+    sink: String,
+    job: String,
+    run: std::process::Child,
+    client: tokio_postgres::Client,
+}
+
+async fn open_large_transaction(test: &str) -> Open {
+    let (cluster, source, sink, job) = set_up(test);
+    let run = start_run(cluster, &source, &sink, &job, EXTRA);
+    wait_running(&job);
+    let client = cluster.client(&source).await;
+    client
+        .batch_execute(&format!(
+            "BEGIN; INSERT INTO big SELECT i, 'row ' || i FROM generate_series(1, {ROWS}) i"
+        ))
+        .await
+        .expect("the open transaction");
+    wait_applying_early(cluster, &sink);
+    Open { cluster, source, sink, job, run, client }
+}
+
 fn count(cluster: &Cluster, db: &str, table: &str) -> usize {
     cluster.try_psql(db, &format!("SELECT count(*) FROM {table}")).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
@@ -61,17 +87,7 @@ fn same(cluster: &Cluster, source: &str, sink: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_in_the_middle_of_a_transaction_applied_early_shows_nothing_and_loses_nothing() {
-    let (cluster, source, sink, job) = set_up("early_kill");
-    let mut run = start_run(cluster, &source, &sink, &job, EXTRA);
-    wait_running(&job);
-    let client = cluster.client(&source).await;
-    client
-        .batch_execute(&format!(
-            "BEGIN; INSERT INTO big SELECT i, 'row ' || i FROM generate_series(1, {ROWS}) i"
-        ))
-        .await
-        .expect("the first half");
-    wait_applying_early(cluster, &sink);
+    let Open { cluster, source, sink, job, mut run, client } = open_large_transaction("early_kill").await;
     assert_eq!(count(cluster, &sink, "big"), 0, "nothing of an open transaction is visible in the sink");
     run.kill().expect("kill -9");
     run.wait().expect("reaped");
@@ -101,17 +117,7 @@ async fn a_kill_in_the_middle_of_a_transaction_applied_early_shows_nothing_and_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_transaction_that_aborts_leaves_nothing_behind() {
-    let (cluster, source, sink, job) = set_up("early_abort");
-    let run = start_run(cluster, &source, &sink, &job, EXTRA);
-    wait_running(&job);
-    let client = cluster.client(&source).await;
-    client
-        .batch_execute(&format!(
-            "BEGIN; INSERT INTO big SELECT i, 'row ' || i FROM generate_series(1, {ROWS}) i"
-        ))
-        .await
-        .expect("the transaction");
-    wait_applying_early(cluster, &sink);
+    let Open { cluster, source, sink, job, run, client } = open_large_transaction("early_abort").await;
     client.batch_execute("ROLLBACK").await.expect("rolled back");
     // A later transaction reaching the sink shows the abort was passed.
     cluster.psql(&source, "INSERT INTO small VALUES (1)");
@@ -126,17 +132,7 @@ async fn a_streamed_transaction_that_aborts_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_another_one_interleaves_with_comes_whole_at_its_commit() {
-    let (cluster, source, sink, job) = set_up("early_interleaved");
-    let run = start_run(cluster, &source, &sink, &job, EXTRA);
-    wait_running(&job);
-    let client = cluster.client(&source).await;
-    client
-        .batch_execute(&format!(
-            "BEGIN; INSERT INTO big SELECT i, 'row ' || i FROM generate_series(1, {ROWS}) i"
-        ))
-        .await
-        .expect("the first part");
-    wait_applying_early(cluster, &sink);
+    let Open { cluster, source, sink, job, run, client } = open_large_transaction("early_interleaved").await;
     // Committed while the large one is open: it comes between its blocks.
     cluster.psql(&source, "INSERT INTO small VALUES (1), (2)");
     wait_for(Duration::from_secs(120), "the small transaction in the sink", || {
@@ -163,17 +159,7 @@ async fn a_transaction_another_one_interleaves_with_comes_whole_at_its_commit() 
 /// transaction comes whole, with the column followed by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_change_inside_a_transaction_applied_early_is_followed_at_its_commit() {
-    let (cluster, source, sink, job) = set_up("early_ddl");
-    let run = start_run(cluster, &source, &sink, &job, EXTRA);
-    wait_running(&job);
-    let client = cluster.client(&source).await;
-    client
-        .batch_execute(&format!(
-            "BEGIN; INSERT INTO big SELECT i, 'row ' || i FROM generate_series(1, {ROWS}) i"
-        ))
-        .await
-        .expect("the first part");
-    wait_applying_early(cluster, &sink);
+    let Open { cluster, source, sink, job, run, client } = open_large_transaction("early_ddl").await;
     client
         .batch_execute(&format!(
             "ALTER TABLE big RENAME COLUMN note TO remark; ALTER TABLE big ADD COLUMN grade int; \

@@ -70,6 +70,11 @@ pub async fn check_stream(conn: &mut Connection, slot: &str, publication: &str) 
     Ok(())
 }
 
+/// The tables of a publication (`pt`), with their namespace (`n`) and class (`c`).
+const PUBLISHED_TABLES: &str = "FROM pg_publication_tables pt \
+     JOIN pg_namespace n ON n.nspname = pt.schemaname \
+     JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename";
+
 /// The primary keys of the publication's tables, in key order.
 pub async fn primary_keys(conn: &mut Connection, publication: &str) -> Result<PrimaryKeys, SourceError> {
     // Column names are joined with the unit separator, which no sane name holds.
@@ -77,9 +82,7 @@ pub async fn primary_keys(conn: &mut Connection, publication: &str) -> Result<Pr
         .simple_query(&format!(
             "SELECT pt.schemaname, pt.tablename, \
                     string_agg(a.attname, chr(31) ORDER BY array_position(i.indkey::int2[], a.attnum)) AS key \
-             FROM pg_publication_tables pt \
-             JOIN pg_namespace n ON n.nspname = pt.schemaname \
-             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+             {PUBLISHED_TABLES} \
              JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey) \
              WHERE pt.pubname = {} GROUP BY 1, 2",
@@ -106,9 +109,7 @@ pub async fn signatures(conn: &mut Connection, publication: &str) -> Result<Sign
         .simple_query(&format!(
             "SELECT c.oid::text, pt.schemaname, pt.tablename, \
                     string_agg(a.attname || chr(30) || a.atttypid::text || chr(30) || a.atttypmod::text, chr(31) ORDER BY a.attnum) \
-             FROM pg_publication_tables pt \
-             JOIN pg_namespace n ON n.nspname = pt.schemaname \
-             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+             {PUBLISHED_TABLES} \
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
              WHERE pt.pubname = {} \
                AND (NOT to_jsonb(pt) ? 'attnames' \
