@@ -6,7 +6,20 @@
 
 /// Appends `text` as a JSON string.
 pub fn write_str(out: &mut Vec<u8>, text: &str) {
+    write_joined(out, &[text]);
+}
+
+/// Appends `parts`, joined, as one JSON string (without joining them first).
+pub fn write_joined(out: &mut Vec<u8>, parts: &[&str]) {
     out.push(b'"');
+    for part in parts {
+        write_escaped(out, part);
+    }
+    out.push(b'"');
+}
+
+/// Appends `text` escaped for a JSON string, without the quotes.
+fn write_escaped(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     let mut start = 0;
     let mut i = 0;
@@ -43,7 +56,6 @@ pub fn write_str(out: &mut Vec<u8>, text: &str) {
         start = i;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// Whether any of the eight bytes of `word` may be `"`, `\` or a control
