@@ -39,20 +39,23 @@ use crate::position::Position;
 pub struct MirrorRecords;
 
 impl Encoding for MirrorRecords {
-    /// The commit LSN, as text.
-    type Txn = String;
+    /// The commit LSN, as text (written without `format!`: a tentative
+    /// line makes one per change).
+    type Txn = Vec<u8>;
     const TENTATIVE: bool = true;
 
-    fn txn(&self, commit_lsn: Position, _xid: Option<u64>, _commit_time: Option<i64>) -> String {
-        commit_lsn.to_string()
+    fn txn(&self, commit_lsn: Position, _xid: Option<u64>, _commit_time: Option<i64>) -> Vec<u8> {
+        let mut text = Vec::with_capacity(17);
+        commit_lsn.write_text(&mut text);
+        text
     }
 
-    fn write_header(&self, txn: &String, out: &mut Vec<u8>, _ordinal: u64, _lsn: Position) {
-        out.extend_from_slice(txn.as_bytes());
+    fn write_header(&self, txn: &Vec<u8>, out: &mut Vec<u8>, _ordinal: u64, _lsn: Position) {
+        out.extend_from_slice(txn);
         out.push(b'\t');
     }
 
-    fn write_schema_header(&self, txn: &String, out: &mut Vec<u8>, ordinal: u64, lsn: Position) {
+    fn write_schema_header(&self, txn: &Vec<u8>, out: &mut Vec<u8>, ordinal: u64, lsn: Position) {
         self.write_header(txn, out, ordinal, lsn);
     }
 
@@ -60,7 +63,7 @@ impl Encoding for MirrorRecords {
     /// position has `\N` (NULL) for its commit LSN, which becomes its `_walpipe_lsn`.
     fn write_copied_header(
         &self,
-        txn: &String,
+        txn: &Vec<u8>,
         out: &mut Vec<u8>,
         lsn: Position,
         positioned: bool,
@@ -149,7 +152,7 @@ impl Encoding for MirrorRecords {
         out.extend_from_slice(b"\t-\t\n");
     }
 
-    fn write_copy_end(&self, txn: &String, out: &mut Vec<u8>, table: &Table, since: &str) {
+    fn write_copy_end(&self, txn: &Vec<u8>, out: &mut Vec<u8>, table: &Table, since: &str) {
         self.write_header(txn, out, 0, Position::new(0));
         out.extend_from_slice(b"R\t");
         escape(out, table.qualified_name().as_bytes());
@@ -302,7 +305,7 @@ mod tests {
     #[test]
     fn a_copied_row_keeps_its_position_only_when_asked() {
         let (mut kept, mut none) = (Vec::new(), Vec::new());
-        let txn = "0/90".to_string();
+        let txn = MirrorRecords.txn(Position::new(0x90), None, None);
         MirrorRecords.write_copied_header(&txn, &mut kept, Position::new(0x90), true, |_| {});
         MirrorRecords.write_copied_header(&txn, &mut none, Position::new(0x90), false, |_| {});
         assert_eq!(kept, b"0/90\t");
@@ -312,7 +315,12 @@ mod tests {
     #[test]
     fn the_end_of_a_reconciling_copy_names_its_table_and_start() {
         let mut out = Vec::new();
-        MirrorRecords.write_copy_end(&"0/90".to_string(), &mut out, &table(), "0/5");
+        MirrorRecords.write_copy_end(
+            &MirrorRecords.txn(Position::new(0x90), None, None),
+            &mut out,
+            &table(),
+            "0/5",
+        );
         let line = String::from_utf8(out).expect("utf8");
         let name = table().qualified_name();
         assert_eq!(line, format!("0/90\tR\t{name}\t-\t\t0/5\n"));
