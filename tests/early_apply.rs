@@ -63,6 +63,11 @@ async fn open_large_transaction(test: &str) -> Open {
     let (cluster, source, sink, job) = set_up(test);
     let run = start_run(cluster, &source, &sink, &job, EXTRA);
     wait_running(&job);
+    // Not before both tables' copies are in: no transaction is applied
+    // early while a table is copied in chunks.
+    wait_for(Duration::from_secs(120), "both tables copied", || {
+        run_log(&job).matches("its last chunk took its place in the stream").count() >= 2
+    });
     let client = cluster.client(&source).await;
     client
         .batch_execute(&format!(
