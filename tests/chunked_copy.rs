@@ -231,9 +231,6 @@ impl Drop for Frozen {
 /// it is idle between statements, so that it holds no lock another session
 /// could wait for.
 fn freeze_the_copy(cluster: &Cluster, source: &str, sink: &str, job: &str) -> Frozen {
-    let signal = |sig: &str, pid: &str| {
-        let _ = std::process::Command::new("kill").args([sig, pid]).status();
-    };
     let mut frozen = None;
     wait_for(Duration::from_secs(60), "the copy's session frozen while idle", || {
         assert!(
@@ -248,13 +245,15 @@ fn freeze_the_copy(cluster: &Cluster, source: &str, sink: &str, job: &str) -> Fr
         if pid.is_empty() {
             return false;
         }
-        signal("-STOP", &pid);
+        if !common::stop_while_waiting(&pid) {
+            return false;
+        }
         let state = cluster.psql(source, &format!("SELECT state FROM pg_stat_activity WHERE pid = {pid}"));
         if state.starts_with("idle") {
             frozen = Some(pid);
             return true;
         }
-        signal("-CONT", &pid);
+        common::signal(&pid, "-CONT");
         false
     });
     Frozen(frozen.expect("frozen"))

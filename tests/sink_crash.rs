@@ -20,17 +20,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, Workload, fingerprint, query_lsn, run_log, stop_run, wait_for, wait_for_showing};
+use common::{
+    Cluster, Workload, fingerprint, query_lsn, run_log, signal, stop_run, stop_while_waiting, wait_for,
+    wait_for_showing,
+};
 
 const LOAD: &str = "\\set id random(1, 5000)\n\
     INSERT INTO items VALUES (:id, 1, 'new') ON CONFLICT (id) DO UPDATE SET n = items.n + 1, v = 'updated';\n\
     DELETE FROM items WHERE id = :id + 1;\n\
     INSERT INTO log (v) VALUES ('appended');\n";
-
-fn signal(pid: &str, signal: &str) {
-    let status = std::process::Command::new("kill").args([signal, pid]).status().expect("kill");
-    assert!(status.success(), "kill {signal} {pid}");
-}
 
 #[test]
 fn a_sink_that_crashes_loses_nothing_the_source_confirmed() {
@@ -72,7 +70,11 @@ fn a_sink_that_crashes_loses_nothing_the_source_confirmed() {
         let stopped = writers();
         let pids: Vec<&str> = stopped.split_whitespace().collect();
         assert_eq!(pids.len(), 2, "{stopped}");
-        pids.iter().for_each(|pid| signal(pid, "-STOP"));
+        for pid in &pids {
+            wait_for(Duration::from_secs(60), &format!("{pid} stopped while it waits"), || {
+                stop_while_waiting(pid)
+            });
+        }
         let before = applied();
         wait_for(
             Duration::from_secs(60),

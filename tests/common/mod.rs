@@ -401,6 +401,34 @@ pub fn walpipe() -> Command {
     command
 }
 
+/// Sends `signal` (`-STOP`, `-CONT`, `-KILL`) to a server process.
+pub fn signal(pid: &str, signal: &str) {
+    let status = Command::new("kill").args([signal, pid]).status().expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Stops a server process (SIGSTOP) only where it is safe to leave it:
+/// waiting in `epoll_wait` (for its client or its latch), which a Postgres
+/// process never does inside a shared-memory critical section. One stopped
+/// inside one (halfway through updating its `pg_stat_activity` entry, or
+/// holding a spinlock) makes every other process that reads it spin for
+/// ever. True when the process is now stopped there; otherwise it is
+/// continued and false returned, to be tried again.
+///
+/// The stop lands at the latest when the waiting call returns, before any
+/// of the process's own code runs, so a wait seen after the signal is sent
+/// is where the process stays. `/proc/<pid>/syscall` numbers are x86_64's:
+/// `epoll_wait`, `epoll_pwait`, `epoll_pwait2`.
+pub fn stop_while_waiting(pid: &str) -> bool {
+    signal(pid, "-STOP");
+    let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    if matches!(syscall.split_whitespace().next(), Some("232" | "281" | "441")) {
+        return true;
+    }
+    signal(pid, "-CONT");
+    false
+}
+
 /// `walpipe tail ... --endpos` to completion: the parsed change lines.
 pub fn tail_to(
     cluster: &Cluster,
