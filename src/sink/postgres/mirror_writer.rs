@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
+use foldhash::HashMap as FastMap;
 use futures_util::SinkExt;
 use tokio_postgres::{Client, Statement};
 
@@ -38,13 +39,14 @@ struct Target {
 /// The destinations as the committed sink has them: their places,
 /// statements, shapes and isolation, and the tables' identities.
 pub struct Saved {
-    targets: HashMap<Vec<u8>, Target>,
+    targets: FastMap<Vec<u8>, Target>,
     identities: Option<Identities>,
 }
 
 pub struct MirrorWriter {
-    /// By source table, as escaped in mirror records (`schema.name`).
-    targets: HashMap<Vec<u8>, Target>,
+    /// By source table, as escaped in mirror records (`schema.name`):
+    /// looked up once per change.
+    targets: FastMap<Vec<u8>, Target>,
     follower: Follower,
     /// Where a table first seen in the stream goes, when the job takes every
     /// table of its schema (`None`: only the tables it started with).
@@ -119,7 +121,7 @@ impl MirrorWriter {
         Ok(())
     }
 
-    fn stage(&mut self, record: &Record) -> Result<Admit, SinkError> {
+    fn stage(&mut self, record: Record) -> Result<Admit, SinkError> {
         // A table the job does not mirror (the publication has more), or an isolated one: skip it.
         let Some(target) = self.targets.get_mut(record.table()).filter(|t| !t.isolated) else {
             return Ok(Admit::Added);
@@ -248,9 +250,9 @@ impl Writer for MirrorWriter {
                 }
             }
             _ => {
-                if self.stage(&record)? == Admit::ApplyFirst {
+                if let Admit::ApplyFirst(record) = self.stage(record)? {
                     self.apply(client).await?;
-                    self.stage(&record)?;
+                    self.stage(record)?;
                 }
                 self.pending += 1;
             }

@@ -102,7 +102,7 @@ pub enum AssembleError {
 #[derive(Debug, Default)]
 pub struct Tally {
     /// By relation id: inserts, updates, deletes, truncates.
-    events: std::collections::HashMap<u32, [u64; 4]>,
+    events: foldhash::HashMap<u32, [u64; 4]>,
     pub transactions: u64,
 }
 

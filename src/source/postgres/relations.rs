@@ -78,7 +78,8 @@ pub type PrimaryKeys = HashMap<(String, String), Vec<String>>;
 /// The tables seen so far in this replication session, by relation id.
 #[derive(Debug, Default)]
 pub struct RelationCache {
-    tables: HashMap<u32, Arc<Table>>,
+    /// Looked up once per change: with foldhash, not SipHash.
+    tables: foldhash::HashMap<u32, Arc<Table>>,
     primary_keys: PrimaryKeys,
     /// Names of types outside the built-in ones, from Type messages.
     types: HashMap<u32, String>,
@@ -86,7 +87,7 @@ pub struct RelationCache {
 
 impl RelationCache {
     pub fn new(primary_keys: PrimaryKeys) -> Self {
-        RelationCache { tables: HashMap::new(), primary_keys, types: HashMap::new() }
+        RelationCache { tables: foldhash::HashMap::default(), primary_keys, types: HashMap::new() }
     }
 
     pub fn apply(&mut self, message: &pgoutput::Relation) {
