@@ -78,7 +78,7 @@ impl Encoding for MirrorRecords {
 
     fn write_schema(&self, out: &mut Vec<u8>, table: &Table) {
         out.extend_from_slice(b"S\t");
-        escape(out, table.qualified_name().as_bytes());
+        escape_table(out, table);
         out.extend_from_slice(format!("\t{}\t", table.id).as_bytes());
         for column in &table.columns {
             out.push(b'\t');
@@ -111,7 +111,7 @@ impl Encoding for MirrorRecords {
             Op::Delete => b'D',
         });
         out.push(b'\t');
-        escape(out, table.qualified_name().as_bytes());
+        escape_table(out, table);
         out.push(b'\t');
         out.push(match old {
             None => b'-',
@@ -148,14 +148,14 @@ impl Encoding for MirrorRecords {
 
     fn write_truncate(&self, out: &mut Vec<u8>, table: &Table) {
         out.extend_from_slice(b"T\t");
-        escape(out, table.qualified_name().as_bytes());
+        escape_table(out, table);
         out.extend_from_slice(b"\t-\t\n");
     }
 
     fn write_copy_end(&self, txn: &Vec<u8>, out: &mut Vec<u8>, table: &Table, since: &str) {
         self.write_header(txn, out, 0, Position::new(0));
         out.extend_from_slice(b"R\t");
-        escape(out, table.qualified_name().as_bytes());
+        escape_table(out, table);
         out.extend_from_slice(b"\t-\t\t");
         out.extend_from_slice(since.as_bytes());
         out.push(b'\n');
@@ -181,6 +181,14 @@ impl Encoding for MirrorRecords {
         out.push(b'\n');
         Ok(())
     }
+}
+
+/// The table as `schema.name`, escaped (a dot needs no escape, so this is
+/// `escape` of the qualified name, without building it per row).
+fn escape_table(out: &mut Vec<u8>, table: &Table) {
+    escape(out, table.schema.as_bytes());
+    out.push(b'.');
+    escape(out, table.name.as_bytes());
 }
 
 /// COPY text escaping: backslash, newline, carriage return and tab.
