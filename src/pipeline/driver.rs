@@ -43,6 +43,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt;
+
 use crate::chunked::progress::CopyProgress;
 use crate::contract::{DriverEnds, Settled, Tentative};
 use crate::metrics::{JobMetrics, unix_seconds};
@@ -200,8 +202,18 @@ impl<S: ChangeStream> Driver<S> {
             }
             // What the stream already received is written out to the end,
             // as the sink takes it: `next` is not raced then.
-            let event = if self.stream.is_busy() {
-                self.stream.next(&mut self.pending).await?
+            // Nor when a message is already here: it is tried first (it
+            // cannot be lost, `next` being cancel-safe when not busy), and
+            // raced only if it does not complete an event by itself.
+            let ready = if self.stream.is_busy() {
+                Some(self.stream.next(&mut self.pending).await)
+            } else if self.stream.has_ready() {
+                self.stream.next(&mut self.pending).now_or_never()
+            } else {
+                None
+            };
+            let event = if let Some(event) = ready {
+                event?
             } else {
                 tokio::select! {
                     biased;

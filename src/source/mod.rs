@@ -116,6 +116,11 @@ pub trait ChangeStream: Send {
     /// (a large transaction read back, a chunk's rows): `next` must then be
     /// called to completion, not raced.
     fn is_busy(&self) -> bool;
+    /// Whether a message is already received and waiting to be handled, so
+    /// that `next` most likely returns without waiting: the driver then tries
+    /// it before racing it against acknowledgements, the hold timer and
+    /// shutdown, whose polling would otherwise cost more than the change.
+    fn has_ready(&self) -> bool;
     /// Whether a transaction is partly received: no position may be
     /// confirmed until it ends.
     fn in_transaction(&self) -> bool;

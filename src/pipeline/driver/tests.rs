@@ -42,6 +42,10 @@ impl ChangeStream for FakeStream {
         false
     }
 
+    fn has_ready(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     fn in_transaction(&self) -> bool {
         false
     }

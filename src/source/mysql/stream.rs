@@ -415,6 +415,10 @@ impl<E: Encoding> ChangeStream for BinlogChanges<E> {
         !matches!(self.busy, Busy::Idle)
     }
 
+    fn has_ready(&self) -> bool {
+        self.peeked.is_some()
+    }
+
     fn in_transaction(&self) -> bool {
         self.transactions.is_open() || self.is_busy()
     }

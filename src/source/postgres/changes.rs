@@ -298,6 +298,10 @@ impl<R: Replication, E: Encoding> ChangeStream for Changes<R, E> {
         !matches!(self.busy, Busy::Idle)
     }
 
+    fn has_ready(&self) -> bool {
+        self.stream.has_buffered_message()
+    }
+
     fn in_transaction(&self) -> bool {
         self.assembler.in_transaction()
     }
