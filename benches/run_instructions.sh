@@ -12,6 +12,7 @@
 # between: about 6 million instructions (ROWS=1 SMALL=1), 0.5% of the default backlog's.
 #
 #   BUILT_WALPIPE=<build> bash benches/run_instructions.sh   # ROWS=100000 SMALL=10000
+#   PROFILE=<file>: keep callgrind's output there (read it with callgrind_annotate --inclusive=yes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/prereqs.sh
@@ -49,6 +50,7 @@ done
 kill -TERM $pid; wait $pid || true
 rows=$("${PSQL[@]}" -d sink -c "SELECT count(*) FROM orders")
 [ "$rows" = "$((ROWS + SMALL))" ] || { echo "the sink holds $rows rows, expected $((ROWS + SMALL))" >&2; exit 1; }
+[ -z "${PROFILE:-}" ] || cp "$WORK/callgrind.run" "$PROFILE"
 total=$(awk '/^(summary|totals):/ {print $2; exit}' "$WORK/callgrind.run")
 printf 'backlog: %s rows in one transaction + %s one-row transactions, into a Postgres sink\n' "$ROWS" "$SMALL"
 printf '  run  %14d instructions  %8.0f per change\n' "$total" "$(echo "$total / ($ROWS + $SMALL)" | bc -l)"
