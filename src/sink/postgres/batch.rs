@@ -31,12 +31,10 @@ impl Record {
     pub fn parse(line: Bytes) -> Result<Record, String> {
         let mut fields = Vec::with_capacity(16);
         let mut start = 0;
-        for (i, byte) in line.iter().enumerate() {
-            if *byte == b'\t' {
-                fields.push(start..i);
-                start = i + 1;
-            }
-        }
+        for_each_tab(&line, |i| {
+            fields.push(start..i);
+            start = i + 1;
+        });
         fields.push(start..line.len());
         if fields.len() < VALUES_AT {
             return Err(format!("a mirror record has {} fields", fields.len()));
@@ -105,6 +103,32 @@ impl Record {
             key.push(b'\t');
         }
         key.into()
+    }
+}
+
+/// Calls `found` with the index of each tab in `line`, in order. The line
+/// is read 32 bytes at a time into a bit mask of its tabs (a loop without
+/// branches, which the compiler turns into a few vector instructions), and
+/// only the set bits are visited: a byte-at-a-time loop cost about 600
+/// instructions per record, and `memchr` per field more (its set-up per
+/// call outweighs the short fields).
+fn for_each_tab(line: &[u8], mut found: impl FnMut(usize)) {
+    const BLOCK: usize = 32;
+    let mut blocks = line.chunks_exact(BLOCK);
+    let mut at = 0;
+    for block in blocks.by_ref() {
+        let mut tabs =
+            block.iter().enumerate().fold(0u32, |mask, (i, &byte)| mask | (u32::from(byte == b'\t') << i));
+        while tabs != 0 {
+            found(at + tabs.trailing_zeros() as usize);
+            tabs &= tabs - 1;
+        }
+        at += BLOCK;
+    }
+    for (i, &byte) in blocks.remainder().iter().enumerate() {
+        if byte == b'\t' {
+            found(at + i);
+        }
     }
 }
 
@@ -351,6 +375,18 @@ mod tests {
         assert!(batch.is_empty());
         batch.add(record("0/30\tI\tpublic.t\t-\t\t2\tc\ty"), 3, &[0]).expect("insert");
         assert!(batch.insert_rows().is_some());
+    }
+
+    #[test]
+    fn tabs_are_found_in_every_block_and_the_remainder() {
+        for len in [0, 1, 31, 32, 33, 64, 100] {
+            let line: Vec<u8> =
+                (0..len).map(|i| if i % 3 == 0 || i == 31 || i == 32 { b'\t' } else { b'x' }).collect();
+            let mut found = Vec::new();
+            for_each_tab(&line, |i| found.push(i));
+            let expected: Vec<usize> = (0..len).filter(|&i| line[i] == b'\t').collect();
+            assert_eq!(found, expected, "a line of {len} bytes");
+        }
     }
 
     #[test]
