@@ -224,12 +224,19 @@ impl<W: Writer> CommitLoop<W> {
             self.writer.apply(&self.client).await?;
         }
         let Commit { boundary, receipt, changes, commit_times, bytes, copied } = self.uncommitted.take();
-        if let Some(lsn) = boundary {
+        if boundary.is_some() {
             self.begin().await?;
-            commits.checkpoint.write(&self.client, &self.job, &self.slot, lsn, &copied).await?;
         }
         let durable = if self.in_transaction {
-            let durable = commits.durability.commit(&self.client, receipt).await?;
+            let checkpoint = async {
+                match boundary {
+                    Some(lsn) => {
+                        commits.checkpoint.write(&self.client, &self.job, &self.slot, lsn, &copied).await
+                    }
+                    None => Ok(()),
+                }
+            };
+            let durable = commits.durability.commit(&self.client, checkpoint, receipt).await?;
             self.in_transaction = false;
             if let Some(lsn) = boundary {
                 tracing::debug!(applied = %lsn, changes, "sink commit");

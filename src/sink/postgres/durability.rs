@@ -61,21 +61,28 @@ impl Durability {
         Ok(Durability::Watched { positions, held: HeldReceipts::default() })
     }
 
-    /// Commits the open transaction; returns the receipts now durable.
+    /// Runs `last` (the checkpoint's write), then commits the open
+    /// transaction; returns the receipts now durable. Pipelined: `last`, the
+    /// COMMIT and (when watched) the positions go in one round trip. If
+    /// `last` fails, the server answers the COMMIT with a rollback, and
+    /// `last`'s error is returned.
     pub async fn commit(
         &mut self,
         client: &Client,
+        last: impl Future<Output = Result<(), tokio_postgres::Error>>,
         receipt: Option<Receipt>,
     ) -> Result<Option<Receipt>, SinkError> {
         match self {
             Durability::AtCommit => {
-                client.batch_execute("COMMIT").await?;
+                tokio::try_join!(last, client.batch_execute("COMMIT"))?;
                 Ok(receipt)
             }
             Durability::Watched { positions, held } => {
-                // Pipelined: the positions are read after the COMMIT, in one round trip.
-                let (_, row) =
-                    tokio::try_join!(client.batch_execute("COMMIT"), client.query_one(&*positions, &[]))?;
+                let (_, _, row) = tokio::try_join!(
+                    last,
+                    client.batch_execute("COMMIT"),
+                    client.query_one(&*positions, &[])
+                )?;
                 if let Some(receipt) = receipt {
                     held.hold(lsn(row.get(0)), receipt);
                 }
