@@ -223,11 +223,8 @@ impl Supervisor {
                 return;
             }
         };
-        owned.control.send_if_modified(|current| {
-            let changed = *current != desired;
-            *current = desired;
-            changed
-        });
+        // The task wakes only when what is desired changed.
+        owned.control.send_if_modified(|current| std::mem::replace(current, desired) != desired);
     }
 
     /// Hands a newer revision of an owned job (tables edited, copies
