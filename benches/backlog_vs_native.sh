@@ -21,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/prereqs.sh
 source scripts/lib/cluster.sh
+source scripts/lib/orders.sh
 ROWS=${ROWS:-500000}
 SMALL=${SMALL:-50000}
 SRC_PORT=${SRC_PORT:-24532}
@@ -31,12 +32,11 @@ cluster_start source "$SRC_PORT" fsync=off shared_buffers=256MB max_wal_size=4GB
 cluster_start sink "$SINK_PORT" shared_buffers=256MB max_wal_size=4GB
 src() { "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$SRC_PORT" -U postgres -d postgres "$@"; }
 sink() { local db=$1; shift; "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$SINK_PORT" -U postgres -d "$db" "$@"; }
-TABLE="CREATE TABLE orders (id bigint PRIMARY KEY, customer int, status text, amount numeric(12,2), note text, created_at timestamptz)"
 
-src -c "$TABLE"
+src -c "$ORDERS_TABLE"
 NATIVE=(native_default native_streaming)
 sink postgres -c "CREATE DATABASE walpipe"
-for db in "${NATIVE[@]}"; do sink postgres -c "CREATE DATABASE $db"; sink $db -c "$TABLE"; done
+for db in "${NATIVE[@]}"; do sink postgres -c "CREATE DATABASE $db"; sink $db -c "$ORDERS_TABLE"; done
 
 # walpipe: create its publication, slot, tables and checkpoint on the empty table, then stop.
 export WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable"

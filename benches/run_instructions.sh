@@ -17,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/prereqs.sh
 source scripts/lib/cluster.sh
+source scripts/lib/orders.sh
 ROWS=${ROWS:-100000}
 SMALL=${SMALL:-10000}
 PORT=${PORT:-24477}
@@ -26,7 +27,7 @@ workspace_start walpipe-run-instructions
 cluster_start source "$PORT" fsync=off shared_buffers=256MB max_wal_size=4GB
 PSQL=("$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$PORT" -U postgres)
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE sink" \
-  -c "CREATE TABLE orders (id bigint PRIMARY KEY, customer int, status text, amount numeric(12,2), note text, created_at timestamptz)"
+  -c "$ORDERS_TABLE"
 export WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable"
 export WALPIPE_SINK_URL="postgres://postgres@127.0.0.1:$PORT/sink?sslmode=disable"
 export WALPIPE_JOB_NAME=instructions WALPIPE_LOG=warn
@@ -36,10 +37,7 @@ export WALPIPE_JOB_NAME=instructions WALPIPE_LOG=warn
 until [ "$("${PSQL[@]}" -d sink -c "SELECT count(*) FROM walpipe.checkpoints" 2>/dev/null)" = 1 ]; do sleep 0.2; done
 kill -TERM $pid; wait $pid
 
-"${PSQL[@]}" -d postgres -c "INSERT INTO orders SELECT i, i % 1000, 'new', (i % 10000) / 100.0, 'order number ' || i, now() FROM generate_series(1, $ROWS) i"
-for i in $(seq 1 "$SMALL"); do
-  echo "INSERT INTO orders VALUES ($ROWS + $i, 1, 'small', 1.00, 'one row', now());"
-done | "${PSQL[@]}" -d postgres >/dev/null
+write_orders_backlog "${PSQL[@]}" -d postgres
 
 valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.run" --dump-instr=no "$WALPIPE" run 2>/dev/null & pid=$!
 # The last row is committed with its checkpoint, in one sink transaction.

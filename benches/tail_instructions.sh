@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/prereqs.sh
 source scripts/lib/cluster.sh
+source scripts/lib/orders.sh
 ROWS=${ROWS:-100000}
 SMALL=${SMALL:-10000}
 PORT=${PORT:-24462}
@@ -24,15 +25,12 @@ cluster_start source "$PORT" fsync=off shared_buffers=256MB max_wal_size=4GB
 PSQL=("$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$PORT" -U postgres -d postgres)
 URL="postgres://postgres@127.0.0.1:$PORT/postgres?sslmode=disable"
 
-"${PSQL[@]}" -c "CREATE TABLE orders (id bigint PRIMARY KEY, customer int, status text, amount numeric(12,2), note text, created_at timestamptz)"
+"${PSQL[@]}" -c "$ORDERS_TABLE"
 "${PSQL[@]}" -c "CREATE PUBLICATION bench FOR TABLE orders"
 for build in base head; do
   "${PSQL[@]}" -c "SELECT pg_create_logical_replication_slot('$build', 'pgoutput')" >/dev/null
 done
-"${PSQL[@]}" -c "INSERT INTO orders SELECT i, i % 1000, 'new', (i % 10000) / 100.0, 'order number ' || i, now() FROM generate_series(1, $ROWS) i"
-for i in $(seq 1 "$SMALL"); do
-  echo "INSERT INTO orders VALUES ($ROWS + $i, 1, 'small', 1.00, 'one row', now());"
-done | "${PSQL[@]}" >/dev/null
+write_orders_backlog "${PSQL[@]}"
 ENDPOS=$("${PSQL[@]}" -c "SELECT pg_current_wal_lsn()")
 
 # Instructions of the whole process (every thread), from callgrind's totals.
