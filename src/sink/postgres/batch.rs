@@ -13,9 +13,8 @@
 
 use std::ops::Range;
 
-use foldhash::HashMap;
-
 use bytes::Bytes;
+use foldhash::HashMap;
 
 /// One mirror record (see `change::mirror_records`), split into fields.
 #[derive(Debug, Clone)]
