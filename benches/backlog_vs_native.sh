@@ -6,12 +6,14 @@
 # rows, then SMALL one-row transactions. Each consumer has its own slot
 # (created before the backlog) and its own database in one sink cluster
 # (default durability: fsync on); the time is from start (walpipe run /
-# ALTER SUBSCRIPTION ENABLE) until the last row of the backlog is in its
-# sink. Native runs twice: with the subscription defaults (streaming off:
+# ALTER SUBSCRIPTION ENABLE) until the sink commit of the backlog's last
+# row (noted by a deferred trigger). Native runs twice: with the subscription defaults (streaming off:
 # the server spills the big transaction) and with streaming = on. As a floor
 # for any consumer of one slot, `walpipe tail > /dev/null` drains the same
 # backlog first (decoding only, no sink), after a first decode of it on a
-# slot of its own that warms the caches and is not counted. For every run
+# slot of its own that warms the caches and is not counted; then
+# `pg_recvlogical -f /dev/null` (PostgreSQL's own client, the same
+# publication, protocol 2 with streaming on, as walpipe asks) on another. For every run
 # the CPU time of the server's walsender is sampled too (the part no
 # consumer can skip), with the consumer's own (walpipe, or the native apply
 # worker) and, for walpipe, its sink sessions' backends.
@@ -46,6 +48,23 @@ export WALPIPE_JOB_NAME=bench WALPIPE_LOG=warn
 until [ "$(sink walpipe -c "SELECT count(*) FROM walpipe.checkpoints" 2>/dev/null)" = 1 ]; do sleep 0.2; done
 kill -TERM $pid; wait $pid
 
+LAST=$((ROWS + SMALL))
+# A consumer's time ends when the backlog's last row is visible in its sink,
+# seen by a session on the sink server that looks every 2 ms (committing
+# after each look, so it holds no lock and takes a fresh snapshot), so the
+# figure does not depend on how fast a client can poll, nor costs the
+# consumers a trigger.
+WAITER="CREATE PROCEDURE wait_for_row(wanted bigint, INOUT seen_at double precision DEFAULT NULL) LANGUAGE plpgsql AS \$\$
+BEGIN
+  LOOP
+    EXIT WHEN EXISTS (SELECT FROM public.orders WHERE id = wanted);
+    COMMIT;
+    PERFORM pg_sleep(0.002);
+  END LOOP;
+  seen_at := extract(epoch FROM clock_timestamp());
+END \$\$;"
+for db in walpipe "${NATIVE[@]}"; do sink $db -c "$WAITER"; done
+
 # native: disabled subscriptions, each on its own slot.
 src -c "CREATE PUBLICATION native FOR TABLE orders"
 for db in "${NATIVE[@]}"; do
@@ -57,14 +76,13 @@ done
 
 src -c "CREATE PUBLICATION decode_only FOR TABLE orders" \
   -c "SELECT pg_create_logical_replication_slot('decode_only', 'pgoutput')" \
-  -c "SELECT pg_create_logical_replication_slot('decode_warm_up', 'pgoutput')" >/dev/null
+  -c "SELECT pg_create_logical_replication_slot('decode_warm_up', 'pgoutput')" \
+  -c "SELECT pg_create_logical_replication_slot('recvlogical', 'pgoutput')" >/dev/null
 echo "== writing the backlog: one $ROWS-row transaction, then $SMALL one-row transactions"
 src -c "INSERT INTO orders SELECT i, i % 1000, 'new', (i % 10000) / 100.0, 'order number ' || i, now() FROM generate_series(1, $ROWS) i"
 seq $((ROWS + 1)) $((ROWS + SMALL)) | awk '{print "INSERT INTO orders VALUES (" $1 ", 7, '\''new'\'', 1.00, '\''small'\'', now());"}' > "$WORK/small.sql"
 src -f "$WORK/small.sql"
-LAST=$((ROWS + SMALL))
 
-arrived() { [ "$(sink "$1" -c "SELECT count(*) FROM orders WHERE id = $LAST")" = 1 ]; }
 now() { date +%s.%N; }
 # walsender_cpu SLOT: CPU seconds (user + system) so far of the walsender serving SLOT.
 walsender_cpu() {
@@ -72,11 +90,20 @@ walsender_cpu() {
   pid=$(src -c "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$1'")
   [ -n "$pid" ] && awk '{print ($14 + $15) / 100}' "/proc/$pid/stat" 2>/dev/null
 }
-# wait_sampling DB SLOT: wait for DB's last row, keeping the walsender's CPU in ws_cpu.
+# watch_for_last DB: a session on DB's sink waits for the last row, in the background.
+watch_for_last() {
+  sink "$1" -c "CALL wait_for_row($LAST)" > "$WORK/arrival.$1" & waiter=$!
+  # It waits once its first look found nothing: then its snapshot is taken.
+  until [ "$(sink "$1" -c "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")" = 1 ]; do sleep 0.01; done
+}
+# wait_sampling DB SLOT: wait for the watcher of DB, keeping the walsender's
+# CPU in ws_cpu; the time the last row was seen goes in arrival.
 wait_sampling() {
   ws_cpu=0
-  until arrived "$1"; do ws_cpu=$(walsender_cpu "$2" || echo "$ws_cpu"); sleep 0.05; done
+  while kill -0 $waiter 2>/dev/null; do ws_cpu=$(walsender_cpu "$2" || echo "$ws_cpu"); sleep 0.05; done
+  wait $waiter
   ws_cpu=$(walsender_cpu "$2" || echo "$ws_cpu")
+  arrival=$(cat "$WORK/arrival.$1")
 }
 declare -A walsender_s
 
@@ -101,9 +128,19 @@ decode_s=$(echo "$(now) - $start" | bc)
 walsender_s[decode]=$ws_cpu
 
 start=$(now)
+"$PG_BINDIR/pg_recvlogical" -d "${WALPIPE_SOURCE_URL%%\?*}" -S recvlogical --start --endpos="$ENDPOS" \
+  -o proto_version=2 -o streaming=on -o publication_names=decode_only -f /dev/null &
+pid=$!; ws_cpu=0
+while kill -0 $pid 2>/dev/null; do ws_cpu=$(walsender_cpu recvlogical || echo "$ws_cpu"); sleep 0.05; done
+wait $pid
+recvlogical_s=$(echo "$(now) - $start" | bc)
+walsender_s[recvlogical]=$ws_cpu
+
+watch_for_last walpipe
+start=$(now)
 "$WALPIPE" run & pid=$!
 wait_sampling walpipe walpipe_bench
-walpipe_s=$(echo "$(now) - $start" | bc)
+walpipe_s=$(echo "$arrival - $start" | bc)
 walsender_s[walpipe]=$ws_cpu
 consumer_s[walpipe]=$(cpu_of $pid)
 # shellcheck disable=SC2046 # one pid per word
@@ -112,10 +149,11 @@ kill -TERM $pid; wait $pid
 
 declare -A native_s
 for db in "${NATIVE[@]}"; do
+  watch_for_last $db
   start=$(now)
   sink $db -c "ALTER SUBSCRIPTION $db ENABLE"
   wait_sampling $db $db
-  native_s[$db]=$(echo "$(now) - $start" | bc)
+  native_s[$db]=$(echo "$arrival - $start" | bc)
   walsender_s[$db]=$ws_cpu
   # shellcheck disable=SC2046 # one pid per word
   consumer_s[$db]=$(cpu_of $(sink "$db" -c "SELECT pid FROM pg_stat_subscription WHERE subname = '$db' AND relid IS NULL"))
@@ -128,9 +166,12 @@ for db in walpipe "${NATIVE[@]}"; do
 done
 echo "backlog: one $ROWS-row transaction + $SMALL one-row transactions, sink with fsync on"
 printf '  walpipe tail > /dev/null (decoding only) %6.2f s   walsender CPU %5.2f s\n' "$decode_s" "${walsender_s[decode]}"
+printf '  pg_recvlogical -f /dev/null            %6.2f s   walsender CPU %5.2f s\n' "$recvlogical_s" "${walsender_s[recvlogical]}"
 printf '  walpipe run                           %6.2f s   walsender CPU %5.2f s   walpipe CPU %5.2f s   sink backends CPU %5.2f s\n' \
   "$walpipe_s" "${walsender_s[walpipe]}" "${consumer_s[walpipe]}" "${sink_s[walpipe]}"
 for db in "${NATIVE[@]}"; do
   printf '  native (%-17s)          %6.2f s   walsender CPU %5.2f s   apply worker CPU %5.2f s   walpipe speed-up %.2fx\n' "$db" "${native_s[$db]}" \
     "${walsender_s[$db]}" "${consumer_s[$db]}" "$(echo "${native_s[$db]} / $walpipe_s" | bc -l)"
 done
+printf '  walpipe run / pg_recvlogical %.2fx   native (defaults) / pg_recvlogical %.2fx\n' \
+  "$(echo "$walpipe_s / $recvlogical_s" | bc -l)" "$(echo "${native_s[native_default]} / $recvlogical_s" | bc -l)"
