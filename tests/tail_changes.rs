@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Cluster, clusters, publication_and_slot, tail_to};
+use common::{Cluster, clusters, publication_and_slot, tail_logged, tail_to};
 use serde_json::{Value, json};
 
 /// The changes of `table`, its shape announcements left out.
@@ -195,6 +195,29 @@ fn rolled_back_work_never_appears() {
         let ids: Vec<i64> =
             changes_of(&lines, "public.r").iter().map(|l| l["new"]["id"].as_i64().expect("id")).collect();
         assert_eq!(ids, vec![1, 2], "{lines:#?}");
+    }
+}
+
+/// A backlog of one-row transactions is read with the socket gathering
+/// bytes (src/source/postgres/read_pacing.rs): every change arrives, in
+/// order, and the stream's end (below the gathering mark) is read and ended
+/// when asked.
+#[test]
+fn a_backlog_of_small_transactions_is_gathered_and_read_whole() {
+    for cluster in clusters() {
+        let db = setup(cluster, "small_backlog", "CREATE TABLE small (id int PRIMARY KEY)");
+        cluster.psql(
+            &db,
+            "DO $$ BEGIN FOR id IN 1..3000 LOOP INSERT INTO small VALUES (id); COMMIT; END LOOP; END $$",
+        );
+        // The stream starts after this: the BEGINs it sends are at least
+        // 100 ms behind their commits, a backlog.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (lines, log) = tail_logged(cluster, &db, &db, &db, &cluster.current_lsn(&db), "walpipe=debug");
+        let ids: Vec<i64> =
+            changes_of(&lines, "public.small").iter().map(|l| l["new"]["id"].as_i64().expect("id")).collect();
+        assert_eq!(ids, (1..=3000).collect::<Vec<_>>(), "PG{}", cluster.major);
+        assert!(log.contains("reading a backlog: the socket gathers"), "PG{}: {log}", cluster.major);
     }
 }
 

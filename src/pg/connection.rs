@@ -26,6 +26,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::conninfo::ConnInfo;
 use super::error::{ServerError, SourceError};
+use super::low_water::ReceiveLowWater;
 use super::transport::Transport;
 pub(crate) use super::wire::{Inbox, Incoming, Outbox};
 
@@ -62,6 +63,8 @@ pub struct Connection {
     /// e.g. 150018 for 15.18.
     pub(crate) server_version_num: u32,
     pub(super) user: String,
+    /// The socket's receive low-water mark (TCP and TLS).
+    pub(crate) low_water: Option<ReceiveLowWater>,
 }
 
 impl Connection {
@@ -78,12 +81,14 @@ impl Connection {
 
     async fn open(info: &ConnInfo, replication: bool) -> Result<Connection, SourceError> {
         let transport = Transport::connect(info).await?;
+        let low_water = transport.receive_low_water();
         let (reader, writer) = tokio::io::split(transport);
         let mut conn = Connection {
             inbox: Inbox { reader, buf: BytesMut::with_capacity(256 * 1024) },
             outbox: Outbox { writer, buf: BytesMut::with_capacity(1024) },
             server_version_num: 0,
             user: info.user.clone(),
+            low_water,
         };
         let mut parameters = vec![
             ("user", info.user.as_str()),

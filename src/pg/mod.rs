@@ -17,6 +17,7 @@ pub mod connection;
 pub mod conninfo;
 pub mod copy_binary;
 pub mod error;
+pub mod low_water;
 pub mod sql;
 pub(crate) mod tls;
 mod transport;

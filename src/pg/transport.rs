@@ -13,6 +13,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::conninfo::{ConnInfo, Host, SslMode};
 use super::error::SourceError;
+use super::low_water::ReceiveLowWater;
 use super::tls;
 
 pub enum Transport {
@@ -77,6 +78,18 @@ impl Transport {
                 mode: if mode == SslMode::Require { "require" } else { "verify-full" },
             }),
             (other, _) => Err(SourceError::Protocol(format!("answer {other:#x} to an SSLRequest"))),
+        }
+    }
+}
+
+impl Transport {
+    /// The socket's receive low-water mark: TCP only (a Unix socket
+    /// reports every write readable whatever the mark).
+    pub fn receive_low_water(&self) -> Option<ReceiveLowWater> {
+        match self {
+            Transport::Tcp(stream) => Some(ReceiveLowWater::of(stream)),
+            Transport::Tls(stream) => Some(ReceiveLowWater::of(stream.get_ref().0)),
+            Transport::Unix(_) => None,
         }
     }
 }

@@ -437,18 +437,36 @@ pub fn tail_to(
     publication: &str,
     endpos: &str,
 ) -> Vec<serde_json::Value> {
+    tail_logged(cluster, db, slot, publication, endpos, "info").0
+}
+
+/// `walpipe tail ... --endpos` to completion with `WALPIPE_LOG=log`: the
+/// parsed change lines and the log. Checks that the server ended the
+/// stream when asked (the stream's last reads are never left waiting).
+pub fn tail_logged(
+    cluster: &Cluster,
+    db: &str,
+    slot: &str,
+    publication: &str,
+    endpos: &str,
+    log: &str,
+) -> (Vec<serde_json::Value>, String) {
     let output = run_with_timeout(
         walpipe()
             .args(["tail", "--slot", slot, "--publication", publication, "--endpos", endpos, "--source"])
-            .arg(cluster.url(db)),
+            .arg(cluster.url(db))
+            .env("WALPIPE_LOG", log),
         Duration::from_secs(120),
     );
-    assert!(output.status.success(), "walpipe tail failed: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout)
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "walpipe tail failed: {stderr}");
+    assert!(!stderr.contains("did not end the replication stream"), "{stderr}");
+    let lines = String::from_utf8(output.stdout)
         .expect("UTF-8 output")
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect()
+        .collect();
+    (lines, stderr)
 }
 
 /// Runs a command, killing it after `limit`.

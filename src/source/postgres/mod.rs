@@ -27,6 +27,7 @@ pub mod partition_watch;
 pub mod preflight;
 pub mod protocol;
 pub mod publication;
+pub mod read_pacing;
 pub mod relations;
 pub mod setup;
 mod setup_error;

@@ -26,10 +26,12 @@ use postgres_protocol::message::backend::Message;
 use tokio::time::Instant;
 
 use super::feedback::Feedback;
+use super::read_pacing::{GATHER, ReadPacing};
 use crate::pg::connection::{Connection, Incoming, log_notice};
 use crate::pg::error::{ServerError, SourceError};
 use crate::position::Position;
 use crate::source::postgres::lsn::Lsn;
+use crate::source::postgres::protocol::pgoutput::Begin;
 use crate::source::postgres::protocol::time::to_pg_micros;
 use crate::source::postgres::protocol::walsender::{self, Keepalive, WalsenderMessage};
 
@@ -46,11 +48,20 @@ pub enum StreamEvent {
 pub struct ReplicationStream {
     conn: Connection,
     feedback: Feedback,
+    pacing: ReadPacing,
+    /// Whether this stream has said (once, at debug) that it gathers.
+    said_gathering: bool,
 }
 
 impl ReplicationStream {
     pub(super) fn new(conn: Connection, start: Lsn, status_interval: Duration) -> Self {
-        ReplicationStream { conn, feedback: Feedback::new(start, status_interval, Instant::now()) }
+        let pacing = ReadPacing::new(conn.low_water.is_some());
+        ReplicationStream {
+            conn,
+            feedback: Feedback::new(start, status_interval, Instant::now()),
+            pacing,
+            said_gathering: false,
+        }
     }
 
     /// The position the server may consider durable (never lowered).
@@ -91,6 +102,10 @@ impl ReplicationStream {
                         })?;
                         return Ok(Some(match message {
                             WalsenderMessage::XLogData(xlog) => {
+                                if let Some(committed) = Begin::peek_commit_time(&xlog.data) {
+                                    let mark = self.pacing.begin(xlog.send_time, committed);
+                                    self.set_low_water(mark);
+                                }
                                 StreamEvent::Data { lsn: xlog.wal_start, data: xlog.data }
                             }
                             WalsenderMessage::Keepalive(keepalive) => {
@@ -117,23 +132,39 @@ impl ReplicationStream {
         }
     }
 
-    /// One round of waiting: reads more bytes, sends due status, or flushes
-    /// queued writes, whichever comes first.
+    /// One round of waiting: reads more bytes, sends due status, flushes
+    /// queued writes, or ends a wait that gathered long enough
+    /// ([`ReadPacing`]), whichever comes first.
     async fn keep_alive_once(&mut self) -> Result<(), SourceError> {
         if Instant::now() >= self.feedback.deadline() {
             self.queue_status()?;
         }
-        let deadline = self.feedback.deadline();
-        if self.conn.outbox.has_pending_writes() {
-            tokio::select! {
-                result = self.conn.outbox.flush() => result,
-                result = self.conn.inbox.read_more() => result,
+        let gather_until = self.pacing.gather_wait().map(|wait| Instant::now() + wait);
+        let wake = gather_until.map_or(self.feedback.deadline(), |until| until.min(self.feedback.deadline()));
+        let flushing = self.conn.outbox.has_pending_writes();
+        tokio::select! {
+            result = self.conn.outbox.flush(), if flushing => result,
+            result = self.conn.inbox.read_more() => result,
+            () = tokio::time::sleep_until(wake), if !flushing || gather_until.is_some() => {
+                if gather_until.is_some_and(|until| Instant::now() >= until) {
+                    let mark = self.pacing.end();
+                    self.set_low_water(mark);
+                }
+                Ok(())
             }
-        } else {
-            tokio::select! {
-                result = self.conn.inbox.read_more() => result,
-                () = tokio::time::sleep_until(deadline) => Ok(()),
-            }
+        }
+    }
+
+    /// Sets the socket's receive low-water mark to what the pacing asked;
+    /// if that fails, the stream reads each byte as it comes from then on.
+    fn set_low_water(&mut self, mark: Option<usize>) {
+        let (Some(bytes), Some(low_water)) = (mark, &self.conn.low_water) else { return };
+        if let Err(error) = low_water.set(bytes) {
+            tracing::debug!(%error, "the replication socket's receive low-water mark could not be set: reading each message as it comes");
+            self.pacing.unavailable();
+        } else if bytes == GATHER && !self.said_gathering {
+            self.said_gathering = true;
+            tracing::debug!(bytes, "reading a backlog: the socket gathers bytes before waking walpipe");
         }
     }
 
@@ -157,6 +188,8 @@ impl ReplicationStream {
 
     /// Reports the final position, ends the stream and closes the connection.
     pub async fn finish(mut self) -> Result<(), SourceError> {
+        let mark = self.pacing.end();
+        self.set_low_water(mark);
         self.queue_status()?;
         self.conn.outbox.queue_copy_done();
         self.conn.outbox.flush().await?;
@@ -172,7 +205,12 @@ impl ReplicationStream {
                 }
             }
         };
-        tokio::time::timeout(Duration::from_secs(10), drain).await.unwrap_or(Ok(()))?;
+        match tokio::time::timeout(Duration::from_secs(10), drain).await {
+            Ok(ended) => ended?,
+            Err(_) => tracing::warn!(
+                "the server did not end the replication stream within 10 s; closing the connection"
+            ),
+        }
         self.conn.terminate().await;
         Ok(())
     }

@@ -44,6 +44,17 @@ pub struct Begin {
     pub xid: u32,
 }
 
+impl Begin {
+    /// A BEGIN's commit time, read from the message (the data of one
+    /// XLogData) without decoding it; `None` for any other message.
+    pub fn peek_commit_time(data: &[u8]) -> Option<i64> {
+        if data.first() != Some(&b'B') {
+            return None;
+        }
+        data.get(9..17)?.try_into().ok().map(i64::from_be_bytes)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Commit {
     pub flags: u8,

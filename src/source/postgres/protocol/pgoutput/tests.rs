@@ -182,6 +182,17 @@ proptest! {
     }
 
     #[test]
+    fn a_begins_commit_time_is_peeked_and_nothing_else_has_one(message in message()) {
+        let bytes = encode(&message);
+        let expected = match &message {
+            Message::Begin(begin) => Some(begin.commit_time),
+            _ => None,
+        };
+        prop_assert_eq!(Begin::peek_commit_time(&bytes), expected);
+        prop_assert_eq!(Begin::peek_commit_time(&bytes[..bytes.len().min(16)]), None);
+    }
+
+    #[test]
     fn truncated_messages_are_errors_not_panics(message in message(), cut in any::<prop::sample::Index>()) {
         let bytes = encode(&message);
         let len = cut.index(bytes.len());

@@ -1,0 +1,130 @@
+//! When the replication socket gathers bytes before waking walpipe.
+//!
+//! The walsender sends each pgoutput message on its own, and the kernel
+//! wakes a reader waiting for the socket on the walsender's time. With
+//! one-row transactions, a reader that keeps up (`walpipe tail > /dev/null`,
+//! `pg_recvlogical`) made the walsender spend twice the CPU it spent for a
+//! busier reader, and the whole drain took as long again
+//! (`benches/backlog_vs_native.sh`, `ROWS=0 SMALL=100000`). So while walpipe
+//! reads a backlog, it asks the kernel to report the socket readable only
+//! once [`GATHER`] bytes are there (`SO_RCVLOWAT`, [`ReceiveLowWater`]).
+//!
+//! Invariants:
+//! - Gathering starts only in a backlog: at a BEGIN the server sent
+//!   [`BACKLOG`] or more after its transaction committed. Both times are the
+//!   server's clock, so skew between hosts cannot start it.
+//! - While gathering, one wait for bytes lasts at most [`GATHER_WAIT`]; then
+//!   the mark is one byte again and whatever came is read at once. So a
+//!   message waits at most `GATHER_WAIT` longer than it would have, and
+//!   only when the stream was at least `BACKLOG` behind.
+//! - Gathering ends at the first BEGIN less than `BACKLOG` behind, at the
+//!   first wait that timed out, and before the stream ends. A stream that keeps up never gathers.
+//! - Pure: the caller sets the mark this returns, and the timer.
+//!
+//! [`ReceiveLowWater`]: crate::pg::low_water::ReceiveLowWater
+
+use std::time::Duration;
+
+/// Bytes gathered before the reader wakes, while in a backlog.
+pub const GATHER: usize = 64 * 1024;
+/// How far behind (commit to send, in the server's clock) a BEGIN shows a backlog.
+pub const BACKLOG: Duration = Duration::from_millis(20);
+/// The longest one wait for bytes may gather.
+pub const GATHER_WAIT: Duration = Duration::from_millis(2);
+
+/// Whether the socket gathers; changes come back as the mark to set.
+#[derive(Debug)]
+pub struct ReadPacing {
+    state: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// The mark is one byte: every byte is read as it comes.
+    Eager,
+    /// The mark is [`GATHER`].
+    Gathering,
+    /// The socket has no mark to set (a Unix socket, or setting it failed).
+    Unavailable,
+}
+
+impl ReadPacing {
+    /// Starts eager; `settable` is whether the socket has a mark at all.
+    pub fn new(settable: bool) -> ReadPacing {
+        ReadPacing { state: if settable { State::Eager } else { State::Unavailable } }
+    }
+
+    /// The server sent, at `sent_micros`, the BEGIN of a transaction that
+    /// committed at `committed_micros`. Returns the mark to set, if it changes.
+    pub fn begin(&mut self, sent_micros: i64, committed_micros: i64) -> Option<usize> {
+        let behind = sent_micros.saturating_sub(committed_micros);
+        let backlog = behind >= i64::try_from(BACKLOG.as_micros()).unwrap_or(i64::MAX);
+        match (self.state, backlog) {
+            (State::Eager, true) => self.switch(State::Gathering),
+            (State::Gathering, false) => self.switch(State::Eager),
+            _ => None,
+        }
+    }
+
+    /// How long the next wait for bytes may last: only while gathering.
+    pub fn gather_wait(&self) -> Option<Duration> {
+        (self.state == State::Gathering).then_some(GATHER_WAIT)
+    }
+
+    /// Gathering ends: a wait for bytes lasted [`ReadPacing::gather_wait`],
+    /// or the stream is ending (the server's last answers are short).
+    /// Returns the mark to set.
+    pub fn end(&mut self) -> Option<usize> {
+        match self.state {
+            State::Gathering => self.switch(State::Eager),
+            _ => None,
+        }
+    }
+
+    /// Setting the mark failed: stay eager for good.
+    pub fn unavailable(&mut self) {
+        self.state = State::Unavailable;
+    }
+
+    fn switch(&mut self, state: State) -> Option<usize> {
+        self.state = state;
+        Some(if state == State::Gathering { GATHER } else { 1 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: i64 = 1_000;
+
+    #[test]
+    fn gathers_in_a_backlog_and_stops_when_caught_up_or_after_one_wait() {
+        let mut pacing = ReadPacing::new(true);
+        assert_eq!(pacing.gather_wait(), None);
+        assert_eq!(pacing.begin(1_000 * MS, 1_000 * MS - 5 * MS), None, "5 ms behind is keeping up");
+        assert_eq!(pacing.begin(1_000 * MS, 1_000 * MS - 20 * MS), Some(GATHER));
+        assert_eq!(pacing.gather_wait(), Some(GATHER_WAIT));
+        assert_eq!(pacing.begin(1_000 * MS, 0), None, "already gathering");
+        assert_eq!(pacing.begin(1_000 * MS, 1_000 * MS - MS), Some(1), "caught up");
+        assert_eq!(pacing.gather_wait(), None);
+        assert_eq!(pacing.end(), None);
+
+        assert_eq!(pacing.begin(1_000 * MS, 0), Some(GATHER));
+        assert_eq!(pacing.end(), Some(1), "a wait that timed out reads what came");
+        assert_eq!(pacing.gather_wait(), None);
+    }
+
+    #[test]
+    fn never_gathers_without_a_mark_or_with_a_clock_going_backwards() {
+        let mut pacing = ReadPacing::new(false);
+        assert_eq!(pacing.begin(1_000 * MS, 0), None);
+        assert_eq!(pacing.gather_wait(), None);
+
+        let mut pacing = ReadPacing::new(true);
+        assert_eq!(pacing.begin(i64::MIN, i64::MAX), None);
+        assert_eq!(pacing.begin(0, 1_000 * MS), None);
+        pacing.unavailable();
+        assert_eq!(pacing.begin(1_000 * MS, 0), None);
+    }
+}
