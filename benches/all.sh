@@ -12,6 +12,8 @@
 # an "at least" goal and goal/value for an "at most" one, so 1 = met):
 #   backlog_run_over_tail      walpipe run / walpipe tail > /dev/null, 500k-row txn + 50k one-row txns   [<= 1.15]
 #   backlog_speed_vs_native    native (defaults) time / walpipe run time, same backlog                  [>= 1.25]
+#   small_speed_vs_native      native (defaults) time / walpipe run time, 100k one-row txns              [>= 1.25]
+#   small_run_over_recvlogical walpipe run into Postgres / pg_recvlogical > /dev/null, same backlog     [<= 1.2]
 #   tail_over_recvlogical      walpipe tail / pg_recvlogical, one 400k-row txn                           [<= 0.6]
 #   copy_speed_vs_pipe         COPY pipe time / walpipe initial copy time, 1M rows                      [>= 1.2]
 #   webhook_requests           requests for a 500k-change backlog in batches of 1000                    [<= 550]
@@ -44,6 +46,11 @@ run=$(number 'walpipe run +[0-9.]+' < "$OUT/backlog.txt")
 value[backlog_run_over_tail]=$(echo "$run / $decode" | bc -l)
 value[backlog_speed_vs_native]=$(grep 'native_default' "$OUT/backlog.txt" | number 'speed-up [0-9.]+')
 
+log "100k one-row transactions into Postgres vs native (benches/backlog_vs_native.sh)"
+ROWS=0 SMALL=100000 bash benches/backlog_vs_native.sh > "$OUT/small.txt" 2>&1
+value[small_speed_vs_native]=$(grep 'native_default' "$OUT/small.txt" | number 'speed-up [0-9.]+')
+value[small_run_over_recvlogical]=$(number 'walpipe run / pg_recvlogical [0-9.]+' < "$OUT/small.txt")
+
 log "walpipe tail vs pg_recvlogical (benches/tail_vs_pg_recvlogical.sh)"
 ROUNDS=3 bash benches/tail_vs_pg_recvlogical.sh > "$OUT/tail.txt" 2>&1
 value[tail_over_recvlogical]=$(number 'ratio walpipe/pg_recvlogical = [0-9.]+' < "$OUT/tail.txt")
@@ -71,7 +78,7 @@ value[tail_instructions]=$(grep '^  head' "$OUT/instructions.txt" | number '[0-9
 bash benches/run_instructions.sh > "$OUT/run_instructions.txt" 2>&1
 value[run_instructions]=$(grep '^  run' "$OUT/run_instructions.txt" | number '[0-9]+ per change')
 
-figures=(backlog_run_over_tail backlog_speed_vs_native tail_over_recvlogical copy_speed_vs_pipe webhook_requests
+figures=(backlog_run_over_tail backlog_speed_vs_native small_speed_vs_native small_run_over_recvlogical tail_over_recvlogical copy_speed_vs_pipe webhook_requests
   webhook_over_recvlogical webhook_floor latency_p50_over_native latency_p99_ms tail_instructions run_instructions)
 if [ "${CHUNKED:-0}" = 1 ]; then
   log "chunked vs exported copy, 5M rows (benches/chunked_vs_exported.sh)"

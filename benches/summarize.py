@@ -11,6 +11,8 @@ import sys
 GOALS = {
     "backlog_run_over_tail": ("mixed backlog: walpipe run / tail (the floor)", 1.15, "max", "{:.2f}x"),
     "backlog_speed_vs_native": ("mixed backlog: speed vs native (defaults)", 1.25, "min", "{:.2f}x"),
+    "small_speed_vs_native": ("100k one-row txns: speed vs native (defaults)", 1.25, "min", "{:.2f}x"),
+    "small_run_over_recvlogical": ("100k one-row txns: run / pg_recvlogical", 1.2, "max", "{:.2f}x"),
     "tail_over_recvlogical": ("400k-row txn: tail / pg_recvlogical", 0.6, "max", "{:.2f}x"),
     "copy_speed_vs_pipe": ("initial copy 1M rows: speed vs COPY pipe", 1.2, "min", "{:.2f}x"),
     "webhook_requests": ("webhook 500k backlog: requests", 550, "max", "{:.0f}"),
