@@ -49,6 +49,10 @@ pub struct ReplicationStream {
     conn: Connection,
     feedback: Feedback,
     pacing: ReadPacing,
+    /// When the current wait for bytes stops gathering: kept across
+    /// cancelled waits (the driver races `next` with other work), so the
+    /// bound holds however often it is cancelled.
+    gather_until: Option<Instant>,
     /// Whether this stream has said (once, at debug) that it gathers.
     said_gathering: bool,
 }
@@ -60,6 +64,7 @@ impl ReplicationStream {
             conn,
             feedback: Feedback::new(start, status_interval, Instant::now()),
             pacing,
+            gather_until: None,
             said_gathering: false,
         }
     }
@@ -139,14 +144,21 @@ impl ReplicationStream {
         if Instant::now() >= self.feedback.deadline() {
             self.queue_status()?;
         }
-        let gather_until = self.pacing.gather_wait().map(|wait| Instant::now() + wait);
+        let gather_until = match self.pacing.gather_wait() {
+            Some(wait) => Some(*self.gather_until.get_or_insert_with(|| Instant::now() + wait)),
+            None => None,
+        };
         let wake = gather_until.map_or(self.feedback.deadline(), |until| until.min(self.feedback.deadline()));
         let flushing = self.conn.outbox.has_pending_writes();
         tokio::select! {
             result = self.conn.outbox.flush(), if flushing => result,
-            result = self.conn.inbox.read_more() => result,
+            result = self.conn.inbox.read_more() => {
+                self.gather_until = None;
+                result
+            }
             () = tokio::time::sleep_until(wake), if !flushing || gather_until.is_some() => {
                 if gather_until.is_some_and(|until| Instant::now() >= until) {
+                    self.gather_until = None;
                     let mark = self.pacing.end();
                     self.set_low_water(mark);
                 }
