@@ -6,17 +6,17 @@
 # rows, then SMALL one-row transactions. Each consumer has its own slot
 # (created before the backlog) and its own database in one sink cluster
 # (default durability: fsync on); the time is from start (walpipe run /
-# ALTER SUBSCRIPTION ENABLE) until the sink commit of the backlog's last
-# row (noted by a deferred trigger). Native runs twice: with the subscription defaults (streaming off:
-# the server spills the big transaction) and with streaming = on. As a floor
-# for any consumer of one slot, `walpipe tail > /dev/null` drains the same
-# backlog first (decoding only, no sink), after a first decode of it on a
-# slot of its own that warms the caches and is not counted; then
-# `pg_recvlogical -f /dev/null` (PostgreSQL's own client, the same
-# publication, protocol 2 with streaming on, as walpipe asks) on another. For every run
-# the CPU time of the server's walsender is sampled too (the part no
-# consumer can skip), with the consumer's own (walpipe, or the native apply
-# worker) and, for walpipe, its sink sessions' backends.
+# ALTER SUBSCRIPTION ENABLE) until a session on the sink server sees the
+# backlog's last row. Native runs twice: with the subscription defaults
+# (streaming off: the server spills the big transaction) and with
+# streaming = on. As floors for any consumer of one slot, `walpipe tail >
+# /dev/null` drains the same backlog first (decoding only, no sink), after
+# a first decode of it on a slot of its own that warms the caches and is
+# not counted; then `pg_recvlogical -f /dev/null` (PostgreSQL's own client,
+# the same publication, protocol 2 with streaming on, as walpipe asks) on
+# another. For every run the CPU time of the server's walsender is sampled
+# too (the part no consumer can skip), with the consumer's own (walpipe, or
+# the native apply worker) and, for walpipe, its sink sessions' backends.
 #
 #   bash benches/backlog_vs_native.sh            # ROWS=500000 SMALL=50000
 set -euo pipefail
@@ -106,6 +106,18 @@ wait_sampling() {
   arrival=$(cat "$WORK/arrival.$1")
 }
 declare -A walsender_s
+# drain_sampling SLOT COMMAND...: runs COMMAND (a decoder of SLOT, output to
+# /dev/null) to its end; prints its seconds, and keeps the walsender's CPU
+# in $WORK/walsender.SLOT.
+drain_sampling() {
+  local slot=$1 start pid cpu=0; shift
+  start=$(now)
+  "$@" > /dev/null & pid=$!
+  while kill -0 $pid 2>/dev/null; do cpu=$(walsender_cpu "$slot" || echo "$cpu"); sleep 0.05; done
+  wait $pid
+  echo "$cpu" > "$WORK/walsender.$slot"
+  echo "$(now) - $start" | bc
+}
 
 # cpu_of PID...: CPU seconds (user + system) so far of these processes.
 cpu_of() {
@@ -119,22 +131,12 @@ declare -A consumer_s sink_s
 
 ENDPOS=$(src -c "SELECT pg_current_wal_lsn()")
 "$WALPIPE" tail --slot decode_warm_up --publication decode_only --endpos "$ENDPOS" --source "$WALPIPE_SOURCE_URL" > /dev/null
-start=$(now)
-"$WALPIPE" tail --slot decode_only --publication decode_only --endpos "$ENDPOS" --source "$WALPIPE_SOURCE_URL" > /dev/null &
-pid=$!; ws_cpu=0
-while kill -0 $pid 2>/dev/null; do ws_cpu=$(walsender_cpu decode_only || echo "$ws_cpu"); sleep 0.05; done
-wait $pid
-decode_s=$(echo "$(now) - $start" | bc)
-walsender_s[decode]=$ws_cpu
-
-start=$(now)
-"$PG_BINDIR/pg_recvlogical" -d "${WALPIPE_SOURCE_URL%%\?*}" -S recvlogical --start --endpos="$ENDPOS" \
-  -o proto_version=2 -o streaming=on -o publication_names=decode_only -f /dev/null &
-pid=$!; ws_cpu=0
-while kill -0 $pid 2>/dev/null; do ws_cpu=$(walsender_cpu recvlogical || echo "$ws_cpu"); sleep 0.05; done
-wait $pid
-recvlogical_s=$(echo "$(now) - $start" | bc)
-walsender_s[recvlogical]=$ws_cpu
+decode_s=$(drain_sampling decode_only "$WALPIPE" tail --slot decode_only --publication decode_only --endpos "$ENDPOS" \
+  --source "$WALPIPE_SOURCE_URL")
+walsender_s[decode]=$(cat "$WORK/walsender.decode_only")
+recvlogical_s=$(drain_sampling recvlogical "$PG_BINDIR/pg_recvlogical" -d "${WALPIPE_SOURCE_URL%%\?*}" -S recvlogical \
+  --start --endpos="$ENDPOS" -o proto_version=2 -o streaming=on -o publication_names=decode_only -f /dev/null)
+walsender_s[recvlogical]=$(cat "$WORK/walsender.recvlogical")
 
 watch_for_last walpipe
 start=$(now)

@@ -80,9 +80,7 @@ impl Transport {
             (other, _) => Err(SourceError::Protocol(format!("answer {other:#x} to an SSLRequest"))),
         }
     }
-}
 
-impl Transport {
     /// The socket's receive low-water mark: TCP only (a Unix socket
     /// reports every write readable whatever the mark).
     pub fn receive_low_water(&self) -> Option<ReceiveLowWater> {
