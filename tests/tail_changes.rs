@@ -217,7 +217,11 @@ fn a_backlog_of_small_transactions_is_gathered_and_read_whole() {
         let ids: Vec<i64> =
             changes_of(&lines, "public.small").iter().map(|l| l["new"]["id"].as_i64().expect("id")).collect();
         assert_eq!(ids, (1..=3000).collect::<Vec<_>>(), "PG{}", cluster.major);
-        assert!(log.contains("reading a backlog: the socket gathers"), "PG{}: {log}", cluster.major);
+        assert!(
+            log.contains("the socket gathers bytes before waking walpipe: the stream is a backlog"),
+            "PG{}: {log}",
+            cluster.major
+        );
     }
 }
 
@@ -240,10 +244,18 @@ fn streamed_transactions_keep_only_committed_work() {
              SAVEPOINT sp2; INSERT INTO s SELECT i, repeat('c', 100) FROM generate_series(3001, 6000) i; RELEASE sp2; \
              COMMIT;",
         );
-        let lines = tail_to(cluster, &db, &db, &db, &cluster.current_lsn(&db));
+        let (lines, log) = tail_logged(cluster, &db, &db, &db, &cluster.current_lsn(&db), "walpipe=debug");
         let ids: Vec<i64> =
             changes_of(&lines, "public.s").iter().map(|l| l["new"]["id"].as_i64().expect("id")).collect();
         assert_eq!(ids, (1..=6000).collect::<Vec<_>>(), "exactly the committed rows, in order");
+        // The stream's first message is a Stream Start: its block gathers (read_pacing.rs).
+        assert!(
+            log.contains(
+                "gathers bytes before waking walpipe: inside a block of a transaction still in progress"
+            ),
+            "PG{}: {log}",
+            cluster.major
+        );
         let commit = lines[0]["commit_lsn"].as_str().expect("commit lsn").to_string();
         assert_eq!(lines[0]["id"], format!("{commit}:0:schema"), "the shape, announced inside the stream");
         // (The server may announce the shape again inside the stream; that takes no ordinal.)

@@ -10,9 +10,14 @@
 //! once [`GATHER`] bytes are there (`SO_RCVLOWAT`, [`ReceiveLowWater`]).
 //!
 //! Invariants:
-//! - Gathering starts only in a backlog: at a BEGIN the server sent
-//!   [`BACKLOG`] or more after its transaction committed. Both times are the
-//!   server's clock, so skew between hosts cannot start it.
+//! - Gathering starts only where no reader is waiting for the bytes:
+//!   - in a backlog: at a BEGIN the server sent [`BACKLOG`] or more after
+//!     its transaction committed. Both times are the server's clock, so
+//!     skew between hosts cannot start it;
+//!   - inside a block of a streamed (in-progress) transaction: none of its
+//!     changes can reach a sink before its commit, which comes after the
+//!     block. A wait that timed out inside a block reads what came, and the
+//!     block's next message gathers again.
 //! - While gathering, one wait for bytes lasts at most [`GATHER_WAIT`]; then
 //!   the mark is one byte again and whatever came is read at once. So a
 //!   message waits at most `GATHER_WAIT` longer than it would have, and
@@ -25,6 +30,8 @@
 
 use std::time::Duration;
 
+use super::protocol::pgoutput::BlockEdge;
+
 /// Bytes gathered before the reader wakes, while in a backlog.
 pub const GATHER: usize = 64 * 1024;
 /// How far behind (commit to send, in the server's clock) a BEGIN shows a backlog.
@@ -36,6 +43,8 @@ pub const GATHER_WAIT: Duration = Duration::from_millis(2);
 #[derive(Debug)]
 pub struct ReadPacing {
     state: State,
+    /// Between a Stream Start and its Stream Stop.
+    in_block: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +60,18 @@ enum State {
 impl ReadPacing {
     /// Starts eager; `settable` is whether the socket has a mark at all.
     pub fn new(settable: bool) -> ReadPacing {
-        ReadPacing { state: if settable { State::Eager } else { State::Unavailable } }
+        ReadPacing { state: if settable { State::Eager } else { State::Unavailable }, in_block: false }
+    }
+
+    /// Any message but a BEGIN arrived; `edge` is whether it opens or closes
+    /// a streamed transaction's block. Returns the mark to set, if it changes.
+    pub fn message(&mut self, edge: Option<BlockEdge>) -> Option<usize> {
+        match edge {
+            Some(BlockEdge::Start) => self.in_block = true,
+            Some(BlockEdge::Stop) => self.in_block = false,
+            None => {}
+        }
+        (self.in_block && self.state == State::Eager).then(|| self.switch(State::Gathering)).flatten()
     }
 
     /// The server sent, at `sent_micros`, the BEGIN of a transaction that
@@ -113,6 +133,24 @@ mod tests {
         assert_eq!(pacing.begin(1_000 * MS, 0), Some(GATHER));
         assert_eq!(pacing.end(), Some(1), "a wait that timed out reads what came");
         assert_eq!(pacing.gather_wait(), None);
+    }
+
+    #[test]
+    fn gathers_inside_a_streamed_block_and_again_after_a_wait_that_timed_out() {
+        let mut pacing = ReadPacing::new(true);
+        assert_eq!(pacing.message(None), None, "a change outside a block");
+        assert_eq!(pacing.message(Some(BlockEdge::Start)), Some(GATHER));
+        assert_eq!(pacing.message(None), None, "already gathering");
+        assert_eq!(pacing.end(), Some(1), "a wait that timed out reads what came");
+        assert_eq!(pacing.message(None), Some(GATHER), "the block's next change gathers again");
+        assert_eq!(pacing.message(Some(BlockEdge::Stop)), None, "gathering goes on until a wait times out");
+        assert_eq!(pacing.end(), Some(1));
+        assert_eq!(pacing.message(None), None, "after the block");
+        assert_eq!(pacing.begin(1_000 * MS, 1_000 * MS), None, "a BEGIN that keeps up, eager");
+
+        let mut pacing = ReadPacing::new(false);
+        assert_eq!(pacing.message(Some(BlockEdge::Start)), None, "no mark to set");
+        assert_eq!(pacing.message(None), None);
     }
 
     #[test]

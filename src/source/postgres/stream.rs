@@ -31,7 +31,7 @@ use crate::pg::connection::{Connection, Incoming, log_notice};
 use crate::pg::error::{ServerError, SourceError};
 use crate::position::Position;
 use crate::source::postgres::lsn::Lsn;
-use crate::source::postgres::protocol::pgoutput::Begin;
+use crate::source::postgres::protocol::pgoutput::{Begin, BlockEdge};
 use crate::source::postgres::protocol::time::to_pg_micros;
 use crate::source::postgres::protocol::walsender::{self, Keepalive, WalsenderMessage};
 
@@ -107,9 +107,19 @@ impl ReplicationStream {
                         })?;
                         return Ok(Some(match message {
                             WalsenderMessage::XLogData(xlog) => {
-                                if let Some(committed) = Begin::peek_commit_time(&xlog.data) {
-                                    let mark = self.pacing.begin(xlog.send_time, committed);
-                                    self.set_low_water(mark);
+                                let (mark, why) = match Begin::peek_commit_time(&xlog.data) {
+                                    Some(committed) => (
+                                        self.pacing.begin(xlog.send_time, committed),
+                                        "the stream is a backlog",
+                                    ),
+                                    None => (
+                                        self.pacing.message(BlockEdge::peek(&xlog.data)),
+                                        "inside a block of a transaction still in progress",
+                                    ),
+                                };
+                                if self.set_low_water(mark) == Some(GATHER) && !self.said_gathering {
+                                    self.said_gathering = true;
+                                    tracing::debug!("the socket gathers bytes before waking walpipe: {why}");
                                 }
                                 StreamEvent::Data { lsn: xlog.wal_start, data: xlog.data }
                             }
@@ -167,17 +177,17 @@ impl ReplicationStream {
         }
     }
 
-    /// Sets the socket's receive low-water mark to what the pacing asked;
-    /// if that fails, the stream reads each byte as it comes from then on.
-    fn set_low_water(&mut self, mark: Option<usize>) {
-        let (Some(bytes), Some(low_water)) = (mark, &self.conn.low_water) else { return };
+    /// Sets the socket's receive low-water mark to what the pacing asked,
+    /// and returns it; if that fails, the stream reads each byte as it comes
+    /// from then on.
+    fn set_low_water(&mut self, mark: Option<usize>) -> Option<usize> {
+        let (Some(bytes), Some(low_water)) = (mark, &self.conn.low_water) else { return None };
         if let Err(error) = low_water.set(bytes) {
             tracing::debug!(%error, "the replication socket's receive low-water mark could not be set: reading each message as it comes");
             self.pacing.unavailable();
-        } else if bytes == GATHER && !self.said_gathering {
-            self.said_gathering = true;
-            tracing::debug!(bytes, "reading a backlog: the socket gathers bytes before waking walpipe");
+            return None;
         }
+        Some(bytes)
     }
 
     /// Keeps the session alive (status updates, replies) without handing

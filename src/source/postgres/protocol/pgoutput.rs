@@ -144,6 +144,27 @@ pub struct LogicalMessage {
     pub content: Bytes,
 }
 
+/// The edges of a block of a streamed (in-progress) transaction's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockEdge {
+    /// Stream Start: the changes that follow belong to an in-progress transaction.
+    Start,
+    /// Stream Stop: the block ends.
+    Stop,
+}
+
+impl BlockEdge {
+    /// Whether a message (the data of one XLogData) opens or closes a block,
+    /// read from its first byte without decoding it.
+    pub fn peek(data: &[u8]) -> Option<BlockEdge> {
+        match data.first() {
+            Some(b'S') => Some(BlockEdge::Start),
+            Some(b'E') => Some(BlockEdge::Stop),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamStart {
     pub xid: u32,

@@ -193,6 +193,16 @@ proptest! {
     }
 
     #[test]
+    fn only_stream_start_and_stop_are_block_edges(message in message()) {
+        let expected = match &message {
+            Message::StreamStart(_) => Some(BlockEdge::Start),
+            Message::StreamStop => Some(BlockEdge::Stop),
+            _ => None,
+        };
+        prop_assert_eq!(BlockEdge::peek(&encode(&message)), expected);
+    }
+
+    #[test]
     fn truncated_messages_are_errors_not_panics(message in message(), cut in any::<prop::sample::Index>()) {
         let bytes = encode(&message);
         let len = cut.index(bytes.len());
