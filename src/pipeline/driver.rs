@@ -53,6 +53,9 @@ use crate::source::{ChangeStream, Event, StreamError};
 
 /// Lines are handed to the sink in chunks of about this size.
 pub const CHUNK_BYTES: usize = 256 * 1024;
+/// A chunk's buffer: a chunk is cut once past [`CHUNK_BYTES`], so there is
+/// room for the line that crosses it, and the buffer need not double.
+pub const CHUNK_CAPACITY: usize = CHUNK_BYTES + 16 * 1024;
 /// The longest the replication socket is left unread while the sink is
 /// stalled (see the invariants above).
 pub const STALL_LIMIT: Duration = Duration::from_secs(60);
@@ -139,7 +142,7 @@ pub async fn drive<S: ChangeStream>(
         metrics,
         confirm_keepalives,
         ends,
-        pending: Vec::with_capacity(CHUNK_BYTES),
+        pending: Vec::with_capacity(CHUNK_CAPACITY),
         pending_confirm: None,
         pending_commits: Vec::new(),
         pending_copied: CopyProgress::new(),
@@ -345,7 +348,7 @@ impl<S: ChangeStream> Driver<S> {
         if waited > Duration::from_millis(1) {
             self.metrics.sink_backpressure.inc_by(waited.as_secs_f64());
         }
-        let lines = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_BYTES));
+        let lines = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_CAPACITY));
         let commit_times = std::mem::take(&mut self.pending_commits);
         let copied = std::mem::take(&mut self.pending_copied);
         permit.send(lines, self.pending_confirm.take(), commit_times, copied, caught_up, tentative);
