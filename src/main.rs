@@ -37,6 +37,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    walpipe::cli::malloc_tuning::return_large_buffers();
     let cli = Cli::parse();
     // These two need neither the environment nor a runtime.
     match cli.command {

@@ -264,8 +264,8 @@ fn the_slot_retains_a_bounded_amount_of_wal_while_a_copy_is_held_up_however_much
     const BOUND: u64 = 16 * 1024 * 1024;
     let cluster = common::pg15_with(&common::options());
     // Three chunks can be in flight when the copy's session is frozen (one
-    // read ahead, one waiting, one being written), up to 6 MiB each: about
-    // 750,000 rows of this table. Twice that leaves the copy unfinished
+    // read ahead, one waiting, one being written), up to 4 MiB each: about
+    // 500,000 rows of this table. Three times that leaves the copy unfinished
     // however late the freeze lands.
     let (source, sink) = setup(cluster, "chunk_wal", 1_500_000);
     cluster.psql(&source, "CREATE TABLE filler (pad text)");

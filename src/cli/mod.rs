@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod jobs;
+pub mod malloc_tuning;
 pub mod progress;
 pub mod reference;
 pub mod run;

@@ -9,8 +9,8 @@
 //! - A read never waits for the mark: on a non-blocking socket it returns
 //!   what is there.
 //!
-//! This is walpipe's one `unsafe` block: a `setsockopt` with an `int`,
-//! which neither `socket2` nor `rustix` offers for this option.
+//! One of walpipe's two `unsafe` blocks (the other is `cli::malloc_tuning`): a
+//! `setsockopt` with an `int`, which neither `socket2` nor `rustix` offers for this option.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

@@ -14,15 +14,16 @@ use crate::pg::conninfo::ConnInfo;
 use crate::source::chunk_copier::{self, ChunkLimits, ChunkReader};
 use crate::source::table::SourceTable;
 
-/// The chunks' size. The COPY text a chunk holds at most is 6 MiB (about).
+/// The chunks' size. The COPY text a chunk holds at most is 4 MiB (about).
 /// Up to three chunks are in memory at once (one read ahead, one waiting
 /// for its marker, one being written, whose lines a mirror keeps until its
-/// `COPY` ends), and the allocator keeps some of what they free. A 5M-row
-/// copy peaked at 108 to 143 MB with 8 MiB (over the 128 MiB goal) and at
-/// 69 to 72 MB with 4 MiB, but ran about 5% slower (more chunks, each with
-/// its own transactions).
+/// `COPY` ends). A 5M-row copy peaked at 108 to 143 MB with 8 MiB and 90 to
+/// 105 MB with 6 MiB; with 4 MiB, 69 to 72 MB, and 53 MB once large
+/// buffers went back to the system (`malloc_tuning`). Smaller chunks cost
+/// more transactions: 4 MiB ran about 5% slower than 6 MiB when first
+/// tried, within the noise when tried again.
 pub const LIMITS: ChunkLimits =
-    ChunkLimits { budget: Duration::from_secs(1), rows: (1_000, 500_000), max_bytes: 6 * 1024 * 1024 };
+    ChunkLimits { budget: Duration::from_secs(1), rows: (1_000, 500_000), max_bytes: 4 * 1024 * 1024 };
 
 /// How the log names this copy.
 pub const HOW: &str = "copying in chunks of about 1 s";
