@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use super::protocol::pgoutput::BlockEdge;
 
-/// Bytes gathered before the reader wakes, while in a backlog.
+/// Bytes gathered before the reader wakes, while gathering (a backlog, or a streamed block).
 pub const GATHER: usize = 64 * 1024;
 /// How far behind (commit to send, in the server's clock) a BEGIN shows a backlog.
 pub const BACKLOG: Duration = Duration::from_millis(20);
