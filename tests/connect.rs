@@ -241,3 +241,19 @@ fn bad_input_on_the_command_line_is_one_clear_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success() && stderr.contains("WALPIPE_SORCE_URL"), "{stderr}");
 }
+
+/// The sink's pipelined BEGIN: queued without waiting, it still opens the
+/// transaction the next statements run in, and they roll back with it.
+#[tokio::test]
+async fn a_queued_begin_opens_the_transaction_the_next_statements_run_in() {
+    let cluster = pg15();
+    let db = cluster.fresh_db("queued_begin");
+    let client = cluster.client(&db).await;
+    client.batch_execute("CREATE TABLE t (id int)").await.expect("create");
+    walpipe::pg::sql::queue_begin(&client);
+    // SAVEPOINT fails outside a transaction block.
+    client.batch_execute("INSERT INTO t VALUES (1); SAVEPOINT s").await.expect("inside the transaction");
+    client.batch_execute("ROLLBACK").await.expect("roll back");
+    let rows: i64 = client.query_one("SELECT count(*) FROM t", &[]).await.expect("count").get(0);
+    assert_eq!(rows, 0, "the insert ran inside the queued transaction");
+}

@@ -90,6 +90,19 @@ pub fn is_transient_sqlstate(code: &str) -> bool {
         || matches!(code, "57P01" | "57P02" | "57P03" | "57P05" | "40001" | "40P01" | "55006")
 }
 
+/// Opens a transaction without a round trip of its own: `BEGIN` is queued
+/// on the connection, and the server answers it just ahead of the next
+/// statement, whose answer is awaited. `tokio-postgres` queues a request
+/// when its future is first polled, and drops the answer of a request
+/// nobody waits for. `BEGIN` outside a transaction cannot fail; a broken
+/// connection fails the next statement. Call it only with no transaction
+/// open: inside one, `BEGIN` is a warning, and nothing would be opened.
+pub fn queue_begin(client: &tokio_postgres::Client) {
+    use futures_util::FutureExt;
+    // The only poll: it queues the request; the answer is never complete yet.
+    drop(client.batch_execute("BEGIN").now_or_never());
+}
+
 /// Connects; `what` names the database in messages ("the source", "the sink").
 pub async fn connect(info: &ConnInfo, what: &'static str) -> Result<tokio_postgres::Client, ConnectError> {
     open(info, what, None).await
