@@ -31,7 +31,10 @@ SINK_PORT=${SINK_PORT:-24533}
 
 workspace_start walpipe-bench
 cluster_start source "$SRC_PORT" fsync=off shared_buffers=256MB max_wal_size=4GB
-cluster_start sink "$SINK_PORT" shared_buffers=256MB max_wal_size=4GB
+# The launcher starts apply workers at most once per
+# wal_retrieve_retry_interval (5 s by default): the second subscription
+# enabled would wait for it, and that wait is not replication.
+cluster_start sink "$SINK_PORT" shared_buffers=256MB max_wal_size=4GB wal_retrieve_retry_interval=50ms
 src() { "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$SRC_PORT" -U postgres -d postgres "$@"; }
 sink() { local db=$1; shift; "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$SINK_PORT" -U postgres -d "$db" "$@"; }
 
