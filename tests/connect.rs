@@ -250,7 +250,7 @@ async fn a_queued_begin_opens_the_transaction_the_next_statements_run_in() {
     let db = cluster.fresh_db("queued_begin");
     let client = cluster.client(&db).await;
     client.batch_execute("CREATE TABLE t (id int)").await.expect("create");
-    walpipe::pg::sql::queue_begin(&client);
+    walpipe::pg::sql::queue_begin(&client).expect("queued");
     // SAVEPOINT fails outside a transaction block.
     client.batch_execute("INSERT INTO t VALUES (1); SAVEPOINT s").await.expect("inside the transaction");
     client.batch_execute("ROLLBACK").await.expect("roll back");

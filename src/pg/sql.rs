@@ -94,13 +94,15 @@ pub fn is_transient_sqlstate(code: &str) -> bool {
 /// on the connection, and the server answers it just ahead of the next
 /// statement, whose answer is awaited. `tokio-postgres` queues a request
 /// when its future is first polled, and drops the answer of a request
-/// nobody waits for. `BEGIN` outside a transaction cannot fail; a broken
-/// connection fails the next statement. Call it only with no transaction
-/// open: inside one, `BEGIN` is a warning, and nothing would be opened.
-pub fn queue_begin(client: &tokio_postgres::Client) {
+/// nobody waits for. `BEGIN` outside a transaction cannot fail; a
+/// connection already closed fails here, one that breaks later fails the
+/// next statement. Call it only with no transaction open: inside one,
+/// `BEGIN` is a warning, and nothing would be opened.
+pub fn queue_begin(client: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
     use futures_util::FutureExt;
-    // The only poll: it queues the request; the answer is never complete yet.
-    drop(client.batch_execute("BEGIN").now_or_never());
+    // The only poll: it queues the request. Its answer cannot have come
+    // yet, so only a refusal to queue it (a closed connection) completes it.
+    client.batch_execute("BEGIN").now_or_never().unwrap_or(Ok(()))
 }
 
 /// Connects; `what` names the database in messages ("the source", "the sink").

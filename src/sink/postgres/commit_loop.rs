@@ -150,7 +150,7 @@ impl<W: Writer> CommitLoop<W> {
                 // a void section none of whose lines came (an empty chunk).
                 _ => {}
             }
-            self.begin();
+            self.begin()?;
             self.uncommitted.chunk(lines.len(), confirm, &commit_times, receipt);
             self.uncommitted.copied(copied);
             let lines = Bytes::from(lines);
@@ -209,23 +209,24 @@ impl<W: Writer> CommitLoop<W> {
     }
 
     /// Opens the sink transaction, pipelined with its first statement.
-    fn begin(&mut self) {
+    fn begin(&mut self) -> Result<(), SinkError> {
         if !self.in_transaction {
-            crate::pg::sql::queue_begin(&self.client);
+            crate::pg::sql::queue_begin(&self.client)?;
             self.in_transaction = true;
         }
+        Ok(())
     }
 
     /// Applies what is pending, records the boundary as applied, commits,
     /// and acknowledges every chunk received so far once that is durable.
     async fn commit(&mut self, ends: &SinkEnds, commits: &mut Commits) -> Result<(), SinkError> {
         if self.writer.pending() > 0 {
-            self.begin();
+            self.begin()?;
             self.writer.apply(&self.client).await?;
         }
         let Commit { boundary, receipt, changes, commit_times, bytes, copied } = self.uncommitted.take();
         if boundary.is_some() {
-            self.begin();
+            self.begin()?;
         }
         let durable = if self.in_transaction {
             let checkpoint = async {
