@@ -517,6 +517,78 @@ fn the_initial_copy_goes_binary_where_every_type_is_built_in_and_text_elsewhere(
     assert!(fingerprint(cluster, &sink, "typed", "id", "id").is_some_and(|print| print.starts_with("3002:")));
 }
 
+#[test]
+fn a_few_new_rows_go_in_as_inserts_and_more_with_copy_each_writing_what_copy_text_writes() {
+    let cluster = cluster();
+    let source = cluster.fresh_db("new_rows_src");
+    let sink = cluster.fresh_db("new_rows_sink");
+    let columns = "id, amount, at, span, doc, js, tags, grid, raw, ratio, small, u, flag, label, note, m, p";
+    cluster.psql(
+        &source,
+        "CREATE TYPE mood AS ENUM ('calm', 'so so'); CREATE DOMAIN positive AS int CHECK (VALUE > 0); \
+         CREATE TABLE typed (id bigint PRIMARY KEY, amount numeric(12,2), at timestamptz, span interval, \
+                             doc jsonb, js json, tags text[], grid int[], raw bytea, ratio float8, small real, \
+                             u uuid, flag boolean, label varchar(20), note text, m mood, p positive)",
+    );
+    let job = format!("new_rows_{}", std::process::id());
+    let child = start_run(cluster, &source, &sink, &job, &[]);
+    wait_for(Duration::from_secs(60), "the destination", || {
+        fingerprint(cluster, &sink, "typed", "id", "id").is_some()
+    });
+    // Which statement wrote each new row, and a row that exists already
+    // (as after a replay): its insert fails on the key.
+    cluster.psql(
+        &sink,
+        "CREATE TABLE writes (id bigint, statement text); \
+         CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN INSERT INTO writes VALUES (NEW.id, split_part(current_query(), ' ', 1)); RETURN NULL; END $$; \
+         CREATE TRIGGER log_write AFTER INSERT ON typed FOR EACH ROW EXECUTE FUNCTION log_write(); \
+         INSERT INTO typed (id, note) VALUES (5, 'stale'); DELETE FROM writes;",
+    );
+    let rows = |range: &str| {
+        format!(
+            "INSERT INTO typed SELECT i, i * 1.255, '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 second', \
+                    i * interval '1 minute', jsonb_build_object('n', i, 'a', jsonb_build_array(i, 'x')), '{{\"k\": [1, 2]}}', \
+                    ARRAY['t' || i, NULL, '', 'a,b'], ARRAY[[i, 2], [3, NULL]], decode(lpad(to_hex(i), 8, '0'), 'hex'), \
+                    i / 3.0, i / 7.0, md5(i::text)::uuid, i % 2 = 0, 'label ' || i, \
+                    E'tab\\there, line\\nnext, back\\\\slash, ''quoted'', \\\\N ' || i, 'so so', i \
+             FROM generate_series({range}) i"
+        )
+    };
+    let sink_db = sink.as_str();
+    let landed = |count: i64| {
+        move || {
+            cluster.try_psql(sink_db, "SELECT count(*) FROM writes").is_some_and(|n| n == count.to_string())
+        }
+    };
+    cluster.psql(
+        &source,
+        "INSERT INTO typed VALUES (1, 'NaN', 'infinity', '-1 day', 'null', '[]', '{}', '{}', '\\x00ff00', 'NaN', '-0', \
+                 NULL, NULL, '', '', 'calm', 1), (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+                 NULL, NULL, NULL, NULL, NULL)",
+    );
+    wait_for(Duration::from_secs(60), "two rows", landed(2));
+    cluster.psql(&source, &rows("10, 12"));
+    wait_for(Duration::from_secs(60), "three rows", landed(5));
+    cluster.psql(&source, &rows("100, 139"));
+    wait_for(Duration::from_secs(60), "forty rows", landed(45));
+    assert_eq!(
+        cluster.psql(&sink, "SELECT statement, count(*) FROM writes GROUP BY statement ORDER BY statement"),
+        "COPY|40\nINSERT|5",
+        "{}",
+        run_log(&job)
+    );
+    cluster.psql(&source, &rows("5, 5"));
+    wait_for(Duration::from_secs(60), "the existing row replaced", || {
+        cluster.try_psql(&sink, "SELECT note FROM typed WHERE id = 5").is_some_and(|note| note != "stale")
+    });
+    assert_eq!(
+        fingerprint(cluster, &sink, "typed", columns, "id"),
+        fingerprint(cluster, &source, "typed", columns, "id")
+    );
+    assert!(stop_run(child).success());
+}
+
 /// The primary keys of `db`'s table `table`, with the other indexes: `name:definition` lines.
 fn indexes(cluster: &Cluster, db: &str, table: &str) -> String {
     cluster.psql(

@@ -19,6 +19,7 @@ pub mod copy_binary;
 pub mod error;
 pub mod low_water;
 pub mod sql;
+pub mod text_param;
 pub(crate) mod tls;
 mod transport;
 pub(crate) mod wire;

@@ -105,6 +105,20 @@ pub fn queue_begin(client: &tokio_postgres::Client) -> Result<(), tokio_postgres
     client.batch_execute("BEGIN").now_or_never().unwrap_or(Ok(()))
 }
 
+/// `COPY ... FROM STDIN` (the prepared `statement`) of `rows`, COPY text
+/// or binary as the statement says.
+pub async fn copy_rows(
+    client: &tokio_postgres::Client,
+    statement: &tokio_postgres::Statement,
+    rows: Vec<u8>,
+) -> Result<(), tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    let writer = client.copy_in::<_, bytes::Bytes>(statement).await?;
+    futures_util::pin_mut!(writer);
+    writer.send(bytes::Bytes::from(rows)).await?;
+    writer.finish().await.map(drop)
+}
+
 /// Connects; `what` names the database in messages ("the source", "the sink").
 pub async fn connect(info: &ConnInfo, what: &'static str) -> Result<tokio_postgres::Client, ConnectError> {
     open(info, what, None).await

@@ -5,14 +5,14 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use foldhash::HashMap as FastMap;
-use futures_util::SinkExt;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::Client;
 
 use super::batch::{Admit, Record, TableBatch};
 use super::copied::CopiedRecord;
 use super::copied_in::{CopyIn, Finished, stage_upserts};
 use super::follow::{Follower, Place};
 use super::isolation::{self, OnTableError};
+use super::new_rows;
 use super::schema::Destination;
 use super::{SinkError, Writer};
 use crate::names::TableName;
@@ -379,21 +379,22 @@ async fn apply_table(
         let statement = format!("{what} {}", destination.quoted);
         move |error| SinkError::Write { statement, error }
     };
-    if let Some(rows) = batch.insert_rows() {
-        // New rows: COPY them straight in. A row that exists (a replay)
-        // fails the COPY on the key, and the batch takes the guarded path.
-        let copied = match rollback {
-            Some(_) => copy(client, &destination.copy_new_rows, rows).await,
+    if let Some(rows) = batch.new_rows() {
+        // New rows: straight in. A row that exists (a replay) fails the
+        // write on the key, and the batch takes the guarded path.
+        let written = match rollback {
+            Some(_) => new_rows::write(client, destination, &rows).await,
             None => {
-                // Pipelined: the savepoint is queued ahead of the COPY's statement.
+                // Pipelined: the savepoint is queued ahead of the first statement.
                 let savepoint = client.batch_execute("SAVEPOINT walpipe_new_rows");
-                match tokio::join!(savepoint, copy(client, &destination.copy_new_rows, rows)) {
+                match tokio::join!(savepoint, new_rows::write(client, destination, &rows)) {
                     (Err(error), _) => return Err(error.into()),
-                    (Ok(()), copied) => copied,
+                    (Ok(()), written) => written,
                 }
             }
         };
-        match copied {
+        drop(rows);
+        match written {
             Ok(()) => {
                 if rollback.is_none() {
                     client.batch_execute("RELEASE SAVEPOINT walpipe_new_rows").await?;
@@ -404,11 +405,13 @@ async fn apply_table(
             Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
                 client.batch_execute(rollback.unwrap_or("ROLLBACK TO SAVEPOINT walpipe_new_rows")).await?;
             }
-            Err(error) => return Err(failed("the COPY of new rows into")(error)),
+            Err(error) => return Err(failed("the write of new rows into")(error)),
         }
     }
     let (rows, kinds) = batch.take_staging(&destination.key_positions);
-    copy(client, &destination.copy_in, rows).await.map_err(failed("the COPY into the staging table of"))?;
+    crate::pg::sql::copy_rows(client, &destination.copy_in, rows)
+        .await
+        .map_err(failed("the COPY into the staging table of"))?;
     // Moves read the rows under their old keys, so they go before the deletes.
     for (count, statement, what) in [
         (kinds.moves, &destination.moves, "the key changes of"),
@@ -448,12 +451,4 @@ async fn remove_uncopied(client: &Client, target: &Target, record: &Record) -> R
     tracing::info!(table = %target.place.source, removed, %since,
         "snapshot {}: removed {removed} rows the source no longer has", target.place.source);
     Ok(())
-}
-
-/// `COPY ... FROM STDIN` of `rows` (COPY text).
-async fn copy(client: &Client, statement: &Statement, rows: Vec<u8>) -> Result<(), tokio_postgres::Error> {
-    let writer = client.copy_in::<_, Bytes>(statement).await?;
-    futures_util::pin_mut!(writer);
-    writer.send(Bytes::from(rows)).await?;
-    writer.finish().await.map(drop)
 }

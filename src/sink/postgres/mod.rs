@@ -27,6 +27,7 @@ pub mod evolve;
 pub mod follow;
 pub mod isolation;
 pub mod mirror_writer;
+mod new_rows;
 pub mod schema;
 mod uncommitted;
 

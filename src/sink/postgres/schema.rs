@@ -34,6 +34,10 @@ pub struct Destination {
     pub copy_in: Statement,
     /// `COPY <destination> (columns, _walpipe_lsn) FROM STDIN`: new rows only.
     pub copy_new_rows: Statement,
+    /// `INSERT INTO <destination> (columns, _walpipe_lsn) VALUES ($1, ...)`:
+    /// one new row, its parameters typed by the destination's columns (a
+    /// few rows go in this way, in one round trip with no COPY to open).
+    pub insert_new_row: Statement,
     /// `COPY <staging> (columns, _walpipe_lsn, _walpipe_op) FROM STDIN`:
     /// copied rows to upsert (op `u`), when some of their keys exist.
     pub copy_upserts: Statement,
@@ -169,6 +173,12 @@ pub async fn prepare(
     Ok(Destination {
         copy_in: client.prepare(&format!("COPY {stage} FROM STDIN")).await?,
         copy_new_rows: client.prepare(&format!("COPY {quoted} ({cols}, {lsn}) FROM STDIN")).await?,
+        insert_new_row: client
+            .prepare(&format!(
+                "INSERT INTO {quoted} ({cols}, {lsn}) VALUES ({})",
+                (1..=names.len() + 1).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+            ))
+            .await?,
         copy_upserts: client
             .prepare(&format!("COPY {stage} ({cols}, {lsn}, _walpipe_op) FROM STDIN"))
             .await?,
