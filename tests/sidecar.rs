@@ -518,7 +518,7 @@ fn the_initial_copy_goes_binary_where_every_type_is_built_in_and_text_elsewhere(
 }
 
 #[test]
-fn a_few_new_rows_go_in_as_inserts_and_more_with_copy_each_writing_what_copy_text_writes() {
+fn a_few_rows_go_in_as_upserts_and_more_with_copy_each_writing_what_copy_text_writes() {
     let cluster = cluster();
     let source = cluster.fresh_db("new_rows_src");
     let sink = cluster.fresh_db("new_rows_sink");
@@ -535,14 +535,17 @@ fn a_few_new_rows_go_in_as_inserts_and_more_with_copy_each_writing_what_copy_tex
     wait_for(Duration::from_secs(60), "the destination", || {
         fingerprint(cluster, &sink, "typed", "id", "id").is_some()
     });
-    // Which statement wrote each new row, and a row that exists already
-    // (as after a replay): its insert fails on the key.
+    // Which statement wrote each row (a few rows' upserts give their
+    // values as parameters), and a row that exists already, as after a replay.
     cluster.psql(
         &sink,
         "CREATE TABLE writes (id bigint, statement text); \
-         CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS \
-           $$ BEGIN INSERT INTO writes VALUES (NEW.id, split_part(current_query(), ' ', 1)); RETURN NULL; END $$; \
-         CREATE TRIGGER log_write AFTER INSERT ON typed FOR EACH ROW EXECUTE FUNCTION log_write(); \
+         CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           INSERT INTO writes VALUES (NEW.id, CASE WHEN current_query() LIKE 'COPY%' THEN 'COPY' \
+                                                  WHEN current_query() LIKE '%VALUES ($1, $2%' THEN 'VALUES' \
+                                                  ELSE 'staged' END); \
+           RETURN NULL; END $$; \
+         CREATE TRIGGER log_write AFTER INSERT OR UPDATE ON typed FOR EACH ROW EXECUTE FUNCTION log_write(); \
          INSERT INTO typed (id, note) VALUES (5, 'stale'); DELETE FROM writes;",
     );
     let rows = |range: &str| {
@@ -574,14 +577,20 @@ fn a_few_new_rows_go_in_as_inserts_and_more_with_copy_each_writing_what_copy_tex
     wait_for(Duration::from_secs(60), "forty rows", landed(45));
     assert_eq!(
         cluster.psql(&sink, "SELECT statement, count(*) FROM writes GROUP BY statement ORDER BY statement"),
-        "COPY|40\nINSERT|5",
+        "COPY|40\nVALUES|5",
         "{}",
         run_log(&job)
     );
-    cluster.psql(&source, &rows("5, 5"));
-    wait_for(Duration::from_secs(60), "the existing row replaced", || {
-        cluster.try_psql(&sink, "SELECT note FROM typed WHERE id = 5").is_some_and(|note| note != "stale")
-    });
+    // A replayed row and an update: upserts too.
+    cluster.psql(&source, &format!("{}; UPDATE typed SET note = 'updated' WHERE id = 10", rows("5, 5")));
+    wait_for(Duration::from_secs(60), "the existing row replaced, and the update", landed(47));
+    assert_eq!(
+        cluster.psql(
+            &sink,
+            "SELECT string_agg(id || ' ' || statement, ', ' ORDER BY id) FROM writes WHERE id IN (5, 10)"
+        ),
+        "5 VALUES, 10 VALUES, 10 VALUES"
+    );
     assert_eq!(
         fingerprint(cluster, &sink, "typed", columns, "id"),
         fingerprint(cluster, &source, "typed", columns, "id")

@@ -140,6 +140,19 @@ enum RowOp {
     Delete { record: Record, values: Range<usize> },
 }
 
+impl RowOp {
+    /// A whole row to upsert: its fields, the columns then `_walpipe_lsn`;
+    /// `None` for a delete, or a row that keeps TOAST values from the sink.
+    fn whole_row(&self) -> Option<Vec<&[u8]>> {
+        match self {
+            RowOp::Upsert { record, values, .. } if record.toast().is_empty() => {
+                Some(values.clone().map(|field| record.field(field)).chain([record.commit_lsn()]).collect())
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Admit {
     Added,
@@ -219,19 +232,36 @@ impl TableBatch {
         Ok(Admit::Added)
     }
 
-    /// When the batch holds only inserts: its rows for the destination
-    /// itself (the columns, then `_walpipe_lsn`). The fast path for new
-    /// rows; if one exists already (a replay), its write fails on the key
-    /// and the caller takes [`TableBatch::take_staging`] instead.
-    pub fn new_rows(&self) -> Option<NewRows<'_>> {
+    /// When the batch holds only inserts: its rows as COPY text for the
+    /// destination itself (the columns, then `_walpipe_lsn`). The fast path
+    /// for new rows; if one exists already (a replay), the COPY fails on the
+    /// key and the caller takes [`TableBatch::take_staging`] instead.
+    pub fn insert_rows(&self) -> Option<Vec<u8>> {
         if !self.only_inserts || self.rows.is_empty() {
             return None;
         }
-        let rows = self.rows.values().map(|op| match op {
-            RowOp::Upsert { record, values, .. } => Some((record, values.clone())),
-            RowOp::Delete { .. } => None,
-        });
-        Some(NewRows { rows: rows.collect::<Option<_>>()? })
+        let mut out = Vec::with_capacity(self.rows.len() * 128);
+        for op in self.rows.values() {
+            let RowOp::Upsert { record, values, .. } = op else { return None };
+            for field in values.clone() {
+                out.extend_from_slice(record.field(field));
+                out.push(b'\t');
+            }
+            out.extend_from_slice(record.commit_lsn());
+            out.push(b'\n');
+        }
+        Some(out)
+    }
+
+    /// When the batch holds at most `most` rows, each a whole new row to
+    /// upsert (an insert, or an update that keeps no TOAST value): each
+    /// row's fields, COPY text as the record has them, the columns then
+    /// `_walpipe_lsn`. Such rows need only the guarded upsert, no staging.
+    pub fn few_upserts(&self, most: usize) -> Option<Vec<Vec<&[u8]>>> {
+        if self.rows.is_empty() || self.rows.len() > most {
+            return None;
+        }
+        self.rows.values().map(RowOp::whole_row).collect()
     }
 
     /// Forgets every pending row (after they were written).
@@ -291,39 +321,6 @@ impl TableBatch {
             out.push(b'\n');
         }
         (out, kinds)
-    }
-}
-
-/// The rows of a batch of inserts ([`TableBatch::new_rows`]).
-pub struct NewRows<'a> {
-    rows: Vec<(&'a Record, Range<usize>)>,
-}
-
-impl NewRows<'_> {
-    /// How many rows (at least one: an empty batch has no [`NewRows`]).
-    pub fn count(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// Each row's fields, COPY text as the record has them: the columns, then `_walpipe_lsn`.
-    pub fn fields(&self) -> impl Iterator<Item = impl Iterator<Item = &[u8]>> {
-        self.rows.iter().map(|(record, values)| {
-            values.clone().map(|field| record.field(field)).chain([record.commit_lsn()])
-        })
-    }
-
-    /// The rows as COPY text.
-    pub fn copy_text(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.rows.len() * 128);
-        for row in self.fields() {
-            for field in row {
-                out.extend_from_slice(field);
-                out.push(b'\t');
-            }
-            out.pop();
-            out.push(b'\n');
-        }
-        out
     }
 }
 
@@ -394,17 +391,31 @@ mod tests {
     fn only_inserts_can_take_the_fast_path() {
         let mut batch = TableBatch::default();
         batch.add(record("0/10\tI\tpublic.t\t-\t\t1\ta\tx"), 3, &[0]).expect("insert");
-        let rows = batch.new_rows().expect("only inserts");
-        assert_eq!(rows.count(), 1);
-        assert_eq!(rows.copy_text(), b"1\ta\tx\t0/10\n");
-        let fields: Vec<Vec<&[u8]>> = rows.fields().map(Iterator::collect).collect();
-        assert_eq!(fields, vec![vec![&b"1"[..], b"a", b"x", b"0/10"]]);
+        assert_eq!(batch.insert_rows().as_deref(), Some(&b"1\ta\tx\t0/10\n"[..]));
         batch.add(record("0/20\tU\tpublic.t\t-\t\t1\tb\tx"), 3, &[0]).expect("update");
-        assert!(batch.new_rows().is_none(), "an update may meet an existing row");
+        assert_eq!(batch.insert_rows(), None, "an update may meet an existing row");
         batch.clear();
         assert!(batch.is_empty());
         batch.add(record("0/30\tI\tpublic.t\t-\t\t2\tc\ty"), 3, &[0]).expect("insert");
-        assert!(batch.new_rows().is_some());
+        assert!(batch.insert_rows().is_some());
+    }
+
+    #[test]
+    fn a_few_whole_rows_to_upsert_need_no_staging() {
+        let mut batch = TableBatch::default();
+        batch.add(record("0/10\tI\tpublic.t\t-\t\t1\ta\tx"), 3, &[0]).expect("insert");
+        batch.add(record("0/20\tU\tpublic.t\t-\t\t2\tb\t\\N"), 3, &[0]).expect("update");
+        let mut rows = batch.few_upserts(2).expect("two whole rows");
+        rows.sort();
+        assert_eq!(rows, vec![vec![&b"1"[..], b"a", b"x", b"0/10"], vec![&b"2"[..], b"b", b"\\N", b"0/20"]]);
+        assert!(batch.few_upserts(1).is_none(), "more than asked for");
+        batch.add(record("0/30\tU\tpublic.t\t-\t2\t3\tc\t\\N"), 3, &[0]).expect("keeping TOAST");
+        assert!(batch.few_upserts(3).is_none(), "a kept TOAST value needs the sink's row");
+        batch.clear();
+        batch.add(record("0/40\tD\tpublic.t\tK\t\t1\t\\N\t\\N"), 3, &[0]).expect("delete");
+        assert!(batch.few_upserts(3).is_none(), "a delete is staged");
+        batch.clear();
+        assert!(batch.few_upserts(3).is_none(), "nothing to write");
     }
 
     #[test]

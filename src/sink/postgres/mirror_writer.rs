@@ -10,12 +10,13 @@ use tokio_postgres::Client;
 use super::batch::{Admit, Record, TableBatch};
 use super::copied::CopiedRecord;
 use super::copied_in::{CopyIn, Finished, stage_upserts};
+use super::few_rows;
 use super::follow::{Follower, Place};
 use super::isolation::{self, OnTableError};
-use super::new_rows;
 use super::schema::Destination;
 use super::{SinkError, Writer};
 use crate::names::TableName;
+use crate::pg::sql::copy_rows;
 
 mod identity;
 mod isolate;
@@ -363,8 +364,9 @@ impl MirrorWriter {
     }
 }
 
-/// One table's staged changes: new rows straight in with `COPY`, else
-/// `COPY` into its staging table and one statement per kind present. An
+/// One table's staged changes: a few whole rows as guarded upserts
+/// (`few_rows`), new rows straight in with `COPY`, else `COPY` into its
+/// staging table and one statement per kind present. An
 /// error names the statement that failed, for the isolation's reason.
 /// `rollback`: how to undo the new rows' `COPY` when it meets an existing
 /// key (the table's savepoint, taken just before); without one, the `COPY`
@@ -379,22 +381,26 @@ async fn apply_table(
         let statement = format!("{what} {}", destination.quoted);
         move |error| SinkError::Write { statement, error }
     };
-    if let Some(rows) = batch.new_rows() {
-        // New rows: straight in. A row that exists (a replay) fails the
-        // write on the key, and the batch takes the guarded path.
-        let written = match rollback {
-            Some(_) => new_rows::write(client, destination, &rows).await,
+    if let Some(rows) = batch.few_upserts(few_rows::FEW_ROWS) {
+        few_rows::upsert(client, &destination.upsert_row, &rows).await.map_err(failed("the upserts into"))?;
+        batch.clear();
+        return Ok(());
+    }
+    if let Some(rows) = batch.insert_rows() {
+        // New rows: COPY them straight in. A row that exists (a replay)
+        // fails the COPY on the key, and the batch takes the guarded path.
+        let copied = match rollback {
+            Some(_) => copy_rows(client, &destination.copy_new_rows, rows).await,
             None => {
-                // Pipelined: the savepoint is queued ahead of the first statement.
+                // Pipelined: the savepoint is queued ahead of the COPY's statement.
                 let savepoint = client.batch_execute("SAVEPOINT walpipe_new_rows");
-                match tokio::join!(savepoint, new_rows::write(client, destination, &rows)) {
+                match tokio::join!(savepoint, copy_rows(client, &destination.copy_new_rows, rows)) {
                     (Err(error), _) => return Err(error.into()),
-                    (Ok(()), written) => written,
+                    (Ok(()), copied) => copied,
                 }
             }
         };
-        drop(rows);
-        match written {
+        match copied {
             Ok(()) => {
                 if rollback.is_none() {
                     client.batch_execute("RELEASE SAVEPOINT walpipe_new_rows").await?;
@@ -405,11 +411,11 @@ async fn apply_table(
             Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
                 client.batch_execute(rollback.unwrap_or("ROLLBACK TO SAVEPOINT walpipe_new_rows")).await?;
             }
-            Err(error) => return Err(failed("the write of new rows into")(error)),
+            Err(error) => return Err(failed("the COPY of new rows into")(error)),
         }
     }
     let (rows, kinds) = batch.take_staging(&destination.key_positions);
-    crate::pg::sql::copy_rows(client, &destination.copy_in, rows)
+    copy_rows(client, &destination.copy_in, rows)
         .await
         .map_err(failed("the COPY into the staging table of"))?;
     // Moves read the rows under their old keys, so they go before the deletes.

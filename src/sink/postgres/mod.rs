@@ -24,10 +24,10 @@ mod copy;
 mod deferred_key;
 mod durability;
 pub mod evolve;
+mod few_rows;
 pub mod follow;
 pub mod isolation;
 pub mod mirror_writer;
-mod new_rows;
 pub mod schema;
 mod uncommitted;
 

@@ -34,10 +34,10 @@ pub struct Destination {
     pub copy_in: Statement,
     /// `COPY <destination> (columns, _walpipe_lsn) FROM STDIN`: new rows only.
     pub copy_new_rows: Statement,
-    /// `INSERT INTO <destination> (columns, _walpipe_lsn) VALUES ($1, ...)`:
-    /// one new row, its parameters typed by the destination's columns (a
-    /// few rows go in this way, in one round trip with no COPY to open).
-    pub insert_new_row: Statement,
+    /// The upsert of one row given as parameters (`$1`...: the columns,
+    /// then `_walpipe_lsn`, typed by the destination's columns), guarded as
+    /// `upserts` is: a few rows go in this way, without staging.
+    pub upsert_row: Statement,
     /// `COPY <staging> (columns, _walpipe_lsn, _walpipe_op) FROM STDIN`:
     /// copied rows to upsert (op `u`), when some of their keys exist.
     pub copy_upserts: Statement,
@@ -143,6 +143,11 @@ pub async fn prepare(
         "INSERT INTO {quoted} AS d ({cols}, {lsn}) SELECT {s_cols}, s.{lsn} FROM {stage} s WHERE s._walpipe_op = 'u' \
          ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {upsert_guard}"
     );
+    let parameters = (1..=names.len() + 1).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+    let upsert_row = format!(
+        "INSERT INTO {quoted} AS d ({cols}, {lsn}) VALUES ({parameters}) \
+         ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {upsert_guard}"
+    );
     let moves = format!(
         "INSERT INTO {quoted} AS d ({cols}, {lsn}) SELECT {picked}, s.{lsn} FROM {stage} s JOIN {quoted} o ON {old_match} \
          WHERE s._walpipe_op = 'm' ON CONFLICT ({key}) DO UPDATE SET {set} WHERE {upsert_guard}",
@@ -173,12 +178,7 @@ pub async fn prepare(
     Ok(Destination {
         copy_in: client.prepare(&format!("COPY {stage} FROM STDIN")).await?,
         copy_new_rows: client.prepare(&format!("COPY {quoted} ({cols}, {lsn}) FROM STDIN")).await?,
-        insert_new_row: client
-            .prepare(&format!(
-                "INSERT INTO {quoted} ({cols}, {lsn}) VALUES ({})",
-                (1..=names.len() + 1).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
-            ))
-            .await?,
+        upsert_row: client.prepare(&upsert_row).await?,
         copy_upserts: client
             .prepare(&format!("COPY {stage} ({cols}, {lsn}, _walpipe_op) FROM STDIN"))
             .await?,
