@@ -151,6 +151,10 @@ impl RowOp {
             _ => None,
         }
     }
+
+    fn is_whole_row(&self) -> bool {
+        matches!(self, RowOp::Upsert { record, .. } if record.toast().is_empty())
+    }
 }
 
 #[derive(Debug)]
@@ -258,10 +262,15 @@ impl TableBatch {
     /// row's fields, COPY text as the record has them, the columns then
     /// `_walpipe_lsn`. Such rows need only the guarded upsert, no staging.
     pub fn few_upserts(&self, most: usize) -> Option<Vec<Vec<&[u8]>>> {
-        if self.rows.is_empty() || self.rows.len() > most {
+        if !self.fits_few_upserts(most) {
             return None;
         }
         self.rows.values().map(RowOp::whole_row).collect()
+    }
+
+    /// Whether [`TableBatch::few_upserts`] gives the rows (without gathering them).
+    pub fn fits_few_upserts(&self, most: usize) -> bool {
+        (1..=most).contains(&self.rows.len()) && self.rows.values().all(RowOp::is_whole_row)
     }
 
     /// Forgets every pending row (after they were written).
@@ -408,7 +417,8 @@ mod tests {
         let mut rows = batch.few_upserts(2).expect("two whole rows");
         rows.sort();
         assert_eq!(rows, vec![vec![&b"1"[..], b"a", b"x", b"0/10"], vec![&b"2"[..], b"b", b"\\N", b"0/20"]]);
-        assert!(batch.few_upserts(1).is_none(), "more than asked for");
+        assert!(batch.few_upserts(1).is_none() && !batch.fits_few_upserts(1), "more than asked for");
+        assert!(batch.fits_few_upserts(2));
         batch.add(record("0/30\tU\tpublic.t\t-\t2\t3\tc\t\\N"), 3, &[0]).expect("keeping TOAST");
         assert!(batch.few_upserts(3).is_none(), "a kept TOAST value needs the sink's row");
         batch.clear();

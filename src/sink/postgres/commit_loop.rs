@@ -5,11 +5,14 @@
 //!  chunk ──> BEGIN (once) ──> Writer::add each line ──> Writer::apply when a batch is pending
 //!  at a boundary, when batch_size changes arrived, flush_interval passed,
 //!  or the source has nothing more waiting (caught up):
-//!      Writer::apply ──> checkpoint(applied_lsn = boundary, copy progress) ──> COMMIT ──> receipt back
+//!      Writer::apply_then ──> checkpoint(applied_lsn = boundary, copy progress) ──> guarded COMMIT ──> receipt back
+//!      (a writer may send its last writes with the commit: one round trip for a few rows)
 //! ```
 //!
 //! Invariants:
-//! - Rows and the applied position are committed in one sink transaction;
+//! - Rows and the applied position are committed in one sink transaction,
+//!   and nothing of it commits after a failed write: the COMMIT is guarded
+//!   (`durability::GUARDED_COMMIT`), even when sent before the writes' answers;
 //!   chunks are acknowledged (so the source confirms) only once that
 //!   COMMIT is durable: at once for a synchronous commit, else when the
 //!   server's flush position passes it ([`Durability`]).
@@ -49,6 +52,20 @@ pub trait Writer: Send + 'static {
     fn add(&mut self, client: &Client, line: Bytes) -> impl Future<Output = Result<bool, SinkError>> + Send;
     /// Writes everything pending (inside the open transaction).
     fn apply(&mut self, client: &Client) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Writes everything pending, then runs `commit`; a writer may send its
+    /// last writes and `commit` together (`commit`'s requests queued behind
+    /// them). `None`: a write failed and was dealt with (its table set
+    /// aside), so `commit` met a failed transaction and must run again.
+    fn apply_then<T: Send>(
+        &mut self,
+        client: &Client,
+        commit: impl Future<Output = T> + Send,
+    ) -> impl Future<Output = Result<Option<T>, SinkError>> + Send {
+        async move {
+            self.apply(client).await?;
+            Ok(Some(commit.await))
+        }
+    }
     /// Lines taken since the last apply.
     fn pending(&self) -> usize;
     /// What the writer knows of the sink's tables, taken with nothing
@@ -220,32 +237,41 @@ impl<W: Writer> CommitLoop<W> {
     /// Applies what is pending, records the boundary as applied, commits,
     /// and acknowledges every chunk received so far once that is durable.
     async fn commit(&mut self, ends: &SinkEnds, commits: &mut Commits) -> Result<(), SinkError> {
-        if self.writer.pending() > 0 {
-            self.begin()?;
-            self.writer.apply(&self.client).await?;
-        }
-        let Commit { boundary, receipt, changes, commit_times, bytes, copied } = self.uncommitted.take();
-        if boundary.is_some() {
+        if self.writer.pending() > 0 || self.uncommitted.at_boundary() {
             self.begin()?;
         }
-        let durable = if self.in_transaction {
-            let checkpoint = async {
-                match boundary {
-                    Some(lsn) => {
-                        commits.checkpoint.write(&self.client, &self.job, &self.slot, lsn, &copied).await
+        let committed = if self.in_transaction {
+            let (boundary, copied) = self.uncommitted.checkpoint();
+            let (client, job, slot, shared) = (&self.client, &self.job, &self.slot, &*commits);
+            let commit = || {
+                let checkpoint = async move {
+                    match boundary {
+                        Some(lsn) => shared.checkpoint.write(client, job, slot, lsn, copied).await,
+                        None => Ok(()),
                     }
-                    None => Ok(()),
-                }
+                };
+                shared.durability.commit(client, checkpoint)
             };
-            let durable = commits.durability.commit(&self.client, checkpoint, receipt).await?;
+            let committed = match self.writer.apply_then(client, commit()).await? {
+                Some(committed) => committed?,
+                // A write failed and its table was set aside: commit the rest.
+                None => commit().await?,
+            };
             self.in_transaction = false;
-            if let Some(lsn) = boundary {
-                tracing::debug!(applied = %lsn, changes, "sink commit");
-                self.metrics.status.checkpointed(lsn);
-            }
-            durable
+            Some(committed)
         } else {
-            receipt.and_then(|receipt| commits.durability.without_commit(receipt))
+            None
+        };
+        let Commit { boundary, receipt, changes, commit_times, bytes, .. } = self.uncommitted.take();
+        let durable = match committed {
+            Some(committed) => {
+                if let Some(lsn) = boundary {
+                    tracing::debug!(applied = %lsn, changes, "sink commit");
+                    self.metrics.status.checkpointed(lsn);
+                }
+                commits.durability.settle(committed, receipt)
+            }
+            None => receipt.and_then(|receipt| commits.durability.without_commit(receipt)),
         };
         self.metrics.emitted(&commit_times, changes as u64, bytes);
         acknowledge(ends, durable);

@@ -37,6 +37,18 @@ use tokio_postgres::{Client, Statement};
 use crate::contract::Receipt;
 use crate::sink::SinkError;
 
+/// The COMMIT behind a statement that fails in a failed transaction: the
+/// server then skips the rest of the query, so the transaction stays open
+/// (a bare COMMIT would roll it back) and can be rolled back to a savepoint.
+pub const GUARDED_COMMIT: &str = "SELECT 1; COMMIT";
+
+/// What a commit returned: the server's WAL insert and flush positions
+/// read right after it (when watched).
+#[derive(Debug)]
+pub struct Committed {
+    positions: Option<(u64, u64)>,
+}
+
 /// How often the flush position is read while receipts are held.
 pub const FLUSH_POLL: Duration = Duration::from_millis(20);
 
@@ -62,32 +74,44 @@ impl Durability {
     }
 
     /// Runs `last` (the checkpoint's write), then commits the open
-    /// transaction; returns the receipts now durable. Pipelined: `last`, the
-    /// COMMIT and (when watched) the positions go in one round trip. If
-    /// `last` fails, the server answers the COMMIT with a rollback, and
-    /// `last`'s error is returned.
+    /// transaction. Pipelined: `last`, the COMMIT and (when watched) the
+    /// positions go in one round trip, each queued at the first poll. The
+    /// COMMIT is guarded ([`GUARDED_COMMIT`]): after an error of `last`, or
+    /// of anything queued before it, the transaction stays open and failed,
+    /// and the error is returned. The caller rolls back to a savepoint and
+    /// commits again, or ends the session.
     pub async fn commit(
-        &mut self,
+        &self,
         client: &Client,
         last: impl Future<Output = Result<(), tokio_postgres::Error>>,
-        receipt: Option<Receipt>,
-    ) -> Result<Option<Receipt>, SinkError> {
+    ) -> Result<Committed, SinkError> {
         match self {
             Durability::AtCommit => {
-                tokio::try_join!(last, client.batch_execute("COMMIT"))?;
-                Ok(receipt)
+                tokio::try_join!(last, client.batch_execute(GUARDED_COMMIT))?;
+                Ok(Committed { positions: None })
             }
-            Durability::Watched { positions, held } => {
+            Durability::Watched { positions, .. } => {
                 let (_, _, row) = tokio::try_join!(
                     last,
-                    client.batch_execute("COMMIT"),
-                    client.query_one(&*positions, &[])
+                    client.batch_execute(GUARDED_COMMIT),
+                    client.query_one(positions, &[])
                 )?;
-                if let Some(receipt) = receipt {
-                    held.hold(lsn(row.get(0)), receipt);
-                }
-                Ok(held.release(lsn(row.get(1))))
+                Ok(Committed { positions: Some((lsn(row.get(0)), lsn(row.get(1)))) })
             }
+        }
+    }
+
+    /// The receipts durable once `committed` returned; `receipt`, its
+    /// chunk's, is held until the server's flush position passes the commit.
+    pub fn settle(&mut self, committed: Committed, receipt: Option<Receipt>) -> Option<Receipt> {
+        match (self, committed.positions) {
+            (Durability::Watched { held, .. }, Some((insert, flush))) => {
+                if let Some(receipt) = receipt {
+                    held.hold(insert, receipt);
+                }
+                held.release(flush)
+            }
+            _ => receipt,
         }
     }
 

@@ -8,8 +8,10 @@
 //! trips, and a replayed row costs more. These statements, queued behind
 //! the table's savepoint, go out together and are answered together: one
 //! round trip. A stream that is caught up commits one or two rows at a
-//! time, and its sink commit then takes two round trips instead of three.
-//! Many rows are cheaper through `COPY` than in a statement each.
+//! time; when they are one table's, the commit goes in that same round trip
+//! (`mirror_writer::with_commit`), so the sink commit takes one round trip
+//! instead of three. Many rows are cheaper through `COPY` than in a
+//! statement each.
 //!
 //! Invariants:
 //! - A row gets the value a `COPY` text of it would: each value goes as

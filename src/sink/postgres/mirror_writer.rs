@@ -20,6 +20,7 @@ use crate::pg::sql::copy_rows;
 
 mod identity;
 mod isolate;
+mod with_commit;
 
 use identity::{Identified, Identities};
 pub use identity::{Mapping, seed as seed_identity};
@@ -154,6 +155,12 @@ impl Target {
 }
 
 impl MirrorWriter {
+    /// The open copy, then what is staged.
+    async fn apply_pending(&mut self, client: &Client) -> Result<(), SinkError> {
+        self.finish_copy(client).await?;
+        self.apply_staged(client).await
+    }
+
     /// Streams a copied row into its destination's open copy (opened
     /// here); what was staged before it goes in first.
     async fn add_copied(
@@ -261,10 +268,16 @@ impl Writer for MirrorWriter {
         Ok(true)
     }
 
-    /// The open copy, then what is staged.
     async fn apply(&mut self, client: &Client) -> Result<(), SinkError> {
-        self.finish_copy(client).await?;
-        self.apply_staged(client).await
+        self.apply_pending(client).await
+    }
+
+    async fn apply_then<T: Send>(
+        &mut self,
+        client: &Client,
+        commit: impl std::future::Future<Output = T> + Send,
+    ) -> Result<Option<T>, SinkError> {
+        self.apply_with_commit(client, commit).await
     }
 
     /// Staged changes and copied rows, and an open copy as one (its rows are on their way already).

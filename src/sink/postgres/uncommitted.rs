@@ -93,6 +93,12 @@ impl Uncommitted {
         self.at_boundary() && (self.changes >= batch_size || pressure.caught_up || pressure.due)
     }
 
+    /// What the commit's checkpoint records, before [`Uncommitted::take`]:
+    /// the boundary, and the copy progress that comes with it.
+    pub fn checkpoint(&self) -> (Option<Position>, &CopyProgress) {
+        (self.boundary, &self.copied)
+    }
+
     /// Everything since the last commit, for the commit.
     pub fn take(&mut self) -> Commit {
         let Uncommitted { boundary, receipt, changes, commit_times, bytes, copied } = std::mem::take(self);
