@@ -1,4 +1,4 @@
-//! A commit in one round trip: when the sink transaction's pending work is
+//! A commit in one round trip: when what is left to write at a commit is
 //! one table's few whole rows (`few_rows`), its savepoint, its upserts and
 //! the commit (checkpoint, guarded COMMIT, positions) are all queued before
 //! any answer is awaited. A caught-up stream's sink commit then costs one
