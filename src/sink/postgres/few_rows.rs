@@ -28,7 +28,10 @@ use crate::change::mirror_records::unescape;
 use crate::pg::text_param::TextParam;
 
 /// The most rows that go in this way; a larger batch goes through `COPY`.
-pub const FEW_ROWS: usize = 16;
+/// Measured (BENCHMARKS.md, "how few is few"): with up to 4 rows a commit
+/// the sink backend spent within 3% of what `COPY` cost it (14% less at one
+/// row); at 8 rows, 15 to 62% more; at 16, 43% more.
+pub const FEW_ROWS: usize = 4;
 
 /// Upserts `rows` (each its fields as COPY text, the columns then
 /// `_walpipe_lsn`) with `upsert_row`, inside the open transaction.
