@@ -141,19 +141,13 @@ enum RowOp {
 }
 
 impl RowOp {
-    /// A whole row to upsert: its fields, the columns then `_walpipe_lsn`;
-    /// `None` for a delete, or a row that keeps TOAST values from the sink.
-    fn whole_row(&self) -> Option<Vec<&[u8]>> {
+    /// A whole row to upsert: its record and where its values are; `None`
+    /// for a delete, or a row that keeps TOAST values from the sink.
+    fn whole_row(&self) -> Option<(&Record, &Range<usize>)> {
         match self {
-            RowOp::Upsert { record, values, .. } if record.toast().is_empty() => {
-                Some(values.clone().map(|field| record.field(field)).chain([record.commit_lsn()]).collect())
-            }
+            RowOp::Upsert { record, values, .. } if record.toast().is_empty() => Some((record, values)),
             _ => None,
         }
-    }
-
-    fn is_whole_row(&self) -> bool {
-        matches!(self, RowOp::Upsert { record, .. } if record.toast().is_empty())
     }
 }
 
@@ -261,16 +255,19 @@ impl TableBatch {
     /// upsert (an insert, or an update that keeps no TOAST value): each
     /// row's fields, COPY text as the record has them, the columns then
     /// `_walpipe_lsn`. Such rows need only the guarded upsert, no staging.
-    pub fn few_upserts(&self, most: usize) -> Option<Vec<Vec<&[u8]>>> {
+    pub fn few_upserts<'a>(&'a self, most: usize) -> Option<Vec<Vec<&'a [u8]>>> {
         if !self.fits_few_upserts(most) {
             return None;
         }
-        self.rows.values().map(RowOp::whole_row).collect()
+        let fields = |(record, values): (&'a Record, &Range<usize>)| {
+            values.clone().map(|field| record.field(field)).chain([record.commit_lsn()]).collect()
+        };
+        self.rows.values().map(|op| op.whole_row().map(fields)).collect()
     }
 
     /// Whether [`TableBatch::few_upserts`] gives the rows (without gathering them).
     pub fn fits_few_upserts(&self, most: usize) -> bool {
-        (1..=most).contains(&self.rows.len()) && self.rows.values().all(RowOp::is_whole_row)
+        (1..=most).contains(&self.rows.len()) && self.rows.values().all(|op| op.whole_row().is_some())
     }
 
     /// Forgets every pending row (after they were written).

@@ -59,6 +59,8 @@ impl MirrorWriter {
         self.pending = 0;
         match written {
             Ok(()) => Ok(Some(committed)),
+            // The commit met the failed transaction and committed nothing
+            // (its error says only that); the caller commits again.
             Err(error) => {
                 self.settle(client, &table, Err(error)).await?;
                 Ok(None)
