@@ -17,6 +17,11 @@
 # another. For every run the CPU time of the server's walsender is sampled
 # too (the part no consumer can skip), with the consumer's own (walpipe, or
 # the native apply worker) and, for walpipe, its sink sessions' backends.
+# So is the number of TCP segments the host sent during each drain
+# (/proc/net/snmp; nearly all of them carry the walsender's messages): on
+# loopback the walsender pays for each segment it sends, and a consumer
+# that lags behind gets the same messages in fewer, fuller segments
+# (BENCHMARKS.md, 2026-12-06: what the walsender pays per segment).
 #
 #   bash benches/backlog_vs_native.sh            # ROWS=500000 SMALL=50000
 set -euo pipefail
@@ -113,14 +118,22 @@ declare -A walsender_s
 # /dev/null) to its end; prints its seconds, and keeps the walsender's CPU
 # in $WORK/walsender.SLOT.
 drain_sampling() {
-  local slot=$1 start pid cpu=0; shift
+  local slot=$1 start pid cpu=0 segments_before; shift
+  segments_before=$(tcp_segments)
   start=$(now)
   "$@" > /dev/null & pid=$!
   while kill -0 $pid 2>/dev/null; do cpu=$(walsender_cpu "$slot" || echo "$cpu"); sleep 0.05; done
   wait $pid
   echo "$cpu" > "$WORK/walsender.$slot"
+  echo "$(($(tcp_segments) - segments_before))" > "$WORK/segments.$slot"
   echo "$(now) - $start" | bc
 }
+
+# tcp_segments: TCP segments this host has sent so far.
+tcp_segments() {
+  awk '$1 == "Tcp:" && $2 != "RtoAlgorithm" {print $12}' /proc/net/snmp
+}
+declare -A segments
 
 # cpu_of PID...: CPU seconds (user + system) so far of these processes.
 cpu_of() {
@@ -137,16 +150,20 @@ ENDPOS=$(src -c "SELECT pg_current_wal_lsn()")
 decode_s=$(drain_sampling decode_only "$WALPIPE" tail --slot decode_only --publication decode_only --endpos "$ENDPOS" \
   --source "$WALPIPE_SOURCE_URL")
 walsender_s[decode]=$(cat "$WORK/walsender.decode_only")
+segments[decode]=$(cat "$WORK/segments.decode_only")
 recvlogical_s=$(drain_sampling recvlogical "$PG_BINDIR/pg_recvlogical" -d "${WALPIPE_SOURCE_URL%%\?*}" -S recvlogical \
   --start --endpos="$ENDPOS" -o proto_version=2 -o streaming=on -o publication_names=decode_only -f /dev/null)
 walsender_s[recvlogical]=$(cat "$WORK/walsender.recvlogical")
+segments[recvlogical]=$(cat "$WORK/segments.recvlogical")
 
 watch_for_last walpipe
+segments_before=$(tcp_segments)
 start=$(now)
 "$WALPIPE" run & pid=$!
 wait_sampling walpipe walpipe_bench
 walpipe_s=$(echo "$arrival - $start" | bc)
 walsender_s[walpipe]=$ws_cpu
+segments[walpipe]=$(($(tcp_segments) - segments_before))
 consumer_s[walpipe]=$(cpu_of $pid)
 # shellcheck disable=SC2046 # one pid per word
 sink_s[walpipe]=$(cpu_of $(sink postgres -c "SELECT pid FROM pg_stat_activity WHERE datname = 'walpipe' AND backend_type = 'client backend'"))
@@ -155,11 +172,13 @@ kill -TERM $pid; wait $pid
 declare -A native_s
 for db in "${NATIVE[@]}"; do
   watch_for_last $db
+  segments_before=$(tcp_segments)
   start=$(now)
   sink $db -c "ALTER SUBSCRIPTION $db ENABLE"
   wait_sampling $db $db
   native_s[$db]=$(echo "$arrival - $start" | bc)
   walsender_s[$db]=$ws_cpu
+  segments[$db]=$(($(tcp_segments) - segments_before))
   # shellcheck disable=SC2046 # one pid per word
   consumer_s[$db]=$(cpu_of $(sink "$db" -c "SELECT pid FROM pg_stat_subscription WHERE subname = '$db' AND relid IS NULL"))
   sink $db -c "ALTER SUBSCRIPTION $db DISABLE"
@@ -180,3 +199,7 @@ for db in "${NATIVE[@]}"; do
 done
 printf '  walpipe run / pg_recvlogical %.2fx   native (defaults) / pg_recvlogical %.2fx\n' \
   "$(echo "$walpipe_s / $recvlogical_s" | bc -l)" "$(echo "${native_s[native_default]} / $recvlogical_s" | bc -l)"
+printf '  TCP segments sent during each drain: tail: %s, pg_recvlogical: %s, walpipe run: %s' \
+  "${segments[decode]}" "${segments[recvlogical]}" "${segments[walpipe]}"
+for db in "${NATIVE[@]}"; do printf ', %s: %s' "$db" "${segments[$db]}"; done
+echo
