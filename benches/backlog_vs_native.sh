@@ -116,7 +116,7 @@ wait_sampling() {
 declare -A walsender_s
 # drain_sampling SLOT COMMAND...: runs COMMAND (a decoder of SLOT, output to
 # /dev/null) to its end; prints its seconds, and keeps the walsender's CPU
-# in $WORK/walsender.SLOT.
+# in $WORK/walsender.SLOT and the TCP segments sent in $WORK/segments.SLOT.
 drain_sampling() {
   local slot=$1 start pid cpu=0 segments_before; shift
   segments_before=$(tcp_segments)
