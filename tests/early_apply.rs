@@ -17,6 +17,11 @@ use common::{Cluster, fingerprint, run_log, spawn_run, start_run, wait_for, wait
 
 const ROWS: usize = 20_000;
 
+/// One test at a time: a test's open source transaction holds up the slot
+/// another test creates in the same cluster (a slot waits for every running
+/// transaction), long enough to time out on a loaded machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A source and a sink with a `big` and a `small` table, streaming large
 /// transactions early (64 kB of decoding memory on the source).
 fn set_up(test: &str) -> (&'static Cluster, String, String, String) {
@@ -92,6 +97,7 @@ fn same(cluster: &Cluster, source: &str, sink: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_in_the_middle_of_a_transaction_applied_early_shows_nothing_and_loses_nothing() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let Open { cluster, source, sink, job, mut run, client } = open_large_transaction("early_kill").await;
     assert_eq!(count(cluster, &sink, "big"), 0, "nothing of an open transaction is visible in the sink");
     run.kill().expect("kill -9");
@@ -122,6 +128,7 @@ async fn a_kill_in_the_middle_of_a_transaction_applied_early_shows_nothing_and_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_transaction_that_aborts_leaves_nothing_behind() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let Open { cluster, source, sink, job, run, client } = open_large_transaction("early_abort").await;
     client.batch_execute("ROLLBACK").await.expect("rolled back");
     // A later transaction reaching the sink shows the abort was passed.
@@ -137,6 +144,7 @@ async fn a_streamed_transaction_that_aborts_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_another_one_interleaves_with_comes_whole_at_its_commit() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let Open { cluster, source, sink, job, run, client } = open_large_transaction("early_interleaved").await;
     // Committed while the large one is open: it comes between its blocks.
     cluster.psql(&source, "INSERT INTO small VALUES (1), (2)");
@@ -164,6 +172,7 @@ async fn a_transaction_another_one_interleaves_with_comes_whole_at_its_commit() 
 /// transaction comes whole, with the column followed by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_change_inside_a_transaction_applied_early_is_followed_at_its_commit() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let Open { cluster, source, sink, job, run, client } = open_large_transaction("early_ddl").await;
     client
         .batch_execute(&format!(
