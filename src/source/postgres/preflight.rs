@@ -4,6 +4,8 @@
 //! (a missing publication only shows when the first change is decoded,
 //! and PostgreSQL 18 merely warns), so walpipe asks first.
 
+use tokio_postgres::Client;
+
 use crate::names::quote_literal;
 use crate::pg::Connection;
 use crate::pg::SourceError;
@@ -76,63 +78,55 @@ const PUBLISHED_TABLES: &str = "FROM pg_publication_tables pt \
      JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename";
 
 /// The primary keys of the publication's tables, in key order.
-pub async fn primary_keys(conn: &mut Connection, publication: &str) -> Result<PrimaryKeys, SourceError> {
-    // Column names are joined with the unit separator, which no sane name holds.
-    let result = conn
-        .simple_query(&format!(
-            "SELECT pt.schemaname, pt.tablename, \
-                    string_agg(a.attname, chr(31) ORDER BY array_position(i.indkey::int2[], a.attnum)) AS key \
-             {PUBLISHED_TABLES} \
-             JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey) \
-             WHERE pt.pubname = {} GROUP BY 1, 2",
-            quote_literal(publication)
-        ))
+///
+/// Asked on a SQL session, never on the replication one: reading
+/// `pg_publication_tables` opens each table, and a PostgreSQL 18 walsender
+/// keeps the descriptors it loaded then. Its first decoded changes would
+/// carry today's shape: an insert made before a rename and an `ADD COLUMN
+/// ... DEFAULT 7` came out under the new name, with `"extra": 7`.
+pub async fn primary_keys(catalog: &Client, publication: &str) -> Result<PrimaryKeys, tokio_postgres::Error> {
+    let rows = catalog
+        .query(
+            &format!(
+                "SELECT pt.schemaname::text, pt.tablename::text, \
+                        array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum)) \
+                 {PUBLISHED_TABLES} \
+                 JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey) \
+                 WHERE pt.pubname = $1 GROUP BY 1, 2"
+            ),
+            &[&publication],
+        )
         .await?;
-    Ok(result
-        .rows
-        .into_iter()
-        .filter_map(|row| match row.as_slice() {
-            [Some(schema), Some(table), Some(key)] => {
-                Some(((schema.clone(), table.clone()), key.split('\u{1f}').map(str::to_string).collect()))
-            }
-            _ => None,
-        })
-        .collect())
+    rows.iter().map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?))).collect()
 }
 
 /// The published columns of each published table, as the catalog has them
 /// now (a column list, PostgreSQL 15 and later, leaves some out; generated
-/// columns are not sent).
-pub async fn signatures(conn: &mut Connection, publication: &str) -> Result<Signatures, SourceError> {
-    let result = conn
-        .simple_query(&format!(
-            "SELECT c.oid::text, pt.schemaname, pt.tablename, \
-                    string_agg(a.attname || chr(30) || a.atttypid::text || chr(30) || a.atttypmod::text, chr(31) ORDER BY a.attnum) \
-             {PUBLISHED_TABLES} \
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
-             WHERE pt.pubname = {} \
-               AND (NOT to_jsonb(pt) ? 'attnames' \
-                    OR a.attname IN (SELECT jsonb_array_elements_text(to_jsonb(pt) -> 'attnames'))) \
-             GROUP BY 1, 2, 3",
-            quote_literal(publication)
-        ))
+/// columns are not sent). Asked on a SQL session, as [`primary_keys`] says.
+pub async fn signatures(catalog: &Client, publication: &str) -> Result<Signatures, tokio_postgres::Error> {
+    let rows = catalog
+        .query(
+            &format!(
+                "SELECT c.oid, pt.schemaname::text, pt.tablename::text, array_agg(a.attname::text ORDER BY a.attnum), \
+                        array_agg(a.atttypid ORDER BY a.attnum), array_agg(a.atttypmod ORDER BY a.attnum) \
+                 {PUBLISHED_TABLES} \
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+                 WHERE pt.pubname = $1 \
+                   AND (NOT to_jsonb(pt) ? 'attnames' \
+                        OR a.attname IN (SELECT jsonb_array_elements_text(to_jsonb(pt) -> 'attnames'))) \
+                 GROUP BY 1, 2, 3"
+            ),
+            &[&publication],
+        )
         .await?;
-    Ok(result
-        .rows
-        .into_iter()
-        .filter_map(|row| match row.as_slice() {
-            [Some(relid), Some(schema), Some(table), Some(columns)] => {
-                let columns = columns.split('\u{1f}').map(column).collect::<Option<Vec<_>>>()?;
-                Some((relid.parse().ok()?, Signature::new(schema, table, columns)))
-            }
-            _ => None,
+    rows.iter()
+        .map(|row| {
+            let (schema, table): (String, String) = (row.try_get(1)?, row.try_get(2)?);
+            let (names, types, modifiers): (Vec<String>, Vec<u32>, Vec<i32>) =
+                (row.try_get(3)?, row.try_get(4)?, row.try_get(5)?);
+            let columns = names.into_iter().zip(types).zip(modifiers).map(|((n, t), m)| (n, t, m)).collect();
+            Ok((row.try_get(0)?, Signature::new(&schema, &table, columns)))
         })
-        .collect())
-}
-
-/// `name<RS>type oid<RS>modifier`.
-fn column(text: &str) -> Option<(String, u32, i32)> {
-    let mut parts = text.split('\u{1e}');
-    Some((parts.next()?.to_string(), parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+        .collect()
 }

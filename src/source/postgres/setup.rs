@@ -6,6 +6,9 @@
 //!   [`Source::start`], so the snapshot it exported stays usable for the copy.
 //! - The publication is ensured before a slot is created (`prepare` comes
 //!   first), so the slot sends every captured table's changes from its start.
+//! - The replication connection never opens a captured table (the catalog
+//!   questions go to the SQL session): a walsender would describe its first
+//!   decoded changes with what it loaded ([`preflight::primary_keys`]).
 
 use std::sync::Arc;
 
@@ -181,11 +184,11 @@ impl Source for PostgresSource {
 
     async fn start(self, from: Position, metrics: &Arc<JobMetrics>) -> Result<PostgresStarted, SetupError> {
         let PostgresSource { info, settings, sql, mut replication } = self;
-        drop(sql);
         let (slot, publication) = (&settings.slot, &settings.publication);
         preflight::check_stream(&mut replication, slot, publication).await.map_err(failed)?;
-        let primary_keys = preflight::primary_keys(&mut replication, publication).await.map_err(failed)?;
-        let signatures = preflight::signatures(&mut replication, publication).await.map_err(failed)?;
+        let primary_keys = preflight::primary_keys(&sql, publication).await.map_err(failed)?;
+        let signatures = preflight::signatures(&sql, publication).await.map_err(failed)?;
+        drop(sql);
         let interval = replication.status_interval().await.map_err(failed)?;
         let stream = replication.start_stream(slot, publication, from, interval).await.map_err(failed)?;
         Ok(PostgresStarted { info, settings, metrics: metrics.clone(), stream, primary_keys, signatures })
