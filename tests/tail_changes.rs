@@ -199,9 +199,10 @@ fn rolled_back_work_never_appears() {
 }
 
 /// A backlog of one-row transactions is read with the socket gathering
-/// bytes (src/source/postgres/read_pacing.rs): every change arrives, in
-/// order, and the stream's end (below the gathering mark) is read and ended
-/// when asked.
+/// bytes and the reads spaced (src/source/postgres/read_pacing.rs), through
+/// the fixed receive buffer of a source on this host: every change arrives,
+/// in order, and the stream's end (below the gathering mark) is read and
+/// ended when asked.
 #[test]
 fn a_backlog_of_small_transactions_is_gathered_and_read_whole() {
     for cluster in clusters() {
@@ -219,6 +220,11 @@ fn a_backlog_of_small_transactions_is_gathered_and_read_whole() {
         assert_eq!(ids, (1..=3000).collect::<Vec<_>>(), "PG{}", cluster.major);
         assert!(
             log.contains("the socket gathers bytes before waking walpipe: the stream is a backlog"),
+            "PG{}: {log}",
+            cluster.major
+        );
+        assert!(
+            log.contains("the replication socket's receive buffer is fixed: the source is on this host"),
             "PG{}: {log}",
             cluster.major
         );

@@ -18,7 +18,7 @@
 //! - Called once, at the start of `main`, before any other thread exists.
 //! - Only the threshold changes; a libc other than glibc is left as it is.
 //!
-//! One of walpipe's two `unsafe` blocks (the other is `pg::low_water`):
+//! With `pg::receive_side`, the only `unsafe` code in walpipe:
 //! `mallopt` has no safe wrapper in `libc`.
 //!
 //! [`CHUNK_CAPACITY`]: crate::pipeline::driver::CHUNK_CAPACITY

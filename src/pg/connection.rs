@@ -26,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::conninfo::ConnInfo;
 use super::error::{ServerError, SourceError};
-use super::low_water::ReceiveLowWater;
+use super::receive_side::ReceiveSide;
 use super::transport::Transport;
 pub(crate) use super::wire::{Inbox, Incoming, Outbox};
 
@@ -63,8 +63,8 @@ pub struct Connection {
     /// e.g. 150018 for 15.18.
     pub(crate) server_version_num: u32,
     pub(super) user: String,
-    /// The socket's receive low-water mark (TCP and TLS).
-    pub(crate) low_water: Option<ReceiveLowWater>,
+    /// The socket's receive side (TCP and TLS).
+    pub(crate) receive_side: Option<ReceiveSide>,
 }
 
 impl Connection {
@@ -81,14 +81,27 @@ impl Connection {
 
     async fn open(info: &ConnInfo, replication: bool) -> Result<Connection, SourceError> {
         let transport = Transport::connect(info).await?;
-        let low_water = transport.receive_low_water();
+        let receive_side = transport.receive_side();
+        if let (true, Some(side)) = (replication, &receive_side) {
+            // Before any byte comes, so the window never grows past it.
+            match side.fix_buffer_if_peer_on_this_host() {
+                Ok(Some(bytes)) => tracing::debug!(
+                    bytes,
+                    "the replication socket's receive buffer is fixed: the source is on this host"
+                ),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "the replication socket's receive buffer could not be fixed")
+                }
+            }
+        }
         let (reader, writer) = tokio::io::split(transport);
         let mut conn = Connection {
             inbox: Inbox { reader, buf: BytesMut::with_capacity(256 * 1024) },
             outbox: Outbox { writer, buf: BytesMut::with_capacity(1024) },
             server_version_num: 0,
             user: info.user.clone(),
-            low_water,
+            receive_side,
         };
         let mut parameters = vec![
             ("user", info.user.as_str()),

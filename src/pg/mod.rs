@@ -17,7 +17,7 @@ pub mod connection;
 pub mod conninfo;
 pub mod copy_binary;
 pub mod error;
-pub mod low_water;
+pub mod receive_side;
 pub mod sql;
 pub mod text_param;
 pub(crate) mod tls;

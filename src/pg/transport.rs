@@ -13,7 +13,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::conninfo::{ConnInfo, Host, SslMode};
 use super::error::SourceError;
-use super::low_water::ReceiveLowWater;
+use super::receive_side::ReceiveSide;
 use super::tls;
 
 pub enum Transport {
@@ -81,12 +81,12 @@ impl Transport {
         }
     }
 
-    /// The socket's receive low-water mark: TCP only (a Unix socket
-    /// reports every write readable whatever the mark).
-    pub fn receive_low_water(&self) -> Option<ReceiveLowWater> {
+    /// The socket's receive side (low-water mark, buffer, round trip): TCP
+    /// only (a Unix socket reports every write readable whatever the mark).
+    pub fn receive_side(&self) -> Option<ReceiveSide> {
         match self {
-            Transport::Tcp(stream) => Some(ReceiveLowWater::of(stream)),
-            Transport::Tls(stream) => Some(ReceiveLowWater::of(stream.get_ref().0)),
+            Transport::Tcp(stream) => Some(ReceiveSide::of(stream)),
+            Transport::Tls(stream) => Some(ReceiveSide::of(stream.get_ref().0)),
             Transport::Unix(_) => None,
         }
     }

@@ -7,7 +7,19 @@
 //! busier reader, and the whole drain took as long again
 //! (`benches/backlog_vs_native.sh`, `ROWS=0 SMALL=100000`). So while walpipe
 //! reads a backlog, it asks the kernel to report the socket readable only
-//! once [`GATHER`] bytes are there (`SO_RCVLOWAT`, [`ReceiveLowWater`]).
+//! once [`GATHER`] bytes are there (`SO_RCVLOWAT`, [`ReceiveSide`]).
+//!
+//! The walsender also pays for every TCP segment it sends (on loopback, the
+//! receive half runs on its CPU too), and it sends each message as soon as
+//! it is decoded: the kernel puts several in one segment only while it
+//! cannot send at once. A reader that keeps up gets one segment per
+//! message; one that lags gets full segments, and the walsender spends
+//! half the CPU (BENCHMARKS.md, 2026-12-06). So while gathering, walpipe
+//! waits [`READ_SPACING`] before it reads again; and when the source is on this
+//! host, the replication socket's receive buffer is fixed
+//! ([`ReceiveSide::fix_buffer_if_peer_on_this_host`]), so that the window
+//! fills between two reads and the walsender's messages queue into full
+//! segments.
 //!
 //! Invariants:
 //! - Gathering starts only where no reader is waiting for the bytes:
@@ -18,15 +30,18 @@
 //!     changes can reach a sink before its commit, which comes after the
 //!     block. A wait that timed out inside a block reads what came, and the
 //!     block's next message gathers again.
-//! - While gathering, one wait for bytes lasts at most [`GATHER_WAIT`]; then
-//!   the mark is one byte again and whatever came is read at once. So a
-//!   message waits at most `GATHER_WAIT` longer than it would have, and
-//!   only when the stream was at least `BACKLOG` behind.
+//! - While gathering, once the bytes of a read are used up, walpipe waits
+//!   [`READ_SPACING`] before it reads again, and one wait for bytes lasts
+//!   at most [`GATHER_WAIT`]; then the
+//!   mark is one byte again and whatever came is read at once. So a
+//!   message waits at most `READ_SPACING + GATHER_WAIT` longer than it
+//!   would have, and only in a backlog or a streamed block.
 //! - Gathering ends at the first BEGIN less than `BACKLOG` behind, at the
 //!   first wait that timed out, and before the stream ends. A stream that keeps up never gathers.
 //! - Pure: the caller sets the mark this returns, and the timer.
 //!
-//! [`ReceiveLowWater`]: crate::pg::low_water::ReceiveLowWater
+//! [`ReceiveSide`]: crate::pg::receive_side::ReceiveSide
+//! [`ReceiveSide::fix_buffer_if_peer_on_this_host`]: crate::pg::receive_side::ReceiveSide::fix_buffer_if_peer_on_this_host
 
 use std::time::Duration;
 
@@ -38,7 +53,8 @@ pub const GATHER: usize = 64 * 1024;
 pub const BACKLOG: Duration = Duration::from_millis(20);
 /// The longest one wait for bytes may gather.
 pub const GATHER_WAIT: Duration = Duration::from_millis(2);
-
+/// While gathering, the wait before the next read once a read's bytes are used up.
+pub const READ_SPACING: Duration = Duration::from_millis(1);
 /// Whether the socket gathers; changes come back as the mark to set.
 #[derive(Debug)]
 pub struct ReadPacing {
@@ -91,6 +107,11 @@ impl ReadPacing {
         (self.state == State::Gathering).then_some(GATHER_WAIT)
     }
 
+    /// The wait before reading again: only while gathering.
+    pub fn read_spacing(&self) -> Option<Duration> {
+        (self.state == State::Gathering).then_some(READ_SPACING)
+    }
+
     /// Gathering ends: a wait for bytes lasted [`ReadPacing::gather_wait`],
     /// or the stream is ending (the server's last answers are short).
     /// Returns the mark to set.
@@ -125,9 +146,11 @@ mod tests {
         assert_eq!(pacing.begin(1_000 * MS, 1_000 * MS - 5 * MS), None, "5 ms behind is keeping up");
         assert_eq!(pacing.begin(1_000 * MS, 1_000 * MS - 20 * MS), Some(GATHER));
         assert_eq!(pacing.gather_wait(), Some(GATHER_WAIT));
+        assert_eq!(pacing.read_spacing(), Some(READ_SPACING));
         assert_eq!(pacing.begin(1_000 * MS, 0), None, "already gathering");
         assert_eq!(pacing.begin(1_000 * MS, 1_000 * MS - MS), Some(1), "caught up");
         assert_eq!(pacing.gather_wait(), None);
+        assert_eq!(pacing.read_spacing(), None, "a stream that keeps up reads at once");
         assert_eq!(pacing.end(), None);
 
         assert_eq!(pacing.begin(1_000 * MS, 0), Some(GATHER));

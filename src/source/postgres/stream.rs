@@ -53,18 +53,21 @@ pub struct ReplicationStream {
     /// cancelled waits (the driver races `next` with other work), so the
     /// bound holds however often it is cancelled.
     gather_until: Option<Instant>,
+    /// Whether bytes came from the socket since the last spacing wait.
+    read_since_spacing: bool,
     /// Whether this stream has said (once, at debug) that it gathers.
     said_gathering: bool,
 }
 
 impl ReplicationStream {
     pub(super) fn new(conn: Connection, start: Lsn, status_interval: Duration) -> Self {
-        let pacing = ReadPacing::new(conn.low_water.is_some());
+        let pacing = ReadPacing::new(conn.receive_side.is_some());
         ReplicationStream {
             conn,
             feedback: Feedback::new(start, status_interval, Instant::now()),
             pacing,
             gather_until: None,
+            read_since_spacing: false,
             said_gathering: false,
         }
     }
@@ -151,6 +154,11 @@ impl ReplicationStream {
     /// queued writes, or ends a wait that gathered long enough
     /// ([`ReadPacing`]), whichever comes first.
     async fn keep_alive_once(&mut self) -> Result<(), SourceError> {
+        if let (Some(spacing), true) = (self.pacing.read_spacing(), self.read_since_spacing) {
+            // Cancel-safe: a cancelled wait is waited again next time.
+            tokio::time::sleep(spacing).await;
+            self.read_since_spacing = false;
+        }
         if Instant::now() >= self.feedback.deadline() {
             self.queue_status()?;
         }
@@ -164,6 +172,7 @@ impl ReplicationStream {
             result = self.conn.outbox.flush(), if flushing => result,
             result = self.conn.inbox.read_more() => {
                 self.gather_until = None;
+                self.read_since_spacing = true;
                 result
             }
             () = tokio::time::sleep_until(wake), if !flushing || gather_until.is_some() => {
@@ -181,8 +190,8 @@ impl ReplicationStream {
     /// and returns it; if that fails, the stream reads each byte as it comes
     /// from then on.
     fn set_low_water(&mut self, mark: Option<usize>) -> Option<usize> {
-        let (Some(bytes), Some(low_water)) = (mark, &self.conn.low_water) else { return None };
-        if let Err(error) = low_water.set(bytes) {
+        let (Some(bytes), Some(side)) = (mark, &self.conn.receive_side) else { return None };
+        if let Err(error) = side.set_low_water(bytes) {
             tracing::debug!(%error, "the replication socket's receive low-water mark could not be set: reading each message as it comes");
             self.pacing.unavailable();
             return None;
