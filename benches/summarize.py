@@ -3,7 +3,11 @@
 against the best earlier row of benches/history.tsv; and the data of the
 summary plot (progress to the goal: 1 = met).
 
-usage: summarize.py HISTORY DATE COMMIT SUMMARY_DAT > table.md
+usage: summarize.py HISTORY DATE COMMIT SUMMARY_DAT [ROUNDS_TSV] > table.md
+
+ROUNDS_TSV (figure, then its rounds' values, space-separated) adds each
+figure's rounds to the table; its "this run" is then their median (their
+most, for webhook requests).
 """
 import sys
 
@@ -28,6 +32,11 @@ GOALS = {
 
 def main():
     history, date, commit, dat = sys.argv[1:5]
+    rounds = {}
+    if len(sys.argv) > 5:
+        for line in open(sys.argv[5]):
+            figure, _, values = line.rstrip("\n").partition("\t")
+            rounds[figure] = [float(v) for v in values.split()]
     rows = [line.rstrip("\n").split("\t") for line in open(history) if line.strip() and not line.startswith("#")]
     now = {f: float(v) for d, c, f, v in rows if (d, c) == (date, commit)}
     earlier = {}
@@ -36,8 +45,8 @@ def main():
             continue
         better = min if GOALS[f][2] == "max" else max
         earlier[f] = better(earlier.get(f, float(v)), float(v))
-    print("| figure | this run | goal | best earlier | vs best earlier |")
-    print("|---|---|---|---|---|")
+    print("| figure | this run | rounds | goal | best earlier | vs best earlier |")
+    print("|---|---|---|---|---|---|")
     plotted = 0
     with open(dat, "w") as out:
         for figure, value in now.items():
@@ -46,7 +55,8 @@ def main():
             goal_text = "-" if goal is None else ("<= " if sense == "max" else ">= ") + fmt.format(goal)
             best_text = "-" if best is None else fmt.format(best)
             versus = "-" if best is None else "{:.2f}".format(value / best)
-            print(f"| {what} | {fmt.format(value)} | {goal_text} | {best_text} | {versus} |")
+            each = " / ".join(fmt.format(v) for v in rounds.get(figure, [])) or "-"
+            print(f"| {what} | {fmt.format(value)} | {each} | {goal_text} | {best_text} | {versus} |")
             if goal is not None:
                 progress = goal / value if sense == "max" else value / goal
                 label = what.replace('"', "'")
