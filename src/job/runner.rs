@@ -185,10 +185,16 @@ impl WithSource for Attempt<'_> {
 
     async fn with<S: Source>(self, mut source: S) -> Result<Attempted, JobError> {
         let Attempt { spec, metrics, session } = self;
-        let tables = source.tables(spec.needs_keys()).await?;
-        // The Postgres sink, or the state store for the other sinks: where the checkpoint is.
-        let sink = sql::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
-        crate::checkpoint::tables::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
+        // The Postgres sink, or the state store for the other sinks: where
+        // the checkpoint is. It is opened while the source reads its tables;
+        // the source's error is told first.
+        let checkpoint_db = async {
+            let sink = sql::connect(&spec.checkpoint_db, checkpoint_db_role(spec)).await?;
+            crate::checkpoint::tables::ensure_state(&sink).await.map_err(JobError::SinkSetup)?;
+            Ok::<_, JobError>(sink)
+        };
+        let (tables, sink) = tokio::join!(source.tables(spec.needs_keys()), checkpoint_db);
+        let (tables, sink) = (tables?, sink?);
         let settings = spec.sink_settings();
         let history = source.history();
         let opening = Opening {

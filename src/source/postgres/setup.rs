@@ -80,8 +80,11 @@ impl Source for PostgresSource {
     }
 
     async fn open(target: &ConnInfo, settings: &SourceSettings) -> Result<Self, SetupError> {
-        let sql = sql::connect(target, "the source").await.map_err(failed)?;
-        let replication = Connection::connect(target).await.map_err(failed)?;
+        // Both sessions start at once; the SQL session's error is the one told.
+        let (sql, replication) =
+            tokio::join!(sql::connect(target, "the source"), Connection::connect(target));
+        let sql = sql.map_err(failed)?;
+        let replication = replication.map_err(failed)?;
         Ok(PostgresSource { info: target.clone(), settings: settings.clone(), sql, replication })
     }
 
@@ -185,11 +188,21 @@ impl Source for PostgresSource {
     async fn start(self, from: Position, metrics: &Arc<JobMetrics>) -> Result<PostgresStarted, SetupError> {
         let PostgresSource { info, settings, sql, mut replication } = self;
         let (slot, publication) = (&settings.slot, &settings.publication);
-        preflight::check_stream(&mut replication, slot, publication).await.map_err(failed)?;
-        let primary_keys = preflight::primary_keys(&sql, publication).await.map_err(failed)?;
-        let signatures = preflight::signatures(&sql, publication).await.map_err(failed)?;
+        // The replication session's checks and the catalog's questions go
+        // at once (the catalog's two pipelined on the SQL session); errors
+        // are told in that order: the stream's, the keys', the shapes'.
+        let stream_checks = async {
+            preflight::check_stream(&mut replication, slot, publication).await?;
+            replication.status_interval().await
+        };
+        let (interval, primary_keys, signatures) = tokio::join!(
+            stream_checks,
+            preflight::primary_keys(&sql, publication),
+            preflight::signatures(&sql, publication)
+        );
         drop(sql);
-        let interval = replication.status_interval().await.map_err(failed)?;
+        let interval = interval.map_err(failed)?;
+        let (primary_keys, signatures) = (primary_keys.map_err(failed)?, signatures.map_err(failed)?);
         let stream = replication.start_stream(slot, publication, from, interval).await.map_err(failed)?;
         Ok(PostgresStarted { info, settings, metrics: metrics.clone(), stream, primary_keys, signatures })
     }
