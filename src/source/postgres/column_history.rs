@@ -10,8 +10,9 @@ use crate::pg::conninfo::ConnInfo;
 use crate::source::BoxFuture;
 use crate::source::table::{ColumnHistory, Existing, SourceAttribute};
 
-/// Reads the catalog on its own session, opened at the first question
-/// (and again when it was closed).
+/// Reads the catalog on its own session: the set-up's SQL session once the
+/// stream starts ([`CatalogHistory::adopt`]), else one opened at the first
+/// question (and again when it was closed).
 pub struct CatalogHistory {
     source: ConnInfo,
     session: Mutex<Option<Client>>,
@@ -20,6 +21,15 @@ pub struct CatalogHistory {
 impl CatalogHistory {
     pub fn new(source: ConnInfo) -> CatalogHistory {
         CatalogHistory { source, session: Mutex::new(None) }
+    }
+
+    /// Takes `session` for the questions to come, unless one is open: the
+    /// first question after a start then needs no new connection.
+    pub async fn adopt(&self, session: Client) {
+        let mut current = self.session.lock().await;
+        if current.as_ref().is_none_or(Client::is_closed) {
+            *current = Some(session);
+        }
     }
 }
 

@@ -51,6 +51,8 @@ pub struct PostgresSource {
     sql: Client,
     /// Slots, and the stream.
     replication: Connection,
+    /// Takes the SQL session when the stream starts.
+    history: Arc<CatalogHistory>,
 }
 
 /// A started stream: the slot's messages, not yet assembled into lines.
@@ -85,7 +87,8 @@ impl Source for PostgresSource {
             tokio::join!(sql::connect(target, "the source"), Connection::connect(target));
         let sql = sql.map_err(failed)?;
         let replication = replication.map_err(failed)?;
-        Ok(PostgresSource { info: target.clone(), settings: settings.clone(), sql, replication })
+        let history = Arc::new(CatalogHistory::new(target.clone()));
+        Ok(PostgresSource { info: target.clone(), settings: settings.clone(), sql, replication, history })
     }
 
     fn monitor(target: &ConnInfo, metrics: &Arc<JobMetrics>) -> Background {
@@ -178,7 +181,7 @@ impl Source for PostgresSource {
     }
 
     fn history(&self) -> Arc<dyn ColumnHistory> {
-        Arc::new(CatalogHistory::new(self.info.clone()))
+        self.history.clone()
     }
 
     fn row_deleters(&self) -> Arc<dyn Fn() -> Box<dyn RowDeleter> + Send + Sync> {
@@ -186,7 +189,7 @@ impl Source for PostgresSource {
     }
 
     async fn start(self, from: Position, metrics: &Arc<JobMetrics>) -> Result<PostgresStarted, SetupError> {
-        let PostgresSource { info, settings, sql, mut replication } = self;
+        let PostgresSource { info, settings, sql, mut replication, history } = self;
         let (slot, publication) = (&settings.slot, &settings.publication);
         // The replication session's checks and the catalog's questions go
         // at once (the catalog's two pipelined on the SQL session); errors
@@ -200,7 +203,7 @@ impl Source for PostgresSource {
             preflight::primary_keys(&sql, publication),
             preflight::signatures(&sql, publication)
         );
-        drop(sql);
+        history.adopt(sql).await;
         let interval = interval.map_err(failed)?;
         let (primary_keys, signatures) = (primary_keys.map_err(failed)?, signatures.map_err(failed)?);
         let stream = replication.start_stream(slot, publication, from, interval).await.map_err(failed)?;
