@@ -62,7 +62,7 @@ pub async fn run(args: TailArgs, source_url: Option<String>) -> anyhow::Result<(
             let mut conn = Connection::connect(&info).await?;
             preflight::check_stream(&mut conn, &slot, &publication).await?;
             let catalog = crate::pg::sql::connect(&info, "the source").await?;
-            let primary_keys = preflight::primary_keys(&catalog, &publication).await?;
+            let primary_keys = preflight::published(&catalog, &publication).await?.primary_keys;
             drop(catalog);
             let status_interval = conn.status_interval().await?;
             tracing::info!(source = %info, slot = %slot, publication = %publication,

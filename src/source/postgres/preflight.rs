@@ -72,61 +72,54 @@ pub async fn check_stream(conn: &mut Connection, slot: &str, publication: &str) 
     Ok(())
 }
 
-/// The tables of a publication (`pt`), with their namespace (`n`) and class (`c`).
-const PUBLISHED_TABLES: &str = "FROM pg_publication_tables pt \
-     JOIN pg_namespace n ON n.nspname = pt.schemaname \
-     JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename";
+/// What the publication's tables are now: their primary keys, and the
+/// columns they publish.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub primary_keys: PrimaryKeys,
+    pub signatures: Signatures,
+}
 
-/// The primary keys of the publication's tables, in key order.
+/// The primary keys of the publication's tables, in key order, and the
+/// published columns of each (a column list, PostgreSQL 15 and later, leaves
+/// some out; generated columns are not sent), as the catalog has them now.
+/// One query, since planning one over `pg_publication_tables` costs a new
+/// session about 5 ms (`benches/restart_to_first_row.sh`).
 ///
 /// Asked on a SQL session, never on the replication one: reading
 /// `pg_publication_tables` opens each table, and a PostgreSQL 18 walsender
 /// keeps the descriptors it loaded then. Its first decoded changes would
 /// carry today's shape: an insert made before a rename and an `ADD COLUMN
 /// ... DEFAULT 7` came out under the new name, with `"extra": 7`.
-pub async fn primary_keys(catalog: &Client, publication: &str) -> Result<PrimaryKeys, tokio_postgres::Error> {
+pub async fn published(catalog: &Client, publication: &str) -> Result<Published, tokio_postgres::Error> {
     let rows = catalog
         .query(
-            &format!(
-                "SELECT pt.schemaname::text, pt.tablename::text, \
-                        array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum)) \
-                 {PUBLISHED_TABLES} \
-                 JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
-                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey) \
-                 WHERE pt.pubname = $1 GROUP BY 1, 2"
-            ),
+            "SELECT c.oid, pt.schemaname::text, pt.tablename::text, array_agg(a.attname::text ORDER BY a.attnum), \
+                    array_agg(a.atttypid ORDER BY a.attnum), array_agg(a.atttypmod ORDER BY a.attnum), \
+                    (SELECT array_agg(k.attname::text ORDER BY array_position(i.indkey::int2[], k.attnum)) \
+                     FROM pg_index i JOIN pg_attribute k ON k.attrelid = i.indrelid AND k.attnum = ANY (i.indkey) \
+                     WHERE i.indrelid = c.oid AND i.indisprimary) \
+             FROM pg_publication_tables pt \
+             JOIN pg_namespace n ON n.nspname = pt.schemaname \
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             WHERE pt.pubname = $1 \
+               AND (NOT to_jsonb(pt) ? 'attnames' \
+                    OR a.attname IN (SELECT jsonb_array_elements_text(to_jsonb(pt) -> 'attnames'))) \
+             GROUP BY 1, 2, 3",
             &[&publication],
         )
         .await?;
-    rows.iter().map(|row| Ok(((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?))).collect()
-}
-
-/// The published columns of each published table, as the catalog has them
-/// now (a column list, PostgreSQL 15 and later, leaves some out; generated
-/// columns are not sent). Asked on a SQL session, as [`primary_keys`] says.
-pub async fn signatures(catalog: &Client, publication: &str) -> Result<Signatures, tokio_postgres::Error> {
-    let rows = catalog
-        .query(
-            &format!(
-                "SELECT c.oid, pt.schemaname::text, pt.tablename::text, array_agg(a.attname::text ORDER BY a.attnum), \
-                        array_agg(a.atttypid ORDER BY a.attnum), array_agg(a.atttypmod ORDER BY a.attnum) \
-                 {PUBLISHED_TABLES} \
-                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
-                 WHERE pt.pubname = $1 \
-                   AND (NOT to_jsonb(pt) ? 'attnames' \
-                        OR a.attname IN (SELECT jsonb_array_elements_text(to_jsonb(pt) -> 'attnames'))) \
-                 GROUP BY 1, 2, 3"
-            ),
-            &[&publication],
-        )
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let (schema, table): (String, String) = (row.try_get(1)?, row.try_get(2)?);
-            let (names, types, modifiers): (Vec<String>, Vec<u32>, Vec<i32>) =
-                (row.try_get(3)?, row.try_get(4)?, row.try_get(5)?);
-            let columns = names.into_iter().zip(types).zip(modifiers).map(|((n, t), m)| (n, t, m)).collect();
-            Ok((row.try_get(0)?, Signature::new(&schema, &table, columns)))
-        })
-        .collect()
+    let mut published = Published::default();
+    for row in &rows {
+        let (schema, table): (String, String) = (row.try_get(1)?, row.try_get(2)?);
+        let (names, types, modifiers): (Vec<String>, Vec<u32>, Vec<i32>) =
+            (row.try_get(3)?, row.try_get(4)?, row.try_get(5)?);
+        let columns = names.into_iter().zip(types).zip(modifiers).map(|((n, t), m)| (n, t, m)).collect();
+        published.signatures.insert(row.try_get(0)?, Signature::new(&schema, &table, columns));
+        if let Some(key) = row.try_get::<_, Option<Vec<String>>>(6)? {
+            published.primary_keys.insert((schema, table), key);
+        }
+    }
+    Ok(published)
 }

@@ -8,7 +8,7 @@
 //!   first), so the slot sends every captured table's changes from its start.
 //! - The replication connection never opens a captured table (the catalog
 //!   questions go to the SQL session): a walsender would describe its first
-//!   decoded changes with what it loaded ([`preflight::primary_keys`]).
+//!   decoded changes with what it loaded ([`preflight::published`]).
 
 use std::sync::Arc;
 
@@ -191,21 +191,16 @@ impl Source for PostgresSource {
     async fn start(self, from: Position, metrics: &Arc<JobMetrics>) -> Result<PostgresStarted, SetupError> {
         let PostgresSource { info, settings, sql, mut replication, history } = self;
         let (slot, publication) = (&settings.slot, &settings.publication);
-        // The replication session's checks and the catalog's questions go
-        // at once (the catalog's two pipelined on the SQL session); errors
-        // are told in that order: the stream's, the keys', the shapes'.
+        // The replication session's checks and the catalog's question go at
+        // once; the stream's errors are told first.
         let stream_checks = async {
             preflight::check_stream(&mut replication, slot, publication).await?;
             replication.status_interval().await
         };
-        let (interval, primary_keys, signatures) = tokio::join!(
-            stream_checks,
-            preflight::primary_keys(&sql, publication),
-            preflight::signatures(&sql, publication)
-        );
+        let (interval, published) = tokio::join!(stream_checks, preflight::published(&sql, publication));
         history.adopt(sql).await;
         let interval = interval.map_err(failed)?;
-        let (primary_keys, signatures) = (primary_keys.map_err(failed)?, signatures.map_err(failed)?);
+        let preflight::Published { primary_keys, signatures } = published.map_err(failed)?;
         let stream = replication.start_stream(slot, publication, from, interval).await.map_err(failed)?;
         Ok(PostgresStarted { info, settings, metrics: metrics.clone(), stream, primary_keys, signatures })
     }
