@@ -21,6 +21,8 @@
 #   webhook_floor              walpipe tail / pg_recvlogical, same backlog (what any sink can reach)    [-]
 #   latency_p50_over_native    walpipe p50 / native p50 at 1,000 txn/s                                  [<= 2]
 #   latency_p99_ms             walpipe p99 at 1,000 txn/s, ms                                           [<= 2]
+#   restart_ms                 walpipe run: start to the first waiting row in the sink, ms, median of 12 [-]
+#   restart_native_ms          the same for a native subscription (ALTER SUBSCRIPTION ENABLE), ms       [-]
 #   tail_instructions          callgrind instructions per change of walpipe tail                         [<= 7,569: 30% under 10,813]
 #   run_instructions           callgrind instructions per change of walpipe run into Postgres            [<= 6,616: 30% under e7a62b3's 9,451]
 #   chunked_over_exported      chunked copy speed / exported copy speed, idle, 5M rows (CHUNKED=1)      [>= 1.0]
@@ -93,6 +95,11 @@ log "initial copy vs a COPY pipe (benches/snapshot_vs_copy.sh)"
 bash benches/snapshot_vs_copy.sh > "$OUT/copy.txt" 2>&1
 value[copy_speed_vs_pipe]=$(number 'COPY pipe speed = [0-9.]+' < "$OUT/copy.txt")
 
+log "restart to first row vs native (benches/restart_to_first_row.sh)"
+bash benches/restart_to_first_row.sh > "$OUT/restart.txt" 2>&1
+value[restart_ms]=$(grep '^  walpipe' "$OUT/restart.txt" | number ' [0-9.]+ ms')
+value[restart_native_ms]=$(grep '^  native' "$OUT/restart.txt" | number ' [0-9.]+ ms')
+
 log "instructions per change (benches/tail_instructions.sh)"
 BASE_WALPIPE=${BASE_WALPIPE:-$BUILT_WALPIPE} bash benches/tail_instructions.sh > "$OUT/instructions.txt" 2>&1
 value[tail_instructions]=$(grep '^  head' "$OUT/instructions.txt" | number '[0-9]+ per change')
@@ -100,7 +107,7 @@ bash benches/run_instructions.sh > "$OUT/run_instructions.txt" 2>&1
 value[run_instructions]=$(grep '^  run' "$OUT/run_instructions.txt" | number '[0-9]+ per change')
 
 figures=(backlog_run_over_tail backlog_speed_vs_native small_speed_vs_native small_run_over_recvlogical tail_over_recvlogical copy_speed_vs_pipe webhook_requests
-  webhook_over_recvlogical webhook_floor latency_p50_over_native latency_p99_ms tail_instructions run_instructions)
+  webhook_over_recvlogical webhook_floor latency_p50_over_native latency_p99_ms restart_ms restart_native_ms tail_instructions run_instructions)
 if [ "${CHUNKED:-0}" = 1 ]; then
   log "chunked vs exported copy, 5M rows (benches/chunked_vs_exported.sh)"
   ROWS=5000000 bash benches/chunked_vs_exported.sh > "$OUT/chunked.txt" 2>&1

@@ -24,6 +24,8 @@ GOALS = {
     "webhook_floor": ("same backlog: tail / pg_recvlogical (floor)", None, "max", "{:.2f}x"),
     "latency_p50_over_native": ("1,000 txn/s: p50 / native p50", 2.0, "max", "{:.1f}x"),
     "latency_p99_ms": ("1,000 txn/s: walpipe p99", 2.0, "max", "{:.1f} ms"),
+    "restart_ms": ("restart to first row: walpipe", None, "max", "{:.0f} ms"),
+    "restart_native_ms": ("restart to first row: native", None, "max", "{:.0f} ms"),
     "tail_instructions": ("tail: instructions per change", 7569, "max", "{:,.0f}"),
     "run_instructions": ("run: instructions per change", 6616, "max", "{:,.0f}"),
     "chunked_over_exported": ("chunked / exported copy, idle, 5M rows", 1.0, "min", "{:.2f}x"),
