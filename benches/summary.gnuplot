@@ -3,7 +3,7 @@
 # green bars met theirs).
 set terminal pngcairo size 1200,600 font "DejaVu Sans,10" noenhanced
 set output "benches/out/summary.png"
-set title "walpipe throughput figures against the goals of issue 26 (bash benches/all.sh)"
+set title "walpipe throughput figures against the goals of issue 26 (bash benches/all.sh; single-run benches: median of 3 rounds)"
 set style fill solid 0.8 border -1
 set boxwidth 0.6
 set yrange [0:*]
