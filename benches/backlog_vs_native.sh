@@ -57,21 +57,9 @@ until [ "$(sink walpipe -c "SELECT count(*) FROM walpipe.checkpoints" 2>/dev/nul
 kill -TERM $pid; wait $pid
 
 LAST=$((ROWS + SMALL))
-# A consumer's time ends when the backlog's last row is visible in its sink,
-# seen by a session on the sink server that looks every 2 ms (committing
-# after each look, so it holds no lock and takes a fresh snapshot), so the
-# figure does not depend on how fast a client can poll, nor costs the
-# consumers a trigger.
-WAITER="CREATE PROCEDURE wait_for_row(wanted bigint, INOUT seen_at double precision DEFAULT NULL) LANGUAGE plpgsql AS \$\$
-BEGIN
-  LOOP
-    EXIT WHEN EXISTS (SELECT FROM public.orders WHERE id = wanted);
-    COMMIT;
-    PERFORM pg_sleep(0.002);
-  END LOOP;
-  seen_at := extract(epoch FROM clock_timestamp());
-END \$\$;"
-for db in walpipe "${NATIVE[@]}"; do sink $db -c "$WAITER"; done
+# A consumer's time ends when a session on its sink server sees the
+# backlog's last row (it looks every 2 ms: WAIT_FOR_ROW).
+for db in walpipe "${NATIVE[@]}"; do sink $db -c "$WAIT_FOR_ROW"; done
 
 # native: disabled subscriptions, each on its own slot.
 src -c "CREATE PUBLICATION native FOR TABLE orders"
@@ -100,7 +88,7 @@ walsender_cpu() {
 }
 # watch_for_last DB: a session on DB's sink waits for the last row, in the background.
 watch_for_last() {
-  sink "$1" -c "CALL wait_for_row($LAST)" > "$WORK/arrival.$1" & waiter=$!
+  sink "$1" -c "CALL wait_for_row($LAST, 0.002)" > "$WORK/arrival.$1" & waiter=$!
   # It waits once its first look found nothing: then its snapshot is taken.
   until [ "$(sink "$1" -c "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")" = 1 ]; do sleep 0.01; done
 }

@@ -34,21 +34,12 @@ src -c "$ORDERS_TABLE"
 builds=(head)
 declare -A binary=([head]=$WALPIPE)
 if [ -n "${BASE_WALPIPE:-}" ]; then builds=(base head); binary[base]=$(realpath "$BASE_WALPIPE"); fi
-WAITER="CREATE PROCEDURE wait_for_row(wanted bigint, INOUT seen_at double precision DEFAULT NULL) LANGUAGE plpgsql AS \$\$
-BEGIN
-  LOOP
-    EXIT WHEN EXISTS (SELECT FROM public.orders WHERE id = wanted);
-    COMMIT;
-    PERFORM pg_sleep(0.001);
-  END LOOP;
-  seen_at := extract(epoch FROM clock_timestamp());
-END \$\$;"
 
 # Each walpipe build has its own job (slot, publication) and sink database;
 # each is run once so that its checkpoint is in place.
 for build in "${builds[@]}"; do
   sink postgres -c "CREATE DATABASE walpipe_$build"
-  sink "walpipe_$build" -c "$WAITER"
+  sink "walpipe_$build" -c "$WAIT_FOR_ROW"
   WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable" \
     WALPIPE_SINK_URL="postgres://postgres@127.0.0.1:$SINK_PORT/walpipe_$build?sslmode=disable" \
     WALPIPE_JOB_NAME=$build WALPIPE_LOG=warn "${binary[$build]}" run & pid=$!
@@ -56,7 +47,7 @@ for build in "${builds[@]}"; do
   kill -TERM $pid; wait $pid
 done
 sink postgres -c "CREATE DATABASE native"
-sink native -c "$ORDERS_TABLE" -c "$WAITER"
+sink native -c "$ORDERS_TABLE" -c "$WAIT_FOR_ROW"
 src -c "CREATE PUBLICATION native FOR TABLE orders" -c "SELECT pg_create_logical_replication_slot('native', 'pgoutput')" >/dev/null
 sink native -c "CREATE SUBSCRIPTION native CONNECTION 'host=127.0.0.1 port=$SRC_PORT user=postgres dbname=postgres' \
   PUBLICATION native WITH (create_slot = false, slot_name = 'native', enabled = false, copy_data = false)"
@@ -65,7 +56,7 @@ sink native -c "CREATE SUBSCRIPTION native CONNECTION 'host=127.0.0.1 port=$SRC_
 # its seconds to the row ID in DB to $WORK/times.CONSUMER.
 first_row() {
   local consumer=$1 db=$2 id=$3 start waiter; shift 3
-  sink "$db" -c "CALL wait_for_row($id)" > "$WORK/seen" & waiter=$!
+  sink "$db" -c "CALL wait_for_row($id, 0.001)" > "$WORK/seen" & waiter=$!
   # It waits once its first look found nothing.
   until [ "$(sink "$db" -c "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")" = 1 ]; do sleep 0.01; done
   start=$(date +%s.%N)

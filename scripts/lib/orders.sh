@@ -12,3 +12,21 @@ write_orders_backlog() {
     echo "INSERT INTO orders VALUES ($ROWS + $i, 1, 'small', 1.00, 'one row', now());"
   done | "$@" >/dev/null
 }
+
+# WAIT_FOR_ROW: a procedure for a session on a sink server that waits until
+# the orders row `wanted` is visible, looking every `look_every` seconds and
+# committing after each look (so it holds no lock and takes a fresh
+# snapshot), and returns the epoch it saw it at: the benches' end of a
+# consumer's time does not depend on how fast a client can poll, nor costs
+# the consumers a trigger.
+#   CALL wait_for_row(ID, 0.002)
+WAIT_FOR_ROW="CREATE PROCEDURE wait_for_row(wanted bigint, look_every double precision, INOUT seen_at double precision DEFAULT NULL)
+LANGUAGE plpgsql AS \$\$
+BEGIN
+  LOOP
+    EXIT WHEN EXISTS (SELECT FROM public.orders WHERE id = wanted);
+    COMMIT;
+    PERFORM pg_sleep(look_every);
+  END LOOP;
+  seen_at := extract(epoch FROM clock_timestamp());
+END \$\$;"

@@ -1,5 +1,7 @@
 //! The Postgres source behind [`Source`]: a SQL session for the catalog and
 //! the publication, a replication connection for the slot, and the stream.
+//! When the stream starts, the SQL session goes on answering the column
+//! history's questions ([`CatalogHistory::adopt`]).
 //!
 //! Invariants (beyond the seam's):
 //! - The replication connection that created a slot stays idle until
