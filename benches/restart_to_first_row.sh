@@ -35,14 +35,19 @@ builds=(head)
 declare -A binary=([head]=$WALPIPE)
 if [ -n "${BASE_WALPIPE:-}" ]; then builds=(base head); binary[base]=$(realpath "$BASE_WALPIPE"); fi
 
+# start_walpipe BUILD: `walpipe run` of BUILD in the background (its pid in pid).
+start_walpipe() {
+  WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable" \
+    WALPIPE_SINK_URL="postgres://postgres@127.0.0.1:$SINK_PORT/walpipe_$1?sslmode=disable" \
+    WALPIPE_JOB_NAME=$1 WALPIPE_LOG=warn "${binary[$1]}" run & pid=$!
+}
+
 # Each walpipe build has its own job (slot, publication) and sink database;
 # each is run once so that its checkpoint is in place.
 for build in "${builds[@]}"; do
   sink postgres -c "CREATE DATABASE walpipe_$build"
   sink "walpipe_$build" -c "$WAIT_FOR_ROW"
-  WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable" \
-    WALPIPE_SINK_URL="postgres://postgres@127.0.0.1:$SINK_PORT/walpipe_$build?sslmode=disable" \
-    WALPIPE_JOB_NAME=$build WALPIPE_LOG=warn "${binary[$build]}" run & pid=$!
+  start_walpipe "$build"
   until [ "$(sink "walpipe_$build" -c "SELECT count(*) FROM walpipe.checkpoints" 2>/dev/null)" = 1 ]; do sleep 0.2; done
   kill -TERM $pid; wait $pid
 done
@@ -63,11 +68,6 @@ first_row() {
   "$@"
   wait $waiter
   echo "$(cat "$WORK/seen") - $start" | bc >> "$WORK/times.$consumer"
-}
-start_walpipe() {
-  WALPIPE_SOURCE_URL="postgres://postgres@127.0.0.1:$SRC_PORT/postgres?sslmode=disable" \
-    WALPIPE_SINK_URL="postgres://postgres@127.0.0.1:$SINK_PORT/walpipe_$1?sslmode=disable" \
-    WALPIPE_JOB_NAME=$1 WALPIPE_LOG=warn "${binary[$1]}" run & pid=$!
 }
 for round in $(seq 1 "$ROUNDS"); do
   src -c "INSERT INTO orders VALUES ($round, 1, 'new', 1.00, 'restart', now())"
