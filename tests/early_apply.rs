@@ -130,6 +130,24 @@ async fn a_kill_in_the_middle_of_a_transaction_applied_early_shows_nothing_and_l
 async fn a_streamed_transaction_that_aborts_leaves_nothing_behind() {
     let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let Open { cluster, source, sink, job, run, client } = open_large_transaction("early_abort").await;
+    // Changes that need the destination's staging table, which is made
+    // inside the transaction the abort rolls back.
+    client
+        .batch_execute("UPDATE big SET note = 'changed' WHERE id % 7 = 0; DELETE FROM big WHERE id % 11 = 0")
+        .await
+        .expect("updates and deletes in the open transaction");
+    // The sink made its staging table inside its open transaction: it holds
+    // the new table's exclusive lock (the table itself is not visible yet).
+    wait_for(Duration::from_secs(120), "the sink making its staging table", || {
+        cluster
+            .try_psql(
+                &sink,
+                "SELECT count(*) FROM pg_locks l WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' \
+                 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND l.pid <> pg_backend_pid()",
+            )
+            .is_some_and(|count| count != "0")
+    });
     client.batch_execute("ROLLBACK").await.expect("rolled back");
     // A later transaction reaching the sink shows the abort was passed.
     cluster.psql(&source, "INSERT INTO small VALUES (1)");
@@ -137,9 +155,17 @@ async fn a_streamed_transaction_that_aborts_leaves_nothing_behind() {
         count(cluster, &sink, "small") == 1
     });
     assert_eq!(count(cluster, &sink, "big"), 0, "nothing of the aborted transaction");
+    // Later updates and deletes need the staging table again: made anew,
+    // since the one made in the aborted transaction is gone with it.
+    cluster.psql(&source, "INSERT INTO big SELECT i, 'again' FROM generate_series(1, 100) i");
+    cluster.psql(&source, "UPDATE big SET note = 'later' WHERE id % 2 = 0; DELETE FROM big WHERE id % 3 = 0");
+    wait_for(Duration::from_secs(120), "the later changes of big in the sink", || {
+        same(cluster, &source, &sink)
+    });
     assert!(common::stop_run(run).success());
     let log = run_log(&job);
     assert!(log.contains("rolled back a transaction applied while it was decoded"), "{log}");
+    assert!(!log.contains("cannot be applied"), "no table was isolated: {log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

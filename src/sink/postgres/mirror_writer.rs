@@ -212,12 +212,13 @@ impl MirrorWriter {
         let Finished::KeyExists(lines) = copy.finish(client).await? else { return Ok(()) };
         let destination = self
             .targets
-            .get(&table)
-            .and_then(|target| target.destination.as_ref())
+            .get_mut(&table)
+            .and_then(|target| target.destination.as_mut())
             .ok_or_else(|| SinkError::Record("a copy without its table's shape".into()))?;
-        stage_upserts(client, &destination.copy_upserts, &lines).await?;
-        client.execute(&destination.upserts, &[]).await?;
-        client.batch_execute(&format!("TRUNCATE {}", destination.stage)).await?;
+        let staging = destination.staging(client).await?;
+        stage_upserts(client, &staging.copy_upserts, &lines).await?;
+        client.execute(&staging.upserts, &[]).await?;
+        client.batch_execute(&format!("TRUNCATE {}", staging.stage)).await?;
         Ok(())
     }
 }
@@ -386,12 +387,13 @@ impl MirrorWriter {
 /// runs under a savepoint of its own.
 async fn apply_table(
     client: &Client,
-    destination: &Destination,
+    destination: &mut Destination,
     batch: &mut TableBatch,
     rollback: Option<&str>,
 ) -> Result<(), SinkError> {
+    let quoted = destination.quoted.clone();
     let failed = |what: &str| {
-        let statement = format!("{what} {}", destination.quoted);
+        let statement = format!("{what} {quoted}");
         move |error| SinkError::Write { statement, error }
     };
     if let Some(rows) = batch.few_upserts(few_rows::FEW_ROWS) {
@@ -428,21 +430,20 @@ async fn apply_table(
         }
     }
     let (rows, kinds) = batch.take_staging(&destination.key_positions);
-    copy_rows(client, &destination.copy_in, rows)
-        .await
-        .map_err(failed("the COPY into the staging table of"))?;
+    let staging = destination.staging(client).await.map_err(failed("the staging table of"))?;
+    copy_rows(client, &staging.copy_in, rows).await.map_err(failed("the COPY into the staging table of"))?;
     // Moves read the rows under their old keys, so they go before the deletes.
     for (count, statement, what) in [
-        (kinds.moves, &destination.moves, "the key changes of"),
-        (kinds.deletes, &destination.deletes, "the deletes from"),
-        (kinds.upserts, &destination.upserts, "the upserts into"),
-        (kinds.keeping_toast, &destination.updates_keeping_toast, "the updates keeping TOAST values of"),
+        (kinds.moves, &staging.moves, "the key changes of"),
+        (kinds.deletes, &staging.deletes, "the deletes from"),
+        (kinds.upserts, &staging.upserts, "the upserts into"),
+        (kinds.keeping_toast, &staging.updates_keeping_toast, "the updates keeping TOAST values of"),
     ] {
         if count > 0 {
             client.execute(statement, &[]).await.map_err(failed(what))?;
         }
     }
-    client.batch_execute(&format!("TRUNCATE {}", destination.stage)).await?;
+    client.batch_execute(&format!("TRUNCATE {}", staging.stage)).await?;
     Ok(())
 }
 

@@ -13,6 +13,17 @@
 //! kind (`u` upsert, `t` update keeping unchanged TOAST, `m` key change
 //! keeping unchanged TOAST, `d` delete), the positions of the kept columns,
 //! and the old key for `m`. Then one statement per kind applies it.
+//!
+//! The staging table and its statements are made at a batch's first need
+//! of them ([`Destination::staging`]), not with the destination: new rows
+//! and a few whole rows go in without them, and making them cost a start's
+//! first sink transaction about 8 ms (a session's first temporary table).
+//! Invariant: a [`Destination`] says its staging is made only if it was
+//! made on this session in a transaction that has not been rolled back
+//! since; a clone taken before then (the writer's saved state) says it is
+//! not, so a rollback that restores it makes it again.
+
+use std::sync::Arc;
 
 use tokio_postgres::{Client, Statement};
 
@@ -21,7 +32,8 @@ use crate::source::table::SourceTable;
 
 pub const LSN_COLUMN: &str = "_walpipe_lsn";
 
-/// A destination table with its staging table and prepared statements.
+/// A destination table with its prepared statements, and its staging table
+/// once a batch needed it.
 #[derive(Clone)]
 pub struct Destination {
     /// `"schema"."name"`.
@@ -30,22 +42,77 @@ pub struct Destination {
     pub width: usize,
     /// Positions of the key columns among them.
     pub key_positions: Vec<usize>,
-    /// `COPY <staging> FROM STDIN`.
-    pub copy_in: Statement,
     /// `COPY <destination> (columns, _walpipe_lsn) FROM STDIN`: new rows only.
     pub copy_new_rows: Statement,
     /// The upsert of one row given as parameters (`$1`...: the columns,
     /// then `_walpipe_lsn`, typed by the destination's columns), guarded as
     /// `upserts` is: a few rows go in this way, without staging.
     pub upsert_row: Statement,
+    /// How to make the staging table and its statements.
+    staging_sql: Arc<StagingSql>,
+    /// Made on this session: see the module's invariant.
+    staging: Option<Staging>,
+}
+
+/// The staging table's SQL, kept until a batch needs it.
+struct StagingSql {
+    stage: String,
+    /// `DROP` (a shape change replaces it) and `CREATE TEMP TABLE`.
+    create: String,
+    copy_in: String,
+    copy_upserts: String,
+    moves: String,
+    deletes: String,
+    upserts: String,
+    updates_keeping_toast: String,
+}
+
+/// A destination's staging table (`stage`) and the statements that use it.
+#[derive(Clone)]
+pub struct Staging {
+    pub stage: String,
+    /// `COPY <staging> FROM STDIN`.
+    pub copy_in: Statement,
     /// `COPY <staging> (columns, _walpipe_lsn, _walpipe_op) FROM STDIN`:
     /// copied rows to upsert (op `u`), when some of their keys exist.
     pub copy_upserts: Statement,
-    pub stage: String,
     pub moves: Statement,
     pub deletes: Statement,
     pub upserts: Statement,
     pub updates_keeping_toast: Statement,
+}
+
+impl Destination {
+    /// The staging table and its statements, made on `client` at the first call.
+    pub async fn staging(&mut self, client: &Client) -> Result<&Staging, tokio_postgres::Error> {
+        let staging = match self.staging.take() {
+            Some(staging) => staging,
+            None => make_staging(client, &self.staging_sql).await?,
+        };
+        Ok(self.staging.insert(staging))
+    }
+}
+
+async fn make_staging(client: &Client, sql: &StagingSql) -> Result<Staging, tokio_postgres::Error> {
+    client.batch_execute(&sql.create).await?;
+    // Pipelined: the server answers them in order, in about one round trip.
+    let (copy_in, copy_upserts, moves, deletes, upserts, updates_keeping_toast) = tokio::join!(
+        client.prepare(&sql.copy_in),
+        client.prepare(&sql.copy_upserts),
+        client.prepare(&sql.moves),
+        client.prepare(&sql.deletes),
+        client.prepare(&sql.upserts),
+        client.prepare(&sql.updates_keeping_toast),
+    );
+    Ok(Staging {
+        stage: sql.stage.clone(),
+        copy_in: copy_in?,
+        copy_upserts: copy_upserts?,
+        moves: moves?,
+        deletes: deletes?,
+        upserts: upserts?,
+        updates_keeping_toast: updates_keeping_toast?,
+    })
 }
 
 fn list<'a>(
@@ -86,9 +153,9 @@ pub async fn create(
         .await
 }
 
-/// The staging table and statements of the destination `destination` for
-/// rows in the order of `source`'s columns (the staging table is made anew:
-/// a shape change changes it).
+/// The statements of the destination `destination` for rows in the order
+/// of `source`'s columns, and the SQL of its staging table (made anew at
+/// its first need: a shape change changes it).
 pub async fn prepare(
     client: &Client,
     source: &SourceTable,
@@ -117,9 +184,6 @@ pub async fn prepare(
         .chain(key_types.iter().map(|(name, sql_type)| format!("{} {sql_type}", quote_ident(name))))
         .collect::<Vec<_>>()
         .join(", ");
-    client
-        .batch_execute(&format!("DROP TABLE IF EXISTS {stage}; CREATE TEMP TABLE {stage} ({stage_columns})"))
-        .await?;
 
     let names: Vec<&String> = source.columns.iter().map(|c| &c.name).collect();
     let non_key: Vec<&String> = names.iter().copied().filter(|n| !source.key.contains(n)).collect();
@@ -175,20 +239,27 @@ pub async fn prepare(
 
     let key_positions =
         source.key.iter().filter_map(|k| source.columns.iter().position(|c| &c.name == k)).collect();
+    let staging_sql = StagingSql {
+        create: format!("DROP TABLE IF EXISTS {stage}; CREATE TEMP TABLE {stage} ({stage_columns})"),
+        copy_in: format!("COPY {stage} FROM STDIN"),
+        copy_upserts: format!("COPY {stage} ({cols}, {lsn}, _walpipe_op) FROM STDIN"),
+        moves,
+        deletes,
+        upserts,
+        updates_keeping_toast,
+        stage,
+    };
+    // Pipelined, as the staging's statements are.
+    let copy_new_rows = format!("COPY {quoted} ({cols}, {lsn}) FROM STDIN");
+    let (copy_new_rows, upsert_row) =
+        tokio::join!(client.prepare(&copy_new_rows), client.prepare(&upsert_row));
     Ok(Destination {
-        copy_in: client.prepare(&format!("COPY {stage} FROM STDIN")).await?,
-        copy_new_rows: client.prepare(&format!("COPY {quoted} ({cols}, {lsn}) FROM STDIN")).await?,
-        upsert_row: client.prepare(&upsert_row).await?,
-        copy_upserts: client
-            .prepare(&format!("COPY {stage} ({cols}, {lsn}, _walpipe_op) FROM STDIN"))
-            .await?,
-        moves: client.prepare(&moves).await?,
-        deletes: client.prepare(&deletes).await?,
-        upserts: client.prepare(&upserts).await?,
-        updates_keeping_toast: client.prepare(&updates_keeping_toast).await?,
+        copy_new_rows: copy_new_rows?,
+        upsert_row: upsert_row?,
         quoted,
         width: source.columns.len(),
         key_positions,
-        stage,
+        staging_sql: Arc::new(staging_sql),
+        staging: None,
     })
 }
