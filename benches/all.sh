@@ -10,7 +10,7 @@
 #
 # The figures (goal in brackets; "progress" in the plot is value/goal for
 # an "at least" goal and goal/value for an "at most" one, so 1 = met):
-#   backlog_run_over_tail      walpipe run / walpipe tail > /dev/null, 500k-row txn + 50k one-row txns   [<= 1.15]
+#   backlog_run_over_tail      walpipe run / walpipe tail > /dev/null (the faster of two drains), 500k-row txn + 50k one-row txns   [<= 1.15]
 #   backlog_speed_vs_native    native (defaults) time / walpipe run time, same backlog                  [>= 1.25]
 #   small_speed_vs_native      native (defaults) time / walpipe run time, 100k one-row txns              [>= 1.25]
 #   small_run_over_recvlogical walpipe run into Postgres / pg_recvlogical > /dev/null, same backlog     [<= 1.2]
