@@ -1,6 +1,7 @@
-//! PostgreSQL's binary COPY format, as far as walpipe reads it: how many
-//! rows a piece of it holds (for the progress of a binary copy, whose
-//! bytes otherwise pass through untouched). Pure: no I/O.
+//! PostgreSQL's binary COPY format, as far as walpipe reads and writes it:
+//! how many rows a piece of it holds (for the progress of a binary copy,
+//! whose bytes otherwise pass through untouched), and a whole COPY's data
+//! written from its fields ([`CopyWriter`]). Pure: no I/O.
 //!
 //! ```text
 //!  header:  "PGCOPY\n\xff\r\n\0" | flags (int32) | extension length (int32) | extension
@@ -51,6 +52,48 @@ fn skip_fields(mut tuple: &[u8], fields: i16) -> Option<&[u8]> {
     Some(tuple)
 }
 
+/// A whole binary COPY's data, tuple by tuple: the header first, the
+/// trailer at [`CopyWriter::finish`].
+pub struct CopyWriter {
+    out: Vec<u8>,
+}
+
+impl CopyWriter {
+    pub fn with_capacity(capacity: usize) -> CopyWriter {
+        let mut out = Vec::with_capacity(capacity);
+        out.extend_from_slice(SIGNATURE);
+        // No flags (no OIDs), and no header extension.
+        out.extend([0; 8]);
+        CopyWriter { out }
+    }
+
+    /// Starts a tuple of `fields` fields.
+    pub fn tuple(&mut self, fields: i16) {
+        self.out.extend(fields.to_be_bytes());
+    }
+
+    pub fn null(&mut self) {
+        self.out.extend((-1i32).to_be_bytes());
+    }
+
+    /// A field whose bytes `write` appends; `None` when it does (the
+    /// writer is then of no further use).
+    pub fn field(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Option<()>) -> Option<()> {
+        let start = self.out.len();
+        self.out.extend([0; 4]);
+        write(&mut self.out)?;
+        let length = i32::try_from(self.out.len() - start - 4).ok()?;
+        self.out[start..start + 4].copy_from_slice(&length.to_be_bytes());
+        Some(())
+    }
+
+    /// The data, with its trailer.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.out.extend((-1i16).to_be_bytes());
+        self.out
+    }
+}
+
 fn int32(bytes: &[u8]) -> Option<i32> {
     Some(i32::from_be_bytes(bytes.try_into().ok()?))
 }
@@ -86,6 +129,29 @@ mod tests {
         // Pieces after the first carry no header.
         assert_eq!(rows(&[first, second].concat()), 2);
         assert_eq!(rows(&[header(), (-1i16).to_be_bytes().to_vec()].concat()), 0);
+    }
+
+    #[test]
+    fn the_writer_frames_what_the_counter_reads() {
+        let mut writer = CopyWriter::with_capacity(64);
+        writer.tuple(3);
+        let bytes = |value: &'static [u8]| {
+            move |out: &mut Vec<u8>| {
+                out.extend_from_slice(value);
+                Some(())
+            }
+        };
+        writer.field(bytes(&[0, 0, 0, 1])).expect("written");
+        writer.null();
+        writer.field(bytes(b"text")).expect("written");
+        writer.tuple(3);
+        writer.field(bytes(&[0, 0, 0, 2])).expect("written");
+        writer.field(|_| Some(())).expect("written");
+        writer.null();
+        let first = tuple(&[Some(b"\0\0\0\x01"), None, Some(b"text")]);
+        let second = tuple(&[Some(b"\0\0\0\x02"), Some(b""), None]);
+        let whole = [header(), first, second, (-1i16).to_be_bytes().to_vec()].concat();
+        assert_eq!(writer.finish(), whole);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! are the Postgres source's (`source::postgres`).
 
 mod auth;
+pub mod binary_values;
 pub mod connection;
 pub mod conninfo;
 pub mod copy_binary;

@@ -1,0 +1,317 @@
+//! Values in PostgreSQL's text form, as the Postgres source's sessions
+//! print them (`DateStyle=ISO`, `TimeZone=UTC`, `extra_float_digits=3`),
+//! turned into the binary form of their type: what the type's send
+//! function gives, and its receive function reads in a `COPY ... (FORMAT
+//! binary)`. Pure: no I/O.
+//!
+//! Why: a sink backend spends about a third of a `COPY`'s CPU in the input
+//! functions of text (`numeric_in`, `timestamptz_in`); in binary it only
+//! copies the bytes (BENCHMARKS.md, "new rows in binary").
+//!
+//! Invariant: a value converts only when its text is exactly the form the
+//! type's output function prints, read without loss; anything else (an
+//! era, a year past 9999, an infinite timestamp, a text this code does not
+//! know) is `None`, and the caller writes the rows as text instead. So a
+//! value never changes on the way: the receive function of the same type
+//! reads back what the input function would have made of the text. The
+//! tests compare every byte with the server's own binary output.
+
+/// The built-in types whose text this module reads, by what their binary
+/// form is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryType {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    Numeric,
+    /// `text`, `varchar` and `bpchar`: the bytes themselves.
+    Text,
+    /// The bytes after a version byte, 1.
+    Jsonb,
+    Uuid,
+    Date,
+    /// `timestamp`, and `timestamptz` (whose text must then end in `+00`).
+    Timestamp {
+        utc_offset: bool,
+    },
+    PgLsn,
+}
+
+/// Days from 0001-01-01 to PostgreSQL's epoch, 2000-01-01.
+const EPOCH_DAYS: i64 = 730_119;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+impl BinaryType {
+    /// The type of the built-in type OID `oid`, if this module reads its text.
+    pub fn of_oid(oid: u32) -> Option<BinaryType> {
+        Some(match oid {
+            16 => BinaryType::Bool,
+            20 => BinaryType::Int8,
+            21 => BinaryType::Int2,
+            23 => BinaryType::Int4,
+            25 | 1042 | 1043 => BinaryType::Text,
+            700 => BinaryType::Float4,
+            701 => BinaryType::Float8,
+            1082 => BinaryType::Date,
+            1114 => BinaryType::Timestamp { utc_offset: false },
+            1184 => BinaryType::Timestamp { utc_offset: true },
+            1700 => BinaryType::Numeric,
+            2950 => BinaryType::Uuid,
+            3220 => BinaryType::PgLsn,
+            3802 => BinaryType::Jsonb,
+            _ => return None,
+        })
+    }
+
+    /// Appends the binary form of the value whose text is `text`; `None`
+    /// (and `out` as it was, or longer with bytes the caller drops) when
+    /// the text is not one this module reads exactly.
+    pub fn write(self, text: &[u8], out: &mut Vec<u8>) -> Option<()> {
+        match self {
+            BinaryType::Bool => out.push(match text {
+                b"t" => 1,
+                b"f" => 0,
+                _ => return None,
+            }),
+            BinaryType::Int2 => out.extend(parse::<i16>(text)?.to_be_bytes()),
+            BinaryType::Int4 => out.extend(parse::<i32>(text)?.to_be_bytes()),
+            BinaryType::Int8 => out.extend(parse::<i64>(text)?.to_be_bytes()),
+            BinaryType::Float4 => out.extend(parse::<f32>(text)?.to_bits().to_be_bytes()),
+            BinaryType::Float8 => out.extend(parse::<f64>(text)?.to_bits().to_be_bytes()),
+            BinaryType::Numeric => write_numeric(text, out)?,
+            BinaryType::Text => out.extend_from_slice(text),
+            BinaryType::Jsonb => {
+                out.push(1);
+                out.extend_from_slice(text);
+            }
+            BinaryType::Uuid => write_uuid(text, out)?,
+            BinaryType::Date => {
+                let days = date(text)? - EPOCH_DAYS;
+                out.extend(i32::try_from(days).ok()?.to_be_bytes());
+            }
+            BinaryType::Timestamp { utc_offset } => {
+                let text = if utc_offset { text.strip_suffix(b"+00")? } else { text };
+                out.extend(timestamp(text)?.to_be_bytes());
+            }
+            BinaryType::PgLsn => {
+                let text = std::str::from_utf8(text).ok()?;
+                let (high, low) = text.split_once('/')?;
+                let half = |part: &str| {
+                    part.bytes().all(|b| b.is_ascii_hexdigit()).then(|| u32::from_str_radix(part, 16).ok())?
+                };
+                out.extend(((u64::from(half(high)?) << 32) | u64::from(half(low)?)).to_be_bytes());
+            }
+        }
+        Some(())
+    }
+}
+
+fn parse<T: std::str::FromStr>(text: &[u8]) -> Option<T> {
+    // Rust also reads a leading `+`, which PostgreSQL never prints.
+    if text.first() == Some(&b'+') {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// `numeric`: ndigits, weight, sign, dscale (int16 each), then the digits
+/// in base 10,000, without leading or trailing zero digits, as
+/// `numeric_send` writes them.
+fn write_numeric(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    const POSITIVE: u16 = 0x0000;
+    const NEGATIVE: u16 = 0x4000;
+    let special: Option<u16> = match text {
+        b"NaN" => Some(0xC000),
+        b"Infinity" => Some(0xD000),
+        b"-Infinity" => Some(0xF000),
+        _ => None,
+    };
+    if let Some(sign) = special {
+        // No digits, weight 0, the sign, dscale 0.
+        out.extend([0u8, 0, 0, 0]);
+        out.extend(sign.to_be_bytes());
+        out.extend([0u8, 0]);
+        return Some(());
+    }
+    let (sign, unsigned) = match text.strip_prefix(b"-") {
+        Some(rest) => (NEGATIVE, rest),
+        None => (POSITIVE, text),
+    };
+    let (whole, fraction) = match unsigned.iter().position(|&b| b == b'.') {
+        Some(point) => (&unsigned[..point], &unsigned[point + 1..]),
+        None => (unsigned, &[][..]),
+    };
+    let digits_only = |part: &[u8]| part.iter().all(u8::is_ascii_digit);
+    if whole.is_empty()
+        || !digits_only(whole)
+        || !digits_only(fraction)
+        || (unsigned.len() > whole.len() && fraction.is_empty())
+    {
+        return None;
+    }
+    let dscale = i16::try_from(fraction.len()).ok().filter(|&scale| scale <= 0x3FFF)?;
+    // Groups of four decimal digits, aligned on the decimal point.
+    let lead = (4 - whole.len() % 4) % 4;
+    let padded = std::iter::repeat_n(&b'0', lead)
+        .chain(whole)
+        .chain(fraction)
+        .chain(std::iter::repeat_n(&b'0', (4 - fraction.len() % 4) % 4))
+        .map(|digit| i16::from(digit - b'0'))
+        .collect::<Vec<_>>();
+    let mut groups: Vec<i16> = padded.chunks_exact(4).map(|g| g.iter().fold(0, |n, d| n * 10 + d)).collect();
+    let mut weight = i16::try_from((whole.len() + lead) / 4).ok()? - 1;
+    let leading_zeros = groups.iter().take_while(|&&g| g == 0).count();
+    groups.drain(..leading_zeros);
+    weight -= i16::try_from(leading_zeros).ok()?;
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    let (weight, sign) = if groups.is_empty() { (0, POSITIVE) } else { (weight, sign) };
+    out.extend(i16::try_from(groups.len()).ok()?.to_be_bytes());
+    out.extend(weight.to_be_bytes());
+    out.extend(sign.to_be_bytes());
+    out.extend(dscale.to_be_bytes());
+    for group in groups {
+        out.extend(group.to_be_bytes());
+    }
+    Some(())
+}
+
+fn write_uuid(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    if text.len() != 36 || [8, 13, 18, 23].iter().any(|&dash| text[dash] != b'-') {
+        return None;
+    }
+    let hex: Vec<u8> = text.iter().copied().filter(|&b| b != b'-').collect();
+    if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    for pair in hex.chunks_exact(2) {
+        out.push(u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?);
+    }
+    Some(())
+}
+
+/// A run of exactly `N` ASCII digits as a number.
+fn digits<const N: usize>(text: &[u8]) -> Option<i64> {
+    (text.len() == N && text.iter().all(u8::is_ascii_digit))
+        .then(|| text.iter().fold(0, |n, &d| n * 10 + i64::from(d - b'0')))
+}
+
+/// `YYYY-MM-DD` (a year of four digits, of the common era) as days since
+/// 0001-01-01, checked against the month's length.
+fn date(text: &[u8]) -> Option<i64> {
+    if text.len() != 10 || text[4] != b'-' || text[7] != b'-' {
+        return None;
+    }
+    let (year, month, day) = (digits::<4>(&text[..4])?, digits::<2>(&text[5..7])?, digits::<2>(&text[8..])?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let length = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if year == 0 || !(1..=length).contains(&day) {
+        return None;
+    }
+    // Days before the year, then before the month, then the day.
+    let y = year - 1;
+    let before_month: i64 =
+        [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334][usize::try_from(month - 1).ok()?];
+    Some(y * 365 + y / 4 - y / 100 + y / 400 + before_month + i64::from(leap && month > 2) + day - 1)
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.f...]` as microseconds since 2000-01-01 00:00:00.
+fn timestamp(text: &[u8]) -> Option<i64> {
+    if text.len() < 19 || text[10] != b' ' || text[13] != b':' || text[16] != b':' {
+        return None;
+    }
+    let days = date(&text[..10])? - EPOCH_DAYS;
+    let (hour, minute, second) =
+        (digits::<2>(&text[11..13])?, digits::<2>(&text[14..16])?, digits::<2>(&text[17..19])?);
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let micros = match &text[19..] {
+        [] => 0,
+        [b'.', fraction @ ..]
+            if (1..=6).contains(&fraction.len()) && fraction.iter().all(u8::is_ascii_digit) =>
+        {
+            fraction
+                .iter()
+                .chain(std::iter::repeat_n(&b'0', 6 - fraction.len()))
+                .fold(0, |n, &d| n * 10 + i64::from(d - b'0'))
+        }
+        _ => return None,
+    };
+    Some(days * MICROS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1_000_000 + micros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binary(ty: BinaryType, text: &str) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        ty.write(text.as_bytes(), &mut out).map(|()| out)
+    }
+
+    #[test]
+    fn numeric_groups_four_digits_on_each_side_of_the_point() {
+        let numeric = |text| binary(BinaryType::Numeric, text);
+        // ndigits, weight, sign, dscale, digits.
+        let words = |w: &[i16]| w.iter().flat_map(|n| n.to_be_bytes()).collect::<Vec<_>>();
+        assert_eq!(numeric("12345.678"), Some(words(&[3, 1, 0, 3, 1, 2345, 6780])));
+        assert_eq!(numeric("-0.0001"), Some(words(&[1, -1, 0x4000, 4, 1])));
+        assert_eq!(numeric("0.00"), Some(words(&[0, 0, 0, 2])));
+        assert_eq!(numeric("-0"), Some(words(&[0, 0, 0, 0])));
+        assert_eq!(numeric("100000000"), Some(words(&[1, 2, 0, 0, 1])));
+        assert_eq!(numeric("NaN"), Some(words(&[0, 0, 0xC000u16 as i16, 0])));
+        for text in ["", "-", "1.", ".5", "1e5", "+1", "1.2.3", " 1", "１"] {
+            assert_eq!(numeric(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn dates_and_timestamps_count_from_2000_and_refuse_what_they_cannot_read() {
+        let micros = |text| binary(BinaryType::Timestamp { utc_offset: true }, text);
+        assert_eq!(micros("2000-01-01 00:00:00+00"), Some(0i64.to_be_bytes().to_vec()));
+        assert_eq!(
+            micros("2000-01-02 00:00:01.5+00"),
+            Some((MICROS_PER_DAY + 1_500_000).to_be_bytes().to_vec())
+        );
+        assert_eq!(binary(BinaryType::Date, "1999-12-31"), Some((-1i32).to_be_bytes().to_vec()));
+        assert_eq!(binary(BinaryType::Date, "2024-03-01"), Some(8826i32.to_be_bytes().to_vec()));
+        for text in [
+            "2000-01-01 00:00:00",
+            "2000-01-01 00:00:00+01",
+            "infinity",
+            "0044-03-15 12:00:00+00 BC",
+            "12000-01-01 00:00:00+00",
+            "2023-02-29 00:00:00+00",
+            "2000-01-01 24:00:00+00",
+            "2000-01-01 00:00:00.+00",
+            "2000-01-01 00:00:00.1234567+00",
+        ] {
+            assert_eq!(micros(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn scalars_refuse_text_their_output_function_never_prints() {
+        assert_eq!(binary(BinaryType::Int4, "+1"), None);
+        assert_eq!(binary(BinaryType::Int2, "40000"), None);
+        assert_eq!(binary(BinaryType::Bool, "true"), None);
+        assert_eq!(binary(BinaryType::Uuid, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1"), None);
+        assert_eq!(binary(BinaryType::PgLsn, "0/+1"), None);
+        assert_eq!(binary(BinaryType::PgLsn, "1/A"), Some(0x1_0000_000Au64.to_be_bytes().to_vec()));
+        assert_eq!(
+            binary(BinaryType::Float8, "-Infinity"),
+            Some(f64::NEG_INFINITY.to_bits().to_be_bytes().to_vec())
+        );
+    }
+}
