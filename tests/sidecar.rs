@@ -598,6 +598,111 @@ fn a_few_rows_go_in_as_upserts_and_more_with_copy_each_writing_what_copy_text_wr
     assert!(stop_run(child).success());
 }
 
+#[test]
+fn new_rows_go_in_binary_where_every_column_keeps_a_built_in_type_and_read_back_as_the_source_has_them() {
+    let cluster = cluster();
+    let source = cluster.fresh_db("binary_rows_src");
+    let sink = cluster.fresh_db("binary_rows_sink");
+    let columns = "id, i2, i4, f4, f8, amount, big, note, label, code, doc, u, flag, day, at, atz";
+    let definition = "id bigint PRIMARY KEY, i2 int2, i4 int4, f4 real, f8 float8, amount numeric(12,2), big numeric, \
+                      note text, label varchar(20), code char(5), doc jsonb, u uuid, flag bool, day date, at timestamp, \
+                      atz timestamptz";
+    // `spans` has an interval (no binary here). `widened`'s destination,
+    // made by the user, has a bigint where the source has an int: walpipe
+    // gives it the source's type first (schema following), then binary.
+    cluster.psql(
+        &source,
+        &format!(
+            "CREATE TABLE typed ({definition}); CREATE TABLE spans (id int PRIMARY KEY, span interval); \
+             CREATE TABLE widened (id int PRIMARY KEY, n int)"
+        ),
+    );
+    cluster.psql(&sink, "CREATE TABLE widened (id int PRIMARY KEY, n bigint, _walpipe_lsn pg_lsn)");
+    let job = format!("binary_rows_{}", std::process::id());
+    let child = start_run(cluster, &source, &sink, &job, &[]);
+    wait_for(Duration::from_secs(60), "the destinations", || {
+        fingerprint(cluster, &sink, "spans", "id", "id").is_some()
+    });
+    cluster.psql(
+        &sink,
+        "CREATE TABLE writes (tbl text, id bigint, format text); \
+         CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           INSERT INTO writes VALUES (TG_TABLE_NAME, NEW.id, CASE WHEN current_query() LIKE 'COPY%(FORMAT binary)' \
+                                      THEN 'binary' WHEN current_query() LIKE 'COPY%' THEN 'text' ELSE 'other' END); \
+           RETURN NULL; END $$; \
+         CREATE TRIGGER log_write AFTER INSERT ON typed FOR EACH ROW EXECUTE FUNCTION log_write(); \
+         CREATE TRIGGER log_write AFTER INSERT ON spans FOR EACH ROW EXECUTE FUNCTION log_write(); \
+         CREATE TRIGGER log_write AFTER INSERT ON widened FOR EACH ROW EXECUTE FUNCTION log_write();",
+    );
+    let rows = |range: &str, at: &str| {
+        format!(
+            "INSERT INTO typed SELECT i, (i % 100)::int2 * -1, i * 1000, i / 7.0, i / 3.0, i * 1.255, i / 9.0, \
+                    E'tab\\there, line\\nnext, back\\\\slash, é, ''q'' ' || i, 'label ' || i, 'c' || (i % 10), \
+                    jsonb_build_object('n', i, 'a', jsonb_build_array(i / 4.0, 'x', NULL)), md5(i::text)::uuid, i % 2 = 0, \
+                    '2000-02-28'::date + i, {at}, '1969-07-20 20:17:40.5+00'::timestamptz + i * interval '1.000001 second' \
+             FROM generate_series({range}) i"
+        )
+    };
+    // Nine rows, and one with the edges of each type's text; then ten
+    // whose timestamp is infinite: that batch goes as text, whole; then rows of NULLs.
+    cluster.psql(
+        &source,
+        &format!(
+            "BEGIN; {}; INSERT INTO typed VALUES (10, -32768, 2147483647, '-0', 'NaN', 'NaN', '-0.000100', '', '', 'ab', \
+                    '{{\"k\": [1e3, 2.50]}}', '00000000-0000-0000-0000-000000000000', false, '0001-01-01', \
+                    '9999-12-31 23:59:59.999999', '2024-02-29 12:00:00+05:30'); COMMIT",
+            rows("1, 9", "'2026-12-06 23:00:00.5'::timestamp")
+        ),
+    );
+    cluster.psql(&source, &rows("11, 20", "'infinity'::timestamp"));
+    cluster.psql(
+        &source,
+        "INSERT INTO typed (id) SELECT i FROM generate_series(21, 30) i; \
+         INSERT INTO spans SELECT i, i * interval '1 minute' FROM generate_series(1, 10) i; \
+         INSERT INTO widened SELECT i, -i FROM generate_series(1, 10) i;",
+    );
+    let landed = || cluster.try_psql(&sink, "SELECT count(*) FROM writes").is_some_and(|n| n == "50");
+    wait_for(Duration::from_secs(60), "fifty rows", landed);
+    assert_eq!(
+        cluster.psql(&sink, "SELECT tbl, format, count(*) FROM writes GROUP BY 1, 2 ORDER BY 1, 2"),
+        "spans|text|10\ntyped|binary|20\ntyped|text|10\nwidened|binary|10",
+        "{}",
+        run_log(&job)
+    );
+    assert_eq!(
+        cluster.psql(
+            &sink,
+            "SELECT min(id) || '-' || max(id) FROM writes WHERE tbl = 'typed' AND format = 'text'"
+        ),
+        "11-20"
+    );
+    let widened =
+        "SELECT atttypid::regtype FROM pg_attribute WHERE attrelid = 'widened'::regclass AND attname = 'n'";
+    assert_eq!(cluster.psql(&sink, widened), "integer");
+    // A person changes a column of the mirror to a type of the same width
+    // while walpipe runs: an int4's bytes would read as a wrong real. The
+    // binary COPY is checked, rolled back, and the rows go as text.
+    cluster.psql(&sink, "ALTER TABLE widened ALTER COLUMN n TYPE real");
+    cluster.psql(&source, "INSERT INTO widened SELECT i, -i FROM generate_series(11, 20) i");
+    let landed = || cluster.try_psql(&sink, "SELECT count(*) FROM writes").is_some_and(|n| n == "60");
+    wait_for(Duration::from_secs(60), "ten more rows", landed);
+    assert_eq!(
+        cluster
+            .psql(&sink, "SELECT format, count(*) FROM writes WHERE tbl = 'widened' GROUP BY 1 ORDER BY 1"),
+        "binary|10\ntext|10"
+    );
+    assert!(
+        run_log(&job)
+            .contains("the columns of \"public\".\"widened\" changed type while walpipe wrote to it")
+    );
+    for (table, columns) in [("typed", columns), ("spans", "id, span"), ("widened", "id, n")] {
+        let copied = fingerprint(cluster, &sink, table, columns, "id");
+        assert!(copied.is_some());
+        assert_eq!(copied, fingerprint(cluster, &source, table, columns, "id"), "{table}");
+    }
+    assert!(stop_run(child).success());
+}
+
 /// The primary keys of `db`'s table `table`, with the other indexes: `name:definition` lines.
 fn indexes(cluster: &Cluster, db: &str, table: &str) -> String {
     cluster.psql(

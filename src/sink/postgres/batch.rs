@@ -9,7 +9,8 @@
 //!   change of the same key (or, for a key change, of the old key) is
 //!   already pending, replacing it would lose them, so [`TableBatch::add`]
 //!   asks the caller to apply the batch first ([`Admit::ApplyFirst`]).
-//! - Values are never unescaped: the record's COPY text goes to the staging table as is.
+//! - Values are never unescaped: the record's COPY text goes to the staging
+//!   table as is (new rows may go in binary: `new_rows`).
 //! - Rows go out in the order their keys first came, never in hash order
 //!   (see [`TableBatch`] for what the sink pays otherwise).
 
@@ -43,7 +44,7 @@ impl Record {
         Ok(Record { line, fields })
     }
 
-    fn field(&self, index: usize) -> &[u8] {
+    pub fn field(&self, index: usize) -> &[u8] {
         &self.line[self.fields[index].clone()]
     }
 
@@ -185,6 +186,11 @@ impl TableBatch {
         self.rows.is_empty()
     }
 
+    /// How many rows are pending.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
     /// Adds an `I`, `U` or `D` record of a table `width` columns wide
     /// (copied rows, `C`, go their own way: `copied_in`).
     pub fn add(&mut self, record: Record, width: usize, key_positions: &[usize]) -> Result<Admit, String> {
@@ -238,25 +244,18 @@ impl TableBatch {
         Ok(Admit::Added)
     }
 
-    /// When the batch holds only inserts: its rows as COPY text for the
-    /// destination itself (the columns, then `_walpipe_lsn`). The fast path
-    /// for new rows; if one exists already (a replay), the COPY fails on the
-    /// key and the caller takes [`TableBatch::take_staging`] instead.
-    pub fn insert_rows(&self) -> Option<Vec<u8>> {
+    /// When the batch holds only inserts: each new row's record and where
+    /// its values are, in the batch's order. The fast path for new rows
+    /// (`new_rows`); if one exists already (a replay), its COPY fails on
+    /// the key and the caller takes [`TableBatch::take_staging`] instead.
+    pub fn inserts(&self) -> Option<impl Iterator<Item = (&Record, Range<usize>)>> {
         if !self.only_inserts || self.rows.is_empty() {
             return None;
         }
-        let mut out = Vec::with_capacity(self.rows.len() * 128);
-        for op in self.rows.values() {
-            let RowOp::Upsert { record, values, .. } = op else { return None };
-            for field in values.clone() {
-                out.extend_from_slice(record.field(field));
-                out.push(b'\t');
-            }
-            out.extend_from_slice(record.commit_lsn());
-            out.push(b'\n');
-        }
-        Some(out)
+        Some(self.rows.values().filter_map(|op| match op {
+            RowOp::Upsert { record, values, .. } => Some((record, values.clone())),
+            RowOp::Delete { .. } => None,
+        }))
     }
 
     /// When the batch holds at most `most` rows, each a whole new row to
@@ -413,7 +412,10 @@ mod tests {
             let text = std::str::from_utf8(text).expect("utf-8");
             text.lines().map(|line| line.split('\t').next().unwrap_or_default().to_string()).collect()
         };
-        assert_eq!(first_fields(&batch.insert_rows().expect("only inserts")), keys);
+        assert_eq!(
+            first_fields(&crate::sink::postgres::new_rows::text_rows(&batch).expect("only inserts")),
+            keys
+        );
         batch.add(record("0/90\tU\tpublic.t\t-\t\t1\tw\tx"), 3, &[0]).expect("a later change of key 1");
         let (staging, _) = batch.take_staging(&[0]);
         assert_eq!(first_fields(&staging), keys, "a replaced row keeps its key's place");
@@ -423,13 +425,20 @@ mod tests {
     fn only_inserts_can_take_the_fast_path() {
         let mut batch = TableBatch::default();
         batch.add(record("0/10\tI\tpublic.t\t-\t\t1\ta\tx"), 3, &[0]).expect("insert");
-        assert_eq!(batch.insert_rows().as_deref(), Some(&b"1\ta\tx\t0/10\n"[..]));
+        assert_eq!(
+            crate::sink::postgres::new_rows::text_rows(&batch).as_deref(),
+            Some(&b"1\ta\tx\t0/10\n"[..])
+        );
         batch.add(record("0/20\tU\tpublic.t\t-\t\t1\tb\tx"), 3, &[0]).expect("update");
-        assert_eq!(batch.insert_rows(), None, "an update may meet an existing row");
+        assert_eq!(
+            crate::sink::postgres::new_rows::text_rows(&batch),
+            None,
+            "an update may meet an existing row"
+        );
         batch.clear();
         assert!(batch.is_empty());
         batch.add(record("0/30\tI\tpublic.t\t-\t\t2\tc\ty"), 3, &[0]).expect("insert");
-        assert!(batch.insert_rows().is_some());
+        assert!(crate::sink::postgres::new_rows::text_rows(&batch).is_some());
     }
 
     #[test]

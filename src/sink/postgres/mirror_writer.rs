@@ -13,6 +13,7 @@ use super::copied_in::{CopyIn, Finished, stage_upserts};
 use super::few_rows;
 use super::follow::{Follower, Place};
 use super::isolation::{self, OnTableError};
+use super::new_rows::{self, Copied};
 use super::schema::Destination;
 use super::{SinkError, Writer};
 use crate::names::TableName;
@@ -401,33 +402,11 @@ async fn apply_table(
         batch.clear();
         return Ok(());
     }
-    if let Some(rows) = batch.insert_rows() {
-        // New rows: COPY them straight in. A row that exists (a replay)
-        // fails the COPY on the key, and the batch takes the guarded path.
-        let copied = match rollback {
-            Some(_) => copy_rows(client, &destination.copy_new_rows, rows).await,
-            None => {
-                // Pipelined: the savepoint is queued ahead of the COPY's statement.
-                let savepoint = client.batch_execute("SAVEPOINT walpipe_new_rows");
-                match tokio::join!(savepoint, copy_rows(client, &destination.copy_new_rows, rows)) {
-                    (Err(error), _) => return Err(error.into()),
-                    (Ok(()), copied) => copied,
-                }
-            }
-        };
-        match copied {
-            Ok(()) => {
-                if rollback.is_none() {
-                    client.batch_execute("RELEASE SAVEPOINT walpipe_new_rows").await?;
-                }
-                batch.clear();
-                return Ok(());
-            }
-            Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                client.batch_execute(rollback.unwrap_or("ROLLBACK TO SAVEPOINT walpipe_new_rows")).await?;
-            }
-            Err(error) => return Err(failed("the COPY of new rows into")(error)),
-        }
+    // New rows: COPY them straight in. A row that exists (a replay) fails
+    // the COPY on the key, and the batch takes the guarded path.
+    if let Some(Copied::Written) = new_rows::copy(client, destination, batch, rollback).await? {
+        batch.clear();
+        return Ok(());
     }
     let (rows, kinds) = batch.take_staging(&destination.key_positions);
     let staging = destination.staging(client).await.map_err(failed("the staging table of"))?;

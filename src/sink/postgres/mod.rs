@@ -28,6 +28,7 @@ mod few_rows;
 pub mod follow;
 pub mod isolation;
 pub mod mirror_writer;
+mod new_rows;
 pub mod schema;
 mod uncommitted;
 

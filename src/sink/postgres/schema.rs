@@ -27,10 +27,13 @@ use std::sync::Arc;
 
 use tokio_postgres::{Client, Statement};
 
-use crate::names::{TableName, quote_ident};
+use crate::names::{TableName, quote_ident, quote_literal};
+use crate::pg::binary_values::BinaryType;
 use crate::source::table::SourceTable;
 
 pub const LSN_COLUMN: &str = "_walpipe_lsn";
+/// `pg_lsn`, the type of [`LSN_COLUMN`].
+const PG_LSN_OID: u32 = 3220;
 
 /// A destination table with its prepared statements, and its staging table
 /// once a batch needed it.
@@ -48,10 +51,24 @@ pub struct Destination {
     /// then `_walpipe_lsn`, typed by the destination's columns), guarded as
     /// `upserts` is: a few rows go in this way, without staging.
     pub upsert_row: Statement,
+    /// `COPY ... FROM STDIN (FORMAT binary)` of new rows, with each
+    /// column's binary type, when every destination column has the source
+    /// column's type and that type converts (`new_rows`).
+    pub binary_new_rows: Option<BinaryNewRows>,
     /// How to make the staging table and its statements.
     staging_sql: Arc<StagingSql>,
     /// Made on this session: see the module's invariant.
     staging: Option<Staging>,
+}
+
+/// A destination's `COPY` of new rows in binary.
+#[derive(Clone)]
+pub struct BinaryNewRows {
+    pub copy: Statement,
+    pub types: Arc<[BinaryType]>,
+    /// Whether the destination's columns have those types still (one
+    /// boolean): checked after each binary `COPY` (`new_rows`).
+    pub types_held: Statement,
 }
 
 /// The staging table's SQL, kept until a batch needs it.
@@ -251,11 +268,50 @@ pub async fn prepare(
     };
     // Pipelined, as the staging's statements are.
     let copy_new_rows = format!("COPY {quoted} ({cols}, {lsn}) FROM STDIN");
-    let (copy_new_rows, upsert_row) =
-        tokio::join!(client.prepare(&copy_new_rows), client.prepare(&upsert_row));
+    let types: Option<Arc<[BinaryType]>> =
+        source.columns.iter().map(|c| BinaryType::of_oid(c.type_oid)).collect();
+    let copy_binary = format!("{copy_new_rows} (FORMAT binary)");
+    let types_held = format!(
+        "SELECT count(*) = {} FROM pg_attribute WHERE attrelid = {}::regclass AND NOT attisdropped \
+         AND (attname, atttypid) IN ({})",
+        names.len() + 1,
+        quote_literal(&quoted),
+        source
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.type_oid))
+            .chain([(LSN_COLUMN, PG_LSN_OID)])
+            .map(|(name, oid)| format!("({}, {oid}::oid)", quote_literal(name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let prepare_binary = async {
+        match &types {
+            Some(_) => {
+                let (copy, types_held) =
+                    tokio::join!(client.prepare(&copy_binary), client.prepare(&types_held));
+                Ok::<_, tokio_postgres::Error>(Some((copy?, types_held?)))
+            }
+            None => Ok(None),
+        }
+    };
+    let (copy_new_rows, upsert_row, copy_binary) =
+        tokio::join!(client.prepare(&copy_new_rows), client.prepare(&upsert_row), prepare_binary);
+    let upsert_row = upsert_row?;
+    // The upsert's parameters are typed by the destination's columns.
+    let destination_types: Vec<u32> = upsert_row.params().iter().map(|ty| ty.oid()).collect();
+    let same_types =
+        source.columns.iter().map(|c| c.type_oid).eq(destination_types.iter().copied().take(names.len()));
+    let binary_new_rows = match (copy_binary?, types) {
+        (Some((copy, types_held)), Some(types)) if same_types => {
+            Some(BinaryNewRows { copy, types, types_held })
+        }
+        _ => None,
+    };
     Ok(Destination {
         copy_new_rows: copy_new_rows?,
-        upsert_row: upsert_row?,
+        upsert_row,
+        binary_new_rows,
         quoted,
         width: source.columns.len(),
         key_positions,

@@ -1,0 +1,145 @@
+//! A batch of new rows as the data of one `COPY` into their destination:
+//! binary where the destination allows it and every value converts, else
+//! COPY text as the records have it.
+//!
+//! Why binary: the sink backend then reads each value with its type's
+//! receive function instead of parsing its text; for the rows of the
+//! mixed backlog (int8, int4, text, numeric, timestamptz) that halves its
+//! CPU per row (BENCHMARKS.md, "new rows in binary").
+//!
+//! Invariants:
+//! - Binary only when [`Destination::binary_new_rows`] is set: every
+//!   destination column has the source column's very type, one that
+//!   `pg::binary_values` reads (`schema::prepare` checks both).
+//! - One value that does not convert sends the whole batch as text: a row
+//!   is never half one and half the other, and never guessed at.
+//! - Either way the destination gets the same values: binary_values only
+//!   converts a text its type's input function would read to that value.
+//! - A binary COPY counts only if, after it, the destination's columns
+//!   still have the types it was written in ([`BinaryNewRows::types_held`]).
+//!   A person may change a mirror's column by hand while walpipe runs, and
+//!   bytes of one type can read as a wrong value of another of the same
+//!   width (an int4 as a real). The check runs after the COPY, when the
+//!   transaction holds the table's lock, so no change can slip in between;
+//!   if it fails, the COPY is rolled back and the rows go as text.
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Statement};
+
+use super::SinkError;
+use super::batch::TableBatch;
+use super::schema::Destination;
+use crate::change::mirror_records::unescape;
+use crate::pg::binary_values::BinaryType;
+use crate::pg::copy_binary::CopyWriter;
+use crate::pg::sql::copy_rows;
+
+/// How a `COPY` of new rows ended.
+pub enum Copied {
+    Written,
+    /// A row exists already (a replay): rolled back, so the batch takes
+    /// the guarded path.
+    KeyExists,
+}
+
+/// Copies the new rows of `batch` into `destination` inside the open
+/// transaction; `None` (nothing done) if the batch holds other changes.
+/// `rollback`: how to undo the `COPY` (the table's savepoint, taken just
+/// before); without one, the `COPY` runs under a savepoint of its own.
+pub async fn copy(
+    client: &Client,
+    destination: &mut Destination,
+    batch: &TableBatch,
+    rollback: Option<&str>,
+) -> Result<Option<Copied>, SinkError> {
+    let undo = rollback.unwrap_or("ROLLBACK TO SAVEPOINT walpipe_new_rows");
+    loop {
+        let Some((statement, rows, binary)) = copy_of(destination, batch) else { return Ok(None) };
+        let statement = statement.clone();
+        let copied = match rollback {
+            Some(_) => copy_rows(client, &statement, rows).await,
+            None => {
+                // Pipelined: the savepoint is queued ahead of the COPY's statement.
+                let savepoint = client.batch_execute("SAVEPOINT walpipe_new_rows");
+                match tokio::join!(savepoint, copy_rows(client, &statement, rows)) {
+                    (Err(error), _) => return Err(error.into()),
+                    (Ok(()), copied) => copied,
+                }
+            }
+        };
+        match copied {
+            Ok(()) if binary && !types_held(client, destination).await? => {
+                client.batch_execute(undo).await?;
+                tracing::warn!(destination = %destination.quoted,
+                    "the columns of {} changed type while walpipe wrote to it: its new rows go as text until the next restart",
+                    destination.quoted);
+                destination.binary_new_rows = None;
+            }
+            Ok(()) => {
+                if rollback.is_none() {
+                    client.batch_execute("RELEASE SAVEPOINT walpipe_new_rows").await?;
+                }
+                return Ok(Some(Copied::Written));
+            }
+            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                client.batch_execute(undo).await?;
+                return Ok(Some(Copied::KeyExists));
+            }
+            Err(error) => {
+                let statement = format!("the COPY of new rows into {}", destination.quoted);
+                return Err(SinkError::Write { statement, error });
+            }
+        }
+    }
+}
+
+/// Whether the destination's columns still have the types of its binary COPY.
+async fn types_held(client: &Client, destination: &Destination) -> Result<bool, SinkError> {
+    let Some(binary) = &destination.binary_new_rows else { return Ok(true) };
+    Ok(client.query_one(&binary.types_held, &[]).await?.get(0))
+}
+
+/// The `COPY` statement and the data for the new rows of `batch` (and
+/// whether they are binary), if the batch holds only new rows.
+fn copy_of<'a>(destination: &'a Destination, batch: &TableBatch) -> Option<(&'a Statement, Vec<u8>, bool)> {
+    let binary = destination.binary_new_rows.as_ref().and_then(|binary| {
+        let rows = binary_rows(batch, &binary.types)?;
+        Some((&binary.copy, rows, true))
+    });
+    binary.or_else(|| Some((&destination.copy_new_rows, text_rows(batch)?, false)))
+}
+
+/// The new rows as COPY text: the columns, then `_walpipe_lsn`.
+pub fn text_rows(batch: &TableBatch) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(batch.len() * 128);
+    for (record, values) in batch.inserts()? {
+        for field in values {
+            out.extend_from_slice(record.field(field));
+            out.push(b'\t');
+        }
+        out.extend_from_slice(record.commit_lsn());
+        out.push(b'\n');
+    }
+    Some(out)
+}
+
+/// The new rows as binary COPY data, each value of its column's type in
+/// `types`; `None` if a value does not convert.
+fn binary_rows(batch: &TableBatch, types: &[BinaryType]) -> Option<Vec<u8>> {
+    let fields = i16::try_from(types.len() + 1).ok()?;
+    let mut copy = CopyWriter::with_capacity(batch.len() * 128);
+    for (record, values) in batch.inserts()? {
+        if values.len() != types.len() {
+            return None;
+        }
+        copy.tuple(fields);
+        for (field, ty) in values.zip(types) {
+            match unescape(record.field(field)) {
+                Some(text) => copy.field(|out| ty.write(&text, out))?,
+                None => copy.null(),
+            }
+        }
+        copy.field(|out| BinaryType::PgLsn.write(record.commit_lsn(), out))?;
+    }
+    Some(copy.finish())
+}
