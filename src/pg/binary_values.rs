@@ -153,29 +153,37 @@ fn write_numeric(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
         return None;
     }
     let dscale = i16::try_from(fraction.len()).ok().filter(|&scale| scale <= 0x3FFF)?;
-    // Groups of four decimal digits, aligned on the decimal point.
+    // Groups of four decimal digits, aligned on the decimal point: `lead`
+    // zeros before the whole part, zeros after the fraction to fill its
+    // last group. Written straight after the header (filled in last),
+    // without leading or trailing zero groups.
     let lead = (4 - whole.len() % 4) % 4;
-    let padded = std::iter::repeat_n(&b'0', lead)
-        .chain(whole)
-        .chain(fraction)
-        .chain(std::iter::repeat_n(&b'0', (4 - fraction.len() % 4) % 4))
-        .map(|digit| i16::from(digit - b'0'))
-        .collect::<Vec<_>>();
-    let mut groups: Vec<i16> = padded.chunks_exact(4).map(|g| g.iter().fold(0, |n, d| n * 10 + d)).collect();
-    let mut weight = i16::try_from((whole.len() + lead) / 4).ok()? - 1;
-    let leading_zeros = groups.iter().take_while(|&&g| g == 0).count();
-    groups.drain(..leading_zeros);
-    weight -= i16::try_from(leading_zeros).ok()?;
-    while groups.last() == Some(&0) {
-        groups.pop();
-    }
-    let (weight, sign) = if groups.is_empty() { (0, POSITIVE) } else { (weight, sign) };
-    out.extend(i16::try_from(groups.len()).ok()?.to_be_bytes());
-    out.extend(weight.to_be_bytes());
-    out.extend(sign.to_be_bytes());
-    out.extend(dscale.to_be_bytes());
-    for group in groups {
+    let digit = |i: usize| {
+        let at = i.checked_sub(lead)?;
+        let byte = whole.get(at).or_else(|| fraction.get(at - whole.len()))?;
+        Some(i16::from(byte - b'0'))
+    };
+    let header = out.len();
+    out.extend([0u8; 8]);
+    let (mut weight, mut groups) = (i16::try_from((whole.len() + lead) / 4).ok()? - 1, 0usize);
+    let padded = lead + whole.len() + fraction.len().div_ceil(4) * 4;
+    for start in (0..padded).step_by(4) {
+        let group = (start..start + 4).fold(0, |n, i| n * 10 + digit(i).unwrap_or(0));
+        if groups == 0 && group == 0 {
+            weight -= 1;
+            continue;
+        }
         out.extend(group.to_be_bytes());
+        groups += 1;
+    }
+    while groups > 0 && out.ends_with(&[0, 0]) {
+        out.truncate(out.len() - 2);
+        groups -= 1;
+    }
+    let (weight, sign) = if groups == 0 { (0, POSITIVE) } else { (weight, sign) };
+    let fields = [i16::try_from(groups).ok()?, weight, sign as i16, dscale];
+    for (at, field) in fields.iter().enumerate() {
+        out[header + 2 * at..header + 2 * at + 2].copy_from_slice(&field.to_be_bytes());
     }
     Some(())
 }
@@ -184,14 +192,12 @@ fn write_uuid(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
     if text.len() != 36 || [8, 13, 18, 23].iter().any(|&dash| text[dash] != b'-') {
         return None;
     }
-    let hex: Vec<u8> = text.iter().copied().filter(|&b| b != b'-').collect();
-    if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
-        return None;
+    let nibble = |byte: u8| char::from(byte).to_digit(16).and_then(|n| u8::try_from(n).ok());
+    let mut hex = text.iter().copied().filter(|&b| b != b'-');
+    for _ in 0..16 {
+        out.push(nibble(hex.next()?)? << 4 | nibble(hex.next()?)?);
     }
-    for pair in hex.chunks_exact(2) {
-        out.push(u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?);
-    }
-    Some(())
+    hex.next().is_none().then_some(())
 }
 
 /// A run of exactly `N` ASCII digits as a number.

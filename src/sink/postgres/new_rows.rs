@@ -19,9 +19,10 @@
 //!   still have the types it was written in ([`BinaryNewRows::types_held`]).
 //!   A person may change a mirror's column by hand while walpipe runs, and
 //!   bytes of one type can read as a wrong value of another of the same
-//!   width (an int4 as a real). The check runs after the COPY, when the
-//!   transaction holds the table's lock, so no change can slip in between;
-//!   if it fails, the COPY is rolled back and the rows go as text.
+//!   width (an int4 as a real). The check runs right after the COPY (in
+//!   the same round trip), when the transaction holds the table's lock, so
+//!   no change can slip in between; if it fails, the COPY is rolled back
+//!   and the rows go as text.
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
@@ -56,19 +57,25 @@ pub async fn copy(
     loop {
         let Some((statement, rows, binary)) = copy_of(destination, batch) else { return Ok(None) };
         let statement = statement.clone();
-        let copied = match rollback {
-            Some(_) => copy_rows(client, &statement, rows).await,
-            None => {
-                // Pipelined: the savepoint is queued ahead of the COPY's statement.
-                let savepoint = client.batch_execute("SAVEPOINT walpipe_new_rows");
-                match tokio::join!(savepoint, copy_rows(client, &statement, rows)) {
-                    (Err(error), _) => return Err(error.into()),
-                    (Ok(()), copied) => copied,
-                }
+        // Pipelined: the savepoint is queued ahead of the COPY's statement,
+        // and the check of a binary COPY behind its data (tokio-postgres
+        // sends a COPY's messages before any request queued after it).
+        let savepoint = async {
+            match rollback {
+                Some(_) => Ok(()),
+                None => client.batch_execute("SAVEPOINT walpipe_new_rows").await,
             }
         };
+        let held = async {
+            match &destination.binary_new_rows {
+                Some(check) if binary => client.query_one(&check.types_held, &[]).await.map(|row| row.get(0)),
+                _ => Ok(true),
+            }
+        };
+        let (savepoint, copied, held) = tokio::join!(savepoint, copy_rows(client, &statement, rows), held);
+        savepoint?;
         match copied {
-            Ok(()) if binary && !types_held(client, destination).await? => {
+            Ok(()) if !held? => {
                 client.batch_execute(undo).await?;
                 tracing::warn!(destination = %destination.quoted,
                     "the columns of {} changed type while walpipe wrote to it: its new rows go as text until the next restart",
@@ -81,6 +88,7 @@ pub async fn copy(
                 }
                 return Ok(Some(Copied::Written));
             }
+            // The check, queued behind the failed COPY, failed too: its error says nothing.
             Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 client.batch_execute(undo).await?;
                 return Ok(Some(Copied::KeyExists));
@@ -91,12 +99,6 @@ pub async fn copy(
             }
         }
     }
-}
-
-/// Whether the destination's columns still have the types of its binary COPY.
-async fn types_held(client: &Client, destination: &Destination) -> Result<bool, SinkError> {
-    let Some(binary) = &destination.binary_new_rows else { return Ok(true) };
-    Ok(client.query_one(&binary.types_held, &[]).await?.get(0))
 }
 
 /// The `COPY` statement and the data for the new rows of `batch` (and
