@@ -66,6 +66,12 @@ impl BinaryType {
         })
     }
 
+    /// Whether its values are text as it is (`text`, `varchar`, `bpchar`,
+    /// `jsonb`): the only ones whose text may hold any byte.
+    pub fn is_text(self) -> bool {
+        matches!(self, BinaryType::Text | BinaryType::Jsonb)
+    }
+
     /// Appends the binary form of the value whose text is `text`; `None`
     /// (and `out` as it was, or longer with bytes the caller drops) when
     /// the text is not one this module reads exactly.
@@ -76,9 +82,9 @@ impl BinaryType {
                 b"f" => 0,
                 _ => return None,
             }),
-            BinaryType::Int2 => out.extend(parse::<i16>(text)?.to_be_bytes()),
-            BinaryType::Int4 => out.extend(parse::<i32>(text)?.to_be_bytes()),
-            BinaryType::Int8 => out.extend(parse::<i64>(text)?.to_be_bytes()),
+            BinaryType::Int2 => out.extend_from_slice(&i16::try_from(integer(text)?).ok()?.to_be_bytes()),
+            BinaryType::Int4 => out.extend_from_slice(&i32::try_from(integer(text)?).ok()?.to_be_bytes()),
+            BinaryType::Int8 => out.extend_from_slice(&integer(text)?.to_be_bytes()),
             BinaryType::Float4 => out.extend(parse::<f32>(text)?.to_bits().to_be_bytes()),
             BinaryType::Float8 => out.extend(parse::<f64>(text)?.to_bits().to_be_bytes()),
             BinaryType::Numeric => write_numeric(text, out)?,
@@ -97,16 +103,52 @@ impl BinaryType {
                 out.extend(timestamp(text)?.to_be_bytes());
             }
             BinaryType::PgLsn => {
-                let text = std::str::from_utf8(text).ok()?;
-                let (high, low) = text.split_once('/')?;
-                let half = |part: &str| {
-                    part.bytes().all(|b| b.is_ascii_hexdigit()).then(|| u32::from_str_radix(part, 16).ok())?
-                };
-                out.extend(((u64::from(half(high)?) << 32) | u64::from(half(low)?)).to_be_bytes());
+                let slash = text.iter().position(|&b| b == b'/')?;
+                let (high, low) = (hex_u32(&text[..slash])?, hex_u32(&text[slash + 1..])?);
+                out.extend_from_slice(&((u64::from(high) << 32) | u64::from(low)).to_be_bytes());
             }
         }
         Some(())
     }
+}
+
+/// A decimal integer as PostgreSQL prints one: an optional `-`, then
+/// digits (no `+`, no spaces), within an int8.
+fn integer(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    // Counted below zero, which reaches int8's minimum.
+    let mut below = 0i64;
+    for &byte in digits {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        below = below.checked_mul(10)?.checked_sub(i64::from(digit))?;
+    }
+    if negative { Some(below) } else { below.checked_neg() }
+}
+
+fn hex_digit(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// One half of an LSN: one to eight hex digits.
+fn hex_u32(text: &[u8]) -> Option<u32> {
+    if text.is_empty() || text.len() > 8 {
+        return None;
+    }
+    text.iter().try_fold(0u32, |n, &b| Some(n << 4 | u32::from(hex_digit(b)?)))
 }
 
 fn parse<T: std::str::FromStr>(text: &[u8]) -> Option<T> {
@@ -144,12 +186,7 @@ fn write_numeric(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
         Some(point) => (&unsigned[..point], &unsigned[point + 1..]),
         None => (unsigned, &[][..]),
     };
-    let digits_only = |part: &[u8]| part.iter().all(u8::is_ascii_digit);
-    if whole.is_empty()
-        || !digits_only(whole)
-        || !digits_only(fraction)
-        || (unsigned.len() > whole.len() && fraction.is_empty())
-    {
+    if whole.is_empty() || (unsigned.len() > whole.len() && fraction.is_empty()) {
         return None;
     }
     let dscale = i16::try_from(fraction.len()).ok().filter(|&scale| scale <= 0x3FFF)?;
@@ -157,34 +194,42 @@ fn write_numeric(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
     // zeros before the whole part, zeros after the fraction to fill its
     // last group. Written straight after the header (filled in last),
     // without leading or trailing zero groups.
-    let lead = (4 - whole.len() % 4) % 4;
-    let digit = |i: usize| {
-        let at = i.checked_sub(lead)?;
-        let byte = whole.get(at).or_else(|| fraction.get(at - whole.len()))?;
-        Some(i16::from(byte - b'0'))
-    };
     let header = out.len();
-    out.extend([0u8; 8]);
-    let (mut weight, mut groups) = (i16::try_from((whole.len() + lead) / 4).ok()? - 1, 0usize);
-    let padded = lead + whole.len() + fraction.len().div_ceil(4) * 4;
-    for start in (0..padded).step_by(4) {
-        let group = (start..start + 4).fold(0, |n, i| n * 10 + digit(i).unwrap_or(0));
+    out.extend_from_slice(&[0; 8]);
+    let lead = (4 - whole.len() % 4) % 4;
+    let mut weight = i16::try_from((whole.len() + lead) / 4).ok()? - 1;
+    let (mut groups, mut group, mut filled) = (0usize, 0i16, lead);
+    let mut emit = |group: i16, out: &mut Vec<u8>| {
         if groups == 0 && group == 0 {
             weight -= 1;
-            continue;
+        } else {
+            out.extend_from_slice(&group.to_be_bytes());
+            groups += 1;
         }
-        out.extend(group.to_be_bytes());
-        groups += 1;
+    };
+    for &byte in whole.iter().chain(fraction) {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        group = group * 10 + i16::from(digit);
+        filled += 1;
+        if filled == 4 {
+            emit(group, out);
+            (group, filled) = (0, 0);
+        }
+    }
+    if filled > 0 {
+        emit(group * [1, 1000, 100, 10][filled], out);
     }
     while groups > 0 && out.ends_with(&[0, 0]) {
         out.truncate(out.len() - 2);
         groups -= 1;
     }
     let (weight, sign) = if groups == 0 { (0, POSITIVE) } else { (weight, sign) };
-    let fields = [i16::try_from(groups).ok()?, weight, sign as i16, dscale];
-    for (at, field) in fields.iter().enumerate() {
-        out[header + 2 * at..header + 2 * at + 2].copy_from_slice(&field.to_be_bytes());
-    }
+    let [g0, g1] = i16::try_from(groups).ok()?.to_be_bytes();
+    let ([w0, w1], [s0, s1], [d0, d1]) = (weight.to_be_bytes(), sign.to_be_bytes(), dscale.to_be_bytes());
+    out[header..header + 8].copy_from_slice(&[g0, g1, w0, w1, s0, s1, d0, d1]);
     Some(())
 }
 
@@ -192,18 +237,35 @@ fn write_uuid(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
     if text.len() != 36 || [8, 13, 18, 23].iter().any(|&dash| text[dash] != b'-') {
         return None;
     }
-    let nibble = |byte: u8| char::from(byte).to_digit(16).and_then(|n| u8::try_from(n).ok());
     let mut hex = text.iter().copied().filter(|&b| b != b'-');
     for _ in 0..16 {
-        out.push(nibble(hex.next()?)? << 4 | nibble(hex.next()?)?);
+        out.push(hex_digit(hex.next()?)? << 4 | hex_digit(hex.next()?)?);
     }
     hex.next().is_none().then_some(())
 }
 
 /// A run of exactly `N` ASCII digits as a number.
 fn digits<const N: usize>(text: &[u8]) -> Option<i64> {
-    (text.len() == N && text.iter().all(u8::is_ascii_digit))
-        .then(|| text.iter().fold(0, |n, &d| n * 10 + i64::from(d - b'0')))
+    if text.len() != N {
+        return None;
+    }
+    let mut value = 0;
+    for &byte in text {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value * 10 + i64::from(digit);
+    }
+    Some(value)
+}
+
+/// One to six ASCII digits as a number.
+fn digits_scaled(text: &[u8]) -> Option<i64> {
+    text.iter().try_fold(0, |value, &byte| {
+        let digit = byte.wrapping_sub(b'0');
+        (digit <= 9).then(|| value * 10 + i64::from(digit))
+    })
 }
 
 /// `YYYY-MM-DD` (a year of four digits, of the common era) as days since
@@ -244,13 +306,8 @@ fn timestamp(text: &[u8]) -> Option<i64> {
     }
     let micros = match &text[19..] {
         [] => 0,
-        [b'.', fraction @ ..]
-            if (1..=6).contains(&fraction.len()) && fraction.iter().all(u8::is_ascii_digit) =>
-        {
-            fraction
-                .iter()
-                .chain(std::iter::repeat_n(&b'0', 6 - fraction.len()))
-                .fold(0, |n, &d| n * 10 + i64::from(d - b'0'))
+        [b'.', fraction @ ..] if (1..=6).contains(&fraction.len()) => {
+            digits_scaled(fraction)? * [0, 100_000, 10_000, 1_000, 100, 10, 1][fraction.len()]
         }
         _ => return None,
     };
@@ -310,6 +367,10 @@ mod tests {
     #[test]
     fn scalars_refuse_text_their_output_function_never_prints() {
         assert_eq!(binary(BinaryType::Int4, "+1"), None);
+        assert_eq!(binary(BinaryType::Int8, "-9223372036854775808"), Some(i64::MIN.to_be_bytes().to_vec()));
+        for text in ["9223372036854775808", "-", "", "1 ", "1.0", "0x1"] {
+            assert_eq!(binary(BinaryType::Int8, text), None, "{text:?}");
+        }
         assert_eq!(binary(BinaryType::Int2, "40000"), None);
         assert_eq!(binary(BinaryType::Bool, "true"), None);
         assert_eq!(binary(BinaryType::Uuid, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1"), None);

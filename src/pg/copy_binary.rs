@@ -13,6 +13,8 @@
 //! read past its end: counting stops at the first tuple that does not fit
 //! (the sink's COPY checks the data itself).
 
+use std::ops::Range;
+
 /// The signature a binary COPY begins with.
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
@@ -68,23 +70,37 @@ impl CopyWriter {
     }
 
     /// Starts a tuple of `fields` fields.
+    #[inline]
     pub fn tuple(&mut self, fields: i16) {
-        self.out.extend(fields.to_be_bytes());
+        self.out.extend_from_slice(&fields.to_be_bytes());
     }
 
+    #[inline]
     pub fn null(&mut self) {
-        self.out.extend((-1i32).to_be_bytes());
+        self.out.extend_from_slice(&(-1i32).to_be_bytes());
     }
 
-    /// A field whose bytes `write` appends; `None` when it does (the
-    /// writer is then of no further use).
-    pub fn field(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Option<()>) -> Option<()> {
+    /// A field whose bytes `write` appends, and where they are; `None`
+    /// when `write` is (the writer is then of no further use).
+    #[inline]
+    pub fn field(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Option<()>) -> Option<Range<usize>> {
         let start = self.out.len();
-        self.out.extend([0; 4]);
+        self.out.extend_from_slice(&[0; 4]);
         write(&mut self.out)?;
         let length = i32::try_from(self.out.len() - start - 4).ok()?;
         self.out[start..start + 4].copy_from_slice(&length.to_be_bytes());
-        Some(())
+        Some(start + 4..self.out.len())
+    }
+
+    /// A field with the bytes of an earlier one (`bytes`, as
+    /// [`CopyWriter::field`] gave them).
+    #[inline]
+    pub fn repeat(&mut self, bytes: Range<usize>) -> Option<Range<usize>> {
+        let length = i32::try_from(bytes.len()).ok()?;
+        self.out.extend_from_slice(&length.to_be_bytes());
+        let start = self.out.len();
+        self.out.extend_from_within(bytes);
+        Some(start..self.out.len())
     }
 
     /// The data, with its trailer.
@@ -143,14 +159,17 @@ mod tests {
         };
         writer.field(bytes(&[0, 0, 0, 1])).expect("written");
         writer.null();
-        writer.field(bytes(b"text")).expect("written");
+        let text = writer.field(bytes(b"text")).expect("written");
         writer.tuple(3);
         writer.field(bytes(&[0, 0, 0, 2])).expect("written");
         writer.field(|_| Some(())).expect("written");
         writer.null();
+        writer.tuple(1);
+        assert!(writer.repeat(text).is_some());
         let first = tuple(&[Some(b"\0\0\0\x01"), None, Some(b"text")]);
         let second = tuple(&[Some(b"\0\0\0\x02"), Some(b""), None]);
-        let whole = [header(), first, second, (-1i16).to_be_bytes().to_vec()].concat();
+        let third = tuple(&[Some(b"text")]);
+        let whole = [header(), first, second, third, (-1i16).to_be_bytes().to_vec()].concat();
         assert_eq!(writer.finish(), whole);
     }
 

@@ -24,6 +24,8 @@
 //!   no change can slip in between; if it fails, the COPY is rolled back
 //!   and the rows go as text.
 
+use std::ops::Range;
+
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
@@ -130,18 +132,36 @@ pub fn text_rows(batch: &TableBatch) -> Option<Vec<u8>> {
 fn binary_rows(batch: &TableBatch, types: &[BinaryType]) -> Option<Vec<u8>> {
     let fields = i16::try_from(types.len() + 1).ok()?;
     let mut copy = CopyWriter::with_capacity(batch.len() * 128);
+    // A large transaction repeats values (its `now()`, a status, its commit
+    // LSN): a value whose text is its column's in the row before is copied
+    // from that row's bytes, not converted again. Text converts by copying,
+    // so it is not remembered.
+    let mut previous: Vec<(&[u8], Range<usize>)> = vec![(&[], 0..0); types.len()];
+    let mut lsn: (&[u8], Range<usize>) = (&[], 0..0);
     for (record, values) in batch.inserts()? {
         if values.len() != types.len() {
             return None;
         }
         copy.tuple(fields);
-        for (field, ty) in values.zip(types) {
-            match unescape(record.field(field)) {
-                Some(text) => copy.field(|out| ty.write(&text, out))?,
-                None => copy.null(),
+        for ((field, ty), previous) in values.zip(types).zip(&mut previous) {
+            let text = record.field(field);
+            if text == b"\\N" {
+                copy.null();
+            } else if ty.is_text() {
+                // Only text can hold an escaped byte; in another type's
+                // text a backslash is an error, and the batch goes as text.
+                copy.field(|out| ty.write(&unescape(text)?, out))?;
+            } else if previous.0 == text {
+                previous.1 = copy.repeat(previous.1.clone())?;
+            } else {
+                *previous = (text, copy.field(|out| ty.write(text, out))?);
             }
         }
-        copy.field(|out| BinaryType::PgLsn.write(record.commit_lsn(), out))?;
+        let commit_lsn = record.commit_lsn();
+        lsn = match lsn.0 == commit_lsn {
+            true => (commit_lsn, copy.repeat(lsn.1)?),
+            false => (commit_lsn, copy.field(|out| BinaryType::PgLsn.write(commit_lsn, out))?),
+        };
     }
     Some(copy.finish())
 }
