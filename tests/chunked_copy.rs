@@ -341,3 +341,55 @@ fn a_table_without_a_key_is_copied_under_the_exported_snapshot_and_streams_into_
     );
     assert!(log.contains("snapshot public.accounts: copying in chunks"), "{log}");
 }
+
+#[test]
+fn chunks_go_in_binary_where_the_columns_allow_and_one_with_a_value_that_does_not_convert_is_staged() {
+    let cluster = common::pg15_with(&common::options());
+    let source = cluster.fresh_db("chunk_binary_src");
+    let sink = cluster.fresh_db("chunk_binary_sink");
+    let typed = "id bigint PRIMARY KEY, amount numeric(12,2), at timestamptz, note text, u uuid, day date, ratio float8";
+    let odd = "id int PRIMARY KEY, at timestamp";
+    cluster.psql(
+        &source,
+        &format!(
+            "CREATE TABLE typed ({typed}); CREATE TABLE odd ({odd}); \
+             INSERT INTO typed SELECT i, i * 1.255, '2026-01-01 00:00:00+00'::timestamptz + i * interval '1.5 second', \
+                    E'row\\t' || i, md5(i::text)::uuid, '2000-02-28'::date + i, i / 3.0 FROM generate_series(1, 2000) i; \
+             INSERT INTO typed VALUES (0, NULL, NULL, NULL, NULL, NULL, 'NaN'); \
+             INSERT INTO odd SELECT i, CASE WHEN i = 50 THEN 'infinity' ELSE '2026-01-01'::timestamp + i * interval '1 day' END \
+             FROM generate_series(1, 100) i;"
+        ),
+    );
+    // The destinations made beforehand, as walpipe makes them, with a
+    // trigger that tells which statement wrote each row.
+    cluster.psql(
+        &sink,
+        &format!(
+            "CREATE TABLE typed ({typed}, _walpipe_lsn pg_lsn); CREATE TABLE odd ({odd}, _walpipe_lsn pg_lsn); \
+             CREATE TABLE writes (tbl text, format text); \
+             CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               INSERT INTO writes VALUES (TG_TABLE_NAME, CASE WHEN current_query() LIKE 'COPY%(FORMAT binary)' THEN 'binary' \
+                                                          WHEN current_query() LIKE 'COPY%' THEN 'text' ELSE 'staged' END); \
+               RETURN NULL; END $$; \
+             CREATE TRIGGER log_write AFTER INSERT ON typed FOR EACH ROW EXECUTE FUNCTION log_write(); \
+             CREATE TRIGGER log_write AFTER INSERT ON odd FOR EACH ROW EXECUTE FUNCTION log_write();"
+        ),
+    );
+    let job = format!("chunk_binary_{}", std::process::id());
+    let child = run(cluster, &source, &sink, &job, false, &[]);
+    let columns = [("typed", "id, amount, at, note, u, day, ratio"), ("odd", "id, at")];
+    let converged = || {
+        columns.iter().all(|(table, columns)| {
+            let copied = fingerprint(cluster, &sink, table, columns, "id");
+            copied.is_some() && copied == fingerprint(cluster, &source, table, columns, "id")
+        })
+    };
+    wait_for(Duration::from_secs(120), "both tables copied", converged);
+    assert_eq!(
+        cluster.psql(&sink, "SELECT tbl, format, count(*) FROM writes GROUP BY 1, 2 ORDER BY 1, 2"),
+        "odd|staged|100\ntyped|binary|2001",
+        "{}",
+        run_log(&job)
+    );
+    assert!(stop_run(child).success(), "graceful stop; log:\n{}", run_log(&job));
+}

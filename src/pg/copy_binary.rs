@@ -55,7 +55,8 @@ fn skip_fields(mut tuple: &[u8], fields: i16) -> Option<&[u8]> {
 }
 
 /// A whole binary COPY's data, tuple by tuple: the header first, the
-/// trailer at [`CopyWriter::finish`].
+/// trailer at [`CopyWriter::finish`] (or [`CopyWriter::trailer`]).
+#[derive(Debug)]
 pub struct CopyWriter {
     out: Vec<u8>,
 }
@@ -103,9 +104,26 @@ impl CopyWriter {
         Some(start..self.out.len())
     }
 
+    /// Bytes written since the last piece taken (the first piece begins
+    /// with the header), for a COPY sent in pieces; ranges given before
+    /// this no longer apply.
+    pub fn take_piece(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Bytes written since the last piece taken.
+    pub fn piece_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Ends the data: nothing is written after it.
+    pub fn trailer(&mut self) {
+        self.out.extend_from_slice(&(-1i16).to_be_bytes());
+    }
+
     /// The data, with its trailer.
     pub fn finish(mut self) -> Vec<u8> {
-        self.out.extend((-1i16).to_be_bytes());
+        self.trailer();
         self.out
     }
 }

@@ -4,9 +4,12 @@
 //!
 //! ```text
 //!  first C record ──> SAVEPOINT ──> COPY destination (columns, _walpipe_lsn) FROM STDIN
-//!  each C record ──> its COPY text (sent every 256 KiB) + the line, kept
+//!      (binary where the destination's columns allow: `new_rows`)
+//!  each C record ──> its COPY data (sent every 256 KiB) + the line, kept
 //!  any other record, an apply, a commit ──> finish: RELEASE, or on a key that
-//!      exists (the stream wrote it first) ROLLBACK TO SAVEPOINT and hand the lines back
+//!      exists (the stream wrote it first), a value that did not convert to
+//!      binary, or a column whose type changed meanwhile, ROLLBACK TO
+//!      SAVEPOINT and hand the lines back
 //!  lines handed back ──> stage_upserts: one COPY into the staging table, for
 //!      the destination's guarded upsert
 //! ```
@@ -28,9 +31,24 @@ use tokio_postgres::{Client, CopyInSink, Statement};
 
 use super::SinkError;
 use super::copied::{CopiedRecord, CopiedRows};
+use super::schema::{BinaryNewRows, Destination};
 
-/// COPY text is sent in pieces of about this size.
+/// COPY data is sent in pieces of about this size.
 const SEND_BYTES: usize = 256 * 1024;
+
+/// What a copy needs of its destination: its `COPY` of new rows in text,
+/// and in binary where the destination's columns allow.
+#[derive(Clone)]
+pub struct CopyInto {
+    text: Statement,
+    binary: Option<BinaryNewRows>,
+}
+
+impl CopyInto {
+    pub fn of(destination: &Destination) -> CopyInto {
+        CopyInto { text: destination.copy_new_rows.clone(), binary: destination.binary_new_rows.clone() }
+    }
+}
 
 /// An open `COPY` of one table's copied rows.
 pub struct CopyIn {
@@ -38,6 +56,8 @@ pub struct CopyIn {
     pub table: Vec<u8>,
     sink: Pin<Box<CopyInSink<Bytes>>>,
     rows: CopiedRows,
+    /// For binary data: whether the destination's columns have its types still.
+    types_held: Option<Statement>,
     /// The server refused a piece: the rest is only kept, and `finish` tells why.
     refused: bool,
 }
@@ -46,27 +66,29 @@ pub struct CopyIn {
 pub enum Finished {
     /// Every row is in.
     Written,
-    /// A row's key exists already: nothing went in; here are the lines, in order.
-    KeyExists(Vec<Bytes>),
+    /// Nothing went in: a row's key exists already, or a value could not
+    /// go in binary (or its column changed type meanwhile). Here are the
+    /// lines, in order, to stage as guarded upserts.
+    Redo(Vec<Bytes>),
 }
 
 impl CopyIn {
-    /// Opens a copy into the destination (`copy_new_rows`: its `COPY ... FROM STDIN`).
-    pub async fn start(
-        client: &Client,
-        table: &[u8],
-        copy_new_rows: &Statement,
-    ) -> Result<CopyIn, SinkError> {
+    /// Opens a copy into the destination `into` describes.
+    pub async fn start(client: &Client, table: &[u8], into: CopyInto) -> Result<CopyIn, SinkError> {
         client.batch_execute("SAVEPOINT walpipe_copied_rows").await?;
-        let sink = Box::pin(client.copy_in::<_, Bytes>(copy_new_rows).await?);
-        Ok(CopyIn { table: table.to_vec(), sink, rows: CopiedRows::default(), refused: false })
+        let (statement, rows, types_held) = match into.binary {
+            Some(binary) => (binary.copy, CopiedRows::binary(binary.types), Some(binary.types_held)),
+            None => (into.text, CopiedRows::default(), None),
+        };
+        let sink = Box::pin(client.copy_in::<_, Bytes>(&statement).await?);
+        Ok(CopyIn { table: table.to_vec(), sink, rows, types_held, refused: false })
     }
 
     /// Adds a row; sends what has gathered once it is large enough.
     pub async fn push(&mut self, line: &Bytes, record: &CopiedRecord<'_>) {
         self.rows.push(line, record);
-        if self.rows.text_len() >= SEND_BYTES && !self.refused {
-            let piece = Bytes::from(self.rows.take_text());
+        if self.rows.data_len() >= SEND_BYTES && !self.refused && self.rows.converted() {
+            let piece = Bytes::from(self.rows.take_data());
             // The error comes back again, whole, from `finish`.
             self.refused = self.sink.send(piece).await.is_err();
         }
@@ -74,9 +96,16 @@ impl CopyIn {
 
     /// Ends the copy: released, or rolled back with its lines handed back.
     pub async fn finish(mut self, client: &Client) -> Result<Finished, SinkError> {
+        const UNDO: &str = "ROLLBACK TO SAVEPOINT walpipe_copied_rows";
+        if !self.rows.converted() {
+            // Dropped unfinished, the copy fails (CopyFail), and so the transaction.
+            drop(self.sink);
+            client.batch_execute(UNDO).await?;
+            return Ok(Finished::Redo(self.rows.take_lines()));
+        }
         let mut result = Ok(0);
         if !self.refused {
-            let rest = Bytes::from(self.rows.take_text());
+            let rest = Bytes::from(self.rows.take_rest());
             if !rest.is_empty() {
                 result = self.sink.send(rest).await.map(|()| 0);
             }
@@ -85,16 +114,29 @@ impl CopyIn {
             result = self.sink.as_mut().finish().await;
         }
         match result {
+            Ok(_) if !types_held(client, self.types_held.as_ref()).await? => {
+                client.batch_execute(UNDO).await?;
+                Ok(Finished::Redo(self.rows.take_lines()))
+            }
             Ok(_) => {
                 client.batch_execute("RELEASE SAVEPOINT walpipe_copied_rows").await?;
                 Ok(Finished::Written)
             }
             Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                client.batch_execute("ROLLBACK TO SAVEPOINT walpipe_copied_rows").await?;
-                Ok(Finished::KeyExists(self.rows.take_lines()))
+                client.batch_execute(UNDO).await?;
+                Ok(Finished::Redo(self.rows.take_lines()))
             }
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+/// After a binary `COPY`, under the lock it took: whether the destination's
+/// columns have the types of its data still (see `new_rows`).
+async fn types_held(client: &Client, check: Option<&Statement>) -> Result<bool, SinkError> {
+    match check {
+        Some(check) => Ok(client.query_one(check, &[]).await?.get(0)),
+        None => Ok(true),
     }
 }
 

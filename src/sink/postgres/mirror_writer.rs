@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 
 use super::batch::{Admit, Record, TableBatch};
 use super::copied::CopiedRecord;
-use super::copied_in::{CopyIn, Finished, stage_upserts};
+use super::copied_in::{CopyIn, CopyInto, Finished, stage_upserts};
 use super::few_rows;
 use super::follow::{Follower, Place};
 use super::isolation::{self, OnTableError};
@@ -182,10 +182,10 @@ impl MirrorWriter {
                     target.place.source
                 )));
             };
-            let statement = destination.copy_new_rows.clone();
+            let into = CopyInto::of(destination);
             self.apply(client).await?;
             self.savepoint(client).await?;
-            match CopyIn::start(client, record.table, &statement).await {
+            match CopyIn::start(client, record.table, into).await {
                 Ok(copy) => self.copying = Some(copy),
                 Err(error) => return self.settle(client, record.table, Err(error)).await,
             }
@@ -197,7 +197,7 @@ impl MirrorWriter {
     }
 
     /// Ends the open copy; if some of its rows exist already (the stream
-    /// wrote them first), they all go into the staging table with one
+    /// wrote them first), or they could not go in binary, they all go into the staging table with one
     /// `COPY` and in with the guarded upsert: a row with a newer position
     /// stays. The staging table is empty here: `apply_staged` empties it,
     /// and a copy is finished before anything is staged after it.
@@ -210,7 +210,7 @@ impl MirrorWriter {
 
     async fn finish_copy_of(&mut self, client: &Client, copy: CopyIn) -> Result<(), SinkError> {
         let table = copy.table.clone();
-        let Finished::KeyExists(lines) = copy.finish(client).await? else { return Ok(()) };
+        let Finished::Redo(lines) = copy.finish(client).await? else { return Ok(()) };
         let destination = self
             .targets
             .get_mut(&table)

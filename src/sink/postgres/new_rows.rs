@@ -145,16 +145,10 @@ fn binary_rows(batch: &TableBatch, types: &[BinaryType]) -> Option<Vec<u8>> {
         copy.tuple(fields);
         for ((field, ty), previous) in values.zip(types).zip(&mut previous) {
             let text = record.field(field);
-            if text == b"\\N" {
-                copy.null();
-            } else if ty.is_text() {
-                // Only text can hold an escaped byte; in another type's
-                // text a backslash is an error, and the batch goes as text.
-                copy.field(|out| ty.write(&unescape(text)?, out))?;
-            } else if previous.0 == text {
+            if !ty.is_text() && text != b"\\N" && previous.0 == text {
                 previous.1 = copy.repeat(previous.1.clone())?;
-            } else {
-                *previous = (text, copy.field(|out| ty.write(text, out))?);
+            } else if let Some(bytes) = write_value(&mut copy, *ty, text)? {
+                *previous = (text, bytes);
             }
         }
         let commit_lsn = record.commit_lsn();
@@ -164,4 +158,20 @@ fn binary_rows(batch: &TableBatch, types: &[BinaryType]) -> Option<Vec<u8>> {
         };
     }
     Some(copy.finish())
+}
+
+/// One value, given as COPY text, in binary: its bytes, `None` for a NULL;
+/// `None` outside when it does not convert.
+pub fn write_value(copy: &mut CopyWriter, ty: BinaryType, text: &[u8]) -> Option<Option<Range<usize>>> {
+    if text == b"\\N" {
+        copy.null();
+        return Some(None);
+    }
+    // Only text can hold an escaped byte; in another type's text a
+    // backslash is an error, and the rows go as text.
+    let bytes = match ty.is_text() {
+        true => copy.field(|out| ty.write(&unescape(text)?, out))?,
+        false => copy.field(|out| ty.write(text, out))?,
+    };
+    Some(Some(bytes))
 }
