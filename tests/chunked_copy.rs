@@ -365,16 +365,10 @@ fn chunks_go_in_binary_where_the_columns_allow_and_one_with_a_value_that_does_no
     cluster.psql(
         &sink,
         &format!(
-            "CREATE TABLE typed ({typed}, _walpipe_lsn pg_lsn); CREATE TABLE odd ({odd}, _walpipe_lsn pg_lsn); \
-             CREATE TABLE writes (tbl text, format text); \
-             CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-               INSERT INTO writes VALUES (TG_TABLE_NAME, CASE WHEN current_query() LIKE 'COPY%(FORMAT binary)' THEN 'binary' \
-                                                          WHEN current_query() LIKE 'COPY%' THEN 'text' ELSE 'staged' END); \
-               RETURN NULL; END $$; \
-             CREATE TRIGGER log_write AFTER INSERT ON typed FOR EACH ROW EXECUTE FUNCTION log_write(); \
-             CREATE TRIGGER log_write AFTER INSERT ON odd FOR EACH ROW EXECUTE FUNCTION log_write();"
+            "CREATE TABLE typed ({typed}, _walpipe_lsn pg_lsn); CREATE TABLE odd ({odd}, _walpipe_lsn pg_lsn)"
         ),
     );
+    common::log_writes(cluster, &sink, &["typed", "odd"]);
     let job = format!("chunk_binary_{}", std::process::id());
     let child = run(cluster, &source, &sink, &job, false, &[]);
     let columns = [("typed", "id, amount, at, note, u, day, ratio"), ("odd", "id, at")];
@@ -386,7 +380,7 @@ fn chunks_go_in_binary_where_the_columns_allow_and_one_with_a_value_that_does_no
     };
     wait_for(Duration::from_secs(120), "both tables copied", converged);
     assert_eq!(
-        cluster.psql(&sink, "SELECT tbl, format, count(*) FROM writes GROUP BY 1, 2 ORDER BY 1, 2"),
+        common::writes_by_format(cluster, &sink),
         "odd|staged|100\ntyped|binary|2001",
         "{}",
         run_log(&job)

@@ -623,17 +623,7 @@ fn new_rows_go_in_binary_where_every_column_keeps_a_built_in_type_and_read_back_
     wait_for(Duration::from_secs(60), "the destinations", || {
         fingerprint(cluster, &sink, "spans", "id", "id").is_some()
     });
-    cluster.psql(
-        &sink,
-        "CREATE TABLE writes (tbl text, id bigint, format text); \
-         CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-           INSERT INTO writes VALUES (TG_TABLE_NAME, NEW.id, CASE WHEN current_query() LIKE 'COPY%(FORMAT binary)' \
-                                      THEN 'binary' WHEN current_query() LIKE 'COPY%' THEN 'text' ELSE 'other' END); \
-           RETURN NULL; END $$; \
-         CREATE TRIGGER log_write AFTER INSERT ON typed FOR EACH ROW EXECUTE FUNCTION log_write(); \
-         CREATE TRIGGER log_write AFTER INSERT ON spans FOR EACH ROW EXECUTE FUNCTION log_write(); \
-         CREATE TRIGGER log_write AFTER INSERT ON widened FOR EACH ROW EXECUTE FUNCTION log_write();",
-    );
+    common::log_writes(cluster, &sink, &["typed", "spans", "widened"]);
     let rows = |range: &str, at: &str| {
         format!(
             "INSERT INTO typed SELECT i, (i % 100)::int2 * -1, i * 1000, i / 7.0, i / 3.0, i * 1.255, i / 9.0, \
@@ -664,7 +654,7 @@ fn new_rows_go_in_binary_where_every_column_keeps_a_built_in_type_and_read_back_
     let landed = || cluster.try_psql(&sink, "SELECT count(*) FROM writes").is_some_and(|n| n == "50");
     wait_for(Duration::from_secs(60), "fifty rows", landed);
     assert_eq!(
-        cluster.psql(&sink, "SELECT tbl, format, count(*) FROM writes GROUP BY 1, 2 ORDER BY 1, 2"),
+        common::writes_by_format(cluster, &sink),
         "spans|text|10\ntyped|binary|20\ntyped|text|10\nwidened|binary|10",
         "{}",
         run_log(&job)

@@ -721,6 +721,35 @@ pub fn run_log(job: &str) -> String {
     std::fs::read_to_string(std::env::temp_dir().join(format!("walpipe-run-{job}.log"))).unwrap_or_default()
 }
 
+/// Makes `db` record, in its table `writes`, which statement wrote each
+/// row of `tables` (each with an `id`): `binary` or `text` for a `COPY` in
+/// that format, `staged` for any other.
+pub fn log_writes(cluster: &Cluster, db: &str, tables: &[&str]) {
+    let triggers: String = tables
+        .iter()
+        .map(|t| {
+            format!(
+                "CREATE TRIGGER log_write AFTER INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION log_write(); "
+            )
+        })
+        .collect();
+    cluster.psql(
+        db,
+        &format!(
+            "CREATE TABLE writes (tbl text, id bigint, format text); \
+             CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               INSERT INTO writes VALUES (TG_TABLE_NAME, NEW.id, CASE WHEN current_query() LIKE 'COPY%(FORMAT binary)' \
+                                          THEN 'binary' WHEN current_query() LIKE 'COPY%' THEN 'text' ELSE 'staged' END); \
+               RETURN NULL; END $$; {triggers}"
+        ),
+    );
+}
+
+/// What [`log_writes`] recorded: `table|format|rows` lines.
+pub fn writes_by_format(cluster: &Cluster, db: &str) -> String {
+    cluster.psql(db, "SELECT tbl, format, count(*) FROM writes GROUP BY 1, 2 ORDER BY 1, 2")
+}
+
 /// A row-by-row fingerprint of `table`'s `columns`, ordered by `key`
 /// (`None` while the table does not exist).
 pub fn fingerprint(cluster: &Cluster, db: &str, table: &str, columns: &str, key: &str) -> Option<String> {
