@@ -387,3 +387,45 @@ fn chunks_go_in_binary_where_the_columns_allow_and_one_with_a_value_that_does_no
     );
     assert!(stop_run(child).success(), "graceful stop; log:\n{}", run_log(&job));
 }
+
+#[test]
+fn a_destination_column_changed_by_hand_during_a_chunked_copy_takes_no_wrong_bytes() {
+    // Chunks start at 1,000 rows and grow 4x at most, to about 200,000
+    // here (4 MiB): once the first is in, several seconds of chunks remain.
+    const ROWS: u32 = 1_000_000;
+    let cluster = common::pg15_with(&common::options());
+    let (source, sink) = setup(cluster, "chunk_retyped", ROWS);
+    let job = format!("chunk_retyped_{}", std::process::id());
+    let child = run(cluster, &source, &sink, &job, false, &[]);
+    wait_for(Duration::from_secs(120), "a chunk recorded", || {
+        recorded(cluster, &sink, &job).contains("\"after\": [")
+    });
+    // An int4 read as a real is a wrong value, not an error. The ALTER
+    // holds the table until its COMMIT, so the next chunk's COPY starts
+    // after it, with the binary statement prepared for an int4; if the
+    // copy ended first (not seen so far), there is nothing to check.
+    let altered = cluster.psql(
+        &sink,
+        &format!(
+            "BEGIN; ALTER TABLE accounts ALTER COLUMN balance TYPE real; \
+             SELECT copy_progress::text NOT LIKE '%\"done\": true%' FROM walpipe.checkpoints WHERE job_name = '{job}'; COMMIT"
+        ),
+    );
+    assert_eq!(altered, "t", "the copy ended before the ALTER; log:\n{}", run_log(&job));
+    wait_for(Duration::from_secs(180), "the copy", || {
+        recorded(cluster, &sink, &job).contains("\"done\": true")
+    });
+    // A real prints 1000000 as 1e+06: compared as the source's int.
+    let columns = "region, id, balance::int AS balance, note";
+    wait_for(Duration::from_secs(180), "the sink to equal the source", || {
+        let copied = fingerprint(cluster, &sink, "accounts", columns, KEY);
+        copied.is_some() && copied == fingerprint(cluster, &source, "accounts", columns, KEY)
+    });
+    assert!(stop_run(child).success(), "graceful stop; log:\n{}", run_log(&job));
+    assert!(
+        run_log(&job)
+            .contains("the columns of \"public\".\"accounts\" changed type while walpipe wrote to it"),
+        "{}",
+        run_log(&job)
+    );
+}

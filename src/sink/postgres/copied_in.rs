@@ -67,9 +67,12 @@ pub enum Finished {
     /// Every row is in.
     Written,
     /// Nothing went in: a row's key exists already, or a value could not
-    /// go in binary (or its column changed type meanwhile). Here are the
-    /// lines, in order, to stage as guarded upserts.
+    /// go in binary. Here are the lines, in order, to stage as guarded upserts.
     Redo(Vec<Bytes>),
+    /// Nothing went in: the destination's columns changed type since its
+    /// statements were prepared (by hand), so its binary data was wrong.
+    /// The lines, to stage as guarded upserts.
+    TypesChanged(Vec<Bytes>),
 }
 
 impl CopyIn {
@@ -116,7 +119,7 @@ impl CopyIn {
         match result {
             Ok(_) if !types_held(client, self.types_held.as_ref()).await? => {
                 client.batch_execute(UNDO).await?;
-                Ok(Finished::Redo(self.rows.take_lines()))
+                Ok(Finished::TypesChanged(self.rows.take_lines()))
             }
             Ok(_) => {
                 client.batch_execute("RELEASE SAVEPOINT walpipe_copied_rows").await?;

@@ -210,12 +210,19 @@ impl MirrorWriter {
 
     async fn finish_copy_of(&mut self, client: &Client, copy: CopyIn) -> Result<(), SinkError> {
         let table = copy.table.clone();
-        let Finished::Redo(lines) = copy.finish(client).await? else { return Ok(()) };
+        let (lines, types_changed) = match copy.finish(client).await? {
+            Finished::Written => return Ok(()),
+            Finished::Redo(lines) => (lines, false),
+            Finished::TypesChanged(lines) => (lines, true),
+        };
         let destination = self
             .targets
             .get_mut(&table)
             .and_then(|target| target.destination.as_mut())
             .ok_or_else(|| SinkError::Record("a copy without its table's shape".into()))?;
+        if types_changed {
+            new_rows::binary_off(destination);
+        }
         let staging = destination.staging(client).await?;
         stage_upserts(client, &staging.copy_upserts, &lines).await?;
         client.execute(&staging.upserts, &[]).await?;

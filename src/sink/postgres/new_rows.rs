@@ -79,10 +79,7 @@ pub async fn copy(
         match copied {
             Ok(()) if !held? => {
                 client.batch_execute(undo).await?;
-                tracing::warn!(destination = %destination.quoted,
-                    "the columns of {} changed type while walpipe wrote to it: its new rows go as text until the next restart",
-                    destination.quoted);
-                destination.binary_new_rows = None;
+                binary_off(destination);
             }
             Ok(()) => {
                 if rollback.is_none() {
@@ -101,6 +98,16 @@ pub async fn copy(
             }
         }
     }
+}
+
+/// After a binary `COPY` found the destination's columns of other types:
+/// its rows go as text from now on (the statements are prepared again at
+/// the next restart, with the types then).
+pub fn binary_off(destination: &mut Destination) {
+    tracing::warn!(destination = %destination.quoted,
+        "the columns of {} changed type while walpipe wrote to it: its new rows go as text until the next restart",
+        destination.quoted);
+    destination.binary_new_rows = None;
 }
 
 /// The `COPY` statement and the data for the new rows of `batch` (and
