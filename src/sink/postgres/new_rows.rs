@@ -4,8 +4,9 @@
 //!
 //! Why binary: the sink backend then reads each value with its type's
 //! receive function instead of parsing its text; for the rows of the
-//! mixed backlog (int8, int4, text, numeric, timestamptz) that halves its
-//! CPU per row (BENCHMARKS.md, "new rows in binary").
+//! mixed backlog (int8, int4, text, numeric, timestamptz) that cut the
+//! sink backends' CPU by about a quarter (BENCHMARKS.md, "New rows go in
+//! binary").
 //!
 //! Invariants:
 //! - Binary only when [`Destination::binary_new_rows`] is set: every
