@@ -31,6 +31,7 @@ use tokio_postgres::{Client, CopyInSink, Statement};
 
 use super::SinkError;
 use super::copied::{CopiedRecord, CopiedRows};
+use super::new_rows::types_held;
 use super::schema::{BinaryNewRows, Destination};
 
 /// COPY data is sent in pieces of about this size.
@@ -131,15 +132,6 @@ impl CopyIn {
             }
             Err(error) => Err(error.into()),
         }
-    }
-}
-
-/// After a binary `COPY`, under the lock it took: whether the destination's
-/// columns have the types of its data still (see `new_rows`).
-async fn types_held(client: &Client, check: Option<&Statement>) -> Result<bool, SinkError> {
-    match check {
-        Some(check) => Ok(client.query_one(check, &[]).await?.get(0)),
-        None => Ok(true),
     }
 }
 

@@ -69,12 +69,8 @@ pub async fn copy(
                 None => client.batch_execute("SAVEPOINT walpipe_new_rows").await,
             }
         };
-        let held = async {
-            match &destination.binary_new_rows {
-                Some(check) if binary => client.query_one(&check.types_held, &[]).await.map(|row| row.get(0)),
-                _ => Ok(true),
-            }
-        };
+        let check = destination.binary_new_rows.as_ref().filter(|_| binary).map(|b| &b.types_held);
+        let held = types_held(client, check);
         let (savepoint, copied, held) = tokio::join!(savepoint, copy_rows(client, &statement, rows), held);
         savepoint?;
         match copied {
@@ -98,6 +94,16 @@ pub async fn copy(
                 return Err(SinkError::Write { statement, error });
             }
         }
+    }
+}
+
+/// After a binary `COPY`, under the lock it took: whether the destination's
+/// columns have the types of its data still (`check`: its `types_held`;
+/// none for text data).
+pub async fn types_held(client: &Client, check: Option<&Statement>) -> Result<bool, tokio_postgres::Error> {
+    match check {
+        Some(check) => Ok(client.query_one(check, &[]).await?.get(0)),
+        None => Ok(true),
     }
 }
 

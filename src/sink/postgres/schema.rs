@@ -299,9 +299,8 @@ pub async fn prepare(
         tokio::join!(client.prepare(&copy_new_rows), client.prepare(&upsert_row), prepare_binary);
     let upsert_row = upsert_row?;
     // The upsert's parameters are typed by the destination's columns.
-    let destination_types: Vec<u32> = upsert_row.params().iter().map(|ty| ty.oid()).collect();
-    let same_types =
-        source.columns.iter().map(|c| c.type_oid).eq(destination_types.iter().copied().take(names.len()));
+    let destination_types = upsert_row.params().iter().map(|ty| ty.oid()).take(names.len());
+    let same_types = source.columns.iter().map(|c| c.type_oid).eq(destination_types);
     let binary_new_rows = match (copy_binary?, types) {
         (Some((copy, types_held)), Some(types)) if same_types => {
             Some(BinaryNewRows { copy, types, types_held })
