@@ -620,8 +620,17 @@ fn new_rows_go_in_binary_where_every_column_keeps_a_built_in_type_and_read_back_
     cluster.psql(&sink, "CREATE TABLE widened (id int PRIMARY KEY, n bigint, _walpipe_lsn pg_lsn)");
     let job = format!("binary_rows_{}", std::process::id());
     let child = start_run(cluster, &source, &sink, &job, &[]);
+    // The initial copy reads the tables as they are when it reaches them:
+    // every one is read (empty) before a row is written, so each row
+    // below comes by the stream.
+    wait_for(Duration::from_secs(60), "the initial copy of the three tables", || {
+        let log = run_log(&job);
+        ["typed", "spans", "widened"].iter().all(|t| {
+            log.contains(&format!("snapshot public.{t}: its last chunk took its place in the stream"))
+        })
+    });
     wait_for(Duration::from_secs(60), "the destinations", || {
-        fingerprint(cluster, &sink, "spans", "id", "id").is_some()
+        ["typed", "spans", "widened"].iter().all(|t| fingerprint(cluster, &sink, t, "id", "id").is_some())
     });
     common::log_writes(cluster, &sink, &["typed", "spans", "widened"]);
     let rows = |range: &str, at: &str| {
