@@ -173,9 +173,7 @@ impl Encoding for MirrorRecords {
             return Err(ShapeError { table: table.qualified_name(), got, expected: table.columns.len() });
         }
         out.extend_from_slice(b"C\t");
-        escape(out, table.schema.as_bytes());
-        out.push(b'.');
-        escape(out, table.name.as_bytes());
+        escape_table(out, table);
         out.extend_from_slice(b"\t-\t\t");
         out.extend_from_slice(row);
         out.push(b'\n');
@@ -183,12 +181,10 @@ impl Encoding for MirrorRecords {
     }
 }
 
-/// The table as `schema.name`, escaped (a dot needs no escape, so this is
-/// `escape` of the qualified name, without building it per row).
+/// The table as `schema.name`, escaped: [`Table`] keeps it, so no row
+/// escapes it again.
 fn escape_table(out: &mut Vec<u8>, table: &Table) {
-    escape(out, table.schema.as_bytes());
-    out.push(b'.');
-    escape(out, table.name.as_bytes());
+    out.extend_from_slice(&table.qualified_copy);
 }
 
 /// False when `value` has no byte that COPY text escapes, checked eight
@@ -196,29 +192,61 @@ fn escape_table(out: &mut Vec<u8>, table: &Table) {
 /// test cost more than the rest of a row's encoding). True also for the
 /// other control bytes below 14, which the exact loop then passes through.
 fn may_need_escaping(value: &[u8]) -> bool {
+    let len = value.len();
+    if len < 8 {
+        return word_may_need_escaping(short_word(value));
+    }
+    let mut words = value.chunks_exact(8);
+    if words.by_ref().any(|word| word_may_need_escaping(word_at(word, 0))) {
+        return true;
+    }
+    // The last eight bytes again cover the ones left over, without a
+    // loop over them.
+    !words.remainder().is_empty() && word_may_need_escaping(word_at(value, len - 8))
+}
+
+/// The eight bytes of `bytes` from `at`, as one word.
+fn word_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default())
+}
+
+/// The bytes of a value shorter than eight in one word, for a test of
+/// whether any of them is special: a byte may appear twice, and the rest
+/// are spaces, which are not.
+fn short_word(value: &[u8]) -> u64 {
+    let len = value.len();
+    let half = |at: usize| u32::from_le_bytes(value[at..at + 4].try_into().unwrap_or_default());
+    match len {
+        0 => u64::from_le_bytes([b' '; 8]),
+        1..=3 => u64::from_le_bytes([value[0], value[len / 2], value[len - 1], b' ', b' ', b' ', b' ', b' ']),
+        _ => u64::from(half(0)) | u64::from(half(len - 4)) << 32,
+    }
+}
+
+/// Whether a byte of `word` is below 14 (tab, newline and carriage return
+/// are 9, 10, 13) or is a backslash: the high bit of such a byte's lane is
+/// set in the masks below.
+fn word_may_need_escaping(word: u64) -> bool {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH_BITS: u64 = ONES << 7;
-    let mut words = value.chunks_exact(8);
-    for word in words.by_ref() {
-        let x = u64::from_le_bytes(word.try_into().unwrap_or_default());
-        // A byte's high bit is set where it is below 14 (tab, newline and
-        // carriage return are 9, 10, 13), and where it equals a backslash.
-        let control = x.wrapping_sub(14 * ONES) & !x & HIGH_BITS;
-        let backslashes = x ^ (u64::from(b'\\') * ONES);
-        let backslash = backslashes.wrapping_sub(ONES) & !backslashes & HIGH_BITS;
-        if control | backslash != 0 {
-            return true;
-        }
-    }
-    words.remainder().iter().any(|&byte| byte < 14 || byte == b'\\')
+    let control = word.wrapping_sub(14 * ONES) & !word & HIGH_BITS;
+    let backslashes = word ^ (u64::from(b'\\') * ONES);
+    let backslash = backslashes.wrapping_sub(ONES) & !backslashes & HIGH_BITS;
+    control | backslash != 0
 }
 
 /// COPY text escaping: backslash, newline, carriage return and tab.
+#[inline]
 pub fn escape(out: &mut Vec<u8>, value: &[u8]) {
-    if !may_need_escaping(value) {
+    if may_need_escaping(value) {
+        escape_bytes(out, value);
+    } else {
         out.extend_from_slice(value);
-        return;
     }
+}
+
+/// [`escape`] of a value that may have a byte to escape.
+fn escape_bytes(out: &mut Vec<u8>, value: &[u8]) {
     let mut start = 0;
     for (i, &byte) in value.iter().enumerate() {
         let escaped: &[u8] = match byte {
@@ -236,6 +264,7 @@ pub fn escape(out: &mut Vec<u8>, value: &[u8]) {
 }
 
 /// The inverse of [`escape`] for one COPY text field; `None` for `\N` (NULL).
+#[inline]
 pub fn unescape(field: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     if field == b"\\N" {
         return None;
@@ -244,6 +273,11 @@ pub fn unescape(field: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     if !may_need_escaping(field) {
         return Some(std::borrow::Cow::Borrowed(field));
     }
+    Some(std::borrow::Cow::Owned(unescape_bytes(field)))
+}
+
+/// [`unescape`] of a field that has a backslash.
+fn unescape_bytes(field: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(field.len());
     let mut bytes = field.iter();
     while let Some(&byte) = bytes.next() {
@@ -262,7 +296,7 @@ pub fn unescape(field: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
             None => b'\\',
         });
     }
-    Some(std::borrow::Cow::Owned(out))
+    out
 }
 
 #[cfg(test)]
@@ -302,7 +336,7 @@ mod tests {
     #[test]
     fn only_values_with_special_bytes_take_the_slow_path() {
         for special in [b'\\', b'\n', b'\r', b'\t'] {
-            for len in [1, 7, 8, 9, 16, 23] {
+            for len in 1..=24 {
                 for at in 0..len {
                     let mut value = vec![b'a'; len];
                     value[at] = special;

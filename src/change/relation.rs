@@ -17,6 +17,8 @@ pub struct Table {
     pub columns: Vec<TableColumn>,
     /// `"schema.name"`, already a JSON string.
     pub(super) qualified_json: Vec<u8>,
+    /// `schema.name`, already COPY text (mirror records name tables so).
+    pub(super) qualified_copy: Vec<u8>,
     /// The name this table had when the source last described it, when
     /// that differs: the table was renamed.
     pub renamed_from: Option<String>,
@@ -66,12 +68,16 @@ impl Table {
     pub fn new(id: u32, schema: &str, name: &str, columns: Vec<TableColumn>) -> Table {
         let mut qualified_json = Vec::new();
         write_str(&mut qualified_json, &format!("{schema}.{name}"));
+        // A dot needs no escape, so this is the escaped qualified name.
+        let mut qualified_copy = Vec::new();
+        super::mirror_records::escape(&mut qualified_copy, format!("{schema}.{name}").as_bytes());
         Table {
             id,
             schema: schema.to_string(),
             name: name.to_string(),
             columns,
             qualified_json,
+            qualified_copy,
             renamed_from: None,
         }
     }
