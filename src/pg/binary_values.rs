@@ -125,6 +125,18 @@ fn integer(text: &[u8]) -> Option<i64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
+    // Up to 18 digits cannot overflow: no check per digit.
+    if digits.len() <= 18 {
+        let mut value = 0i64;
+        for &byte in digits {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            value = value * 10 + i64::from(digit);
+        }
+        return Some(if negative { -value } else { value });
+    }
     // Counted below zero, which reaches int8's minimum.
     let mut below = 0i64;
     for &byte in digits {
@@ -371,6 +383,13 @@ mod tests {
     fn scalars_refuse_text_their_output_function_never_prints() {
         assert_eq!(binary(BinaryType::Int4, "+1"), None);
         assert_eq!(binary(BinaryType::Int8, "-9223372036854775808"), Some(i64::MIN.to_be_bytes().to_vec()));
+        // Either side of the unchecked loop's reach (18 digits).
+        let int8 = |n: i64| Some(n.to_be_bytes().to_vec());
+        for n in [999_999_999_999_999_999, -999_999_999_999_999_999, 1_000_000_000_000_000_000, i64::MAX, 0] {
+            assert_eq!(binary(BinaryType::Int8, &n.to_string()), int8(n), "{n}");
+        }
+        assert_eq!(binary(BinaryType::Int8, "-0"), int8(0));
+        assert_eq!(binary(BinaryType::Int8, "12a"), None);
         for text in ["9223372036854775808", "-", "", "1 ", "1.0", "0x1"] {
             assert_eq!(binary(BinaryType::Int8, text), None, "{text:?}");
         }

@@ -93,6 +93,18 @@ impl CopyWriter {
         Some(start + 4..self.out.len())
     }
 
+    /// A field of the bytes `value`, whose length is known before they are
+    /// written (no length to fill in after).
+    #[inline]
+    pub fn bytes(&mut self, value: &[u8]) -> Option<Range<usize>> {
+        let length = i32::try_from(value.len()).ok()?;
+        self.out.reserve(4 + value.len());
+        self.out.extend_from_slice(&length.to_be_bytes());
+        let start = self.out.len();
+        self.out.extend_from_slice(value);
+        Some(start..self.out.len())
+    }
+
     /// A field with the bytes of an earlier one (`bytes`, as
     /// [`CopyWriter::field`] gave them).
     #[inline]

@@ -176,6 +176,7 @@ fn binary_rows(batch: &TableBatch, types: &[BinaryType]) -> Option<Vec<u8>> {
 
 /// One value, given as COPY text, in binary: its bytes, `None` for a NULL;
 /// `None` outside when it does not convert.
+#[inline]
 pub fn write_value(copy: &mut CopyWriter, ty: BinaryType, text: &[u8]) -> Option<Option<Range<usize>>> {
     if text == b"\\N" {
         copy.null();
@@ -183,9 +184,11 @@ pub fn write_value(copy: &mut CopyWriter, ty: BinaryType, text: &[u8]) -> Option
     }
     // Only text can hold an escaped byte; in another type's text a
     // backslash is an error, and the rows go as text.
-    let bytes = match ty.is_text() {
-        true => copy.field(|out| ty.write(&unescape(text)?, out))?,
-        false => copy.field(|out| ty.write(text, out))?,
+    let bytes = match ty {
+        // Its binary form is its text: the length is known up front.
+        BinaryType::Text => copy.bytes(&unescape(text)?)?,
+        BinaryType::Jsonb => copy.field(|out| ty.write(&unescape(text)?, out))?,
+        _ => copy.field(|out| ty.write(text, out))?,
     };
     Some(Some(bytes))
 }
