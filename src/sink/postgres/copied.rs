@@ -39,13 +39,14 @@ pub struct CopiedRecord<'a> {
 }
 
 impl CopiedRecord<'_> {
+    /// `None` for a record of another kind: every record of a stream is
+    /// asked first, so one that is not a `C` is told after its op.
     pub fn parse(line: &[u8]) -> Option<CopiedRecord<'_>> {
-        let mut parts = line.splitn(6, |b| *b == b'\t');
-        let commit_lsn = parts.next()?;
-        (parts.next()? == b"C").then_some(())?;
-        let table = parts.next()?;
-        (parts.next()? == b"-" && parts.next()?.is_empty()).then_some(())?;
-        Some(CopiedRecord { commit_lsn, table, values: parts.next()? })
+        let lsn_end = line.iter().position(|&b| b == b'\t')?;
+        let rest = line[lsn_end + 1..].strip_prefix(b"C\t")?;
+        let table_end = rest.iter().position(|&b| b == b'\t')?;
+        let values = rest[table_end + 1..].strip_prefix(b"-\t\t")?;
+        Some(CopiedRecord { commit_lsn: &line[..lsn_end], table: &rest[..table_end], values })
     }
 }
 
@@ -151,5 +152,9 @@ mod tests {
         assert_eq!(rows.take_lines(), [line.clone(), line], "every line, for a fallback");
         assert!(CopiedRecord::parse(b"0/90\tI\tpublic.t\t-\t\t7").is_none());
         assert!(CopiedRecord::parse(b"0/90\tC\tpublic.t").is_none());
+        assert!(CopiedRecord::parse(b"0/90\tC\tpublic.t\t-\t").is_none(), "no values field");
+        assert!(CopiedRecord::parse(b"0/90\tCC\tpublic.t\t-\t\t7").is_none());
+        let unpositioned = CopiedRecord::parse(b"\\N\tC\tpublic.t\t-\t\t7\t8").expect("a C record");
+        assert_eq!((unpositioned.commit_lsn, unpositioned.values), (&b"\\N"[..], &b"7\t8"[..]));
     }
 }

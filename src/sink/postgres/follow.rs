@@ -26,8 +26,8 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 
 use super::SinkError;
-use super::batch::Record;
 use super::evolve::{self, DestinationColumn, DropPolicy, Existing, ShapeColumn, SourceAttribute, Step};
+use super::record::Record;
 use super::schema::{self, Destination};
 use crate::change::mirror_records::unescape;
 use crate::change::value::{Scalar, ValueKind};

@@ -7,13 +7,14 @@ use bytes::Bytes;
 use foldhash::HashMap as FastMap;
 use tokio_postgres::Client;
 
-use super::batch::{Admit, Record, TableBatch};
+use super::batch::{Admit, TableBatch};
 use super::copied::CopiedRecord;
 use super::copied_in::{CopyIn, CopyInto, Finished, stage_upserts};
 use super::few_rows;
 use super::follow::{Follower, Place};
 use super::isolation::{self, OnTableError};
 use super::new_rows::{self, Copied};
+use super::record::Record;
 use super::schema::Destination;
 use super::{SinkError, Writer};
 use crate::names::TableName;

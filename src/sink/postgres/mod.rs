@@ -29,6 +29,7 @@ pub mod follow;
 pub mod isolation;
 pub mod mirror_writer;
 mod new_rows;
+pub mod record;
 pub mod schema;
 mod uncommitted;
 

@@ -34,8 +34,8 @@ use tokio_postgres::Client;
 use super::{MirrorWriter, Target};
 use crate::names::{TableName, quote_ident};
 use crate::sink::postgres::SinkError;
-use crate::sink::postgres::batch::Record;
 use crate::sink::postgres::evolve::DropPolicy;
+use crate::sink::postgres::record::Record;
 
 /// Source relation ids by source table (`schema.name`), as recorded.
 pub type Identities = HashMap<String, u32>;

@@ -8,8 +8,8 @@ use tokio_postgres::Client;
 use super::MirrorWriter;
 use crate::checkpoint::marks as recopy_marks;
 use crate::sink::postgres::SinkError;
-use crate::sink::postgres::batch::Record;
 use crate::sink::postgres::isolation::{self, OnTableError, Rebuild};
+use crate::sink::postgres::record::Record;
 
 impl MirrorWriter {
     /// Opens the savepoint a table's work runs under (when tables are isolated).
