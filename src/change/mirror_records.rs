@@ -192,17 +192,28 @@ fn escape_table(out: &mut Vec<u8>, table: &Table) {
 /// test cost more than the rest of a row's encoding). True also for the
 /// other control bytes below 14, which the exact loop then passes through.
 fn may_need_escaping(value: &[u8]) -> bool {
+    any_word(value, word_may_need_escaping)
+}
+
+/// Whether `value` has a backslash, tested as [`may_need_escaping`] tests.
+fn has_backslash(value: &[u8]) -> bool {
+    any_word(value, word_has_backslash)
+}
+
+/// Whether `test` holds for a word of `value`'s bytes: eight at a time, a
+/// short value in one word, and the last bytes of a long one in its last
+/// eight bytes (without a loop over them).
+#[inline(always)]
+fn any_word(value: &[u8], test: impl Fn(u64) -> bool) -> bool {
     let len = value.len();
     if len < 8 {
-        return word_may_need_escaping(short_word(value));
+        return test(short_word(value));
     }
     let mut words = value.chunks_exact(8);
-    if words.by_ref().any(|word| word_may_need_escaping(word_at(word, 0))) {
+    if words.by_ref().any(|word| test(word_at(word, 0))) {
         return true;
     }
-    // The last eight bytes again cover the ones left over, without a
-    // loop over them.
-    !words.remainder().is_empty() && word_may_need_escaping(word_at(value, len - 8))
+    !words.remainder().is_empty() && test(word_at(value, len - 8))
 }
 
 /// The eight bytes of `bytes` from `at`, as one word.
@@ -227,13 +238,24 @@ fn short_word(value: &[u8]) -> u64 {
 /// are 9, 10, 13) or is a backslash: the high bit of such a byte's lane is
 /// set in the masks below.
 fn word_may_need_escaping(word: u64) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH_BITS: u64 = ONES << 7;
     let control = word.wrapping_sub(14 * ONES) & !word & HIGH_BITS;
-    let backslashes = word ^ (u64::from(b'\\') * ONES);
-    let backslash = backslashes.wrapping_sub(ONES) & !backslashes & HIGH_BITS;
-    control | backslash != 0
+    control | backslashes(word) != 0
 }
+
+/// Whether a byte of `word` is a backslash.
+fn word_has_backslash(word: u64) -> bool {
+    backslashes(word) != 0
+}
+
+/// The high bit of each lane of `word` that holds a backslash (and maybe
+/// of lanes above one that does).
+fn backslashes(word: u64) -> u64 {
+    let differences = word ^ (u64::from(b'\\') * ONES);
+    differences.wrapping_sub(ONES) & !differences & HIGH_BITS
+}
+
+const ONES: u64 = u64::from_ne_bytes([1; 8]);
+const HIGH_BITS: u64 = ONES << 7;
 
 /// COPY text escaping: backslash, newline, carriage return and tab.
 #[inline]
@@ -269,8 +291,9 @@ pub fn unescape(field: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     if field == b"\\N" {
         return None;
     }
-    // Nearly every value has no backslash, which this finds fastest.
-    if !may_need_escaping(field) {
+    // Nearly every value has no backslash, which this finds fastest (an
+    // escaped value holds no tab, newline or carriage return).
+    if !has_backslash(field) {
         return Some(std::borrow::Cow::Borrowed(field));
     }
     Some(std::borrow::Cow::Owned(unescape_bytes(field)))
@@ -341,6 +364,7 @@ mod tests {
                     let mut value = vec![b'a'; len];
                     value[at] = special;
                     assert!(may_need_escaping(&value), "{special} at {at} of {len}");
+                    assert_eq!(has_backslash(&value), special == b'\\', "{special} at {at} of {len}");
                 }
             }
         }
