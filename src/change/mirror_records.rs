@@ -286,7 +286,7 @@ fn escape_bytes(out: &mut Vec<u8>, value: &[u8]) {
 }
 
 /// The inverse of [`escape`] for one COPY text field; `None` for `\N` (NULL).
-#[inline]
+#[inline(always)]
 pub fn unescape(field: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     if field == b"\\N" {
         return None;
