@@ -603,10 +603,10 @@ fn new_rows_go_in_binary_where_every_column_keeps_a_built_in_type_and_read_back_
     let cluster = cluster();
     let source = cluster.fresh_db("binary_rows_src");
     let sink = cluster.fresh_db("binary_rows_sink");
-    let columns = "id, i2, i4, f4, f8, amount, big, note, label, code, doc, u, flag, day, at, atz";
+    let columns = "id, i2, i4, f4, f8, amount, big, note, label, code, doc, u, flag, day, at, atz, bin, j, t";
     let definition = "id bigint PRIMARY KEY, i2 int2, i4 int4, f4 real, f8 float8, amount numeric(12,2), big numeric, \
                       note text, label varchar(20), code char(5), doc jsonb, u uuid, flag bool, day date, at timestamp, \
-                      atz timestamptz";
+                      atz timestamptz, bin bytea, j json, t time";
     // `spans` has an interval (no binary here). `widened`'s destination,
     // made by the user, has a bigint where the source has an int: walpipe
     // gives it the source's type first (schema following), then binary.
@@ -638,7 +638,9 @@ fn new_rows_go_in_binary_where_every_column_keeps_a_built_in_type_and_read_back_
             "INSERT INTO typed SELECT i, (i % 100)::int2 * -1, i * 1000, i / 7.0, i / 3.0, i * 1.255, i / 9.0, \
                     E'tab\\there, line\\nnext, back\\\\slash, é, ''q'' ' || i, 'label ' || i, 'c' || (i % 10), \
                     jsonb_build_object('n', i, 'a', jsonb_build_array(i / 4.0, 'x', NULL)), md5(i::text)::uuid, i % 2 = 0, \
-                    '2000-02-28'::date + i, {at}, '1969-07-20 20:17:40.5+00'::timestamptz + i * interval '1.000001 second' \
+                    '2000-02-28'::date + i, {at}, '1969-07-20 20:17:40.5+00'::timestamptz + i * interval '1.000001 second', \
+                    E'\\\\x00095c0a'::bytea || int4send(i), json_build_object('n', i, 's', E'tab\\t\\\\ ' || i), \
+                    '12:00:00'::time + i * interval '1.000001 second' \
              FROM generate_series({range}) i"
         )
     };
@@ -649,7 +651,8 @@ fn new_rows_go_in_binary_where_every_column_keeps_a_built_in_type_and_read_back_
         &format!(
             "BEGIN; {}; INSERT INTO typed VALUES (10, -32768, 2147483647, '-0', 'NaN', 'NaN', '-0.000100', '', '', 'ab', \
                     '{{\"k\": [1e3, 2.50]}}', '00000000-0000-0000-0000-000000000000', false, '0001-01-01', \
-                    '9999-12-31 23:59:59.999999', '2024-02-29 12:00:00+05:30'); COMMIT",
+                    '9999-12-31 23:59:59.999999', '2024-02-29 12:00:00+05:30', '\\x', ' [1 , 2] ', '23:59:59.999999'); \
+             COMMIT",
             rows("1, 9", "'2026-12-06 23:00:00.5'::timestamp")
         ),
     );

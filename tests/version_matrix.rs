@@ -58,7 +58,7 @@ impl<'a> FromSql<'a> for Raw {
 /// server's binary form of it, byte for byte; the texts that must not
 /// convert (eras, years past 9999, infinities of time) do not.
 fn text_converts_to_the_servers_binary(cluster: &Cluster) {
-    const NOT_CONVERTED: &[&str] = &["infinity", "-infinity", "0044-03-15", "12000-01-01"];
+    const NOT_CONVERTED: &[&str] = &["infinity", "-infinity", "0044-03-15", "12000-01-01", "24:00:00"];
     let cases: &[(&str, &[&str])] = &[
         ("bool", &["t", "f"]),
         ("int2", &["-32768", "32767", "0"]),
@@ -95,6 +95,9 @@ fn text_converts_to_the_servers_binary(cluster: &Cluster) {
         ("varchar(20)", &["short", ""]),
         ("char(5)", &["ab", "abcde"]),
         ("jsonb", &["{\"a\": [1, 2.50, null], \"b\": \"é\"}", "[]", "null", "1e3"]),
+        ("json", &["{\"a\": [1, 2.50, null], \"b\": \"é\"}", " [ 1 ,2 ] ", "null"]),
+        ("bytea", &["\\x", "\\x00ff10", "\\xDEADBEEF", "plain"]),
+        ("time", &["00:00:00", "23:59:59.999999", "12:34:56.5", "24:00:00"]),
         ("uuid", &["a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "00000000-0000-0000-0000-000000000000"]),
         (
             "date",

@@ -30,12 +30,16 @@ pub enum BinaryType {
     Float4,
     Float8,
     Numeric,
-    /// `text`, `varchar` and `bpchar`: the bytes themselves.
+    /// `text`, `varchar`, `bpchar` and `json`: the bytes themselves.
     Text,
+    /// `bytea`, printed as hex (`\x0a1b`): the bytes the digits spell.
+    Bytea,
     /// The bytes after a version byte, 1.
     Jsonb,
     Uuid,
     Date,
+    /// `time`: microseconds since midnight.
+    Time,
     /// `timestamp`, and `timestamptz` (whose text must then end in `+00`).
     Timestamp {
         utc_offset: bool,
@@ -52,13 +56,15 @@ impl BinaryType {
     pub fn of_oid(oid: u32) -> Option<BinaryType> {
         Some(match oid {
             16 => BinaryType::Bool,
+            17 => BinaryType::Bytea,
             20 => BinaryType::Int8,
             21 => BinaryType::Int2,
             23 => BinaryType::Int4,
-            25 | 1042 | 1043 => BinaryType::Text,
+            25 | 114 | 1042 | 1043 => BinaryType::Text,
             700 => BinaryType::Float4,
             701 => BinaryType::Float8,
             1082 => BinaryType::Date,
+            1083 => BinaryType::Time,
             1114 => BinaryType::Timestamp { utc_offset: false },
             1184 => BinaryType::Timestamp { utc_offset: true },
             1700 => BinaryType::Numeric,
@@ -69,10 +75,12 @@ impl BinaryType {
         })
     }
 
-    /// Whether its values are text as it is (`text`, `varchar`, `bpchar`,
-    /// `jsonb`): the only ones whose text may hold any byte.
-    pub fn is_text(self) -> bool {
-        matches!(self, BinaryType::Text | BinaryType::Jsonb)
+    /// Whether its values' text may hold any byte, and so comes escaped in
+    /// COPY text (`text` and its kin, `json`, `jsonb`, and `bytea`, whose
+    /// hex form starts with a backslash). Another type's text never holds
+    /// a backslash.
+    pub fn may_be_escaped(self) -> bool {
+        matches!(self, BinaryType::Text | BinaryType::Jsonb | BinaryType::Bytea)
     }
 
     /// Appends the binary form of the value whose text is `text`; `None`
@@ -96,11 +104,13 @@ impl BinaryType {
                 out.push(1);
                 out.extend_from_slice(text);
             }
+            BinaryType::Bytea => write_bytea(text, out)?,
             BinaryType::Uuid => write_uuid(text, out)?,
             BinaryType::Date => {
                 let days = date(text)? - EPOCH_DAYS;
                 out.extend(i32::try_from(days).ok()?.to_be_bytes());
             }
+            BinaryType::Time => out.extend(time_of_day(text)?.to_be_bytes()),
             BinaryType::Timestamp { utc_offset } => {
                 let text = if utc_offset { text.strip_suffix(b"+00")? } else { text };
                 out.extend(timestamp(text)?.to_be_bytes());
@@ -251,6 +261,19 @@ fn write_numeric(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
+/// `bytea` in hex (`bytea_output = hex`, the default): `\x`, then two
+/// digits a byte. The older escape form is not read.
+fn write_bytea(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let digits = text.strip_prefix(b"\\x")?;
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    for pair in digits.chunks_exact(2) {
+        out.push(hex_digit(pair[0])? << 4 | hex_digit(pair[1])?);
+    }
+    Some(())
+}
+
 fn write_uuid(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
     if text.len() != 36 || [8, 13, 18, 23].iter().any(|&dash| text[dash] != b'-') {
         return None;
@@ -313,23 +336,31 @@ fn date(text: &[u8]) -> Option<i64> {
 
 /// `YYYY-MM-DD HH:MM:SS[.f...]` as microseconds since 2000-01-01 00:00:00.
 fn timestamp(text: &[u8]) -> Option<i64> {
-    if text.len() < 19 || text[10] != b' ' || text[13] != b':' || text[16] != b':' {
+    if text.len() < 19 || text[10] != b' ' {
         return None;
     }
     let days = date(&text[..10])? - EPOCH_DAYS;
+    Some(days * MICROS_PER_DAY + time_of_day(&text[11..])?)
+}
+
+/// `HH:MM:SS[.f...]` (before midnight) as microseconds since midnight.
+fn time_of_day(text: &[u8]) -> Option<i64> {
+    if text.len() < 8 || text[2] != b':' || text[5] != b':' {
+        return None;
+    }
     let (hour, minute, second) =
-        (digits::<2>(&text[11..13])?, digits::<2>(&text[14..16])?, digits::<2>(&text[17..19])?);
+        (digits::<2>(&text[..2])?, digits::<2>(&text[3..5])?, digits::<2>(&text[6..8])?);
     if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
-    let micros = match &text[19..] {
+    let micros = match &text[8..] {
         [] => 0,
         [b'.', fraction @ ..] if (1..=6).contains(&fraction.len()) => {
             digits_scaled(fraction)? * [0, 100_000, 10_000, 1_000, 100, 10, 1][fraction.len()]
         }
         _ => return None,
     };
-    Some(days * MICROS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1_000_000 + micros)
+    Some(((hour * 60 + minute) * 60 + second) * 1_000_000 + micros)
 }
 
 #[cfg(test)]

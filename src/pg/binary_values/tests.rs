@@ -67,3 +67,16 @@ fn scalars_refuse_text_their_output_function_never_prints() {
         Some(f64::NEG_INFINITY.to_bits().to_be_bytes().to_vec())
     );
 }
+
+#[test]
+fn bytea_is_read_in_hex_only_and_time_before_midnight_only() {
+    assert_eq!(binary(BinaryType::Bytea, "\\x"), Some(vec![]));
+    assert_eq!(binary(BinaryType::Bytea, "\\x0aFF5c"), Some(vec![0x0a, 0xff, 0x5c]));
+    for text in ["\\x0", "\\xzz", "abc", "\\000", ""] {
+        assert_eq!(binary(BinaryType::Bytea, text), None, "{text:?}");
+    }
+    assert_eq!(binary(BinaryType::Time, "00:00:01.5"), Some(1_500_000i64.to_be_bytes().to_vec()));
+    for text in ["24:00:00", "12:00", "12:00:00+00", "12:00:00.1234567"] {
+        assert_eq!(binary(BinaryType::Time, text), None, "{text:?}");
+    }
+}

@@ -148,8 +148,8 @@ fn binary_rows(batch: &TableBatch, types: &[BinaryType]) -> Option<Vec<u8>> {
     let mut copy = CopyWriter::with_capacity(batch.len() * 128);
     // A large transaction repeats values (its `now()`, a status, its commit
     // LSN): a value whose text is its column's in the row before is copied
-    // from that row's bytes, not converted again. Text converts by copying,
-    // so it is not remembered.
+    // from that row's bytes, not converted again. Text converts by copying
+    // (a value that may be escaped is not compared), so it is not remembered.
     let mut previous: Vec<(&[u8], Range<usize>)> = vec![(&[], 0..0); types.len()];
     let mut lsn: (&[u8], Range<usize>) = (&[], 0..0);
     for (record, values) in batch.inserts()? {
@@ -159,7 +159,7 @@ fn binary_rows(batch: &TableBatch, types: &[BinaryType]) -> Option<Vec<u8>> {
         copy.tuple(fields);
         for ((field, ty), previous) in values.zip(types).zip(&mut previous) {
             let text = record.field(field);
-            if !ty.is_text() && text != b"\\N" && same_value(previous.0, text) {
+            if !ty.may_be_escaped() && text != b"\\N" && same_value(previous.0, text) {
                 previous.1 = copy.repeat(previous.1.clone())?;
             } else if let Some(bytes) = write_value(&mut copy, *ty, text)? {
                 *previous = (text, bytes);
@@ -190,12 +190,13 @@ pub fn write_value(copy: &mut CopyWriter, ty: BinaryType, text: &[u8]) -> Option
         copy.null();
         return Some(None);
     }
-    // Only text can hold an escaped byte; in another type's text a
-    // backslash is an error, and the rows go as text.
+    // Only text and its kin (`BinaryType::may_be_escaped`) can hold an
+    // escaped byte; in another type's text a backslash is an error, and
+    // the rows go as text.
     let bytes = match ty {
         // Its binary form is its text: the length is known up front.
         BinaryType::Text => copy.bytes(&unescape(text)?)?,
-        BinaryType::Jsonb => copy.field(|out| ty.write(&unescape(text)?, out))?,
+        _ if ty.may_be_escaped() => copy.field(|out| ty.write(&unescape(text)?, out))?,
         _ => copy.field(|out| ty.write(text, out))?,
     };
     Some(Some(bytes))
