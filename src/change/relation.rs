@@ -66,11 +66,12 @@ impl TableColumn {
 
 impl Table {
     pub fn new(id: u32, schema: &str, name: &str, columns: Vec<TableColumn>) -> Table {
+        let qualified = format!("{schema}.{name}");
         let mut qualified_json = Vec::new();
-        write_str(&mut qualified_json, &format!("{schema}.{name}"));
+        write_str(&mut qualified_json, &qualified);
         // A dot needs no escape, so this is the escaped qualified name.
         let mut qualified_copy = Vec::new();
-        super::mirror_records::escape(&mut qualified_copy, format!("{schema}.{name}").as_bytes());
+        super::mirror_records::escape(&mut qualified_copy, qualified.as_bytes());
         Table {
             id,
             schema: schema.to_string(),
