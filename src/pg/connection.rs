@@ -67,6 +67,11 @@ pub struct Connection {
     pub(crate) receive_side: Option<ReceiveSide>,
 }
 
+/// The most a drain of the socket leaves buffered: bounds walpipe's memory
+/// whatever the server has queued (a walsender's send buffer holds up to
+/// 4 MiB under Linux's default `tcp_wmem`).
+pub(crate) const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
 impl Connection {
     /// Opens a logical replication session (`replication=database`).
     pub async fn connect(info: &ConnInfo) -> Result<Connection, SourceError> {
@@ -80,21 +85,10 @@ impl Connection {
     }
 
     async fn open(info: &ConnInfo, replication: bool) -> Result<Connection, SourceError> {
-        let transport = Transport::connect(info).await?;
+        // A replication socket's receive buffer is fixed before it connects,
+        // so the window never grows past it.
+        let transport = Transport::connect(info, replication).await?;
         let receive_side = transport.receive_side();
-        if let (true, Some(side)) = (replication, &receive_side) {
-            // Before any byte comes, so the window never grows past it.
-            match side.fix_buffer_if_peer_on_this_host() {
-                Ok(Some(bytes)) => tracing::debug!(
-                    bytes,
-                    "the replication socket's receive buffer is fixed: the source is on this host"
-                ),
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::debug!(%error, "the replication socket's receive buffer could not be fixed")
-                }
-            }
-        }
         let (reader, writer) = tokio::io::split(transport);
         let mut conn = Connection {
             inbox: Inbox { reader, buf: BytesMut::with_capacity(256 * 1024) },
@@ -124,6 +118,13 @@ impl Connection {
     /// The server's version as a number, e.g. 150018 for 15.18.
     pub fn server_version_num(&self) -> u32 {
         self.server_version_num
+    }
+
+    /// Moves what the socket holds now into the inbox without waiting, up
+    /// to [`DRAIN_LIMIT`] buffered: see [`ReceiveSide::drain_into`].
+    /// Returns the bytes moved.
+    pub(crate) fn drain_socket(&mut self) -> usize {
+        self.receive_side.as_ref().map_or(0, |side| side.drain_into(&mut self.inbox.buf, DRAIN_LIMIT))
     }
 
     pub(crate) async fn recv(&mut self) -> Result<Incoming, SourceError> {

@@ -7,13 +7,13 @@ use std::task::{Context, Poll};
 use bytes::{BufMut, BytesMut};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::{TcpSocket, TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::conninfo::{ConnInfo, Host, SslMode};
 use super::error::SourceError;
-use super::receive_side::ReceiveSide;
+use super::receive_side::{self, ReceiveSide};
 use super::tls;
 
 pub enum Transport {
@@ -23,8 +23,10 @@ pub enum Transport {
 }
 
 impl Transport {
-    /// Opens the stream and negotiates TLS as `sslmode` asks.
-    pub async fn connect(info: &ConnInfo) -> Result<Transport, SourceError> {
+    /// Opens the stream and negotiates TLS as `sslmode` asks. With
+    /// `fix_receive_buffer`, a TCP socket to a peer on this host gets its
+    /// receive buffer fixed before it connects ([`receive_side::fixed_buffer`]).
+    pub async fn connect(info: &ConnInfo, fix_receive_buffer: bool) -> Result<Transport, SourceError> {
         let target = info.target();
         let timeout = info.connect_timeout;
         let timed_out = || SourceError::ConnectTimeout { target: target.clone(), seconds: timeout.as_secs() };
@@ -40,7 +42,7 @@ impl Transport {
             }
             Host::Tcp(host) => host,
         };
-        let mut tcp = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), info.port)))
+        let mut tcp = tokio::time::timeout(timeout, connect_tcp(host, info.port, fix_receive_buffer))
             .await
             .map_err(|_| timed_out())?
             .map_err(|source| SourceError::Connect { target: target.clone(), source })?;
@@ -85,11 +87,33 @@ impl Transport {
     /// only (a Unix socket reports every write readable whatever the mark).
     pub fn receive_side(&self) -> Option<ReceiveSide> {
         match self {
-            Transport::Tcp(stream) => Some(ReceiveSide::of(stream)),
-            Transport::Tls(stream) => Some(ReceiveSide::of(stream.get_ref().0)),
+            Transport::Tcp(stream) => Some(ReceiveSide::of(stream, true)),
+            Transport::Tls(stream) => Some(ReceiveSide::of(stream.get_ref().0, false)),
             Transport::Unix(_) => None,
         }
     }
+}
+
+/// Connects to the first of `host`'s addresses that answers, as
+/// `TcpStream::connect` does; with `fix_receive_buffer`, a socket to a
+/// loopback address gets its receive buffer fixed first.
+async fn connect_tcp(host: &str, port: u16, fix_receive_buffer: bool) -> io::Result<TcpStream> {
+    let mut last_error = None;
+    for address in tokio::net::lookup_host((host, port)).await? {
+        let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        let fixed = receive_side::fixed_buffer(address.ip().is_loopback()).filter(|_| fix_receive_buffer);
+        if let Some(bytes) = fixed {
+            socket.set_recv_buffer_size(bytes)?;
+            tracing::debug!(bytes, "the replication socket's receive buffer is fixed: the source is on this host");
+        }
+        match socket.connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("{host} resolves to no address"))
+    }))
 }
 
 impl AsyncRead for Transport {
@@ -125,5 +149,36 @@ impl AsyncWrite for Transport {
             Transport::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The receive buffer the kernel gave a connected socket.
+    fn receive_buffer(stream: TcpStream) -> u32 {
+        let socket = TcpSocket::from_std_stream(stream.into_std().expect("a std stream"));
+        socket.recv_buffer_size().expect("SO_RCVBUF")
+    }
+
+    #[tokio::test]
+    async fn a_replication_socket_to_this_host_has_its_buffer_fixed_before_it_connects() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let port = listener.local_addr().expect("an address").port();
+        let fixed = connect_tcp("127.0.0.1", port, true).await.expect("connected");
+        // Linux doubles what was asked, for its bookkeeping.
+        assert_eq!(receive_buffer(fixed), 2 * receive_side::RECEIVE_BUFFER);
+        let sized = connect_tcp("127.0.0.1", port, false).await.expect("connected");
+        assert_ne!(receive_buffer(sized), 2 * receive_side::RECEIVE_BUFFER, "an ordinary session keeps the kernel's");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_the_error_of_the_last_address_tried() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+        let port = listener.local_addr().expect("an address").port();
+        drop(listener);
+        let error = connect_tcp("127.0.0.1", port, true).await.expect_err("nothing listens");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
     }
 }

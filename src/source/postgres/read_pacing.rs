@@ -13,13 +13,20 @@
 //! receive half runs on its CPU too), and it sends each message as soon as
 //! it is decoded: the kernel puts several in one segment only while it
 //! cannot send at once. A reader that keeps up gets one segment per
-//! message; one that lags gets full segments, and the walsender spends
-//! half the CPU (BENCHMARKS.md, 2026-12-06). So while gathering, walpipe
-//! waits [`READ_SPACING`] before it reads again; and when the source is on this
-//! host, the replication socket's receive buffer is fixed
-//! ([`ReceiveSide::fix_buffer_if_peer_on_this_host`]), so that the window
-//! fills between two reads and the walsender's messages queue into full
-//! segments.
+//! message; one whose window is full gets full segments, and the walsender
+//! spends half the CPU (BENCHMARKS.md, 2026-12-06). Under BBR congestion
+//! control the connection's pacing sometimes held the messages back by
+//! itself; under CUBIC, Linux's default, nothing did (BENCHMARKS.md,
+//! 2026-12-07). So walpipe closes the window on purpose:
+//! - when the source is on this host, the replication socket's receive
+//!   buffer is small and fixed before it connects
+//!   ([`RECEIVE_BUFFER`]), so the window fills within one [`READ_SPACING`]
+//!   at the walsender's pace;
+//! - while gathering, once the bytes of a read are used up, walpipe waits
+//!   [`READ_SPACING`] before it reads again, and each read then takes all
+//!   the socket holds ([`Connection::drain_socket`]): every read frees the
+//!   window, so the walsender's queue comes in full segments, and the
+//!   walsender never waits on a full send buffer for long.
 //!
 //! Invariants:
 //! - Gathering starts only where no reader is waiting for the bytes:
@@ -41,14 +48,17 @@
 //! - Pure: the caller sets the mark this returns, and the timer.
 //!
 //! [`ReceiveSide`]: crate::pg::receive_side::ReceiveSide
-//! [`ReceiveSide::fix_buffer_if_peer_on_this_host`]: crate::pg::receive_side::ReceiveSide::fix_buffer_if_peer_on_this_host
+//! [`RECEIVE_BUFFER`]: crate::pg::receive_side::RECEIVE_BUFFER
+//! [`Connection::drain_socket`]: crate::pg::connection::Connection::drain_socket
 
 use std::time::Duration;
 
 use super::protocol::pgoutput::BlockEdge;
 
-/// Bytes gathered before the reader wakes, while gathering (a backlog, or a streamed block).
-pub const GATHER: usize = 64 * 1024;
+/// Bytes gathered before the reader wakes, while gathering (a backlog, or a
+/// streamed block). Half of [`RECEIVE_BUFFER`]: the mark must be reached
+/// while the window is still open.
+pub const GATHER: usize = 16 * 1024;
 /// How far behind (commit to send, in the server's clock) a BEGIN shows a backlog.
 pub const BACKLOG: Duration = Duration::from_millis(20);
 /// The longest one wait for bytes may gather.

@@ -173,6 +173,11 @@ impl ReplicationStream {
             result = self.conn.inbox.read_more() => {
                 self.gather_until = None;
                 self.read_since_spacing = true;
+                if result.is_ok() && self.pacing.read_spacing().is_some() {
+                    // While gathering, take all the walsender has queued now:
+                    // the next read waits READ_SPACING.
+                    self.conn.drain_socket();
+                }
                 result
             }
             () = tokio::time::sleep_until(wake), if !flushing || gather_until.is_some() => {
