@@ -126,7 +126,8 @@ mod tests {
     /// A connected pair on loopback: the accepted side writes, `reader` reads.
     async fn pair() -> (TcpStream, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
-        let reader = TcpStream::connect(listener.local_addr().expect("an address")).await.expect("a connection");
+        let reader =
+            TcpStream::connect(listener.local_addr().expect("an address")).await.expect("a connection");
         let (writer, _) = listener.accept().expect("the other end");
         (reader, writer)
     }

@@ -104,16 +104,18 @@ async fn connect_tcp(host: &str, port: u16, fix_receive_buffer: bool) -> io::Res
         let fixed = receive_side::fixed_buffer(address.ip().is_loopback()).filter(|_| fix_receive_buffer);
         if let Some(bytes) = fixed {
             socket.set_recv_buffer_size(bytes)?;
-            tracing::debug!(bytes, "the replication socket's receive buffer is fixed: the source is on this host");
+            tracing::debug!(
+                bytes,
+                "the replication socket's receive buffer is fixed: the source is on this host"
+            );
         }
         match socket.connect(address).await {
             Ok(stream) => return Ok(stream),
             Err(error) => last_error = Some(error),
         }
     }
-    Err(last_error.unwrap_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, format!("{host} resolves to no address"))
-    }))
+    Err(last_error
+        .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} resolves to no address"))))
 }
 
 impl AsyncRead for Transport {
@@ -170,7 +172,11 @@ mod tests {
         // Linux doubles what was asked, for its bookkeeping.
         assert_eq!(receive_buffer(fixed), 2 * receive_side::RECEIVE_BUFFER);
         let sized = connect_tcp("127.0.0.1", port, false).await.expect("connected");
-        assert_ne!(receive_buffer(sized), 2 * receive_side::RECEIVE_BUFFER, "an ordinary session keeps the kernel's");
+        assert_ne!(
+            receive_buffer(sized),
+            2 * receive_side::RECEIVE_BUFFER,
+            "an ordinary session keeps the kernel's"
+        );
     }
 
     #[tokio::test]

@@ -63,8 +63,11 @@ pub const GATHER: usize = 16 * 1024;
 pub const BACKLOG: Duration = Duration::from_millis(20);
 /// The longest one wait for bytes may gather.
 pub const GATHER_WAIT: Duration = Duration::from_millis(2);
-/// While gathering, the wait before the next read once a read's bytes are used up.
-pub const READ_SPACING: Duration = Duration::from_millis(1);
+/// While gathering, the wait before the next read once a read's bytes are
+/// used up. Long enough for the walsender to fill the window of a fixed
+/// [`RECEIVE_BUFFER`] at its pace: with 1 ms, under CUBIC, it often did not,
+/// and its messages went one segment each (BENCHMARKS.md, 2026-12-07).
+pub const READ_SPACING: Duration = Duration::from_millis(2);
 /// Whether the socket gathers; changes come back as the mark to set.
 #[derive(Debug)]
 pub struct ReadPacing {
