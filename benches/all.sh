@@ -122,6 +122,13 @@ for figure in "${figures[@]}"; do
 done >> benches/history.tsv
 python3 benches/summarize.py benches/history.tsv "$today" "$commit" "$OUT/summary.dat" "$OUT/rounds.tsv" > "$OUT/table.md"
 cat "$OUT/table.md"
-{ echo; echo "## \`bash benches/all.sh\`, $today, \`$commit\`"; echo; cat "$OUT/table.md"; } >> BENCHMARKS.md
+# The walsender's cost per message depends on the host's TCP congestion
+# control (BENCHMARKS.md, 2026-12-07), so each row names it.
+congestion=$(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown)
+{
+  echo; echo "## \`bash benches/all.sh\`, $today, \`$commit\`"; echo
+  echo "Host TCP congestion control: \`$congestion\`."; echo
+  cat "$OUT/table.md"
+} >> BENCHMARKS.md
 gnuplot benches/summary.gnuplot
 log "table appended to BENCHMARKS.md; plot in $OUT/summary.png"
