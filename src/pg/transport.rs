@@ -103,11 +103,16 @@ async fn connect_tcp(host: &str, port: u16, fix_receive_buffer: bool) -> io::Res
         let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
         let fixed = receive_side::fixed_buffer(address.ip().is_loopback()).filter(|_| fix_receive_buffer);
         if let Some(bytes) = fixed {
-            socket.set_recv_buffer_size(bytes)?;
-            tracing::debug!(
-                bytes,
-                "the replication socket's receive buffer is fixed: the source is on this host"
-            );
+            // The kernel's own sizing still works, only the walsender pays more.
+            match socket.set_recv_buffer_size(bytes) {
+                Ok(()) => tracing::debug!(
+                    bytes,
+                    "the replication socket's receive buffer is fixed: the source is on this host"
+                ),
+                Err(error) => {
+                    tracing::debug!(%error, "the replication socket's receive buffer could not be fixed")
+                }
+            }
         }
         match socket.connect(address).await {
             Ok(stream) => return Ok(stream),
